@@ -1,0 +1,78 @@
+"""What every check receives, and the helpers checks share to turn bootstrap samples into Metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from assay.data.dataset import Dataset
+from assay.engine.run import Outputs
+from assay.evidence.schema import Metric
+from assay.stats.bootstrap import percentile_ci
+
+__all__ = ["CheckContext", "EvaluateConfig", "make_metric"]
+
+
+class EvaluateConfig(BaseModel):
+    """Settings of an evaluation run; recorded verbatim in ``evidence.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(0, description="Seed for every randomized step (bootstrap, splits).")
+    n_bootstrap: int = Field(1000, ge=100, le=100_000, description="Bootstrap resamples per CI.")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of every interval.")
+    ece_bins: int = Field(15, ge=2, le=1000, description="Bins for the ECE family (Guo et al. 2017 use 15).")
+    calibration_split: float = Field(
+        0.5, gt=0.0, lt=1.0, description="Fraction of the evaluation set held out to fit the temperature "
+        "when no calibration data is given."
+    )
+    batch_size: int = Field(256, ge=1, description="Inference batch size.")
+
+
+@dataclass
+class CheckContext:
+    """Inputs of a check: cached outputs, the dataset (labels, metadata) and the run's config.
+
+    ``calibration`` holds (logits, labels) of separate calibration data when the user gave some.
+    """
+
+    outputs: Outputs
+    dataset: Dataset
+    config: EvaluateConfig
+    calibration: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def logits(self) -> np.ndarray:
+        return self.outputs.clean.logits
+
+    @property
+    def labels(self) -> np.ndarray:
+        assert self.dataset.y is not None, "checks over labels need a labelled dataset"
+        return self.dataset.y
+
+
+def make_metric(
+    value: float,
+    samples: np.ndarray | None,
+    *,
+    n: int,
+    config: EvaluateConfig,
+    method: str | None = None,
+    metric_config: dict[str, Any] | None = None,
+) -> Metric:
+    """A Metric with a percentile CI from bootstrap ``samples`` (or no CI when samples is None)."""
+    value_f = float(value) if value is not None and np.isfinite(value) else None
+    if samples is None:
+        lo = hi = None
+        method = method or "point estimate (no interval)"
+    else:
+        lo, hi = percentile_ci(samples, config.confidence)
+        lo = None if not np.isfinite(lo) else lo
+        hi = None if not np.isfinite(hi) else hi
+        method = method or (
+            f"bootstrap percentile, {int(config.confidence * 100)}% (B={config.n_bootstrap}, seed={config.seed})"
+        )
+    return Metric(value=value_f, ci_low=lo, ci_high=hi, n=int(n), method=method, config=metric_config or {})

@@ -1,0 +1,120 @@
+"""The in-memory dataset every loader produces."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from assay.errors import UserError
+
+__all__ = ["Dataset", "Modality"]
+
+Modality = Literal["image", "tabular", "text"]
+
+
+@dataclass(eq=False)
+class Dataset:
+    """Inputs, labels and per-sample metadata.
+
+    ``x``: float32 array (images NCHW in [0, 1]; tabular (N, F)) or an object array of strings (text).
+    ``y``: int64 labels, or None for unlabeled data. ``ids``: one identifier per sample.
+    ``meta``: per-sample columns for slicing (``meta_<name>`` in NPZ, extra CSV columns).
+    """
+
+    x: np.ndarray
+    y: np.ndarray | None
+    ids: np.ndarray
+    modality: Modality
+    name: str
+    source: str
+    class_names: list[str] | None = None
+    meta: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def __post_init__(self) -> None:
+        n = len(self.x)
+        if n == 0:
+            raise UserError("the dataset is empty", where=self.source, fix="give a dataset with at least one sample")
+        if self.y is not None and len(self.y) != n:
+            raise UserError(
+                f"{n} inputs but {len(self.y)} labels", where=self.source, fix="give one label per input"
+            )
+        if len(self.ids) != n:
+            raise UserError(f"{n} inputs but {len(self.ids)} ids", where=self.source, fix="give one id per input")
+        if len(self.meta) not in (0, n):
+            raise UserError(
+                f"{n} inputs but {len(self.meta)} metadata rows", where=self.source, fix="give one row per input"
+            )
+        if len(self.meta) == 0:
+            self.meta = pd.DataFrame(index=pd.RangeIndex(n))
+        if self.x.dtype != object and np.issubdtype(self.x.dtype, np.floating):
+            bad = ~np.isfinite(self.x.reshape(n, -1)).all(axis=1)
+            if bad.any():
+                first = np.flatnonzero(bad)[:5].tolist()
+                raise UserError(
+                    f"{int(bad.sum())} input(s) contain NaN or infinite values (first at rows {first})",
+                    where=self.source,
+                    fix="clean or impute the inputs before evaluation",
+                )
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input (empty for text)."""
+        return tuple(self.x.shape[1:])
+
+    @property
+    def has_labels(self) -> bool:
+        return self.y is not None
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 over inputs, labels and ids: same content, same fingerprint."""
+        h = hashlib.sha256()
+        h.update(self.modality.encode())
+        h.update(str(self.x.shape).encode())
+        if self.x.dtype == object:
+            for s in self.x:
+                h.update(str(s).encode("utf-8"))
+                h.update(b"\0")
+        else:
+            h.update(str(self.x.dtype).encode())
+            h.update(np.ascontiguousarray(self.x).tobytes())
+        if self.y is not None:
+            h.update(np.ascontiguousarray(self.y, dtype=np.int64).tobytes())
+        h.update("\0".join(map(str, self.ids)).encode("utf-8"))
+        return h.hexdigest()
+
+    def validate_labels(self, num_classes: int) -> None:
+        """Raise a UserError if any label lies outside [0, num_classes)."""
+        if self.y is None:
+            return
+        bad = (self.y < 0) | (self.y >= num_classes)
+        if bad.any():
+            rows = np.flatnonzero(bad)[:5].tolist()
+            values = sorted(set(self.y[bad].tolist()))[:5]
+            raise UserError(
+                f"{int(bad.sum())} label(s) outside [0, {num_classes}) — values {values} at rows {rows}",
+                where=self.source,
+                fix=f"labels must be class indices 0..{num_classes - 1} matching the model's outputs",
+            )
+
+    def subset(self, index: np.ndarray) -> Dataset:
+        """A new dataset holding the given rows (in that order)."""
+        index = np.asarray(index)
+        return Dataset(
+            x=self.x[index],
+            y=None if self.y is None else self.y[index],
+            ids=self.ids[index],
+            modality=self.modality,
+            name=self.name,
+            source=self.source,
+            class_names=self.class_names,
+            meta=self.meta.iloc[index].reset_index(drop=True),
+        )

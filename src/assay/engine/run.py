@@ -1,0 +1,112 @@
+"""Plan views, run batched inference once, and cache the outputs.
+
+Checks never call the model: they read the :class:`Outputs` this module returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from assay.data.dataset import Dataset
+from assay.engine.backends import Backend, LocalBackend
+from assay.engine.cache import OutputCache, ViewOutput, cache_key
+from assay.engine.views import CleanView, View
+from assay.models.base import Model
+
+__all__ = ["Outputs", "run_views"]
+
+
+@dataclass
+class Outputs:
+    """Model outputs per view name, plus counters of work done (forward batches, cache hits)."""
+
+    views: dict[str, ViewOutput] = field(default_factory=dict)
+    forward_batches: int = 0
+    cache_hits: int = 0
+
+    def __getitem__(self, name: str) -> ViewOutput:
+        return self.views[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.views
+
+    @property
+    def clean(self) -> ViewOutput:
+        return self.views["clean"]
+
+
+def _view_key(model: Model, source: Dataset, view: View) -> str:
+    info = model.info
+    return cache_key(info.sha256, info.outputs, str(info.feature_source), source.fingerprint, view.spec.key())
+
+
+def run_views(
+    model: Model,
+    dataset: Dataset,
+    views: Sequence[View] | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 256,
+    backend: Backend | None = None,
+    progress: bool = True,
+) -> Outputs:
+    """Outputs of ``model`` on every view of ``dataset``, from the cache where possible.
+
+    Features are computed alongside logits whenever the model exposes them (one pass for both).
+    """
+    views = list(views) if views is not None else [CleanView()]
+    backend = backend or LocalBackend()
+    cache = OutputCache(cache_dir)
+    outputs = Outputs()
+    todo: list[tuple[View, Dataset, str]] = []
+    for view in views:
+        source = view.source(dataset)
+        key = _view_key(model, source, view)
+        hit = cache.get(key)
+        if hit is not None:
+            outputs.views[view.spec.name] = hit
+            outputs.cache_hits += 1
+        else:
+            todo.append((view, source, key))
+    if not todo:
+        return outputs
+
+    total = sum(-(-len(src) // batch_size) for _, src, _ in todo)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not progress,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("inference", total=total)
+        for view, source, key in todo:
+            bar.update(task, description=f"inference [{view.spec.name}]")
+            starts = range(0, len(source), batch_size)
+
+            def one_batch(start: int, view: View = view, source: Dataset = source) -> tuple[np.ndarray, np.ndarray | None]:
+                index = np.arange(start, min(start + batch_size, len(source)))
+                x = view.transform(source.x[index], index)
+                return model.forward(x, want_features=True)
+
+            logits_parts: list[np.ndarray] = []
+            feature_parts: list[np.ndarray] = []
+            for logits, feats in backend.map(one_batch, starts):
+                outputs.forward_batches += 1
+                logits_parts.append(logits)
+                if feats is not None:
+                    feature_parts.append(feats)
+                bar.advance(task)
+            result = ViewOutput(
+                logits=np.concatenate(logits_parts).astype(np.float32, copy=False),
+                features=np.concatenate(feature_parts) if feature_parts else None,
+            )
+            cache.put(key, result)
+            outputs.views[view.spec.name] = result
+    return outputs

@@ -1,0 +1,134 @@
+"""The evidence bundle schema: the contract between Assay commands.
+
+``evidence.json`` is an :class:`Evidence`; it is versioned by ``schema_version`` (bump the major part
+on breaking changes). ``assay schema`` prints the JSON Schema generated from these models.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DataInfo",
+    "EnvironmentInfo",
+    "Evidence",
+    "Finding",
+    "Metric",
+    "ModelInfo",
+    "Section",
+    "Severity",
+    "Verdict",
+]
+
+SCHEMA_VERSION = "1.0"
+
+Severity = Literal["info", "warning", "critical"]
+Verdict = Literal["pass", "warn", "fail", "info"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class Metric(_Strict):
+    """One scalar with its uncertainty and the exact configuration that produced it."""
+
+    value: float | None = Field(description="Point estimate on the full evaluation set (None if undefined).")
+    ci_low: float | None = Field(default=None, description="Lower end of the confidence interval.")
+    ci_high: float | None = Field(default=None, description="Upper end of the confidence interval.")
+    n: int = Field(description="Number of samples the metric was computed on.")
+    method: str = Field(description="How the CI was obtained, e.g. 'bootstrap-percentile(B=1000, seed=0)'.")
+    config: dict[str, Any] = Field(default_factory=dict, description="Exact metric configuration (bins, norm, ...).")
+
+
+class Finding(_Strict):
+    """Something a person should know: a problem, a caveat, or how a number was obtained."""
+
+    severity: Severity
+    message: str
+    evidence: str | None = Field(default=None, description="Pointer to the metric or plot backing the finding.")
+
+
+class Section(_Strict):
+    """The output of one check (trust dimension)."""
+
+    name: str
+    title: str
+    verdict: Verdict
+    summary: str = ""
+    metrics: dict[str, Metric] = Field(default_factory=dict)
+    findings: list[Finding] = Field(default_factory=list)
+    tables: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict, description="Row-oriented tables, e.g. per-class metrics."
+    )
+    plots: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Data behind plots (reliability diagram, confusion matrix, ...)."
+    )
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelInfo(_Strict):
+    """What was evaluated."""
+
+    path: str
+    format: Literal["onnx", "torchscript", "torch-export", "factory"]
+    sha256: str
+    input_shape: list[int | None] = Field(description="Input shape; None marks a free (batch) dimension.")
+    input_dtype: str
+    num_classes: int
+    class_names: list[str]
+    outputs: Literal["logits", "probabilities"] = "logits"
+    feature_source: str | None = Field(default=None, description="Layer/output whose embedding `features` returns.")
+
+
+class DataInfo(_Strict):
+    """What it was evaluated on."""
+
+    name: str
+    source: str
+    modality: Literal["image", "tabular", "text"]
+    fingerprint: str
+    n: int
+    num_classes: int
+    class_names: list[str]
+    input_shape: list[int]
+    metadata_columns: list[str] = Field(default_factory=list)
+
+
+class EnvironmentInfo(_Strict):
+    """Where it ran."""
+
+    assay: str
+    python: str
+    platform: str
+    numpy: str
+    torch: str | None = None
+    onnxruntime: str | None = None
+    cpu_model: str | None = None
+    cpu_count: int | None = None
+    isa_flags: list[str] = Field(default_factory=list)
+
+
+class Evidence(_Strict):
+    """Root of ``evidence.json``."""
+
+    schema_version: str = SCHEMA_VERSION
+    created_at: str
+    model: ModelInfo
+    data: DataInfo
+    environment: EnvironmentInfo
+    seed: int
+    config: dict[str, Any]
+    timings: dict[str, float] = Field(default_factory=dict, description="Wall-clock seconds per stage.")
+    sections: dict[str, Section] = Field(default_factory=dict)
+
+    @property
+    def verdict(self) -> Verdict:
+        """Worst section verdict (fail > warn > pass > info)."""
+        order = {"info": 0, "pass": 1, "warn": 2, "fail": 3}
+        if not self.sections:
+            return "info"
+        return max((s.verdict for s in self.sections.values()), key=order.__getitem__)
