@@ -1,0 +1,224 @@
+"""The library entry point: ``assay.evaluate(model, data) -> Evidence``.
+
+Everything the CLI's ``evaluate`` does is this one call.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assay.checks.base import CheckContext, EvaluateConfig
+from assay.data.dataset import Dataset
+from assay.engine.backends import Backend, get_backend
+from assay.engine.cache import default_cache_dir
+from assay.engine.run import Outputs, run_views
+from assay.engine.views import CleanView
+from assay.environment import environment_info
+from assay.errors import UserError
+from assay.evidence.schema import DataInfo, Evidence, Section
+from assay.models.base import Model
+
+__all__ = ["CHECKS", "EvaluationRun", "evaluate", "run_evaluation"]
+
+
+def _check_registry() -> dict[str, Callable[[CheckContext], Section]]:
+    from assay.checks.calibration import check_calibration
+    from assay.checks.performance import check_performance
+
+    return {"performance": check_performance, "calibration": check_calibration}
+
+
+CHECKS: tuple[str, ...] = ("performance", "calibration")
+
+
+class EvaluationRun:
+    """Everything an evaluation produced: the evidence, the cached outputs and the dataset."""
+
+    def __init__(self, evidence: Evidence, outputs: Outputs, dataset: Dataset) -> None:
+        self.evidence = evidence
+        self.outputs = outputs
+        self.dataset = dataset
+
+    def predictions(self) -> dict[str, np.ndarray]:
+        """Per-sample arrays for ``predictions.npz``: ids, labels, clean logits."""
+        arrays = {"ids": self.dataset.ids, "logits": self.outputs.clean.logits}
+        if self.dataset.y is not None:
+            arrays["labels"] = self.dataset.y
+        return arrays
+
+
+def _as_model(model: Model | str | os.PathLike[str], sample: np.ndarray, class_names: list[str] | None,
+              model_options: dict[str, Any]) -> Model:
+    if isinstance(model, Model):
+        return model
+    from assay.models.loader import load_model
+
+    return load_model(str(model), sample=sample, class_names=class_names, **model_options)
+
+
+def _as_dataset(data: Dataset | str | os.PathLike[str], data_options: dict[str, Any]) -> Dataset:
+    if isinstance(data, Dataset):
+        return data
+    from assay.data.loader import load_data
+
+    return load_data(str(data), **data_options)
+
+
+def _check_shapes(model: Model, dataset: Dataset, what: str) -> None:
+    expected = model.info.input_shape[1:]
+    got = list(dataset.input_shape)
+    if dataset.modality == "text" or not expected:
+        return
+    mismatch = len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected, got))
+    if mismatch:
+        shown = tuple("N" if e is None else e for e in expected)
+        raise UserError(
+            f"the model expects inputs of shape {shown} but the {what} has inputs of shape {tuple(got)}",
+            where=f"{model.info.path} vs {dataset.source}",
+            fix="evaluate the model on data prepared the way it was trained (size, channels, features)",
+        )
+
+
+def run_evaluation(
+    model: Model | str | os.PathLike[str],
+    data: Dataset | str | os.PathLike[str],
+    *,
+    checks: Sequence[str] = CHECKS,
+    calibration_data: Dataset | str | os.PathLike[str] | None = None,
+    config: EvaluateConfig | None = None,
+    cache_dir: str | os.PathLike[str] | None | bool = True,
+    backend: str | Backend = "local",
+    progress: bool = False,
+    model_options: dict[str, Any] | None = None,
+    data_options: dict[str, Any] | None = None,
+) -> EvaluationRun:
+    """Evaluate and return the evidence together with the outputs behind it (see :func:`evaluate`)."""
+    config = config or EvaluateConfig()
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    registry = _check_registry()
+    unknown = [c for c in checks if c not in registry]
+    if unknown:
+        raise UserError(f"unknown check(s) {unknown}", where="--checks", fix=f"choose from {sorted(registry)}")
+
+    t = time.perf_counter()
+    dataset = _as_dataset(data, data_options or {})
+    if dataset.y is None:
+        raise UserError(
+            "the evaluation data has no labels", where=dataset.source,
+            fix="give labels (NPZ key 'y', a label column, or class folders); label-free estimates come later",
+        )
+    model_obj = _as_model(model, dataset.x[:2], dataset.class_names, model_options or {})
+    _check_shapes(model_obj, dataset, "data")
+    dataset.validate_labels(model_obj.info.num_classes)
+    calibration = _as_dataset(calibration_data, data_options or {}) if calibration_data is not None else None
+    if calibration is not None:
+        if calibration.y is None:
+            raise UserError("the calibration data has no labels", where=calibration.source,
+                            fix="temperature scaling is fitted on labelled data")
+        _check_shapes(model_obj, calibration, "calibration data")
+        calibration.validate_labels(model_obj.info.num_classes)
+    timings["load"] = time.perf_counter() - t
+
+    if cache_dir is True:
+        cache_dir = default_cache_dir()
+    elif cache_dir is False:
+        cache_dir = None
+    engine_backend = get_backend(backend) if isinstance(backend, str) else backend
+    t = time.perf_counter()
+    outputs = run_views(model_obj, dataset, [CleanView()], cache_dir=cache_dir, batch_size=config.batch_size,
+                        backend=engine_backend, progress=progress)
+    calib_pair = None
+    if calibration is not None:
+        calib_out = run_views(model_obj, calibration, [CleanView()], cache_dir=cache_dir,
+                              batch_size=config.batch_size, backend=engine_backend, progress=progress)
+        outputs.forward_batches += calib_out.forward_batches
+        outputs.cache_hits += calib_out.cache_hits
+        calib_pair = (calib_out.clean.logits, calibration.y)
+    timings["inference"] = time.perf_counter() - t
+
+    ctx = CheckContext(outputs=outputs, dataset=dataset, config=config, calibration=calib_pair)
+    sections: dict[str, Section] = {}
+    for name in checks:
+        t = time.perf_counter()
+        sections[name] = registry[name](ctx)
+        timings[f"check:{name}"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - started
+
+    class_names = model_obj.info.class_names
+    evidence = Evidence(
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        model=model_obj.info,
+        data=DataInfo(
+            name=dataset.name, source=dataset.source, modality=dataset.modality, fingerprint=dataset.fingerprint,
+            n=len(dataset), num_classes=model_obj.info.num_classes,
+            class_names=dataset.class_names or class_names, input_shape=list(dataset.input_shape),
+            metadata_columns=[str(c) for c in dataset.meta.columns],
+        ),
+        environment=environment_info(),
+        seed=config.seed,
+        config={**config.model_dump(), "checks": list(checks), "backend": engine_backend.name,
+                "calibration_data": None if calibration is None else calibration.source,
+                "cache": {"dir": None if cache_dir is None else str(cache_dir), "hits": outputs.cache_hits,
+                          "forward_batches": outputs.forward_batches}},
+        timings={k: round(v, 4) for k, v in timings.items()},
+        sections=sections,
+    )
+    return EvaluationRun(evidence, outputs, dataset)
+
+
+def evaluate(
+    model: Model | str | os.PathLike[str],
+    data: Dataset | str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    checks: Sequence[str] = CHECKS,
+    calibration_data: Dataset | str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    n_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    cache_dir: str | os.PathLike[str] | None | bool = True,
+    progress: bool = False,
+    **options: Any,
+) -> Evidence:
+    """Evaluate a classifier on labelled data; return the evidence (and write the bundle to ``out``).
+
+    ``model`` is a :class:`~assay.models.Model` or a path (``.onnx``, ``.pt``, ``.pt2``, ``pkg.mod:factory``
+    with ``weights=``); ``data`` a :class:`~assay.data.Dataset` or a spec (``digits``, ``.npz``, image
+    folder, ``.csv``/``.parquet``). Model options (``weights``, ``outputs``, ``feature_layer``,
+    ``feature_output``, ``threads``) and data options (``label_col``, ``text_col``, ``feature_cols``,
+    ``image_size``) are passed as keywords. ``cache_dir=True`` uses ``~/.cache/assay``; None/False disables.
+    """
+    model_keys = {"weights", "outputs", "feature_layer", "feature_output", "threads"}
+    data_keys = {"label_col", "text_col", "feature_cols", "image_size"}
+    config_keys = set(EvaluateConfig.model_fields) - {"seed", "n_bootstrap", "confidence"}
+    unknown = set(options) - model_keys - data_keys - config_keys
+    if unknown:
+        raise TypeError(f"evaluate() got unexpected keyword(s) {sorted(unknown)}")
+    config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, confidence=confidence,
+                            **{k: v for k, v in options.items() if k in config_keys})
+    run = run_evaluation(
+        model, data, checks=checks, calibration_data=calibration_data, config=config, cache_dir=cache_dir,
+        progress=progress,
+        model_options={k: v for k, v in options.items() if k in model_keys and v is not None},
+        data_options={k: v for k, v in options.items() if k in data_keys and v is not None},
+    )
+    if out is not None:
+        write_evaluation(run, out)
+    return run.evidence
+
+
+def write_evaluation(run: EvaluationRun, out: str | os.PathLike[str]) -> Path:
+    """Write the bundle: evidence.json, predictions.npz, report.html, report.md."""
+    from assay.evidence.bundle import write_bundle
+    from assay.report import render_html, render_markdown
+
+    return write_bundle(out, run.evidence, run.predictions(),
+                        renderers={"report.html": render_html, "report.md": render_markdown})

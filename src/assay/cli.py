@@ -1,0 +1,187 @@
+"""The ``assay`` command line: parse, call the library, render, map errors to exit codes.
+
+Exit codes: 0 success, 1 internal error (a bug: please report it), 2 user error (bad input).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from assay.errors import UserError
+
+app = typer.Typer(
+    name="assay",
+    help="Is this classifier fit to ship? Metrics with confidence intervals, calibration and an evidence bundle.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+
+
+class OutputKind(str, Enum):
+    logits = "logits"
+    probabilities = "probabilities"
+
+
+def _image_size(value: Optional[str]) -> Optional[int | tuple[int, int]]:
+    if value is None:
+        return None
+    try:
+        parts = [int(p) for p in value.lower().replace("x", ",").split(",")]
+    except ValueError:
+        raise UserError(f"--image-size {value!r} is not a size", where="--image-size",
+                        fix="give one integer (square) or HxW, e.g. 32 or 32x48") from None
+    if len(parts) == 1 and parts[0] > 0:
+        return parts[0]
+    if len(parts) == 2 and min(parts) > 0:
+        return (parts[0], parts[1])
+    raise UserError(f"--image-size {value!r} is not a size", where="--image-size",
+                    fix="give one positive integer (square) or HxW, e.g. 32 or 32x48")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Argument(help="Model: .onnx, TorchScript .pt, torch.export .pt2, or pkg.module:factory with --weights.")],
+    data: Annotated[str, typer.Option("--data", "-d", help="Evaluation data: .npz, image folder, .csv/.parquet, or 'digits'.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory of the evidence bundle.")] = Path("assay-out"),
+    weights: Annotated[Optional[str], typer.Option(help="Weights for a factory model (.safetensors or a state dict).")] = None,
+    outputs: Annotated[OutputKind, typer.Option(help="What the model returns: logits, or probabilities (log taken).")] = OutputKind.logits,
+    feature_layer: Annotated[Optional[str], typer.Option(help="Torch module whose output is the embedding (default: input of the last Linear).")] = None,
+    feature_output: Annotated[Optional[str], typer.Option(help="ONNX value to expose as the embedding (default: input of the last Gemm/MatMul).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Inference threads (default: all cores).")] = None,
+    calibration_data: Annotated[Optional[str], typer.Option(help="Held-out labelled data to fit the temperature (default: half of --data).")] = None,
+    label_col: Annotated[Optional[str], typer.Option(help="Label column of CSV/Parquet data (default 'label').")] = None,
+    text_col: Annotated[Optional[str], typer.Option(help="Text column of CSV/Parquet data.")] = None,
+    feature_cols: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns of CSV/Parquet data.")] = None,
+    image_size: Annotated[Optional[str], typer.Option(help="Resize image-folder data to this size (32 or 32x48).")] = None,
+    checks: Annotated[str, typer.Option(help="Comma-separated checks to run.")] = "performance,calibration",
+    seed: Annotated[int, typer.Option(help="Seed for every randomized step.")] = 0,
+    n_bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples per confidence interval.")] = 1000,
+    confidence: Annotated[float, typer.Option(help="Confidence level of intervals.")] = 0.95,
+    ece_bins: Annotated[int, typer.Option(help="Bins of the ECE family.")] = 15,
+    batch_size: Annotated[int, typer.Option(help="Inference batch size.")] = 256,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Output cache directory (default ~/.cache/assay).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the output cache.")] = False,
+    backend: Annotated[str, typer.Option(help="Execution backend.")] = "local",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or console summary.")] = False,
+) -> None:
+    """Evaluate MODEL on --data: accuracy/F1 with CIs, calibration, evidence bundle and report."""
+    from pydantic import ValidationError
+
+    from assay.api import run_evaluation, write_evaluation
+    from assay.checks.base import EvaluateConfig
+    from assay.report import print_console
+
+    try:
+        config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, confidence=confidence, ece_bins=ece_bins,
+                                batch_size=batch_size)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UserError(f"invalid option --{str(first['loc'][0]).replace('_', '-')}: {first['msg']}",
+                        where="command line", fix="see `assay evaluate --help` for the allowed range") from None
+    model_options = {k: v for k, v in {"weights": weights, "outputs": outputs.value, "feature_layer": feature_layer,
+                                       "feature_output": feature_output, "threads": threads}.items() if v is not None}
+    data_options = {k: v for k, v in {
+        "label_col": label_col, "text_col": text_col, "image_size": _image_size(image_size),
+        "feature_cols": [c.strip() for c in feature_cols.split(",")] if feature_cols else None,
+    }.items() if v is not None}
+    run = run_evaluation(
+        model, data,
+        checks=[c.strip() for c in checks.split(",") if c.strip()],
+        calibration_data=calibration_data,
+        config=config,
+        cache_dir=False if no_cache else (cache_dir if cache_dir is not None else True),
+        backend=backend,
+        progress=not quiet,
+        model_options=model_options,
+        data_options=data_options,
+    )
+    path = write_evaluation(run, out)
+    if not quiet:
+        print_console(run.evidence)
+        Console().print(f"Evidence bundle: [bold]{path}[/]  (report: {path / 'report.html'})")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory of the evidence bundle.")] = Path("assay-out"),
+    seed: Annotated[int, typer.Option(help="Seed for training and evaluation.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Train a small CNN on the bundled digits, export it to ONNX, evaluate it, write the report."""
+    from assay.demo import run_demo
+    from assay.report import print_console
+
+    console = Console()
+    if not quiet:
+        console.print("Training a small CNN on scikit-learn's digits (CPU, a few seconds)...")
+    run = run_demo(out, seed=seed, progress=not quiet)
+    if not quiet:
+        print_console(run.evidence)
+        console.print(f"Demo model: {Path(out) / 'model.onnx'}")
+        console.print(f"Report: [bold]{Path(out) / 'report.html'}[/]  (also report.md, evidence.json, predictions.npz)")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of evidence.json."""
+    from assay.evidence.schema import Evidence
+
+    typer.echo(json.dumps(Evidence.model_json_schema(), indent=2))
+
+
+@app.command()
+def version() -> None:
+    """Print Assay's version."""
+    from assay import __version__
+
+    typer.echo(__version__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: run the app, turning UserError into exit 2 without a traceback."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as exc:
+        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("Aborted.")
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.TyperException as exc:  # usage errors: missing/bad options (exit 2)
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        return int(getattr(exc, "exit_code", 2))
+    except Exception as exc:  # internal bugs
+        if os.environ.get("ASSAY_DEBUG"):
+            raise
+        err_console.print(
+            f"[bold red]Internal error:[/] {type(exc).__name__}: {exc}\n"
+            "This is a bug in Assay; re-run with ASSAY_DEBUG=1 for the traceback and please report it.",
+            highlight=False,
+        )
+        return 1
+    return 0
+
+
+
+def console_main() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,0 +1,86 @@
+"""The built-in demo: a small CNN trained on scikit-learn's bundled digits in seconds, then evaluated.
+
+``DigitsCNN`` doubles as a factory for ``module:callable --weights`` loading and as the model of tests
+and benchmarks, so it lives in the package.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["DigitsCNN", "make_digits_cnn", "run_demo", "train_digits_cnn"]
+
+
+class DigitsCNN(nn.Module):
+    """Two conv layers and two linear layers for 1x8x8 inputs in [0, 1] (normalization inside)."""
+
+    def __init__(self, num_classes: int = 10, width: int = 16) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        self.fc1 = nn.Linear(2 * width * 4 * 4, 64)
+        self.fc2 = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - 0.3) / 0.4  # digits pixel mean/std, so the model takes raw [0, 1] inputs
+        return self.fc2(torch.relu(self.fc1(self.features(x))))
+
+
+def make_digits_cnn() -> DigitsCNN:
+    """Factory for ``assay.demo:make_digits_cnn --weights FILE``."""
+    return DigitsCNN()
+
+
+def train_digits_cnn(x: np.ndarray, y: np.ndarray, *, epochs: int = 40, seed: int = 0) -> DigitsCNN:
+    """Train DigitsCNN with Adam on (N, 1, 8, 8) inputs; deterministic for a given seed on CPU."""
+    torch.manual_seed(seed)
+    model = DigitsCNN()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    xt, yt = torch.from_numpy(np.asarray(x, np.float32)), torch.from_numpy(np.asarray(y, np.int64))
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(xt), generator=gen).split(64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+def run_demo(out: str | Path = "assay-out", *, seed: int = 0, progress: bool = True, cache_dir=True):
+    """Train on digits:train, export to ONNX, evaluate on digits:test, write the bundle to ``out``.
+
+    Returns the :class:`~assay.api.EvaluationRun`; the ONNX model is copied into the bundle.
+    """
+    from assay.api import run_evaluation
+    from assay.checks.base import EvaluateConfig
+    from assay.data.loader import load_data
+    from assay.evidence.bundle import write_bundle
+    from assay.models.export import export_onnx
+    from assay.report import render_html, render_markdown
+
+    train = load_data("digits:train")
+    test = load_data("digits:test")
+    t0 = time.perf_counter()
+    module = train_digits_cnn(train.x, train.y, seed=seed)
+    train_seconds = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "digits_cnn.onnx"
+        export_onnx(module, torch.from_numpy(test.x[:2]), onnx_path, class_names=test.class_names)
+        run = run_evaluation(str(onnx_path), test, config=EvaluateConfig(seed=seed), cache_dir=cache_dir,
+                             progress=progress)
+        run.evidence.timings["demo_training"] = round(train_seconds, 4)
+        write_bundle(out, run.evidence, run.predictions(),
+                     renderers={"report.html": render_html, "report.md": render_markdown},
+                     extra_files={"model.onnx": onnx_path})
+    return run

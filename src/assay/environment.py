@@ -1,0 +1,63 @@
+"""What machine and software a run used: recorded in every evidence bundle."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from functools import lru_cache
+
+import numpy as np
+
+from assay import __version__
+from assay.evidence.schema import EnvironmentInfo
+
+__all__ = ["cpu_model_and_flags", "environment_info"]
+
+# ISA extensions that change inference speed (vector width, int8 dot products, fp16 arithmetic).
+_INTERESTING_FLAGS = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+    "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "fphp", "sve",
+)
+
+
+@lru_cache(maxsize=1)
+def cpu_model_and_flags() -> tuple[str | None, tuple[str, ...]]:
+    """CPU model name and the inference-relevant ISA flags, from /proc/cpuinfo (Linux) or platform."""
+    model, flags = None, set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "hardware", "cpu model") and model is None:
+                    model = value.strip()
+                elif key in ("flags", "features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    model = model or platform.processor() or None
+    return model, tuple(f for f in _INTERESTING_FLAGS if f in flags)
+
+
+def _version(module: str) -> str | None:
+    try:
+        mod = __import__(module)
+    except ImportError:
+        return None
+    return getattr(mod, "__version__", None)
+
+
+def environment_info() -> EnvironmentInfo:
+    model, flags = cpu_model_and_flags()
+    return EnvironmentInfo(
+        assay=__version__,
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        numpy=np.__version__,
+        torch=_version("torch"),
+        onnxruntime=_version("onnxruntime"),
+        cpu_model=model,
+        cpu_count=os.cpu_count(),
+        isa_flags=list(flags),
+    )

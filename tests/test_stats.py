@@ -1,0 +1,107 @@
+"""Bootstrap: exactness of the two resampling schemes, interval coverage, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from assay.stats.bootstrap import (
+    bootstrap_cell_counts,
+    bootstrap_weights,
+    group_sums,
+    percentile_ci,
+    spawn_seed,
+)
+
+
+def test_weights_are_multinomial_counts():
+    chunks = list(bootstrap_weights(50, 300, seed=1))
+    w = np.concatenate(chunks)
+    assert w.shape == (300, 50)
+    np.testing.assert_array_equal(w.sum(axis=1), 50)
+    assert (w >= 0).all() and np.all(w == np.round(w))
+    # Each sample's multiplicity is Binomial(n, 1/n): mean 1, variance (1 - 1/n).
+    assert abs(w.mean() - 1.0) < 1e-9
+    assert abs(w.var() - (1 - 1 / 50)) < 0.05
+
+
+def test_weights_are_seed_deterministic_and_seed_sensitive():
+    a = np.concatenate(list(bootstrap_weights(1000, 100, seed=3)))
+    b = np.concatenate(list(bootstrap_weights(1000, 100, seed=3)))
+    c = np.concatenate(list(bootstrap_weights(1000, 100, seed=4)))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_cell_bootstrap_matches_resampling_pairs_in_distribution():
+    """Resampling n pairs with replacement and counting cells equals a multinomial over cells."""
+    rng = np.random.default_rng(0)
+    n, cells = 200, 6
+    data = rng.integers(0, cells, size=n)
+    counts = np.bincount(data, minlength=cells)
+    via_cells = bootstrap_cell_counts(counts, 4000, seed=1)
+    idx = rng.integers(0, n, size=(4000, n))
+    via_pairs = np.stack([np.bincount(row, minlength=cells) for row in data[idx]])
+    np.testing.assert_array_equal(via_cells.sum(axis=1), n)
+    np.testing.assert_allclose(via_cells.mean(0), via_pairs.mean(0), atol=0.35)
+    np.testing.assert_allclose(via_cells.std(0), via_pairs.std(0), rtol=0.1)
+
+
+def test_group_sums_against_loop():
+    rng = np.random.default_rng(2)
+    w = rng.integers(0, 3, size=(5, 40)).astype(np.float32)
+    groups = rng.integers(0, 4, size=40)
+    values = rng.normal(size=40)
+    out = group_sums(w, groups, 4, values)
+    expected = np.array([[np.sum(w[r, groups == g] * values[groups == g]) for g in range(4)] for r in range(5)])
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    np.testing.assert_allclose(group_sums(w, groups, 4), [[w[r, groups == g].sum() for g in range(4)] for r in range(5)])
+
+
+def test_percentile_ci_hand_case_and_nan():
+    samples = np.arange(1, 1001, dtype=float)
+    lo, hi = percentile_ci(samples, 0.9)
+    assert lo == pytest.approx(np.quantile(samples, 0.05)) and hi == pytest.approx(np.quantile(samples, 0.95))
+    lo2, hi2 = percentile_ci(np.append(samples, np.nan), 0.9)
+    assert (lo2, hi2) == (lo, hi)
+    assert all(np.isnan(percentile_ci(np.array([np.nan]))))
+    with pytest.raises(ValueError):
+        percentile_ci(samples, 1.5)
+
+
+def test_coverage_of_accuracy_interval():
+    """Nominal 95% interval covers the true accuracy in at least 90% of 200 simulated datasets."""
+    true_acc, n, sims = 0.8, 300, 200
+    rng = np.random.default_rng(123)
+    covered = 0
+    for s in range(sims):
+        correct = rng.random(n) < true_acc
+        counts = np.bincount(correct.astype(int), minlength=2)
+        boot = bootstrap_cell_counts(counts, 1000, spawn_seed(s, "coverage"))[:, 1] / n
+        lo, hi = percentile_ci(boot, 0.95)
+        covered += lo <= true_acc <= hi
+    assert covered / sims >= 0.90, covered / sims
+
+
+def test_coverage_of_mean_interval_with_weights():
+    """Same coverage property for a continuous mean bootstrapped with sample weights."""
+    n, sims = 200, 200
+    rng = np.random.default_rng(7)
+    covered = 0
+    for s in range(sims):
+        v = rng.exponential(1.0, size=n)  # true mean 1, skewed
+        means = np.concatenate([w @ v / n for w in bootstrap_weights(n, 1000, spawn_seed(s, "m"))])
+        lo, hi = percentile_ci(means, 0.95)
+        covered += lo <= 1.0 <= hi
+    assert covered / sims >= 0.90, covered / sims
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 50), min_size=2, max_size=12).filter(lambda c: sum(c) > 0), st.integers(0, 2**32 - 1))
+def test_cell_bootstrap_preserves_total_and_support(counts, seed):
+    counts = np.array(counts)
+    draws = bootstrap_cell_counts(counts, 50, seed)
+    assert (draws.sum(axis=1) == counts.sum()).all()
+    assert (draws[:, counts == 0] == 0).all()  # never resamples a cell that had no data
