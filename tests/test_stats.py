@@ -105,3 +105,17 @@ def test_cell_bootstrap_preserves_total_and_support(counts, seed):
     draws = bootstrap_cell_counts(counts, 50, seed)
     assert (draws.sum(axis=1) == counts.sum()).all()
     assert (draws[:, counts == 0] == 0).all()  # never resamples a cell that had no data
+
+
+def test_shared_weights_are_identical_across_passes_kept_or_regenerated():
+    from assay.stats.bootstrap import SharedWeights
+
+    kept = SharedWeights(300, 200, spawn_seed(0, "x"))
+    regenerated = SharedWeights(300, 200, spawn_seed(0, "x"), max_bytes=0)
+    a, b = np.concatenate(list(kept)), np.concatenate(list(kept))
+    c, d = np.concatenate(list(regenerated)), np.concatenate(list(regenerated))
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+    np.testing.assert_array_equal(c, d)
+    v = np.random.default_rng(0).normal(size=(300, 2))
+    np.testing.assert_allclose(kept.means(v), a.astype(np.float64) @ v / 300)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from assay.data.dataset import Dataset
 from assay.engine.run import Outputs
 from assay.evidence.schema import Metric
-from assay.stats.bootstrap import percentile_ci
+from assay.stats.bootstrap import SharedWeights, percentile_ci, spawn_seed
 
 __all__ = ["CheckContext", "EvaluateConfig", "make_metric"]
 
@@ -43,6 +43,14 @@ class CheckContext:
     dataset: Dataset
     config: EvaluateConfig
     calibration: tuple[np.ndarray, np.ndarray] | None = None
+    _weights: SharedWeights | None = None
+
+    def resample_weights(self) -> SharedWeights:
+        """Bootstrap weights over the evaluation set, shared by all checks of the run (same resamples)."""
+        if self._weights is None:
+            self._weights = SharedWeights(len(self.dataset), self.config.n_bootstrap,
+                                          spawn_seed(self.config.seed, "evaluation-set"))
+        return self._weights
 
     @property
     def logits(self) -> np.ndarray:

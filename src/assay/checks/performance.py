@@ -13,7 +13,7 @@ from scipy.special import log_softmax
 
 from assay.checks.base import CheckContext, make_metric
 from assay.evidence.schema import Finding, Section
-from assay.stats.bootstrap import bootstrap_cell_counts, bootstrap_weights, spawn_seed
+from assay.stats.bootstrap import bootstrap_cell_counts, spawn_seed
 
 __all__ = [
     "accuracy_from_confusion",
@@ -106,15 +106,6 @@ def brier_per_sample(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (p**2).sum(axis=1)
 
 
-def _weighted_means(values: dict[str, np.ndarray], n_resamples: int, seed: np.random.SeedSequence) -> dict[str, np.ndarray]:
-    """Bootstrap means of several per-sample arrays over the same resamples."""
-    n = len(next(iter(values.values())))
-    stacked = np.stack([np.asarray(v, np.float64) for v in values.values()], axis=1)  # (n, m)
-    chunks = [w.astype(np.float64) @ stacked / n for w in bootstrap_weights(n, n_resamples, seed)]
-    means = np.concatenate(chunks, axis=0)
-    return {name: means[:, i] for i, name in enumerate(values)}
-
-
 def check_performance(ctx: CheckContext) -> Section:
     """Headline classification metrics with bootstrap percentile CIs, per-class table and confusion matrix."""
     cfg = ctx.config
@@ -157,7 +148,8 @@ def check_performance(ctx: CheckContext) -> Section:
         )
 
     per_sample = {"nll": nll_per_sample(logits, labels), "brier": brier_per_sample(logits, labels)}
-    boot_means = _weighted_means(per_sample, cfg.n_bootstrap, spawn_seed(cfg.seed, "performance/means"))
+    boot = ctx.resample_weights().means(np.stack(list(per_sample.values()), axis=1))
+    boot_means = {name: boot[:, i] for i, name in enumerate(per_sample)}
     metrics["nll"] = make_metric(
         per_sample["nll"].mean(), boot_means["nll"], n=n, config=cfg,
         metric_config={"definition": "mean -log softmax(logits)[label], natural log", "lower_is_better": True},
