@@ -1,0 +1,101 @@
+"""Library API end to end: evaluate, determinism, caching through the API, bundle round trip, demo."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import assay
+from assay.api import run_evaluation
+from assay.checks.base import EvaluateConfig
+from assay.errors import UserError
+from assay.evidence.bundle import read_bundle
+from conftest import make_blobs_dataset
+
+
+def _strip_volatile(evidence) -> dict:
+    data = evidence.model_dump()
+    data.pop("timings")
+    data.pop("created_at")
+    data["config"].pop("cache")
+    return data
+
+
+def test_evaluate_in_memory_model_and_dataset(tmp_path):
+    ds, model = make_blobs_dataset(n=300)
+    evidence = assay.evaluate(model, ds, out=tmp_path / "b", cache_dir=None, n_bootstrap=200)
+    perf = evidence.sections["performance"]
+    pred = (ds.x @ model.weight + model.bias).argmax(1)
+    assert perf.metrics["accuracy"].value == pytest.approx((pred == ds.y).mean())
+    assert evidence.data.fingerprint == ds.fingerprint and evidence.data.n == 300
+    assert evidence.environment.python and evidence.environment.numpy
+    loaded, predictions = read_bundle(tmp_path / "b")
+    assert loaded == evidence
+    np.testing.assert_array_equal(predictions["labels"], ds.y)
+    np.testing.assert_allclose(predictions["logits"], ds.x @ model.weight + model.bias, rtol=1e-5)
+
+
+def test_same_seed_same_evidence_apart_from_timings():
+    ds, model = make_blobs_dataset(n=250, noise=2.0)
+    cfg = EvaluateConfig(seed=5, n_bootstrap=300)
+    a = run_evaluation(model, ds, config=cfg, cache_dir=None).evidence
+    b = run_evaluation(model, ds, config=cfg, cache_dir=None).evidence
+    assert _strip_volatile(a) == _strip_volatile(b)
+    c = run_evaluation(model, ds, config=EvaluateConfig(seed=6, n_bootstrap=300), cache_dir=None).evidence
+    assert c.sections["performance"].metrics["accuracy"].ci_low != a.sections["performance"].metrics["accuracy"].ci_low or \
+        c.sections["performance"].metrics["nll"].ci_low != a.sections["performance"].metrics["nll"].ci_low
+
+
+def test_second_run_through_api_does_no_forward_pass(tmp_path):
+    ds, model = make_blobs_dataset(n=200)
+    first = run_evaluation(model, ds, config=EvaluateConfig(n_bootstrap=100), cache_dir=tmp_path)
+    calls = model.calls
+    second = run_evaluation(model, ds, config=EvaluateConfig(n_bootstrap=100), cache_dir=tmp_path)
+    assert calls > 0 and model.calls == calls
+    assert second.outputs.forward_batches == 0 and second.outputs.cache_hits == 1
+    assert second.evidence.config["cache"]["forward_batches"] == 0
+    assert first.evidence.sections == second.evidence.sections
+
+
+def test_unlabelled_data_and_unknown_check_are_user_errors():
+    ds, model = make_blobs_dataset(n=50)
+    ds.y = None
+    with pytest.raises(UserError, match="no labels"):
+        run_evaluation(model, ds, cache_dir=None)
+    ds2, model2 = make_blobs_dataset(n=50)
+    with pytest.raises(UserError, match="unknown check"):
+        run_evaluation(model2, ds2, checks=["performance", "vibes"], cache_dir=None)
+
+
+def test_readme_library_example_runs(tmp_path, monkeypatch):
+    """The README's Python example, executed as written (documentation that cannot rot)."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = re.search(r"## Library API.*?```python\n(.*?)```", readme, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ASSAY_CACHE_DIR", str(tmp_path / "cache"))
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    evidence = namespace["evidence"]
+    assert evidence.sections["performance"].metrics["accuracy"].value > 0.7
+    assert (tmp_path / "assay-out" / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    from assay.demo import run_demo
+
+    run = run_demo(tmp_path / "demo", progress=False, cache_dir=tmp_path / "cache")
+    out = tmp_path / "demo"
+    for name in ("evidence.json", "predictions.npz", "report.html", "report.md", "model.onnx"):
+        assert (out / name).exists(), name
+    evidence = json.loads((out / "evidence.json").read_text())
+    acc = evidence["sections"]["performance"]["metrics"]["accuracy"]
+    assert acc["value"] > 0.9, acc  # a CNN on digits reaches ~97%
+    assert evidence["model"]["format"] == "onnx"
+    assert evidence["sections"]["calibration"]["metrics"]["temperature"]["value"] > 0
+    assert (out / "report.html").stat().st_size < 3 * 2**20
+    assert run.evidence.timings["demo_training"] > 0

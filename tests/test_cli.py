@@ -1,0 +1,191 @@
+"""The CLI end to end: a good run, and every kind of bad input (exit 2, clear message, no traceback,
+no partial output directory)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from assay.cli import main
+from assay.demo import DigitsCNN, train_digits_cnn
+from assay.models.export import export_onnx
+
+
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory) -> Path:
+    """A quickly trained DigitsCNN exported to ONNX."""
+    from assay.data.loader import load_data
+
+    train = load_data("digits:train")
+    net = train_digits_cnn(train.x, train.y, epochs=3)
+    path = tmp_path_factory.mktemp("models") / "digits.onnx"
+    export_onnx(net, torch.from_numpy(train.x[:2]), path, class_names=train.class_names)
+    return path
+
+
+def _run(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _assert_user_error(code: int, err: str, out_dir: Path, *fragments: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert err.startswith("Error:"), err
+    flat = " ".join(err.split())
+    for fragment in fragments:
+        assert fragment in flat, f"{fragment!r} not in {flat!r}"
+    assert "Fix:" in flat
+    assert not out_dir.exists(), "no partial output may be left behind"
+    assert not list(out_dir.parent.glob(f".{out_dir.name}.tmp-*"))
+
+
+def test_evaluate_writes_bundle(digits_model, tmp_path, capsys):
+    out = tmp_path / "bundle"
+    code, stdout, err = _run(["evaluate", str(digits_model), "--data", "digits", "--out", str(out),
+                              "--cache-dir", str(tmp_path / "cache"), "--n-bootstrap", "200"], capsys)
+    assert code == 0, err
+    evidence = json.loads((out / "evidence.json").read_text())
+    assert evidence["schema_version"] == "1.0"
+    acc = evidence["sections"]["performance"]["metrics"]["accuracy"]
+    assert 0.5 < acc["value"] <= 1 and acc["ci_low"] <= acc["value"] <= acc["ci_high"]
+    assert "ece" in evidence["sections"]["calibration"]["metrics"]
+    with np.load(out / "predictions.npz") as z:
+        assert z["logits"].shape == (evidence["data"]["n"], 10)
+        assert len(z["labels"]) == len(z["ids"]) == evidence["data"]["n"]
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and "Performance" in html
+    assert (out / "report.md").exists()
+    assert "accuracy" in stdout.lower()
+
+
+def test_schema_command_prints_json_schema(capsys):
+    code, out, _ = _run(["schema"], capsys)
+    schema = json.loads(out)
+    assert code == 0 and "sections" in schema["properties"] and "schema_version" in schema["properties"]
+
+
+def test_missing_model_file(tmp_path, capsys):
+    out = tmp_path / "o"
+    code, _, err = _run(["evaluate", str(tmp_path / "nope.onnx"), "--data", "digits", "--out", str(out)], capsys)
+    _assert_user_error(code, err, out, "nope.onnx")
+
+
+def test_missing_data_file(digits_model, tmp_path, capsys):
+    out = tmp_path / "o"
+    code, _, err = _run(["evaluate", str(digits_model), "--data", str(tmp_path / "nope.npz"), "--out", str(out)], capsys)
+    _assert_user_error(code, err, out, "nope.npz")
+
+
+def test_random_bytes_onnx(tmp_path, capsys):
+    bad = tmp_path / "random.onnx"
+    bad.write_bytes(os.urandom(2048))
+    out = tmp_path / "o"
+    code, _, err = _run(["evaluate", str(bad), "--data", "digits", "--out", str(out)], capsys)
+    _assert_user_error(code, err, out, "random.onnx", "ONNX")
+
+
+def test_input_shape_mismatch_names_both_shapes(digits_model, tmp_path, capsys):
+    data = tmp_path / "big.npz"
+    np.savez(data, x=np.random.default_rng(0).random((20, 1, 10, 10)).astype(np.float32), y=np.zeros(20, int))
+    out = tmp_path / "o"
+    code, _, err = _run(["evaluate", str(digits_model), "--data", str(data), "--out", str(out)], capsys)
+    _assert_user_error(code, err, out, "(1, 8, 8)", "(1, 10, 10)")
+
+
+def test_labels_out_of_range(digits_model, tmp_path, capsys):
+    data = tmp_path / "labels.npz"
+    y = np.arange(20) % 10
+    y[3] = 12
+    np.savez(data, x=np.random.default_rng(0).random((20, 1, 8, 8)).astype(np.float32), y=y)
+    out = tmp_path / "o"
+    code, _, err = _run(["evaluate", str(digits_model), "--data", str(data), "--out", str(out)], capsys)
+    _assert_user_error(code, err, out, "outside [0, 10)", "12")
+
+
+def test_nan_inputs(digits_model, tmp_path, capsys):
+    x = np.random.default_rng(0).random((20, 1, 8, 8)).astype(np.float32)
+    x[5, 0, 2, 2] = np.nan
+    data = tmp_path / "nan.npz"
+    np.savez(data, x=x, y=np.arange(20) % 10)
+    out = tmp_path / "o"
+    code, _, err = _run(["evaluate", str(digits_model), "--data", str(data), "--out", str(out)], capsys)
+    _assert_user_error(code, err, out, "NaN", "rows [5]")
+
+
+def test_empty_dataset(digits_model, tmp_path, capsys):
+    data = tmp_path / "empty.npz"
+    np.savez(data, x=np.zeros((0, 1, 8, 8), np.float32), y=np.zeros(0, int))
+    out = tmp_path / "o"
+    code, _, err = _run(["evaluate", str(digits_model), "--data", str(data), "--out", str(out)], capsys)
+    _assert_user_error(code, err, out, "empty")
+
+
+class _SoftmaxNet(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return torch.softmax(self.net(x), dim=1)
+
+
+def test_probabilities_as_logits_refused_then_accepted(tmp_path, capsys):
+    from assay.data.loader import load_data
+
+    train = load_data("digits:train")
+    net = train_digits_cnn(train.x, train.y, epochs=2)
+    path = tmp_path / "softmax.onnx"
+    export_onnx(_SoftmaxNet(net).eval(), torch.from_numpy(train.x[:2]), path)
+    out = tmp_path / "o"
+    code, _, err = _run(["evaluate", str(path), "--data", "digits", "--out", str(out), "--no-cache"], capsys)
+    _assert_user_error(code, err, out, "probabilities", "--outputs probabilities")
+    code, _, err = _run(["evaluate", str(path), "--data", "digits", "--out", str(out), "--no-cache",
+                         "--outputs", "probabilities", "--n-bootstrap", "100", "-q"], capsys)
+    assert code == 0, err
+    evidence = json.loads((out / "evidence.json").read_text())
+    assert evidence["model"]["outputs"] == "probabilities"
+
+
+def test_pickled_full_module_refused(tmp_path, capsys):
+    path = tmp_path / "full.pt"
+    torch.save(DigitsCNN(), path)
+    out = tmp_path / "o"
+    code, _, err = _run(["evaluate", str(path), "--data", "digits", "--out", str(out)], capsys)
+    _assert_user_error(code, err, out, "pickle", "safetensors")
+
+
+def test_bad_option_value(digits_model, tmp_path, capsys):
+    out = tmp_path / "o"
+    code, _, err = _run(["evaluate", str(digits_model), "--data", "digits", "--out", str(out), "--confidence", "1.5"], capsys)
+    _assert_user_error(code, err, out, "--confidence")
+
+
+def test_existing_bundle_survives_a_failed_run(digits_model, tmp_path, capsys):
+    out = tmp_path / "bundle"
+    code, _, err = _run(["evaluate", str(digits_model), "--data", "digits", "--out", str(out), "-q",
+                         "--n-bootstrap", "100", "--cache-dir", str(tmp_path / "c")], capsys)
+    assert code == 0, err
+    before = (out / "evidence.json").read_text()
+    code, _, err = _run(["evaluate", str(tmp_path / "missing.onnx"), "--data", "digits", "--out", str(out)], capsys)
+    assert code == 2
+    assert (out / "evidence.json").read_text() == before
+
+
+def test_console_script_subprocess_exit_codes(tmp_path):
+    """The installed entry point itself: a user error exits 2 with a one-line message."""
+    out = tmp_path / "o"
+    proc = subprocess.run([sys.executable, "-m", "assay.cli", "evaluate", str(tmp_path / "x.onnx"), "--data",
+                           "digits", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "x.onnx" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "assay.cli", "evaluate"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Missing" in proc.stderr
