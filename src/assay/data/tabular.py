@@ -1,0 +1,265 @@
+"""Load a CSV or Parquet table into a tabular or text Dataset.
+
+Column roles, in order:
+
+- label: ``label_col`` (default ``"label"``). Integer (or whole-number float) labels are class indices;
+  string labels become indices into ``class_names`` — the given list, or else the sorted unique labels.
+- ids: an ``id`` column when present (values must be unique), else ``0..N-1``.
+- text: ``text_col`` when given; otherwise the table is text when it has no numeric feature column and
+  exactly one non-numeric column besides the label and id. ``x`` is then an object array of str.
+- features: ``feature_cols`` when given, else every numeric column except label and id; cast to float32.
+  Missing values are an error (impute first): we never guess a fill value.
+- meta: every remaining column (kept for slicing, e.g. a ``region`` or ``device`` column).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from assay.data.dataset import Dataset
+from assay.data.npz import integer_labels, require_unique_ids
+from assay.errors import UserError
+
+__all__ = ["ID_COLUMN", "TABLE_EXTENSIONS", "load_table", "read_table"]
+
+ID_COLUMN = "id"
+TABLE_EXTENSIONS = (".csv", ".parquet", ".pq")
+
+
+def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a CSV (pandas) or Parquet (pyarrow) file, turning parse failures into UserErrors."""
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise UserError("no such file", where=where, fix="check the path to the table")
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_EXTENSIONS:
+        raise UserError(
+            f"unsupported table extension {suffix!r}", where=where, fix=f"use one of {list(TABLE_EXTENSIONS)}"
+        )
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(path)
+        else:
+            frame = pd.read_parquet(path, engine="pyarrow")
+    except pd.errors.EmptyDataError as exc:
+        raise UserError(
+            "the CSV file is empty", where=where, fix="write a header row and at least one data row"
+        ) from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+        kind = "CSV" if suffix == ".csv" else "Parquet"
+        raise UserError(
+            f"cannot parse the {kind} file ({type(exc).__name__}: {exc})",
+            where=where,
+            fix=f"check that it is a valid {kind} file (CSV: UTF-8, comma-separated, one header row)",
+        ) from exc
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def load_table(
+    path: str | os.PathLike[str],
+    *,
+    label_col: str | None = None,
+    text_col: str | None = None,
+    feature_cols: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    name: str | None = None,
+) -> Dataset:
+    """Load a ``.csv`` / ``.parquet`` / ``.pq`` table; see the module docstring for column roles."""
+    path = Path(path)
+    where = str(path)
+    frame = read_table(path)
+    if len(frame) == 0:
+        raise UserError("the table has no rows", where=where, fix="give a table with at least one row")
+    return dataset_from_frame(
+        frame,
+        label_col=label_col,
+        text_col=text_col,
+        feature_cols=feature_cols,
+        class_names=class_names,
+        name=name or path.stem,
+        source=where,
+    )
+
+
+def dataset_from_frame(
+    frame: pd.DataFrame,
+    *,
+    label_col: str | None = None,
+    text_col: str | None = None,
+    feature_cols: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    name: str,
+    source: str,
+) -> Dataset:
+    """The column-role logic of :func:`load_table`, on a DataFrame already in memory."""
+    where = source
+    columns = [str(c) for c in frame.columns]
+    frame = frame.set_axis(columns, axis=1).reset_index(drop=True)
+    if text_col is not None and feature_cols is not None:
+        raise UserError(
+            "give either a text column or feature columns, not both",
+            where=where,
+            fix="drop --text-col or --feature-cols",
+        )
+    label_col = "label" if label_col is None else label_col
+    _require_columns([label_col], columns, where, role="label column", flag="--label-col")
+    reserved = {label_col, ID_COLUMN}
+
+    if feature_cols is not None:
+        feature_cols = [str(c) for c in feature_cols]
+        _require_columns(feature_cols, columns, where, role="feature column", flag="--feature-cols")
+        clash = [c for c in feature_cols if c in reserved]
+        if clash:
+            raise UserError(
+                f"feature columns {clash} are also the label or id column",
+                where=where,
+                fix="drop them from --feature-cols",
+            )
+    if text_col is not None:
+        _require_columns([text_col], columns, where, role="text column", flag="--text-col")
+        if text_col in reserved:
+            raise UserError(
+                f"the text column {text_col!r} is also the label or id column",
+                where=where,
+                fix="pick a different --text-col",
+            )
+
+    others = [c for c in columns if c not in reserved]
+    numeric = [c for c in others if _is_numeric(frame[c])]
+    non_numeric = [c for c in others if c not in numeric]
+    if text_col is None and feature_cols is None and not numeric and len(non_numeric) == 1:
+        text_col = non_numeric[0]
+
+    if text_col is not None:
+        x = _text(frame[text_col], where)
+        used = [text_col]
+        modality = "text"
+    else:
+        used = list(feature_cols) if feature_cols is not None else numeric
+        if not used:
+            raise UserError(
+                f"no numeric feature columns (columns: {columns})",
+                where=where,
+                fix="encode features as numbers, name them with --feature-cols, or pick the text with --text-col",
+            )
+        x = _features(frame, used, where)
+        modality = "tabular"
+
+    y, names = _labels(frame[label_col], class_names, where=f"{where} [column {label_col!r}]")
+    ids = _ids(frame[ID_COLUMN], where) if ID_COLUMN in frame.columns else np.arange(len(frame))
+    meta_cols = [c for c in others if c not in used]
+    return Dataset(
+        x=x,
+        y=y,
+        ids=ids,
+        modality=modality,
+        name=name,
+        source=source,
+        class_names=names,
+        meta=frame[meta_cols].reset_index(drop=True),
+    )
+
+
+def _is_numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series.dtype) and not isinstance(series.dtype, pd.CategoricalDtype)
+
+
+def _require_columns(wanted: Sequence[str], columns: list[str], where: str, *, role: str, flag: str) -> None:
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise UserError(
+            f"{role} {missing[0]!r} not found" + (f" (also missing: {missing[1:]})" if len(missing) > 1 else "")
+            + f"; columns present: {columns}",
+            where=where,
+            fix=f"pass {flag} with one of the columns present",
+        )
+
+
+def _features(frame: pd.DataFrame, cols: list[str], where: str) -> np.ndarray:
+    non_numeric = [c for c in cols if not _is_numeric(frame[c])]
+    if non_numeric:
+        raise UserError(
+            f"feature columns {non_numeric} are not numeric",
+            where=where,
+            fix="encode them as numbers first (e.g. one-hot), "
+            "or leave them out of --feature-cols to keep them as metadata",
+        )
+    block = frame[cols]
+    missing = block.isna().to_numpy()
+    if missing.any():
+        rows = np.flatnonzero(missing.any(axis=1))
+        bad_cols = [c for c, bad in zip(cols, missing.any(axis=0)) if bad]
+        raise UserError(
+            f"{int(missing.sum())} missing feature value(s) in {len(rows)} row(s) "
+            f"(first rows {rows[:5].tolist()}, columns {bad_cols})",
+            where=where,
+            fix="impute the missing values (e.g. sklearn.impute.SimpleImputer) or drop those rows before evaluation",
+        )
+    return block.to_numpy(dtype=np.float32)
+
+
+def _text(series: pd.Series, where: str) -> np.ndarray:
+    missing = series.isna().to_numpy()
+    if missing.any():
+        rows = np.flatnonzero(missing)[:5].tolist()
+        raise UserError(
+            f"{int(missing.sum())} missing text value(s) in column {series.name!r} (first rows {rows})",
+            where=where,
+            fix="fill or drop the rows without text",
+        )
+    return np.array([str(v) for v in series], dtype=object)
+
+
+def _labels(series: pd.Series, class_names: Sequence[str] | None, *, where: str) -> tuple[np.ndarray, list[str] | None]:
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        series = series.astype(series.cat.categories.dtype)
+    missing = series.isna().to_numpy()
+    if missing.any():
+        rows = np.flatnonzero(missing)[:5].tolist()
+        raise UserError(
+            f"{int(missing.sum())} label(s) are missing (first rows {rows})",
+            where=where,
+            fix="drop the unlabeled rows or give every row a label",
+        )
+    names = None if class_names is None else [str(c) for c in class_names]
+    if _is_numeric(series):
+        y = integer_labels(series.to_numpy(), where=where)
+        if names is not None and (y.min() < 0 or y.max() >= len(names)):
+            raise UserError(
+                f"labels range over [{int(y.min())}, {int(y.max())}] but {len(names)} class names are given",
+                where=where,
+                fix="give one class name per class index 0..C-1",
+            )
+        return y, names
+    values = np.array([str(v) for v in series], dtype=object)
+    if names is None:
+        names = sorted(set(values.tolist()))
+    index_of = {n: i for i, n in enumerate(names)}
+    unknown = sorted(set(values.tolist()) - index_of.keys())
+    if unknown:
+        raise UserError(
+            f"labels {unknown[:5]} are not among the given class names {names}",
+            where=where,
+            fix="use the model's class names as labels, or pass integer class indices",
+        )
+    return np.array([index_of[v] for v in values], dtype=np.int64), names
+
+
+def _ids(series: pd.Series, where: str) -> np.ndarray:
+    if series.isna().any():
+        raise UserError(f"the {ID_COLUMN!r} column has missing values", where=where, fix="give every row an id")
+    if _is_numeric(series) and pd.api.types.is_integer_dtype(series.dtype):
+        ids = series.to_numpy(dtype=np.int64)
+    else:
+        ids = np.array([str(v) for v in series])
+    require_unique_ids(
+        ids, where=where, fix=f"make the {ID_COLUMN!r} column unique, or rename it if it is not a sample identifier"
+    )
+    return ids
