@@ -1,0 +1,258 @@
+"""ONNX models through onnxruntime on CPU, with penultimate features exposed as an extra graph output.
+
+Features: by default the input of the last ``Gemm``/``MatMul`` node of the main graph (ONNX keeps
+``graph.node`` in topological order), i.e. the embedding the classifier head reads; or any named value
+(``feature_output``). The extra output is added to an in-memory copy of the model, never to the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assay.errors import UserError
+from assay.evidence.schema import ModelInfo
+from assay.models._common import (
+    check_static_shape,
+    dry_run,
+    first_line,
+    resolve_class_names,
+    resolve_num_classes,
+    sample_batch,
+    sha256_file,
+    short_list,
+)
+from assay.models.base import Model, OutputKind
+
+__all__ = ["OnnxModel", "load_onnx"]
+
+_FEATURE_OPS = ("Gemm", "MatMul")
+# protobuf refuses to serialize messages of 2 GiB or more; bigger models go through a temporary file.
+_PROTO_LIMIT = 2**31 - 1
+
+
+class OnnxModel(Model):
+    """An ONNX classifier run by onnxruntime's CPU provider."""
+
+    def __init__(self, session: Any, info: ModelInfo, *, input_name: str, output_name: str,
+                 feature_name: str | None, input_np_dtype: np.dtype | None, fixed_batch: int | None,
+                 input_rank: int | None = None, keepalive: Any = None) -> None:
+        self.session = session
+        self.info = info
+        self._input_name = input_name
+        self._output_name = output_name
+        self._feature_name = feature_name
+        self._input_np_dtype = input_np_dtype
+        self._fixed_batch = fixed_batch
+        self._input_rank = input_rank
+        self._keepalive = keepalive  # temporary directory of a >2 GiB model, removed with the model
+
+    def _run(self, x: np.ndarray, want_features: bool) -> list[np.ndarray]:
+        names = [self._output_name]
+        if want_features and self._feature_name is not None:
+            names.append(self._feature_name)
+        if self._input_np_dtype is not None and x.dtype != self._input_np_dtype:
+            x = x.astype(self._input_np_dtype)
+        elif self._input_np_dtype is None:
+            x = x.astype(object)
+            if x.ndim == 1 and self._input_rank == 2:
+                x = x.reshape(-1, 1)  # text data sets are (N,); string-input graphs usually take (N, 1)
+        return self.session.run(names, {self._input_name: x})
+
+    def _forward(self, x: np.ndarray, want_features: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        x = np.asarray(x)
+        b = self._fixed_batch
+        if b is None or len(x) == b:
+            results = self._run(x, want_features)
+        else:
+            # The graph was exported with a fixed batch size: run padded chunks of exactly that size.
+            parts: list[list[np.ndarray]] = []
+            for start in range(0, len(x), b):
+                chunk = x[start:start + b]
+                n = len(chunk)
+                if n < b:
+                    chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
+                parts.append([r[:n] for r in self._run(chunk, want_features)])
+            results = [np.concatenate(col) for col in zip(*parts, strict=True)]
+        feats = results[1] if len(results) > 1 else None
+        return results[0], feats
+
+
+def _invalid(path: str, detail: str) -> UserError:
+    return UserError(
+        f"not a valid ONNX model ({detail})",
+        where=path,
+        fix="check that the file is complete and was written by an ONNX exporter "
+        "(e.g. assay.models.export_onnx or torch.onnx.export)",
+    )
+
+
+def _dims(type_proto: Any) -> list[int | None] | None:
+    """Static dims (None for free/symbolic ones), or None when the rank is unknown."""
+    if not type_proto.tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in type_proto.tensor_type.shape.dim]
+
+
+def _external_files(model: Any, base: Path) -> list[Path]:
+    """Files holding external tensor data, so the hash covers the weights too."""
+    from onnx.external_data_helper import _get_all_tensors
+
+    locations: list[str] = []
+    for tensor in _get_all_tensors(model):
+        if tensor.data_location == 1:  # TensorProto.EXTERNAL
+            for entry in tensor.external_data:
+                if entry.key == "location" and entry.value not in locations:
+                    locations.append(entry.value)
+    return [base / loc for loc in locations]
+
+
+def _value_names(graph: Any) -> list[str]:
+    """Every value name of the main graph, in topological order (inputs first)."""
+    names = [i.name for i in graph.input]
+    for node in graph.node:
+        names.extend(o for o in node.output if o)
+    return names
+
+
+def _default_feature(graph: Any) -> tuple[str, str] | None:
+    """(value name, description) of the input of the last Gemm/MatMul node, or None."""
+    initializers = {t.name for t in graph.initializer}
+    for node in reversed(graph.node):
+        if node.op_type in _FEATURE_OPS and node.domain in ("", "ai.onnx"):
+            data = [i for i in node.input[:2] if i and i not in initializers]
+            if data:
+                label = f"node '{node.name}'" if node.name else "node"
+                return data[0], f"input of {node.op_type} {label} (onnx value '{data[0]}')"
+    return None
+
+
+def load_onnx(
+    path: str,
+    *,
+    outputs: OutputKind = "logits",
+    feature_output: str | None = None,
+    threads: int | None = None,
+    class_names: list[str] | None = None,
+    num_classes: int | None = None,
+    sample: np.ndarray | None = None,
+) -> OnnxModel:
+    """Load an ``.onnx`` file into an :class:`OnnxModel` (CPUExecutionProvider, explicit thread counts)."""
+    import onnx
+    import onnxruntime as ort
+
+    try:
+        model = onnx.load(path)
+    except Exception as exc:  # protobuf DecodeError, missing external data, ...
+        raise _invalid(path, first_line(exc)) from exc
+    graph = model.graph
+    if model.ir_version <= 0 or not graph.output or not graph.input:
+        raise _invalid(path, "no graph inputs/outputs")
+    external = _external_files(model, Path(path).parent)
+
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise UserError(
+            f"the ONNX model has {len(inputs)} inputs ({short_list([i.name for i in inputs])}); "
+            "Assay runs single-input classifiers",
+            where=path,
+            fix="export the model with one input tensor (fold masks/extra inputs into the graph)",
+        )
+    input_vi = inputs[0]
+    elem_type = input_vi.type.tensor_type.elem_type
+    if elem_type == onnx.TensorProto.STRING:
+        input_np_dtype, input_dtype = None, "string"
+    else:
+        input_np_dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+        input_dtype = str(input_np_dtype)
+    input_shape = _dims(input_vi.type) or [None]
+    output_vi = graph.output[0]
+    output_dims = _dims(output_vi.type)
+
+    feature_name: str | None = None
+    feature_source: str | None = None
+    if feature_output is not None:
+        known = _value_names(graph) + [vi.name for vi in graph.value_info]
+        if feature_output not in known:
+            candidates = [n for n in _value_names(graph) if n not in initializers]
+            raise UserError(
+                f"the ONNX model has no value named {feature_output!r}",
+                where=path,
+                fix=f"pick one of its values, e.g. the last ones: {short_list(candidates[::-1], 10)}",
+            )
+        feature_name, feature_source = feature_output, f"onnx value '{feature_output}'"
+    elif (default := _default_feature(graph)) is not None:
+        feature_name, feature_source = default
+    if feature_name is not None and feature_name not in {o.name for o in graph.output}:
+        graph.output.append(onnx.ValueInfoProto(name=feature_name))
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    keepalive = None
+    try:
+        if model.ByteSize() < _PROTO_LIMIT:
+            session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        else:
+            keepalive = tempfile.TemporaryDirectory(prefix="assay-onnx-")
+            tmp = Path(keepalive.name) / "model.onnx"
+            onnx.save(model, tmp, save_as_external_data=True, location="model.onnx.data")
+            session = ort.InferenceSession(str(tmp), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise UserError(
+            f"onnxruntime cannot load the model: {first_line(exc)}",
+            where=path,
+            fix="check the exporter's opset and operators against onnxruntime's CPU provider",
+        ) from exc
+
+    fixed_batch = input_shape[0] if input_shape else None
+    info = ModelInfo(
+        path=str(path), format="onnx", sha256=sha256_file(path, external), input_shape=input_shape,
+        input_dtype=input_dtype, num_classes=2, class_names=["0", "1"], outputs=outputs,
+        feature_source=feature_source,
+    )
+    result = OnnxModel(session, info, input_name=input_vi.name, output_name=output_vi.name,
+                       feature_name=feature_name, input_np_dtype=input_np_dtype, fixed_batch=fixed_batch,
+                       input_rank=len(input_shape), keepalive=keepalive)
+
+    found: int | None = None
+    if output_dims is not None and len(output_dims) == 2 and output_dims[1] is not None:
+        found = output_dims[1]
+    elif sample is not None:
+        check_static_shape(input_shape, input_dtype, sample, where=str(path))
+        raw, _ = dry_run(lambda batch: result._forward(batch, False), sample_batch(sample), where=str(path))
+        if raw.ndim == 2:
+            found = raw.shape[1]
+        else:
+            raise UserError(
+                f"the model returned outputs of shape {tuple(raw.shape)}, expected (N, classes)",
+                where=str(path),
+                fix="make the model's first output one row of class scores per input",
+            )
+    n_classes = resolve_num_classes(found=found, given=num_classes, where=str(path),
+                                    how="its output has no static class dimension")
+    stored = None
+    props = {p.key: p.value for p in model.metadata_props}
+    if "class_names" in props:
+        try:
+            stored = json.loads(props["class_names"])
+            if not isinstance(stored, list):
+                raise ValueError("not a list")
+        except ValueError as exc:
+            raise UserError(
+                "the model's metadata 'class_names' is not a JSON list of names",
+                where=path,
+                fix="store class names as json.dumps([...]) or pass class_names explicitly",
+            ) from exc
+    names = resolve_class_names(class_names, stored, n_classes, where=str(path))
+    result.info = info.model_copy(update={"num_classes": n_classes, "class_names": names})
+    return result
