@@ -194,10 +194,10 @@ def evaluate(
     with ``weights=``); ``data`` a :class:`~assay.data.Dataset` or a spec (``digits``, ``.npz``, image
     folder, ``.csv``/``.parquet``). Model options (``weights``, ``outputs``, ``feature_layer``,
     ``feature_output``, ``threads``) and data options (``label_col``, ``text_col``, ``feature_cols``,
-    ``image_size``) are passed as keywords. ``cache_dir=True`` uses ``~/.cache/assay``; None/False disables.
+    ``image_size``, ``class_names`` — fixes the label order of folders/tables) are passed as keywords. ``cache_dir=True`` uses ``~/.cache/assay``; None/False disables.
     """
     model_keys = {"weights", "outputs", "feature_layer", "feature_output", "threads"}
-    data_keys = {"label_col", "text_col", "feature_cols", "image_size"}
+    data_keys = {"label_col", "text_col", "feature_cols", "image_size", "class_names"}
     config_keys = set(EvaluateConfig.model_fields) - {"seed", "n_bootstrap", "confidence"}
     unknown = set(options) - model_keys - data_keys - config_keys
     if unknown:

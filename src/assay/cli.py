@@ -63,6 +63,7 @@ def evaluate(
     text_col: Annotated[Optional[str], typer.Option(help="Text column of CSV/Parquet data.")] = None,
     feature_cols: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns of CSV/Parquet data.")] = None,
     image_size: Annotated[Optional[str], typer.Option(help="Resize image-folder data to this size (32 or 32x48).")] = None,
+    class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names in model output order (fixes folder/table label order).")] = None,
     checks: Annotated[str, typer.Option(help="Comma-separated checks to run.")] = "performance,calibration",
     seed: Annotated[int, typer.Option(help="Seed for every randomized step.")] = 0,
     n_bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples per confidence interval.")] = 1000,
@@ -93,6 +94,7 @@ def evaluate(
     data_options = {k: v for k, v in {
         "label_col": label_col, "text_col": text_col, "image_size": _image_size(image_size),
         "feature_cols": [c.strip() for c in feature_cols.split(",")] if feature_cols else None,
+        "class_names": [c.strip() for c in class_names.split(",")] if class_names else None,
     }.items() if v is not None}
     run = run_evaluation(
         model, data,
