@@ -93,7 +93,9 @@ class BinStats:
 def _ones_if_none(weights: np.ndarray | None, n: int) -> tuple[np.ndarray, bool]:
     if weights is None:
         return np.ones((1, n)), True
-    weights = np.asarray(weights, dtype=np.float64)
+    weights = np.asarray(weights)
+    if weights.dtype != np.float32:  # float32 multiplicities are kept (exact integers, half the memory)
+        weights = weights.astype(np.float64, copy=False)
     if weights.ndim != 2 or weights.shape[1] != n:
         raise ValueError(f"weights must have shape (resamples, {n}), got {weights.shape}")
     return weights, False
@@ -154,7 +156,7 @@ def classwise_bin_stats(
     sums = sparse_group_sums(w, samples, groups, 3 * cells, values).reshape(-1, 3, num_classes, n_bins)
     count, sum_conf, sum_correct = sums[:, 0], sums[:, 1], sums[:, 2]
     count[..., 0] = w.sum(axis=1)[:, None] - count[..., 1:].sum(axis=-1)
-    sum_conf[..., 0] = w @ probabilities - sum_conf[..., 1:].sum(axis=-1)
+    sum_conf[..., 0] = w @ probabilities.astype(w.dtype, copy=False) - sum_conf[..., 1:].sum(axis=-1)
     if squeeze:
         count, sum_conf, sum_correct = count[0], sum_conf[0], sum_correct[0]
     return BinStats(np.asarray(edges, np.float64), count, sum_conf, sum_correct)
@@ -513,8 +515,9 @@ def _point_and_bootstrap(
     """``statistic(weights (b, n)) -> {name: (b,)}`` at weights of ones (the point estimate) and over
     the bootstrap resamples (chunks of multiplicities, converted to float64 once)."""
     point = {name: float(v[0]) for name, v in statistic(np.ones((1, n))).items()}
-    # Column-major float64 copy of each chunk: its transpose, which the sparse products read, is contiguous.
-    parts = [statistic(np.asfortranarray(chunk, dtype=np.float64)) for chunk in resample_weights]
+    # Column-major copy of each chunk: its transpose, which the sparse products read, is contiguous.
+    # Multiplicities stay float32 (exact integers); the statistics are finished in float64.
+    parts = [statistic(np.asfortranarray(chunk)) for chunk in resample_weights]
     return point, {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
@@ -695,7 +698,7 @@ def _temperature_scaling(
     nll = np.stack([_nll_per_sample(eval_logits, eval_labels), _nll_per_sample(eval_logits, eval_labels, t)], axis=1)
 
     def statistic(weights: np.ndarray) -> dict[str, np.ndarray]:
-        mean_nll = weights @ nll / n_eval
+        mean_nll = weights @ nll.astype(weights.dtype, copy=False) / n_eval
         return {
             "ece_before_temperature": ece_from_stats(bin_stats(conf_before, correct, edges, weights=weights)),
             "ece_after_temperature": ece_from_stats(bin_stats(conf_after, correct, edges, weights=weights)),

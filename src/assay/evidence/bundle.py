@@ -46,6 +46,9 @@ def write_bundle(
         raise UserError(f"{out} exists and is not a directory", where="--out", fix="choose another output path")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it owner-only; the bundle gets ordinary permissions
     try:
         (tmp / "evidence.json").write_text(evidence.model_dump_json(indent=2), encoding="utf-8")
         np.savez_compressed(tmp / "predictions.npz", **{k: _plain_array(v) for k, v in predictions.items()})
