@@ -634,3 +634,20 @@ def test_options_that_do_not_apply(art, tmp_path):
         load_model(str(art.scripted), weights=str(art.safetensors))
     with pytest.raises(UserError, match="outputs must be 'logits' or 'probabilities'"):
         load_model(str(art.onnx), outputs="softmax")
+
+
+def test_export_onnx_is_reproducible_and_path_free(tmp_path):
+    """No source paths in the file: the same module gives the same bytes (and sha256) anywhere."""
+    import torch
+
+    import assay
+    from assay.demo import DigitsCNN
+    from assay.models.export import export_onnx
+
+    torch.manual_seed(0)
+    net = DigitsCNN().eval()
+    x = torch.rand(2, 1, 8, 8)
+    a = export_onnx(net, x, tmp_path / "a.onnx").read_bytes()
+    b = export_onnx(net, x, tmp_path / "b.onnx").read_bytes()
+    assert a == b
+    assert str(Path(assay.__file__).parent).encode() not in a

@@ -80,6 +80,7 @@ def run_demo(out: str | Path = "assay-out", *, seed: int = 0, progress: bool = T
         run = run_evaluation(str(onnx_path), test, config=EvaluateConfig(seed=seed), cache_dir=cache_dir,
                              progress=progress)
         run.evidence.timings["demo_training"] = round(train_seconds, 4)
+        run.evidence.model.path = "model.onnx"  # the copy inside the bundle, not the deleted temp file
         write_bundle(out, run.evidence, run.predictions(),
                      renderers={"report.html": render_html, "report.md": render_markdown},
                      extra_files={"model.onnx": onnx_path})

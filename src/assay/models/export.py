@@ -9,6 +9,7 @@ where :func:`assay.models.load_model` finds them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -44,6 +45,10 @@ def export_onnx(
     example = example_input.detach().cpu()
     if example.shape[0] == 1:
         example = example.repeat(2, *([1] * (example.ndim - 1)))
+    # The exporter logs a warning per torchvision operator it cannot register; irrelevant here.
+    registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    previous_level = registration_log.level
+    registration_log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -60,11 +65,19 @@ def export_onnx(
                 output_names=[output_name], opset_version=opset or 17,
                 dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
             )
+    finally:
+        registration_log.setLevel(previous_level)
+    model = onnx.load(str(path))
+    # The exporter records source stack traces (absolute file paths) per node: drop them, so the same
+    # module exports to the same bytes (and the same sha256 / cache key) wherever Assay is installed.
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    model.graph.doc_string = ""
     if class_names is not None:
-        model = onnx.load(str(path))
         kept = [p for p in model.metadata_props if p.key != "class_names"]
         del model.metadata_props[:]
         model.metadata_props.extend(kept)
         model.metadata_props.add(key="class_names", value=json.dumps([str(c) for c in class_names]))
-        onnx.save(model, str(path))
+    onnx.save(model, str(path))
     return path
