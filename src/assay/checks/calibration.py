@@ -30,6 +30,7 @@ from assay.errors import UserError
 from assay.evidence.schema import Finding, Metric, Section, Verdict
 from assay.stats.binning import Closed, assign_bins, equal_mass_edges, equal_width_edges, sparse_group_sums
 from assay.stats.bootstrap import bootstrap_weights, percentile_ci, spawn_seed
+from assay.stats.probabilities import nll_per_sample, softmax
 
 __all__ = [
     "BinStats",
@@ -344,26 +345,6 @@ def confidence_histogram(
 # --------------------------------------------------------------------------------------------------
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log softmax in float64 via log-sum-exp (max subtracted first: no overflow)."""
-    shifted = np.asarray(logits, dtype=np.float64) - np.max(logits, axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64, max subtracted first (no overflow); one (N, C) allocation."""
-    e = np.asarray(logits, dtype=np.float64) - np.max(logits, axis=1, keepdims=True)
-    np.exp(e, out=e)
-    e /= e.sum(axis=1, keepdims=True)
-    return e
-
-
-def _nll_per_sample(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """-log softmax(logits / T)[label], natural log, computed stably (log-sum-exp)."""
-    scaled = np.asarray(logits, dtype=np.float64) / temperature
-    return -_log_softmax(scaled)[np.arange(len(labels)), labels]
-
-
 class TemperatureScaler:
     """Temperature scaling (Guo et al. 2017): p = softmax(z / T) with the one T > 0 that minimizes NLL.
 
@@ -432,7 +413,7 @@ class TemperatureScaler:
 
     def predict_proba(self, logits: np.ndarray) -> np.ndarray:
         """softmax(z / T), computed stably."""
-        return _softmax(self.transform(logits))
+        return softmax(self.transform(logits))
 
 
 def _validated_logits(logits: np.ndarray, labels: np.ndarray, where: str) -> np.ndarray:
@@ -528,7 +509,7 @@ def check_calibration(ctx: CheckContext) -> Section:
     logits = _validated_logits(ctx.logits, ctx.labels, "calibration check (evaluation logits)")
     labels = np.asarray(ctx.labels, dtype=np.int64)
     n, num_classes = logits.shape
-    probabilities = _softmax(logits)
+    probabilities = softmax(logits)
     confidence, correct = top_label(probabilities, labels)
     width_edges = equal_width_edges(n_bins)
     mass_edges = equal_mass_edges(confidence, n_bins)
@@ -695,7 +676,7 @@ def _temperature_scaling(
     n_eval = eval_labels.size
     conf_before, correct = top_label(probabilities[eval_index], eval_labels)
     conf_after, _ = top_label(scaler.predict_proba(eval_logits), eval_labels)
-    nll = np.stack([_nll_per_sample(eval_logits, eval_labels), _nll_per_sample(eval_logits, eval_labels, t)], axis=1)
+    nll = np.stack([nll_per_sample(eval_logits, eval_labels), nll_per_sample(eval_logits, eval_labels, t)], axis=1)
 
     def statistic(weights: np.ndarray) -> dict[str, np.ndarray]:
         mean_nll = weights @ nll.astype(weights.dtype, copy=False) / n_eval

@@ -9,11 +9,11 @@ predictions (``sklearn.utils.multiclass.unique_labels``); undefined precision/F1
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_softmax
 
 from assay.checks.base import CheckContext, make_metric
 from assay.evidence.schema import Finding, Section
 from assay.stats.bootstrap import bootstrap_cell_counts, spawn_seed
+from assay.stats.probabilities import nll_per_sample, softmax
 
 __all__ = [
     "accuracy_from_confusion",
@@ -93,15 +93,9 @@ def top_k_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return (top == np.asarray(labels)[:, None]).any(axis=1)
 
 
-def nll_per_sample(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Negative log-likelihood of the label under softmax(logits), natural log (scikit-learn's log_loss)."""
-    logp = log_softmax(np.asarray(logits, np.float64), axis=1)
-    return -logp[np.arange(len(labels)), labels]
-
-
 def brier_per_sample(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Multiclass Brier score per sample: sum_k (p_k - 1[y=k])^2 (Brier 1950; range [0, 2])."""
-    p = np.exp(log_softmax(np.asarray(logits, np.float64), axis=1))
+    p = softmax(logits)
     p[np.arange(len(labels)), labels] -= 1.0
     return (p**2).sum(axis=1)
 
