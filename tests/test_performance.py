@@ -121,3 +121,29 @@ def test_check_performance_flags_weak_and_never_predicted_classes():
     assert section.verdict == "warn"
     assert "never predicted" in messages and "d" in messages
     assert "class b is significantly weaker" in messages
+
+
+def test_perfect_accuracy_gets_exact_interval_not_a_collapsed_one():
+    """All 540 right: the bootstrap interval would be [1, 1]; Clopper-Pearson says 0.9932 at worst."""
+    from scipy.stats import binomtest
+
+    y = np.arange(540) % 10
+    logits = np.eye(10, dtype=np.float32)[y] * 4
+    section = check_performance(_ctx(y, logits))
+    acc = section.metrics["accuracy"]
+    reference = binomtest(540, 540).proportion_ci(confidence_level=0.95, method="exact")
+    assert acc.value == 1.0 and acc.ci_high == 1.0
+    assert acc.ci_low == pytest.approx(reference.low, rel=1e-9) and acc.ci_low < 0.9935
+    assert "Clopper-Pearson" in acc.method
+    assert "Clopper-Pearson" in section.metrics["top5_accuracy"].method
+
+
+def test_clopper_pearson_matches_scipy():
+    from scipy.stats import binomtest
+
+    from assay.stats.bootstrap import clopper_pearson
+
+    for k, n in [(0, 10), (3, 10), (10, 10), (97, 100), (1, 1)]:
+        ref = binomtest(k, n).proportion_ci(confidence_level=0.9, method="exact")
+        lo, hi = clopper_pearson(k, n, 0.9)
+        assert lo == pytest.approx(ref.low, abs=1e-12) and hi == pytest.approx(ref.high, abs=1e-12)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from assay.checks.base import CheckContext, make_metric
-from assay.evidence.schema import Finding, Section
-from assay.stats.bootstrap import bootstrap_cell_counts, spawn_seed
+from assay.evidence.schema import Finding, Metric, Section
+from assay.stats.bootstrap import bootstrap_cell_counts, clopper_pearson, spawn_seed
 from assay.stats.probabilities import nll_per_sample, softmax
 
 __all__ = [
@@ -141,6 +141,10 @@ def check_performance(ctx: CheckContext) -> Section:
             top5_value, boot_cells[..., 1].sum(axis=(-2, -1)) / n, n=n, config=cfg, metric_config={"k": 5}
         )
 
+    for name, successes in (("accuracy", int(np.trace(cm))), ("top5_accuracy", int(cells[..., 1].sum()))):
+        if name in metrics and metrics[name].ci_low == metrics[name].ci_high:
+            _use_exact_interval(metrics[name], successes, n, cfg.confidence)
+
     per_sample = {"nll": nll_per_sample(logits, labels), "brier": brier_per_sample(logits, labels)}
     boot = ctx.resample_weights().means(np.stack(list(per_sample.values()), axis=1))
     boot_means = {name: boot[:, i] for i, name in enumerate(per_sample)}
@@ -199,9 +203,9 @@ def check_performance(ctx: CheckContext) -> Section:
         ),
         metrics=metrics,
         findings=findings,
-        tables={"per_class": per_class, "confusion_matrix": [
+        tables={"per_class": per_class, **({"confusion_matrix": [
             {"label": names[i], **{names[j]: int(cm[i, j]) for j in range(num_classes)}} for i in range(num_classes)
-        ]},
+        ]} if num_classes <= 30 else {})},
         plots={
             "per_class": {
                 "kind": "bars",
@@ -232,6 +236,13 @@ def check_performance(ctx: CheckContext) -> Section:
                 "multinomial sample weights for NLL and Brier", "n_bootstrap": cfg.n_bootstrap,
                 "confidence": cfg.confidence, "seed": cfg.seed},
     )
+
+
+def _use_exact_interval(metric: Metric, successes: int, n: int, confidence: float) -> None:
+    """Replace a collapsed bootstrap interval (all or no samples right) by the exact binomial one."""
+    metric.ci_low, metric.ci_high = clopper_pearson(successes, n, confidence)
+    metric.method = (f"Clopper-Pearson exact, {int(confidence * 100)}% (the bootstrap interval collapses "
+                     f"when {successes} of {n} are right)")
 
 
 def _findings(metrics: dict, per_class: list[dict], n: int) -> list[Finding]:

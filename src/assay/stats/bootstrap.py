@@ -27,6 +27,7 @@ __all__ = [
     "SharedWeights",
     "bootstrap_cell_counts",
     "bootstrap_weights",
+    "clopper_pearson",
     "group_sums",
     "percentile_ci",
     "spawn_seed",
@@ -109,7 +110,11 @@ def bootstrap_weights(
 
 class SharedWeights:
     """The resample weights of one run, shared by every check so that all metrics use the same
-    resamples (and the draws are paid for once). Kept in memory when they fit ``max_bytes``."""
+    resamples (and the draws are paid for once). Kept in memory when they fit ``max_bytes``.
+
+    Chunks are column-major (b, n) float32: sparse products over samples (``design @ weights.T``)
+    then read them contiguously, without a copy per statistic.
+    """
 
     def __init__(self, n: int, n_resamples: int, seed: int | np.random.SeedSequence,
                  max_bytes: int = 256 * 2**20) -> None:
@@ -120,9 +125,10 @@ class SharedWeights:
     def __iter__(self) -> Iterator[np.ndarray]:
         if self._chunks is not None:
             return iter(self._chunks)
+        chunks = (np.asfortranarray(c) for c in bootstrap_weights(self.n, self.n_resamples, self._seed()))
         if not self._keep:
-            return bootstrap_weights(self.n, self.n_resamples, self._seed())
-        self._chunks = list(bootstrap_weights(self.n, self.n_resamples, self._seed()))
+            return chunks
+        self._chunks = list(chunks)
         return iter(self._chunks)
 
     def _seed(self) -> np.random.SeedSequence:
@@ -157,3 +163,17 @@ def group_sums(
     data = np.ones(n, dtype=np.float64) if values is None else np.asarray(values, dtype=np.float64)
     indicator = sp.csr_matrix((data, (groups, np.arange(n))), shape=(n_groups, n))
     return np.asarray((indicator @ np.asarray(weights, dtype=np.float64).T).T)
+
+
+def clopper_pearson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact binomial interval (Clopper & Pearson 1934), via Beta quantiles.
+
+    Used where the percentile bootstrap degenerates: a proportion of exactly 0 or 1 makes every
+    resample identical, so the bootstrap interval collapses to a point and claims certainty it lacks.
+    """
+    from scipy.stats import beta
+
+    alpha = 1.0 - confidence
+    lo = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, n - successes + 1))
+    hi = 1.0 if successes == n else float(beta.ppf(1 - alpha / 2, successes + 1, n - successes))
+    return lo, hi
