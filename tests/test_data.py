@@ -307,7 +307,7 @@ def test_table_errors(tmp_path: Path) -> None:
     frame = _frame().astype({"label": float})
     frame.loc[1, "label"] = np.nan
     frame.to_csv(tmp_path / "nolabel.csv", index=False)
-    with pytest.raises(UserError, match=r"1 label\(s\) are missing \(first rows \[1\]\)"):
+    with pytest.raises(UserError, match=r"1 label\(s\) are missing \(first at rows \[1\]\)"):
         load_table(tmp_path / "nolabel.csv")
 
     (tmp_path / "empty.csv").write_text("")

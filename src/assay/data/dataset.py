@@ -12,9 +12,16 @@ import pandas as pd
 
 from assay.errors import UserError
 
-__all__ = ["Dataset", "Modality"]
+__all__ = ["Dataset", "Modality", "reject_rows"]
 
 Modality = Literal["image", "tabular", "text"]
+
+
+def reject_rows(bad: np.ndarray, what: str, *, where: str, fix: str) -> None:
+    """Raise a UserError if any row is flagged: how many, and the first few row numbers."""
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5].tolist()
+        raise UserError(f"{int(bad.sum())} {what} (first at rows {rows})", where=where, fix=fix)
 
 
 @dataclass(eq=False)
@@ -52,14 +59,8 @@ class Dataset:
         if len(self.meta) == 0:
             self.meta = pd.DataFrame(index=pd.RangeIndex(n))
         if self.x.dtype != object and np.issubdtype(self.x.dtype, np.floating):
-            bad = ~np.isfinite(self.x.reshape(n, -1)).all(axis=1)
-            if bad.any():
-                first = np.flatnonzero(bad)[:5].tolist()
-                raise UserError(
-                    f"{int(bad.sum())} input(s) contain NaN or infinite values (first at rows {first})",
-                    where=self.source,
-                    fix="clean or impute the inputs before evaluation",
-                )
+            reject_rows(~np.isfinite(self.x.reshape(n, -1)).all(axis=1), "input(s) contain NaN or infinite values",
+                        where=self.source, fix="clean or impute the inputs before evaluation")
 
     def __len__(self) -> int:
         return len(self.x)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from assay.data.dataset import Dataset, Modality
+from assay.data.dataset import Dataset, Modality, reject_rows
 from assay.errors import UserError
 
 __all__ = ["integer_labels", "load_npz", "require_unique_ids"]
@@ -44,14 +44,8 @@ def integer_labels(values: np.ndarray, *, where: str, what: str = "labels") -> n
     if kind in "iub":
         return values.astype(np.int64)
     if kind == "f":
-        missing = ~np.isfinite(values)
-        if missing.any():
-            rows = np.flatnonzero(missing)[:5].tolist()
-            raise UserError(
-                f"{int(missing.sum())} {what} are missing or infinite (first at rows {rows})",
-                where=where,
-                fix="drop the unlabeled rows or give every sample a class index",
-            )
+        reject_rows(~np.isfinite(values), f"{what} are missing or infinite", where=where,
+                    fix="drop the unlabeled rows or give every sample a class index")
         fractional = values != np.round(values)
         if fractional.any():
             rows = np.flatnonzero(fractional)[:5].tolist()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from assay.data.dataset import Dataset
+from assay.data.dataset import Dataset, reject_rows
 from assay.data.npz import integer_labels, require_unique_ids
 from assay.errors import UserError
 
@@ -206,28 +206,16 @@ def _features(frame: pd.DataFrame, cols: list[str], where: str) -> np.ndarray:
 
 
 def _text(series: pd.Series, where: str) -> np.ndarray:
-    missing = series.isna().to_numpy()
-    if missing.any():
-        rows = np.flatnonzero(missing)[:5].tolist()
-        raise UserError(
-            f"{int(missing.sum())} missing text value(s) in column {series.name!r} (first rows {rows})",
-            where=where,
-            fix="fill or drop the rows without text",
-        )
+    reject_rows(series.isna().to_numpy(), f"missing text value(s) in column {series.name!r}", where=where,
+                fix="fill or drop the rows without text")
     return np.array([str(v) for v in series], dtype=object)
 
 
 def _labels(series: pd.Series, class_names: Sequence[str] | None, *, where: str) -> tuple[np.ndarray, list[str] | None]:
     if isinstance(series.dtype, pd.CategoricalDtype):
         series = series.astype(series.cat.categories.dtype)
-    missing = series.isna().to_numpy()
-    if missing.any():
-        rows = np.flatnonzero(missing)[:5].tolist()
-        raise UserError(
-            f"{int(missing.sum())} label(s) are missing (first rows {rows})",
-            where=where,
-            fix="drop the unlabeled rows or give every row a label",
-        )
+    reject_rows(series.isna().to_numpy(), "label(s) are missing", where=where,
+                fix="drop the unlabeled rows or give every row a label")
     names = None if class_names is None else [str(c) for c in class_names]
     if _is_numeric(series):
         y = integer_labels(series.to_numpy(), where=where)

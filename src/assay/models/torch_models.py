@@ -60,6 +60,21 @@ PICKLE_REFUSAL_FIX = (
 )
 
 
+
+def _tapped(call: Callable[[Any], Any], slot: Any) -> Callable[[Any], tuple[Any, torch.Tensor | None]]:
+    """Wrap ``call`` so it returns (outputs, the value the slot recorded during that call)."""
+
+    def tap(inputs: Any) -> tuple[Any, torch.Tensor | None]:
+        slot.active, slot.value = True, None
+        try:
+            out = call(inputs)
+        finally:
+            slot.active = False
+        value, slot.value = slot.value, None
+        return out, value
+
+    return tap
+
 def _pickle_refusal(path: str) -> UserError:
     return UserError(
         "this file is a pickled Python object (e.g. torch.save(model)); Assay never unpickles untrusted files",
@@ -182,16 +197,7 @@ def _hook_tap(module: torch.nn.Module, feature_layer: str | None, where: str) ->
         modules[name].register_forward_hook(lambda _m, args, _output: slot.store(args[0] if args else None))
         source = f"input of Linear '{name}'"
 
-    def tap(inputs: Any) -> tuple[Any, torch.Tensor | None]:
-        slot.active, slot.value = True, None
-        try:
-            out = module(inputs)
-        finally:
-            slot.active = False
-        value, slot.value = slot.value, None
-        return out, value
-
-    return tap, source
+    return _tapped(module, slot), source
 
 
 # --------------------------------------------------------------------------- TorchScript (graph rewrite)
@@ -391,16 +397,7 @@ def _export_tap(gm: Any, feature_layer: str | None, where: str) -> tuple[Tap | N
         graph.call_function(slot.store, (target,))
     gm.recompile()
 
-    def tap(inputs: Any) -> tuple[Any, torch.Tensor | None]:
-        slot.active, slot.value = True, None
-        try:
-            out = gm(inputs)
-        finally:
-            slot.active = False
-        value, slot.value = slot.value, None
-        return out, value
-
-    return tap, source
+    return _tapped(gm, slot), source
 
 
 class _NoUnpickling:
