@@ -496,9 +496,8 @@ def _point_and_bootstrap(
     """``statistic(weights (b, n)) -> {name: (b,)}`` at weights of ones (the point estimate) and over
     the bootstrap resamples (chunks of multiplicities, converted to float64 once)."""
     point = {name: float(v[0]) for name, v in statistic(np.ones((1, n))).items()}
-    # Column-major copy of each chunk: its transpose, which the sparse products read, is contiguous.
     # Multiplicities stay float32 (exact integers); the statistics are finished in float64.
-    parts = [statistic(np.asfortranarray(chunk)) for chunk in resample_weights]
+    parts = [statistic(chunk) for chunk in resample_weights]
     return point, {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 

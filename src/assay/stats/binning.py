@@ -94,4 +94,6 @@ def sparse_group_sums(
     if n_groups <= _DENSE_MAX_GROUPS:
         # Few groups: a dense (n, groups) design and one BLAS product beat the sparse kernel ~2x.
         return weights @ design.toarray().T
-    return np.asarray((design @ weights.T).T)
+    # The sparse kernel reads weights.T row by row: column-major weights (as SharedWeights keeps them)
+    # make that contiguous; anything else is copied once here.
+    return np.asarray((design @ np.asfortranarray(weights).T).T)

@@ -16,7 +16,9 @@ Intervals are percentile intervals (Efron & Tibshirani 1993, ch. 13).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +37,8 @@ __all__ = [
 
 # Number of (resample x sample) weights materialized at once by bootstrap_weights.
 _WEIGHTS_PER_CHUNK = 20_000_000
+# Row blocks per chunk, each with its own seed: fixed, so results do not depend on the thread count.
+_SUB_BLOCKS = 8
 
 
 @dataclass(frozen=True)
@@ -83,29 +87,48 @@ def bootstrap_cell_counts(
     return draws.reshape((n_resamples, *counts.shape))
 
 
+def _child_seed(seed: int | np.random.SeedSequence, *path: int) -> np.random.SeedSequence:
+    """The seed of sub-stream ``path``, derived without mutating ``seed`` (as SeedSequence.spawn would)."""
+    root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    return np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, *path))
+
+
+def _fill_multiplicities(out: np.ndarray, seed: np.random.SeedSequence) -> None:
+    """Fill each row of ``out`` (b, n) with Multinomial(n, 1/n) counts, row by row (each bincount
+    then touches an n-sized array that stays in cache: 3x faster than one bincount over b*n bins)."""
+    n = out.shape[1]
+    rng = np.random.default_rng(seed)
+    index_dtype = np.int32 if n < 2**31 else np.int64
+    for r in range(out.shape[0]):
+        out[r] = np.bincount(rng.integers(0, n, size=n, dtype=index_dtype), minlength=n)
+
+
 def bootstrap_weights(
     n: int, n_resamples: int, seed: int | np.random.SeedSequence
 ) -> Iterator[np.ndarray]:
     """Yield chunks of per-sample resample multiplicities, float32 of shape ``(b, n)``.
 
     Row r counts how often each sample was drawn in resample r (rows sum to n). Chunks together hold
-    ``n_resamples`` rows; the chunking depends only on ``n``, so results are seed-deterministic.
+    ``n_resamples`` rows. Each chunk is filled in ``_SUB_BLOCKS`` row blocks with seeds derived from
+    (seed, chunk, block), on a thread pool: the result depends on the seed and n only, never on the
+    number of threads (numpy releases the GIL while drawing).
     """
     if n <= 0:
         raise ValueError("bootstrap needs at least one sample")
-    rng = np.random.default_rng(seed)
     per_chunk = max(1, min(n_resamples, _WEIGHTS_PER_CHUNK // n))
-    index_dtype = np.int32 if n < 2**31 else np.int64
-    done = 0
-    while done < n_resamples:
-        b = min(per_chunk, n_resamples - done)
-        weights = np.empty((b, n), dtype=np.float32)
-        # Row by row: each bincount then touches an n-sized array that stays in cache (3x faster than
-        # one bincount over b*n bins), and the stream of draws is the same for any chunking.
-        for r in range(b):
-            weights[r] = np.bincount(rng.integers(0, n, size=n, dtype=index_dtype), minlength=n)
-        yield weights
-        done += b
+    workers = min(_SUB_BLOCKS, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for chunk, start in enumerate(range(0, n_resamples, per_chunk)):
+            weights = np.empty((min(per_chunk, n_resamples - start), n), dtype=np.float32)
+            bounds = np.linspace(0, len(weights), _SUB_BLOCKS + 1).astype(int)
+            jobs = [
+                pool.submit(_fill_multiplicities, weights[lo:hi], _child_seed(seed, chunk, block))
+                for block, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))
+                if hi > lo
+            ]
+            for job in jobs:
+                job.result()
+            yield weights
 
 
 class SharedWeights:
