@@ -119,3 +119,13 @@ def test_shared_weights_are_identical_across_passes_kept_or_regenerated():
     np.testing.assert_array_equal(c, d)
     v = np.random.default_rng(0).normal(size=(300, 2))
     np.testing.assert_allclose(kept.means(v), a.astype(np.float64) @ v / 300, rtol=0, atol=1e-6)
+
+
+def test_weights_do_not_depend_on_the_number_of_threads(monkeypatch):
+    import assay.stats.bootstrap as bootstrap
+
+    many = np.concatenate(list(bootstrap_weights(5000, 300, seed=11)))
+    monkeypatch.setattr(bootstrap.os, "cpu_count", lambda: 1)
+    one = np.concatenate(list(bootstrap_weights(5000, 300, seed=11)))
+    np.testing.assert_array_equal(many, one)
+    np.testing.assert_array_equal(many.sum(axis=1), 5000)
