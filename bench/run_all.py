@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHES = ["bench_engine.py", "bench_bootstrap.py", "bench_report.py"]
+BENCHES = ["bench_engine.py", "bench_bootstrap.py", "bench_report.py", "bench_suite.py", "bench_corruptions.py", "bench_attacks.py"]
 
 
 def main() -> int:

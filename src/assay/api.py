@@ -19,9 +19,12 @@ from assay.data.dataset import Dataset
 from assay.engine.backends import Backend, get_backend
 from assay.engine.cache import default_cache_dir
 from assay.engine.run import Outputs, run_views
+from assay.engine import planning
+from assay.engine.robust_views import AttackSpec
 from assay.engine.views import CleanView
 from assay.environment import environment_info
 from assay.errors import UserError
+from assay.evidence.bundle import read_evidence
 from assay.evidence.schema import DataInfo, Evidence, Section
 from assay.models.base import Model
 
@@ -29,10 +32,13 @@ __all__ = ["CHECKS", "EvaluationRun", "evaluate", "run_evaluation"]
 
 
 def _check_registry() -> dict[str, Callable[[CheckContext], Section]]:
+    from assay.checks.adversarial import check_adversarial
     from assay.checks.calibration import check_calibration
+    from assay.checks.corruption import check_corruption
     from assay.checks.performance import check_performance
 
-    return {"performance": check_performance, "calibration": check_calibration}
+    return {"performance": check_performance, "calibration": check_calibration, "corruption": check_corruption,
+            "adversarial": check_adversarial}
 
 
 CHECKS: tuple[str, ...] = ("performance", "calibration")
@@ -86,6 +92,32 @@ def _check_shapes(model: Model, dataset: Dataset, what: str) -> None:
         )
 
 
+def _attack_plan(config: EvaluateConfig, model: Model, dataset: Dataset) -> list[AttackSpec]:
+    """Attack specs of the run (validated), or [] without --adversarial."""
+    if config.adversarial is None:
+        return []
+    preset = config.adversarial
+    if preset == "auto":
+        preset = "standard" if model.torch_module() is not None else "blackbox"
+    eps = planning.parse_eps(config.eps) if config.eps else [planning.DEFAULT_EPS[config.norm]]
+    if preset == "standard" and len(eps) == 1:
+        eps = [eps[0] / 4, eps[0] / 2, eps[0]]  # a robust-accuracy-vs-eps curve
+    specs = planning.attack_specs(preset, eps, config.norm, steps=config.attack_steps,
+                                  restarts=config.attack_restarts, queries=config.square_queries, seed=config.seed)
+    if dataset.modality != "image":
+        raise UserError(f"adversarial evaluation needs image inputs in [0, 1]; this data is {dataset.modality}",
+                        where="--adversarial", fix="drop --adversarial, or evaluate corruption robustness instead")
+    if any(s.white_box for s in specs) and model.torch_module() is None:
+        raise UserError(
+            f"--adversarial {preset} runs white-box attacks, which need gradients; "
+            f"a {model.info.format} model has none",
+            where="--adversarial",
+            fix="use --adversarial blackbox (Square attack, queries only), or evaluate the torch model "
+                "(TorchScript, torch.export or factory + weights)",
+        )
+    return specs
+
+
 def run_evaluation(
     model: Model | str | os.PathLike[str],
     data: Dataset | str | os.PathLike[str],
@@ -132,9 +164,36 @@ def run_evaluation(
     elif cache_dir is False:
         cache_dir = None
     engine_backend = get_backend(backend) if isinstance(backend, str) else backend
+    # Validate every robustness option before any forward pass: a typo must not cost an inference run.
+    corruption_names = planning.resolve_corruptions(config.corruptions, dataset.modality)
+    attack_specs = _attack_plan(config, model_obj, dataset)
+    baseline = read_evidence(config.baseline) if config.baseline else None
+    checks = list(checks)
+    for name, wanted in (("corruption", corruption_names), ("adversarial", attack_specs)):
+        if wanted and name not in checks:
+            checks.append(name)
+        if name in checks and not wanted:
+            raise UserError(f"the {name} check has nothing to evaluate", where="--checks",
+                            fix="pass --corruptions/--adversarial or --suite standard/full")
     t = time.perf_counter()
     outputs = run_views(model_obj, dataset, [CleanView()], cache_dir=cache_dir, batch_size=config.batch_size,
                         backend=engine_backend, progress=progress)
+    views: dict[str, Any] = {}
+    facts: dict[str, Any] = {}
+    if corruption_names or attack_specs:
+        perturbed = planning.corruption_views(dataset, corruption_names, config.severities, seed=config.seed,
+                                              table=config.corruption_table)
+        if attack_specs:
+            perturbed += planning.adversarial_views(model_obj, dataset, outputs.clean, attack_specs, config.batch_size)
+            facts["adversarial"] = planning.adversarial_facts(model_obj, dataset, outputs.clean)
+        more = run_views(model_obj, dataset, perturbed, cache_dir=cache_dir, batch_size=config.batch_size,
+                         backend=engine_backend, progress=progress)
+        outputs.views.update(more.views)
+        outputs.forward_batches += more.forward_batches
+        outputs.cache_hits += more.cache_hits
+        outputs.transform_seconds += more.transform_seconds
+        outputs.forward_seconds += more.forward_seconds
+        views = {v.spec.name: v for v in perturbed}
     calib_pair = None
     if calibration is not None:
         calib_out = run_views(model_obj, calibration, [CleanView()], cache_dir=cache_dir,
@@ -143,8 +202,11 @@ def run_evaluation(
         outputs.cache_hits += calib_out.cache_hits
         calib_pair = (calib_out.clean.logits, calibration.y)
     timings["inference"] = time.perf_counter() - t
+    timings["inference:perturbation"] = outputs.transform_seconds
+    timings["inference:forward"] = outputs.forward_seconds
 
-    ctx = CheckContext(outputs=outputs, dataset=dataset, config=config, calibration=calib_pair)
+    ctx = CheckContext(outputs=outputs, dataset=dataset, config=config, calibration=calib_pair, views=views,
+                       facts=facts, baseline=baseline)
     sections: dict[str, Section] = {}
     for name in checks:
         t = time.perf_counter()
@@ -179,6 +241,7 @@ def evaluate(
     data: Dataset | str | os.PathLike[str],
     *,
     out: str | os.PathLike[str] | None = None,
+    suite: str | None = None,
     checks: Sequence[str] = CHECKS,
     calibration_data: Dataset | str | os.PathLike[str] | None = None,
     seed: int = 0,
@@ -194,8 +257,12 @@ def evaluate(
     with ``weights=``); ``data`` a :class:`~assay.data.Dataset` or a spec (``digits``, ``.npz``, image
     folder, ``.csv``/``.parquet``). Model options (``weights``, ``outputs``, ``feature_layer``,
     ``feature_output``, ``threads``) and data options (``label_col``, ``text_col``, ``feature_cols``,
-    ``image_size``, ``class_names`` — fixes the label order of folders/tables) are passed as keywords. ``cache_dir=True`` uses ``~/.cache/assay``; None/False disables.
+    ``image_size``, ``class_names`` — fixes the label order of folders/tables) are passed as keywords, and
+    so are robustness settings (``corruptions=["standard"]``, ``severities``, ``adversarial="quick"``,
+    ``eps=[8/255]``, ``norm``, ``baseline``; see :class:`~assay.checks.base.EvaluateConfig`). ``suite``
+    ("quick", "standard", "full") fills in corruptions and attacks the caller did not choose. ``cache_dir=True`` uses ``~/.cache/assay``; None/False disables.
     """
+    options = planning.apply_suite(suite, dict(options))
     model_keys = {"weights", "outputs", "feature_layer", "feature_output", "threads"}
     data_keys = {"label_col", "text_col", "feature_cols", "image_size", "class_names"}
     config_keys = set(EvaluateConfig.model_fields) - {"seed", "n_bootstrap", "confidence"}

@@ -65,6 +65,17 @@ def evaluate(
     image_size: Annotated[Optional[str], typer.Option(help="Resize image-folder data to this size (32 or 32x48).")] = None,
     class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names in model output order (fixes folder/table label order).")] = None,
     checks: Annotated[str, typer.Option(help="Comma-separated checks to run.")] = "performance,calibration",
+    suite: Annotated[Optional[str], typer.Option(help="quick (performance, calibration), standard (+ the 15 standard corruptions), full (+ held-out corruptions and attacks).")] = None,
+    corruptions: Annotated[Optional[str], typer.Option(help="Corruptions: all, standard, or comma-separated names.")] = None,
+    severities: Annotated[str, typer.Option(help="Corruption severities: a range or list in 1-5.")] = "1-5",
+    corruption_table: Annotated[str, typer.Option(help="Image corruption parameters: auto, cifar or imagenet.")] = "auto",
+    baseline: Annotated[Optional[str], typer.Option(help="Evidence bundle of a baseline model: reference of CE/mCE.")] = None,
+    adversarial: Annotated[Optional[str], typer.Option(help="Attack preset: quick (APGD-CE), standard (APGD-CE, APGD-T, Square), blackbox (Square; for ONNX).")] = None,
+    eps: Annotated[Optional[str], typer.Option(help="Perturbation budget(s), e.g. 8/255 or 2/255,4/255,8/255.")] = None,
+    norm: Annotated[str, typer.Option(help="Threat model: linf or l2.")] = "linf",
+    attack_steps: Annotated[int, typer.Option(help="Iterations of white-box attacks.")] = 100,
+    attack_restarts: Annotated[int, typer.Option(help="Random restarts of white-box attacks.")] = 1,
+    square_queries: Annotated[int, typer.Option(help="Query budget of the Square attack.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed for every randomized step.")] = 0,
     n_bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples per confidence interval.")] = 1000,
     confidence: Annotated[float, typer.Option(help="Confidence level of intervals.")] = 0.95,
@@ -82,13 +93,21 @@ def evaluate(
     from assay.checks.base import EvaluateConfig
     from assay.report import print_console
 
+    from assay.engine.planning import apply_suite, parse_eps, parse_severities
+
+    robustness = apply_suite(suite, {
+        "corruptions": [corruptions] if corruptions else [], "adversarial": adversarial,
+    })
     try:
         config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, confidence=confidence, ece_bins=ece_bins,
-                                batch_size=batch_size)
+                                batch_size=batch_size, severities=parse_severities(severities),
+                                corruption_table=corruption_table, baseline=baseline,
+                                eps=parse_eps(eps) if eps else [], norm=norm, attack_steps=attack_steps,
+                                attack_restarts=attack_restarts, square_queries=square_queries, **robustness)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UserError(f"invalid option --{str(first['loc'][0]).replace('_', '-')}: {first['msg']}",
-                        where="command line", fix="see `assay evaluate --help` for the allowed range") from None
+                        where="command line", fix="see `assay evaluate --help` for the allowed values") from None
     model_options = {k: v for k, v in {"weights": weights, "outputs": outputs.value, "feature_layer": feature_layer,
                                        "feature_output": feature_output, "threads": threads}.items() if v is not None}
     data_options = {k: v for k, v in {

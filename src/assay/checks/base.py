@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +30,19 @@ class EvaluateConfig(BaseModel):
         "when no calibration data is given."
     )
     batch_size: int = Field(256, ge=1, description="Inference batch size.")
+    corruptions: list[str] = Field(default_factory=list, description="Corruption types to evaluate (empty: none).")
+    severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], description="Corruption severities (1-5).")
+    corruption_table: Literal["auto", "cifar", "imagenet"] = Field(
+        "auto", description="Image corruption parameters: CIFAR-scale below 128 px, ImageNet-scale above (auto).")
+    baseline: str | None = Field(None, description="Evidence bundle of a baseline model, the reference of CE/mCE.")
+    adversarial: Literal["quick", "standard", "blackbox", "auto"] | None = Field(
+        None, description="Attack preset: quick (APGD-CE), standard (APGD-CE + APGD-T + Square), blackbox (Square); "
+        "auto = standard for torch models, blackbox for ONNX.")
+    eps: list[float] = Field(default_factory=list, description="Perturbation budgets (default 8/255 for linf, 0.5 for l2).")
+    norm: Literal["linf", "l2"] = Field("linf", description="Threat model norm.")
+    attack_steps: int = Field(100, ge=1, description="Iterations of white-box attacks (APGD: 100 in AutoAttack).")
+    attack_restarts: int = Field(1, ge=1, description="Random restarts of white-box attacks.")
+    square_queries: int = Field(1000, ge=1, description="Query budget of the Square attack (5000 in AutoAttack).")
 
 
 @dataclass
@@ -43,6 +56,9 @@ class CheckContext:
     dataset: Dataset
     config: EvaluateConfig
     calibration: tuple[np.ndarray, np.ndarray] | None = None
+    views: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+    baseline: Any = None  # Evidence of a baseline model, when given
     _weights: SharedWeights | None = None
 
     def resample_weights(self) -> SharedWeights:

@@ -18,10 +18,13 @@ CACHE_FORMAT = "1"
 
 @dataclass
 class ViewOutput:
-    """Outputs of the model on one view: logits (N, C), features (N, D) or None."""
+    """Outputs of the model on one view: logits (N, C), features (N, D) or None, and a few of the
+    view's model inputs (``examples`` at rows ``example_index``) for reports to show."""
 
     logits: np.ndarray
     features: np.ndarray | None
+    examples: np.ndarray | None = None
+    example_index: np.ndarray | None = None
 
 
 def default_cache_dir() -> Path:
@@ -58,8 +61,8 @@ class OutputCache:
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                feats = z["features"] if "features" in z.files else None
-                return ViewOutput(logits=z["logits"], features=feats)
+                optional = {k: z[k] if k in z.files else None for k in ("features", "examples", "example_index")}
+                return ViewOutput(logits=z["logits"], **optional)
         except (OSError, ValueError, KeyError):
             return None  # a corrupt entry is a miss; it is overwritten below
 
@@ -69,8 +72,10 @@ class OutputCache:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"logits": output.logits}
-        if output.features is not None:
-            arrays["features"] = output.features
+        for name in ("features", "examples", "example_index"):
+            value = getattr(output, name)
+            if value is not None:
+                arrays[name] = value.astype(str) if value.dtype == object else value
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:

@@ -5,6 +5,7 @@ Checks never call the model: they read the :class:`Outputs` this module returns.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ class Outputs:
     views: dict[str, ViewOutput] = field(default_factory=dict)
     forward_batches: int = 0
     cache_hits: int = 0
+    transform_seconds: float = 0.0  # making the view's inputs (corruptions, attacks)
+    forward_seconds: float = 0.0  # model forward passes
 
     def __getitem__(self, name: str) -> ViewOutput:
         return self.views[name]
@@ -90,10 +93,21 @@ def run_views(
             bar.update(task, description=f"inference [{view.spec.name}]")
             starts = range(0, len(source), batch_size)
 
-            def one_batch(start: int, view: View = view, source: Dataset = source) -> tuple[np.ndarray, np.ndarray | None]:
+            keep = np.asarray(view.example_indices(source), dtype=np.int64)
+            examples: dict[int, np.ndarray] = {}
+
+            def one_batch(start: int, view: View = view, source: Dataset = source, keep: np.ndarray = keep,
+                          examples: dict[int, np.ndarray] = examples) -> tuple[np.ndarray, np.ndarray | None]:
                 index = np.arange(start, min(start + batch_size, len(source)))
+                t0 = time.perf_counter()
                 x = view.transform(source.x[index], index)
-                return model.forward(x, want_features=True)
+                t1 = time.perf_counter()
+                for i in np.intersect1d(index, keep):
+                    examples[int(i)] = x[i - start]
+                result = model.forward(x, want_features=True)
+                outputs.transform_seconds += t1 - t0
+                outputs.forward_seconds += time.perf_counter() - t1
+                return result
 
             logits_parts: list[np.ndarray] = []
             feature_parts: list[np.ndarray] = []
@@ -103,9 +117,12 @@ def run_views(
                 if feats is not None:
                     feature_parts.append(feats)
                 bar.advance(task)
+            kept = sorted(examples)
             result = ViewOutput(
                 logits=np.concatenate(logits_parts).astype(np.float32, copy=False),
                 features=np.concatenate(feature_parts) if feature_parts else None,
+                examples=np.stack([examples[i] for i in kept]) if kept else None,
+                example_index=np.array(kept, dtype=np.int64) if kept else None,
             )
             cache.put(key, result)
             outputs.views[view.spec.name] = result

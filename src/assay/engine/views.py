@@ -53,6 +53,10 @@ class View:
         """Turn a batch of source inputs (rows ``index`` of the source) into model inputs."""
         return x
 
+    def example_indices(self, source: Dataset) -> np.ndarray:
+        """Rows whose model inputs are kept (cached) for reports; none for unperturbed views."""
+        return np.arange(0)
+
 
 class CleanView(View):
     """The evaluation inputs as given."""

@@ -15,6 +15,7 @@ Checks store *data*, not pictures; this module draws each plot by its ``kind``. 
                  e.g. a confusion matrix; cells are annotated up to 20 x 20; above 200 rows or columns
                  the matrix is shrunk by block maxima so the embedded image stays small.
     line         {"series": [{"label", "x", "y", "y_low"?, "y_high"?}], "xlabel", "ylabel", "xscale"?}
+    images       see ``assay.report.thumbnails`` (rows of small embedded PNGs with captions)
     scatter      {"series": [{"label", "x", "y", "text"?}], "xlabel", "ylabel", "front"?: [indices]}
                  ``front`` indexes the points of all series concatenated in order (so, with one series,
                  that series' points); the front is drawn as a highlighted step line (Pareto front).
@@ -454,7 +455,7 @@ _RENDERERS: dict[str, Callable[[Figure, Mapping[str, Any], str], None]] = {
     "scatter": _draw_scatter,
 }
 
-PLOT_KINDS: tuple[str, ...] = tuple(_RENDERERS)
+PLOT_KINDS: tuple[str, ...] = (*_RENDERERS, "images")
 
 
 # -------------------------------------------------------------------------------------- SVG clean-up
@@ -516,6 +517,10 @@ def render_plot(plot: Mapping[str, Any]) -> str:
     if not isinstance(plot, Mapping):
         raise PlotDataError(f"plot data must be a mapping, got {type(plot).__name__}")
     kind = plot.get("kind")
+    if kind == "images":  # thumbnails are embedded PNGs, not a matplotlib figure
+        from assay.report.thumbnails import render_images
+
+        return render_images(plot)
     draw = _RENDERERS.get(kind) if isinstance(kind, str) else None
     if draw is None:
         raise UnsupportedPlotError(f"unknown plot kind {kind!r}; this version draws {', '.join(PLOT_KINDS)}")

@@ -1,0 +1,303 @@
+"""Corruption robustness: accuracy per (corruption, severity), mean corruption accuracy, CE / mCE and
+relative mCE (Hendrycks & Dietterich 2019), worst corruption, ECE under corruption, flip rate.
+
+All intervals come from the run's shared bootstrap resamples, so every aggregate (mean accuracy, mCE,
+flip rate) is resampled jointly with the clean accuracy it is compared with (a paired bootstrap).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from assay.checks.base import CheckContext, make_metric
+from assay.checks.calibration import bin_stats, ece_from_stats, top_label
+from assay.engine.robust_views import CorruptionView
+from assay.errors import UserError
+from assay.evidence.schema import Evidence, Finding, Metric, Section
+from assay.stats.binning import equal_width_edges
+from assay.stats.probabilities import softmax
+
+__all__ = ["check_corruption", "corruption_error", "relative_corruption_error"]
+
+# Verdict: relative accuracy drop (1 - mean corruption accuracy / clean accuracy) thresholds.
+WARN_RELATIVE_DROP = 0.20
+FAIL_RELATIVE_DROP = 0.50
+
+
+def corruption_error(errors: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """CE_c = sum_s E_{s,c} / sum_s E^ref_{s,c} over the last axis (Hendrycks & Dietterich 2019, eq. 1)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(errors).sum(-1) / np.asarray(reference).sum(-1)
+
+
+def relative_corruption_error(errors: np.ndarray, clean_error: np.ndarray, reference: np.ndarray,
+                              reference_clean_error: float | np.ndarray) -> np.ndarray:
+    """Relative CE_c = sum_s (E_{s,c} - E_clean) / sum_s (E^ref_{s,c} - E^ref_clean) (ibid.).
+
+    ``errors`` and ``reference`` are (..., corruptions, severities); the clean errors broadcast against
+    their leading axes (one per resample, say)."""
+    errors, reference = np.asarray(errors), np.asarray(reference)
+
+    def trailing(value: Any, ndim: int) -> np.ndarray:
+        value = np.asarray(value, dtype=np.float64)
+        return value.reshape(value.shape + (1,) * (ndim - value.ndim))
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return ((errors - trailing(clean_error, errors.ndim)).sum(-1)
+                / (reference - trailing(reference_clean_error, reference.ndim)).sum(-1))
+
+
+def _baseline_errors(baseline: Evidence, ctx: CheckContext) -> tuple[dict[tuple[str, int], float], float]:
+    """(corruption, severity) -> error and the clean error of a baseline evidence bundle."""
+    if baseline.data.fingerprint != ctx.dataset.fingerprint:
+        raise UserError(
+            "the --baseline bundle was evaluated on different data (fingerprints "
+            f"{baseline.data.fingerprint[:12]} vs {ctx.dataset.fingerprint[:12]})",
+            where="--baseline", fix="evaluate the baseline model on the same data with the same corruptions")
+    section = baseline.sections.get("corruption")
+    perf = baseline.sections.get("performance")
+    if section is None or perf is None or "per_view" not in section.tables:
+        raise UserError("the --baseline bundle has no corruption results", where="--baseline",
+                        fix="evaluate the baseline with --suite standard (or the same --corruptions) first")
+    errors = {(r["corruption"], int(r["severity"])): 1.0 - float(r["accuracy"]) for r in section.tables["per_view"]}
+    return errors, 1.0 - float(perf.metrics["accuracy"].value)
+
+
+def check_corruption(ctx: CheckContext) -> Section:
+    """Accuracy, flips and calibration of the model on every corruption view the run planned."""
+    cfg = ctx.config
+    views = [(name, v) for name, v in ctx.views.items() if isinstance(v, CorruptionView)]
+    if not views:
+        raise UserError("the corruption check needs corruption views", where="--checks",
+                        fix="pass --corruptions or --suite standard")
+    labels = ctx.labels
+    n = len(labels)
+    clean_pred = ctx.logits.argmax(axis=1)
+    clean_correct = clean_pred == labels
+    correct = np.stack([ctx.outputs[name].logits.argmax(axis=1) == labels for name, _ in views], axis=1)
+    flips = clean_correct[:, None] & ~correct
+    n_views = len(views)
+    per_sample = np.concatenate([clean_correct[:, None], correct, flips], axis=1).astype(np.float64)
+    point = per_sample.mean(axis=0)
+    boot = ctx.resample_weights().means(per_sample)
+
+    from assay.engine.planning import available_corruptions
+
+    infos = available_corruptions(ctx.dataset.modality)
+    names = list(dict.fromkeys(v.name for _, v in views))
+    severities = sorted({v.severity for _, v in views})
+    cell = {(v.name, v.severity): j for j, (_, v) in enumerate(views)}
+    grid = np.array([[cell.get((c, s), -1) for s in severities] for c in names])  # (corruptions, severities)
+    complete = (grid >= 0).all(axis=1)
+    standard = np.array([not infos[c].held_out for c in names])
+
+    baseline_errors = baseline_clean = None
+    if ctx.baseline is not None:
+        baseline_errors, baseline_clean = _baseline_errors(ctx.baseline, ctx)
+    with_reference = complete & (np.array([all((c, s) in baseline_errors for s in severities) for c in names])
+                                 if baseline_errors is not None else True)
+
+    def aggregates(values: np.ndarray) -> dict[str, np.ndarray]:
+        """Everything scalar, from per-sample means (last axis): works for the point and each resample."""
+        clean_acc = values[..., 0]
+        acc = values[..., 1:1 + n_views]
+        flip_mass = values[..., 1 + n_views:]
+        acc_grid = np.where(grid >= 0, acc[..., np.clip(grid, 0, None)], np.nan)  # (..., C, S)
+        err_grid = 1.0 - acc_grid
+        out: dict[str, np.ndarray] = {"clean_accuracy": clean_acc}
+        if standard.any():
+            out["mean_corruption_accuracy"] = np.nanmean(acc_grid[..., standard, :], axis=(-2, -1))
+        if (~standard).any():
+            out["mean_heldout_corruption_accuracy"] = np.nanmean(acc_grid[..., ~standard, :], axis=(-2, -1))
+        out["per_corruption_accuracy"] = np.nanmean(acc_grid, axis=-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["flip_rate"] = flip_mass.sum(-1) / (n_views * clean_acc)
+            out["per_view_flip_rate"] = flip_mass / clean_acc[..., None]
+        clean_err = 1.0 - clean_acc
+        if baseline_errors is not None:
+            ref = np.array([[baseline_errors.get((c, s), np.nan) for s in severities] for c in names])
+            ce = corruption_error(err_grid, ref)
+            rel = relative_corruption_error(err_grid, clean_err, ref, baseline_clean)
+        else:
+            ref = np.broadcast_to(clean_err[..., None, None], err_grid.shape)
+            ce = corruption_error(err_grid, ref)
+            rel = relative_corruption_error(err_grid, clean_err, ref, 0.0)
+        out["per_corruption_ce"], out["per_corruption_relative_ce"] = ce, rel
+        use = standard & with_reference
+        if use.any():
+            out["mce"] = np.mean(ce[..., use], axis=-1)
+            out["relative_mce"] = np.mean(rel[..., use], axis=-1)
+        return out
+
+    point_agg = aggregates(point)
+    boot_agg = aggregates(boot)
+    worst = int(np.nanargmin(point_agg["per_corruption_accuracy"]))
+
+    # ECE under each corruption, and its mean with a CI over the same resamples.
+    edges = equal_width_edges(cfg.ece_bins)
+    conf_correct = [top_label(softmax(ctx.outputs[name].logits), labels) for name, _ in views]
+    ece_views = np.array([float(ece_from_stats(bin_stats(c, k, edges))) for c, k in conf_correct])
+    ece_boot = np.concatenate([
+        np.mean([ece_from_stats(bin_stats(c, k, edges, weights=w)) for c, k in conf_correct], axis=0)
+        for w in ctx.resample_weights()
+    ])
+
+    normalizer = ("baseline model's errors (--baseline)" if baseline_errors is not None
+                  else "the model's own clean error (no --baseline: NOT comparable with published mCE)")
+    metrics: dict[str, Metric] = {}
+
+    def add(name: str, value: Any, samples: Any, **metric_config: Any) -> None:
+        metrics[name] = make_metric(value, samples, n=n, config=cfg, metric_config=metric_config)
+
+    add("clean_accuracy", point_agg["clean_accuracy"], boot_agg["clean_accuracy"])
+    if "mean_corruption_accuracy" in point_agg:
+        add("mean_corruption_accuracy", point_agg["mean_corruption_accuracy"], boot_agg["mean_corruption_accuracy"],
+            corruptions=[c for c, s in zip(names, standard) if s], severities=severities,
+            definition="mean accuracy over the standard corruptions and severities")
+    if "mean_heldout_corruption_accuracy" in point_agg:
+        add("mean_heldout_corruption_accuracy", point_agg["mean_heldout_corruption_accuracy"],
+            boot_agg["mean_heldout_corruption_accuracy"], corruptions=[c for c, s in zip(names, standard) if not s])
+    add("worst_corruption_accuracy", point_agg["per_corruption_accuracy"][worst],
+        boot_agg["per_corruption_accuracy"][:, worst], corruption=names[worst],
+        definition="mean over severities of the corruption with the lowest point estimate (chosen once)")
+    if "mce" in point_agg:
+        add("mce", point_agg["mce"], boot_agg["mce"], normalizer=normalizer, lower_is_better=True,
+            definition="mean over standard corruptions of CE_c = sum_s E_sc / sum_s E_ref_sc (Hendrycks & Dietterich 2019)")
+        add("relative_mce", point_agg["relative_mce"], boot_agg["relative_mce"], normalizer=normalizer,
+            lower_is_better=True,
+            definition="mean of sum_s (E_sc - E_clean) / sum_s (E_ref_sc - E_ref_clean) (Hendrycks & Dietterich 2019)")
+    add("flip_rate", point_agg["flip_rate"], boot_agg["flip_rate"], lower_is_better=True,
+        definition="share of clean-correct samples that a corruption makes wrong, averaged over views")
+    add("mean_ece_under_corruption", ece_views.mean(), ece_boot, lower_is_better=True,
+        definition=f"mean over views of top-label ECE ({cfg.ece_bins} equal-width bins, L1; Guo et al. 2017)")
+
+    alpha = (1 - cfg.confidence) / 2
+    acc_boot = boot[:, 1:1 + n_views]
+    flip_boot = boot_agg["per_view_flip_rate"]
+    per_view = []
+    for j, (_, v) in enumerate(views):
+        lo, hi = np.quantile(acc_boot[:, j], [alpha, 1 - alpha])
+        flo, fhi = np.nanquantile(flip_boot[:, j], [alpha, 1 - alpha])
+        per_view.append({
+            "corruption": v.name, "family": infos[v.name].family, "held_out": infos[v.name].held_out,
+            "severity": v.severity, "accuracy": float(point[1 + j]), "accuracy_ci_low": float(lo),
+            "accuracy_ci_high": float(hi), "flip_rate": float(point_agg["per_view_flip_rate"][j]),
+            "flip_rate_ci_low": float(flo), "flip_rate_ci_high": float(fhi), "ece": float(ece_views[j]),
+        })
+    per_corruption = []
+    for i, c in enumerate(names):
+        lo, hi = np.nanquantile(boot_agg["per_corruption_accuracy"][:, i], [alpha, 1 - alpha])
+        per_corruption.append({
+            "corruption": c, "family": infos[c].family, "held_out": infos[c].held_out,
+            "mean_accuracy": float(point_agg["per_corruption_accuracy"][i]), "mean_accuracy_ci_low": float(lo),
+            "mean_accuracy_ci_high": float(hi), "ce": _num(point_agg["per_corruption_ce"][i]),
+            "relative_ce": _num(point_agg["per_corruption_relative_ce"][i]),
+        })
+
+    plots = _severity_plots(names, severities, infos, per_view, point_agg["clean_accuracy"], metrics["clean_accuracy"])
+    plots["per_corruption"] = {
+        "kind": "bars", "title": "Mean accuracy per corruption (95% CI)", "ylabel": "accuracy",
+        "categories": names,
+        "series": [{"label": "mean over severities", "values": [r["mean_accuracy"] for r in per_corruption],
+                    "ci_low": [r["mean_accuracy_ci_low"] for r in per_corruption],
+                    "ci_high": [r["mean_accuracy_ci_high"] for r in per_corruption]}],
+    }
+    tables: dict[str, list[dict[str, Any]]] = {"per_corruption": per_corruption, "per_view": per_view}
+    examples = _examples(ctx, views, names, severities)
+    if ctx.dataset.modality == "image" and examples:
+        plots["examples"] = examples
+    elif examples:
+        tables["examples"] = examples["rows_table"]
+
+    clean = float(point_agg["clean_accuracy"])
+    mean_acc = float(point_agg.get("mean_corruption_accuracy", point_agg.get("mean_heldout_corruption_accuracy")))
+    drop = 1.0 - mean_acc / clean if clean > 0 else float("nan")
+    verdict = "fail" if drop > FAIL_RELATIVE_DROP else "warn" if drop > WARN_RELATIVE_DROP else "pass"
+    findings = [
+        Finding(severity="info" if verdict == "pass" else "warning" if verdict == "warn" else "critical",
+                message=f"mean corruption accuracy {mean_acc:.3f} vs clean {clean:.3f}: a {drop:.0%} relative drop "
+                f"(warn above {WARN_RELATIVE_DROP:.0%}, fail above {FAIL_RELATIVE_DROP:.0%})",
+                evidence="corruption.metrics.mean_corruption_accuracy"),
+        Finding(severity="warning" if per_corruption[worst]["mean_accuracy"] < 0.5 * clean else "info",
+                message=f"worst corruption: {names[worst]} at {per_corruption[worst]['mean_accuracy']:.3f} mean "
+                f"accuracy over severities {severities}", evidence="corruption.tables.per_corruption"),
+        Finding(severity="info", message=f"CE and mCE are normalized by {normalizer}", evidence="corruption.metrics.mce"),
+        Finding(severity="info", message=f"{point_agg['flip_rate']:.1%} of clean-correct predictions flip to wrong "
+                "under a corruption (mean over views)", evidence="corruption.metrics.flip_rate"),
+    ]
+    if baseline_errors is not None and not with_reference[standard].all():
+        missing = [c for c, ok, s in zip(names, with_reference, standard) if s and not ok]
+        findings.append(Finding(severity="warning", message=f"the baseline lacks results for {missing}: "
+                                "they are left out of mCE", evidence="corruption.metrics.mce"))
+    return Section(
+        name="corruption", title="Corruption robustness", verdict=verdict,
+        summary=(f"Mean accuracy under {len(names)} corruption(s) x severities {severities}: {mean_acc:.4f} "
+                 f"(clean {clean:.4f}); worst: {names[worst]}."),
+        metrics=metrics, findings=findings, tables=tables, plots=plots,
+        config={"corruptions": names, "severities": severities, "seed": cfg.seed, "table": cfg.corruption_table,
+                "normalizer": normalizer, "thresholds": {"warn_relative_drop": WARN_RELATIVE_DROP,
+                                                         "fail_relative_drop": FAIL_RELATIVE_DROP},
+                "reference": "Hendrycks & Dietterich 2019, Benchmarking Neural Network Robustness to Common "
+                             "Corruptions and Perturbations (ICLR)",
+                "key_metrics": ["mean_corruption_accuracy", "worst_corruption_accuracy", "mce", "flip_rate"]},
+    )
+
+
+def _num(value: Any) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _severity_plots(names: list[str], severities: list[int], infos: dict, per_view: list[dict],
+                    clean_acc: float, clean_metric: Metric) -> dict[str, dict[str, Any]]:
+    """One line plot per corruption family: accuracy vs severity (0 = clean) with CI bands."""
+    plots: dict[str, dict[str, Any]] = {}
+    by_key = {(r["corruption"], r["severity"]): r for r in per_view}
+    families = list(dict.fromkeys(infos[c].family for c in names))
+    for family in families:
+        series = []
+        for c in (c for c in names if infos[c].family == family):
+            rows = [by_key.get((c, s)) for s in severities]
+            series.append({
+                "label": c + (" (held-out)" if infos[c].held_out else ""),
+                "x": [0, *severities],
+                "y": [float(clean_acc), *[r["accuracy"] if r else None for r in rows]],
+                "y_low": [clean_metric.ci_low, *[r["accuracy_ci_low"] if r else None for r in rows]],
+                "y_high": [clean_metric.ci_high, *[r["accuracy_ci_high"] if r else None for r in rows]],
+            })
+        plots[f"severity_{family}"] = {"kind": "line", "title": f"Accuracy vs severity — {family} (0 = clean)",
+                                       "series": series, "xlabel": "severity", "ylabel": "accuracy"}
+    return plots
+
+
+def _examples(ctx: CheckContext, views: list, names: list[str], severities: list[int]) -> dict[str, Any] | None:
+    """Thumbnails (images) or strings (text) of the first sample under each corruption and severity."""
+    by_key = {(v.name, v.severity): ctx.outputs[name] for name, v in views}
+    first = next((o for o in by_key.values() if o.examples is not None and len(o.examples)), None)
+    if first is None or ctx.dataset.modality == "tabular":
+        return None
+    sample = int(first.example_index[0])
+    if ctx.dataset.modality == "text":
+        rows = [{"corruption": "clean", "severity": 0, "text": str(ctx.dataset.x[sample])}]
+        for c in names:
+            for s in severities:
+                out = by_key.get((c, s))
+                if out is not None and out.examples is not None:
+                    rows.append({"corruption": c, "severity": s, "text": str(out.examples[0])})
+        return {"rows_table": rows}
+    from assay.report.thumbnails import png_thumbnail
+
+    clean_thumb = png_thumbnail(ctx.dataset.x[sample])
+    rows = []
+    for c in names:
+        images, captions = [clean_thumb], ["clean"]
+        for s in severities:
+            out = by_key.get((c, s))
+            if out is not None and out.examples is not None:
+                images.append(png_thumbnail(out.examples[0]))
+                captions.append(f"s{s}")
+        rows.append({"label": c, "images": images, "captions": captions})
+    return {"kind": "images", "title": f"Sample {ctx.dataset.ids[sample]} under each corruption",
+            "columns": ["clean", *[f"severity {s}" for s in severities]], "rows": rows}

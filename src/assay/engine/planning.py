@@ -1,0 +1,236 @@
+"""Plan the perturbed views a run needs (corruptions, adversarial attacks) and the facts the
+robustness checks report about how they were run (sanity checks of the threat model).
+
+Forward passes stay in the engine: this module only builds views and, for the gradient sanity check,
+takes one input gradient on a handful of samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from assay.data.dataset import Dataset
+from assay.engine.cache import ViewOutput
+from assay.engine.robust_views import AdversarialView, AttackSpec, CorruptionView
+from assay.engine.views import View
+from assay.errors import UserError
+from assay.models.base import Model
+
+__all__ = ["ATTACK_PRESETS", "SUITES", "attack_specs", "available_corruptions", "corruption_views",
+           "adversarial_views", "parse_eps", "parse_severities"]
+
+#: What each ``--suite`` adds on top of performance + calibration.
+SUITES: dict[str, dict[str, Any]] = {
+    "quick": {"corruptions": None, "adversarial": None},
+    "standard": {"corruptions": "standard", "adversarial": None},
+    "full": {"corruptions": "all", "adversarial": "auto"},
+}
+
+ATTACK_PRESETS: dict[str, tuple[str, ...]] = {
+    "quick": ("apgd-ce",),
+    "standard": ("apgd-ce", "apgd-t", "square"),
+    "blackbox": ("square",),
+}
+
+DEFAULT_EPS = {"linf": 8 / 255, "l2": 0.5}
+
+
+def apply_suite(suite: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``corruptions`` / ``adversarial`` from a suite where the caller did not set them."""
+    if suite is None:
+        return options
+    if suite not in SUITES:
+        raise UserError(f"unknown suite {suite!r}", where="--suite", fix=f"choose from {', '.join(SUITES)}")
+    defaults = SUITES[suite]
+    if not options.get("corruptions") and defaults["corruptions"]:
+        options["corruptions"] = [defaults["corruptions"]]
+    if options.get("adversarial") is None and defaults["adversarial"]:
+        options["adversarial"] = defaults["adversarial"]
+    return options
+
+
+def parse_eps(text: str | float | list[float]) -> list[float]:
+    """``"8/255"``, ``"0.03"`` or a comma list of those -> sorted positive floats."""
+    if isinstance(text, (int, float)):
+        items: list[Any] = [text]
+    elif isinstance(text, list):
+        items = text
+    else:
+        items = [t.strip() for t in str(text).split(",") if t.strip()]
+    values = []
+    for item in items:
+        try:
+            value = float(Fraction(str(item)))
+        except (ValueError, ZeroDivisionError):
+            raise UserError(f"--eps {item!r} is not a number", where="--eps",
+                            fix="give a fraction or decimal, e.g. 8/255 or 0.031, or a comma list 2/255,4/255,8/255") from None
+        if not 0 < value <= 64:
+            raise UserError(f"--eps {item!r} must be positive (and at most 64)", where="--eps",
+                            fix="inputs live in [0, 1]: a typical L-inf budget is 8/255, a typical L2 budget 0.5")
+        values.append(value)
+    if not values:
+        raise UserError("--eps is empty", where="--eps", fix="give at least one budget, e.g. 8/255")
+    return sorted(set(values))
+
+
+def parse_severities(text: str) -> list[int]:
+    """``"1-5"``, ``"3"`` or ``"1,3,5"`` -> sorted severities in 1..5."""
+    out: set[int] = set()
+    try:
+        for part in str(text).split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = (int(p) for p in part.split("-", 1))
+                out.update(range(lo, hi + 1))
+            elif part:
+                out.add(int(part))
+    except ValueError:
+        raise UserError(f"--severities {text!r} is not a list of severities", where="--severities",
+                        fix="use a range or list of 1..5, e.g. 1-5 or 1,3,5") from None
+    if not out or min(out) < 1 or max(out) > 5:
+        raise UserError(f"--severities {text!r} must lie in 1..5", where="--severities", fix="e.g. 1-5 or 3")
+    return sorted(out)
+
+
+def available_corruptions(modality: str) -> dict[str, Any]:
+    """Name -> CorruptionInfo of the corruptions defined for a modality."""
+    from assay.corruptions import IMAGE_CORRUPTIONS, TABULAR_CORRUPTIONS, TEXT_CORRUPTIONS
+
+    return {"image": IMAGE_CORRUPTIONS, "text": TEXT_CORRUPTIONS, "tabular": TABULAR_CORRUPTIONS}[modality]
+
+
+def resolve_corruptions(selection: str | list[str] | None, modality: str) -> list[str]:
+    """``all`` | ``standard`` (the 15 ImageNet-C types for images; all for other modalities) | names."""
+    if not selection:
+        return []
+    known = available_corruptions(modality)
+    if not known:
+        raise UserError(f"no corruptions are defined for {modality} data", where="--corruptions",
+                        fix="drop --corruptions for this data")
+    if selection in ("all", ["all"]):
+        return list(known)
+    if selection in ("standard", ["standard"]):
+        return [name for name, info in known.items() if not info.held_out]
+    names = [n.strip() for n in (selection.split(",") if isinstance(selection, str) else selection) if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        others = {m: list(available_corruptions(m)) for m in ("image", "text", "tabular") if m != modality}
+        elsewhere = [f"{n!r} is a {m} corruption" for n in unknown for m, names_m in others.items() if n in names_m]
+        raise UserError(
+            f"unknown {modality} corruption(s) {unknown}" + (f" ({'; '.join(elsewhere)})" if elsewhere else ""),
+            where="--corruptions",
+            fix=f"choose from: all, standard, {', '.join(known)}",
+        )
+    return names
+
+
+def corruption_views(dataset: Dataset, names: list[str], severities: list[int], *, seed: int,
+                     table: str) -> list[View]:
+    return [CorruptionView(dataset, name, s, seed=seed, table=table) for name in names for s in severities]
+
+
+def attack_specs(preset: str, eps: list[float], norm: str, *, steps: int, restarts: int, queries: int,
+                 seed: int) -> list[AttackSpec]:
+    specs = []
+    for e in eps:
+        for attack in ATTACK_PRESETS[preset]:
+            budget = queries if attack == "square" else steps
+            specs.append(AttackSpec(attack=attack, eps=e, norm=norm, steps=budget,
+                                    restarts=1 if attack == "square" else restarts, seed=seed))
+    return specs
+
+
+def _attack_runner(model: Model, spec: AttackSpec) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
+    from assay import attacks
+
+    if not spec.white_box:
+        def run_square(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+            adv, _queries = attacks.square(model.logits, x, y, eps=spec.eps, norm=spec.norm,
+                                           queries=spec.steps, seed=seed)
+            return np.asarray(adv, dtype=np.float32)
+        return run_square
+
+    import torch
+
+    module = _logit_module(model)
+
+    def run_white_box(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+        xt, yt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y.astype(np.int64))
+        if spec.attack == "fgsm":
+            adv = attacks.fgsm(module, xt, yt, eps=spec.eps, norm=spec.norm)
+        elif spec.attack == "pgd":
+            adv = attacks.pgd(module, xt, yt, eps=spec.eps, norm=spec.norm, steps=spec.steps,
+                              restarts=spec.restarts, seed=seed)
+        else:
+            loss = "ce" if spec.attack == "apgd-ce" else "dlr-targeted"
+            adv = attacks.apgd(module, xt, yt, eps=spec.eps, norm=spec.norm, steps=spec.steps,
+                               restarts=spec.restarts, loss=loss, seed=seed)
+        return adv.detach().cpu().numpy().astype(np.float32)
+    return run_white_box
+
+
+def _logit_module(model: Model) -> Any:
+    """The model's torch module, returning logits (log of probabilities for --outputs probabilities)."""
+    import torch
+
+    module = model.torch_module()
+    if model.info.outputs != "probabilities":
+        return module
+
+    class LogOf(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.log(self.inner(x).clamp_min(torch.finfo(torch.float32).tiny))
+
+    return LogOf(module)
+
+
+def adversarial_views(model: Model, dataset: Dataset, clean: ViewOutput, specs: list[AttackSpec],
+                      batch_size: int) -> list[View]:
+    """One view per attack spec, attacking the clean-correct samples."""
+    if dataset.modality != "image":
+        raise UserError(f"adversarial evaluation needs image inputs in [0, 1]; this data is {dataset.modality}",
+                        where="--adversarial", fix="drop --adversarial, or evaluate corruption robustness instead")
+    if any(s.white_box for s in specs) and model.torch_module() is None:
+        raise UserError(
+            f"white-box attacks need gradients, and a {model.info.format} model has none in Assay",
+            where="--adversarial",
+            fix="use --adversarial blackbox (Square attack, queries only), or evaluate the torch model "
+                "(TorchScript, torch.export or factory + weights)",
+        )
+    assert dataset.y is not None
+    correct = clean.logits.argmax(axis=1) == dataset.y
+    return [AdversarialView(spec, _attack_runner(model, spec), dataset.y, correct, batch_size) for spec in specs]
+
+
+def adversarial_facts(model: Model, dataset: Dataset, clean: ViewOutput, max_samples: int = 32) -> dict[str, Any]:
+    """Threat-model sanity facts: eval mode, input range, input-gradient magnitude on a few samples."""
+    x = np.asarray(dataset.x)
+    facts: dict[str, Any] = {"input_min": float(x.min()), "input_max": float(x.max()),
+                             "outputs": model.info.outputs}
+    module = model.torch_module()
+    if module is None:
+        facts["white_box"] = False
+        return facts
+    import torch
+
+    facts["white_box"] = True
+    facts["training_modules"] = [name or "<root>" for name, m in module.named_modules() if m.training][:10]
+    assert dataset.y is not None
+    pick = np.flatnonzero(clean.logits.argmax(1) == dataset.y)[:max_samples]
+    if pick.size:
+        xt = torch.from_numpy(np.ascontiguousarray(x[pick], dtype=np.float32)).requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(_logit_module(model)(xt), torch.from_numpy(dataset.y[pick]))
+        (grad,) = torch.autograd.grad(loss, xt)
+        per_sample = grad.abs().flatten(1).sum(1).numpy()
+        facts["gradient_l1_mean"] = float(per_sample.mean())
+        facts["gradient_zero_fraction"] = float((per_sample == 0).mean())
+        facts["gradient_samples"] = int(pick.size)
+    return facts
