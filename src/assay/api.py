@@ -20,7 +20,7 @@ from assay.engine.backends import Backend, get_backend
 from assay.engine.cache import default_cache_dir
 from assay.engine.run import Outputs, run_views
 from assay.engine import planning
-from assay.engine.robust_views import AttackSpec
+from assay.engine.robust_views import AttackSpec, load_precomputed_corruptions
 from assay.engine.views import CleanView
 from assay.environment import environment_info
 from assay.errors import UserError
@@ -166,10 +166,12 @@ def run_evaluation(
     engine_backend = get_backend(backend) if isinstance(backend, str) else backend
     # Validate every robustness option before any forward pass: a typo must not cost an inference run.
     corruption_names = planning.resolve_corruptions(config.corruptions, dataset.modality)
+    precomputed = (load_precomputed_corruptions(config.corruption_data, dataset)
+                   if config.corruption_data else [])
     attack_specs = _attack_plan(config, model_obj, dataset)
     baseline = read_evidence(config.baseline) if config.baseline else None
     checks = list(checks)
-    for name, wanted in (("corruption", corruption_names), ("adversarial", attack_specs)):
+    for name, wanted in (("corruption", corruption_names or precomputed), ("adversarial", attack_specs)):
         if wanted and name not in checks:
             checks.append(name)
         if name in checks and not wanted:
@@ -180,9 +182,10 @@ def run_evaluation(
                         backend=engine_backend, progress=progress)
     views: dict[str, Any] = {}
     facts: dict[str, Any] = {}
-    if corruption_names or attack_specs:
+    if corruption_names or precomputed or attack_specs:
         perturbed = planning.corruption_views(dataset, corruption_names, config.severities, seed=config.seed,
                                               table=config.corruption_table)
+        perturbed += [v for v in precomputed if v.severity in config.severities]
         if attack_specs:
             perturbed += planning.adversarial_views(model_obj, dataset, outputs.clean, attack_specs, config.batch_size)
             facts["adversarial"] = planning.adversarial_facts(model_obj, dataset, outputs.clean)

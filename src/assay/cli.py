@@ -68,6 +68,7 @@ def evaluate(
     suite: Annotated[Optional[str], typer.Option(help="quick (performance, calibration), standard (+ the 15 standard corruptions), full (+ held-out corruptions and attacks).")] = None,
     corruptions: Annotated[Optional[str], typer.Option(help="Corruptions: all, standard, or comma-separated names.")] = None,
     severities: Annotated[str, typer.Option(help="Corruption severities: a range or list in 1-5.")] = "1-5",
+    corruption_data: Annotated[Optional[str], typer.Option(help="Directory of a pre-computed -C set (CIFAR-10-C layout: <corruption>.npy, labels.npy).")] = None,
     corruption_table: Annotated[str, typer.Option(help="Image corruption parameters: auto, cifar or imagenet.")] = "auto",
     baseline: Annotated[Optional[str], typer.Option(help="Evidence bundle of a baseline model: reference of CE/mCE.")] = None,
     adversarial: Annotated[Optional[str], typer.Option(help="Attack preset: quick (APGD-CE), standard (APGD-CE, APGD-T, Square), blackbox (Square; for ONNX).")] = None,
@@ -101,7 +102,7 @@ def evaluate(
     try:
         config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, confidence=confidence, ece_bins=ece_bins,
                                 batch_size=batch_size, severities=parse_severities(severities),
-                                corruption_table=corruption_table, baseline=baseline,
+                                corruption_table=corruption_table, corruption_data=corruption_data, baseline=baseline,
                                 eps=parse_eps(eps) if eps else [], norm=norm, attack_steps=attack_steps,
                                 attack_restarts=attack_restarts, square_queries=square_queries, **robustness)
     except ValidationError as exc:

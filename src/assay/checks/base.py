@@ -34,6 +34,8 @@ class EvaluateConfig(BaseModel):
     severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], description="Corruption severities (1-5).")
     corruption_table: Literal["auto", "cifar", "imagenet"] = Field(
         "auto", description="Image corruption parameters: CIFAR-scale below 128 px, ImageNet-scale above (auto).")
+    corruption_data: str | None = Field(
+        None, description="Directory of a pre-computed -C set (<corruption>.npy, 5 severities stacked).")
     baseline: str | None = Field(None, description="Evidence bundle of a baseline model, the reference of CE/mCE.")
     adversarial: Literal["quick", "standard", "blackbox", "auto"] | None = Field(
         None, description="Attack preset: quick (APGD-CE), standard (APGD-CE + APGD-T + Square), blackbox (Square); "

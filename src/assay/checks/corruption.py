@@ -13,7 +13,8 @@ import numpy as np
 
 from assay.checks.base import CheckContext, make_metric
 from assay.checks.calibration import bin_stats, ece_from_stats, top_label
-from assay.engine.robust_views import CorruptionView
+from assay.corruptions.base import CorruptionInfo
+from assay.engine.robust_views import CorruptionView, PrecomputedCorruptionView
 from assay.errors import UserError
 from assay.evidence.schema import Evidence, Finding, Metric, Section
 from assay.stats.binning import equal_width_edges
@@ -68,7 +69,7 @@ def _baseline_errors(baseline: Evidence, ctx: CheckContext) -> tuple[dict[tuple[
 def check_corruption(ctx: CheckContext) -> Section:
     """Accuracy, flips and calibration of the model on every corruption view the run planned."""
     cfg = ctx.config
-    views = [(name, v) for name, v in ctx.views.items() if isinstance(v, CorruptionView)]
+    views = [(name, v) for name, v in ctx.views.items() if isinstance(v, (CorruptionView, PrecomputedCorruptionView))]
     if not views:
         raise UserError("the corruption check needs corruption views", where="--checks",
                         fix="pass --corruptions or --suite standard")
@@ -85,8 +86,10 @@ def check_corruption(ctx: CheckContext) -> Section:
 
     from assay.engine.planning import available_corruptions
 
-    infos = available_corruptions(ctx.dataset.modality)
     names = list(dict.fromkeys(v.name for _, v in views))
+    known = available_corruptions(ctx.dataset.modality)
+    # Pre-computed sets may hold types we do not generate: they count as standard, family "precomputed".
+    infos = {c: known.get(c) or CorruptionInfo(c, "precomputed") for c in names}
     severities = sorted({v.severity for _, v in views})
     cell = {(v.name, v.severity): j for j, (_, v) in enumerate(views)}
     grid = np.array([[cell.get((c, s), -1) for s in severities] for c in names])  # (corruptions, severities)

@@ -92,3 +92,62 @@ class AdversarialView(View):
         batch_seed = self.attack_spec.seed * 1_000_003 + int(index[0])
         out[targets] = self._attack(out[targets], self._labels[index][targets], batch_seed)
         return out
+
+
+class PrecomputedCorruptionView(View):
+    """A published pre-computed corruption set (e.g. CIFAR-10-C) given as data: the rows of one
+    corruption at one severity, aligned with the clean evaluation set."""
+
+    def __init__(self, name: str, severity: int, corrupted: Dataset) -> None:
+        self.name, self.severity = name, int(severity)
+        self._corrupted = corrupted
+        self.spec = ViewSpec.make("precomputed-corruption", name=name, severity=self.severity,
+                                  fingerprint=corrupted.fingerprint)
+
+    def source(self, dataset: Dataset) -> Dataset:
+        return self._corrupted
+
+    def example_indices(self, source: Dataset) -> np.ndarray:
+        return np.arange(min(3, len(source)))
+
+
+def load_precomputed_corruptions(directory: str, clean: Dataset) -> list[PrecomputedCorruptionView]:
+    """Views from a -C directory laid out like Hendrycks' CIFAR-10-C: ``<corruption>.npy`` with the 5
+    severities stacked (5 x N images, NHWC uint8 or NCHW float in [0, 1]) and optional ``labels.npy``.
+    The images must follow the clean set's order (checked against its labels when labels.npy exists)."""
+    from pathlib import Path
+
+    from assay.errors import UserError
+
+    root = Path(directory)
+    if not root.is_dir():
+        raise UserError(f"{root} is not a directory", where="--corruption-data",
+                        fix="point to a folder of <corruption>.npy files (the CIFAR-10-C layout)")
+    files = sorted(p for p in root.glob("*.npy") if p.stem != "labels")
+    if not files:
+        raise UserError(f"no <corruption>.npy files in {root}", where="--corruption-data",
+                        fix="point to a folder of <corruption>.npy files (the CIFAR-10-C layout)")
+    n = len(clean)
+    labels_path = root / "labels.npy"
+    if labels_path.exists():
+        labels = np.load(labels_path, allow_pickle=False)
+        if len(labels) != 5 * n or clean.y is None or not all(
+                np.array_equal(labels[s * n:(s + 1) * n], clean.y) for s in range(5)):
+            raise UserError("labels.npy does not repeat the evaluation set's labels 5 times in order",
+                            where=str(labels_path), fix="give the clean test set the -C set was made from")
+    views = []
+    for path in files:
+        images = np.load(path, allow_pickle=False, mmap_mode="r")
+        if images.shape[0] != 5 * n:
+            raise UserError(f"{path.name} holds {images.shape[0]} images, expected 5 x {n}", where=str(path),
+                            fix="give the clean test set the -C set was made from (same size and order)")
+        if images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+            images = np.moveaxis(images, -1, 1)
+        x = np.asarray(images, dtype=np.float32)
+        if np.issubdtype(images.dtype, np.integer):
+            x /= 255.0
+        for s in range(5):
+            part = Dataset(x=x[s * n:(s + 1) * n], y=clean.y, ids=clean.ids, modality="image",
+                           name=f"{path.stem}-{s + 1}", source=str(path), class_names=clean.class_names)
+            views.append(PrecomputedCorruptionView(path.stem, s + 1, part))
+    return views
