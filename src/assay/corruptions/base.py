@@ -99,9 +99,8 @@ def _splitmix64(z: np.ndarray) -> np.ndarray:
 
 
 def _sample_keys(seed: int, name: str, severity: int, index: np.ndarray) -> np.ndarray:
-    base = np.array([_seed_u64(seed)], dtype=np.uint64)
-    base = _splitmix64(base ^ np.uint64(_name_key(name)))
-    base = _splitmix64(base + np.uint64(int(severity)) * _GOLDEN)
+    base = _splitmix64(np.array([_seed_u64(seed) ^ _name_key(name)], dtype=np.uint64))
+    base = _splitmix64(base + np.uint64(int(severity) * int(_GOLDEN) % _U64))
     idx = np.asarray(index, dtype=np.int64).astype(np.uint64)
     return _splitmix64(base ^ _splitmix64(idx + _GOLDEN))
 
