@@ -49,3 +49,14 @@ def make_blobs_dataset(n: int = 400, num_classes: int = 3, dim: int = 4, seed: i
 @pytest.fixture
 def blobs():
     return make_blobs_dataset()
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker gets one torch thread: two workers x two threads on two cores
+    oversubscribe the CPU (measured ~3x slower for the attack tests)."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)

@@ -8,7 +8,6 @@ in comments are what it gives on the 526 clean-correct test digits.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -75,19 +74,6 @@ def numpy_predict(module: nn.Module, counter: list[int] | None = None):
             return module(torch.from_numpy(x)).numpy()
 
     return predict
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread_per_xdist_worker():
-    """Under ``-n 2`` on two cores, two threads per worker oversubscribe the CPU (OpenMP spin-waits make
-    this file ~3x slower); restored after the module."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

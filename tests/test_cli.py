@@ -189,3 +189,52 @@ def test_console_script_subprocess_exit_codes(tmp_path):
     assert "Traceback" not in proc.stderr and "x.onnx" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "assay.cli", "evaluate"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Missing" in proc.stderr
+
+
+def test_white_box_attack_on_onnx_offers_blackbox(digits_model, tmp_path, capsys):
+    out = tmp_path / "o"
+    code, _, err = _run(["evaluate", str(digits_model), "--data", "digits", "--out", str(out), "--adversarial",
+                         "quick"], capsys)
+    _assert_user_error(code, err, out, "--adversarial blackbox", "gradients")
+
+
+def test_bad_eps(digits_model, tmp_path, capsys):
+    out = tmp_path / "o"
+    code, _, err = _run(["evaluate", str(digits_model), "--data", "digits", "--out", str(out), "--adversarial",
+                         "blackbox", "--eps", "8/two"], capsys)
+    _assert_user_error(code, err, out, "--eps", "8/255")
+
+
+def test_unknown_corruption_lists_valid_ones(digits_model, tmp_path, capsys):
+    out = tmp_path / "o"
+    code, _, err = _run(["evaluate", str(digits_model), "--data", "digits", "--out", str(out), "--corruptions",
+                         "gaussian_noize"], capsys)
+    _assert_user_error(code, err, out, "gaussian_noize", "gaussian_noise")
+
+
+def test_corruption_of_another_modality(digits_model, tmp_path, capsys):
+    out = tmp_path / "o"
+    code, _, err = _run(["evaluate", str(digits_model), "--data", "digits", "--out", str(out), "--corruptions",
+                         "keyboard_typo"], capsys)
+    _assert_user_error(code, err, out, "is a text corruption")
+
+
+def test_bad_severities(digits_model, tmp_path, capsys):
+    out = tmp_path / "o"
+    code, _, err = _run(["evaluate", str(digits_model), "--data", "digits", "--out", str(out), "--corruptions",
+                         "contrast", "--severities", "2-9"], capsys)
+    _assert_user_error(code, err, out, "--severities")
+
+
+def test_suite_standard_end_to_end(digits_model, tmp_path, capsys):
+    out = tmp_path / "std"
+    code, stdout, err = _run(["evaluate", str(digits_model), "--data", "digits", "--out", str(out), "--suite",
+                              "standard", "--severities", "1,5", "--n-bootstrap", "100", "--no-cache"], capsys)
+    assert code == 0, err
+    evidence = json.loads((out / "evidence.json").read_text())
+    section = evidence["sections"]["corruption"]
+    assert len(section["tables"]["per_corruption"]) == 15  # the standard ImageNet-C types
+    assert not any(r["held_out"] for r in section["tables"]["per_corruption"])
+    html = (out / "report.html").read_text()
+    assert "Corruption robustness" in html and "data:image/png;base64," in html
+    assert (out / "report.html").stat().st_size < 3 * 2**20

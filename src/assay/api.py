@@ -107,6 +107,12 @@ def _attack_plan(config: EvaluateConfig, model: Model, dataset: Dataset) -> list
     if dataset.modality != "image":
         raise UserError(f"adversarial evaluation needs image inputs in [0, 1]; this data is {dataset.modality}",
                         where="--adversarial", fix="drop --adversarial, or evaluate corruption robustness instead")
+    lo, hi = float(np.min(dataset.x)), float(np.max(dataset.x))
+    if lo < 0 or hi > 1:
+        raise UserError(f"inputs range over [{lo:.3g}, {hi:.3g}]; attacks need inputs in [0, 1]",
+                        where=dataset.source, fix="scale images to [0, 1] and move normalization into the model")
+    if model.info.num_classes < 4 and any(s.attack == "apgd-t" for s in specs):
+        specs = [s for s in specs if s.attack != "apgd-t"]  # the targeted DLR loss needs >= 4 classes
     if any(s.white_box for s in specs) and model.torch_module() is None:
         raise UserError(
             f"--adversarial {preset} runs white-box attacks, which need gradients; "
