@@ -137,6 +137,7 @@ def evaluate(
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory of the evidence bundle.")] = Path("assay-out"),
     seed: Annotated[int, typer.Option(help="Seed for training and evaluation.")] = 0,
+    suite: Annotated[str, typer.Option(help="quick, standard (+ 15 corruptions x 5 severities) or full (+ held-out corruptions, Square attack).")] = "standard",
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Train a small CNN on the bundled digits, export it to ONNX, evaluate it, write the report."""
@@ -146,7 +147,7 @@ def demo(
     console = Console()
     if not quiet:
         console.print("Training a small CNN on scikit-learn's digits (CPU, a few seconds)...")
-    run = run_demo(out, seed=seed, progress=not quiet)
+    run = run_demo(out, seed=seed, progress=not quiet, suite=suite)
     if not quiet:
         print_console(run.evidence)
         console.print(f"Demo model: {Path(out) / 'model.onnx'}")

@@ -57,14 +57,18 @@ def train_digits_cnn(x: np.ndarray, y: np.ndarray, *, epochs: int = 40, seed: in
     return model.eval()
 
 
-def run_demo(out: str | Path = "assay-out", *, seed: int = 0, progress: bool = True, cache_dir=True):
-    """Train on digits:train, export to ONNX, evaluate on digits:test, write the bundle to ``out``.
+def run_demo(out: str | Path = "assay-out", *, seed: int = 0, progress: bool = True, cache_dir=True,
+             suite: str = "standard"):
+    """Train on digits:train, export to ONNX, evaluate on digits:test (``suite``: quick = performance and
+    calibration; standard adds the 15 ImageNet-C corruptions; full adds held-out corruptions and the
+    black-box Square attack), write the bundle to ``out``.
 
     Returns the :class:`~assay.api.EvaluationRun`; the ONNX model is copied into the bundle.
     """
     from assay.api import run_evaluation
     from assay.checks.base import EvaluateConfig
     from assay.data.loader import load_data
+    from assay.engine.planning import apply_suite
     from assay.evidence.bundle import write_bundle
     from assay.models.export import export_onnx
     from assay.report import render_html, render_markdown
@@ -77,8 +81,8 @@ def run_demo(out: str | Path = "assay-out", *, seed: int = 0, progress: bool = T
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "digits_cnn.onnx"
         export_onnx(module, torch.from_numpy(test.x[:2]), onnx_path, class_names=test.class_names)
-        run = run_evaluation(str(onnx_path), test, config=EvaluateConfig(seed=seed), cache_dir=cache_dir,
-                             progress=progress)
+        config = EvaluateConfig(seed=seed, **apply_suite(suite, {}))
+        run = run_evaluation(str(onnx_path), test, config=config, cache_dir=cache_dir, progress=progress)
         run.evidence.timings["demo_training"] = round(train_seconds, 4)
         run.evidence.model.path = "model.onnx"  # the copy inside the bundle, not the deleted temp file
         write_bundle(out, run.evidence, run.predictions(),

@@ -210,10 +210,11 @@ def _examples(ctx: CheckContext, views: list, eps: float) -> dict[str, Any] | No
             pred = int(out.logits[int(i)].argmax())
             rows.append({"label": f"{v.attack_spec.attack} · id {ctx.dataset.ids[int(i)]}",
                          "images": [png_thumbnail(x), png_thumbnail(x_adv), png_thumbnail(0.5 + 0.5 * delta / scale)],
-                         "captions": [f"label {ctx.labels[int(i)]}", f"pred {pred}", f"max {scale:.3g}"]})
+                         "captions": [f"label {ctx.labels[int(i)]}", f"pred {pred}", f"|d|<={scale:.3g}"]})
         if len(rows) >= 6:
             break
     if not rows:
         return None
-    return {"kind": "images", "title": f"Adversarial examples at eps={eps:.4g}", "rows": rows,
-            "columns": ["clean", "adversarial", "perturbation (amplified)"]}
+    return {"kind": "images", "title": f"Adversarial examples at eps={eps:.4g} (delta amplified to full range)",
+            "rows": rows,
+            "columns": ["clean", "attacked", "delta"]}

@@ -104,6 +104,8 @@ def check_corruption(ctx: CheckContext) -> Section:
 
     def aggregates(values: np.ndarray) -> dict[str, np.ndarray]:
         """Everything scalar, from per-sample means (last axis): works for the point and each resample."""
+        # Proportions: clip the float32 rounding of resampled means (about 1e-8) back into [0, 1].
+        values = np.clip(values, 0.0, 1.0)
         clean_acc = values[..., 0]
         acc = values[..., 1:1 + n_views]
         flip_mass = values[..., 1 + n_views:]
@@ -177,7 +179,7 @@ def check_corruption(ctx: CheckContext) -> Section:
         definition=f"mean over views of top-label ECE ({cfg.ece_bins} equal-width bins, L1; Guo et al. 2017)")
 
     alpha = (1 - cfg.confidence) / 2
-    acc_boot = boot[:, 1:1 + n_views]
+    acc_boot = np.clip(boot[:, 1:1 + n_views], 0.0, 1.0)
     flip_boot = boot_agg["per_view_flip_rate"]
     per_view = []
     for j, (_, v) in enumerate(views):
