@@ -1,0 +1,433 @@
+"""Array building blocks of the image corruptions, all over batches shaped (N, C, H, W).
+
+Batch invariance: every result for image ``i`` depends only on image ``i`` (and its own random draws),
+and is computed by code whose floating-point path does not depend on the batch size: element-wise numpy,
+scipy.ndimage line filters, ``numpy.matmul`` with a batch of 2-D products (one BLAS call per image and
+channel), torch's ``interpolate``, ``grid_sample`` and ``index_add_`` (each output from its own inputs,
+in a fixed order), or a loop over images (some on a thread pool, each task writing only its own image).
+So corrupting a set at once or in any batches gives bit-identical results (the tests check this).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from scipy import ndimage
+
+from assay.corruptions.base import sample_rng
+
+__all__ = ["bilinear_sample", "canny", "clipped_zoom", "correlate2d", "disk_kernel", "draws", "equalize_hist",
+           "filter_matrix", "gaussian_filter", "gaussian_weights", "generators", "hsv_to_rgb", "luma",
+           "motion_blur", "pil_box_matrix", "plasma_fractal", "rgb_to_hsv", "separable_filter"]
+
+
+# ---------------------------------------------------------------------------------------------- randomness
+
+def generators(seed: int, name: str, severity: int, index: np.ndarray) -> list[np.random.Generator]:
+    """One generator per sample, a function of ``(seed, name, severity, index[i])`` only."""
+    return [sample_rng(seed, name, severity, int(i)) for i in index]
+
+
+def draws(gens: Sequence[np.random.Generator], draw: Callable[[np.random.Generator], np.ndarray]) -> np.ndarray:
+    """``draw`` applied to each sample's generator, stacked along a new first axis."""
+    return np.stack([np.asarray(draw(g)) for g in gens])
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def for_each_image(work: Callable[[int], None], n: int, pixels: int) -> None:
+    """Run ``work(i)`` for ``i`` in ``0..n-1``, on a small thread pool when the images are big enough
+    (``pixels`` each) to pay for it (per-image C code that releases the GIL, such as Pillow's codecs).
+    Each call touches only its own image, so the result does not depend on scheduling."""
+    global _POOL
+    if n < 4 or pixels < 96 * 96 or (os.cpu_count() or 1) < 2:
+        for i in range(n):
+            work(i)
+        return
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 8), thread_name_prefix="assay-corrupt")
+    for future in [_POOL.submit(work, i) for i in range(n)]:
+        future.result()
+
+
+# ------------------------------------------------------------------------------------------ linear filters
+
+def gaussian_weights(sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """The 1-D Gaussian of ``scipy.ndimage.gaussian_filter1d`` (radius ``int(truncate * sigma + 0.5)``),
+    which ``skimage.filters.gaussian`` (used by the published scripts) calls."""
+    radius = int(truncate * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    phi = np.exp(-0.5 / float(sigma) ** 2 * x**2)
+    return phi / phi.sum()
+
+
+@functools.lru_cache(maxsize=64)
+def _filter_matrix(n: int, weights: tuple[float, ...], mode: str) -> np.ndarray:
+    # Column j is the filter's response to the unit vector e_j, so out = M @ in along that axis; built by
+    # scipy itself, so the boundary mode (and kernels longer than the axis) behave exactly as ndimage's.
+    matrix = ndimage.correlate1d(np.eye(n), np.asarray(weights), axis=0, mode=mode).astype(np.float32)
+    matrix.setflags(write=False)
+    return matrix
+
+
+def filter_matrix(n: int, weights: np.ndarray, mode: str) -> np.ndarray:
+    """(n, n) matrix of the 1-D correlation with ``weights`` (centred) and an ndimage boundary ``mode``."""
+    return _filter_matrix(int(n), tuple(float(w) for w in np.asarray(weights, dtype=np.float64)), mode)
+
+
+def separable_filter(x: np.ndarray, weights_h: np.ndarray, weights_w: np.ndarray, mode: str) -> np.ndarray:
+    """Correlate the last two axes with 1-D kernels, as two matrix products (``M_h @ x @ M_w.T``).
+
+    A dense (n, n) product costs more multiply-adds than a short kernel, but runs in BLAS and does not care
+    how long the kernel is (the elastic transform smooths with sigma up to 171 pixels)."""
+    mh = filter_matrix(x.shape[-2], weights_h, mode)
+    mw = filter_matrix(x.shape[-1], weights_w, mode)
+    return np.matmul(np.matmul(mh, x), mw.T)
+
+
+def gaussian_filter(x: np.ndarray, sigma: float, *, mode: str = "nearest", truncate: float = 4.0) -> np.ndarray:
+    """Gaussian blur of the last two axes, as ``skimage.filters.gaussian`` (``mode='nearest'``,
+    ``truncate=4``) does it for a multichannel image; ``sigma <= 0`` leaves ``x`` unchanged."""
+    x = np.asarray(x, dtype=np.float32)
+    if sigma <= 0 or int(truncate * sigma + 0.5) == 0:
+        return x.copy()
+    w = gaussian_weights(sigma, truncate)
+    return separable_filter(x, w, w, mode)
+
+
+def _pad(x: np.ndarray, ph: int, pw: int, mode: str) -> np.ndarray:
+    widths = [(0, 0)] * (x.ndim - 2) + [(ph, ph), (pw, pw)]
+    if mode == "reflect101":
+        if x.shape[-2] == 1 or x.shape[-1] == 1:  # nothing to reflect off: the edge value repeats
+            return np.pad(x, widths, mode="edge")
+        return np.pad(x, widths, mode="reflect")  # numpy's "reflect" is OpenCV's BORDER_REFLECT_101
+    return np.pad(x, widths, mode=mode)
+
+
+def correlate2d(x: np.ndarray, kernel: np.ndarray, *, border: str = "reflect101") -> np.ndarray:
+    """2-D correlation of each image and channel with a centred odd-sized ``kernel``, borders as OpenCV's
+    ``filter2D`` (BORDER_REFLECT_101). Small kernels as shifted sums; large ones by FFT, one image at a time."""
+    kernel = np.asarray(kernel, dtype=np.float64)
+    rows, cols = np.nonzero(kernel)
+    kh, kw = kernel.shape
+    # Crop all-zero margins symmetrically (zero taps add nothing; the crop keeps the kernel centred).
+    mh = min(rows.min(), kh - 1 - rows.max()) if rows.size else kh // 2
+    mw = min(cols.min(), kw - 1 - cols.max()) if cols.size else kw // 2
+    kernel = kernel[mh:kh - mh, mw:kw - mw]
+    kh, kw = kernel.shape
+    rh, rw = kh // 2, kw // 2
+    n, c, h, w = x.shape
+    padded = _pad(np.asarray(x, dtype=np.float32), rh, rw, border)
+    if kh * kw <= 25:
+        out = np.zeros(x.shape, dtype=np.float32)
+        for u in range(kh):
+            for v in range(kw):
+                if kernel[u, v] != 0.0:
+                    out += np.float32(kernel[u, v]) * padded[:, :, u:u + h, v:v + w]
+        return out
+    from scipy import fft
+
+    shape = (fft.next_fast_len(h + 2 * rh, real=True), fft.next_fast_len(w + 2 * rw, real=True))
+    spectrum = fft.rfft2(kernel[::-1, ::-1], s=shape)
+    out = np.empty(x.shape, dtype=np.float32)
+    for i in range(n):  # per image: the FFT's code path then never depends on the batch
+        full = fft.irfft2(fft.rfft2(padded[i].astype(np.float64), s=shape) * spectrum, s=shape)
+        out[i] = full[:, kh - 1:kh - 1 + h, kw - 1:kw - 1 + w]
+    return out
+
+
+def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
+    """The anti-aliased disk of the published ``disk()``: a binary disk on a grid of half-width
+    ``max(8, radius)``, normalized, then Gaussian-blurred (OpenCV ``GaussianBlur``, 3x3 for radius <= 8 and
+    5x5 above, sigma ``alias_blur``, BORDER_REFLECT_101)."""
+    half, ksize = (8, 3) if radius <= 8 else (int(radius), 5)
+    grid = np.arange(-half, half + 1)
+    xx, yy = np.meshgrid(grid, grid)
+    disk = ((xx**2 + yy**2) <= radius**2).astype(np.float64)
+    disk /= disk.sum()
+    t = np.arange(ksize) - (ksize - 1) / 2
+    g = np.exp(-(t**2) / (2.0 * alias_blur**2))
+    g /= g.sum()
+    return ndimage.correlate1d(ndimage.correlate1d(disk, g, axis=0, mode="mirror"), g, axis=1, mode="mirror")
+
+
+# ---------------------------------------------------------------------------------------------- resampling
+
+def clipped_zoom(x: np.ndarray, zoom: float) -> np.ndarray:
+    """The published ``clipped_zoom``: crop the centre ``ceil(size / zoom)``, enlarge it by ``zoom`` with
+    linear interpolation (``scipy.ndimage.zoom(order=1)``, i.e. bilinear with aligned corners, output size
+    ``round(crop * zoom)``), and trim the centre back to the original size. Works per axis, so non-square
+    images keep their shape."""
+    import torch
+    import torch.nn.functional as F
+
+    n, c, h, w = x.shape
+    if zoom == 1:
+        return np.array(x, dtype=np.float32, copy=True)
+    ch, cw = int(math.ceil(h / zoom)), int(math.ceil(w / zoom))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    oh, ow = int(round(ch * zoom)), int(round(cw * zoom))
+    crop = torch.from_numpy(np.ascontiguousarray(x[:, :, top:top + ch, left:left + cw], dtype=np.float32))
+    with torch.no_grad():
+        big = F.interpolate(crop, size=(oh, ow), mode="bilinear", align_corners=True).numpy()
+    th, tw = (oh - h) // 2, (ow - w) // 2
+    return np.ascontiguousarray(big[:, :, th:th + h, tw:tw + w])
+
+
+def bilinear_sample(x: np.ndarray, ys: np.ndarray, xs: np.ndarray, border: str) -> np.ndarray:
+    """``out[n, c, i, j] = x[n, c]`` at the real position ``(ys[n, i, j], xs[n, i, j])`` (pixel centres at
+    integers), bilinear, by ``torch.nn.functional.grid_sample`` (each output from its own neighbours).
+    Positions outside reflect: ``border="mirror"`` about the border pixels' centres (OpenCV
+    BORDER_REFLECT_101, as ``warpAffine`` in the elastic script), ``"reflect"`` about the image edges
+    (scipy's half-sample ``mode="reflect"``, as its ``map_coordinates``)."""
+    import torch
+    import torch.nn.functional as F
+
+    n, c, h, w = x.shape
+    aligned = border == "mirror"
+
+    def normalized(pos: np.ndarray, size: int) -> np.ndarray:
+        if aligned:
+            return np.zeros_like(pos) if size == 1 else pos * (2.0 / (size - 1)) - 1.0
+        return (2.0 * pos + 1.0) / size - 1.0
+
+    grid = np.stack([normalized(xs, w), normalized(ys, h)], axis=-1).astype(np.float32)
+    with torch.no_grad():
+        out = F.grid_sample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(grid),
+                            mode="bilinear", padding_mode="reflection", align_corners=aligned)
+    return out.numpy()
+
+
+@functools.lru_cache(maxsize=64)
+def _pil_box_matrix(in_size: int, out_size: int) -> np.ndarray:
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 0.5 * filterscale
+    matrix = np.zeros((out_size, in_size), dtype=np.float64)
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size)
+        pos = (np.arange(xmin, xmax) - center + 0.5) / filterscale
+        weights = ((pos > -0.5) & (pos <= 0.5)).astype(np.float64)
+        if weights.sum() != 0.0:
+            weights /= weights.sum()
+        matrix[xx, xmin:xmax] = weights
+    matrix = matrix.astype(np.float32)
+    matrix.setflags(write=False)
+    return matrix
+
+
+def pil_box_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out, in) matrix of Pillow's ``Image.BOX`` resampling along one axis (the coefficients of
+    ``precompute_coeffs`` in Pillow's ``Resample.c`` with the box filter, support 0.5)."""
+    return _pil_box_matrix(int(in_size), int(out_size))
+
+
+def pil_box_resize(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pillow's ``resize((width, height), Image.BOX)`` of every image and channel, in float.
+
+    Box weights are equal over a run of input pixels, and when shrinking the runs tile the input, so a
+    shrink is a sum per run (``index_add``) over the run's length; when enlarging each output copies one
+    input pixel (``nearest-exact``). Both in torch, element by element (batch-invariant). Other cases
+    (a run structure that does not tile) fall back to the dense matrices."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    with torch.no_grad():
+        for dim, out_size in ((3, width), (2, height)):
+            in_size = t.shape[dim]
+            if out_size == in_size:
+                continue
+            matrix = pil_box_matrix(in_size, out_size)
+            nonzero = matrix != 0
+            start = nonzero.argmax(axis=1)
+            stop = in_size - nonzero[:, ::-1].argmax(axis=1)
+            counts = stop - start
+            if out_size > in_size and (counts == 1).all():
+                size = (t.shape[2], out_size) if dim == 3 else (out_size, t.shape[3])
+                t = F.interpolate(t, size=size, mode="nearest-exact")
+                assert np.array_equal(matrix.argmax(axis=1), _nearest_exact(in_size, out_size))
+            elif out_size < in_size and start[0] == 0 and stop[-1] == in_size and (start[1:] == stop[:-1]).all():
+                runs = torch.from_numpy(np.repeat(np.arange(out_size), counts))
+                shape = list(t.shape)
+                shape[dim] = out_size
+                total = torch.zeros(shape, dtype=torch.float32).index_add_(dim, runs, t)
+                scale = torch.from_numpy(counts.astype(np.float32))
+                t = total.div_(scale if dim == 3 else scale[:, None])
+            else:
+                m = torch.from_numpy(np.array(matrix))
+                t = torch.matmul(t, m.T) if dim == 3 else torch.matmul(m, t)
+    return t.numpy()
+
+
+@functools.lru_cache(maxsize=64)
+def _nearest_exact(in_size: int, out_size: int) -> np.ndarray:
+    return np.minimum(np.floor((np.arange(out_size) + 0.5) * (in_size / out_size)).astype(np.int64), in_size - 1)
+
+
+def motion_blur(x: np.ndarray, radius: float, sigma: float, angles: np.ndarray) -> np.ndarray:
+    """ImageMagick's ``MotionBlurImage(radius, sigma, angle)``, which the ImageNet-C scripts call through
+    Wand and ``imagecorruptions`` re-implements: a one-sided line kernel of ``2 * ceil(radius) + 1`` taps
+    with Gaussian weights ``exp(-i^2 / (2 sigma^2))`` (normalized), tap ``i`` reading the pixel
+    ``(ceil(i sin(a) - 0.5), ceil(i cos(a) - 0.5))`` away (rows, columns), edges repeated (ImageMagick's
+    default virtual pixels). One angle per image, in degrees."""
+    n, c, h, w = x.shape
+    width = 2 * int(math.ceil(radius)) + 1
+    taps = np.arange(width, dtype=np.float64)
+    kernel = np.exp(-(taps**2) / (2.0 * sigma**2))
+    kernel = (kernel / kernel.sum()).astype(np.float32)
+    pad = width
+    padded = np.pad(np.asarray(x, dtype=np.float32), [(0, 0), (0, 0), (pad, pad), (pad, pad)], mode="edge")
+    out = np.zeros(x.shape, dtype=np.float32)
+    for i in range(n):
+        a = math.radians(float(angles[i]))
+        dys = np.ceil(taps * math.sin(a) - 0.5).astype(np.int64)
+        dxs = np.ceil(taps * math.cos(a) - 0.5).astype(np.int64)
+        acc = out[i]
+        for k in range(width):
+            r0, c0 = pad + int(dys[k]), pad + int(dxs[k])
+            acc += kernel[k] * padded[i, :, r0:r0 + h, c0:c0 + w]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- colour
+
+def luma(x: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma of (N, 3, H, W) RGB, shape (N, 1, H, W) (OpenCV's RGB2GRAY weights)."""
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).astype(np.float32)
+
+
+def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
+    """``skimage.color.rgb2hsv`` over channel axis 1 (hue in [0, 1); grey pixels get hue 0 and
+    saturation 0; ties between maxima resolved as skimage does, blue over green over red)."""
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    v = np.maximum(np.maximum(r, g), b)
+    delta = v - np.minimum(np.minimum(r, g), b)
+    grey = delta == 0
+    safe = np.where(grey, 1, delta)
+    s = np.where(grey, 0, delta / np.where(v == 0, 1, v))
+    h = np.where(r == v, (g - b) / safe, 0)
+    h = np.where(g == v, 2 + (b - r) / safe, h)
+    h = np.where(b == v, 4 + (r - g) / safe, h)
+    h = np.where(grey, 0, np.mod(h / 6, 1))
+    return np.stack([h, s, v], axis=1).astype(np.float32)
+
+
+def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    """``skimage.color.hsv2rgb`` over channel axis 1."""
+    h, s, v = hsv[:, 0], hsv[:, 1], hsv[:, 2]
+    sector = np.floor(h * 6)
+    f = h * 6 - sector
+    p = v * (1 - s)
+    q = v * (1 - f * s)
+    t = v * (1 - (1 - f) * s)
+    sector = sector.astype(np.int64) % 6
+    table = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
+    out = np.empty(hsv.shape, dtype=np.float32)
+    for ch in range(3):
+        out[:, ch] = np.choose(sector, [row[ch] for row in table])
+    return out
+
+
+# ------------------------------------------------------------------------------------------- fog (plasma)
+
+def plasma_fractal(uniforms: np.ndarray, mapsize: int, wibbledecay: float) -> np.ndarray:
+    """The published diamond-square ``plasma_fractal`` (a modification of FLHerne/mapgen), one map per row
+    of ``uniforms`` (N, mapsize**2 - 1) of U(-1, 1) draws, consumed in the script's order; returns
+    (N, mapsize, mapsize) in [0, 1]."""
+    n = uniforms.shape[0]
+    m = mapsize
+    maparray = np.zeros((n, m, m), dtype=np.float64)
+    stepsize, wibble, used = m, 100.0, 0
+
+    def wibbledmean(array: np.ndarray) -> np.ndarray:
+        nonlocal used
+        size = array.shape[1] * array.shape[2]
+        noise = uniforms[:, used:used + size].reshape(array.shape)
+        used += size
+        return array / 4 + wibble * (wibble * noise)
+
+    while stepsize >= 2:
+        half = stepsize // 2
+        corners = maparray[:, 0:m:stepsize, 0:m:stepsize]
+        squares = corners + np.roll(corners, shift=-1, axis=1)
+        squares = squares + np.roll(squares, shift=-1, axis=2)
+        maparray[:, half:m:stepsize, half:m:stepsize] = wibbledmean(squares)
+        dr = maparray[:, half:m:stepsize, half:m:stepsize]
+        ul = maparray[:, 0:m:stepsize, 0:m:stepsize]
+        lt = dr + np.roll(dr, 1, axis=1) + ul + np.roll(ul, -1, axis=2)
+        maparray[:, 0:m:stepsize, half:m:stepsize] = wibbledmean(lt)
+        tt = dr + np.roll(dr, 1, axis=2) + ul + np.roll(ul, -1, axis=1)
+        maparray[:, half:m:stepsize, 0:m:stepsize] = wibbledmean(tt)
+        stepsize //= 2
+        wibble /= wibbledecay
+    maparray -= maparray.min(axis=(1, 2), keepdims=True)
+    top = maparray.max(axis=(1, 2), keepdims=True)
+    return maparray / np.where(top == 0, 1, top)
+
+
+# ------------------------------------------------------------------------------- spatter (OpenCV pieces)
+
+def canny(img: np.ndarray, low: float, high: float) -> np.ndarray:
+    """OpenCV's ``Canny(img, low, high)`` (3x3 Sobel with replicated borders, L1 gradient magnitude,
+    non-maximum suppression with its tan(22.5 deg) sector test, hysteresis as 8-connected components of
+    candidates that hold a strong pixel) for a batch (N, H, W) of uint8-valued images; returns bool edges."""
+    src = np.pad(img.astype(np.int32), [(0, 0), (1, 1), (1, 1)], mode="edge")
+    left, centre, right = src[:, :, :-2], src[:, :, 1:-1], src[:, :, 2:]
+    smooth_rows = left + 2 * centre + right  # [1, 2, 1] along x
+    diff_rows = right - left  # [-1, 0, 1] along x
+    gx = diff_rows[:, :-2] + 2 * diff_rows[:, 1:-1] + diff_rows[:, 2:]
+    gy = smooth_rows[:, 2:] - smooth_rows[:, :-2]
+    ax, ay = np.abs(gx), np.abs(gy)
+    mag = ax + ay
+    m = np.pad(mag, [(0, 0), (1, 1), (1, 1)])  # outside the image the magnitude is 0
+    h, w = mag.shape[1:]
+
+    def nb(dy: int, dx: int) -> np.ndarray:
+        return m[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+
+    tg22x = ax * 13573  # round(tan(22.5 deg) * 2**15), as OpenCV (CANNY_SHIFT = 15)
+    ay = ay << 15
+    horizontal = ay < tg22x
+    vertical = ay > tg22x + (ax << 16)
+    diagonal = ~(horizontal | vertical)
+    same_sign = (gx ^ gy) >= 0  # OpenCV's s = +1: previous row x-1, next row x+1
+    peak = horizontal & (mag > nb(0, -1)) & (mag >= nb(0, 1))
+    peak |= vertical & (mag > nb(-1, 0)) & (mag >= nb(1, 0))
+    peak |= diagonal & same_sign & (mag > nb(-1, -1)) & (mag > nb(1, 1))
+    peak |= diagonal & ~same_sign & (mag > nb(-1, 1)) & (mag > nb(1, -1))
+    candidate = peak & (mag > low)
+    strong = candidate & (mag > high)
+    within_image = np.zeros((3, 3, 3), dtype=bool)
+    within_image[1] = True  # 8-connected inside each image, never across the batch axis
+    labels, count = ndimage.label(candidate, structure=within_image)
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[labels[strong]] = True
+    keep[0] = False
+    return keep[labels]
+
+
+def equalize_hist(img: np.ndarray) -> np.ndarray:
+    """OpenCV's ``equalizeHist`` per image of a (N, H, W) uint8-valued batch."""
+    n = img.shape[0]
+    flat = img.reshape(n, -1).astype(np.int64)
+    total = flat.shape[1]
+    hist = np.bincount((flat + 256 * np.arange(n)[:, None]).ravel(), minlength=256 * n).reshape(n, 256)
+    first = np.argmax(hist > 0, axis=1)
+    first_count = hist[np.arange(n), first]
+    scale = np.float32(255.0) / np.maximum(total - first_count, 1).astype(np.float32)
+    cum = np.cumsum(hist, axis=1) - first_count[:, None]  # running sum from the first occupied bin (exclusive)
+    lut = np.clip(np.rint(cum.astype(np.float32) * scale[:, None]), 0, 255).astype(np.int64)
+    bins = np.arange(256)[None, :]
+    lut = np.where(bins <= first[:, None], 0, lut)
+    constant = first_count == total
+    lut[constant] = np.arange(256)  # a constant image stays as it is
+    return np.take_along_axis(lut, flat, axis=1).reshape(img.shape)
