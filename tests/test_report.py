@@ -366,7 +366,7 @@ def test_plot_errors_are_typed():
         render_plot({"kind": "histogram", "edges": [0, 1, 2], "series": [{"label": "a", "counts": [1, 2, 3]}]})
     with pytest.raises(PlotDataError, match="series"):
         render_plot({"kind": "line"})
-    assert set(PLOT_KINDS) == {"reliability", "histogram", "bars", "heatmap", "line", "scatter"}
+    assert set(PLOT_KINDS) == {"reliability", "histogram", "bars", "heatmap", "line", "scatter", "images"}
 
 
 def test_plot_text_is_never_mathtext():
@@ -455,3 +455,22 @@ def test_estimates_use_one_notation(values):
     parts = [value] + ([p.strip() for p in ci.strip("[]").split(",")] if ci else [])
     notations = {("sci" if "e" in p else "fixed") for p in parts if p not in ("\u2014", "\u221e", "-\u221e")}
     assert len(notations) <= 1, (values, value, ci)
+
+
+def test_images_kind_embeds_one_png_per_thumbnail():
+    import base64
+
+    import numpy as np
+
+    from assay.report.thumbnails import png_thumbnail
+
+    img = np.zeros((1, 8, 8), np.float32)
+    img[0, 2:6, 2:6] = 1.0
+    data = png_thumbnail(img, size=32)
+    assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
+    plot = {"kind": "images", "title": "<b>t</b>", "columns": ["a", "b"],
+            "rows": [{"label": "r1", "images": [data, data], "captions": ["x", "y"]},
+                     {"label": "r2", "images": [data]}]}
+    svg = render_plot(plot)
+    assert svg.count("<image ") == 3 and svg.count("data:image/png;base64,") == 3
+    assert "<b>" not in svg and "&lt;b&gt;" in svg
