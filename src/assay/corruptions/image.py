@@ -391,7 +391,7 @@ def resolve_table(table: str, shape: Sequence[int]) -> str:
     when ``min(H, W) < SMALL_IMAGE_SIZE``)."""
     if table == "auto":
         return "cifar" if min(shape[-2], shape[-1]) < SMALL_IMAGE_SIZE else "imagenet"
-    if table in TABLES:
+    if isinstance(table, str) and table in TABLES:
         return table
     raise UserError(f"unknown corruption parameter table {table!r}", where="table",
                     fix="use 'auto' (by image size), 'cifar' (32x32-scale) or 'imagenet' (224x224-scale)")
