@@ -215,3 +215,27 @@ def test_precomputed_corruption_set_as_data(digits, nets, tmp_path):
     np.save(tmp_path / "c" / "labels.npy", np.tile(small.y[::-1], 5))
     with pytest.raises(UserError, match="labels.npy"):
         run_evaluation(model, small, config=EvaluateConfig(corruption_data=str(tmp_path / "c")), cache_dir=None)
+
+
+def test_explicit_attack_list_and_few_class_note(digits, nets):
+    from assay.engine.planning import parse_attacks
+
+    _, test = digits
+    small = test.subset(np.arange(40))
+    cfg = EvaluateConfig(attacks=["fgsm", "pgd"], eps=[0.1], attack_steps=5, n_bootstrap=100)
+    section = run_evaluation(torch_model(nets[0], "a"), small, config=cfg, cache_dir=None).evidence.sections["adversarial"]
+    assert [row["attack"] for row in section.tables["attacks"]] == ["fgsm", "pgd"]
+    assert section.config["preset"] == "custom (--attacks)"
+    with pytest.raises(UserError, match="choose from fgsm, pgd"):
+        parse_attacks("pgd,cw")
+
+    # A 3-class problem: APGD-T (targeted DLR over >= 3 other classes) is skipped, and the report says so.
+    three = small.subset(np.flatnonzero(small.y < 3))
+    head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    torch.manual_seed(0)
+    info = ModelInfo(path="<three>", format="factory", sha256="3" * 64, input_shape=[None, 1, 8, 8],
+                     input_dtype="float32", num_classes=3, class_names=["0", "1", "2"])
+    cfg = EvaluateConfig(adversarial="standard", eps=[0.1], attack_steps=3, square_queries=10, n_bootstrap=100)
+    section = run_evaluation(TorchModel(head.eval(), info), three, config=cfg, cache_dir=None).evidence.sections["adversarial"]
+    assert "apgd-t" not in {row["attack"] for row in section.tables["attacks"]}
+    assert any("APGD-T was not run" in f.message for f in section.findings)

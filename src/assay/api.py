@@ -92,17 +92,21 @@ def _check_shapes(model: Model, dataset: Dataset, what: str) -> None:
         )
 
 
-def _attack_plan(config: EvaluateConfig, model: Model, dataset: Dataset) -> list[AttackSpec]:
-    """Attack specs of the run (validated), or [] without --adversarial."""
+def _attack_plan(config: EvaluateConfig, model: Model, dataset: Dataset) -> tuple[list[AttackSpec], list[str]]:
+    """Attack specs of the run (validated; [] without --adversarial or --attacks) and notes for the report."""
+    notes: list[str] = []
+    if config.adversarial is None and not config.attacks:
+        return [], notes
     if config.adversarial is None:
-        return []
+        config = config.model_copy(update={"adversarial": "quick"})
     preset = config.adversarial
     if preset == "auto":
         preset = "standard" if model.torch_module() is not None else "blackbox"
     eps = planning.parse_eps(config.eps) if config.eps else [planning.DEFAULT_EPS[config.norm]]
     if preset == "standard" and len(eps) == 1:
         eps = [eps[0] / 4, eps[0] / 2, eps[0]]  # a robust-accuracy-vs-eps curve
-    specs = planning.attack_specs(preset, eps, config.norm, steps=config.attack_steps,
+    chosen = planning.parse_attacks(config.attacks) if config.attacks else preset
+    specs = planning.attack_specs(chosen, eps, config.norm, steps=config.attack_steps,
                                   restarts=config.attack_restarts, queries=config.square_queries, seed=config.seed)
     if dataset.modality != "image":
         raise UserError(f"adversarial evaluation needs image inputs in [0, 1]; this data is {dataset.modality}",
@@ -113,6 +117,8 @@ def _attack_plan(config: EvaluateConfig, model: Model, dataset: Dataset) -> list
                         where=dataset.source, fix="scale images to [0, 1] and move normalization into the model")
     if model.info.num_classes < 4 and any(s.attack == "apgd-t" for s in specs):
         specs = [s for s in specs if s.attack != "apgd-t"]  # the targeted DLR loss needs >= 4 classes
+        notes.append(f"APGD-T was not run: its targeted DLR loss needs at least 4 classes "
+                     f"(this model has {model.info.num_classes})")
     if any(s.white_box for s in specs) and model.torch_module() is None:
         raise UserError(
             f"--adversarial {preset} runs white-box attacks, which need gradients; "
@@ -121,7 +127,7 @@ def _attack_plan(config: EvaluateConfig, model: Model, dataset: Dataset) -> list
             fix="use --adversarial blackbox (Square attack, queries only), or evaluate the torch model "
                 "(TorchScript, torch.export or factory + weights)",
         )
-    return specs
+    return specs, notes
 
 
 def run_evaluation(
@@ -174,7 +180,7 @@ def run_evaluation(
     corruption_names = planning.resolve_corruptions(config.corruptions, dataset.modality)
     precomputed = (load_precomputed_corruptions(config.corruption_data, dataset)
                    if config.corruption_data else [])
-    attack_specs = _attack_plan(config, model_obj, dataset)
+    attack_specs, attack_notes = _attack_plan(config, model_obj, dataset)
     baseline = read_evidence(config.baseline) if config.baseline else None
     checks = list(checks)
     for name, wanted in (("corruption", corruption_names or precomputed), ("adversarial", attack_specs)):
@@ -195,6 +201,7 @@ def run_evaluation(
         if attack_specs:
             perturbed += planning.adversarial_views(model_obj, dataset, outputs.clean, attack_specs, config.batch_size)
             facts["adversarial"] = planning.adversarial_facts(model_obj, dataset, outputs.clean)
+            facts["adversarial"]["notes"] = attack_notes
         more = run_views(model_obj, dataset, perturbed, cache_dir=cache_dir, batch_size=config.batch_size,
                          backend=engine_backend, progress=progress)
         outputs.views.update(more.views)

@@ -72,6 +72,7 @@ def evaluate(
     corruption_table: Annotated[str, typer.Option(help="Image corruption parameters: auto, cifar or imagenet.")] = "auto",
     baseline: Annotated[Optional[str], typer.Option(help="Evidence bundle of a baseline model: reference of CE/mCE.")] = None,
     adversarial: Annotated[Optional[str], typer.Option(help="Attack preset: quick (APGD-CE), standard (APGD-CE, APGD-T, Square), blackbox (Square; for ONNX).")] = None,
+    attacks: Annotated[Optional[str], typer.Option(help="Explicit attacks instead of the preset's: fgsm, pgd, apgd-ce, apgd-t, square (comma-separated).")] = None,
     eps: Annotated[Optional[str], typer.Option(help="Perturbation budget(s), e.g. 8/255 or 2/255,4/255,8/255.")] = None,
     norm: Annotated[str, typer.Option(help="Threat model: linf or l2.")] = "linf",
     attack_steps: Annotated[int, typer.Option(help="Iterations of white-box attacks.")] = 100,
@@ -94,7 +95,7 @@ def evaluate(
     from assay.checks.base import EvaluateConfig
     from assay.report import print_console
 
-    from assay.engine.planning import apply_suite, parse_eps, parse_severities
+    from assay.engine.planning import apply_suite, parse_attacks, parse_eps, parse_severities
 
     robustness = apply_suite(suite, {
         "corruptions": [corruptions] if corruptions else [], "adversarial": adversarial,
@@ -103,7 +104,8 @@ def evaluate(
         config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, confidence=confidence, ece_bins=ece_bins,
                                 batch_size=batch_size, severities=parse_severities(severities),
                                 corruption_table=corruption_table, corruption_data=corruption_data, baseline=baseline,
-                                eps=parse_eps(eps) if eps else [], norm=norm, attack_steps=attack_steps,
+                                eps=parse_eps(eps) if eps else [], norm=norm,
+                                attacks=parse_attacks(attacks) if attacks else [], attack_steps=attack_steps,
                                 attack_restarts=attack_restarts, square_queries=square_queries, **robustness)
     except ValidationError as exc:
         first = exc.errors()[0]

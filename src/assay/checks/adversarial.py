@@ -137,7 +137,7 @@ def check_adversarial(ctx: CheckContext) -> Section:
                              "steps_or_queries": v.attack_spec.steps, "restarts": v.attack_spec.restarts,
                              "seed": v.attack_spec.seed, "attacked": int(clean_correct.sum())} for _, v in views]},
         plots=plots,
-        config={"preset": cfg.adversarial, "norm": norm, "eps": eps_values, "steps": cfg.attack_steps,
+        config={"preset": cfg.adversarial or "custom (--attacks)", "attacks": attacks, "norm": norm, "eps": eps_values, "steps": cfg.attack_steps,
                 "restarts": cfg.attack_restarts, "square_queries": cfg.square_queries, "n": n,
                 "attacked": int(clean_correct.sum()),
                 "thresholds": {"warn_robust_ratio": WARN_ROBUST_RATIO, "fail_robust_ratio": FAIL_ROBUST_RATIO,
@@ -150,7 +150,8 @@ def _sanity_findings(ctx: CheckContext, curve: list[dict[str, Any]], per_attack:
                      clean_correct: np.ndarray) -> list[Finding]:
     """Threat-model sanity checks (Carlini et al. 2019, "On Evaluating Adversarial Robustness")."""
     facts = ctx.facts.get("adversarial", {})
-    out: list[Finding] = []
+    out: list[Finding] = [Finding(severity="warning", message=note, evidence="adversarial.tables.attacks")
+                          for note in facts.get("notes", [])]
     training = facts.get("training_modules")
     if training:
         out.append(Finding(severity="critical", message=f"model is in training mode ({', '.join(training)}): "

@@ -40,6 +40,8 @@ class EvaluateConfig(BaseModel):
     adversarial: Literal["quick", "standard", "blackbox", "auto"] | None = Field(
         None, description="Attack preset: quick (APGD-CE), standard (APGD-CE + APGD-T + Square), blackbox (Square); "
         "auto = standard for torch models, blackbox for ONNX.")
+    attacks: list[str] = Field(default_factory=list, description="Explicit attacks (fgsm, pgd, apgd-ce, apgd-t, "
+                               "square), replacing the preset's list.")
     eps: list[float] = Field(default_factory=list, description="Perturbation budgets (default 8/255 for linf, 0.5 for l2).")
     norm: Literal["linf", "l2"] = Field("linf", description="Threat model norm.")
     attack_steps: int = Field(100, ge=1, description="Iterations of white-box attacks (APGD: 100 in AutoAttack).")

@@ -133,11 +133,26 @@ def corruption_views(dataset: Dataset, names: list[str], severities: list[int], 
     return [CorruptionView(dataset, name, s, seed=seed, table=table) for name in names for s in severities]
 
 
-def attack_specs(preset: str, eps: list[float], norm: str, *, steps: int, restarts: int, queries: int,
+ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-t", "square")
+
+
+def parse_attacks(text: str | list[str]) -> list[str]:
+    """``"pgd,square"`` -> validated attack names (for ``--attacks``, overriding a preset's list)."""
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    unknown = [n for n in names if n not in ATTACKS]
+    if unknown or not names:
+        raise UserError(f"unknown attack(s) {unknown or names}", where="--attacks",
+                        fix=f"choose from {', '.join(ATTACKS)}")
+    return list(dict.fromkeys(names))
+
+
+def attack_specs(preset: str | list[str], eps: list[float], norm: str, *, steps: int, restarts: int, queries: int,
                  seed: int) -> list[AttackSpec]:
+    """Specs for a preset name, or for an explicit list of attack names, at every eps."""
+    names = ATTACK_PRESETS[preset] if isinstance(preset, str) else preset
     specs = []
     for e in eps:
-        for attack in ATTACK_PRESETS[preset]:
+        for attack in names:
             budget = queries if attack == "square" else steps
             specs.append(AttackSpec(attack=attack, eps=e, norm=norm, steps=budget,
                                     restarts=1 if attack == "square" else restarts, seed=seed))
