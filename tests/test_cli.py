@@ -238,3 +238,12 @@ def test_suite_standard_end_to_end(digits_model, tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert "Corruption robustness" in html and "data:image/png;base64," in html
     assert (out / "report.html").stat().st_size < 3 * 2**20
+
+
+def test_several_corruptions_by_name(digits_model, tmp_path, capsys):
+    out = tmp_path / "o"
+    code, _, err = _run(["evaluate", str(digits_model), "--data", "digits", "--out", str(out), "--corruptions",
+                         "fog, contrast", "--severities", "2", "--n-bootstrap", "100", "-q", "--no-cache"], capsys)
+    assert code == 0, err
+    rows = json.loads((out / "evidence.json").read_text())["sections"]["corruption"]["tables"]["per_view"]
+    assert [(r["corruption"], r["severity"]) for r in rows] == [("fog", 2), ("contrast", 2)]

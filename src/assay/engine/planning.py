@@ -111,11 +111,12 @@ def resolve_corruptions(selection: str | list[str] | None, modality: str) -> lis
     if not known:
         raise UserError(f"no corruptions are defined for {modality} data", where="--corruptions",
                         fix="drop --corruptions for this data")
-    if selection in ("all", ["all"]):
+    items = [selection] if isinstance(selection, str) else list(selection)
+    names = [n.strip() for item in items for n in str(item).split(",") if n.strip()]
+    if names == ["all"]:
         return list(known)
-    if selection in ("standard", ["standard"]):
+    if names == ["standard"]:
         return [name for name, info in known.items() if not info.held_out]
-    names = [n.strip() for n in (selection.split(",") if isinstance(selection, str) else selection) if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
         others = {m: list(available_corruptions(m)) for m in ("image", "text", "tabular") if m != modality}
