@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from assay.checks.base import CheckContext, make_metric
+from assay.checks.base import CheckContext, exact_interval_if_collapsed, make_metric
 from assay.engine.robust_views import AdversarialView
 from assay.errors import UserError
 from assay.evidence.schema import Finding, Metric, Section
@@ -39,9 +39,7 @@ def _accuracy_metric(ctx: CheckContext, hits: np.ndarray, name: str, **metric_co
     k = int(hits.sum())
     boot = bootstrap_cell_counts(np.array([n - k, k]), cfg.n_bootstrap, spawn_seed(cfg.seed, f"adversarial/{name}"))
     metric = make_metric(k / n, boot[:, 1] / n, n=n, config=cfg, metric_config=metric_config)
-    if metric.ci_low == metric.ci_high:
-        metric.ci_low, metric.ci_high = clopper_pearson(k, n, cfg.confidence)
-        metric.method = f"Clopper-Pearson exact, {int(cfg.confidence * 100)}% (bootstrap collapses at {k}/{n})"
+    exact_interval_if_collapsed(metric, k, n, cfg.confidence)
     return metric
 
 

@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from assay.data.dataset import Dataset
 from assay.engine.run import Outputs
 from assay.evidence.schema import Metric
-from assay.stats.bootstrap import SharedWeights, percentile_ci, spawn_seed
+from assay.stats.bootstrap import SharedWeights, clopper_pearson, percentile_ci, spawn_seed
 
-__all__ = ["CheckContext", "EvaluateConfig", "make_metric"]
+__all__ = ["CheckContext", "EvaluateConfig", "exact_interval_if_collapsed", "make_metric"]
 
 
 class EvaluateConfig(BaseModel):
@@ -104,3 +104,13 @@ def make_metric(
             f"bootstrap percentile, {int(config.confidence * 100)}% (B={config.n_bootstrap}, seed={config.seed})"
         )
     return Metric(value=value_f, ci_low=lo, ci_high=hi, n=int(n), method=method, config=metric_config or {})
+
+
+def exact_interval_if_collapsed(metric: Metric, successes: int, n: int, confidence: float) -> None:
+    """Replace a collapsed bootstrap interval of a proportion (all or none right: every resample is
+    identical) by the exact Clopper-Pearson interval, and say so in ``method``."""
+    if metric.ci_low != metric.ci_high:
+        return
+    metric.ci_low, metric.ci_high = clopper_pearson(successes, n, confidence)
+    metric.method = (f"Clopper-Pearson exact, {int(confidence * 100)}% (the bootstrap interval collapses "
+                     f"when {successes} of {n} are right)")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from assay.checks.base import CheckContext, make_metric
-from assay.evidence.schema import Finding, Metric, Section
-from assay.stats.bootstrap import bootstrap_cell_counts, clopper_pearson, spawn_seed
+from assay.checks.base import CheckContext, exact_interval_if_collapsed, make_metric
+from assay.evidence.schema import Finding, Section
+from assay.stats.bootstrap import bootstrap_cell_counts, spawn_seed
 from assay.stats.probabilities import nll_per_sample, softmax
 
 __all__ = [
@@ -142,8 +142,8 @@ def check_performance(ctx: CheckContext) -> Section:
         )
 
     for name, successes in (("accuracy", int(np.trace(cm))), ("top5_accuracy", int(cells[..., 1].sum()))):
-        if name in metrics and metrics[name].ci_low == metrics[name].ci_high:
-            _use_exact_interval(metrics[name], successes, n, cfg.confidence)
+        if name in metrics:
+            exact_interval_if_collapsed(metrics[name], successes, n, cfg.confidence)
 
     per_sample = {"nll": nll_per_sample(logits, labels), "brier": brier_per_sample(logits, labels)}
     boot = ctx.resample_weights().means(np.stack(list(per_sample.values()), axis=1))
@@ -236,13 +236,6 @@ def check_performance(ctx: CheckContext) -> Section:
                 "multinomial sample weights for NLL and Brier", "n_bootstrap": cfg.n_bootstrap,
                 "confidence": cfg.confidence, "seed": cfg.seed},
     )
-
-
-def _use_exact_interval(metric: Metric, successes: int, n: int, confidence: float) -> None:
-    """Replace a collapsed bootstrap interval (all or no samples right) by the exact binomial one."""
-    metric.ci_low, metric.ci_high = clopper_pearson(successes, n, confidence)
-    metric.method = (f"Clopper-Pearson exact, {int(confidence * 100)}% (the bootstrap interval collapses "
-                     f"when {successes} of {n} are right)")
 
 
 def _findings(metrics: dict, per_class: list[dict], n: int) -> list[Finding]:
