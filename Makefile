@@ -20,7 +20,7 @@ $(STAMP_CORE): pyproject.toml | $(PY)
 
 $(STAMP_DEV): pyproject.toml $(STAMP_CORE)
 	$(PIP) install --quiet -e '.[dev]'
-	$(PIP) install --quiet --no-deps torchattacks==3.5.1  # test-only reference; pins an old requests
+	$(PIP) install --quiet --no-deps torchattacks==3.5.1 pytorch-ood==0.4.0  # test-only references (see pyproject)
 	touch $@
 
 demo: $(STAMP_CORE)
