@@ -36,8 +36,9 @@ def _check_registry() -> dict[str, Callable[[CheckContext], Section]]:
     from assay.checks.calibration import check_calibration
     from assay.checks.corruption import check_corruption
     from assay.checks.performance import check_performance
+    from assay.checks.slices import check_fairness, check_slices
 
-    return {"performance": check_performance, "calibration": check_calibration, "corruption": check_corruption,
+    return {"slices": check_slices, "fairness": check_fairness,"performance": check_performance, "calibration": check_calibration, "corruption": check_corruption,
             "adversarial": check_adversarial}
 
 
@@ -183,7 +184,8 @@ def run_evaluation(
     attack_specs, attack_notes = _attack_plan(config, model_obj, dataset)
     baseline = read_evidence(config.baseline) if config.baseline else None
     checks = list(checks)
-    for name, wanted in (("corruption", corruption_names or precomputed), ("adversarial", attack_specs)):
+    for name, wanted in (("corruption", corruption_names or precomputed), ("adversarial", attack_specs),
+                         ("slices", config.slice_by), ("fairness", config.sensitive)):
         if wanted and name not in checks:
             checks.append(name)
         if name in checks and not wanted:

@@ -65,6 +65,9 @@ def evaluate(
     image_size: Annotated[Optional[str], typer.Option(help="Resize image-folder data to this size (32 or 32x48).")] = None,
     class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names in model output order (fixes folder/table label order).")] = None,
     checks: Annotated[str, typer.Option(help="Comma-separated checks to run.")] = "performance,calibration",
+    slice_by: Annotated[Optional[str], typer.Option(help="Comma-separated metadata columns to slice by (numeric: quartiles).")] = None,
+    min_slice_size: Annotated[int, typer.Option(help="Slices smaller than this are reported as insufficient.")] = 30,
+    sensitive: Annotated[Optional[str], typer.Option(help="Comma-separated metadata columns for fairness metrics.")] = None,
     suite: Annotated[Optional[str], typer.Option(help="quick (performance, calibration), standard (+ the 15 standard corruptions), full (+ held-out corruptions and attacks).")] = None,
     corruptions: Annotated[Optional[str], typer.Option(help="Corruptions: all, standard, or comma-separated names.")] = None,
     severities: Annotated[str, typer.Option(help="Corruption severities: a range or list in 1-5.")] = "1-5",
@@ -105,7 +108,10 @@ def evaluate(
                                 batch_size=batch_size, severities=parse_severities(severities),
                                 corruption_table=corruption_table, corruption_data=corruption_data, baseline=baseline,
                                 eps=parse_eps(eps) if eps else [], norm=norm,
-                                attacks=parse_attacks(attacks) if attacks else [], attack_steps=attack_steps,
+                                attacks=parse_attacks(attacks) if attacks else [],
+                                slice_by=[c.strip() for c in slice_by.split(",")] if slice_by else [],
+                                min_slice_size=min_slice_size,
+                                sensitive=[c.strip() for c in sensitive.split(",")] if sensitive else [], attack_steps=attack_steps,
                                 attack_restarts=attack_restarts, square_queries=square_queries, **robustness)
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -30,6 +30,9 @@ class EvaluateConfig(BaseModel):
         "when no calibration data is given."
     )
     batch_size: int = Field(256, ge=1, description="Inference batch size.")
+    slice_by: list[str] = Field(default_factory=list, description="Metadata columns to slice by.")
+    min_slice_size: int = Field(30, ge=1, description="Slices smaller than this are reported as insufficient.")
+    sensitive: list[str] = Field(default_factory=list, description="Metadata columns for fairness metrics.")
     corruptions: list[str] = Field(default_factory=list, description="Corruption types to evaluate (empty: none).")
     severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], description="Corruption severities (1-5).")
     corruption_table: Literal["auto", "cifar", "imagenet"] = Field(

@@ -1,0 +1,124 @@
+"""Slices and fairness as checks: where the model fails, and for whom.
+
+``slices``: per value of each ``--slice-by`` column (numeric columns binned into quartiles), accuracy with an
+exact CI, macro-F1 and ECE, a slice-vs-rest Fisher test with Benjamini-Hochberg control over all slices
+tested, and the worst-slice gap with a bootstrap CI. ``fairness``: group metrics for each ``--sensitive``
+column (demographic parity, equalized odds, equal opportunity; one-vs-rest and worst class if multiclass).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from assay.checks.base import CheckContext
+from assay.checks.calibration import ece
+from assay.checks.fairness_metrics import fairness_metrics
+from assay.checks.performance import confusion_matrix, macro_f1_from_confusion
+from assay.checks.slice_metrics import bin_numeric, slice_table, worst_slice_gap
+from assay.errors import UserError
+from assay.evidence.schema import Finding, Metric, Section
+from assay.stats.bootstrap import spawn_seed
+from assay.stats.probabilities import softmax
+
+__all__ = ["check_fairness", "check_slices", "slice_groups"]
+
+
+def slice_groups(ctx: CheckContext, column: str, where: str) -> np.ndarray:
+    """The group label of every sample for a metadata column (numeric columns binned into quartiles)."""
+    meta = ctx.dataset.meta
+    if column not in meta.columns:
+        available = ", ".join(map(str, meta.columns)) or "none"
+        raise UserError(f"no column {column!r} in the data's metadata", where=where,
+                        fix=f"choose one of: {available} (NPZ meta_<name> arrays, CSV/Parquet columns)")
+    values = meta[column].to_numpy()
+    if values.dtype.kind in "fiu" and len(np.unique(values[~np.isnan(values.astype(float))])) > 10:
+        return bin_numeric(values.astype(float), q=4)
+    return values.astype(str)
+
+
+def check_slices(ctx: CheckContext) -> Section:
+    cfg = ctx.config
+    labels = ctx.labels
+    pred = ctx.logits.argmax(axis=1)
+    correct = pred == labels
+    probs = softmax(ctx.logits)
+    num_classes = ctx.logits.shape[1]
+    metrics: dict[str, Metric] = {}
+    tables: dict[str, list[dict[str, Any]]] = {}
+    plots: dict[str, dict[str, Any]] = {}
+    findings: list[Finding] = []
+    for column in cfg.slice_by:
+        groups = slice_groups(ctx, column, "--slice-by")
+        rows = slice_table(correct, groups, min_size=cfg.min_slice_size, alpha=0.05, confidence=cfg.confidence)
+        table = []
+        for row in rows:
+            mask = groups == row.slice
+            cm = confusion_matrix(labels[mask], pred[mask], num_classes)
+            table.append({**row.__dict__, "macro_f1": float(macro_f1_from_confusion(cm)),
+                          "ece": float(ece(probs[mask], labels[mask]))})
+        tables[column] = table
+        sufficient = [r for r in rows if not r.insufficient]
+        if len(sufficient) >= 2:
+            gap = worst_slice_gap(correct, groups, min_size=cfg.min_slice_size, seed=spawn_seed(cfg.seed, column),
+                                  n_bootstrap=cfg.n_bootstrap, confidence=cfg.confidence)
+            metrics[f"worst_slice_gap[{column}]"] = Metric(
+                value=gap.value, ci_low=gap.ci_low, ci_high=gap.ci_high, n=len(labels),
+                method=f"bootstrap percentile, {int(cfg.confidence * 100)}% (B={cfg.n_bootstrap}, seed={cfg.seed})",
+                config={"definition": "best minus worst slice accuracy over slices with n >= min size",
+                        "best": gap.best_slice, "worst": gap.worst_slice, "min_slice_size": cfg.min_slice_size})
+        for r in rows:
+            if r.flagged:
+                findings.append(Finding(severity="warning", message=(
+                    f"{column}={r.slice}: accuracy {r.accuracy:.3f} (CI {r.ci_low:.3f}-{r.ci_high:.3f}, n={r.n}) vs "
+                    f"{r.rest_accuracy:.3f} elsewhere; significant after Benjamini-Hochberg (adjusted p "
+                    f"{r.p_adjusted:.3g})"), evidence=f"slices.tables.{column}"))
+        small = [r.slice for r in rows if r.insufficient]
+        if small:
+            findings.append(Finding(severity="info", message=(
+                f"{column}: {len(small)} slice(s) below {cfg.min_slice_size} samples are reported as insufficient, "
+                f"not tested: {', '.join(small[:8])}"), evidence=f"slices.tables.{column}"))
+        plots[f"accuracy[{column}]"] = {
+            "kind": "bars", "title": f"Accuracy by {column} (95% CI; insufficient slices greyed in the table)",
+            "ylabel": "accuracy", "categories": [r.slice for r in rows],
+            "series": [{"label": "accuracy", "values": [r.accuracy for r in rows],
+                        "ci_low": [r.ci_low for r in rows], "ci_high": [r.ci_high for r in rows]}]}
+    flagged = any(f.severity == "warning" for f in findings)
+    return Section(
+        name="slices", title="Slices", verdict="warn" if flagged else "pass",
+        summary=f"{sum(len(t) for t in tables.values())} slices over {', '.join(cfg.slice_by)}; "
+                f"{sum(r['flagged'] for t in tables.values() for r in t)} flagged (BH FDR 0.05).",
+        metrics=metrics, findings=findings, tables=tables, plots=plots,
+        config={"slice_by": cfg.slice_by, "min_slice_size": cfg.min_slice_size, "test": "two-sided Fisher exact, "
+                "slice vs rest", "correction": "Benjamini-Hochberg over all slices tested, FDR 0.05",
+                "numeric_columns": "binned into quartiles"})
+
+
+def check_fairness(ctx: CheckContext) -> Section:
+    cfg = ctx.config
+    pred = ctx.logits.argmax(axis=1)
+    metrics: dict[str, Metric] = {}
+    tables: dict[str, list[dict[str, Any]]] = {}
+    method = f"bootstrap percentile, {int(cfg.confidence * 100)}% (B={cfg.n_bootstrap}, seed={cfg.seed})"
+    for column in cfg.sensitive:
+        groups = slice_groups(ctx, column, "--sensitive")
+        result = fairness_metrics(ctx.labels, pred, groups, seed=spawn_seed(cfg.seed, f"fairness/{column}"),
+                                  n_bootstrap=cfg.n_bootstrap, confidence=cfg.confidence)
+        for name, est in result.summary.items():
+            metrics[f"{name}[{column}]"] = Metric(
+                value=est.value, ci_low=est.ci_low, ci_high=est.ci_high, n=len(pred), method=method,
+                config={"column": column, "scope": "positive class" if result.binary else "worst class, one-vs-rest"})
+        tables[column] = [
+            {"group": g, "n": int(v["n"]), "error_rate": v["error_rate"].value,
+             "error_rate_ci_low": v["error_rate"].ci_low, "error_rate_ci_high": v["error_rate"].ci_high,
+             **{k: e.value for k, e in v.items() if k.startswith("selection_rate[")}}
+            for g, v in result.per_group.items()]
+    worst = max((m.value for k, m in metrics.items() if k.startswith("demographic_parity_difference")), default=0.0)
+    return Section(
+        name="fairness", title="Fairness", verdict="warn" if worst > 0.1 else "pass",
+        summary=f"Largest demographic parity difference {worst:.3f} over {', '.join(cfg.sensitive)}.",
+        metrics=metrics, tables=tables,
+        findings=[Finding(severity="info", message="metrics follow fairlearn's definitions (tested equal); "
+                          "multiclass models are assessed one-vs-rest per class, and the worst class is reported")],
+        config={"sensitive": cfg.sensitive, "warn_above_demographic_parity_difference": 0.1})
