@@ -36,9 +36,10 @@ def _check_registry() -> dict[str, Callable[[CheckContext], Section]]:
     from assay.checks.calibration import check_calibration
     from assay.checks.corruption import check_corruption
     from assay.checks.performance import check_performance
+    from assay.checks.ood import check_ood
     from assay.checks.slices import check_fairness, check_slices
 
-    return {"slices": check_slices, "fairness": check_fairness,"performance": check_performance, "calibration": check_calibration, "corruption": check_corruption,
+    return {"ood": check_ood, "slices": check_slices, "fairness": check_fairness,"performance": check_performance, "calibration": check_calibration, "corruption": check_corruption,
             "adversarial": check_adversarial}
 
 
@@ -131,6 +132,25 @@ def _attack_plan(config: EvaluateConfig, model: Model, dataset: Dataset) -> tupl
     return specs, notes
 
 
+def _ood_views(config: EvaluateConfig, model: Model, dataset: Dataset, data_options: dict[str, Any]) -> list:
+    """One view per OOD set (``synthetic`` expands to three built-in image sets), shape-checked."""
+    from assay.checks.ood import OODView, synthetic_ood_sets
+
+    views = []
+    for spec in config.ood:
+        if spec == "synthetic":
+            if dataset.modality != "image":
+                raise UserError(f"synthetic OOD sets are images; this data is {dataset.modality}", where="--ood",
+                                fix="give an OOD data set of your own (--ood FILE)")
+            views += [OODView(name, ds, synthetic=True)
+                      for name, ds in synthetic_ood_sets(dataset, seed=config.seed).items()]
+            continue
+        ood = _as_dataset(spec, {k: v for k, v in data_options.items() if k != "class_names"})
+        _check_shapes(model, ood, f"OOD set {spec!r}")
+        views.append(OODView(ood.name, ood))
+    return views
+
+
 def run_evaluation(
     model: Model | str | os.PathLike[str],
     data: Dataset | str | os.PathLike[str],
@@ -182,10 +202,15 @@ def run_evaluation(
     precomputed = (load_precomputed_corruptions(config.corruption_data, dataset)
                    if config.corruption_data else [])
     attack_specs, attack_notes = _attack_plan(config, model_obj, dataset)
+    ood_views = _ood_views(config, model_obj, dataset, data_options or {})
+    train = None
+    if config.train_data:
+        train = _as_dataset(config.train_data, data_options or {})
+        _check_shapes(model_obj, train, "training data")
     baseline = read_evidence(config.baseline) if config.baseline else None
     checks = list(checks)
     for name, wanted in (("corruption", corruption_names or precomputed), ("adversarial", attack_specs),
-                         ("slices", config.slice_by), ("fairness", config.sensitive)):
+                         ("slices", config.slice_by), ("fairness", config.sensitive), ("ood", ood_views)):
         if wanted and name not in checks:
             checks.append(name)
         if name in checks and not wanted:
@@ -196,6 +221,14 @@ def run_evaluation(
                         backend=engine_backend, progress=progress)
     views: dict[str, Any] = {}
     facts: dict[str, Any] = {}
+    if train is not None:
+        train_out = run_views(model_obj, train, [CleanView()], cache_dir=cache_dir, batch_size=config.batch_size,
+                              backend=engine_backend, progress=progress)
+        facts["ood"] = {"train_features": train_out.clean.features, "train_labels": train.y}
+    if ood_views:
+        outputs.absorb(run_views(model_obj, dataset, ood_views, cache_dir=cache_dir, batch_size=config.batch_size,
+                                 backend=engine_backend, progress=progress))
+        views.update({v.spec.name: v for v in ood_views})
     if corruption_names or precomputed or attack_specs:
         perturbed = planning.corruption_views(dataset, corruption_names, config.severities, seed=config.seed,
                                               table=config.corruption_table)
@@ -204,14 +237,9 @@ def run_evaluation(
             perturbed += planning.adversarial_views(model_obj, dataset, outputs.clean, attack_specs, config.batch_size)
             facts["adversarial"] = planning.adversarial_facts(model_obj, dataset, outputs.clean)
             facts["adversarial"]["notes"] = attack_notes
-        more = run_views(model_obj, dataset, perturbed, cache_dir=cache_dir, batch_size=config.batch_size,
-                         backend=engine_backend, progress=progress)
-        outputs.views.update(more.views)
-        outputs.forward_batches += more.forward_batches
-        outputs.cache_hits += more.cache_hits
-        outputs.transform_seconds += more.transform_seconds
-        outputs.forward_seconds += more.forward_seconds
-        views = {v.spec.name: v for v in perturbed}
+        outputs.absorb(run_views(model_obj, dataset, perturbed, cache_dir=cache_dir, batch_size=config.batch_size,
+                                 backend=engine_backend, progress=progress))
+        views.update({v.spec.name: v for v in perturbed})
     calib_pair = None
     if calibration is not None:
         calib_out = run_views(model_obj, calibration, [CleanView()], cache_dir=cache_dir,

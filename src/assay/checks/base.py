@@ -30,6 +30,9 @@ class EvaluateConfig(BaseModel):
         "when no calibration data is given."
     )
     batch_size: int = Field(256, ge=1, description="Inference batch size.")
+    ood: list[str] = Field(default_factory=list, description="OOD sets: data specs, or 'synthetic' for built-in "
+                           "noise/blob images.")
+    train_data: str | None = Field(None, description="Training data to fit feature-based OOD detectors on.")
     slice_by: list[str] = Field(default_factory=list, description="Metadata columns to slice by.")
     min_slice_size: int = Field(30, ge=1, description="Slices smaller than this are reported as insufficient.")
     sensitive: list[str] = Field(default_factory=list, description="Metadata columns for fairness metrics.")

@@ -25,6 +25,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from assay.errors import UserError
+from assay.stats.probabilities import log_softmax
 
 __all__ = [
     "LOGIT_SCORES",
@@ -49,14 +50,10 @@ def _as_matrix(values: np.ndarray, name: str, *, min_cols: int = 1) -> np.ndarra
     return array
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    return logits - logsumexp(logits, axis=1, keepdims=True)
-
-
 def msp(logits: np.ndarray) -> np.ndarray:
     """Maximum softmax probability (Hendrycks & Gimpel 2017). Higher = more in-distribution."""
     z = _as_matrix(logits, "logits")
-    return np.exp(_log_softmax(z).max(axis=1))
+    return np.exp(log_softmax(z).max(axis=1))
 
 
 def max_logit(logits: np.ndarray) -> np.ndarray:
@@ -74,7 +71,7 @@ def energy(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def neg_entropy(logits: np.ndarray) -> np.ndarray:
     """Negative Shannon entropy of the softmax, ``sum_k p_k log p_k`` (nats). Higher = more in-distribution."""
-    log_p = _log_softmax(_as_matrix(logits, "logits"))
+    log_p = log_softmax(_as_matrix(logits, "logits"))
     return (np.exp(log_p) * log_p).sum(axis=1)
 
 

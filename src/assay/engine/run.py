@@ -32,6 +32,14 @@ class Outputs:
     transform_seconds: float = 0.0  # making the view's inputs (corruptions, attacks)
     forward_seconds: float = 0.0  # model forward passes
 
+    def absorb(self, other: Outputs) -> None:
+        """Add another run's views and work counters to this one (several run_views calls, one result)."""
+        self.views.update(other.views)
+        self.forward_batches += other.forward_batches
+        self.cache_hits += other.cache_hits
+        self.transform_seconds += other.transform_seconds
+        self.forward_seconds += other.forward_seconds
+
     def __getitem__(self, name: str) -> ViewOutput:
         return self.views[name]
 

@@ -1,0 +1,144 @@
+"""Out-of-distribution detection and selective prediction as a check over cached outputs.
+
+Each OOD set is an engine view (its own inputs, no labels). Detectors score every input, higher = more
+in-distribution; metrics treat OOD as the positive class (OpenOOD convention). Feature detectors
+(Mahalanobis, KNN) are fitted on ``--train-data`` features, or, without it, on a seeded half of the
+evaluation set, whose other half then provides the ID scores (stated in a finding).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from assay.checks.base import CheckContext, make_metric
+from assay.checks.ood_scores import LOGIT_SCORES, KNNDetector, MahalanobisDetector
+from assay.data.dataset import Dataset
+from assay.engine.views import View, ViewSpec
+from assay.evidence.schema import Finding, Metric, Section
+from assay.stats.bootstrap import spawn_seed
+from assay.stats.probabilities import softmax
+from assay.stats.ranking import OOD_METRICS, aurc, ood_metrics, risk_coverage_curve, selective_risk_at_coverage
+
+__all__ = ["OODView", "check_ood", "synthetic_ood_sets"]
+
+
+class OODView(View):
+    """The inputs of one OOD set (its own dataset; labels, if any, are ignored)."""
+
+    def __init__(self, name: str, dataset: Dataset, synthetic: bool = False) -> None:
+        self.name, self.synthetic, self._dataset = name, synthetic, dataset
+        self.spec = ViewSpec.make("ood", name=name, fingerprint=dataset.fingerprint)
+
+    def source(self, dataset: Dataset) -> Dataset:
+        return self._dataset
+
+
+def synthetic_ood_sets(reference: Dataset, n: int = 500, seed: int = 0) -> dict[str, Dataset]:
+    """Uniform noise, gaussian noise and blurred low-frequency blobs shaped like the evaluation images."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(spawn_seed(seed, "synthetic-ood"))
+    shape = (min(n, len(reference)), *reference.input_shape)
+    blobs = gaussian_filter(rng.random(shape), sigma=(0, 0, max(1.0, shape[2] / 8), max(1.0, shape[3] / 8)))
+    blobs = (blobs - blobs.min(axis=(1, 2, 3), keepdims=True)) / np.ptp(blobs, axis=(1, 2, 3), keepdims=True)
+    sets = {
+        "synthetic:uniform_noise": rng.random(shape),
+        "synthetic:gaussian_noise": np.clip(rng.normal(0.5, 0.25, shape), 0, 1),
+        "synthetic:low_frequency_blobs": blobs,
+    }
+    return {name: Dataset(x=x.astype(np.float32), y=None, ids=np.arange(len(x)), modality="image", name=name,
+                          source="<synthetic>") for name, x in sets.items()}
+
+
+def check_ood(ctx: CheckContext) -> Section:
+    cfg = ctx.config
+    views = [(name, v) for name, v in ctx.views.items() if isinstance(v, OODView)]
+    findings: list[Finding] = []
+    n = len(ctx.labels)
+    id_index = np.arange(n)
+    clean = ctx.outputs.clean
+    train_feats = ctx.facts.get("ood", {}).get("train_features")
+    train_labels = ctx.facts.get("ood", {}).get("train_labels")
+    if clean.features is not None and train_feats is None:
+        perm = np.random.default_rng(spawn_seed(cfg.seed, "ood/split")).permutation(n)
+        fit_index, id_index = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+        train_feats, train_labels = clean.features[fit_index], ctx.labels[fit_index]
+        findings.append(Finding(severity="warning", message=(
+            f"feature detectors were fitted on a seeded half of the evaluation set ({len(fit_index)} samples; "
+            f"no --train-data); all detectors are scored on the other {len(id_index)} ID samples")))
+    detectors: dict[str, Any] = {name: (lambda out, f=fn: f(out.logits)) for name, fn in LOGIT_SCORES.items()}
+    if clean.features is not None and train_feats is not None:
+        maha = MahalanobisDetector().fit(train_feats, train_labels)
+        knn = KNNDetector(k=min(50, len(train_feats) - 1)).fit(train_feats)
+        detectors["mahalanobis"] = lambda out: maha.score(out.features)
+        detectors["knn"] = lambda out: knn.score(out.features)
+    else:
+        findings.append(Finding(severity="info", message="the model exposes no features: Mahalanobis and KNN "
+                                "were not run"))
+    findings.append(Finding(severity="info", message="ViM and ODIN are not run yet (they need the last layer's "
+                            "weights / input gradients)"))
+
+    metrics: dict[str, Metric] = {}
+    rows: list[dict[str, Any]] = []
+    plots: dict[str, dict[str, Any]] = {}
+    id_out = clean
+    from sklearn.metrics import roc_curve
+
+    for det, score in detectors.items():
+        id_scores = score(id_out)[id_index]
+        series = []
+        for name, view in views:
+            ood_scores = score(ctx.outputs[name])
+            res = ood_metrics(id_scores, ood_scores, n_resamples=cfg.n_bootstrap, seed=cfg.seed,
+                              confidence=cfg.confidence, name=f"{det}/{view.name}")
+            row = {"detector": det, "ood_set": view.name, "synthetic": view.synthetic,
+                   "n_id": int(id_scores.size), "n_ood": int(ood_scores.size)}
+            for metric in OOD_METRICS:
+                r = res[metric]
+                row.update({metric: r.value, f"{metric}_ci_low": r.ci_low, f"{metric}_ci_high": r.ci_high})
+                metrics[f"{metric}[{det},{view.name}]"] = Metric(
+                    value=r.value, ci_low=r.ci_low, ci_high=r.ci_high, n=int(id_scores.size + ood_scores.size),
+                    method=f"bootstrap percentile, {int(cfg.confidence * 100)}% (ID and OOD resampled separately, "
+                           f"B={cfg.n_bootstrap}, seed={cfg.seed})",
+                    config={"positive": "OOD", "score": "higher = more in-distribution", "detector": det})
+            rows.append(row)
+            fpr, tpr, _ = roc_curve(np.r_[np.zeros(id_scores.size), np.ones(ood_scores.size)], -np.r_[id_scores, ood_scores])
+            keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), 200)).astype(int))
+            series.append({"label": view.name, "x": fpr[keep].tolist(), "y": tpr[keep].tolist()})
+        plots[f"roc_{det}"] = {"kind": "line", "title": f"ROC — {det} (OOD positive)", "series": series,
+                               "xlabel": "false positive rate (ID flagged)", "ylabel": "true positive rate (OOD caught)"}
+
+    # Selective prediction on the ID set: abstain on the least confident inputs.
+    confidence = softmax(clean.logits).max(axis=1)
+    correct = clean.logits.argmax(axis=1) == ctx.labels
+    curve = risk_coverage_curve(confidence, correct)
+    metrics["aurc"] = make_metric(aurc(confidence, correct), None, n=n, config=cfg, metric_config={
+        "definition": "area under the risk-coverage curve of max-softmax confidence (Geifman & El-Yaniv 2017)",
+        "lower_is_better": True})
+    for cov in (0.9, 0.8):
+        achieved, risk = selective_risk_at_coverage(confidence, correct, cov)
+        findings.append(Finding(severity="info", message=(
+            f"abstaining on the least-confident {1 - achieved:.0%} of inputs raises accuracy from "
+            f"{correct.mean():.3f} to {1 - risk:.3f}"), evidence="ood.plots.risk_coverage"))
+    keep = np.unique(np.linspace(0, len(curve.coverage) - 1, min(len(curve.coverage), 200)).astype(int))
+    plots["risk_coverage"] = {"kind": "line", "title": "Risk vs coverage (max-softmax confidence)",
+                              "series": [{"label": "selective risk", "x": np.asarray(curve.coverage)[keep].tolist(),
+                                          "y": np.asarray(curve.risk)[keep].tolist()}],
+                              "xlabel": "coverage", "ylabel": "risk (error among accepted)"}
+    best = max(rows, key=lambda r: r["auroc"]) if rows else None
+    if best is not None:
+        findings.append(Finding(severity="info", message=(
+            f"best detector: {best['detector']} on {best['ood_set']} (AUROC {best['auroc']:.3f}, "
+            f"FPR@95TPR {best['fpr_at_95_tpr']:.3f})"), evidence="ood.tables.detectors"))
+    worst_auroc = min((r["auroc"] for r in rows if r["detector"] == "msp"), default=1.0)
+    return Section(
+        name="ood", title="Out-of-distribution detection", verdict="warn" if worst_auroc < 0.8 else "pass",
+        summary=(f"{len(detectors)} detectors x {len(views)} OOD set(s); "
+                 + (f"best AUROC {best['auroc']:.3f} ({best['detector']}, {best['ood_set']})." if best else "")),
+        metrics=metrics, findings=findings, tables={"detectors": rows}, plots=plots,
+        config={"positive_class": "OOD (OpenOOD convention)", "fpr_at_95_tpr": "fraction of OOD accepted when 95% "
+                "of ID is accepted", "feature_fit": "--train-data" if ctx.facts.get("ood", {}).get("train_features")
+                is not None else "half of the evaluation set", "warn_if_msp_auroc_below": 0.8,
+                "key_metrics": ["aurc"]})
