@@ -36,10 +36,11 @@ def _check_registry() -> dict[str, Callable[[CheckContext], Section]]:
     from assay.checks.calibration import check_calibration
     from assay.checks.corruption import check_corruption
     from assay.checks.performance import check_performance
+    from assay.checks.label_free_check import check_label_free
     from assay.checks.ood import check_ood
     from assay.checks.slices import check_fairness, check_slices
 
-    return {"ood": check_ood, "slices": check_slices, "fairness": check_fairness,"performance": check_performance, "calibration": check_calibration, "corruption": check_corruption,
+    return {"label_free": check_label_free, "ood": check_ood, "slices": check_slices, "fairness": check_fairness,"performance": check_performance, "calibration": check_calibration, "corruption": check_corruption,
             "adversarial": check_adversarial}
 
 
@@ -53,6 +54,24 @@ class EvaluationRun:
         self.evidence = evidence
         self.outputs = outputs
         self.dataset = dataset
+
+    def reference(self) -> dict[str, np.ndarray]:
+        """What monitoring compares live traffic with (``reference.npz``): validation confidences, ATC
+        thresholds, class and prediction frequencies, feature means and standard deviations."""
+        from assay.checks.label_free import ATCEstimator, max_confidence
+
+        logits = self.outputs.clean.logits
+        arrays: dict[str, np.ndarray] = {"val_confidence": max_confidence(logits).astype(np.float32),
+                                         "prediction_frequency": np.bincount(logits.argmax(1), minlength=logits.shape[1]) / len(logits)}
+        if self.dataset.y is not None:
+            arrays["class_frequency"] = np.bincount(self.dataset.y, minlength=logits.shape[1]) / len(logits)
+            arrays["atc_threshold_maxconf"] = np.array(ATCEstimator("maxconf").fit(logits, self.dataset.y).threshold_)
+            arrays["atc_threshold_negentropy"] = np.array(
+                ATCEstimator("negentropy").fit(logits, self.dataset.y).threshold_)
+        if self.outputs.clean.features is not None:
+            arrays["feature_mean"] = self.outputs.clean.features.mean(axis=0)
+            arrays["feature_std"] = self.outputs.clean.features.std(axis=0)
+        return arrays
 
     def predictions(self) -> dict[str, np.ndarray]:
         """Per-sample arrays for ``predictions.npz``: ids, labels, clean logits."""
@@ -132,6 +151,17 @@ def _attack_plan(config: EvaluateConfig, model: Model, dataset: Dataset) -> tupl
     return specs, notes
 
 
+def _unlabeled_views(config: EvaluateConfig, model: Model, data_options: dict[str, Any]) -> list:
+    from assay.checks.label_free_check import UnlabeledView
+
+    views = []
+    for spec in config.unlabeled:
+        target = _as_dataset(spec, {k: v for k, v in data_options.items() if k != "class_names"})
+        _check_shapes(model, target, f"unlabeled set {spec!r}")
+        views.append(UnlabeledView(target.name, target))
+    return views
+
+
 def _ood_views(config: EvaluateConfig, model: Model, dataset: Dataset, data_options: dict[str, Any]) -> list:
     """One view per OOD set (``synthetic`` expands to three built-in image sets), shape-checked."""
     from assay.checks.ood import OODView, synthetic_ood_sets
@@ -203,6 +233,7 @@ def run_evaluation(
                    if config.corruption_data else [])
     attack_specs, attack_notes = _attack_plan(config, model_obj, dataset)
     ood_views = _ood_views(config, model_obj, dataset, data_options or {})
+    ood_views += _unlabeled_views(config, model_obj, data_options or {})
     train = None
     if config.train_data:
         train = _as_dataset(config.train_data, data_options or {})
@@ -210,7 +241,8 @@ def run_evaluation(
     baseline = read_evidence(config.baseline) if config.baseline else None
     checks = list(checks)
     for name, wanted in (("corruption", corruption_names or precomputed), ("adversarial", attack_specs),
-                         ("slices", config.slice_by), ("fairness", config.sensitive), ("ood", ood_views)):
+                         ("slices", config.slice_by), ("fairness", config.sensitive),
+                         ("ood", config.ood), ("label_free", config.unlabeled)):
         if wanted and name not in checks:
             checks.append(name)
         if name in checks and not wanted:
@@ -334,4 +366,5 @@ def write_evaluation(run: EvaluationRun, out: str | os.PathLike[str]) -> Path:
     from assay.report import render_html, render_markdown
 
     return write_bundle(out, run.evidence, run.predictions(),
-                        renderers={"report.html": render_html, "report.md": render_markdown})
+                        renderers={"report.html": render_html, "report.md": render_markdown},
+                        extra_arrays={"reference.npz": run.reference()})

@@ -66,6 +66,7 @@ def evaluate(
     class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names in model output order (fixes folder/table label order).")] = None,
     checks: Annotated[str, typer.Option(help="Comma-separated checks to run.")] = "performance,calibration",
     ood: Annotated[Optional[list[str]], typer.Option(help="OOD set (repeatable): a data spec, or 'synthetic' for built-in noise/blob images.")] = None,
+    unlabeled: Annotated[Optional[list[str]], typer.Option(help="Unlabeled target data (repeatable): label-free accuracy estimates.")] = None,
     train_data: Annotated[Optional[str], typer.Option(help="Training data: fits the feature-based OOD detectors.")] = None,
     slice_by: Annotated[Optional[str], typer.Option(help="Comma-separated metadata columns to slice by (numeric: quartiles).")] = None,
     min_slice_size: Annotated[int, typer.Option(help="Slices smaller than this are reported as insufficient.")] = 30,
@@ -113,6 +114,7 @@ def evaluate(
                                 attacks=parse_attacks(attacks) if attacks else [],
                                 slice_by=[c.strip() for c in slice_by.split(",")] if slice_by else [],
                                 min_slice_size=min_slice_size, ood=list(ood or []), train_data=train_data,
+                                unlabeled=list(unlabeled or []),
                                 sensitive=[c.strip() for c in sensitive.split(",")] if sensitive else [], attack_steps=attack_steps,
                                 attack_restarts=attack_restarts, square_queries=square_queries, **robustness)
     except ValidationError as exc:

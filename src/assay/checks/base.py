@@ -33,6 +33,8 @@ class EvaluateConfig(BaseModel):
     ood: list[str] = Field(default_factory=list, description="OOD sets: data specs, or 'synthetic' for built-in "
                            "noise/blob images.")
     train_data: str | None = Field(None, description="Training data to fit feature-based OOD detectors on.")
+    unlabeled: list[str] = Field(default_factory=list, description="Unlabeled target data for label-free "
+                                 "accuracy estimates.")
     slice_by: list[str] = Field(default_factory=list, description="Metadata columns to slice by.")
     min_slice_size: int = Field(30, ge=1, description="Slices smaller than this are reported as insufficient.")
     sensitive: list[str] = Field(default_factory=list, description="Metadata columns for fairness metrics.")
