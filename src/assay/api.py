@@ -208,7 +208,8 @@ def run_evaluation(
     if dataset.y is None:
         raise UserError(
             "the evaluation data has no labels", where=dataset.source,
-            fix="give labels (NPZ key 'y', a label column, or class folders); label-free estimates come later",
+            fix="give labelled --data (NPZ key 'y', a label column, or class folders); unlabeled data goes to "
+                "--unlabeled, which estimates its accuracy from the labelled set",
         )
     model_obj = _as_model(model, dataset.x[:2], dataset.class_names, model_options or {})
     _check_shapes(model_obj, dataset, "data")
@@ -247,7 +248,8 @@ def run_evaluation(
             checks.append(name)
         if name in checks and not wanted:
             raise UserError(f"the {name} check has nothing to evaluate", where="--checks",
-                            fix="pass --corruptions/--adversarial or --suite standard/full")
+                            fix="give its input: --corruptions/--suite (corruption), --adversarial (adversarial), "
+                                "--slice-by (slices), --sensitive (fairness), --ood (ood), --unlabeled (label_free)")
     t = time.perf_counter()
     outputs = run_views(model_obj, dataset, [CleanView()], cache_dir=cache_dir, batch_size=config.batch_size,
                         backend=engine_backend, progress=progress)
