@@ -51,3 +51,28 @@ def test_ood_set_of_the_wrong_shape(tmp_path):
         run_evaluation(model, ds, config=EvaluateConfig(ood=[str(tmp_path / "wide.npz")]), cache_dir=None)
     with pytest.raises(UserError, match="synthetic OOD sets are images"):
         run_evaluation(model, ds, config=EvaluateConfig(ood=["synthetic"]), cache_dir=None)
+
+
+def test_vim_runs_for_torch_models_with_the_last_layer(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from assay.checks.ood_scores import ViMDetector
+    from assay.data.loader import load_data
+    from assay.demo import DigitsCNN
+    from assay.models.loader import load_model
+    from assay.stats.ranking import auroc
+
+    torch.manual_seed(0)
+    save_file(DigitsCNN().state_dict(), tmp_path / "w.safetensors")
+    train, test = load_data("digits:train"), load_data("digits:test")
+    model = load_model("assay.demo:make_digits_cnn", weights=str(tmp_path / "w.safetensors"), sample=test.x[:2])
+    np.savez(tmp_path / "train.npz", x=train.x, y=train.y)
+    cfg = EvaluateConfig(ood=["synthetic"], train_data=str(tmp_path / "train.npz"), n_bootstrap=100)
+    run = run_evaluation(model, test, config=cfg, cache_dir=None)
+    rows = {(r["detector"], r["ood_set"]): r for r in run.evidence.sections["ood"].tables["detectors"]}
+    fc2 = model.torch_module().fc2
+    vim = ViMDetector().fit(model.features(train.x), fc2.weight.detach().numpy(), fc2.bias.detach().numpy())
+    ood_name = next(n for n in run.outputs.views if "uniform_noise" in n)
+    expected = auroc(vim.score(run.outputs.clean.features), vim.score(run.outputs[ood_name].features))
+    assert rows[("vim", "synthetic:uniform_noise")]["auroc"] == pytest.approx(expected, rel=1e-6)

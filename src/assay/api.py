@@ -151,6 +151,20 @@ def _attack_plan(config: EvaluateConfig, model: Model, dataset: Dataset) -> tupl
     return specs, notes
 
 
+def _last_linear(model: Model) -> tuple[np.ndarray, np.ndarray] | None:
+    """(weight, bias) of a torch model's last nn.Linear when the features are its input (what ViM needs)."""
+    module = model.torch_module()
+    source = model.info.feature_source or ""
+    if module is None or not source.startswith("input of Linear"):
+        return None
+    import torch
+
+    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    if not linears or linears[-1].bias is None:
+        return None
+    return linears[-1].weight.detach().cpu().numpy(), linears[-1].bias.detach().cpu().numpy()
+
+
 def _unlabeled_views(config: EvaluateConfig, model: Model, data_options: dict[str, Any]) -> list:
     from assay.checks.label_free_check import UnlabeledView
 
@@ -254,11 +268,11 @@ def run_evaluation(
     outputs = run_views(model_obj, dataset, [CleanView()], cache_dir=cache_dir, batch_size=config.batch_size,
                         backend=engine_backend, progress=progress)
     views: dict[str, Any] = {}
-    facts: dict[str, Any] = {}
+    facts: dict[str, Any] = {"ood": {"last_layer": _last_linear(model_obj)}} if ood_views else {}
     if train is not None:
         train_out = run_views(model_obj, train, [CleanView()], cache_dir=cache_dir, batch_size=config.batch_size,
                               backend=engine_backend, progress=progress)
-        facts["ood"] = {"train_features": train_out.clean.features, "train_labels": train.y}
+        facts.setdefault("ood", {}).update(train_features=train_out.clean.features, train_labels=train.y)
     if ood_views:
         outputs.absorb(run_views(model_obj, dataset, ood_views, cache_dir=cache_dir, batch_size=config.batch_size,
                                  backend=engine_backend, progress=progress))

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from assay.checks.base import CheckContext, make_metric
-from assay.checks.ood_scores import LOGIT_SCORES, KNNDetector, MahalanobisDetector
+from assay.checks.ood_scores import LOGIT_SCORES, KNNDetector, MahalanobisDetector, ViMDetector
 from assay.data.dataset import Dataset
 from assay.engine.views import View, ViewSpec
 from assay.evidence.schema import Finding, Metric, Section
@@ -74,11 +74,17 @@ def check_ood(ctx: CheckContext) -> Section:
         knn = KNNDetector(k=min(50, len(train_feats) - 1)).fit(train_feats)
         detectors["mahalanobis"] = lambda out: maha.score(out.features)
         detectors["knn"] = lambda out: knn.score(out.features)
+        last = ctx.facts.get("ood", {}).get("last_layer")
+        if last is not None and last[0].shape[1] == train_feats.shape[1]:
+            vim = ViMDetector().fit(train_feats, *last)
+            detectors["vim"] = lambda out: vim.score(out.features)
     else:
         findings.append(Finding(severity="info", message="the model exposes no features: Mahalanobis and KNN "
                                 "were not run"))
-    findings.append(Finding(severity="info", message="ViM and ODIN are not run yet (they need the last layer's "
-                            "weights / input gradients)"))
+    if "vim" not in detectors:
+        findings.append(Finding(severity="info", message="ViM was not run: it needs the last linear layer's weights "
+                                "and its input as features (available for torch models with default features)"))
+    findings.append(Finding(severity="info", message="ODIN is not run yet (it needs input gradients)"))
 
     metrics: dict[str, Metric] = {}
     rows: list[dict[str, Any]] = []
