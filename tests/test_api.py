@@ -90,7 +90,7 @@ def test_demo_end_to_end(tmp_path):
 
     run = run_demo(tmp_path / "demo", progress=False, cache_dir=tmp_path / "cache")
     out = tmp_path / "demo"
-    for name in ("evidence.json", "predictions.npz", "report.html", "report.md", "model.onnx"):
+    for name in ("evidence.json", "predictions.npz", "reference.npz", "report.html", "report.md", "model.onnx"):
         assert (out / name).exists(), name
     evidence = json.loads((out / "evidence.json").read_text())
     acc = evidence["sections"]["performance"]["metrics"]["accuracy"]

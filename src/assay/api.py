@@ -376,11 +376,13 @@ def evaluate(
     return run.evidence
 
 
-def write_evaluation(run: EvaluationRun, out: str | os.PathLike[str]) -> Path:
-    """Write the bundle: evidence.json, predictions.npz, report.html, report.md."""
+def write_evaluation(run: EvaluationRun, out: str | os.PathLike[str],
+                     extra_files: dict[str, str | os.PathLike[str]] | None = None) -> Path:
+    """Write the bundle: evidence.json, predictions.npz, reference.npz, report.html, report.md (plus copies of
+    ``extra_files``, e.g. the model)."""
     from assay.evidence.bundle import write_bundle
     from assay.report import render_html, render_markdown
 
     return write_bundle(out, run.evidence, run.predictions(),
                         renderers={"report.html": render_html, "report.md": render_markdown},
-                        extra_arrays={"reference.npz": run.reference()})
+                        extra_arrays={"reference.npz": run.reference()}, extra_files=extra_files)

@@ -163,7 +163,7 @@ def demo(
     if not quiet:
         print_console(run.evidence)
         console.print(f"Demo model: {Path(out) / 'model.onnx'}")
-        console.print(f"Report: [bold]{Path(out) / 'report.html'}[/]  (also report.md, evidence.json, predictions.npz)")
+        console.print(f"Report: [bold]{Path(out) / 'report.html'}[/]  (also report.md, evidence.json, predictions.npz, reference.npz)")
 
 
 @app.command()

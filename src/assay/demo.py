@@ -65,13 +65,11 @@ def run_demo(out: str | Path = "assay-out", *, seed: int = 0, progress: bool = T
 
     Returns the :class:`~assay.api.EvaluationRun`; the ONNX model is copied into the bundle.
     """
-    from assay.api import run_evaluation
+    from assay.api import run_evaluation, write_evaluation
     from assay.checks.base import EvaluateConfig
     from assay.data.loader import load_data
     from assay.engine.planning import apply_suite
-    from assay.evidence.bundle import write_bundle
     from assay.models.export import export_onnx
-    from assay.report import render_html, render_markdown
 
     train = load_data("digits:train")
     test = load_data("digits:test")
@@ -85,7 +83,5 @@ def run_demo(out: str | Path = "assay-out", *, seed: int = 0, progress: bool = T
         run = run_evaluation(str(onnx_path), test, config=config, cache_dir=cache_dir, progress=progress)
         run.evidence.timings["demo_training"] = round(train_seconds, 4)
         run.evidence.model.path = "model.onnx"  # the copy inside the bundle, not the deleted temp file
-        write_bundle(out, run.evidence, run.predictions(),
-                     renderers={"report.html": render_html, "report.md": render_markdown},
-                     extra_files={"model.onnx": onnx_path})
+        write_evaluation(run, out, extra_files={"model.onnx": onnx_path})
     return run
