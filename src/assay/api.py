@@ -151,6 +151,13 @@ def _attack_plan(config: EvaluateConfig, model: Model, dataset: Dataset) -> tupl
     return specs, notes
 
 
+def _load_other_inputs(spec: str, model: Model, data_options: dict[str, Any], what: str) -> Dataset:
+    """A further input set (OOD, unlabeled) loaded like --data (its own classes, if any) and shape-checked."""
+    other = _as_dataset(spec, {k: v for k, v in data_options.items() if k != "class_names"})
+    _check_shapes(model, other, what)
+    return other
+
+
 def _last_linear(model: Model) -> tuple[np.ndarray, np.ndarray] | None:
     """(weight, bias) of a torch model's last nn.Linear when the features are its input (what ViM needs)."""
     module = model.torch_module()
@@ -170,8 +177,7 @@ def _unlabeled_views(config: EvaluateConfig, model: Model, data_options: dict[st
 
     views = []
     for spec in config.unlabeled:
-        target = _as_dataset(spec, {k: v for k, v in data_options.items() if k != "class_names"})
-        _check_shapes(model, target, f"unlabeled set {spec!r}")
+        target = _load_other_inputs(spec, model, data_options, f"unlabeled set {spec!r}")
         views.append(UnlabeledView(target.name, target))
     return views
 
@@ -189,8 +195,7 @@ def _ood_views(config: EvaluateConfig, model: Model, dataset: Dataset, data_opti
             views += [OODView(name, ds, synthetic=True)
                       for name, ds in synthetic_ood_sets(dataset, seed=config.seed).items()]
             continue
-        ood = _as_dataset(spec, {k: v for k, v in data_options.items() if k != "class_names"})
-        _check_shapes(model, ood, f"OOD set {spec!r}")
+        ood = _load_other_inputs(spec, model, data_options, f"OOD set {spec!r}")
         views.append(OODView(ood.name, ood))
     return views
 

@@ -33,9 +33,9 @@ from typing import Literal
 
 import numpy as np
 
+from assay.checks.ood_scores import msp, neg_entropy
 from assay.errors import UserError
 from assay.stats.bootstrap import BootstrapResult, percentile_ci, spawn_seed
-from assay.stats.probabilities import log_softmax
 
 __all__ = [
     "ATCEstimator",
@@ -91,10 +91,8 @@ def _check_labels(labels: np.ndarray, n_samples: int, n_classes: int, name: str)
 # ---------------------------------------------------------------------------------------- scores
 
 
-def max_confidence(logits: np.ndarray) -> np.ndarray:
-    """Top-label confidence max_k softmax(logits)_k per sample (Hendrycks & Gimpel 2017's MSP)."""
-    logp = log_softmax(np.asarray(logits, dtype=np.float64))
-    return np.exp(logp.max(axis=1))
+#: Top-label confidence max_k softmax(logits)_k per sample: the OOD module's MSP score (one implementation).
+max_confidence = msp
 
 
 def atc_scores(logits: np.ndarray, score: Score = "maxconf") -> np.ndarray:
@@ -102,8 +100,7 @@ def atc_scores(logits: np.ndarray, score: Score = "maxconf") -> np.ndarray:
     if score == "maxconf":
         return max_confidence(logits)
     if score == "negentropy":
-        logp = log_softmax(np.asarray(logits, dtype=np.float64))
-        return np.sum(np.exp(logp) * logp, axis=1)
+        return neg_entropy(logits)
     raise UserError(f"unknown ATC score {score!r}", where="score", fix=f"use one of {', '.join(SCORES)}")
 
 

@@ -18,7 +18,6 @@ from assay.data.dataset import Dataset
 from assay.engine.views import View, ViewSpec
 from assay.evidence.schema import Finding, Metric, Section
 from assay.stats.bootstrap import spawn_seed
-from assay.stats.probabilities import softmax
 from assay.stats.ranking import OOD_METRICS, aurc, ood_metrics, risk_coverage_curve, selective_risk_at_coverage
 
 __all__ = ["OODView", "check_ood", "synthetic_ood_sets"]
@@ -117,7 +116,7 @@ def check_ood(ctx: CheckContext) -> Section:
                                "xlabel": "false positive rate (ID flagged)", "ylabel": "true positive rate (OOD caught)"}
 
     # Selective prediction on the ID set: abstain on the least confident inputs.
-    confidence = softmax(clean.logits).max(axis=1)
+    confidence = LOGIT_SCORES["msp"](clean.logits)
     correct = clean.logits.argmax(axis=1) == ctx.labels
     curve = risk_coverage_curve(confidence, correct)
     metrics["aurc"] = make_metric(aurc(confidence, correct), None, n=n, config=cfg, metric_config={
