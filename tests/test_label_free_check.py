@@ -9,7 +9,6 @@ from scipy.special import softmax
 from assay.api import run_evaluation, write_evaluation
 from assay.checks.base import EvaluateConfig
 from assay.checks.label_free import ATCEstimator
-from assay.data.dataset import Dataset
 from conftest import make_blobs_dataset
 
 
