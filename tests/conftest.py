@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.abc
+import importlib.machinery
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -49,6 +53,52 @@ def make_blobs_dataset(n: int = 400, num_classes: int = 3, dim: int = 4, seed: i
 @pytest.fixture
 def blobs():
     return make_blobs_dataset()
+
+
+class _StubModule(types.ModuleType):
+    """A torchvision stand-in: any attribute is a dummy class (pytorch-ood imports torchvision at
+    top level for models and datasets we do not use)."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        stub = type(name, (), {"__init__": lambda self, *args, **kwargs: None})
+        setattr(self, name, stub)
+        return stub
+
+
+class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, fullname, path, target=None):
+        if fullname == "torchvision" or fullname.startswith("torchvision."):
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        return _StubModule(spec.name)
+
+    def exec_module(self, module):
+        module.__path__ = []
+
+
+@pytest.fixture(scope="session")
+def pytorch_ood_detectors():
+    """(torch, pytorch_ood.detector), imported with a stub torchvision if the real one is missing
+    (installed --no-deps: a real torchvision would pull a CUDA build of torch)."""
+    torch = pytest.importorskip("torch")
+    finder = None
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        finder = _StubFinder()
+        sys.meta_path.insert(0, finder)
+    try:
+        from pytorch_ood import detector
+    except Exception as exc:  # noqa: BLE001 - any import failure means "reference unavailable"
+        pytest.skip(f"pytorch-ood unavailable: {exc}")
+    finally:
+        if finder is not None:
+            sys.meta_path.remove(finder)
+    return torch, detector
 
 
 def pytest_configure(config):

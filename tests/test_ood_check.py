@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import make_blobs_dataset
 from scipy.special import softmax
 from sklearn.metrics import roc_auc_score
 
@@ -12,7 +13,6 @@ from assay.api import run_evaluation
 from assay.checks.base import EvaluateConfig
 from assay.data.dataset import Dataset
 from assay.errors import UserError
-from conftest import make_blobs_dataset
 
 
 def test_ood_metrics_from_cached_outputs(tmp_path):
@@ -76,3 +76,133 @@ def test_vim_runs_for_torch_models_with_the_last_layer(tmp_path):
     ood_name = next(n for n in run.outputs.views if "uniform_noise" in n)
     expected = auroc(vim.score(run.outputs.clean.features), vim.score(run.outputs[ood_name].features))
     assert rows[("vim", "synthetic:uniform_noise")]["auroc"] == pytest.approx(expected, rel=1e-6)
+
+
+def _torch_digits_model(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from assay.data.loader import load_data
+    from assay.demo import DigitsCNN
+    from assay.models.loader import load_model
+
+    torch.manual_seed(0)
+    save_file(DigitsCNN().state_dict(), tmp_path / "w.safetensors")
+    test = load_data("digits:test")
+    return load_model("assay.demo:make_digits_cnn", weights=str(tmp_path / "w.safetensors"), sample=test.x[:2]), test
+
+
+def test_odin_matches_pytorch_ood(tmp_path, pytorch_ood_detectors):
+    torch, detectors = pytorch_ood_detectors
+    ODIN, odin_preprocessing = detectors.ODIN, detectors.odin_preprocessing
+    from assay.checks.ood import odin_perturb, odin_score
+
+    model, test = _torch_digits_model(tmp_path)
+    module = model.torch_module()
+    x = test.x[:64]
+    for eps, temperature in ((0.0014, 1000.0), (0.01, 10.0)):
+        ours = odin_perturb(module, x, eps=eps, temperature=temperature)
+        ref = odin_preprocessing(module, torch.from_numpy(x), eps=eps, temperature=temperature).numpy()
+        np.testing.assert_allclose(ours, ref, atol=1e-7)
+        assert np.abs(ours - x).max() == pytest.approx(eps, rel=1e-5)  # one signed step of size eps
+        with torch.no_grad():
+            logits = module(torch.from_numpy(ours)).numpy()
+        ref_scores = -ODIN(module, eps=eps, temperature=temperature).predict(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(odin_score(logits, temperature), ref_scores, rtol=1e-5, atol=1e-7)
+
+
+def test_odin_runs_in_the_ood_check_for_torch_models(tmp_path, pytorch_ood_detectors):
+    torch, detectors = pytorch_ood_detectors
+    ODIN = detectors.ODIN
+    from assay.checks.ood import odin_score, synthetic_ood_sets
+    from assay.data.loader import load_data
+    from assay.stats.ranking import auroc
+
+    model, test = _torch_digits_model(tmp_path)
+    train = load_data("digits:train")
+    np.savez(tmp_path / "train.npz", x=train.x, y=train.y)  # all test rows are then scored as ID
+    cfg = EvaluateConfig(ood=["synthetic"], train_data=str(tmp_path / "train.npz"), n_bootstrap=100)
+    run = run_evaluation(model, test, config=cfg, cache_dir=None)
+    section = run.evidence.sections["ood"]
+    rows = {(r["detector"], r["ood_set"]): r for r in section.tables["detectors"]}
+    assert section.config["odin"] == {"temperature": 1000.0, "eps": 0.0014}
+    detector = ODIN(model.torch_module(), eps=0.0014, temperature=1000.0)
+    id_scores = -detector.predict(torch.from_numpy(test.x)).numpy()
+    odin_clean = next(n for n in run.outputs.views if n.startswith("odin:") and "of=clean" in n)
+    np.testing.assert_allclose(odin_score(run.outputs[odin_clean].logits), id_scores, rtol=1e-5)
+    for name, ood in synthetic_ood_sets(test, seed=cfg.seed).items():
+        ood_scores = -detector.predict(torch.from_numpy(ood.x)).numpy()
+        # At T = 1000 the scores sit within ~1e-5 of 1/C, so float32 batching noise can swap near-ties.
+        assert rows[("odin", name)]["auroc"] == pytest.approx(auroc(id_scores, ood_scores), abs=1e-3)
+
+
+def test_odin_is_skipped_without_gradients(tmp_path):
+    ds, model = make_blobs_dataset(n=200)
+    np.savez(tmp_path / "far.npz", x=(ds.x[:50] + 40).astype(np.float32))
+    run = run_evaluation(model, ds, config=EvaluateConfig(ood=[str(tmp_path / "far.npz")], n_bootstrap=100),
+                         cache_dir=None)
+    section = run.evidence.sections["ood"]
+    assert "odin" not in {r["detector"] for r in section.tables["detectors"]}
+    assert any("ODIN was not run" in f.message for f in section.findings)
+    assert section.config["odin"] is None
+
+
+def test_vim_runs_for_onnx_models_from_the_graph_head(tmp_path):
+    """The ONNX head (Gemm with transB=1 here) is read from the graph and matches the torch weights."""
+    import torch
+
+    from assay.data.loader import load_data
+    from assay.demo import DigitsCNN
+    from assay.models.export import export_onnx
+    from assay.models.loader import load_model
+
+    torch.manual_seed(0)
+    net = DigitsCNN().eval()
+    test = load_data("digits:test")
+    export_onnx(net, torch.from_numpy(test.x[:2]), tmp_path / "m.onnx")
+    model = load_model(str(tmp_path / "m.onnx"))
+    weight, bias = model.last_layer()
+    np.testing.assert_allclose(weight, net.fc2.weight.detach().numpy(), atol=1e-7)
+    np.testing.assert_allclose(bias, net.fc2.bias.detach().numpy(), atol=1e-7)
+    run = run_evaluation(model, test, config=EvaluateConfig(ood=["synthetic"], n_bootstrap=100), cache_dir=None)
+    assert "vim" in {r["detector"] for r in run.evidence.sections["ood"].tables["detectors"]}
+
+
+def test_onnx_head_forms(tmp_path):
+    """MatMul + Add heads, Gemm with transB=0/alpha/beta, and heads that are not affine in the features."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from assay.models.loader import load_model
+
+    rng = np.random.default_rng(0)
+    w1, w2, b = rng.normal(size=(4, 6)), rng.normal(size=(6, 3)), rng.normal(size=3)
+
+    def build(head_nodes, inits, name):
+        nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["f"]), *head_nodes]
+        graph = helper.make_graph(
+            nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 3])],
+            [numpy_helper.from_array(a.astype(np.float32), n) for n, a in {"w1": w1, **inits}.items()])
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return load_model(str(path))
+
+    x = rng.normal(size=(20, 4)).astype(np.float32)
+    cases = {
+        "matmul_add": ([helper.make_node("MatMul", ["f", "w2"], ["z"]), helper.make_node("Add", ["b", "z"], ["logits"])],
+                       {"w2": w2, "b": b}, (w2.T, b)),
+        "gemm": ([helper.make_node("Gemm", ["f", "w2", "b"], ["logits"], alpha=2.0, beta=0.5)],
+                 {"w2": w2, "b": b}, (2 * w2.T, 0.5 * b)),
+    }
+    for name, (nodes, inits, (w_expected, b_expected)) in cases.items():
+        model = build(nodes, inits, name)
+        weight, bias = model.last_layer()
+        np.testing.assert_allclose(weight, w_expected, rtol=1e-6)
+        np.testing.assert_allclose(bias, b_expected, rtol=1e-6)
+        logits, feats = model.forward(x, want_features=True)
+        np.testing.assert_allclose(feats @ weight.T + bias, logits, rtol=1e-4, atol=1e-4)
+    # A non-affine head (ReLU after the last MatMul): no last layer.
+    relu_head = build([helper.make_node("MatMul", ["f", "w2"], ["z"]), helper.make_node("Relu", ["z"], ["logits"])],
+                      {"w2": w2}, "relu")
+    assert relu_head.last_layer() is None

@@ -303,6 +303,17 @@ def test_bar_heights_follow_the_values():
     assert heights[2] == pytest.approx(4 * heights[0], rel=0.02)
 
 
+def test_muted_bars_are_faint_and_hatched():
+    plot = {"kind": "bars", "categories": ["a", "b", "c"], "muted": [False, True, False],
+            "series": [{"label": "s", "values": [0.25, 0.5, 1.0]}]}
+    svg = render_plot(plot)
+    groups = {j: re.search(rf'id="p[0-9a-f]+-bar-0-{j}">(.*?)</g>', svg, re.S).group(1) for j in range(3)}
+    assert "opacity: 0.35" in groups[1] and "opacity: 0.35" not in groups[0] + groups[2]
+    assert svg.count("<pattern") == 1  # the hatch, used by the muted bar only
+    with pytest.raises(PlotDataError, match="muted"):
+        render_plot({**plot, "muted": [True]})
+
+
 def test_reliability_draws_one_bar_per_non_empty_bin_per_series():
     plot = make_evidence().sections["calibration"].plots["reliability"]
     svg = render_plot(plot)

@@ -35,6 +35,22 @@ def test_planted_weak_slice_is_flagged_and_numeric_columns_are_binned():
     assert len(section.tables["age"]) == 4 and all(r["slice"].startswith("Q") for r in section.tables["age"])
     gap = section.metrics["worst_slice_gap[region]"]
     assert gap.config["worst"] == "west" and gap.ci_low <= gap.value <= gap.ci_high
+    assert section.plots["accuracy[region]"]["muted"] == [False] * 4
+
+
+def test_small_slices_are_muted_in_the_plot_and_not_flagged():
+    ds, model = _with_meta(n=400)
+    region = ds.meta["region"].to_numpy().copy()
+    region[:10] = "tiny"  # 10 < min_slice_size (30)
+    ds.meta["region"] = region
+    section = run_evaluation(model, ds, config=EvaluateConfig(slice_by=["region"], n_bootstrap=100),
+                             cache_dir=None).evidence.sections["slices"]
+    plot = section.plots["accuracy[region]"]
+    muted = dict(zip(plot["categories"], plot["muted"], strict=True))
+    assert muted == {"tiny": True, "north": False, "south": False, "east": False, "west": False}
+    tiny = next(r for r in section.tables["region"] if r["slice"] == "tiny")
+    assert tiny["insufficient"] and not tiny["flagged"]
+    assert any("insufficient" in f.message and "tiny" in f.message for f in section.findings)
 
 
 def test_fairness_section_and_bad_columns():

@@ -16,11 +16,11 @@ import numpy as np
 
 from assay.checks.base import CheckContext, EvaluateConfig
 from assay.data.dataset import Dataset
+from assay.engine import planning
 from assay.engine.backends import Backend, get_backend
 from assay.engine.cache import default_cache_dir
-from assay.engine.run import Outputs, run_views
-from assay.engine import planning
 from assay.engine.robust_views import AttackSpec, load_precomputed_corruptions
+from assay.engine.run import Outputs, run_views
 from assay.engine.views import CleanView
 from assay.environment import environment_info
 from assay.errors import UserError
@@ -35,9 +35,9 @@ def _check_registry() -> dict[str, Callable[[CheckContext], Section]]:
     from assay.checks.adversarial import check_adversarial
     from assay.checks.calibration import check_calibration
     from assay.checks.corruption import check_corruption
-    from assay.checks.performance import check_performance
     from assay.checks.label_free_check import check_label_free
     from assay.checks.ood import check_ood
+    from assay.checks.performance import check_performance
     from assay.checks.slices import check_fairness, check_slices
 
     return {"label_free": check_label_free, "ood": check_ood, "slices": check_slices, "fairness": check_fairness,"performance": check_performance, "calibration": check_calibration, "corruption": check_corruption,
@@ -158,18 +158,16 @@ def _load_other_inputs(spec: str, model: Model, data_options: dict[str, Any], wh
     return other
 
 
-def _last_linear(model: Model) -> tuple[np.ndarray, np.ndarray] | None:
-    """(weight, bias) of a torch model's last nn.Linear when the features are its input (what ViM needs)."""
-    module = model.torch_module()
-    source = model.info.feature_source or ""
-    if module is None or not source.startswith("input of Linear"):
+def _last_layer(model: Model, clean: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """The model's final affine layer (for ViM), kept only if it reproduces the cached logits from the
+    cached features (so a misread graph cannot silently produce a wrong detector)."""
+    layer = model.last_layer()
+    if layer is None or clean.features is None or layer[0].shape != (clean.logits.shape[1], clean.features.shape[1]):
         return None
-    import torch
-
-    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
-    if not linears or linears[-1].bias is None:
-        return None
-    return linears[-1].weight.detach().cpu().numpy(), linears[-1].bias.detach().cpu().numpy()
+    k = min(64, len(clean.logits))
+    rebuilt = clean.features[:k].astype(np.float64) @ layer[0].T + layer[1]
+    scale = max(1.0, float(np.abs(clean.logits[:k]).max(initial=0.0)))
+    return layer if np.abs(rebuilt - clean.logits[:k]).max(initial=0.0) <= 1e-3 * scale else None
 
 
 def _unlabeled_views(config: EvaluateConfig, model: Model, data_options: dict[str, Any]) -> list:
@@ -197,7 +195,17 @@ def _ood_views(config: EvaluateConfig, model: Model, dataset: Dataset, data_opti
             continue
         ood = _load_other_inputs(spec, model, data_options, f"OOD set {spec!r}")
         views.append(OODView(ood.name, ood))
-    return views
+    return views + _odin_views(model, dataset, views)
+
+
+def _odin_views(model: Model, dataset: Dataset, ood_views: list) -> list:
+    """ODIN-perturbed clean and OOD inputs, when the model has gradients and the inputs are continuous."""
+    from assay.checks.ood import ODINView
+
+    if not ood_views or model.torch_module() is None or not np.issubdtype(np.asarray(dataset.x).dtype, np.floating):
+        return []
+    module = planning.logit_module(model)
+    return [ODINView(base, module) for base in [CleanView(), *ood_views]]
 
 
 def run_evaluation(
@@ -273,7 +281,7 @@ def run_evaluation(
     outputs = run_views(model_obj, dataset, [CleanView()], cache_dir=cache_dir, batch_size=config.batch_size,
                         backend=engine_backend, progress=progress)
     views: dict[str, Any] = {}
-    facts: dict[str, Any] = {"ood": {"last_layer": _last_linear(model_obj)}} if ood_views else {}
+    facts: dict[str, Any] = {"ood": {"last_layer": _last_layer(model_obj, outputs.clean)}} if ood_views else {}
     if train is not None:
         train_out = run_views(model_obj, train, [CleanView()], cache_dir=cache_dir, batch_size=config.batch_size,
                               backend=engine_backend, progress=progress)

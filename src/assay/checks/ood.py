@@ -3,7 +3,8 @@
 Each OOD set is an engine view (its own inputs, no labels). Detectors score every input, higher = more
 in-distribution; metrics treat OOD as the positive class (OpenOOD convention). Feature detectors
 (Mahalanobis, KNN) are fitted on ``--train-data`` features, or, without it, on a seeded half of the
-evaluation set, whose other half then provides the ID scores (stated in a finding).
+evaluation set, whose other half then provides the ID scores (stated in a finding). ODIN (torch models
+only) needs input gradients, so its perturbed inputs are engine views of their own (:class:`ODINView`).
 """
 
 from __future__ import annotations
@@ -13,14 +14,30 @@ from typing import Any
 import numpy as np
 
 from assay.checks.base import CheckContext, make_metric
-from assay.checks.ood_scores import LOGIT_SCORES, KNNDetector, MahalanobisDetector, ViMDetector
+from assay.checks.ood_scores import (
+    LOGIT_SCORES,
+    KNNDetector,
+    MahalanobisDetector,
+    ViMDetector,
+)
 from assay.data.dataset import Dataset
 from assay.engine.views import View, ViewSpec
 from assay.evidence.schema import Finding, Metric, Section
 from assay.stats.bootstrap import spawn_seed
-from assay.stats.ranking import OOD_METRICS, aurc, ood_metrics, risk_coverage_curve, selective_risk_at_coverage
+from assay.stats.ranking import (
+    OOD_METRICS,
+    aurc,
+    aurc_weighted,
+    ood_metrics,
+    risk_coverage_curve,
+    selective_risk_at_coverage,
+)
 
-__all__ = ["OODView", "check_ood", "synthetic_ood_sets"]
+__all__ = ["ODIN_EPS", "ODIN_TEMPERATURE", "ODINView", "OODView", "check_ood", "odin_perturb", "synthetic_ood_sets"]
+
+#: ODIN defaults (Liang et al. 2018; pytorch-ood's defaults): T = 1000 and a step of 0.0014 in input units.
+ODIN_TEMPERATURE = 1000.0
+ODIN_EPS = 0.0014
 
 
 class OODView(View):
@@ -32,6 +49,44 @@ class OODView(View):
 
     def source(self, dataset: Dataset) -> Dataset:
         return self._dataset
+
+
+def odin_perturb(module: Any, x: np.ndarray, *, eps: float = ODIN_EPS,
+                 temperature: float = ODIN_TEMPERATURE) -> np.ndarray:
+    """ODIN input preprocessing (Liang et al. 2018): ``x - eps * sign(grad_x CE(f(x) / T, argmax f(x)))``,
+    a small step that raises the temperature-scaled softmax of the predicted class (more for ID inputs).
+
+    Gradients are taken with respect to the inputs only; no clipping to the input range, as in the paper.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    with torch.inference_mode(False), torch.enable_grad():
+        xt = torch.from_numpy(np.array(x, dtype=np.float32)).requires_grad_(True)
+        logits = module(xt) / temperature
+        loss = F.cross_entropy(logits, logits.argmax(dim=1).detach(), reduction="sum")
+        (grad,) = torch.autograd.grad(loss, xt)
+    return (xt.detach() - eps * grad.sign()).numpy()
+
+
+class ODINView(View):
+    """ODIN-perturbed inputs of another view (the clean ID set or one OOD set); the ODIN score is the
+    max softmax at temperature T of this view's logits."""
+
+    def __init__(self, base: View, module: Any, eps: float = ODIN_EPS, temperature: float = ODIN_TEMPERATURE) -> None:
+        self.base, self._module, self.eps, self.temperature = base, module, float(eps), float(temperature)
+        self.spec = ViewSpec.make("odin", of=base.spec.name, eps=self.eps, temperature=self.temperature)
+
+    def source(self, dataset: Dataset) -> Dataset:
+        return self.base.source(dataset)
+
+    def transform(self, x: np.ndarray, index: np.ndarray) -> np.ndarray:
+        return odin_perturb(self._module, self.base.transform(x, index), eps=self.eps, temperature=self.temperature)
+
+
+def odin_score(logits: np.ndarray, temperature: float = ODIN_TEMPERATURE) -> np.ndarray:
+    """ODIN's score on perturbed-input logits: max softmax at temperature T. Higher = more in-distribution."""
+    return LOGIT_SCORES["msp"](np.asarray(logits, dtype=np.float64) / temperature)
 
 
 def synthetic_ood_sets(reference: Dataset, n: int = 500, seed: int = 0) -> dict[str, Dataset]:
@@ -67,35 +122,44 @@ def check_ood(ctx: CheckContext) -> Section:
         findings.append(Finding(severity="warning", message=(
             f"feature detectors were fitted on a seeded half of the evaluation set ({len(fit_index)} samples; "
             f"no --train-data); all detectors are scored on the other {len(id_index)} ID samples")))
-    detectors: dict[str, Any] = {name: (lambda out, f=fn: f(out.logits)) for name, fn in LOGIT_SCORES.items()}
+    # Each detector maps a view name ("clean" or an OOD view) to one score per input of that view.
+    detectors: dict[str, Any] = {name: (lambda v, f=fn: f(ctx.outputs[v].logits)) for name, fn in LOGIT_SCORES.items()}
     if clean.features is not None and train_feats is not None:
         maha = MahalanobisDetector().fit(train_feats, train_labels)
         knn = KNNDetector(k=min(50, len(train_feats) - 1)).fit(train_feats)
-        detectors["mahalanobis"] = lambda out: maha.score(out.features)
-        detectors["knn"] = lambda out: knn.score(out.features)
+        detectors["mahalanobis"] = lambda v: maha.score(ctx.outputs[v].features)
+        detectors["knn"] = lambda v: knn.score(ctx.outputs[v].features)
         last = ctx.facts.get("ood", {}).get("last_layer")
         if last is not None and last[0].shape[1] == train_feats.shape[1]:
             vim = ViMDetector().fit(train_feats, *last)
-            detectors["vim"] = lambda out: vim.score(out.features)
+            detectors["vim"] = lambda v: vim.score(ctx.outputs[v].features)
     else:
         findings.append(Finding(severity="info", message="the model exposes no features: Mahalanobis and KNN "
                                 "were not run"))
     if "vim" not in detectors:
         findings.append(Finding(severity="info", message="ViM was not run: it needs the last linear layer's weights "
-                                "and its input as features (available for torch models with default features)"))
-    findings.append(Finding(severity="info", message="ODIN is not run yet (it needs input gradients)"))
+                                "and its input as features (torch models, or ONNX models whose last layer is a "
+                                "Gemm or MatMul + Add with constant weights, with default features)"))
+    odin = {v.base.spec.name: v for v in ctx.views.values() if isinstance(v, ODINView)}
+    odin_settings: dict[str, float] = {}
+    if odin:
+        odin_view = next(iter(odin.values()))
+        odin_settings = {"temperature": odin_view.temperature, "eps": odin_view.eps}
+        detectors["odin"] = lambda v: odin_score(ctx.outputs[odin[v].spec.name].logits, odin_view.temperature)
+    else:
+        findings.append(Finding(severity="info", message="ODIN was not run: it needs input gradients (torch models "
+                                "with floating-point inputs)"))
 
     metrics: dict[str, Metric] = {}
     rows: list[dict[str, Any]] = []
     plots: dict[str, dict[str, Any]] = {}
-    id_out = clean
     from sklearn.metrics import roc_curve
 
     for det, score in detectors.items():
-        id_scores = score(id_out)[id_index]
+        id_scores = score("clean")[id_index]
         series = []
         for name, view in views:
-            ood_scores = score(ctx.outputs[name])
+            ood_scores = score(name)
             res = ood_metrics(id_scores, ood_scores, n_resamples=cfg.n_bootstrap, seed=cfg.seed,
                               confidence=cfg.confidence, name=f"{det}/{view.name}")
             row = {"detector": det, "ood_set": view.name, "synthetic": view.synthetic,
@@ -119,7 +183,8 @@ def check_ood(ctx: CheckContext) -> Section:
     confidence = LOGIT_SCORES["msp"](clean.logits)
     correct = clean.logits.argmax(axis=1) == ctx.labels
     curve = risk_coverage_curve(confidence, correct)
-    metrics["aurc"] = make_metric(aurc(confidence, correct), None, n=n, config=cfg, metric_config={
+    aurc_samples = np.concatenate([aurc_weighted(confidence, correct, w) for w in ctx.resample_weights()])
+    metrics["aurc"] = make_metric(aurc(confidence, correct), aurc_samples, n=n, config=cfg, metric_config={
         "definition": "area under the risk-coverage curve of max-softmax confidence (Geifman & El-Yaniv 2017)",
         "lower_is_better": True})
     for cov in (0.9, 0.8):
@@ -146,4 +211,4 @@ def check_ood(ctx: CheckContext) -> Section:
         config={"positive_class": "OOD (OpenOOD convention)", "fpr_at_95_tpr": "fraction of OOD accepted when 95% "
                 "of ID is accepted", "feature_fit": "--train-data" if ctx.facts.get("ood", {}).get("train_features")
                 is not None else "half of the evaluation set", "warn_if_msp_auroc_below": 0.8,
-                "key_metrics": ["aurc"]})
+                "odin": odin_settings or None, "key_metrics": ["aurc"]})

@@ -80,8 +80,9 @@ def check_slices(ctx: CheckContext) -> Section:
                 f"{column}: {len(small)} slice(s) below {cfg.min_slice_size} samples are reported as insufficient, "
                 f"not tested: {', '.join(small[:8])}"), evidence=f"slices.tables.{column}"))
         plots[f"accuracy[{column}]"] = {
-            "kind": "bars", "title": f"Accuracy by {column} (95% CI; insufficient slices greyed in the table)",
-            "ylabel": "accuracy", "categories": [r.slice for r in rows],
+            "kind": "bars", "title": (f"Accuracy by {column} ({int(cfg.confidence * 100)}% CI; hatched: "
+                                      f"n < {cfg.min_slice_size}, insufficient, not tested)"),
+            "ylabel": "accuracy", "categories": [r.slice for r in rows], "muted": [r.insufficient for r in rows],
             "series": [{"label": "accuracy", "values": [r.accuracy for r in rows],
                         "ci_low": [r.ci_low for r in rows], "ci_high": [r.ci_high for r in rows]}]}
     flagged = any(f.severity == "warning" for f in findings)

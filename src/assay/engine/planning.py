@@ -21,7 +21,7 @@ from assay.errors import UserError
 from assay.models.base import Model
 
 __all__ = ["ATTACK_PRESETS", "SUITES", "attack_specs", "available_corruptions", "corruption_views",
-           "adversarial_views", "parse_eps", "parse_severities"]
+           "adversarial_views", "logit_module", "parse_eps", "parse_severities"]
 
 #: What each ``--suite`` adds on top of performance + calibration.
 SUITES: dict[str, dict[str, Any]] = {
@@ -172,7 +172,7 @@ def _attack_runner(model: Model, spec: AttackSpec) -> Callable[[np.ndarray, np.n
 
     import torch
 
-    module = _logit_module(model)
+    module = logit_module(model)
 
     def run_white_box(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
         xt, yt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y.astype(np.int64))
@@ -189,7 +189,7 @@ def _attack_runner(model: Model, spec: AttackSpec) -> Callable[[np.ndarray, np.n
     return run_white_box
 
 
-def _logit_module(model: Model) -> Any:
+def logit_module(model: Model) -> Any:
     """The model's torch module, returning logits (log of probabilities for --outputs probabilities)."""
     import torch
 
@@ -243,7 +243,7 @@ def adversarial_facts(model: Model, dataset: Dataset, clean: ViewOutput, max_sam
     pick = np.flatnonzero(clean.logits.argmax(1) == dataset.y)[:max_samples]
     if pick.size:
         xt = torch.from_numpy(np.ascontiguousarray(x[pick], dtype=np.float32)).requires_grad_(True)
-        loss = torch.nn.functional.cross_entropy(_logit_module(model)(xt), torch.from_numpy(dataset.y[pick]))
+        loss = torch.nn.functional.cross_entropy(logit_module(model)(xt), torch.from_numpy(dataset.y[pick]))
         (grad,) = torch.autograd.grad(loss, xt)
         per_sample = grad.abs().flatten(1).sum(1).numpy()
         facts["gradient_l1_mean"] = float(per_sample.mean())

@@ -53,6 +53,11 @@ class Model(ABC):
         """The underlying ``torch.nn.Module`` for gradient-based checks, or None (e.g. ONNX)."""
         return None
 
+    def last_layer(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(weight (C, D), bias (C,))`` of the final affine layer when the features are its input and
+        its output is the logits (``logits = features @ weight.T + bias``; ViM needs it), else None."""
+        return None
+
     @property
     def has_features(self) -> bool:
         return self.info.feature_source is not None

@@ -41,7 +41,8 @@ class OnnxModel(Model):
 
     def __init__(self, session: Any, info: ModelInfo, *, input_name: str, output_name: str,
                  feature_name: str | None, input_np_dtype: np.dtype | None, fixed_batch: int | None,
-                 input_rank: int | None = None, keepalive: Any = None) -> None:
+                 input_rank: int | None = None, keepalive: Any = None,
+                 last_layer: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.session = session
         self.info = info
         self._input_name = input_name
@@ -51,6 +52,11 @@ class OnnxModel(Model):
         self._fixed_batch = fixed_batch
         self._input_rank = input_rank
         self._keepalive = keepalive  # temporary directory of a >2 GiB model, removed with the model
+        self._last_layer = last_layer
+
+    def last_layer(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Weight and bias of the final Gemm (or MatMul + Add) when it maps the features to the logits."""
+        return None if self._last_layer is None or self.info.outputs != "logits" else self._last_layer
 
     def _run(self, x: np.ndarray, want_features: bool) -> list[np.ndarray]:
         names = [self._output_name]
@@ -133,6 +139,51 @@ def _default_feature(graph: Any) -> tuple[str, str] | None:
     return None
 
 
+def _attribute(node: Any, name: str, default: Any) -> Any:
+    import onnx
+
+    found = [a for a in node.attribute if a.name == name]
+    return onnx.helper.get_attribute_value(found[0]) if found else default
+
+
+def _head_weights(graph: Any, feature: str, logits: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(W (C, D), b (C,))`` when constant weights map ``feature`` straight to ``logits``: one ``Gemm``
+    (``transA=0``, any ``transB``/``alpha``/``beta``) or ``MatMul`` followed by ``Add`` of a constant."""
+    from onnx import numpy_helper
+
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            value = _attribute(node, "value", None)
+            if value is not None:
+                consts[node.output[0]] = numpy_helper.to_array(value)
+    by_output = {o: node for node in graph.node for o in node.output}
+    head = by_output.get(logits)
+    if head is None:
+        return None
+    if head.op_type == "Gemm" and head.input[0] == feature and head.input[1] in consts \
+            and not _attribute(head, "transA", 0):
+        w = consts[head.input[1]].astype(np.float64)
+        w = (w if _attribute(head, "transB", 0) else w.T) * float(_attribute(head, "alpha", 1.0))
+        bias = consts.get(head.input[2]) if len(head.input) > 2 and head.input[2] else np.zeros(1)
+        if bias is None:
+            return None
+        b = np.broadcast_to(np.asarray(bias, np.float64).reshape(-1) * float(_attribute(head, "beta", 1.0)),
+                            (w.shape[0],))
+        return w, np.array(b)
+    if head.op_type == "Add":
+        matmul = next((by_output[i] for i in head.input if i in by_output and by_output[i].op_type == "MatMul"), None)
+        other = [i for i in head.input if matmul is None or i not in matmul.output]
+        if matmul is None or len(other) != 1 or other[0] not in consts or matmul.input[0] != feature \
+                or matmul.input[1] not in consts:
+            return None
+        w = consts[matmul.input[1]].astype(np.float64).T
+        if w.ndim != 2:
+            return None
+        return w, np.array(np.broadcast_to(consts[other[0]].astype(np.float64).reshape(-1), (w.shape[0],)))
+    return None
+
+
 def load_onnx(
     path: str,
     *,
@@ -190,6 +241,7 @@ def load_onnx(
         feature_name, feature_source = feature_output, f"onnx value '{feature_output}'"
     elif (default := _default_feature(graph)) is not None:
         feature_name, feature_source = default
+    head = _head_weights(graph, feature_name, graph.output[0].name) if feature_name is not None else None
     if feature_name is not None and feature_name not in {o.name for o in graph.output}:
         graph.output.append(onnx.ValueInfoProto(name=feature_name))
 
@@ -222,7 +274,7 @@ def load_onnx(
     )
     result = OnnxModel(session, info, input_name=input_vi.name, output_name=output_vi.name,
                        feature_name=feature_name, input_np_dtype=input_np_dtype, fixed_batch=fixed_batch,
-                       input_rank=len(input_shape), keepalive=keepalive)
+                       input_rank=len(input_shape), keepalive=keepalive, last_layer=head)
 
     found: int | None = None
     if output_dims is not None and len(output_dims) == 2 and output_dims[1] is not None:

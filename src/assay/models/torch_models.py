@@ -131,6 +131,19 @@ class TorchModel(Model):
     def torch_module(self) -> torch.nn.Module:
         return self.module
 
+    def last_layer(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The last ``nn.Linear``'s weight and bias, when the default features are its input."""
+        import torch
+
+        if not (self.info.feature_source or "").startswith("input of Linear") or self.info.outputs != "logits":
+            return None
+        linears = [m for m in self.module.modules() if isinstance(m, torch.nn.Linear)]
+        if not linears:
+            return None
+        last = linears[-1]
+        bias = last.bias.detach().cpu().numpy() if last.bias is not None else np.zeros(last.out_features, np.float32)
+        return last.weight.detach().cpu().numpy(), bias
+
     def _forward(self, x: np.ndarray, want_features: bool) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
 

@@ -8,7 +8,8 @@ Checks store *data*, not pictures; this module draws each plot by its ``kind``. 
     histogram    {"edges": [...], "series": [{"label", "counts": [...]}], "xlabel", "ylabel", "yscale"?}
                  overlaid step histograms; the y axis turns logarithmic when non-zero counts span more
                  than two decades (unless "yscale" is given: "linear" or "log").
-    bars         {"categories": [...], "series": [{"label", "values", "ci_low"?, "ci_high"?}], "ylabel", "xlabel"?}
+    bars         {"categories": [...], "series": [{"label", "values", "ci_low"?, "ci_high"?}], "ylabel", "xlabel"?,
+                  "muted"?: [bool per category] (drawn faint and hatched, e.g. slices too small to test)}
                  grouped bars with CI error bars; beyond 120 bars, a step profile with the categories
                  sorted by the first series (weakest left) and its CI band.
     heatmap      {"rows", "cols", "values": [[...]], "xlabel", "ylabel", "normalize"?: "row" | "col"}
@@ -266,6 +267,9 @@ def _draw_bars(fig: Figure, plot: Mapping[str, Any], gid: str) -> None:
             raise PlotDataError(f"bars series '{s.get('label')}' has {len(v)} values for {n_cat} categories")
         values.append(v)
     errors = [_errors(v, s) for v, s in zip(values, series, strict=True)]
+    muted = [bool(m) for m in plot.get("muted") or [False] * n_cat]
+    if len(muted) != n_cat:
+        raise PlotDataError(f"bars 'muted' has {len(muted)} entries for {n_cat} categories")
     grouped = n_cat * n_series <= MAX_BARS
     fig.set_size_inches(min(max(4.8, 0.28 * n_cat * n_series + 2.0), 9.0) if grouped else 7.5, 3.8)
     ax = fig.add_subplot()
@@ -280,6 +284,9 @@ def _draw_bars(fig: Figure, plot: Mapping[str, Any], gid: str) -> None:
                           error_kw={"ecolor": "#374151", "elinewidth": 0.8, "capsize": 2 if n_cat <= 30 else 0})
             for j, rect in enumerate(bars.patches):
                 rect.set_gid(f"{gid}-bar-{i}-{j}")
+                if muted[j]:
+                    rect.set_alpha(0.35)
+                    rect.set_hatch("//")
             if bars.errorbar is not None:
                 for collection in bars.errorbar.lines[2]:
                     collection.set_gid(f"{gid}-err-{i}")
@@ -288,6 +295,7 @@ def _draw_bars(fig: Figure, plot: Mapping[str, Any], gid: str) -> None:
         # Too many bars to read (or to store): categories sorted by the first series, one step line per
         # series with its CI band -- the shape of the distribution, with the weakest categories on the left.
         order = np.argsort(np.where(np.isfinite(values[0]), values[0], np.inf), kind="stable")
+        # Muted categories are drawn only in the grouped form; here they stay in the profile.
         for i, s in enumerate(series):
             v, colour = values[i][order], _colour(i)
             line, = ax.plot(x, v, drawstyle="steps-mid", color=colour, linewidth=1.2 if i == 0 else 0.7,

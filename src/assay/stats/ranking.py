@@ -36,6 +36,7 @@ __all__ = [
     "aupr_in",
     "aupr_out",
     "aurc",
+    "aurc_weighted",
     "auroc",
     "fpr_at_tpr",
     "ood_metrics",
@@ -244,6 +245,28 @@ def aurc(confidence: np.ndarray, correct: np.ndarray) -> float:
     curve = risk_coverage_curve(confidence, correct)
     widths = np.diff(curve.coverage, prepend=0.0)
     return float((widths * curve.risk).sum())
+
+
+def aurc_weighted(confidence: np.ndarray, correct: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`aurc` of each weighted copy of the data, one per row of ``weights`` (shape (b, n), e.g.
+    bootstrap multiplicities): equal to ``aurc`` on the data with sample ``i`` repeated ``weights[r, i]``
+    times, computed with one sort for all rows (the bootstrap CI of AURC)."""
+    conf, corr = _selective_inputs(confidence, correct)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if w.shape[1] != conf.size:
+        raise UserError(f"weights have {w.shape[1]} columns for {conf.size} samples", where="aurc_weighted",
+                        fix="pass one weight per sample in each row")
+    order = np.argsort(-conf, kind="stable")
+    ranked = conf[order]
+    ends = np.flatnonzero(np.r_[ranked[1:] != ranked[:-1], True])
+    w = w[:, order]
+    accepted = np.cumsum(w, axis=1)[:, ends]
+    errors = np.cumsum(w * (1.0 - corr[order]), axis=1)[:, ends]
+    total = accepted[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        risk = np.where(accepted > 0, errors / accepted, 0.0)
+        widths = np.diff(accepted, axis=1, prepend=0.0) / total
+    return (widths * risk).sum(axis=1)
 
 
 def selective_risk_at_coverage(confidence: np.ndarray, correct: np.ndarray, coverage: float) -> tuple[float, float]:
