@@ -99,3 +99,7 @@ def test_demo_end_to_end(tmp_path):
     assert evidence["sections"]["calibration"]["metrics"]["temperature"]["value"] > 0
     assert (out / "report.html").stat().st_size < 3 * 2**20
     assert run.evidence.timings["demo_training"] > 0
+    # The default (standard) demo also shows OOD detection (ViM read from the ONNX head) and slices.
+    detectors = {r["detector"] for r in evidence["sections"]["ood"]["tables"]["detectors"]}
+    assert {"msp", "energy", "mahalanobis", "knn", "vim"} <= detectors
+    assert {r["slice"] for r in evidence["sections"]["slices"]["tables"]["ink"]} == {"low", "mid", "high"}
