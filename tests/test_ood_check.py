@@ -51,6 +51,12 @@ def test_ood_set_of_the_wrong_shape(tmp_path):
         run_evaluation(model, ds, config=EvaluateConfig(ood=[str(tmp_path / "wide.npz")]), cache_dir=None)
     with pytest.raises(UserError, match="synthetic OOD sets are images"):
         run_evaluation(model, ds, config=EvaluateConfig(ood=["synthetic"]), cache_dir=None)
+    np.savez(tmp_path / "ood.npz", x=ds.x[:10] + 5)
+    np.savez(tmp_path / "unlabelled_train.npz", x=ds.x)
+    with pytest.raises(UserError, match="training data has no labels"):
+        run_evaluation(model, ds, config=EvaluateConfig(ood=[str(tmp_path / "ood.npz")],
+                                                        train_data=str(tmp_path / "unlabelled_train.npz")),
+                       cache_dir=None)
 
 
 def test_vim_runs_for_torch_models_with_the_last_layer(tmp_path):

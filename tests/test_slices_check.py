@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from assay.api import run_evaluation
+from assay.stats.multiple_testing import benjamini_hochberg
 from assay.checks.base import EvaluateConfig
 from assay.errors import UserError
 from conftest import make_blobs_dataset
@@ -36,6 +37,20 @@ def test_planted_weak_slice_is_flagged_and_numeric_columns_are_binned():
     gap = section.metrics["worst_slice_gap[region]"]
     assert gap.config["worst"] == "west" and gap.ci_low <= gap.value <= gap.ci_high
     assert section.plots["accuracy[region]"]["muted"] == [False] * 4
+
+
+def test_one_fdr_family_across_columns_and_slice_labels_in_predictions():
+    ds, model = _with_meta()
+    run = run_evaluation(model, ds, config=EvaluateConfig(slice_by=["region", "age"], n_bootstrap=100), cache_dir=None)
+    section = run.evidence.sections["slices"]
+    rows = [r for column in ("region", "age") for r in section.tables[column]]
+    tested = [r for r in rows if not r["insufficient"]]
+    _, expected = benjamini_hochberg(np.array([r["p_value"] for r in tested]), 0.05)
+    np.testing.assert_allclose([r["p_adjusted"] for r in tested], expected)
+    # predictions.npz carries the slice labels, so compare can test per slice later.
+    arrays = run.predictions()
+    assert set(arrays["slice_region"]) == {"north", "south", "east", "west"}
+    assert all(str(v).startswith("Q") for v in arrays["slice_age"])
 
 
 def test_small_slices_are_muted_in_the_plot_and_not_flagged():

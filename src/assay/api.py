@@ -74,10 +74,16 @@ class EvaluationRun:
         return arrays
 
     def predictions(self) -> dict[str, np.ndarray]:
-        """Per-sample arrays for ``predictions.npz``: ids, labels, clean logits."""
+        """Per-sample arrays for ``predictions.npz``: ids, labels, clean logits, and ``slice_<column>``
+        group labels of every ``--slice-by``/``--sensitive`` column (so ``compare`` can test per slice)."""
+        from assay.checks.slices import slice_labels
+
         arrays = {"ids": self.dataset.ids, "logits": self.outputs.clean.logits}
         if self.dataset.y is not None:
             arrays["labels"] = self.dataset.y
+        columns = [*self.evidence.config.get("slice_by", []), *self.evidence.config.get("sensitive", [])]
+        for column in dict.fromkeys(columns):
+            arrays[f"slice_{column}"] = slice_labels(self.dataset.meta, column, "--slice-by")
         return arrays
 
 
@@ -266,6 +272,10 @@ def run_evaluation(
     if config.train_data:
         train = _as_dataset(config.train_data, data_options or {})
         _check_shapes(model_obj, train, "training data")
+        if train.y is None:
+            raise UserError("the training data has no labels", where=f"--train-data {config.train_data}",
+                            fix="the class-conditional detectors (Mahalanobis) need labels: give labelled training "
+                                "data (NPZ with y, a labelled image folder or table)")
     baseline = read_evidence(config.baseline) if config.baseline else None
     checks = list(checks)
     for name, wanted in (("corruption", corruption_names or precomputed), ("adversarial", attack_specs),

@@ -202,6 +202,8 @@ def check_ood(ctx: CheckContext) -> Section:
         findings.append(Finding(severity="info", message=(
             f"best detector: {best['detector']} on {best['ood_set']} (AUROC {best['auroc']:.3f}, "
             f"FPR@95TPR {best['fpr_at_95_tpr']:.3f})"), evidence="ood.tables.detectors"))
+    feature_fit = ("no features: feature detectors not run" if clean.features is None else "--train-data"
+                   if ctx.facts.get("ood", {}).get("train_features") is not None else "half of the evaluation set")
     worst_auroc = min((r["auroc"] for r in rows if r["detector"] == "msp"), default=1.0)
     return Section(
         name="ood", title="Out-of-distribution detection", verdict="warn" if worst_auroc < 0.8 else "pass",
@@ -209,6 +211,5 @@ def check_ood(ctx: CheckContext) -> Section:
                  + (f"best AUROC {best['auroc']:.3f} ({best['detector']}, {best['ood_set']})." if best else "")),
         metrics=metrics, findings=findings, tables={"detectors": rows}, plots=plots,
         config={"positive_class": "OOD (OpenOOD convention)", "fpr_at_95_tpr": "fraction of OOD accepted when 95% "
-                "of ID is accepted", "feature_fit": "--train-data" if ctx.facts.get("ood", {}).get("train_features")
-                is not None else "half of the evaluation set", "warn_if_msp_auroc_below": 0.8,
+                "of ID is accepted", "feature_fit": feature_fit, "warn_if_msp_auroc_below": 0.8,
                 "odin": odin_settings or None, "key_metrics": ["aurc"]})

@@ -20,22 +20,28 @@ from assay.checks.slice_metrics import bin_numeric, slice_table, worst_slice_gap
 from assay.errors import UserError
 from assay.evidence.schema import Finding, Metric, Section
 from assay.stats.bootstrap import spawn_seed
+from assay.stats.multiple_testing import benjamini_hochberg
 from assay.stats.probabilities import softmax
 
-__all__ = ["check_fairness", "check_slices", "slice_groups"]
+__all__ = ["check_fairness", "check_slices", "slice_groups", "slice_labels"]
 
 
-def slice_groups(ctx: CheckContext, column: str, where: str) -> np.ndarray:
-    """The group label of every sample for a metadata column (numeric columns binned into quartiles)."""
-    meta = ctx.dataset.meta
+def slice_labels(meta: Any, column: str, where: str) -> np.ndarray:
+    """The group label (str) of every sample for a metadata column; numeric columns with more than 10
+    distinct values are binned into quartiles (``bin_numeric``)."""
     if column not in meta.columns:
         available = ", ".join(map(str, meta.columns)) or "none"
         raise UserError(f"no column {column!r} in the data's metadata", where=where,
                         fix=f"choose one of: {available} (NPZ meta_<name> arrays, CSV/Parquet columns)")
     values = meta[column].to_numpy()
     if values.dtype.kind in "fiu" and len(np.unique(values[~np.isnan(values.astype(float))])) > 10:
-        return bin_numeric(values.astype(float), q=4)
+        return bin_numeric(values.astype(float), q=4).astype(str)
     return values.astype(str)
+
+
+def slice_groups(ctx: CheckContext, column: str, where: str) -> np.ndarray:
+    """:func:`slice_labels` of the evaluation set."""
+    return slice_labels(ctx.dataset.meta, column, where)
 
 
 def check_slices(ctx: CheckContext) -> Section:
@@ -49,15 +55,24 @@ def check_slices(ctx: CheckContext) -> Section:
     tables: dict[str, list[dict[str, Any]]] = {}
     plots: dict[str, dict[str, Any]] = {}
     findings: list[Finding] = []
-    for column in cfg.slice_by:
-        groups = slice_groups(ctx, column, "--slice-by")
-        rows = slice_table(correct, groups, min_size=cfg.min_slice_size, alpha=0.05, confidence=cfg.confidence)
+    per_column = {column: slice_groups(ctx, column, "--slice-by") for column in cfg.slice_by}
+    rows_by_column = {column: slice_table(correct, groups, min_size=cfg.min_slice_size, alpha=0.05,
+                                          confidence=cfg.confidence) for column, groups in per_column.items()}
+    # One Benjamini-Hochberg family over every slice tested, across all --slice-by columns.
+    raw = np.array([r.p_value for rows in rows_by_column.values() for r in rows], dtype=float)
+    reject, adjusted = benjamini_hochberg(raw, 0.05) if raw.size else (np.zeros(0, bool), raw)
+    k = 0
+    for column, rows in rows_by_column.items():
+        groups = per_column[column]
         table = []
         for row in rows:
             mask = groups == row.slice
             cm = confusion_matrix(labels[mask], pred[mask], num_classes)
-            table.append({**row.__dict__, "macro_f1": float(macro_f1_from_confusion(cm)),
-                          "ece": float(ece(probs[mask], labels[mask]))})
+            flagged = bool(reject[k] and row.accuracy < row.rest_accuracy)
+            table.append({**row.__dict__, "p_adjusted": float(adjusted[k]), "flagged": flagged,
+                          "macro_f1": float(macro_f1_from_confusion(cm)),
+                          "ece": float(ece(probs[mask], labels[mask], n_bins=cfg.ece_bins))})
+            k += 1
         tables[column] = table
         sufficient = [r for r in rows if not r.insufficient]
         if len(sufficient) >= 2:
@@ -68,12 +83,12 @@ def check_slices(ctx: CheckContext) -> Section:
                 method=f"bootstrap percentile, {int(cfg.confidence * 100)}% (B={cfg.n_bootstrap}, seed={cfg.seed})",
                 config={"definition": "best minus worst slice accuracy over slices with n >= min size",
                         "best": gap.best_slice, "worst": gap.worst_slice, "min_slice_size": cfg.min_slice_size})
-        for r in rows:
-            if r.flagged:
+        for r in table:
+            if r["flagged"]:
                 findings.append(Finding(severity="warning", message=(
-                    f"{column}={r.slice}: accuracy {r.accuracy:.3f} (CI {r.ci_low:.3f}-{r.ci_high:.3f}, n={r.n}) vs "
-                    f"{r.rest_accuracy:.3f} elsewhere; significant after Benjamini-Hochberg (adjusted p "
-                    f"{r.p_adjusted:.3g})"), evidence=f"slices.tables.{column}"))
+                    f"{column}={r['slice']}: accuracy {r['accuracy']:.3f} (CI {r['ci_low']:.3f}-{r['ci_high']:.3f}, "
+                    f"n={r['n']}) vs {r['rest_accuracy']:.3f} elsewhere; significant after Benjamini-Hochberg "
+                    f"(adjusted p {r['p_adjusted']:.3g})"), evidence=f"slices.tables.{column}"))
         small = [r.slice for r in rows if r.insufficient]
         if small:
             findings.append(Finding(severity="info", message=(
@@ -92,8 +107,8 @@ def check_slices(ctx: CheckContext) -> Section:
                 f"{sum(r['flagged'] for t in tables.values() for r in t)} flagged (BH FDR 0.05).",
         metrics=metrics, findings=findings, tables=tables, plots=plots,
         config={"slice_by": cfg.slice_by, "min_slice_size": cfg.min_slice_size, "test": "two-sided Fisher exact, "
-                "slice vs rest", "correction": "Benjamini-Hochberg over all slices tested, FDR 0.05",
-                "numeric_columns": "binned into quartiles"})
+                "slice vs rest", "correction": "Benjamini-Hochberg over all slices tested (all columns together), FDR 0.05",
+                "numeric_columns": "binned into quartiles when they have more than 10 distinct values"})
 
 
 def check_fairness(ctx: CheckContext) -> Section:

@@ -7,11 +7,12 @@ temporary sibling directory and renamed into place, so a failure never leaves ha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 from assay.errors import UserError
 from assay.evidence.schema import Evidence
 
-__all__ = ["Predictions", "read_bundle", "read_evidence", "write_bundle"]
+__all__ = ["Predictions", "atomic_directory", "read_bundle", "read_evidence", "write_bundle"]
 
 Predictions = dict[str, np.ndarray]
 
@@ -29,6 +30,33 @@ def _plain_array(values: np.ndarray) -> np.ndarray:
     """Arrays storable without pickle (object arrays become unicode)."""
     values = np.asarray(values)
     return values.astype(str) if values.dtype == object else values
+
+
+@contextlib.contextmanager
+def atomic_directory(out_dir: str | os.PathLike[str], where: str = "--out") -> Iterator[Path]:
+    """Yield a temporary sibling directory of ``out_dir`` to fill; on success it replaces ``out_dir``
+    (a previous directory there is swapped out, then removed), on any error it is deleted and
+    ``out_dir`` is left untouched."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a directory", where=where, fix="choose another output path")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it owner-only; the output gets ordinary permissions
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_bundle(
@@ -40,16 +68,9 @@ def write_bundle(
     extra_files: dict[str, str | os.PathLike[str]] | None = None,
 ) -> Path:
     """Write ``evidence.json``, ``predictions.npz``, each ``renderers[filename](evidence)`` and any
-    ``extra_arrays[filename]`` npz and a copy of each ``extra_files[filename]`` into ``out_dir``, replacing a previous bundle there atomically."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} exists and is not a directory", where="--out", fix="choose another output path")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it owner-only; the bundle gets ordinary permissions
-    try:
+    ``extra_arrays[filename]`` npz and a copy of each ``extra_files[filename]`` into ``out_dir``, replacing a
+    previous bundle there atomically."""
+    with atomic_directory(out_dir) as tmp:
         (tmp / "evidence.json").write_text(evidence.model_dump_json(indent=2), encoding="utf-8")
         np.savez_compressed(tmp / "predictions.npz", **{k: _plain_array(v) for k, v in predictions.items()})
         for filename, arrays in (extra_arrays or {}).items():
@@ -58,17 +79,7 @@ def write_bundle(
             shutil.copyfile(source, tmp / filename)
         for filename, render in (renderers or {}).items():
             (tmp / filename).write_text(render(evidence), encoding="utf-8")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)
 
 
 def read_evidence(path: str | os.PathLike[str]) -> Evidence:

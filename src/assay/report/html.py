@@ -186,7 +186,7 @@ def _headline(metric: Metric) -> dict[str, str]:
     return {"value": value, "ci": ci, "n": format_number(metric.n), "method": metric.method}
 
 
-def _context(evidence: Evidence) -> dict[str, Any]:
+def _context(evidence: Evidence, title: str = "Assay report", verdict_text: str | None = None) -> dict[str, Any]:
     model, data, env = evidence.model, evidence.data, evidence.environment
     names = model.class_names
     class_preview = ", ".join(names[:MAX_CLASS_NAMES])
@@ -194,8 +194,9 @@ def _context(evidence: Evidence) -> dict[str, Any]:
         class_preview += f", \u2026 (+{len(names) - MAX_CLASS_NAMES} more)"
     environment = [(k, format_value(v, 400)) for k, v in env.model_dump().items()]
     return {
+        "title": title,
         "verdict": evidence.verdict,
-        "verdict_text": VERDICT_TEXT[evidence.verdict],
+        "verdict_text": verdict_text or VERDICT_TEXT[evidence.verdict],
         "model": {
             "name": Path(model.path).name or model.path,
             "path": model.path,
@@ -227,9 +228,10 @@ def _context(evidence: Evidence) -> dict[str, Any]:
     }
 
 
-def render_html(evidence: Evidence) -> str:
-    """The whole report as one self-contained HTML document (no scripts, no external resources)."""
-    return _environment().get_template("report.html.j2").render(**_context(evidence))
+def render_html(evidence: Evidence, title: str = "Assay report", verdict_text: str | None = None) -> str:
+    """The whole report as one self-contained HTML document (no scripts, no external resources).
+    ``title``/``verdict_text`` let other commands (compare, select) reuse the page for their own sections."""
+    return _environment().get_template("report.html.j2").render(**_context(evidence, title, verdict_text))
 
 
 def write_html(evidence: Evidence, path: str | os.PathLike[str]) -> Path:
