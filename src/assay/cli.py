@@ -167,6 +167,87 @@ def demo(
 
 
 @app.command()
+def compare(
+    baseline: Annotated[str, typer.Argument(help="Baseline: an evidence bundle directory, or a model file (with --data).")],
+    candidate: Annotated[str, typer.Argument(help="Candidate: an evidence bundle directory, or a model file (with --data).")],
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Evaluation data for model files (and thumbnails of flips).")] = None,
+    policy: Annotated[Optional[Path], typer.Option(help="Gate policy YAML (default: the documented default policy).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: comparison.json/.md/.html, junit.xml.")] = Path("assay-compare"),
+    suite: Annotated[Optional[str], typer.Option(help="Evaluation suite for model files: quick, standard or full.")] = None,
+    fail_on_inconclusive: Annotated[bool, typer.Option("--fail-on-inconclusive", help="Exit 1 also when a rule is inconclusive.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the paired bootstrap.")] = 0,
+    n_bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Output cache directory (default ~/.cache/assay).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the output cache.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or console summary.")] = False,
+) -> None:
+    """Regression gate: paired statistics of CANDIDATE vs BASELINE on the same data. Exit 0 pass, 1 gate failed."""
+    from assay.compare.run import compare as run_compare
+
+    if n_bootstrap < 100:
+        raise UserError(f"--n-bootstrap {n_bootstrap} is too small", where="--n-bootstrap", fix="use 100 or more (default 1000)")
+    result = run_compare(baseline, candidate, data=data, policy=policy, out=out, n_bootstrap=n_bootstrap, seed=seed,
+                         suite=suite, cache_dir=False if no_cache else (cache_dir or True), progress=not quiet)
+    if not quiet:
+        _print_rules(result)
+        Console().print(f"Comparison: [bold]{out / 'comparison.md'}[/]  (also comparison.json, comparison.html, junit.xml)")
+    if result.verdict == "fail" or (fail_on_inconclusive and result.verdict == "inconclusive"):
+        raise typer.Exit(1)
+
+
+def _print_rules(result) -> None:
+    from rich.table import Table
+
+    style = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "skipped": "dim"}
+    table = Table(title=f"Regression gate: {result.verdict.upper()}", show_lines=False)
+    for col in ("rule", "result", "value", "CI", "detail"):
+        table.add_column(col, overflow="fold")
+    for r in result.rules:
+        ci = f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]" if r.ci_low is not None and r.ci_high is not None else ""
+        table.add_row(r.rule, f"[{style[r.status]}]{r.status}[/]", "" if r.value is None else f"{r.value:+.4f}", ci,
+                      r.message)
+    Console().print(table)
+
+
+@app.command()
+def select(
+    models: Annotated[list[str], typer.Argument(help="Two or more model files or evidence bundles.")],
+    data: Annotated[str, typer.Option("--data", "-d", help="Evaluation data shared by every model.")],
+    constraint: Annotated[Optional[list[str]], typer.Option(help="Constraint METRIC OP NUMBER (repeatable), e.g. latency_p95_ms<=5.")] = None,
+    objective: Annotated[str, typer.Option(help="Metric to optimize among feasible models.")] = "accuracy",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: selection.json/.md/.html.")] = Path("assay-select"),
+    suite: Annotated[Optional[str], typer.Option(help="Evaluation suite for model files: quick, standard or full.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the paired bootstrap.")] = 0,
+    n_bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Output cache directory (default ~/.cache/assay).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the output cache.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or console summary.")] = False,
+) -> None:
+    """Leaderboard and pick: the best model on --objective among those meeting every --constraint."""
+    from assay.compare.run import select as run_select
+
+    selection = run_select(models, data, constraints=list(constraint or []), objective=objective, out=out,
+                           n_bootstrap=n_bootstrap, seed=seed, suite=suite, cache_dir=False if no_cache else (cache_dir or True), progress=not quiet)
+    if not quiet:
+        from rich.table import Table
+
+        cols = ["accuracy", "worst_class_accuracy", "ece", "latency_p95_ms", "model_size_mb"]
+        table = Table(title=f"Selection: {selection.pick or 'none feasible'}")
+        for col in ["model", *cols, "feasible"]:
+            table.add_column(col, overflow="fold")
+        for r in selection.rows:
+            table.add_row(r["model"] + (" *" if r["model"] == selection.pick else ""),
+                          *["" if r[c] is None else f"{r[c]:.4g}" for c in cols],
+                          "yes" if r["feasible"] else "no: " + ", ".join(r["violations"]))
+        Console().print(table)
+        for reason in selection.reasons:
+            Console().print(f"- {reason}")
+        Console().print(f"Selection: [bold]{out / 'selection.html'}[/]  (also selection.json, selection.md)")
+    if selection.pick is None:
+        raise typer.Exit(1)
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of evidence.json."""
     from assay.evidence.schema import Evidence
@@ -185,7 +266,8 @@ def version() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, turning UserError into exit 2 without a traceback."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode, click returns the code of a typer.Exit instead of raising it.
+        code = app(args=argv, standalone_mode=False)
     except UserError as exc:
         err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
@@ -210,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             highlight=False,
         )
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 

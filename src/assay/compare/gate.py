@@ -1,0 +1,391 @@
+"""The regression gate: paired statistics of two evidence bundles on the same data, judged by a policy.
+
+Each rule ends **pass** (the whole CI is within the limit), **fail** (the whole CI is past it: the data
+shows the regression at the policy's confidence) or **inconclusive** (the CI contains the limit; we say
+how many samples would settle it). Per-class and per-slice rules test every group with a one-sided
+bootstrap p-value against the limit, corrected across the family (Holm by default); a group fails only
+when it stays significant after correction. Noise alone therefore fails a rule with probability at most
+``(1 - confidence) / 2`` per rule (per family for the group rules).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from assay.compare.policy import Policy, Rule
+from assay.errors import UserError
+from assay.evidence.schema import Evidence, Metric
+from assay.stats.multiple_testing import benjamini_hochberg, holm
+from assay.stats.paired import (
+    PairedEstimate,
+    paired_classification,
+    paired_ece_delta,
+    paired_group_deltas,
+    paired_mean_delta,
+    required_sample_size,
+)
+from assay.stats.probabilities import log_softmax
+
+__all__ = ["COMPARISON_SCHEMA_VERSION", "Comparison", "RuleResult", "Side", "compare_sides", "side_from_bundle"]
+
+COMPARISON_SCHEMA_VERSION = "1.0"
+Status = Literal["pass", "fail", "inconclusive", "skipped"]
+MIN_GROUP_SIZE = 30
+MAX_FLIPS_LISTED = 50
+
+
+@dataclass
+class Side:
+    """One side of a comparison: a bundle's evidence and per-sample predictions (and, when known, the
+    evaluation data, for thumbnails of flipped examples)."""
+
+    name: str
+    evidence: Evidence
+    predictions: dict[str, np.ndarray] | None
+    path: str
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RuleResult(_Model):
+    metric: str
+    rule: str = Field(description="The rule as written, e.g. 'accuracy: drop at most 0.005'.")
+    status: Status
+    value: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    limit: float | None = Field(default=None, description="The threshold the CI is compared with, in value units.")
+    message: str
+    n_needed: int | None = Field(default=None, description="Samples that would settle an inconclusive rule.")
+    group: str | None = Field(default=None, description="The deciding class/slice for per-group rules.")
+
+
+class SideInfo(_Model):
+    name: str
+    path: str
+    model_path: str
+    model_sha256: str
+    created_at: str
+
+
+class Comparison(_Model):
+    schema_version: str = COMPARISON_SCHEMA_VERSION
+    created_at: str
+    baseline: SideInfo
+    candidate: SideInfo
+    data_fingerprint: str
+    data_name: str
+    n: int
+    class_names: list[str]
+    policy: dict[str, Any]
+    verdict: Literal["pass", "fail", "inconclusive"]
+    rules: list[RuleResult]
+    metrics: dict[str, Metric] = Field(description="Deltas (candidate minus baseline) and flip rates, with CIs.")
+    per_class: list[dict[str, Any]]
+    per_slice: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    flips: dict[str, list[dict[str, Any]]] = Field(description="negative / positive flips, most confident first.")
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.verdict == "fail" else 0
+
+
+# ------------------------------------------------------------------------------------------- inputs
+
+
+def _check_pair(baseline: Side, candidate: Side) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, ids, logits_a, logits_b) aligned by sample id, after checking both sides are comparable."""
+    fa, fb = baseline.evidence.data.fingerprint, candidate.evidence.data.fingerprint
+    if fa != fb:
+        raise UserError(
+            f"the bundles were evaluated on different data: {baseline.evidence.data.name} (fingerprint {fa[:12]}) "
+            f"vs {candidate.evidence.data.name} (fingerprint {fb[:12]})",
+            where=f"{baseline.path} vs {candidate.path}",
+            fix="paired statistics need the same samples: evaluate both models on the same --data "
+                "(or run `assay compare BASELINE_MODEL CANDIDATE_MODEL --data DATA`)")
+    for side in (baseline, candidate):
+        if side.predictions is None:
+            raise UserError(
+                f"the {side.name} bundle has no predictions.npz", where=side.path,
+                fix="paired tests need per-sample results: re-run `assay evaluate` (it writes predictions.npz "
+                    "into the bundle) or pass the model file with --data")
+        missing = {"ids", "labels", "logits"} - set(side.predictions)
+        if missing:
+            raise UserError(f"the {side.name} bundle's predictions.npz lacks {', '.join(sorted(missing))}",
+                            where=side.path, fix="re-run `assay evaluate` on labelled data to regenerate the bundle")
+    pa, pb = baseline.predictions, candidate.predictions
+    assert pa is not None and pb is not None
+    if pa["logits"].shape[1] != pb["logits"].shape[1]:
+        raise UserError(f"the models have {pa['logits'].shape[1]} and {pb['logits'].shape[1]} classes",
+                        where=f"{baseline.path} vs {candidate.path}", fix="compare models of the same task")
+    ids_a, ids_b = np.asarray(pa["ids"]), np.asarray(pb["ids"])
+    if ids_a.shape == ids_b.shape and np.array_equal(ids_a, ids_b):
+        order_b = np.arange(len(ids_b))  # the usual case: both bundles list the samples in the same order
+    else:
+        if ids_a.dtype.kind != ids_b.dtype.kind:
+            ids_a, ids_b = ids_a.astype(str), ids_b.astype(str)
+        sort_a, sort_b = np.argsort(ids_a, kind="stable"), np.argsort(ids_b, kind="stable")
+        if len(ids_a) != len(ids_b) or not np.array_equal(ids_a[sort_a], ids_b[sort_b]) \
+                or (len(ids_a) > 1 and np.any(ids_a[sort_a][1:] == ids_a[sort_a][:-1])):
+            raise UserError("the bundles' sample ids differ although the data fingerprints match",
+                            where=f"{baseline.path} vs {candidate.path}",
+                            fix="re-run both evaluations with this Assay version")
+        order_b = np.empty_like(sort_a)
+        order_b[sort_a] = sort_b  # row of b holding the id of a's row i
+    labels_a, labels_b = np.asarray(pa["labels"]), np.asarray(pb["labels"])[order_b]
+    if not np.array_equal(labels_a, labels_b):
+        raise UserError("the bundles disagree on the labels of the same samples",
+                        where=f"{baseline.path} vs {candidate.path}", fix="re-run both evaluations on the same data")
+    return labels_a, ids_a, np.asarray(pa["logits"]), np.asarray(pb["logits"])[order_b]
+
+
+# ------------------------------------------------------------------------------------------- decisions
+
+
+def _limit_of(rule: Rule) -> float:
+    """The threshold in the units of the tested value: a drop limit is a negative delta."""
+    return -rule.limit if rule.kind == "max_drop" else rule.limit
+
+
+def _decide(rule: Rule, value: float, lo: float, hi: float, n: int, estimate: PairedEstimate | None,
+            what: str) -> RuleResult:
+    t = _limit_of(rule)
+    higher_is_worse = rule.kind != "max_drop"
+    bad = lo > t if higher_is_worse else hi < t
+    good = hi <= t if higher_is_worse else lo >= t
+    base = dict(metric=rule.metric, rule=rule.describe(), value=value, ci_low=lo, ci_high=hi, limit=t)
+    if bad:
+        return RuleResult(**base, status="fail", message=f"{what} {value:+.4f} (CI {lo:+.4f} to {hi:+.4f}) is past "
+                          f"the limit {t:+.4f} with confidence")
+    if good:
+        return RuleResult(**base, status="pass", message=f"{what} {value:+.4f} (CI {lo:+.4f} to {hi:+.4f}) is within "
+                          f"the limit {t:+.4f}")
+    needed = required_sample_size(estimate, n, t) if estimate is not None else _needed_unpaired(value, lo, hi, n, t)
+    more = f"about {needed:,} samples would settle it" if needed else "no sample size settles it (the estimate sits on the limit)"
+    return RuleResult(**base, status="inconclusive", n_needed=needed, message=(
+        f"{what} {value:+.4f}, but the CI ({lo:+.4f} to {hi:+.4f}) contains the limit {t:+.4f}: too few samples "
+        f"to tell ({n:,}); {more}"))
+
+
+def _needed_unpaired(value: float, lo: float, hi: float, n: int, t: float) -> int | None:
+    if value == t or not math.isfinite(lo + hi):
+        return None
+    return int(math.ceil(n * ((hi - lo) / 2 / abs(value - t)) ** 2))
+
+
+def _adjust(pvalues: np.ndarray, correction: str) -> np.ndarray:
+    if not np.isfinite(pvalues).any():
+        return pvalues
+    return (holm if correction == "holm" else benjamini_hochberg)(pvalues)[1]
+
+
+def _group_rows(groups: list[Any], correction: str, rule: Rule | None, alpha_one_sided: float) -> list[dict[str, Any]]:
+    """Rows of per-group deltas; ``p_adjusted`` tests 'drop beyond the rule's limit' (or, without a rule,
+    McNemar's 'any difference'), corrected across the family."""
+    t = _limit_of(rule) if rule is not None else None
+    raw = np.array([(g.delta.p_beyond(t, "below") if t is not None else g.mcnemar_p)
+                    if g.n >= MIN_GROUP_SIZE else np.nan for g in groups], dtype=float)
+    adjusted = _adjust(raw, correction)
+    rows = []
+    for g, p, q in zip(groups, raw, adjusted, strict=True):
+        rows.append({"group": g.group, "n": g.n, "accuracy_baseline": g.accuracy_a, "accuracy_candidate": g.accuracy_b,
+                     "delta": g.delta.value, "ci_low": g.delta.ci_low, "ci_high": g.delta.ci_high,
+                     "negative_flip_rate": g.negative_flip_rate, "positive_flip_rate": g.positive_flip_rate,
+                     "mcnemar_p": g.mcnemar_p, "p": None if np.isnan(p) else float(p),
+                     "p_adjusted": None if np.isnan(q) else float(q),
+                     "significant_drop": bool(np.isfinite(q) and q < alpha_one_sided and g.delta.value < 0),
+                     "insufficient": g.n < MIN_GROUP_SIZE, "_estimate": g.delta})
+    return rows
+
+
+def _decide_groups(rule: Rule, rows: list[dict[str, Any]], what: str, correction: str) -> RuleResult:
+    t = _limit_of(rule)
+    tested = [r for r in rows if not r["insufficient"]]
+    base = dict(metric=rule.metric, rule=rule.describe(), limit=t)
+    if not tested:
+        return RuleResult(**base, status="skipped", message=f"no {what} has {MIN_GROUP_SIZE}+ samples to test")
+    worst = min(tested, key=lambda r: r["ci_high"])
+    fields = dict(value=worst["delta"], ci_low=worst["ci_low"], ci_high=worst["ci_high"], group=str(worst["group"]))
+    failing = [r for r in tested if r["significant_drop"] and r["p_adjusted"] is not None and r["ci_high"] < t]
+    name = "Holm" if correction == "holm" else "Benjamini-Hochberg"
+    if failing:
+        w = min(failing, key=lambda r: r["delta"])
+        return RuleResult(**base, value=w["delta"], ci_low=w["ci_low"], ci_high=w["ci_high"], group=str(w["group"]),
+                          status="fail", message=(
+                              f"{len(failing)} {what}(s) dropped beyond {t:+.4f} after {name} correction over "
+                              f"{len(tested)}; worst {w['group']}: {w['delta']:+.4f} (CI {w['ci_low']:+.4f} to "
+                              f"{w['ci_high']:+.4f}, n={w['n']}, adjusted p {w['p_adjusted']:.3g})"))
+    undecided = [r for r in tested if r["ci_low"] < t]
+    if not undecided:
+        return RuleResult(**base, **fields, status="pass", message=(
+            f"every {what} ({len(tested)} tested) is within the limit {t:+.4f}; lowest CI bound {min(r['ci_low'] for r in tested):+.4f}"))
+    w = min(undecided, key=lambda r: r["delta"])
+    needed = required_sample_size(w["_estimate"], w["n"], t)
+    more = f"about {needed:,} samples in that {what} would settle it" if needed else "no sample size settles it"
+    return RuleResult(**base, value=w["delta"], ci_low=w["ci_low"], ci_high=w["ci_high"], group=str(w["group"]),
+                      status="inconclusive", n_needed=needed, message=(
+                          f"{len(undecided)} {what}(s) cannot be told apart from a drop of {-t:.4f}; e.g. "
+                          f"{w['group']}: {w['delta']:+.4f} (CI {w['ci_low']:+.4f} to {w['ci_high']:+.4f}, n={w['n']}); {more}"))
+
+
+def _section_metric(evidence: Evidence, section: str, key: str) -> Metric | None:
+    sec = evidence.sections.get(section)
+    metric = sec.metrics.get(key) if sec is not None else None
+    return metric if metric is not None and metric.value is not None else None
+
+
+def _unpaired(rule: Rule, baseline: Side, candidate: Side, section: str, key: str, n: int) -> RuleResult:
+    a, b = _section_metric(baseline.evidence, section, key), _section_metric(candidate.evidence, section, key)
+    if a is None or b is None:
+        which = " and ".join(s.name for s, m in ((baseline, a), (candidate, b)) if m is None)
+        return RuleResult(metric=rule.metric, rule=rule.describe(), status="skipped",
+                          message=f"no {section} section with {key} in the {which} bundle")
+    assert a.value is not None and b.value is not None
+    if rule.kind == "max_increase_pct":
+        if a.value <= 0:
+            return RuleResult(metric=rule.metric, rule=rule.describe(), status="skipped",
+                              message=f"the baseline's {key} is {a.value}, so a relative change is undefined")
+        a_lo, a_hi = (a.ci_low if a.ci_low is not None else a.value), (a.ci_high if a.ci_high is not None else a.value)
+        b_lo, b_hi = (b.ci_low if b.ci_low is not None else b.value), (b.ci_high if b.ci_high is not None else b.value)
+        value = (b.value / a.value - 1) * 100
+        lo, hi = (b_lo / a_hi - 1) * 100, (b_hi / a_lo - 1) * 100 if a_lo > 0 else math.inf
+        return _decide(rule, value, lo, hi, n, None, f"{key} change (%, candidate {b.value:.4g} vs {a.value:.4g})")
+    # Unpaired delta: half-widths combined as independent normal errors.
+    half_a = (a.ci_high - a.ci_low) / 2 if a.ci_low is not None and a.ci_high is not None else 0.0
+    half_b = (b.ci_high - b.ci_low) / 2 if b.ci_low is not None and b.ci_high is not None else 0.0
+    value, half = b.value - a.value, math.hypot(half_a, half_b)
+    return _decide(rule, value, value - half, value + half, n, None, f"{key} delta (unpaired)")
+
+
+# ------------------------------------------------------------------------------------------- compare
+
+
+def _estimate_metric(est: PairedEstimate, n: int, definition: str) -> Metric:
+    return Metric(value=est.value, ci_low=est.ci_low, ci_high=est.ci_high, n=n, method=est.method,
+                  config={"definition": definition})
+
+
+def _flip_rows(mask: np.ndarray, ids: np.ndarray, labels: np.ndarray, pa: np.ndarray, pb: np.ndarray,
+               conf_a: np.ndarray, conf_b: np.ndarray, names: list[str], by: np.ndarray) -> list[dict[str, Any]]:
+    index = np.flatnonzero(mask)
+    index = index[np.argsort(-by[index], kind="stable")][:MAX_FLIPS_LISTED]
+    return [{"index": int(i), "id": str(ids[i]), "label": names[labels[i]], "baseline": names[pa[i]],
+             "candidate": names[pb[i]], "baseline_confidence": float(conf_a[i]),
+             "candidate_confidence": float(conf_b[i])} for i in index]
+
+
+def compare_sides(baseline: Side, candidate: Side, policy: Policy, *, n_bootstrap: int = 1000,
+                  seed: int = 0) -> Comparison:
+    """Compare two bundles evaluated on the same data under ``policy``."""
+    labels, ids, logits_a, logits_b = _check_pair(baseline, candidate)
+    n, num_classes = len(labels), logits_a.shape[1]
+    conf = policy.confidence
+    alpha = (1 - conf) / 2
+    names = baseline.evidence.model.class_names if len(baseline.evidence.model.class_names) == num_classes \
+        else [str(i) for i in range(num_classes)]
+    pred_a, pred_b = logits_a.argmax(1), logits_b.argmax(1)
+    correct_a, correct_b = pred_a == labels, pred_b == labels
+    opts = dict(n_resamples=n_bootstrap, confidence=conf)
+
+    pc = paired_classification(labels, pred_a, pred_b, num_classes, seed=seed,
+                               **opts)
+    rows = np.arange(n)
+    logp_a, logp_b = log_softmax(logits_a), log_softmax(logits_b)
+    conf_a, conf_b = np.exp(logp_a[rows, pred_a]), np.exp(logp_b[rows, pred_b])
+    ece = paired_ece_delta(conf_a, correct_a, conf_b, correct_b, seed=seed + 1, **opts)
+    nll = paired_mean_delta(-logp_a[rows, labels], -logp_b[rows, labels], seed=seed + 2, **opts)
+    del logp_a, logp_b
+    metrics = {
+        "accuracy_delta": _estimate_metric(pc.accuracy_delta, n, "accuracy(candidate) - accuracy(baseline)"),
+        "macro_f1_delta": _estimate_metric(pc.macro_f1_delta, n, "macro-F1(candidate) - macro-F1(baseline)"),
+        "negative_flip_rate": _estimate_metric(pc.negative_flip_rate, n, "share right in the baseline and wrong in "
+                                               "the candidate (Yan et al. 2021)"),
+        "positive_flip_rate": _estimate_metric(pc.positive_flip_rate, n, "share wrong in the baseline and right "
+                                               "in the candidate"),
+        "ece_delta": _estimate_metric(ece, n, "ECE(candidate) - ECE(baseline); 15 equal-width bins, top-label, L1"),
+        "nll_delta": _estimate_metric(nll, n, "mean NLL(candidate) - mean NLL(baseline), nats"),
+    }
+    metrics["mcnemar_p"] = Metric(value=pc.mcnemar_p, n=n, method="exact McNemar (binomial test on discordant pairs)",
+                                  config={"n01_baseline_wrong_candidate_right": pc.n01,
+                                          "n10_baseline_right_candidate_wrong": pc.n10})
+    class_rule = next((r for r in policy.rules if r.metric == "per_class_accuracy"), None)
+    slice_rule = next((r for r in policy.rules if r.metric == "per_slice_accuracy"), None)
+    class_groups = [replace(g, group=names[int(g.group)]) for g in paired_group_deltas(
+        correct_a, correct_b, labels, seed=seed + 3, min_size=MIN_GROUP_SIZE, **opts)]
+    per_class = _group_rows(class_groups, policy.correction, class_rule, alpha)
+    per_slice: dict[str, list[dict[str, Any]]] = {}
+    pa_arrays, pb_arrays = baseline.predictions or {}, candidate.predictions or {}
+    for key in sorted(k for k in pa_arrays if k.startswith("slice_") and k in pb_arrays):
+        if np.array_equal(np.asarray(pa_arrays[key]).astype(str), np.asarray(pb_arrays[key]).astype(str)):
+            groups = paired_group_deltas(correct_a, correct_b, np.asarray(pa_arrays[key]).astype(str),
+                                         seed=seed + 4, min_size=MIN_GROUP_SIZE, **opts)
+            per_slice[key.removeprefix("slice_")] = _group_rows(groups, policy.correction, slice_rule, alpha)
+
+    results: list[RuleResult] = []
+    paired = {"accuracy": (pc.accuracy_delta, "accuracy delta"), "macro_f1": (pc.macro_f1_delta, "macro-F1 delta"),
+              "negative_flip_rate": (pc.negative_flip_rate, "negative flip rate"), "ece": (ece, "ECE delta"),
+              "nll": (nll, "NLL delta")}
+    for rule in policy.rules:
+        if rule.metric in paired:
+            est, what = paired[rule.metric]
+            results.append(_decide(rule, est.value, est.ci_low, est.ci_high, n, est, what))
+        elif rule.metric == "per_class_accuracy":
+            results.append(_decide_groups(rule, per_class, "class", policy.correction))
+        elif rule.metric == "per_slice_accuracy":
+            if not per_slice:
+                results.append(RuleResult(metric=rule.metric, rule=rule.describe(), status="skipped", message=(
+                    "neither bundle has slice columns in common (evaluate both with the same --slice-by)")))
+            else:
+                rows = [{**r, "group": f"{col}={r['group']}"} for col, rs in per_slice.items() for r in rs]
+                results.append(_decide_groups(rule, rows, "slice", policy.correction))
+        elif rule.metric == "robust_accuracy":
+            results.append(_unpaired(rule, baseline, candidate, "adversarial", "robust_accuracy", n))
+        elif rule.metric == "mean_corruption_accuracy":
+            results.append(_unpaired(rule, baseline, candidate, "corruption", "mean_corruption_accuracy", n))
+        elif rule.metric in ("latency_p95_ms", "model_size_mb"):
+            results.append(_unpaired(rule, baseline, candidate, "efficiency", rule.metric, n))
+    for key, section in (("robust_accuracy", "adversarial"), ("mean_corruption_accuracy", "corruption"),
+                         ("latency_p95_ms", "efficiency"), ("model_size_mb", "efficiency")):
+        a, b = _section_metric(baseline.evidence, section, key), _section_metric(candidate.evidence, section, key)
+        if a is not None and b is not None:
+            metrics[f"{key}_baseline"], metrics[f"{key}_candidate"] = a, b
+
+    statuses = {r.status for r in results}
+    verdict = "fail" if "fail" in statuses else "inconclusive" if "inconclusive" in statuses else "pass"
+    flips = {
+        "negative": _flip_rows(correct_a & ~correct_b, ids, labels, pred_a, pred_b, conf_a, conf_b, names, conf_b),
+        "positive": _flip_rows(~correct_a & correct_b, ids, labels, pred_a, pred_b, conf_a, conf_b, names, conf_a),
+    }
+    for rows in [per_class, *per_slice.values()]:
+        for r in rows:
+            r.pop("_estimate", None)
+    return Comparison(
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        baseline=_side_info(baseline), candidate=_side_info(candidate),
+        data_fingerprint=baseline.evidence.data.fingerprint, data_name=baseline.evidence.data.name, n=n,
+        class_names=names, policy=policy.as_dict(), verdict=verdict, rules=results, metrics=metrics,
+        per_class=per_class, per_slice=per_slice, flips=flips,
+        notes=[f"paired bootstrap, B={n_bootstrap}, seed={seed}; a rule fails only when its whole "
+               f"{int(conf * 100)}% CI is past the limit (one-sided error <= {alpha:.3g} per rule/family)"])
+
+
+def _side_info(side: Side) -> SideInfo:
+    return SideInfo(name=side.name, path=side.path, model_path=side.evidence.model.path,
+                    model_sha256=side.evidence.model.sha256, created_at=side.evidence.created_at)
+
+
+def side_from_bundle(path: str | Path, name: str) -> Side:
+    from assay.evidence.bundle import read_bundle
+
+    evidence, predictions = read_bundle(path)
+    return Side(name=name, evidence=evidence, predictions=predictions, path=str(path))

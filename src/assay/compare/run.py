@@ -1,0 +1,183 @@
+"""``assay compare`` as one library call: resolve each side (an evidence bundle, or a model evaluated on
+``data`` through the shared cache), run the gate, write comparison.json / .md / .html and junit.xml."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assay.compare.gate import Comparison, Side, compare_sides, side_from_bundle
+from assay.compare.policy import Policy, load_policy
+from assay.data.dataset import Dataset
+from assay.errors import UserError
+
+__all__ = ["compare", "evaluate_side", "flip_thumbnails", "is_bundle", "select", "write_comparison"]
+
+THUMBNAILS_PER_KIND = 12
+
+
+def is_bundle(path: str | os.PathLike[str]) -> bool:
+    p = Path(path)
+    return (p.is_dir() and (p / "evidence.json").is_file()) or (p.is_file() and p.name == "evidence.json")
+
+
+def evaluate_side(model: str, dataset: Dataset, name: str, *, seed: int, n_bootstrap: int, suite: str | None,
+                  cache_dir: Any, progress: bool, model_options: dict[str, Any] | None = None,
+                  evaluate_options: dict[str, Any] | None = None) -> tuple[Side, Any]:
+    """Evaluate a model file on ``dataset`` (through the shared output cache) into an in-memory side."""
+    from assay.api import run_evaluation
+    from assay.checks.base import EvaluateConfig
+    from assay.engine.planning import apply_suite
+
+    config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, **apply_suite(suite, dict(evaluate_options or {})))
+    run = run_evaluation(model, dataset, config=config, cache_dir=cache_dir, progress=progress,
+                         model_options=model_options or {})
+    return Side(name=name, evidence=run.evidence, predictions=run.predictions(), path=str(model)), run
+
+
+def flip_thumbnails(c: Comparison, dataset: Dataset | None) -> dict[str, list[dict[str, Any]]]:
+    """Thumbnail rows of the first flipped examples (images only; the data must be the compared data)."""
+    from assay.report.thumbnails import png_thumbnail
+
+    if dataset is None or dataset.modality != "image" or dataset.fingerprint != c.data_fingerprint:
+        return {}
+    index = {str(i): k for k, i in enumerate(np.asarray(dataset.ids).astype(str))}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for kind, flips in c.flips.items():
+        picked = [f for f in flips[:THUMBNAILS_PER_KIND] if f["id"] in index]
+        if picked:
+            rows[kind] = [{"label": f"{kind} flips", "images": [png_thumbnail(dataset.x[index[f['id']]]) for f in picked],
+                           "captions": [f"{f['id']}: {f['label']} / {f['baseline']}→{f['candidate']}" for f in picked]}]
+    return rows
+
+
+def write_comparison(c: Comparison, out: str | os.PathLike[str], candidate_evidence: Any,
+                     thumbnails: dict[str, list[dict[str, Any]]] | None = None,
+                     runs: dict[str, Any] | None = None) -> Path:
+    """comparison.json, comparison.md, comparison.html and junit.xml into ``out`` (atomically), plus the
+    evidence bundles of sides that were evaluated here (``runs``: name -> EvaluationRun)."""
+    from assay.api import write_evaluation
+    from assay.evidence.bundle import atomic_directory
+    from assay.report.comparison import (
+        render_comparison_html,
+        render_junit,
+        render_markdown,
+    )
+
+    with atomic_directory(out) as tmp:
+        (tmp / "comparison.json").write_text(c.model_dump_json(indent=2), encoding="utf-8")
+        (tmp / "comparison.md").write_text(render_markdown(c), encoding="utf-8")
+        (tmp / "junit.xml").write_text(render_junit(c), encoding="utf-8")
+        (tmp / "comparison.html").write_text(render_comparison_html(c, candidate_evidence, thumbnails),
+                                             encoding="utf-8")
+        for name, run in (runs or {}).items():
+            write_evaluation(run, tmp / name)
+    return Path(out)
+
+
+def compare(
+    baseline: str | os.PathLike[str],
+    candidate: str | os.PathLike[str],
+    *,
+    data: Dataset | str | None = None,
+    policy: Policy | str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = "assay-compare",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    suite: str | None = None,
+    cache_dir: Any = True,
+    progress: bool = False,
+    model_options: dict[str, Any] | None = None,
+    data_options: dict[str, Any] | None = None,
+    evaluate_options: dict[str, Any] | None = None,
+) -> Comparison:
+    """Compare a candidate with a baseline: each an evidence bundle directory, or a model file evaluated on
+    ``data``. Returns the :class:`Comparison` (``.verdict``, ``.exit_code``) and writes ``out`` unless None."""
+    from assay.api import _as_dataset
+
+    pol = policy if isinstance(policy, Policy) else load_policy(policy)
+    dataset = _as_dataset(data, data_options or {}) if data is not None else None
+    sides: dict[str, Side] = {}
+    runs: dict[str, Any] = {}
+    for name, spec in (("baseline", baseline), ("candidate", candidate)):
+        if is_bundle(spec):
+            sides[name] = side_from_bundle(Path(spec).parent if Path(spec).is_file() else spec, name)
+        elif Path(spec).is_dir():
+            raise UserError(f"{spec} is a directory without evidence.json", where=f"{name} {spec}",
+                            fix="give an evidence bundle written by `assay evaluate`, or a model file with --data")
+        else:
+            if dataset is None:
+                raise UserError(f"the {name} {spec!r} is not an evidence bundle, so it must be evaluated, "
+                                "and no --data was given", where=f"{name} {spec}",
+                                fix="pass --data DATA to evaluate model files, or give evidence bundle directories")
+            sides[name], runs[name] = evaluate_side(str(spec), dataset, name, seed=seed, n_bootstrap=n_bootstrap,
+                                                    suite=suite, cache_dir=cache_dir, progress=progress,
+                                                    model_options=model_options, evaluate_options=evaluate_options)
+    result = compare_sides(sides["baseline"], sides["candidate"], pol, n_bootstrap=n_bootstrap, seed=seed)
+    if out is not None:
+        write_comparison(result, out, sides["candidate"].evidence, flip_thumbnails(result, dataset), runs)
+    return result
+
+
+def select(
+    models: list[str],
+    data: Dataset | str,
+    *,
+    constraints: list[str] | None = None,
+    objective: str = "accuracy",
+    out: str | os.PathLike[str] | None = "assay-select",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    suite: str | None = None,
+    cache_dir: Any = True,
+    progress: bool = False,
+    model_options: dict[str, Any] | None = None,
+    data_options: dict[str, Any] | None = None,
+    evaluate_options: dict[str, Any] | None = None,
+) -> Any:
+    """Evaluate each model (or read each bundle) on ``data``, build the leaderboard and pick under
+    ``constraints`` (``"latency_p95_ms<=5"``...). Writes selection.json/.md/.html into ``out`` unless None."""
+    from assay.api import _as_dataset
+    from assay.compare.select import parse_constraint, select_from
+
+    parsed = [parse_constraint(c) for c in constraints or []]
+    if len(models) < 2:
+        raise UserError(f"select needs at least two models, got {len(models)}", where="MODELS",
+                        fix="list two or more model files or evidence bundles")
+    names = [Path(m).name or str(m) for m in models]
+    if len(set(names)) != len(names):
+        names = [str(m) for m in models]
+    if len(set(names)) != len(names):
+        raise UserError("the same model is listed twice", where="MODELS", fix="list each model once")
+    dataset = _as_dataset(data, data_options or {})
+    sides = []
+    for name, spec in zip(names, models, strict=True):
+        if is_bundle(spec):
+            side = side_from_bundle(Path(spec).parent if Path(spec).is_file() else spec, name)
+            if side.evidence.data.fingerprint != dataset.fingerprint:
+                raise UserError(f"the bundle {spec} was evaluated on other data than --data", where=str(spec),
+                                fix="evaluate every model on the same --data (or pass model files)")
+        else:
+            side, _run = evaluate_side(str(spec), dataset, name, seed=seed, n_bootstrap=n_bootstrap, suite=suite,
+                                       cache_dir=cache_dir, progress=progress, model_options=model_options,
+                                       evaluate_options=evaluate_options)
+        sides.append(side)
+    selection = select_from(sides, parsed, objective, n_bootstrap=n_bootstrap, seed=seed)
+    if out is not None:
+        from assay.evidence.bundle import atomic_directory
+        from assay.report.comparison import (
+            render_selection_html,
+            render_selection_markdown,
+        )
+
+        with atomic_directory(out) as tmp:
+            import json
+
+            (tmp / "selection.json").write_text(json.dumps(selection.as_dict(), indent=2, default=float),
+                                                encoding="utf-8")
+            (tmp / "selection.md").write_text(render_selection_markdown(selection), encoding="utf-8")
+            (tmp / "selection.html").write_text(render_selection_html(selection, sides[0].evidence), encoding="utf-8")
+    return selection

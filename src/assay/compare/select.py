@@ -1,0 +1,215 @@
+"""Model selection under constraints: a leaderboard over the trust dimensions, a Pareto front, and a pick.
+
+Constraints use a small fixed grammar, ``METRIC OP NUMBER`` with OP one of ``<= < >= > ==`` (parsed by a
+regular expression, never ``eval``), and are judged on point estimates. Among the feasible models the
+best on the objective wins; but every feasible model whose paired difference from it is not significant
+(the CI of the paired delta contains 0) ties with it, and among tied models the cheapest (latency, else
+file size) is picked, and the output says so.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assay.compare.gate import Side
+from assay.errors import UserError
+
+__all__ = ["COLUMNS", "Constraint", "Selection", "leaderboard_row", "pareto_front", "parse_constraint", "select_from"]
+
+#: Leaderboard columns: (higher is better?, description).
+COLUMNS: dict[str, tuple[bool, str]] = {
+    "accuracy": (True, "top-1 accuracy"),
+    "macro_f1": (True, "macro-F1"),
+    "worst_class_accuracy": (True, "lowest per-class recall"),
+    "worst_slice_accuracy": (True, "lowest accuracy over slices with enough samples"),
+    "ece": (False, "expected calibration error"),
+    "nll": (False, "mean negative log-likelihood"),
+    "robust_accuracy": (True, "adversarial robust accuracy"),
+    "mean_corruption_accuracy": (True, "mean accuracy under corruptions"),
+    "latency_p95_ms": (False, "p95 latency at batch 1, ms"),
+    "model_size_mb": (False, "model file size, MB"),
+}
+_PAIRED_OBJECTIVES = ("accuracy", "macro_f1", "ece", "nll")
+_OPS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, "<": operator.lt, ">=": operator.ge,
+                                                    ">": operator.gt, "==": operator.eq}
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|==|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    metric: str
+    op: str
+    value: float
+
+    def holds(self, x: float | None) -> bool:
+        return x is not None and math.isfinite(x) and _OPS[self.op](x, self.value)
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.value:g}"
+
+
+def parse_constraint(text: str) -> Constraint:
+    """``"latency_p95_ms<=5"`` -> Constraint; anything else is a UserError naming the known metrics."""
+    match = _CONSTRAINT.match(text)
+    if match is None:
+        raise UserError(f"cannot parse the constraint {text!r}", where="--constraint",
+                        fix="write METRIC OP NUMBER with OP one of <=, <, >=, >, ==, e.g. latency_p95_ms<=5")
+    metric, op, value = match.group(1), match.group(2), float(match.group(3))
+    if metric not in COLUMNS:
+        raise UserError(f"unknown metric {metric!r} in the constraint {text!r}", where="--constraint",
+                        fix=f"use one of: {', '.join(COLUMNS)}")
+    return Constraint(metric, op, value)
+
+
+def _value(side: Side, section: str, key: str) -> float | None:
+    sec = side.evidence.sections.get(section)
+    metric = sec.metrics.get(key) if sec is not None else None
+    return None if metric is None or metric.value is None else float(metric.value)
+
+
+def leaderboard_row(side: Side) -> dict[str, Any]:
+    """The leaderboard columns of one evaluated model (None where not measured)."""
+    ev = side.evidence
+    perf = ev.sections.get("performance")
+    per_class = perf.tables.get("per_class", []) if perf is not None else []
+    supported = [r["recall"] for r in per_class if r.get("support", 1) and r.get("recall") is not None]
+    slices = ev.sections.get("slices")
+    slice_accs = [r["accuracy"] for t in (slices.tables.values() if slices else []) for r in t
+                  if not r.get("insufficient")]
+    size = _value(side, "efficiency", "model_size_mb")
+    if size is None and Path(ev.model.path).is_file():
+        size = Path(ev.model.path).stat().st_size / 2**20
+    row = {
+        "model": side.name, "path": side.path, "sha256": ev.model.sha256,
+        "accuracy": _value(side, "performance", "accuracy"), "macro_f1": _value(side, "performance", "macro_f1"),
+        "worst_class_accuracy": float(min(supported)) if supported else None,
+        "worst_slice_accuracy": float(min(slice_accs)) if slice_accs else None,
+        "ece": _value(side, "calibration", "ece"), "nll": _value(side, "performance", "nll"),
+        "robust_accuracy": _value(side, "adversarial", "robust_accuracy"),
+        "mean_corruption_accuracy": _value(side, "corruption", "mean_corruption_accuracy"),
+        "latency_p95_ms": _value(side, "efficiency", "latency_p95_ms"), "model_size_mb": size,
+    }
+    acc = ev.sections["performance"].metrics.get("accuracy") if perf is not None else None
+    row["accuracy_ci"] = [acc.ci_low, acc.ci_high] if acc is not None else None
+    return row
+
+
+def pareto_front(cost: np.ndarray, benefit: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point dominates (lower-or-equal cost and higher-or-equal benefit, one
+    strictly), sorted by cost."""
+    cost, benefit = np.asarray(cost, float), np.asarray(benefit, float)
+    keep = []
+    for i in range(len(cost)):
+        dominated = np.any((cost <= cost[i]) & (benefit >= benefit[i]) & ((cost < cost[i]) | (benefit > benefit[i])))
+        if not dominated and np.isfinite(cost[i]) and np.isfinite(benefit[i]):
+            keep.append(i)
+    return np.array(sorted(keep, key=lambda i: (cost[i], -benefit[i])), dtype=int)
+
+
+@dataclass
+class Selection:
+    rows: list[dict[str, Any]]
+    objective: str
+    constraints: list[str]
+    pick: str | None
+    reasons: list[str]
+    cost_metric: str | None
+    front: list[int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"objective": self.objective, "constraints": self.constraints, "pick": self.pick,
+                "reasons": self.reasons, "cost_metric": self.cost_metric, "pareto_front": self.front,
+                "leaderboard": self.rows}
+
+
+def _paired_delta_ci(best: Side, other: Side, objective: str, n_bootstrap: int, seed: int,
+                     confidence: float) -> tuple[float, float, float]:
+    """(delta, lo, hi) of other minus best on a paired objective."""
+    from assay.compare.gate import _check_pair
+    from assay.stats.paired import (
+        paired_classification,
+        paired_ece_delta,
+        paired_mean_delta,
+    )
+    from assay.stats.probabilities import nll_per_sample, softmax
+
+    labels, _ids, la, lb = _check_pair(best, other)
+    opts = dict(n_resamples=n_bootstrap, seed=seed, confidence=confidence)
+    if objective in ("accuracy", "macro_f1"):
+        pc = paired_classification(labels, la.argmax(1), lb.argmax(1), la.shape[1], **opts)
+        est = pc.accuracy_delta if objective == "accuracy" else pc.macro_f1_delta
+    elif objective == "ece":
+        pa, pb = softmax(la), softmax(lb)
+        est = paired_ece_delta(pa.max(1), pa.argmax(1) == labels, pb.max(1), pb.argmax(1) == labels, **opts)
+    else:
+        est = paired_mean_delta(nll_per_sample(la, labels), nll_per_sample(lb, labels), **opts)
+    return est.value, est.ci_low, est.ci_high
+
+
+def select_from(sides: list[Side], constraints: list[Constraint], objective: str = "accuracy", *,
+                n_bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95) -> Selection:
+    """Leaderboard, feasibility, Pareto front and the pick (see the module docstring)."""
+    if objective not in COLUMNS:
+        raise UserError(f"unknown objective {objective!r}", where="--objective", fix=f"use one of: {', '.join(COLUMNS)}")
+    higher = COLUMNS[objective][0]
+    rows = [leaderboard_row(s) for s in sides]
+    for row in rows:
+        row["violations"] = [str(c) for c in constraints if not c.holds(row[c.metric])]
+        row["feasible"] = not row["violations"]
+    for c in constraints:
+        if all(r[c.metric] is None for r in rows):
+            raise UserError(f"no model has {c.metric} measured, so the constraint {c} cannot be judged",
+                            where="--constraint", fix="drop it, or evaluate with the check that measures it")
+    if all(r[objective] is None for r in rows):
+        raise UserError(f"no model has {objective} measured", where="--objective",
+                        fix="choose a measured objective, e.g. accuracy")
+    cost_metric = "latency_p95_ms" if all(r["latency_p95_ms"] is not None for r in rows) else \
+        "model_size_mb" if all(r["model_size_mb"] is not None for r in rows) else None
+    front: list[int] = []
+    if cost_metric is not None:
+        benefit = np.array([r["accuracy"] if r["accuracy"] is not None else np.nan for r in rows])
+        front = pareto_front(np.array([r[cost_metric] for r in rows], float), benefit).tolist()
+    for i, row in enumerate(rows):
+        row["pareto"] = i in front
+    feasible = [i for i, r in enumerate(rows) if r["feasible"] and r[objective] is not None]
+    reasons: list[str] = []
+    if not feasible:
+        closest = min(range(len(rows)), key=lambda i: len(rows[i]["violations"]))
+        reasons.append(f"no model meets every constraint; closest: {rows[closest]['model']} "
+                       f"(violates {', '.join(rows[closest]['violations'])})")
+        return Selection(rows, objective, [str(c) for c in constraints], None, reasons, cost_metric, front)
+    sign = 1.0 if higher else -1.0
+    best = max(feasible, key=lambda i: sign * rows[i][objective])
+    reasons.append(f"{rows[best]['model']} is best on {objective} ({rows[best][objective]:.4f}) among "
+                   f"{len(feasible)} model(s) meeting {', '.join(map(str, constraints)) or 'no constraints'}")
+    tied = [best]
+    if objective in _PAIRED_OBJECTIVES:
+        for i in feasible:
+            if i == best:
+                continue
+            delta, lo, hi = _paired_delta_ci(sides[best], sides[i], objective, n_bootstrap, seed, confidence)
+            rows[i][f"{objective}_delta_vs_best"] = [delta, lo, hi]
+            if lo <= 0.0 <= hi:
+                tied.append(i)
+    pick = best
+    if len(tied) > 1 and cost_metric is not None:
+        pick = min(tied, key=lambda i: (rows[i][cost_metric], -sign * rows[i][objective]))
+        if pick != best:
+            reasons.append(
+                f"{rows[pick]['model']} is statistically indistinguishable from it on {objective} (paired "
+                f"{int(confidence * 100)}% CI of the difference contains 0) and cheaper on {cost_metric} "
+                f"({rows[pick][cost_metric]:.4g} vs {rows[best][cost_metric]:.4g}): picked the cheaper one")
+        else:
+            reasons.append(f"{len(tied) - 1} other model(s) tie with it on {objective}, none cheaper on {cost_metric}")
+    elif len(tied) > 1:
+        reasons.append(f"{len(tied) - 1} other model(s) tie with it on {objective}; no cost was measured for all, "
+                       "so the best point estimate is kept")
+    return Selection(rows, objective, [str(c) for c in constraints], rows[pick]["model"], reasons, cost_metric, front)
