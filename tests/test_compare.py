@@ -170,3 +170,26 @@ def test_cli_compare_refuses_bundles_from_different_data(tmp_path, capsys):
 def test_library_compare_needs_data_for_model_files(tmp_path):
     with pytest.raises(UserError, match="no --data"):
         compare("model_a.onnx", "model_b.onnx", out=None)
+
+
+def test_per_slice_rule_reads_slice_columns_from_both_bundles(tmp_path):
+    import pandas as pd
+
+    ds, model = make_blobs_dataset(n=800, num_classes=3, dim=4, noise=1.5)
+    region = np.random.default_rng(0).choice(["north", "south"], size=800)
+    ds.meta = pd.DataFrame({"region": region})
+    cfg = EvaluateConfig(n_bootstrap=100, slice_by=["region"])
+    a = write_evaluation(run_evaluation(model, ds, config=cfg, cache_dir=None), tmp_path / "a")
+    south = region == "south"
+    ds_b = ds.subset(np.arange(800))
+    ds_b.x[south] = ds_b.x[south][::-1]  # scramble the south inputs: the candidate fails there ...
+    run_b = run_evaluation(model, ds_b, config=cfg, cache_dir=None)
+    run_b.evidence.data = run_b.evidence.data.model_copy(update={"fingerprint": ds.fingerprint})  # ... same samples
+    b = write_evaluation(run_b, tmp_path / "b")
+    policy = parse_policy("per_slice_accuracy: {max_drop: 0.05}\n")
+    result = compare(a, b, policy=policy, out=None, n_bootstrap=200)
+    assert set(result.per_slice) == {"region"}
+    rows = {r["group"]: r for r in result.per_slice["region"]}
+    assert rows["south"]["delta"] < -0.2 and abs(rows["north"]["delta"]) < 1e-12
+    rule = result.rules[0]
+    assert rule.status == "fail" and rule.group == "region=south"

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -37,49 +33,10 @@ from assay.stats.ranking import (
 # --------------------------------------------------------------------------- pytorch-ood (test-only)
 
 
-class _StubModule(types.ModuleType):
-    """A torchvision stand-in: any attribute is a dummy class (pytorch-ood imports torchvision at
-    top level for models and datasets we do not use)."""
-
-    def __getattr__(self, name: str):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        stub = type(name, (), {"__init__": lambda self, *args, **kwargs: None})
-        setattr(self, name, stub)
-        return stub
-
-
-class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, fullname, path, target=None):
-        if fullname == "torchvision" or fullname.startswith("torchvision."):
-            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        return _StubModule(spec.name)
-
-    def exec_module(self, module):
-        module.__path__ = []
-
-
 @pytest.fixture(scope="module")
-def pood():
-    """pytorch_ood.detector, imported with a stub torchvision if the real one is missing."""
-    torch = pytest.importorskip("torch")
-    finder = None
-    try:
-        import torchvision  # noqa: F401
-    except ImportError:
-        finder = _StubFinder()
-        sys.meta_path.insert(0, finder)
-    try:
-        import pytorch_ood.detector as detector
-    except Exception as exc:  # noqa: BLE001 - any import failure means "reference unavailable"
-        pytest.skip(f"pytorch-ood unavailable: {exc}")
-    finally:
-        if finder is not None:
-            sys.meta_path.remove(finder)
-    return torch, detector
+def pood(pytorch_ood_detectors):
+    """(torch, pytorch_ood.detector); see conftest.py for the torchvision stub."""
+    return pytorch_ood_detectors
 
 
 # --------------------------------------------------------------------------- logit scores
@@ -172,6 +129,99 @@ def test_knn_hand_case():
         KNNDetector(k=5).fit(train)
     with pytest.raises(UserError, match="not fitted"):
         KNNDetector().score(train)
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _sklearn_knn_distance(train: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Reference: float64 brute-force scikit-learn on L2-normalized features (zero rows stay zero)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    index = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(_unit_rows(train))
+    return index.kneighbors(_unit_rows(queries))[0][:, -1]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 120), st.integers(1, 6), st.booleans())
+def test_knn_equals_sklearn_with_duplicates_and_ties(seed, n_train, dims, integer_valued):
+    """Random sizes, any k in 1..n, training rows drawn with replacement from a small pool (duplicates),
+    integer features (many exactly tied distances), zero rows, and queries that are training rows."""
+    rng = np.random.default_rng(seed)
+    pool = rng.integers(-2, 3, size=(rng.integers(1, n_train + 1), dims)).astype(float) if integer_valued \
+        else rng.normal(size=(rng.integers(1, n_train + 1), dims))
+    train = pool[rng.integers(0, len(pool), n_train)]
+    queries = np.vstack([rng.normal(size=(5, dims)), train[rng.integers(0, n_train, 5)], np.zeros((1, dims))])
+    for k in {1, n_train, int(rng.integers(1, n_train + 1))}:
+        ours = -KNNDetector(k=k).fit(train).score(queries)
+        np.testing.assert_allclose(ours, _sklearn_knn_distance(train, queries, k), rtol=1e-9, atol=1e-7)
+
+
+@pytest.mark.parametrize("k", [1, 7, 50, 400])
+def test_knn_equals_sklearn_on_grouped_search(k, monkeypatch):
+    """Sizes where the search groups columns (with a remainder), several query blocks, float32 input,
+    and a mix of rows: easy ones, near-ties resolved in float64 (20 copies of a training vector), and
+    heavy ties recomputed densely (100 copies)."""
+    from assay.checks import ood_scores
+
+    monkeypatch.setattr(ood_scores, "_SIMILARITY_BLOCK_BYTES", 4 * 3001 * 37)  # 37 query rows per block
+    rng = np.random.default_rng(k)
+    train = rng.normal(size=(3001, 24)).astype(np.float32)
+    train[:20] = train[0]
+    train[20:120] = train[20]
+    train[120] = 0.0
+    queries = np.vstack([rng.normal(size=(80, 24)), train[[0, 20, 120, 500]], train[0] + 1e-4]).astype(np.float32)
+    ours = -KNNDetector(k=k).fit(train).score(queries)
+    expected = _sklearn_knn_distance(train.astype(np.float64), queries.astype(np.float64), k)
+    np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-7)
+
+
+def test_knn_resolves_float32_near_ties_in_float64():
+    """Training rows closer together than float32 resolves: their float32 similarities to a query tie or
+    come out in the wrong order, so the k-th must be found among them in float64."""
+    rng = np.random.default_rng(6)
+    base = rng.normal(size=64)
+    train = np.vstack([base + 1e-7 * rng.normal(size=(30, 64)), rng.normal(size=(970, 64))])
+    queries = base + 1e-3 * rng.normal(size=(20, 64))
+    for k in (5, 10, 25):
+        ours = -KNNDetector(k=k).fit(train).score(queries)
+        np.testing.assert_allclose(ours, _sklearn_knn_distance(train, queries, k), rtol=1e-9)
+
+
+def test_knn_scores_float32_like_float64():
+    rng = np.random.default_rng(5)
+    train, queries = rng.normal(size=(500, 8)).astype(np.float32), rng.normal(size=(40, 8)).astype(np.float32)
+    detector = KNNDetector(k=5).fit(train)
+    np.testing.assert_array_equal(detector.score(queries), KNNDetector(k=5).fit(train.astype(float)).score(queries))
+    with pytest.raises(UserError, match="NaN"):
+        detector.score(np.full((1, 8), np.nan, dtype=np.float32))
+    detector.k = 501  # changed after fit: checked again when scoring
+    with pytest.raises(UserError, match="k=501"):
+        detector.score(queries)
+
+
+def test_mahalanobis_equals_lee_et_al_reference_in_blocks(features, monkeypatch):
+    """Lee et al.'s reference: sklearn EmpiricalCovariance on class-centred features, then the minimum
+    over classes of sklearn's squared Mahalanobis distance; ours computed a few rows at a time."""
+    from sklearn.covariance import EmpiricalCovariance
+
+    from assay.checks import ood_scores
+
+    train, labels, test = features
+    reference = EmpiricalCovariance(assume_centered=False)
+    means = np.stack([train[labels == c].mean(axis=0) for c in range(4)])
+    reference.fit(train - means[labels])
+    reference.precision_ = np.linalg.pinv(reference.covariance_, hermitian=True)
+    expected = -np.min([reference.mahalanobis(test - mu) for mu in means], axis=0)
+
+    monkeypatch.setattr(ood_scores, "_FLOAT64_BLOCK_BYTES", 8 * 16 * 7)  # 7 rows per block
+    ours = MahalanobisDetector().fit(train.astype(np.float32), labels)
+    float32_in = ours.score(test.astype(np.float32))
+    float64_in = MahalanobisDetector().fit(train.astype(np.float32).astype(float), labels).score(
+        test.astype(np.float32).astype(float))
+    np.testing.assert_allclose(float32_in, float64_in, rtol=1e-12)
+    np.testing.assert_allclose(MahalanobisDetector().fit(train, labels).score(test), expected, rtol=1e-8)
 
 
 def test_vim_matches_pytorch_ood(pood, features):

@@ -21,7 +21,10 @@ Feature-based, with the scikit-learn contract (``fit`` learns ``*_`` attributes 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
+from scipy.sparse import csr_matrix
 from scipy.special import logsumexp
 
 from assay.errors import UserError
@@ -90,6 +93,28 @@ def _check_dims(features: np.ndarray, expected: int, name: str) -> None:
                         where=f"{name}.score", fix="score features from the same layer the detector was fitted on")
 
 
+# Feature detectors convert features to float64 a block of rows at a time (features are usually float32,
+# and a float64 copy of 1M x 2048 features alone is 16 GB); KNN holds one block of float32 similarities.
+_FLOAT64_BLOCK_BYTES = 32 * 2**20
+_SIMILARITY_BLOCK_BYTES = 256 * 2**20
+
+
+def _as_feature_matrix(values: np.ndarray, name: str) -> np.ndarray:
+    """``_as_matrix`` that keeps valid float32 input as float32 (no full float64 copy)."""
+    array = np.asarray(values)
+    if array.dtype == np.float32 and array.ndim == 2 and array.size and np.isfinite(array).all():
+        return array
+    return _as_matrix(array, name)  # float64 passes through uncopied; anything else converted or rejected
+
+
+def _float64_blocks(x: np.ndarray, rows: int | None = None) -> Iterator[tuple[slice, np.ndarray]]:
+    """Consecutive row blocks of ``x`` as float64 (views when ``x`` is float64: never write to them)."""
+    rows = rows or max(1, _FLOAT64_BLOCK_BYTES // (8 * x.shape[1]))
+    for start in range(0, x.shape[0], rows):
+        block = slice(start, min(start + rows, x.shape[0]))
+        yield block, np.asarray(x[block], dtype=np.float64)
+
+
 class MahalanobisDetector:
     """Class-conditional Gaussians with a shared covariance (Lee et al. 2018), on penultimate features.
 
@@ -98,41 +123,64 @@ class MahalanobisDetector:
     (the reference code's ``EmpiricalCovariance`` on class-centred features). ``score`` is
     ``max_c -(x - mu_c)^T precision (x - mu_c)``, higher = more in-distribution. pytorch-ood's
     ``Mahalanobis`` omits the ``/ N`` and a factor 2: its outlier score equals ``-score / (2 N)``.
-    No input preprocessing (the ODIN-style perturbation needs gradients).
+    No input preprocessing (the ODIN-style perturbation needs gradients). Arithmetic is float64, done a
+    block of rows at a time, so float32 features are never copied whole.
     """
 
     def fit(self, features: np.ndarray, labels: np.ndarray) -> MahalanobisDetector:
-        x = _as_matrix(features, "features")
+        x = _as_feature_matrix(features, "features")
         y = np.asarray(labels)
         if y.shape != (x.shape[0],):
             raise UserError(f"labels have shape {y.shape}, expected ({x.shape[0]},)",
                             where="MahalanobisDetector.fit", fix="pass one class label per feature row")
         self.classes_, index = np.unique(y, return_inverse=True)
-        counts = np.bincount(index, minlength=len(self.classes_)).astype(np.float64)
-        sums = np.zeros((len(self.classes_), x.shape[1]))
-        np.add.at(sums, index, x)
+        index = index.ravel()
+        n_classes = len(self.classes_)
+        counts = np.bincount(index, minlength=n_classes).astype(np.float64)
+        sums = np.zeros((n_classes, x.shape[1]))
+        for block, rows in _float64_blocks(x):
+            # Class sums as a sparse one-hot product (np.add.at is ~7x slower).
+            one_hot = csr_matrix((np.ones(len(rows)), (index[block], np.arange(len(rows)))),
+                                 shape=(n_classes, len(rows)))
+            sums += one_hot @ rows
         self.means_ = sums / counts[:, None]
-        centred = x - self.means_[index]
-        covariance = centred.T @ centred / x.shape[0]
-        self.precision_ = np.linalg.pinv(covariance, hermitian=True)
+        scatter = np.zeros((x.shape[1], x.shape[1]))
+        for block, rows in _float64_blocks(x):
+            centred = rows - self.means_[index[block]]
+            scatter += centred.T @ centred
+        self.precision_ = np.linalg.pinv(scatter / x.shape[0], hermitian=True)
         self.n_features_in_ = x.shape[1]
         return self
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """``-min_c`` squared Mahalanobis distance to the class means; higher = more in-distribution."""
         _check_fitted(self, "precision_")
-        x = _as_matrix(features, "features")
+        x = _as_feature_matrix(features, "features")
         _check_dims(x, self.n_features_in_, "MahalanobisDetector")
         # d2[i, c] = x P x - 2 x P mu_c + mu_c P mu_c, without an (n, C, D) intermediate.
-        xp = x @ self.precision_
-        quad_x = np.einsum("ij,ij->i", xp, x)
         quad_mu = np.einsum("cj,jk,ck->c", self.means_, self.precision_, self.means_)
-        d2 = quad_x[:, None] - 2.0 * xp @ self.means_.T + quad_mu[None, :]
-        return -d2.min(axis=1)
+        scores = np.empty(x.shape[0])
+        for block, rows in _float64_blocks(x):
+            xp = rows @ self.precision_
+            quad_x = np.einsum("ij,ij->i", xp, rows)
+            d2 = quad_x[:, None] - 2.0 * xp @ self.means_.T + quad_mu[None, :]
+            scores[block] = -d2.min(axis=1)
+        return scores
 
 
 def _l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+_FLOAT32_UNIT_ROUNDOFF = 2.0**-24
+
+
+def _float32_dot_error_bound(n_dims: int) -> float:
+    """Bound on |float32 dot product - exact| for vectors of norm <= 1 rounded to float32: the classic
+    ``gamma_n = n u / (1 - n u)`` for any summation order (Higham 2002, Sec. 3.1), plus the input and
+    offset roundings; generous by a few units of u."""
+    nu = (n_dims + 8) * _FLOAT32_UNIT_ROUNDOFF
+    return nu / (1.0 - nu)
 
 
 class KNNDetector:
@@ -141,29 +189,130 @@ class KNNDetector:
 
     ``k=50`` is the paper's CIFAR-10 choice (200 for CIFAR-100, 1000 for ImageNet). Scoring the fitted
     samples themselves counts each as its own nearest neighbour, as in the reference code.
+
+    Exact search, at float32 matrix-product speed: for unit vectors the distance falls as the dot
+    product rises, so queries are compared with all training rows in float32 blocks, and only the few
+    similarities within float32's rounding bound of each row's k-th largest are recomputed in float64.
+    Scores therefore equal float64 brute force (scikit-learn ``NearestNeighbors``) up to float64
+    rounding; ``fit`` keeps the normalized training features (``train_features_``, float64) and a
+    float32 copy, and ``score`` holds one block of similarities (<= 256 MB) at a time.
     """
+
+    # Rows whose k-th neighbour is ambiguous among this many near-ties (duplicated training features)
+    # are recomputed densely in float64 instead of candidate by candidate.
+    _MAX_TIES = 64
 
     def __init__(self, k: int = 50) -> None:
         self.k = k
 
-    def fit(self, features: np.ndarray) -> KNNDetector:
-        from sklearn.neighbors import NearestNeighbors
-
-        x = _as_matrix(features, "features")
-        if not isinstance(self.k, (int, np.integer)) or not 1 <= self.k <= x.shape[0]:
-            raise UserError(f"k={self.k} must be an integer between 1 and the number of fitted samples ({x.shape[0]})",
+    def _check_k(self, n_train: int) -> None:
+        if not isinstance(self.k, (int, np.integer)) or not 1 <= self.k <= n_train:
+            raise UserError(f"k={self.k} must be an integer between 1 and the number of fitted samples ({n_train})",
                             where="KNNDetector(k=...)", fix="lower k or fit on more in-distribution features")
+
+    def fit(self, features: np.ndarray) -> KNNDetector:
+        x = _as_feature_matrix(features, "features")
+        self._check_k(x.shape[0])
+        train = np.empty(x.shape)
+        for block, rows in _float64_blocks(x):
+            train[block] = _l2_normalize(rows)
+        self.train_features_ = train
+        # Squared distance = |q|^2 + |t|^2 - 2 q.t = |q|^2 + 1 - 2 (q.t + offset), offset = (1 - |t|^2) / 2:
+        # 0 up to rounding for unit rows, 1/2 for all-zero rows, which normalization leaves at zero.
+        self._offsets = (1.0 - np.einsum("ij,ij->i", train, train)) / 2.0
+        self._train32 = train.astype(np.float32)
+        self._short_rows = np.flatnonzero(self._offsets > _FLOAT32_UNIT_ROUNDOFF)
         self.n_features_in_ = x.shape[1]
-        self.index_ = NearestNeighbors(n_neighbors=self.k).fit(_l2_normalize(x))
         return self
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Negative distance to the k-th nearest normalized training feature; higher = more ID."""
-        _check_fitted(self, "index_")
-        x = _as_matrix(features, "features")
+        _check_fitted(self, "train_features_")
+        x = _as_feature_matrix(features, "features")
         _check_dims(x, self.n_features_in_, "KNNDetector")
-        distances, _ = self.index_.kneighbors(_l2_normalize(x), n_neighbors=self.k)
-        return -distances[:, -1]
+        n_train = self.train_features_.shape[0]
+        self._check_k(n_train)
+        rows = max(1, min(x.shape[0], _SIMILARITY_BLOCK_BYTES // (4 * n_train)))
+        similarities = np.empty((rows, n_train), dtype=np.float32)  # reused by every block
+        distances = np.empty(x.shape[0])
+        for block, raw in _float64_blocks(x, rows):
+            queries = _l2_normalize(raw)
+            kth = self._kth_largest_similarity(queries, similarities[: len(queries)])
+            squared = np.einsum("ij,ij->i", queries, queries) + 1.0 - 2.0 * kth
+            distances[block] = np.sqrt(np.maximum(squared, 0.0))
+        return -distances
+
+    def _kth_largest_similarity(self, queries: np.ndarray, sims: np.ndarray) -> np.ndarray:
+        """Per query row, the exact (float64) k-th largest of ``q . t_j + offset_j`` over training rows."""
+        k, train, offsets = self.k, self.train_features_, self._offsets
+        n_rows, n_train = sims.shape
+        np.matmul(queries.astype(np.float32), self._train32.T, out=sims)
+        if self._short_rows.size:
+            sims[:, self._short_rows] += offsets[self._short_rows].astype(np.float32)
+        # Two float32 similarities whose exact values are in the other order differ by at most this.
+        margin = 2.0 * _float32_dot_error_bound(train.shape[1])
+
+        # 1. A lower bound on each row's k-th largest float32 similarity: the k-th largest of the maxima
+        #    of disjoint column groups (k groups hold k distinct elements). ~8 groups per neighbour make
+        #    the bound nearly tight, so ~k candidates clear it.
+        width = max(1, n_train // (8 * k))
+        n_groups = n_train // width
+        grouped = sims[:, : n_groups * width].reshape(n_rows, n_groups, width)
+        if width == 1:
+            group_max = sims
+        else:
+            group_max = np.concatenate([grouped.max(axis=2), sims[:, n_groups * width:]], axis=1)
+        threshold = np.partition(group_max, -k, axis=1)[:, -k].astype(np.float64) - margin  # float64: no round-up
+
+        # 2. Candidates: all similarities >= threshold, looked for only in groups whose maximum reaches it
+        #    (the remainder columns past the last full group are groups of one).
+        row_of, group = np.nonzero(group_max >= threshold[:, None])
+        dense = np.bincount(row_of, minlength=n_rows) > 2 * k + 32  # expected ~k; ties everywhere: step 5
+        keep = ~dense[row_of]
+        row_of, group = row_of[keep], group[keep]
+        full = group < n_groups
+        values = grouped[row_of[full], group[full]]
+        pair, member = np.nonzero(values >= threshold[row_of[full], None])
+        tail_rows, tail_cols = row_of[~full], n_groups * width + group[~full] - n_groups
+        rows = np.concatenate([row_of[full][pair], tail_rows])
+        cols = np.concatenate([group[full][pair] * width + member, tail_cols])
+        vals = np.concatenate([values[pair, member], sims[tail_rows, tail_cols]]).astype(np.float64)
+
+        # 3. Each row's float32 k-th largest; elements more than `margin` above it are exactly above the
+        #    true k-th, elements more than `margin` below exactly below, so the true k-th is the
+        #    (k - n_above)-th largest exact value among the near-ties in between.
+        order = np.lexsort((-vals, rows))
+        rows, cols, vals = rows[order], cols[order], vals[order]
+        first = np.searchsorted(rows, np.arange(n_rows))
+        easy = np.flatnonzero(~dense)
+        kth32 = np.full(n_rows, np.nan)
+        kth32[easy] = vals[first[easy] + k - 1]
+        n_above = np.bincount(rows[vals > kth32[rows] + margin], minlength=n_rows)
+        tied = np.abs(vals - kth32[rows]) <= margin
+
+        # 4. The near-ties (usually one or two per row) in float64.
+        dense |= np.bincount(rows[tied], minlength=n_rows) > self._MAX_TIES
+        tied &= ~dense[rows]
+        tie_rows, tie_cols = rows[tied], cols[tied]
+        exact = np.empty(tie_rows.size)
+        for start in range(0, tie_rows.size, 4096):
+            part = slice(start, start + 4096)
+            exact[part] = (np.einsum("ij,ij->i", queries[tie_rows[part]], train[tie_cols[part]])
+                           + offsets[tie_cols[part]])
+        order = np.lexsort((-exact, tie_rows))
+        tie_rows, exact = tie_rows[order], exact[order]
+        result = np.empty(n_rows)
+        easy = np.flatnonzero(~dense)
+        result[easy] = exact[np.searchsorted(tie_rows, easy) + k - 1 - n_above[easy]]
+
+        # 5. Rows with heavy ties: all similarities in float64, as brute force does.
+        hard = np.flatnonzero(dense)
+        step = max(1, _SIMILARITY_BLOCK_BYTES // (8 * n_train))
+        for start in range(0, hard.size, step):
+            chunk = hard[start:start + step]
+            exact_rows = queries[chunk] @ train.T + offsets
+            result[chunk] = np.partition(exact_rows, -k, axis=1)[:, -k]
+        return result
 
 
 class ViMDetector:
