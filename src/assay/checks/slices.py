@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from assay.checks.base import CheckContext
 from assay.checks.calibration import ece
@@ -64,9 +65,11 @@ def check_slices(ctx: CheckContext) -> Section:
     k = 0
     for column, rows in rows_by_column.items():
         groups = per_column[column]
+        codes, uniques = pd.factorize(groups)  # integer codes: one hash pass instead of a string compare per slice
+        position = {str(u): i for i, u in enumerate(uniques)}
         table = []
         for row in rows:
-            mask = groups == row.slice
+            mask = codes == position[row.slice]
             cm = confusion_matrix(labels[mask], pred[mask], num_classes)
             flagged = bool(reject[k] and row.accuracy < row.rest_accuracy)
             table.append({**row.__dict__, "p_adjusted": float(adjusted[k]), "flagged": flagged,
