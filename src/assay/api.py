@@ -34,13 +34,14 @@ __all__ = ["CHECKS", "EvaluationRun", "evaluate", "run_evaluation"]
 def _check_registry() -> dict[str, Callable[[CheckContext], Section]]:
     from assay.checks.adversarial import check_adversarial
     from assay.checks.calibration import check_calibration
+    from assay.checks.efficiency import check_efficiency
     from assay.checks.corruption import check_corruption
     from assay.checks.label_free_check import check_label_free
     from assay.checks.ood import check_ood
     from assay.checks.performance import check_performance
     from assay.checks.slices import check_fairness, check_slices
 
-    return {"label_free": check_label_free, "ood": check_ood, "slices": check_slices, "fairness": check_fairness,"performance": check_performance, "calibration": check_calibration, "corruption": check_corruption,
+    return {"label_free": check_label_free, "ood": check_ood, "slices": check_slices, "fairness": check_fairness,"performance": check_performance, "efficiency": check_efficiency, "calibration": check_calibration, "corruption": check_corruption,
             "adversarial": check_adversarial}
 
 
@@ -311,6 +312,15 @@ def run_evaluation(
         outputs.absorb(run_views(model_obj, dataset, perturbed, cache_dir=cache_dir, batch_size=config.batch_size,
                                  backend=engine_backend, progress=progress))
         views.update({v.spec.name: v for v in perturbed})
+    if "efficiency" in checks:
+        from assay.compress.latency import profile_model
+
+        sizes = sorted(set(config.latency_batch_sizes))
+        path = model_obj.info.path
+        facts["efficiency"] = profile_model(
+            model_obj, np.asarray(dataset.x[: max(sizes)]), batch_sizes=tuple(sizes), budget_s=config.latency_budget,
+            price_per_hour=config.price_per_hour, confidence=config.confidence, seed=config.seed,
+            model_path=path if path and os.path.isfile(path) else None)
     calib_pair = None
     if calibration is not None:
         calib_out = run_views(model_obj, calibration, [CleanView()], cache_dir=cache_dir,

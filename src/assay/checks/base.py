@@ -38,6 +38,10 @@ class EvaluateConfig(BaseModel):
     slice_by: list[str] = Field(default_factory=list, description="Metadata columns to slice by.")
     min_slice_size: int = Field(30, ge=1, description="Slices smaller than this are reported as insufficient.")
     sensitive: list[str] = Field(default_factory=list, description="Metadata columns for fairness metrics.")
+    latency_batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32], description="Batch sizes timed by "
+                                           "the efficiency check.")
+    latency_budget: float = Field(10.0, gt=0, description="Seconds of timing per batch size (efficiency check).")
+    price_per_hour: float | None = Field(None, ge=0, description="Machine price per hour: cost per 1M inferences.")
     corruptions: list[str] = Field(default_factory=list, description="Corruption types to evaluate (empty: none).")
     severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], description="Corruption severities (1-5).")
     corruption_table: Literal["auto", "cifar", "imagenet"] = Field(

@@ -1,0 +1,1 @@
+"""Compression: variants (quantization, fp16, pruning), latency/FLOPs/energy, and the damage audit."""
