@@ -64,7 +64,7 @@ def evaluate(
     feature_cols: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns of CSV/Parquet data.")] = None,
     image_size: Annotated[Optional[str], typer.Option(help="Resize image-folder data to this size (32 or 32x48).")] = None,
     class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names in model output order (fixes folder/table label order).")] = None,
-    checks: Annotated[str, typer.Option(help="Comma-separated checks to run.")] = "performance,calibration",
+    checks: Annotated[str, typer.Option(help="Comma-separated checks to run (add 'efficiency' for latency, size, FLOPs, memory, energy).")] = "performance,calibration",
     ood: Annotated[Optional[list[str]], typer.Option(help="OOD set (repeatable): a data spec, or 'synthetic' for built-in noise/blob images.")] = None,
     unlabeled: Annotated[Optional[list[str]], typer.Option(help="Unlabeled target data (repeatable): label-free accuracy estimates.")] = None,
     train_data: Annotated[Optional[str], typer.Option(help="Training data: fits the feature-based OOD detectors.")] = None,
@@ -84,6 +84,9 @@ def evaluate(
     attack_steps: Annotated[int, typer.Option(help="Iterations of white-box attacks.")] = 100,
     attack_restarts: Annotated[int, typer.Option(help="Random restarts of white-box attacks.")] = 1,
     square_queries: Annotated[int, typer.Option(help="Query budget of the Square attack.")] = 1000,
+    latency_batch_sizes: Annotated[str, typer.Option(help="Batch sizes timed by the efficiency check, comma-separated.")] = "1,8,32",
+    latency_budget: Annotated[float, typer.Option(help="Seconds of timing per batch size (efficiency check).")] = 10.0,
+    price_per_hour: Annotated[Optional[float], typer.Option(help="Machine price per hour: cost per 1M inferences (efficiency check).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for every randomized step.")] = 0,
     n_bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples per confidence interval.")] = 1000,
     confidence: Annotated[float, typer.Option(help="Confidence level of intervals.")] = 0.95,
@@ -116,7 +119,9 @@ def evaluate(
                                 min_slice_size=min_slice_size, ood=list(ood or []), train_data=train_data,
                                 unlabeled=list(unlabeled or []),
                                 sensitive=[c.strip() for c in sensitive.split(",")] if sensitive else [], attack_steps=attack_steps,
-                                attack_restarts=attack_restarts, square_queries=square_queries, **robustness)
+                                attack_restarts=attack_restarts, square_queries=square_queries,
+                                latency_batch_sizes=list(_int_list(latency_batch_sizes, "--latency-batch-sizes")),
+                                latency_budget=latency_budget, price_per_hour=price_per_hour, **robustness)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UserError(f"invalid option --{str(first['loc'][0]).replace('_', '-')}: {first['msg']}",
@@ -196,6 +201,7 @@ def compare(
 
 
 def _print_rules(result) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     style = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "skipped": "dim"}
@@ -204,8 +210,8 @@ def _print_rules(result) -> None:
         table.add_column(col, overflow="fold")
     for r in result.rules:
         ci = f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]" if r.ci_low is not None and r.ci_high is not None else ""
-        table.add_row(r.rule, f"[{style[r.status]}]{r.status}[/]", "" if r.value is None else f"{r.value:+.4f}", ci,
-                      r.message)
+        table.add_row(escape(r.rule), f"[{style[r.status]}]{r.status}[/]", "" if r.value is None else f"{r.value:+.4f}",
+                      ci, escape(r.message))
     Console().print(table)
 
 
@@ -245,6 +251,135 @@ def select(
         Console().print(f"Selection: [bold]{out / 'selection.html'}[/]  (also selection.json, selection.md)")
     if selection.pick is None:
         raise typer.Exit(1)
+
+
+def _int_list(value: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"{option} {value!r} is not a comma-separated list of integers", where=option,
+                        fix="e.g. 1,8,32") from None
+
+
+def _float_list(value: str, option: str) -> list[float]:
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{option} {value!r} is not a comma-separated list of numbers", where=option,
+                        fix="e.g. 0.3,0.5") from None
+
+
+@app.command()
+def compress(
+    model: Annotated[str, typer.Argument(help="Model to compress: .onnx, TorchScript, torch.export, or pkg.module:factory with --weights.")],
+    data: Annotated[str, typer.Option("--data", "-d", help="Labelled evaluation data for the damage audit.")],
+    calibration: Annotated[Optional[str], typer.Option(help="Calibration inputs for int8 quantization (default: --train-data).")] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated: int8-static, int8-dynamic, int8-dynamic-all, fp16, prune.")] = "int8-static,int8-dynamic,fp16",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: report, variants, the recommended model and its evidence.")] = Path("assay-compress"),
+    weights: Annotated[Optional[str], typer.Option(help="Weights for a factory model (.safetensors or a state dict).")] = None,
+    prune_ratios: Annotated[str, typer.Option(help="Channel-pruning ratios (prune method), comma-separated.")] = "0.5",
+    train_data: Annotated[Optional[str], typer.Option(help="Training data: short fine-tune after pruning, and default calibration.")] = None,
+    finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after pruning (needs --train-data).")] = 0,
+    max_accuracy_drop: Annotated[float, typer.Option(help="Largest tolerable accuracy drop (judged with the paired CI).")] = 0.01,
+    max_class_drop: Annotated[float, typer.Option(help="Largest tolerable drop of any class's accuracy.")] = 0.03,
+    batch_sizes: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.")] = "1,32",
+    ranking_batch: Annotated[Optional[int], typer.Option(help="Batch size whose latency ranks the variants (default: the largest).")] = None,
+    latency_budget: Annotated[float, typer.Option(help="Seconds of timing per model and batch size (at most).")] = 5.0,
+    suite: Annotated[Optional[str], typer.Option(help="Evaluation suite of the audit: quick, standard (+ corruptions) or full.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for every randomized step.")] = 0,
+    n_bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Output cache directory (default ~/.cache/assay).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the output cache.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or console summary.")] = False,
+) -> None:
+    """Compressed variants with a measured speed-up and a per-class damage audit; recommends the fastest safe one."""
+    from assay.compress.run import compress as run_compress
+
+    result = run_compress(
+        model, data, calibration=calibration, methods=[m.strip() for m in methods.split(",") if m.strip()], out=out,
+        prune_ratios=_float_list(prune_ratios, "--prune-ratios"), train_data=train_data,
+        finetune_epochs=finetune_epochs, max_accuracy_drop=max_accuracy_drop, max_class_drop=max_class_drop,
+        batch_sizes=_int_list(batch_sizes, "--batch-sizes"), ranking_batch=ranking_batch,
+        latency_budget_s=latency_budget, suite=suite, n_bootstrap=n_bootstrap, seed=seed,
+        cache_dir=False if no_cache else (cache_dir or True), progress=not quiet,
+        model_options={"weights": weights} if weights else None)
+    if not quiet:
+        from rich.table import Table
+
+        b = result.ranking_batch
+        table = Table(title=f"Compression: {'recommend ' + result.recommended if result.recommended else 'keep the original'}")
+        for col in ("variant", "accuracy Δ", "worst class Δ", "changed", f"speed-up (b={b})", "status"):
+            table.add_column(col, overflow="fold")
+        for r in result.rows:
+            table.add_row(r["variant"], f"{r['accuracy_delta']:+.4f}",
+                          "" if r["worst_class_delta"] is None else f"{r['worst_class']}: {r['worst_class_delta']:+.4f}",
+                          str(r["changed_predictions"]), f"{r.get(f'speedup[batch={b}]', float('nan')):.2f}x",
+                          r["status"])
+        Console().print(table)
+        for reason in result.reasons:
+            Console().print(f"- {reason}")
+        for r in result.rows:
+            Console().print(f"- {r['variant']}: {r['verdict']}" + "".join(f"\n    {x}" for x in r["slow_reasons"]))
+        Console().print(f"Report: [bold]{out / 'report.html'}[/]  (also compression.md/.json, exemplars.csv, variants/)")
+
+
+@app.command()
+def profile(
+    model: Annotated[str, typer.Argument(help="Model: .onnx, TorchScript .pt, torch.export .pt2, or pkg.module:factory with --weights.")],
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Inputs to time (default: uniform random inputs of the model's input shape).")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="Weights for a factory model.")] = None,
+    batch_sizes: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.")] = "1,8,32",
+    threads: Annotated[Optional[int], typer.Option(help="Inference threads (fixed and recorded; default: all cores).")] = None,
+    budget: Annotated[float, typer.Option(help="Seconds of timing per batch size (at most).")] = 10.0,
+    price_per_hour: Annotated[Optional[float], typer.Option(help="Machine price per hour: cost per 1M inferences.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full profile as JSON here.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the inputs and batch composition.")] = 0,
+) -> None:
+    """Latency p50/p95/p99 with CIs, throughput, peak memory, size, parameters, FLOPs, energy and cost on this machine."""
+    import numpy as np
+
+    from assay.checks.efficiency import efficiency_section
+    from assay.compress.latency import profile_model
+    from assay.models.loader import load_model
+    from assay.report.formatting import write_text_atomic
+
+    sizes = _int_list(batch_sizes, "--batch-sizes")
+    if not sizes or min(sizes) < 1:
+        raise UserError(f"--batch-sizes {batch_sizes!r} must list positive integers", where="--batch-sizes", fix="e.g. 1,8,32")
+    if budget <= 0:
+        raise UserError(f"--budget must be > 0, got {budget}", where="--budget", fix="give seconds, e.g. 10")
+    options = {k: v for k, v in {"weights": weights, "threads": threads}.items() if v is not None}
+    if data is not None:
+        from assay.data.loader import load_data
+
+        sample = np.asarray(load_data(data).x[: max(sizes)])
+        loaded = load_model(model, sample=sample[:2], **options)
+    else:
+        loaded = load_model(model, **options)
+        shape = loaded.info.input_shape[1:]
+        if any(d is None for d in shape) or loaded.info.input_dtype not in ("float32", "float64", "float16"):
+            raise UserError(f"the model's input shape {loaded.info.input_shape} / dtype {loaded.info.input_dtype} "
+                            "does not say what to feed it", where=model, fix="pass --data with real inputs")
+        sample = np.random.default_rng(seed).random((max(sizes), *shape)).astype(loaded.info.input_dtype)
+    path = loaded.info.path
+    result = profile_model(loaded, sample, batch_sizes=tuple(sorted(set(sizes))), threads=threads, budget_s=budget,
+                           price_per_hour=price_per_hour, seed=seed,
+                           model_path=path if path and os.path.isfile(path) else None)
+    if json_out is not None:
+        write_text_atomic(json_out, result.model_dump_json(indent=2))
+    section = efficiency_section(result)
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"Efficiency profile: {Path(path).name or path}")
+    for col in ("metric", "value", "CI"):
+        table.add_column(col)
+    for name, m in section.metrics.items():
+        ci = "" if m.ci_low is None or m.ci_high is None else f"[{m.ci_low:.4g}, {m.ci_high:.4g}]"
+        table.add_row(escape(name), "—" if m.value is None else f"{m.value:.4g}", ci)
+    Console().print(table)
+    for f in section.findings:
+        Console().print(f"- {f.severity}: {escape(f.message)}")
 
 
 @app.command()

@@ -1,0 +1,409 @@
+"""``assay compress``: build variants, audit each against the original through the same engine and suite,
+profile them on this machine, and recommend the fastest one that keeps accuracy and every class.
+
+The damage audit is the compare gate with two rules: ``accuracy: {max_drop}`` and
+``per_class_accuracy: {max_drop}`` on paired statistics. A variant is recommended only when the accuracy
+rule *passes* (the paired CI shows the drop is within the limit; inconclusive is not enough), no class is
+shown to drop beyond the class limit and the worst class's point drop is within it, and it is faster than
+the original at the ranking batch size (p50 CIs apart and at least ``MIN_SPEEDUP``). A slower variant is never recommended; the report says why
+it is slow (ConvInteger, fp16 without hardware support, pruning that removed no compute).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assay.compare.gate import Comparison, Side, compare_sides
+from assay.compare.policy import Policy, Rule
+from assay.compare.select import pareto_front
+from assay.data.dataset import Dataset
+from assay.errors import UserError
+
+__all__ = ["CompressionResult", "VariantAudit", "compress"]
+
+MAX_EXEMPLARS_SHOWN = 24
+#: A variant must be at least this much faster (p50 ratio) to count as faster, besides non-overlapping CIs.
+MIN_SPEEDUP = 1.1
+
+
+@dataclass
+class VariantAudit:
+    """One variant: how it was built, what it damaged (vs the original), what it costs here."""
+
+    name: str
+    method: str
+    path: Path
+    notes: list[str]
+    evidence: Any
+    comparison: Comparison
+    profile: Any
+    changed: np.ndarray  # indices of the samples whose prediction differs from the original's
+    predictions: np.ndarray  # the variant's predicted class per sample
+    run: Any = None  # its EvaluationRun (the chosen variant's evidence bundle is written from it)
+    speedup: dict[int, float] = field(default_factory=dict)
+    faster: bool = False
+    slow_reasons: list[str] = field(default_factory=list)
+    feasible: bool = False
+    status: str = ""  # recommended / eligible / slower / not faster / damaged / damage unclear
+    verdict: str = ""
+
+    def row(self) -> dict[str, Any]:
+        m = self.comparison.metrics
+        rules = {r.metric: r for r in self.comparison.rules}
+        worst = min(self.comparison.per_class, key=lambda r: r["delta"]) if self.comparison.per_class else None
+        acc = self.evidence.sections["performance"].metrics["accuracy"].value
+        lat = {b: s["p50_ms"] for b, s in _latency(self.profile).items()}
+        return {
+            "variant": self.name, "method": self.method, "accuracy": acc,
+            "accuracy_delta": m["accuracy_delta"].value, "accuracy_delta_ci": [m["accuracy_delta"].ci_low,
+                                                                               m["accuracy_delta"].ci_high],
+            "worst_class": worst["group"] if worst else None, "worst_class_delta": worst["delta"] if worst else None,
+            "worst_class_accuracy": _worst_class_accuracy(self.evidence),
+            "negative_flip_rate": m["negative_flip_rate"].value, "changed_predictions": int(len(self.changed)),
+            "ece_delta": m["ece_delta"].value, "ece_after_temperature": _metric(self.evidence, "calibration",
+                                                                                "ece_after_temperature"),
+            "mean_corruption_accuracy": _metric(self.evidence, "corruption", "mean_corruption_accuracy"),
+            "accuracy_rule": rules["accuracy"].status, "class_rule": rules["per_class_accuracy"].status,
+            **{f"p50_ms[batch={b}]": v for b, v in lat.items()},
+            **{f"speedup[batch={b}]": v for b, v in self.speedup.items()},
+            "size_mb": _profile_value(self.profile, "model_size_mb"), "flops": _profile_value(self.profile, "flops"),
+            "faster": self.faster, "feasible": self.feasible, "status": self.status, "verdict": self.verdict,
+            "slow_reasons": self.slow_reasons, "notes": self.notes,
+        }
+
+
+@dataclass
+class CompressionResult:
+    original: dict[str, Any]
+    variants: list[VariantAudit]
+    recommended: str | None
+    reasons: list[str]
+    ranking_batch: int
+    limits: dict[str, float]
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return [v.row() for v in self.variants]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"original": self.original, "recommended": self.recommended, "reasons": self.reasons,
+                "ranking_batch": self.ranking_batch, "limits": self.limits, "variants": self.rows,
+                "exemplars": {v.name: [int(i) for i in v.changed] for v in self.variants}}
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def _metric(evidence: Any, section: str, key: str) -> float | None:
+    sec = evidence.sections.get(section)
+    m = sec.metrics.get(key) if sec is not None else None
+    return None if m is None else m.value
+
+
+def _worst_class_accuracy(evidence: Any) -> float | None:
+    perf = evidence.sections.get("performance")
+    recalls = [r["recall"] for r in perf.tables.get("per_class", []) if r.get("support", 1)] if perf else []
+    return float(min(recalls)) if recalls else None
+
+
+def _latency(profile: Any) -> dict[int, dict[str, float]]:
+    """{batch: {"p50_ms", "p50_ci_low", "p50_ci_high"}} from an EfficiencyProfile."""
+    out = {}
+    for stats in profile.latency.batches:
+        lo = stats.p50_ci_low_ms if stats.p50_ci_low_ms is not None else stats.p50_ms
+        hi = stats.p50_ci_high_ms if stats.p50_ci_high_ms is not None else stats.p50_ms
+        out[int(stats.batch_size)] = {"p50_ms": stats.p50_ms, "p50_ci_low": lo, "p50_ci_high": hi}
+    return out
+
+
+def _profile_value(profile: Any, key: str) -> float | None:
+    value = getattr(profile, key, None)
+    if value is None and key == "flops":
+        fc = getattr(profile, "flop_count", None)
+        value = getattr(fc, "flops", None) if fc is not None else None
+    return value
+
+
+def _check_limit(value: float, name: str) -> None:
+    if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+        raise UserError(f"{name} must be a fraction in [0, 1), got {value!r}", where=name.replace("_", "-"),
+                        fix="give the largest tolerable drop as a fraction, e.g. 0.01 for one accuracy point")
+
+
+def _side_of(run: Any, name: str, path: str) -> Side:
+    return Side(name=name, evidence=run.evidence, predictions=run.predictions(), path=path)
+
+
+def _judge(audit: VariantAudit, base_lat: dict[int, dict[str, float]], base_flops: float | None, rank_batch: int,
+           max_class_drop: float, isa: list[str], reference_only: bool) -> None:
+    """Speed-ups, faster / feasible, status and verdict of one audited variant."""
+    from assay.compress.diagnose import explain_pruning, explain_slowdown
+
+    lat = _latency(audit.profile)
+    audit.speedup = {b: base_lat[b]["p50_ms"] / lat[b]["p50_ms"] for b in base_lat if lat[b]["p50_ms"] > 0}
+    ours, theirs = lat[rank_batch], base_lat[rank_batch]
+    # Faster = p50 CIs apart AND a practical margin (timings on a shared machine drift between models).
+    audit.faster = ours["p50_ci_high"] < theirs["p50_ci_low"] and theirs["p50_ms"] / ours["p50_ms"] >= MIN_SPEEDUP
+    if not audit.faster:
+        audit.slow_reasons = explain_slowdown(audit.path, isa_flags=isa)
+        if audit.name.startswith("pruned"):
+            audit.slow_reasons += explain_pruning(base_flops, _profile_value(audit.profile, "flops"))
+        if not audit.slow_reasons:
+            audit.slow_reasons = ["no graph-level cause found; the variant simply does not run faster here"]
+    statuses = {r.metric: r.status for r in audit.comparison.rules}
+    worst_delta = min((r["delta"] for r in audit.comparison.per_class), default=0.0)
+    # Accuracy: the paired CI must show the drop is within the limit. Classes: no class may be shown to drop
+    # beyond the limit, and the worst class's point drop must be within it (with ~50 samples per class a CI
+    # can rarely *prove* a 3-point bound, so requiring that would recommend nothing).
+    audit.feasible = (statuses["accuracy"] == "pass" and statuses["per_class_accuracy"] != "fail"
+                      and worst_delta >= -max_class_drop)
+    speed = audit.speedup.get(rank_batch, float("nan"))
+    if reference_only:
+        audit.status, audit.feasible = "reference", False
+        audit.verdict = f"the fp32 reference export of an ONNX original (same model; {speed:.2f}x measured)"
+    elif not audit.faster:
+        audit.status = "slower" if speed < 1 else "not faster"
+        audit.verdict = f"not recommended: not faster than the original at batch {rank_batch} ({speed:.2f}x)"
+    elif not audit.feasible:
+        audit.status = "damaged" if "fail" in statuses.values() or worst_delta < -max_class_drop else "damage unclear"
+        failing = [f"{r.metric} {r.status}" for r in audit.comparison.rules if r.status != "pass"]
+        audit.verdict = (f"not recommended: {audit.status} ({', '.join(failing) or 'worst class'}; worst class "
+                         f"{worst_delta:+.3f})")
+    else:
+        audit.status = "eligible"
+        audit.verdict = f"eligible: {speed:.2f}x faster at batch {rank_batch}"
+
+
+# ------------------------------------------------------------------------------------------- compress
+
+
+def compress(
+    model: str,
+    data: Dataset | str,
+    *,
+    calibration: Dataset | str | None = None,
+    methods: list[str] | None = None,
+    out: str | os.PathLike[str] | None = "assay-compress",
+    prune_ratios: list[float] | None = None,
+    train_data: Dataset | str | None = None,
+    finetune_epochs: int = 0,
+    max_accuracy_drop: float = 0.01,
+    max_class_drop: float = 0.03,
+    batch_sizes: tuple[int, ...] = (1, 32),
+    ranking_batch: int | None = None,
+    latency_budget_s: float = 5.0,
+    suite: str | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    cache_dir: Any = True,
+    progress: bool = False,
+    model_options: dict[str, Any] | None = None,
+    data_options: dict[str, Any] | None = None,
+) -> CompressionResult:
+    """Build, audit, profile and rank compressed variants of ``model`` (see the module docstring).
+
+    With ``out`` the variants end in ``out/variants/`` (and ``VariantAudit.path`` points there); with
+    ``out=None`` their working files are deleted on return."""
+    from assay.api import _as_dataset, run_evaluation
+    from assay.checks.base import EvaluateConfig
+    from assay.compress.latency import profile_model
+    from assay.compress.variants import make_variants
+    from assay.engine.planning import apply_suite
+    from assay.environment import cpu_model_and_flags
+    from assay.models.loader import load_model
+
+    _check_limit(max_accuracy_drop, "max_accuracy_drop")
+    _check_limit(max_class_drop, "max_class_drop")
+    methods = list(methods or ["int8-static", "int8-dynamic", "fp16"])
+    batch_sizes = tuple(sorted({int(b) for b in batch_sizes}))
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise UserError(f"batch sizes must be positive integers, got {batch_sizes}", where="--batch-sizes",
+                        fix="e.g. --batch-sizes 1,32")
+    rank_batch = int(ranking_batch or max(batch_sizes))
+    if rank_batch not in batch_sizes:
+        raise UserError(f"the ranking batch size {rank_batch} is not profiled", where="--ranking-batch",
+                        fix=f"use one of {', '.join(map(str, batch_sizes))} or add it to --batch-sizes")
+    dataset = _as_dataset(data, data_options or {})
+    if dataset.y is None:
+        raise UserError("the evaluation data has no labels", where="--data",
+                        fix="the damage audit compares accuracy per class: give labelled data")
+    train = _as_dataset(train_data, data_options or {}) if train_data is not None else None
+    notes: list[str] = []
+    if calibration is not None:
+        calib = _as_dataset(calibration, data_options or {})
+    elif train is not None:
+        calib, notes = train, ["quantization calibrated on --train-data (no --calibration given)"]
+    else:
+        raise UserError("no calibration data for quantization", where="--calibration",
+                        fix="pass --calibration DATA (a few hundred representative inputs, e.g. from the training "
+                            "set); never the evaluation set itself")
+    if calib.fingerprint == dataset.fingerprint:
+        notes.append("the calibration set is the evaluation set: int8 ranges were fitted on the audited samples")
+    original = load_model(str(model), sample=dataset.x[:2], **(model_options or {}))
+    if tuple(np.asarray(calib.x).shape[1:]) != tuple(np.asarray(dataset.x).shape[1:]):
+        raise UserError(f"the calibration inputs have shape {tuple(np.asarray(calib.x).shape[1:])} per sample, "
+                        f"the evaluation inputs {tuple(np.asarray(dataset.x).shape[1:])}", where="--calibration",
+                        fix="give calibration data in the model's input layout (same preprocessing as --data)")
+    config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, confidence=confidence, **apply_suite(suite, {}))
+    _model, isa = cpu_model_and_flags()
+    sample = np.asarray(dataset.x[: max(batch_sizes)])
+    policy = Policy(rules=(Rule("accuracy", "max_drop", max_accuracy_drop),
+                           Rule("per_class_accuracy", "max_drop", max_class_drop)),
+                    confidence=confidence, source="compress limits")
+
+    work = Path(tempfile.mkdtemp(prefix="assay-compress-"))
+    try:
+        variants = make_variants(original, calib, methods, out_dir=work / "variants", prune_ratios=prune_ratios or [0.5],
+                                 train_data=train, finetune_epochs=finetune_epochs, seed=seed, example=dataset.x[:2])
+        base_run = run_evaluation(original, dataset, config=config, cache_dir=cache_dir, progress=progress)
+        base_side = _side_of(base_run, "original", str(model))
+        base_path = str(model) if Path(str(model)).is_file() else None
+        base_profile = profile_model(original, sample, batch_sizes=batch_sizes, budget_s=latency_budget_s,
+                                     model_path=base_path)
+        base_flops = _profile_value(base_profile, "flops")
+        audits: list[VariantAudit] = []
+        for variant in variants:
+            vmodel = load_model(str(variant.path), sample=dataset.x[:2])
+            run = run_evaluation(vmodel, dataset, config=config, cache_dir=cache_dir, progress=progress)
+            comparison = compare_sides(base_side, _side_of(run, variant.name, str(variant.path)), policy,
+                                       n_bootstrap=n_bootstrap, seed=seed)
+            predictions = run.outputs.clean.logits.argmax(1)
+            changed = np.flatnonzero(base_run.outputs.clean.logits.argmax(1) != predictions)
+            profile = profile_model(vmodel, sample, batch_sizes=batch_sizes, budget_s=latency_budget_s,
+                                    model_path=str(variant.path))
+            vnotes = list(variant.notes)
+            if variant.name.startswith("int8-dynamic"):
+                vnotes.append("dynamic quantization computes activation scales per batch: a sample's prediction can "
+                              "depend on the other samples in its batch (the audit used the engine's batches)")
+            audits.append(VariantAudit(name=variant.name, method=variant.method, path=variant.path,
+                                       notes=vnotes, evidence=run.evidence, comparison=comparison,
+                                       profile=profile, changed=changed, predictions=predictions, run=run))
+        # The original is timed again after the variants, and each batch size keeps its faster run: timings
+        # drift on a shared machine, and a variant must beat the original at its best to count as faster.
+        again = profile_model(original, sample, batch_sizes=batch_sizes, budget_s=latency_budget_s,
+                              model_path=base_path, measure_rss=False)
+        first, second = _latency(base_profile), _latency(again)
+        base_lat = {b: min(first[b], second[b], key=lambda d: d["p50_ms"]) for b in batch_sizes}
+        for b in batch_sizes:
+            base_lat[b] = {**base_lat[b], "p50_ci_low": min(first[b]["p50_ci_low"], second[b]["p50_ci_low"])}
+        same_format = original.info.format == "onnx"
+        for audit in audits:
+            _judge(audit, base_lat, base_flops, rank_batch, max_class_drop, list(isa),
+                   reference_only=same_format and audit.name == "fp32")
+        eligible = [a for a in audits if a.faster and a.feasible]
+        reasons = list(notes)
+        pick = None
+        if eligible:
+            pick = max(eligible, key=lambda a: a.speedup[rank_batch])
+            pick.status = "recommended"
+            reasons.insert(0, f"{pick.name} is the fastest variant ({pick.speedup[rank_batch]:.2f}x at batch "
+                              f"{rank_batch}) whose accuracy drop is within {max_accuracy_drop:g} at "
+                              f"{int(confidence * 100)}% confidence (paired CI) and whose worst class drops by at "
+                              f"most {max_class_drop:g}, none significantly beyond it")
+        else:
+            reasons.insert(0, "no variant is both faster than the original and within the accuracy and per-class "
+                              "limits: keep the original")
+        result = CompressionResult(
+            original={"model": str(model), "accuracy": _metric(base_run.evidence, "performance", "accuracy"),
+                      "worst_class_accuracy": _worst_class_accuracy(base_run.evidence),
+                      **{f"p50_ms[batch={b}]": base_lat[b]["p50_ms"] for b in batch_sizes},
+                      "size_mb": _profile_value(base_profile, "model_size_mb"), "flops": base_flops},
+            variants=audits, recommended=pick.name if pick else None, reasons=reasons, ranking_batch=rank_batch,
+            limits={"max_accuracy_drop": max_accuracy_drop, "max_class_drop": max_class_drop,
+                    "confidence": confidence})
+        if out is not None:
+            _write(result, Path(out), dataset, base_run, pick)
+            for audit in audits:  # the working copies are deleted below; point at the written ones
+                audit.path = Path(out) / "variants" / f"{audit.name}.onnx"
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------- outputs
+
+
+def pareto_plots(result: CompressionResult) -> dict[str, dict[str, Any]]:
+    """Latency vs accuracy and latency vs worst-class accuracy, original included, fronts highlighted."""
+    b = result.ranking_batch
+    names = ["original", *[a.name for a in result.variants]]
+    lat = [result.original[f"p50_ms[batch={b}]"], *[a.row()[f"p50_ms[batch={b}]"] for a in result.variants]]
+    plots = {}
+    for key, label in (("accuracy", "accuracy"), ("worst_class_accuracy", "worst-class accuracy")):
+        values = [result.original[key], *[a.row()[key] for a in result.variants]]
+        y = np.array([np.nan if v is None else v for v in values], float)
+        front = pareto_front(np.array(lat, float), y).tolist()
+        plots[f"pareto_{key}"] = {
+            "kind": "scatter", "title": f"p50 latency (batch {b}) vs {label}; Pareto front highlighted",
+            "xlabel": f"p50 latency, ms (batch {b})", "ylabel": label, "front": front,
+            "series": [{"label": "variants", "x": lat, "y": y.tolist(), "text": names}]}
+    return plots
+
+
+def exemplar_rows(result: CompressionResult, dataset: Dataset, base_pred: np.ndarray,
+                  names: list[str]) -> list[dict[str, Any]]:
+    """Thumbnail rows (images only) of the compression-identified exemplars of each variant: the samples
+    whose prediction changed (Hooker et al. 2019), first ``MAX_EXEMPLARS_SHOWN`` of each."""
+    from assay.report.thumbnails import png_thumbnail
+
+    if dataset.modality != "image":
+        return []
+    rows = []
+    for audit in result.variants:
+        pick = audit.changed[:MAX_EXEMPLARS_SHOWN]
+        if len(pick):
+            rows.append({"label": f"{audit.name} ({len(audit.changed)} changed)",
+                         "images": [png_thumbnail(dataset.x[i]) for i in pick],
+                         "captions": [f"{dataset.ids[i]}: {names[dataset.y[i]]} / {names[base_pred[i]]}→"
+                                      f"{names[audit.predictions[i]]}" for i in pick]})
+    return rows
+
+
+def _write(result: CompressionResult, out: Path, dataset: Dataset, base_run: Any, pick: VariantAudit | None) -> None:
+    """compression.json/.md, report.html, exemplars.csv, variants/*.onnx, and the pick as model.onnx with
+    its evidence bundle in evidence/ -- all or nothing (atomic directory)."""
+    from assay.api import write_evaluation
+    from assay.evidence.bundle import atomic_directory
+    from assay.report.compression import render_compression_html, render_compression_markdown
+
+    base_pred = base_run.outputs.clean.logits.argmax(1)
+    names = base_run.evidence.model.class_names
+    with atomic_directory(out) as tmp:
+        (tmp / "compression.json").write_text(json.dumps(result.as_dict(), indent=2, default=_json_default),
+                                              encoding="utf-8")
+        (tmp / "compression.md").write_text(render_compression_markdown(result), encoding="utf-8")
+        (tmp / "report.html").write_text(
+            render_compression_html(result, base_run.evidence, exemplar_rows(result, dataset, base_pred, names)),
+            encoding="utf-8")
+        lines = ["variant,id,label,original_prediction,variant_prediction"]
+        for audit in result.variants:
+            lines += [f"{audit.name},{dataset.ids[i]},{names[dataset.y[i]]},{names[base_pred[i]]},"
+                      f"{names[audit.predictions[i]]}" for i in audit.changed]
+        (tmp / "exemplars.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (tmp / "variants").mkdir()
+        for audit in result.variants:
+            shutil.copyfile(audit.path, tmp / "variants" / f"{audit.name}.onnx")
+        if pick is not None:
+            shutil.copyfile(pick.path, tmp / "model.onnx")
+            write_evaluation(pick.run, tmp / "evidence")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

@@ -1,0 +1,85 @@
+"""CompressionResult -> compression.md and report.html (variants, damage audit, exemplars, Pareto fronts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from assay.evidence.schema import Evidence, Finding, Section
+
+__all__ = ["compression_sections", "render_compression_html", "render_compression_markdown"]
+
+
+def _f(value: Any, fmt: str = ".4f") -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def render_compression_markdown(result: Any) -> str:
+    b = result.ranking_batch
+    lines = [f"## Assay compression: {'recommend ' + result.recommended if result.recommended else 'keep the original'}",
+             "", *[f"- {r}" for r in result.reasons], "",
+             f"Original: accuracy {_f(result.original['accuracy'])}, p50 {_f(result.original[f'p50_ms[batch={b}]'], '.3f')} ms "
+             f"at batch {b}, size {_f(result.original['size_mb'], '.3f')} MB.", "",
+             f"| variant | accuracy Δ (CI) | worst class Δ | changed | ECE Δ | speed-up (batch {b}) | size MB | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result.rows:
+        lo, hi = r["accuracy_delta_ci"]
+        lines.append(f"| {r['variant']} | {_f(r['accuracy_delta'], '+.4f')} ({_f(lo, '+.4f')}, {_f(hi, '+.4f')}) | "
+                     f"{r['worst_class'] if r['worst_class'] is not None else '—'}: {_f(r['worst_class_delta'], '+.4f')} | "
+                     f"{r['changed_predictions']} | {_f(r['ece_delta'], '+.4f')} | {_f(r.get(f'speedup[batch={b}]'), '.2f')}x | "
+                     f"{_f(r['size_mb'], '.3f')} | {r['verdict']} |")
+    slow = [(r["variant"], reason) for r in result.rows for reason in r["slow_reasons"]]
+    if slow:
+        lines += ["", "Why some variants are slow here:", *[f"- **{v}**: {reason}" for v, reason in slow]]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def compression_sections(result: Any, exemplars: list[dict[str, Any]] | None = None) -> dict[str, Section]:
+    from assay.compress.run import pareto_plots
+
+    rows = result.rows
+    findings = [Finding(severity="info" if result.recommended else "warning", message=result.reasons[0],
+                        evidence="compression.tables.variants")]
+    findings += [Finding(severity="info", message=r, evidence="compression.tables.variants") for r in result.reasons[1:]]
+    for r in rows:
+        for reason in r["slow_reasons"]:
+            findings.append(Finding(severity="warning", message=f"{r['variant']} is not faster here: {reason}",
+                                    evidence="compression.tables.variants"))
+    sections = {"compression": Section(
+        name="compression", title="Compression variants and recommendation",
+        verdict="pass" if result.recommended else "warn",
+        summary=(f"{len(rows)} variant(s) audited against the original; "
+                 + (f"recommended: {result.recommended}" if result.recommended else "none recommended")),
+        findings=findings, tables={"variants": [{k: v for k, v in r.items() if k != "notes"} for r in rows],
+                                   "original": [result.original]},
+        plots=pareto_plots(result), config={"limits": result.limits, "ranking_batch": result.ranking_batch})}
+    damage_tables = {}
+    plots = {}
+    for audit in result.variants:
+        per_class = audit.comparison.per_class
+        damage_tables[audit.name] = per_class
+        plots[f"delta[{audit.name}]"] = {
+            "kind": "bars", "title": f"{audit.name}: accuracy delta per class vs the original (paired CI)",
+            "ylabel": "accuracy delta", "categories": [str(r["group"]) for r in per_class],
+            "muted": [bool(r["insufficient"]) for r in per_class],
+            "series": [{"label": "delta", "values": [r["delta"] for r in per_class],
+                        "ci_low": [r["ci_low"] for r in per_class], "ci_high": [r["ci_high"] for r in per_class]}]}
+    sections["damage"] = Section(
+        name="damage", title="Damage audit per class", verdict="info",
+        summary="Per-class accuracy deltas of every variant against the original, paired, Holm-corrected.",
+        tables=damage_tables, plots=plots)
+    sections["exemplars"] = Section(
+        name="exemplars", title="Compression-identified exemplars", verdict="info",
+        summary="Samples whose prediction changed under compression (Hooker et al. 2019): review them by hand; "
+                "the full list is in exemplars.csv.",
+        tables={"counts": [{"variant": r["variant"], "changed_predictions": r["changed_predictions"]} for r in rows]},
+        plots={"thumbnails": {"kind": "images", "title": "Changed predictions (label / original → variant)",
+                              "rows": exemplars}} if exemplars else {})
+    return sections
+
+
+def render_compression_html(result: Any, header: Evidence, exemplars: list[dict[str, Any]] | None = None) -> str:
+    from assay.report.html import render_html
+
+    page = header.model_copy(update={"sections": compression_sections(result, exemplars)})
+    return render_html(page, title="Assay compression", verdict_text=result.reasons[0])

@@ -1,0 +1,125 @@
+"""`assay compress` end to end on the demo CNN: audit, slow-variant detection, exemplars, outputs, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from assay.cli import main
+from assay.compress import run as compress_run
+from assay.data.loader import load_data
+from assay.demo import train_digits_cnn
+from assay.models.export import export_onnx
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compress")
+    train, test = load_data("digits:train"), load_data("digits:test")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        net = train_digits_cnn(train.x, train.y, epochs=8)
+    finally:
+        torch.set_num_threads(threads)
+    export_onnx(net, torch.from_numpy(test.x[:2]), root / "cnn.onnx", class_names=test.class_names)
+    save_file(net.state_dict(), root / "cnn.safetensors")
+    return root
+
+
+def _predict(path, x, batch=256):
+    """Predictions straight from onnxruntime, in the engine's batches: dynamic quantization computes its
+    activation scale per batch, so a sample's prediction can depend on the batch it sits in."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i:i + batch]})[0].argmax(1) for i in range(0, len(x), batch)])
+
+
+def test_compress_audits_variants_and_never_recommends_the_slow_one(demo, tmp_path):
+    out = tmp_path / "out"
+    result = compress_run.compress(str(demo / "cnn.onnx"), "digits:test", calibration="digits:train",
+                                   methods=["int8-static-minmax", "int8-dynamic-all"], out=out, latency_budget_s=0.5,
+                                   n_bootstrap=200, cache_dir=False)
+    audits = {a.name: a for a in result.variants}
+    assert set(audits) == {"fp32", "int8-static-minmax", "int8-dynamic-all"}
+    slow = audits["int8-dynamic-all"]
+    # ConvInteger is ~10x slower than float32 Conv here: detected from timings, explained from the graph.
+    assert slow.speedup[32] < 0.7 and not slow.faster and slow.status == "slower"
+    assert any("ConvInteger" in reason for reason in slow.slow_reasons)
+    assert result.recommended != "int8-dynamic-all" and audits["fp32"].status == "reference"
+    # Static int8 keeps accuracy within a point of the original (paired delta on the same samples).
+    assert abs(audits["int8-static-minmax"].comparison.metrics["accuracy_delta"].value) <= 0.01
+    # Compression-identified exemplars are exactly the samples whose prediction changed.
+    test = load_data("digits:test")
+    original = _predict(demo / "cnn.onnx", test.x)
+    for name, audit in audits.items():
+        expected = np.flatnonzero(original != _predict(audit.path, test.x))
+        np.testing.assert_array_equal(audit.changed, expected)
+    with open(out / "exemplars.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == sum(len(a.changed) for a in result.variants)
+    summary = json.loads((out / "compression.json").read_text())
+    assert summary["exemplars"]["int8-dynamic-all"] == audits["int8-dynamic-all"].changed.tolist()
+    assert sorted(p.name for p in (out / "variants").iterdir()) == sorted(f"{n}.onnx" for n in audits)
+    html = (out / "report.html").read_text()
+    assert "Pareto" in html and "ConvInteger" in html and "<script" not in html
+    assert (out / "compression.md").read_text().startswith("## Assay compression")
+
+
+def test_the_recommended_variant_is_written_with_its_evidence(demo, tmp_path, monkeypatch):
+    """Output contract of a recommendation (the judgement itself is timing-based; forced here)."""
+    judge = compress_run._judge
+
+    def always_eligible(audit, *args, **kwargs):
+        judge(audit, *args, **kwargs)
+        if audit.name == "int8-static-minmax":
+            audit.faster, audit.feasible, audit.status = True, True, "eligible"
+
+    monkeypatch.setattr(compress_run, "_judge", always_eligible)
+    out = tmp_path / "out"
+    result = compress_run.compress(str(demo / "cnn.onnx"), "digits:test", calibration="digits:train",
+                                   methods=["int8-static-minmax"], out=out, latency_budget_s=0.2, n_bootstrap=100,
+                                   cache_dir=False)
+    assert result.recommended == "int8-static-minmax"
+    assert (out / "model.onnx").read_bytes() == (out / "variants" / "int8-static-minmax.onnx").read_bytes()
+    evidence = json.loads((out / "evidence" / "evidence.json").read_text())
+    assert evidence["sections"]["performance"]["metrics"]["accuracy"]["value"] > 0.9
+    assert (out / "evidence" / "predictions.npz").exists()
+
+
+def test_pruning_path_for_torch_models(demo, tmp_path):
+    result = compress_run.compress("assay.demo:make_digits_cnn", "digits:test", calibration="digits:train",
+                                   methods=["prune"], prune_ratios=[0.5], out=None, latency_budget_s=0.2,
+                                   n_bootstrap=100, cache_dir=False,
+                                   model_options={"weights": str(demo / "cnn.safetensors")})
+    pruned = next(a for a in result.variants if a.name.startswith("pruned"))
+    assert pruned.row()["flops"] <= 0.6 * result.original["flops"]  # >= 40% fewer counted FLOPs
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--max-accuracy-drop", "1.5"], "max_accuracy_drop must be a fraction"),
+    (["--max-class-drop", "-0.1"], "max_class_drop must be a fraction"),
+    (["--methods", "prune"], "ONNX"),
+    (["--methods", "int9"], "unknown"),
+    (["--batch-sizes", "0"], "batch sizes must be positive"),
+])
+def test_compress_bad_input_exits_2(demo, tmp_path, capsys, extra, message):
+    code = main(["compress", str(demo / "cnn.onnx"), "--data", "digits:test", "--calibration", "digits:train",
+                 "--out", str(tmp_path / "out"), "--no-cache", "-q", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_calibration_of_the_wrong_shape(demo, tmp_path, capsys):
+    np.savez(tmp_path / "calib.npz", x=np.zeros((20, 1, 9, 9), np.float32))
+    code = main(["compress", str(demo / "cnn.onnx"), "--data", "digits:test", "--calibration",
+                 str(tmp_path / "calib.npz"), "--out", str(tmp_path / "out"), "--no-cache", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "calibration" in err and "(1, 9, 9)" in err
