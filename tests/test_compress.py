@@ -123,3 +123,16 @@ def test_calibration_of_the_wrong_shape(demo, tmp_path, capsys):
                  str(tmp_path / "calib.npz"), "--out", str(tmp_path / "out"), "--no-cache", "-q"])
     err = capsys.readouterr().err
     assert code == 2 and "calibration" in err and "(1, 9, 9)" in err
+
+
+def test_per_slice_damage_and_section_deltas(demo, tmp_path):
+    result = compress_run.compress(str(demo / "cnn.onnx"), "digits:test", calibration="digits:train",
+                                   methods=["int8-static-entropy"], out=None, latency_budget_s=0.2, n_bootstrap=100,
+                                   cache_dir=False, slice_by=["ink"])
+    audit = next(a for a in result.variants if a.name == "int8-static-entropy")
+    assert set(audit.comparison.per_slice) == {"ink"}
+    row = audit.row()
+    assert row["worst_slice"].startswith("ink=")
+    expected = row["ece_after_temperature"] - audit.original_evidence.sections["calibration"].metrics[
+        "ece_after_temperature"].value
+    assert row["ece_after_temperature_delta"] == pytest.approx(expected)

@@ -48,6 +48,7 @@ class VariantAudit:
     changed: np.ndarray  # indices of the samples whose prediction differs from the original's
     predictions: np.ndarray  # the variant's predicted class per sample
     run: Any = None  # its EvaluationRun (the chosen variant's evidence bundle is written from it)
+    original_evidence: Any = None  # the original's evidence (for unpaired section deltas)
     speedup: dict[int, float] = field(default_factory=dict)
     faster: bool = False
     slow_reasons: list[str] = field(default_factory=list)
@@ -59,6 +60,9 @@ class VariantAudit:
         m = self.comparison.metrics
         rules = {r.metric: r for r in self.comparison.rules}
         worst = min(self.comparison.per_class, key=lambda r: r["delta"]) if self.comparison.per_class else None
+        slices = [{**r, "group": f"{col}={r['group']}"} for col, rs in self.comparison.per_slice.items() for r in rs
+                  if not r["insufficient"]]
+        worst_slice = min(slices, key=lambda r: r["delta"]) if slices else None
         acc = self.evidence.sections["performance"].metrics["accuracy"].value
         lat = {b: s["p50_ms"] for b, s in _latency(self.profile).items()}
         return {
@@ -70,7 +74,13 @@ class VariantAudit:
             "negative_flip_rate": m["negative_flip_rate"].value, "changed_predictions": int(len(self.changed)),
             "ece_delta": m["ece_delta"].value, "ece_after_temperature": _metric(self.evidence, "calibration",
                                                                                 "ece_after_temperature"),
+            "ece_after_temperature_delta": _delta(self.evidence, self.original_evidence, "calibration",
+                                                  "ece_after_temperature"),
             "mean_corruption_accuracy": _metric(self.evidence, "corruption", "mean_corruption_accuracy"),
+            "mean_corruption_accuracy_delta": _delta(self.evidence, self.original_evidence, "corruption",
+                                                     "mean_corruption_accuracy"),
+            "worst_slice": worst_slice["group"] if worst_slice else None,
+            "worst_slice_delta": worst_slice["delta"] if worst_slice else None,
             "accuracy_rule": rules["accuracy"].status, "class_rule": rules["per_class_accuracy"].status,
             **{f"p50_ms[batch={b}]": v for b, v in lat.items()},
             **{f"speedup[batch={b}]": v for b, v in self.speedup.items()},
@@ -106,6 +116,13 @@ def _metric(evidence: Any, section: str, key: str) -> float | None:
     sec = evidence.sections.get(section)
     m = sec.metrics.get(key) if sec is not None else None
     return None if m is None else m.value
+
+
+def _delta(evidence: Any, original: Any, section: str, key: str) -> float | None:
+    """Variant minus original of a section metric (None when either lacks it)."""
+    a = _metric(original, section, key) if original is not None else None
+    b = _metric(evidence, section, key)
+    return None if a is None or b is None else b - a
 
 
 def _worst_class_accuracy(evidence: Any) -> float | None:
@@ -201,6 +218,7 @@ def compress(
     ranking_batch: int | None = None,
     latency_budget_s: float = 5.0,
     suite: str | None = None,
+    slice_by: list[str] | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
@@ -253,7 +271,8 @@ def compress(
         raise UserError(f"the calibration inputs have shape {tuple(np.asarray(calib.x).shape[1:])} per sample, "
                         f"the evaluation inputs {tuple(np.asarray(dataset.x).shape[1:])}", where="--calibration",
                         fix="give calibration data in the model's input layout (same preprocessing as --data)")
-    config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, confidence=confidence, **apply_suite(suite, {}))
+    config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, confidence=confidence, slice_by=list(slice_by or []),
+                            **apply_suite(suite, {}))
     _model, isa = cpu_model_and_flags()
     sample = np.asarray(dataset.x[: max(batch_sizes)])
     policy = Policy(rules=(Rule("accuracy", "max_drop", max_accuracy_drop),
@@ -286,7 +305,8 @@ def compress(
                               "depend on the other samples in its batch (the audit used the engine's batches)")
             audits.append(VariantAudit(name=variant.name, method=variant.method, path=variant.path,
                                        notes=vnotes, evidence=run.evidence, comparison=comparison,
-                                       profile=profile, changed=changed, predictions=predictions, run=run))
+                                       profile=profile, changed=changed, predictions=predictions, run=run,
+                                       original_evidence=base_run.evidence))
         # The original is timed again after the variants, and each batch size keeps its faster run: timings
         # drift on a shared machine, and a variant must beat the original at its best to count as faster.
         again = profile_model(original, sample, batch_sizes=batch_sizes, budget_s=latency_budget_s,

@@ -64,9 +64,12 @@ def compression_sections(result: Any, exemplars: list[dict[str, Any]] | None = N
             "muted": [bool(r["insufficient"]) for r in per_class],
             "series": [{"label": "delta", "values": [r["delta"] for r in per_class],
                         "ci_low": [r["ci_low"] for r in per_class], "ci_high": [r["ci_high"] for r in per_class]}]}
+        for col, srows in audit.comparison.per_slice.items():
+            damage_tables[f"{audit.name} by {col}"] = srows
     sections["damage"] = Section(
-        name="damage", title="Damage audit per class", verdict="info",
-        summary="Per-class accuracy deltas of every variant against the original, paired, Holm-corrected.",
+        name="damage", title="Damage audit per class and slice", verdict="info",
+        summary="Per-class (and per-slice, with --slice-by) accuracy deltas of every variant against the original, "
+                "paired, Holm-corrected.",
         tables=damage_tables, plots=plots)
     sections["exemplars"] = Section(
         name="exemplars", title="Compression-identified exemplars", verdict="info",
