@@ -303,6 +303,18 @@ def test_bar_heights_follow_the_values():
     assert heights[2] == pytest.approx(4 * heights[0], rel=0.02)
 
 
+def test_center_zero_bars_draw_negative_deltas_to_scale():
+    plot = {"kind": "bars", "categories": ["a", "b"], "center_zero": True,
+            "series": [{"label": "delta", "values": [-0.1, 0.05], "ci_low": [-0.12, 0.0], "ci_high": [-0.08, 0.1]}]}
+    svg = render_plot(plot)
+    heights = []
+    for j in range(2):
+        path = re.search(rf'id="p[0-9a-f]+-bar-0-{j}"><path d="([^"]+)"', svg).group(1)
+        ys = [float(v) for v in re.findall(r"[\d.]+ ([\d.]+)", path)]
+        heights.append(max(ys) - min(ys))
+    assert heights[0] == pytest.approx(2 * heights[1], rel=0.03)  # |-0.1| is twice 0.05, both drawn from 0
+
+
 def test_muted_bars_are_faint_and_hatched():
     plot = {"kind": "bars", "categories": ["a", "b", "c"], "muted": [False, True, False],
             "series": [{"label": "s", "values": [0.25, 0.5, 1.0]}]}

@@ -285,6 +285,7 @@ def compress(
     batch_sizes: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.")] = "1,32",
     ranking_batch: Annotated[Optional[int], typer.Option(help="Batch size whose latency ranks the variants (default: the largest).")] = None,
     latency_budget: Annotated[float, typer.Option(help="Seconds of timing per model and batch size (at most).")] = 5.0,
+    threads: Annotated[Optional[int], typer.Option(help="Inference threads while timing (fixed for every model; default: all cores).")] = None,
     suite: Annotated[Optional[str], typer.Option(help="Evaluation suite of the audit: quick, standard (+ corruptions) or full.")] = None,
     slice_by: Annotated[Optional[str], typer.Option(help="Metadata columns for per-slice damage (comma-separated).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for every randomized step.")] = 0,
@@ -301,7 +302,7 @@ def compress(
         prune_ratios=_float_list(prune_ratios, "--prune-ratios"), train_data=train_data,
         finetune_epochs=finetune_epochs, max_accuracy_drop=max_accuracy_drop, max_class_drop=max_class_drop,
         batch_sizes=_int_list(batch_sizes, "--batch-sizes"), ranking_batch=ranking_batch,
-        latency_budget_s=latency_budget, suite=suite, n_bootstrap=n_bootstrap, seed=seed,
+        latency_budget_s=latency_budget, threads=threads, suite=suite, n_bootstrap=n_bootstrap, seed=seed,
         slice_by=[c.strip() for c in slice_by.split(",")] if slice_by else None,
         cache_dir=False if no_cache else (cache_dir or True), progress=not quiet,
         model_options={"weights": weights} if weights else None)

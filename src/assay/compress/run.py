@@ -217,6 +217,7 @@ def compress(
     batch_sizes: tuple[int, ...] = (1, 32),
     ranking_batch: int | None = None,
     latency_budget_s: float = 5.0,
+    threads: int | None = None,
     suite: str | None = None,
     slice_by: list[str] | None = None,
     n_bootstrap: int = 1000,
@@ -287,7 +288,7 @@ def compress(
         base_side = _side_of(base_run, "original", str(model))
         base_path = str(model) if Path(str(model)).is_file() else None
         base_profile = profile_model(original, sample, batch_sizes=batch_sizes, budget_s=latency_budget_s,
-                                     model_path=base_path)
+                                     model_path=base_path, threads=threads)
         base_flops = _profile_value(base_profile, "flops")
         audits: list[VariantAudit] = []
         for variant in variants:
@@ -298,7 +299,7 @@ def compress(
             predictions = run.outputs.clean.logits.argmax(1)
             changed = np.flatnonzero(base_run.outputs.clean.logits.argmax(1) != predictions)
             profile = profile_model(vmodel, sample, batch_sizes=batch_sizes, budget_s=latency_budget_s,
-                                    model_path=str(variant.path))
+                                    model_path=str(variant.path), threads=threads)
             vnotes = list(variant.notes)
             if variant.name.startswith("int8-dynamic"):
                 vnotes.append("dynamic quantization computes activation scales per batch: a sample's prediction can "
@@ -310,7 +311,7 @@ def compress(
         # The original is timed again after the variants, and each batch size keeps its faster run: timings
         # drift on a shared machine, and a variant must beat the original at its best to count as faster.
         again = profile_model(original, sample, batch_sizes=batch_sizes, budget_s=latency_budget_s,
-                              model_path=base_path, measure_rss=False)
+                              model_path=base_path, measure_rss=False, threads=threads)
         first, second = _latency(base_profile), _latency(again)
         base_lat = {b: min(first[b], second[b], key=lambda d: d["p50_ms"]) for b in batch_sizes}
         for b in batch_sizes:

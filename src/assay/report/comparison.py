@@ -101,7 +101,7 @@ def render_junit(c: Comparison) -> str:
 
 
 def _group_plot(rows: list[dict[str, Any]], title: str) -> dict[str, Any]:
-    return {"kind": "bars", "title": title, "ylabel": "accuracy delta (candidate − baseline)",
+    return {"kind": "bars", "title": title, "ylabel": "accuracy delta (candidate − baseline)", "center_zero": True,
             "categories": [str(r["group"]) for r in rows], "muted": [bool(r["insufficient"]) for r in rows],
             "series": [{"label": "delta", "values": [r["delta"] for r in rows],
                         "ci_low": [r["ci_low"] for r in rows], "ci_high": [r["ci_high"] for r in rows]}]}

@@ -34,6 +34,20 @@ def render_compression_markdown(result: Any) -> str:
     return "\n".join(lines)
 
 
+def _table_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A variant row for the HTML table: CI split into two numeric columns; long texts live elsewhere."""
+    lo, hi = row["accuracy_delta_ci"]
+    out = {"variant": row["variant"], "status": row["status"]}
+    for key, value in row.items():
+        if key in ("variant", "status", "method", "notes", "slow_reasons", "verdict"):
+            continue
+        if key == "accuracy_delta_ci":
+            out["accuracy_delta_ci_low"], out["accuracy_delta_ci_high"] = lo, hi
+        else:
+            out[key] = value
+    return out
+
+
 def compression_sections(result: Any, exemplars: list[dict[str, Any]] | None = None) -> dict[str, Section]:
     from assay.compress.run import pareto_plots
 
@@ -50,8 +64,9 @@ def compression_sections(result: Any, exemplars: list[dict[str, Any]] | None = N
         verdict="pass" if result.recommended else "warn",
         summary=(f"{len(rows)} variant(s) audited against the original; "
                  + (f"recommended: {result.recommended}" if result.recommended else "none recommended")),
-        findings=findings, tables={"variants": [{k: v for k, v in r.items() if k != "notes"} for r in rows],
-                                   "original": [result.original]},
+        findings=findings, tables={"variants": [_table_row(r) for r in rows], "original": [result.original],
+                                   "methods": [{"variant": r["variant"], "method": r["method"],
+                                                "notes": "; ".join(r["notes"])} for r in rows]},
         plots=pareto_plots(result), config={"limits": result.limits, "ranking_batch": result.ranking_batch})}
     damage_tables = {}
     plots = {}
@@ -60,7 +75,7 @@ def compression_sections(result: Any, exemplars: list[dict[str, Any]] | None = N
         damage_tables[audit.name] = per_class
         plots[f"delta[{audit.name}]"] = {
             "kind": "bars", "title": f"{audit.name}: accuracy delta per class vs the original (paired CI)",
-            "ylabel": "accuracy delta", "categories": [str(r["group"]) for r in per_class],
+            "ylabel": "accuracy delta", "center_zero": True, "categories": [str(r["group"]) for r in per_class],
             "muted": [bool(r["insufficient"]) for r in per_class],
             "series": [{"label": "delta", "values": [r["delta"] for r in per_class],
                         "ci_low": [r["ci_low"] for r in per_class], "ci_high": [r["ci_high"] for r in per_class]}]}

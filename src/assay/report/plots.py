@@ -9,7 +9,8 @@ Checks store *data*, not pictures; this module draws each plot by its ``kind``. 
                  overlaid step histograms; the y axis turns logarithmic when non-zero counts span more
                  than two decades (unless "yscale" is given: "linear" or "log").
     bars         {"categories": [...], "series": [{"label", "values", "ci_low"?, "ci_high"?}], "ylabel", "xlabel"?,
-                  "muted"?: [bool per category] (drawn faint and hatched, e.g. slices too small to test)}
+                  "muted"?: [bool per category] (drawn faint and hatched, e.g. slices too small to test),
+                  "center_zero"?: true (deltas: symmetric y axis around a zero line)}
                  grouped bars with CI error bars; beyond 120 bars, a step profile with the categories
                  sorted by the first series (weakest left) and its CI band.
     heatmap      {"rows", "cols", "values": [[...]], "xlabel", "ylabel", "normalize"?: "row" | "col"}
@@ -311,7 +312,14 @@ def _draw_bars(fig: Figure, plot: Mapping[str, Any], gid: str) -> None:
     ax.grid(axis="x", visible=False)
     stacked = np.concatenate(values)
     finite = stacked[np.isfinite(stacked)]
-    if finite.size and finite.min() >= 0:
+    if plot.get("center_zero"):
+        # Deltas: a symmetric axis around 0 that shows every bar and error bar.
+        spread = [np.abs(finite)] + [np.abs(np.asarray(s.get(k) or [], float)) for s in series
+                                     for k in ("ci_low", "ci_high")]
+        extent = max([float(np.nanmax(a)) for a in spread if np.isfinite(a).any()] + [0.01])
+        ax.set_ylim(-1.15 * extent, 1.15 * extent)
+        ax.axhline(0, color="#374151", linewidth=0.8)
+    elif finite.size and finite.min() >= 0:
         ax.set_ylim(0, 1.05 if finite.max() <= 1 else None)
     ax.set_ylabel(str(plot.get("ylabel", "")))
     ax.set_xlabel(xlabel)
