@@ -5,7 +5,8 @@ The damage audit is the compare gate with two rules: ``accuracy: {max_drop}`` an
 ``per_class_accuracy: {max_drop}`` on paired statistics. A variant is recommended only when the accuracy
 rule *passes* (the paired CI shows the drop is within the limit; inconclusive is not enough), no class is
 shown to drop beyond the class limit and the worst class's point drop is within it, and it is faster than
-the original at the ranking batch size (p50 CIs apart and at least ``MIN_SPEEDUP``). A slower variant is never recommended; the report says why
+the original at the ranking batch size: p50 CIs apart and at least ``MIN_SPEEDUP``, in a head-to-head
+timing where the original and the variants are timed in alternating rounds (:func:`interleaved_latency`). A slower variant is never recommended; the report says why
 it is slow (ConvInteger, fp16 without hardware support, pruning that removed no compute).
 """
 
@@ -49,6 +50,7 @@ class VariantAudit:
     predictions: np.ndarray  # the variant's predicted class per sample
     run: Any = None  # its EvaluationRun (the chosen variant's evidence bundle is written from it)
     original_evidence: Any = None  # the original's evidence (for unpaired section deltas)
+    head_to_head: dict[int, float] = field(default_factory=dict)  # p50 ms from the interleaved timing
     speedup: dict[int, float] = field(default_factory=dict)
     faster: bool = False
     slow_reasons: list[str] = field(default_factory=list)
@@ -83,6 +85,7 @@ class VariantAudit:
             "worst_slice_delta": worst_slice["delta"] if worst_slice else None,
             "accuracy_rule": rules["accuracy"].status, "class_rule": rules["per_class_accuracy"].status,
             **{f"p50_ms[batch={b}]": v for b, v in lat.items()},
+            **{f"head_to_head_p50_ms[batch={b}]": v for b, v in self.head_to_head.items()},
             **{f"speedup[batch={b}]": v for b, v in self.speedup.items()},
             "size_mb": _profile_value(self.profile, "model_size_mb"), "flops": _profile_value(self.profile, "flops"),
             "faster": self.faster, "feasible": self.feasible, "status": self.status, "verdict": self.verdict,
@@ -159,16 +162,39 @@ def _side_of(run: Any, name: str, path: str) -> Side:
     return Side(name=name, evidence=run.evidence, predictions=run.predictions(), path=path)
 
 
-def _judge(audit: VariantAudit, base_lat: dict[int, dict[str, float]], base_flops: float | None, rank_batch: int,
-           max_class_drop: float, isa: list[str], reference_only: bool) -> None:
-    """Speed-ups, faster / feasible, status and verdict of one audited variant."""
+def interleaved_latency(models: dict[str, Any], sample: np.ndarray, batch: int, *, budget_s: float,
+                        confidence: float, rounds: int = 5) -> dict[str, Any]:
+    """Head-to-head timing at one batch size: ``rounds`` alternating rounds over all models (original and
+    variants), per-call times pooled per model, then summarised (p50 with its order-statistic CI). Every
+    model meets the same drift (frequency scaling, other load), so the comparison is fair where timing the
+    models one after another is not."""
+    from assay.compress.latency import measure_latency, summarize_times
+
+    pooled: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            prof = measure_latency(model.logits, sample, batch_sizes=(batch,), warmup=3, min_runs=30, max_runs=150,
+                                   budget_s=budget_s / rounds, confidence=confidence)
+            pooled[name].extend(prof.batches[0].times_ms)
+    return {name: summarize_times(times, batch, confidence=confidence) for name, times in pooled.items()}
+
+
+def _judge(audit: VariantAudit, head: dict[str, Any], base_lat: dict[int, dict[str, float]],
+           base_flops: float | None, rank_batch: int, max_class_drop: float, isa: list[str],
+           reference_only: bool) -> None:
+    """Speed-ups, faster / feasible, status and verdict of one audited variant. ``head``: the interleaved
+    head-to-head timings at the ranking batch (which decide "faster"); ``base_lat``: the original's profile."""
     from assay.compress.diagnose import explain_pruning, explain_slowdown
 
     lat = _latency(audit.profile)
     audit.speedup = {b: base_lat[b]["p50_ms"] / lat[b]["p50_ms"] for b in base_lat if lat[b]["p50_ms"] > 0}
-    ours, theirs = lat[rank_batch], base_lat[rank_batch]
-    # Faster = p50 CIs apart AND a practical margin (timings on a shared machine drift between models).
-    audit.faster = ours["p50_ci_high"] < theirs["p50_ci_low"] and theirs["p50_ms"] / ours["p50_ms"] >= MIN_SPEEDUP
+    ours, theirs = head[audit.name], head["original"]
+    audit.head_to_head = {rank_batch: ours.p50_ms}
+    audit.speedup[rank_batch] = theirs.p50_ms / ours.p50_ms
+    ours_hi = ours.p50_ci_high_ms if ours.p50_ci_high_ms is not None else ours.p50_ms
+    theirs_lo = theirs.p50_ci_low_ms if theirs.p50_ci_low_ms is not None else theirs.p50_ms
+    # Faster = p50 CIs apart AND a practical margin.
+    audit.faster = ours_hi < theirs_lo and audit.speedup[rank_batch] >= MIN_SPEEDUP
     if not audit.faster:
         audit.slow_reasons = explain_slowdown(audit.path, isa_flags=isa)
         if audit.name.startswith("pruned"):
@@ -267,7 +293,8 @@ def compress(
                             "set); never the evaluation set itself")
     if calib.fingerprint == dataset.fingerprint:
         notes.append("the calibration set is the evaluation set: int8 ranges were fitted on the audited samples")
-    original = load_model(str(model), sample=dataset.x[:2], **(model_options or {}))
+    original = load_model(str(model), sample=dataset.x[:2],
+                          **{**(model_options or {}), **({"threads": threads} if threads else {})})
     if tuple(np.asarray(calib.x).shape[1:]) != tuple(np.asarray(dataset.x).shape[1:]):
         raise UserError(f"the calibration inputs have shape {tuple(np.asarray(calib.x).shape[1:])} per sample, "
                         f"the evaluation inputs {tuple(np.asarray(dataset.x).shape[1:])}", where="--calibration",
@@ -291,8 +318,10 @@ def compress(
                                      model_path=base_path, threads=threads)
         base_flops = _profile_value(base_profile, "flops")
         audits: list[VariantAudit] = []
+        timed: dict[str, Any] = {"original": original}
         for variant in variants:
-            vmodel = load_model(str(variant.path), sample=dataset.x[:2])
+            vmodel = load_model(str(variant.path), sample=dataset.x[:2], **({"threads": threads} if threads else {}))
+            timed[variant.name] = vmodel
             run = run_evaluation(vmodel, dataset, config=config, cache_dir=cache_dir, progress=progress)
             comparison = compare_sides(base_side, _side_of(run, variant.name, str(variant.path)), policy,
                                        n_bootstrap=n_bootstrap, seed=seed)
@@ -308,17 +337,12 @@ def compress(
                                        notes=vnotes, evidence=run.evidence, comparison=comparison,
                                        profile=profile, changed=changed, predictions=predictions, run=run,
                                        original_evidence=base_run.evidence))
-        # The original is timed again after the variants, and each batch size keeps its faster run: timings
-        # drift on a shared machine, and a variant must beat the original at its best to count as faster.
-        again = profile_model(original, sample, batch_sizes=batch_sizes, budget_s=latency_budget_s,
-                              model_path=base_path, measure_rss=False, threads=threads)
-        first, second = _latency(base_profile), _latency(again)
-        base_lat = {b: min(first[b], second[b], key=lambda d: d["p50_ms"]) for b in batch_sizes}
-        for b in batch_sizes:
-            base_lat[b] = {**base_lat[b], "p50_ci_low": min(first[b]["p50_ci_low"], second[b]["p50_ci_low"])}
+        head = interleaved_latency(timed, sample[:rank_batch], rank_batch, budget_s=latency_budget_s * len(timed),
+                                   confidence=confidence)
+        base_lat = _latency(base_profile)
         same_format = original.info.format == "onnx"
         for audit in audits:
-            _judge(audit, base_lat, base_flops, rank_batch, max_class_drop, list(isa),
+            _judge(audit, head, base_lat, base_flops, rank_batch, max_class_drop, list(isa),
                    reference_only=same_format and audit.name == "fp32")
         eligible = [a for a in audits if a.faster and a.feasible]
         reasons = list(notes)
@@ -337,6 +361,7 @@ def compress(
             original={"model": str(model), "accuracy": _metric(base_run.evidence, "performance", "accuracy"),
                       "worst_class_accuracy": _worst_class_accuracy(base_run.evidence),
                       **{f"p50_ms[batch={b}]": base_lat[b]["p50_ms"] for b in batch_sizes},
+                      f"head_to_head_p50_ms[batch={rank_batch}]": head["original"].p50_ms,
                       "size_mb": _profile_value(base_profile, "model_size_mb"), "flops": base_flops},
             variants=audits, recommended=pick.name if pick else None, reasons=reasons, ranking_batch=rank_batch,
             limits={"max_accuracy_drop": max_accuracy_drop, "max_class_drop": max_class_drop,
@@ -357,7 +382,8 @@ def pareto_plots(result: CompressionResult) -> dict[str, dict[str, Any]]:
     """Latency vs accuracy and latency vs worst-class accuracy, original included, fronts highlighted."""
     b = result.ranking_batch
     names = ["original", *[a.name for a in result.variants]]
-    lat = [result.original[f"p50_ms[batch={b}]"], *[a.row()[f"p50_ms[batch={b}]"] for a in result.variants]]
+    key = f"head_to_head_p50_ms[batch={b}]"  # the interleaved timing that decided "faster"
+    lat = [result.original[key], *[a.row()[key] for a in result.variants]]
     plots = {}
     for key, label in (("accuracy", "accuracy"), ("worst_class_accuracy", "worst-class accuracy")):
         values = [result.original[key], *[a.row()[key] for a in result.variants]]
