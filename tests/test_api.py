@@ -103,3 +103,4 @@ def test_demo_end_to_end(tmp_path):
     detectors = {r["detector"] for r in evidence["sections"]["ood"]["tables"]["detectors"]}
     assert {"msp", "energy", "mahalanobis", "knn", "vim"} <= detectors
     assert {r["slice"] for r in evidence["sections"]["slices"]["tables"]["ink"]} == {"low", "mid", "high"}
+    assert evidence["sections"]["efficiency"]["metrics"]["flops"]["value"] == 2 * 337_536

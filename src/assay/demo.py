@@ -61,7 +61,8 @@ def run_demo(out: str | Path = "assay-out", *, seed: int = 0, progress: bool = T
              suite: str = "standard"):
     """Train on digits:train, export to ONNX, evaluate on digits:test (``suite``: quick = performance and
     calibration; standard adds the 15 ImageNet-C corruptions, OOD detection on the synthetic OOD sets
-    with detectors fitted on digits:train, and slices by ink (low/mid/high); full adds held-out corruptions
+    with detectors fitted on digits:train, slices by ink (low/mid/high) and the efficiency profile (latency,
+    memory, FLOPs, energy); full adds held-out corruptions
     and the black-box Square attack), write the bundle to ``out``.
 
     Returns the :class:`~assay.api.EvaluationRun`; the ONNX model is copied into the bundle.
@@ -81,10 +82,13 @@ def run_demo(out: str | Path = "assay-out", *, seed: int = 0, progress: bool = T
         onnx_path = Path(tmp) / "digits_cnn.onnx"
         export_onnx(module, torch.from_numpy(test.x[:2]), onnx_path, class_names=test.class_names)
         options = apply_suite(suite, {})
+        checks = ["performance", "calibration"]
         if suite != "quick":  # show the trust dimensions beyond robustness on the same cached pass
-            options.update(ood=["synthetic"], train_data="digits:train", slice_by=["ink"])
+            options.update(ood=["synthetic"], train_data="digits:train", slice_by=["ink"], latency_budget=2.0)
+            checks.append("efficiency")
         config = EvaluateConfig(seed=seed, **options)
-        run = run_evaluation(str(onnx_path), test, config=config, cache_dir=cache_dir, progress=progress)
+        run = run_evaluation(str(onnx_path), test, checks=checks, config=config, cache_dir=cache_dir,
+                             progress=progress)
         run.evidence.timings["demo_training"] = round(train_seconds, 4)
         run.evidence.model.path = "model.onnx"  # the copy inside the bundle, not the deleted temp file
         write_evaluation(run, out, extra_files={"model.onnx": onnx_path})
