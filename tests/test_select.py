@@ -81,3 +81,14 @@ def test_select_constraints_exclude_models_and_infeasible_sets_exit_1(models, tm
     assert "cannot parse" in capsys.readouterr().err
     assert main(["select", str(paths[0]), "--data", str(root / "data.npz"), "-q"]) == 2
     assert "at least two models" in capsys.readouterr().err
+
+
+def test_latency_constraints_profile_model_files_and_rank_by_latency(models, tmp_path):
+    root, paths = models
+    out = tmp_path / "lat"
+    assert main(["select", *map(str, paths), "--data", str(root / "data.npz"), "--out", str(out), "-q",
+                 "--n-bootstrap", "200", "--cache-dir", str(root / "cache"),
+                 "--constraint", "latency_p95_ms<=10000"]) == 0
+    result = json.loads((out / "selection.json").read_text())
+    assert all(r["latency_p95_ms"] is not None and r["latency_p95_ms"] > 0 for r in result["leaderboard"])
+    assert result["cost_metric"] == "latency_p95_ms"  # measured for every model: the Pareto front uses it

@@ -32,6 +32,11 @@ class OutputKind(str, Enum):
     probabilities = "probabilities"
 
 
+def _cache(cache_dir: Optional[Path], no_cache: bool) -> Path | bool:
+    """The engine's cache argument: False (off), a directory, or True (the default ~/.cache/assay)."""
+    return False if no_cache else (cache_dir if cache_dir is not None else True)
+
+
 def _image_size(value: Optional[str]) -> Optional[int | tuple[int, int]]:
     if value is None:
         return None
@@ -138,7 +143,7 @@ def evaluate(
         checks=[c.strip() for c in checks.split(",") if c.strip()],
         calibration_data=calibration_data,
         config=config,
-        cache_dir=False if no_cache else (cache_dir if cache_dir is not None else True),
+        cache_dir=_cache(cache_dir, no_cache),
         backend=backend,
         progress=not quiet,
         model_options=model_options,
@@ -180,6 +185,7 @@ def compare(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: comparison.json/.md/.html, junit.xml.")] = Path("assay-compare"),
     suite: Annotated[Optional[str], typer.Option(help="Evaluation suite for model files: quick, standard or full.")] = None,
     fail_on_inconclusive: Annotated[bool, typer.Option("--fail-on-inconclusive", help="Exit 1 also when a rule is inconclusive.")] = False,
+    profile: Annotated[bool, typer.Option("--profile", help="Model files: also measure latency/size (efficiency check) for the cost rules.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the paired bootstrap.")] = 0,
     n_bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Output cache directory (default ~/.cache/assay).")] = None,
@@ -192,7 +198,7 @@ def compare(
     if n_bootstrap < 100:
         raise UserError(f"--n-bootstrap {n_bootstrap} is too small", where="--n-bootstrap", fix="use 100 or more (default 1000)")
     result = run_compare(baseline, candidate, data=data, policy=policy, out=out, n_bootstrap=n_bootstrap, seed=seed,
-                         suite=suite, cache_dir=False if no_cache else (cache_dir or True), progress=not quiet)
+                         suite=suite, profile=profile, cache_dir=_cache(cache_dir, no_cache), progress=not quiet)
     if not quiet:
         _print_rules(result)
         Console().print(f"Comparison: [bold]{out / 'comparison.md'}[/]  (also comparison.json, comparison.html, junit.xml)")
@@ -221,6 +227,7 @@ def select(
     data: Annotated[str, typer.Option("--data", "-d", help="Evaluation data shared by every model.")],
     constraint: Annotated[Optional[list[str]], typer.Option(help="Constraint METRIC OP NUMBER (repeatable), e.g. latency_p95_ms<=5.")] = None,
     objective: Annotated[str, typer.Option(help="Metric to optimize among feasible models.")] = "accuracy",
+    profile: Annotated[bool, typer.Option("--profile", help="Measure latency for model files (automatic when a constraint or the objective uses latency_p95_ms).")] = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: selection.json/.md/.html.")] = Path("assay-select"),
     suite: Annotated[Optional[str], typer.Option(help="Evaluation suite for model files: quick, standard or full.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the paired bootstrap.")] = 0,
@@ -232,8 +239,8 @@ def select(
     """Leaderboard and pick: the best model on --objective among those meeting every --constraint."""
     from assay.compare.run import select as run_select
 
-    selection = run_select(models, data, constraints=list(constraint or []), objective=objective, out=out,
-                           n_bootstrap=n_bootstrap, seed=seed, suite=suite, cache_dir=False if no_cache else (cache_dir or True), progress=not quiet)
+    selection = run_select(models, data, constraints=list(constraint or []), objective=objective, out=out, profile=profile,
+                           n_bootstrap=n_bootstrap, seed=seed, suite=suite, cache_dir=_cache(cache_dir, no_cache), progress=not quiet)
     if not quiet:
         from rich.table import Table
 
@@ -304,7 +311,7 @@ def compress(
         batch_sizes=_int_list(batch_sizes, "--batch-sizes"), ranking_batch=ranking_batch,
         latency_budget_s=latency_budget, threads=threads, suite=suite, n_bootstrap=n_bootstrap, seed=seed,
         slice_by=[c.strip() for c in slice_by.split(",")] if slice_by else None,
-        cache_dir=False if no_cache else (cache_dir or True), progress=not quiet,
+        cache_dir=_cache(cache_dir, no_cache), progress=not quiet,
         model_options={"weights": weights} if weights else None)
     if not quiet:
         from rich.table import Table

@@ -26,14 +26,16 @@ def is_bundle(path: str | os.PathLike[str]) -> bool:
 
 def evaluate_side(model: str, dataset: Dataset, name: str, *, seed: int, n_bootstrap: int, suite: str | None,
                   cache_dir: Any, progress: bool, model_options: dict[str, Any] | None = None,
-                  evaluate_options: dict[str, Any] | None = None) -> tuple[Side, Any]:
-    """Evaluate a model file on ``dataset`` (through the shared output cache) into an in-memory side."""
-    from assay.api import run_evaluation
+                  evaluate_options: dict[str, Any] | None = None, profile: bool = False) -> tuple[Side, Any]:
+    """Evaluate a model file on ``dataset`` (through the shared output cache) into an in-memory side;
+    ``profile`` adds the efficiency check (latency, size, FLOPs) so cost rules and constraints apply."""
+    from assay.api import CHECKS, run_evaluation
     from assay.checks.base import EvaluateConfig
     from assay.engine.planning import apply_suite
 
     config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, **apply_suite(suite, dict(evaluate_options or {})))
-    run = run_evaluation(model, dataset, config=config, cache_dir=cache_dir, progress=progress,
+    checks = [*CHECKS, "efficiency"] if profile else list(CHECKS)
+    run = run_evaluation(model, dataset, checks=checks, config=config, cache_dir=cache_dir, progress=progress,
                          model_options=model_options or {})
     return Side(name=name, evidence=run.evidence, predictions=run.predictions(), path=str(model)), run
 
@@ -93,6 +95,7 @@ def compare(
     model_options: dict[str, Any] | None = None,
     data_options: dict[str, Any] | None = None,
     evaluate_options: dict[str, Any] | None = None,
+    profile: bool = False,
 ) -> Comparison:
     """Compare a candidate with a baseline: each an evidence bundle directory, or a model file evaluated on
     ``data``. Returns the :class:`Comparison` (``.verdict``, ``.exit_code``) and writes ``out`` unless None."""
@@ -115,7 +118,8 @@ def compare(
                                 fix="pass --data DATA to evaluate model files, or give evidence bundle directories")
             sides[name], runs[name] = evaluate_side(str(spec), dataset, name, seed=seed, n_bootstrap=n_bootstrap,
                                                     suite=suite, cache_dir=cache_dir, progress=progress,
-                                                    model_options=model_options, evaluate_options=evaluate_options)
+                                                    model_options=model_options, evaluate_options=evaluate_options,
+                                                    profile=profile)
     result = compare_sides(sides["baseline"], sides["candidate"], pol, n_bootstrap=n_bootstrap, seed=seed)
     if out is not None:
         write_comparison(result, out, sides["candidate"].evidence, flip_thumbnails(result, dataset), runs)
@@ -137,6 +141,7 @@ def select(
     model_options: dict[str, Any] | None = None,
     data_options: dict[str, Any] | None = None,
     evaluate_options: dict[str, Any] | None = None,
+    profile: bool = False,
 ) -> Any:
     """Evaluate each model (or read each bundle) on ``data``, build the leaderboard and pick under
     ``constraints`` (``"latency_p95_ms<=5"``...). Writes selection.json/.md/.html into ``out`` unless None."""
@@ -144,6 +149,9 @@ def select(
     from assay.compare.select import parse_constraint, select_from
 
     parsed = [parse_constraint(c) for c in constraints or []]
+    # Latency is only known when measured: profile model files when asked, or when a constraint or the
+    # objective needs it.
+    profile = profile or objective == "latency_p95_ms" or any(c.metric == "latency_p95_ms" for c in parsed)
     if len(models) < 2:
         raise UserError(f"select needs at least two models, got {len(models)}", where="MODELS",
                         fix="list two or more model files or evidence bundles")
@@ -163,7 +171,7 @@ def select(
         else:
             side, _run = evaluate_side(str(spec), dataset, name, seed=seed, n_bootstrap=n_bootstrap, suite=suite,
                                        cache_dir=cache_dir, progress=progress, model_options=model_options,
-                                       evaluate_options=evaluate_options)
+                                       evaluate_options=evaluate_options, profile=profile)
         sides.append(side)
     selection = select_from(sides, parsed, objective, n_bootstrap=n_bootstrap, seed=seed)
     if out is not None:
