@@ -60,3 +60,22 @@ def test_efficiency_section_in_evaluate_feeds_the_latency_gate(onnx_model, tmp_p
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp"), "-q"]) in (0, 1)
     rules = {r["metric"]: r for r in json.loads((tmp_path / "cmp" / "comparison.json").read_text())["rules"]}
     assert rules["latency_p95_ms"]["status"] != "skipped"  # both bundles have an efficiency section
+
+
+def test_latency_rule_refuses_timings_from_different_machines(onnx_model, tmp_path):
+    from assay.compare.gate import side_from_bundle
+    from assay.compare.policy import parse_policy
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((100, 1, 8, 8)).astype(np.float32), y=rng.integers(0, 10, 100))
+    assert main(["evaluate", str(onnx_model), "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "a"),
+                 "--checks", "performance,efficiency", "--latency-batch-sizes", "1", "--latency-budget", "0.1",
+                 "--n-bootstrap", "100", "--no-cache", "-q"]) == 0
+    a = side_from_bundle(tmp_path / "a", "baseline")
+    b = side_from_bundle(tmp_path / "a", "candidate")
+    b.evidence = b.evidence.model_copy(update={"environment": b.evidence.environment.model_copy(
+        update={"cpu_model": "Some Other CPU"})})
+    from assay.compare.gate import compare_sides
+
+    result = compare_sides(a, b, parse_policy("latency_p95_ms: {max_increase_pct: 10}\n"), n_bootstrap=100)
+    assert result.rules[0].status == "skipped" and "different setups" in result.rules[0].message

@@ -244,6 +244,12 @@ def _section_metric(evidence: Evidence, section: str, key: str) -> Metric | None
     return metric if metric is not None and metric.value is not None else None
 
 
+def _timing_setup(evidence: Evidence, metric: Metric) -> str:
+    """What a latency depends on besides the model: CPU model, core count and inference threads."""
+    env = evidence.environment
+    return f"{env.cpu_model or 'unknown CPU'}, {env.cpu_count} cores, {metric.config.get('threads')} threads"
+
+
 def _unpaired(rule: Rule, baseline: Side, candidate: Side, section: str, key: str, n: int) -> RuleResult:
     a, b = _section_metric(baseline.evidence, section, key), _section_metric(candidate.evidence, section, key)
     if a is None or b is None:
@@ -251,6 +257,12 @@ def _unpaired(rule: Rule, baseline: Side, candidate: Side, section: str, key: st
         return RuleResult(metric=rule.metric, rule=rule.describe(), status="skipped",
                           message=f"no {section} section with {key} in the {which} bundle")
     assert a.value is not None and b.value is not None
+    if key.startswith("latency"):
+        machine_a, machine_b = _timing_setup(baseline.evidence, a), _timing_setup(candidate.evidence, b)
+        if machine_a != machine_b:
+            return RuleResult(metric=rule.metric, rule=rule.describe(), status="skipped", message=(
+                f"latencies were measured on different setups ({machine_a} vs {machine_b}) and are not comparable; "
+                "re-run both evaluations with --checks efficiency on one machine and thread count"))
     if rule.kind == "max_increase_pct":
         if a.value <= 0:
             return RuleResult(metric=rule.metric, rule=rule.describe(), status="skipped",
