@@ -217,3 +217,20 @@ def test_single_group_is_user_error() -> None:
     with pytest.raises(UserError, match="single group") as info:
         fairness_metrics(np.array([0, 1, 1]), np.array([0, 1, 0]), np.array(["a", "a", "a"]))
     assert info.value.fix and "two or more" in info.value.fix
+
+
+def test_model_class_count_decides_multiclass_even_when_two_classes_occur() -> None:
+    import fairlearn.metrics as fm
+
+    rng = np.random.default_rng(3)
+    n = 600
+    sensitive = rng.choice(["a", "b"], n)
+    y_true = rng.integers(0, 2, n)
+    y_pred = np.where(rng.random(n) < 0.8, y_true, 1 - y_true)
+    inferred = fairness_metrics(y_true, y_pred, sensitive, n_bootstrap=100)
+    declared = fairness_metrics(y_true, y_pred, sensitive, n_bootstrap=100, num_classes=3)
+    assert inferred.binary and not declared.binary
+    # Class 2 never occurs: its one-vs-rest rates are 0 in every group, so the worst class is one of 0 and 1.
+    for name in ("demographic_parity_difference", "equalized_odds_difference"):
+        per_class = [getattr(fm, name)(y_true == c, y_pred == c, sensitive_features=sensitive) for c in (0, 1)]
+        assert declared.summary[name].value == pytest.approx(max(per_class), abs=1e-12)

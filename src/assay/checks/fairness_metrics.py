@@ -139,9 +139,14 @@ def fairness_metrics(
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
     pos_label: object | None = None,
+    num_classes: int | None = None,
 ) -> FairnessResult:
     """Demographic parity (difference, ratio), equalized odds and equal opportunity differences,
-    per-group selection and error rates, each with a percentile bootstrap CI over rows."""
+    per-group selection and error rates, each with a percentile bootstrap CI over rows.
+
+    ``num_classes`` (the model's class count, labels being 0..C-1) decides binary vs multiclass; without it
+    the classes occurring in labels and predictions decide (so a 10-class model whose data shows two classes
+    would be scored as binary)."""
     y_true, y_pred, sensitive = (np.asarray(a) for a in (y_true, y_pred, sensitive))
     if not (y_true.ndim == y_pred.ndim == sensitive.ndim == 1 and
             y_true.shape == y_pred.shape == sensitive.shape):
@@ -155,7 +160,11 @@ def fairness_metrics(
         raise UserError(
             f"the sensitive column has a single group ({found}); fairness compares at least two",
             where="fairness (--sensitive)", fix="choose a column with two or more distinct values")
-    classes, codes = np.unique(np.concatenate([y_true, y_pred]), return_inverse=True)
+    if num_classes is not None:
+        classes = np.arange(num_classes)
+        codes = np.concatenate([y_true, y_pred]).astype(np.int64)
+    else:
+        classes, codes = np.unique(np.concatenate([y_true, y_pred]), return_inverse=True)
     t, p = codes[: len(y_true)], codes[len(y_true):]
     n_groups, n_classes = len(group_names), max(len(classes), 2)
     binary = len(classes) <= 2

@@ -123,7 +123,8 @@ def check_fairness(ctx: CheckContext) -> Section:
     for column in cfg.sensitive:
         groups = slice_groups(ctx, column, "--sensitive")
         result = fairness_metrics(ctx.labels, pred, groups, seed=spawn_seed(cfg.seed, f"fairness/{column}"),
-                                  n_bootstrap=cfg.n_bootstrap, confidence=cfg.confidence)
+                                  n_bootstrap=cfg.n_bootstrap, confidence=cfg.confidence,
+                                  num_classes=ctx.logits.shape[1])
         for name, est in result.summary.items():
             metrics[f"{name}[{column}]"] = Metric(
                 value=est.value, ci_low=est.ci_low, ci_high=est.ci_high, n=len(pred), method=method,
