@@ -42,6 +42,8 @@ def test_ood_metrics_from_cached_outputs(tmp_path):
     assert r["auroc_ci_low"] <= r["auroc"] <= r["auroc_ci_high"]
     assert rows[("mahalanobis", "far")]["auroc"] > 0.95
     assert "risk_coverage" in section.plots and "aurc" in section.metrics
+    paired = [f.message for f in section.findings if "MSP baseline" in f.message]
+    assert len(paired) == 1 and "far:" in paired[0] and "paired" in paired[0]
 
 
 def test_ood_set_of_the_wrong_shape(tmp_path):

@@ -29,3 +29,17 @@ def test_weighted_aurc_equals_aurc_of_the_repeated_data(rows):
 def test_weighted_aurc_rejects_misaligned_weights():
     with pytest.raises(UserError, match="columns"):
         aurc_weighted(np.array([0.1, 0.2]), np.array([1, 0]), np.ones((3, 5)))
+
+
+def test_ood_resamples_are_shared_within_a_named_set():
+    """Detectors scored on the same set get the same ID/OOD resamples (the check's paired comparisons rely
+    on it): a monotone transform of the scores leaves every AUROC replicate unchanged."""
+    from assay.stats.ranking import ood_metrics
+
+    rng = np.random.default_rng(0)
+    id_scores, ood_scores = rng.normal(1, 1, 300), rng.normal(0, 1, 200)
+    a = ood_metrics(id_scores, ood_scores, n_resamples=200, seed=0, name="far")["auroc"].samples
+    b = ood_metrics(np.exp(id_scores), np.exp(ood_scores), n_resamples=200, seed=0, name="far")["auroc"].samples
+    c = ood_metrics(id_scores, ood_scores, n_resamples=200, seed=0, name="near")["auroc"].samples
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
