@@ -92,3 +92,16 @@ def test_latency_constraints_profile_model_files_and_rank_by_latency(models, tmp
     result = json.loads((out / "selection.json").read_text())
     assert all(r["latency_p95_ms"] is not None and r["latency_p95_ms"] > 0 for r in result["leaderboard"])
     assert result["cost_metric"] == "latency_p95_ms"  # measured for every model: the Pareto front uses it
+
+
+def test_worst_slice_column_with_slice_by(models, tmp_path):
+    root, paths = models
+    with np.load(root / "data.npz") as z:
+        x, y = z["x"], z["y"]
+    np.savez(tmp_path / "meta.npz", x=x, y=y, meta_half=np.where(np.arange(len(y)) < len(y) // 2, "first", "second"))
+    out = tmp_path / "sl"
+    assert main(["select", *map(str, paths[:2]), "--data", str(tmp_path / "meta.npz"), "--out", str(out), "-q",
+                 "--n-bootstrap", "200", "--no-cache", "--slice-by", "half",
+                 "--constraint", "worst_slice_accuracy>=0.5"]) == 0
+    rows = json.loads((out / "selection.json").read_text())["leaderboard"]
+    assert all(0.5 <= r["worst_slice_accuracy"] <= r["accuracy"] + 1e-12 for r in rows)  # min of slices <= their mean

@@ -228,6 +228,7 @@ def select(
     constraint: Annotated[Optional[list[str]], typer.Option(help="Constraint METRIC OP NUMBER (repeatable), e.g. latency_p95_ms<=5.")] = None,
     objective: Annotated[str, typer.Option(help="Metric to optimize among feasible models.")] = "accuracy",
     profile: Annotated[bool, typer.Option("--profile", help="Measure latency for model files (automatic when a constraint or the objective uses latency_p95_ms).")] = False,
+    slice_by: Annotated[Optional[str], typer.Option(help="Metadata columns for the worst-slice column (comma-separated).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: selection.json/.md/.html.")] = Path("assay-select"),
     suite: Annotated[Optional[str], typer.Option(help="Evaluation suite for model files: quick, standard or full.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the paired bootstrap.")] = 0,
@@ -240,6 +241,7 @@ def select(
     from assay.compare.run import select as run_select
 
     selection = run_select(models, data, constraints=list(constraint or []), objective=objective, out=out, profile=profile,
+                           evaluate_options={"slice_by": [c.strip() for c in slice_by.split(",")]} if slice_by else None,
                            n_bootstrap=n_bootstrap, seed=seed, suite=suite, cache_dir=_cache(cache_dir, no_cache), progress=not quiet)
     if not quiet:
         from rich.table import Table
