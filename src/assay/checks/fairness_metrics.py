@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from assay.errors import UserError
-from assay.stats.bootstrap import bootstrap_cell_counts, percentile_ci
+from assay.stats.bootstrap import bias_corrected_ci, bootstrap_cell_counts
 
 __all__ = ["Estimate", "FairnessResult", "fairness_metrics"]
 
@@ -192,7 +192,8 @@ def fairness_metrics(
     point, boot = _class_metrics(observed), _class_metrics(resampled)
 
     def estimate(value: float, samples: np.ndarray) -> Estimate:
-        lo, hi = percentile_ci(samples, confidence)
+        # Differences and ratios of group rates are biased by resampling (a max minus a min): BC interval.
+        lo, hi = bias_corrected_ci(samples, float(value), confidence)
         return Estimate(float(value), lo, hi)
 
     names = [str(c) for c in classes]

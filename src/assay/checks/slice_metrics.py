@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.stats import fisher_exact
 
 from assay.errors import UserError
-from assay.stats.bootstrap import bootstrap_cell_counts, clopper_pearson, percentile_ci
+from assay.stats.bootstrap import bias_corrected_ci, bootstrap_cell_counts, clopper_pearson
 from assay.stats.multiple_testing import benjamini_hochberg
 
 __all__ = ["SliceGap", "SliceRow", "bin_numeric", "slice_table", "worst_slice_gap"]
@@ -191,6 +191,7 @@ def worst_slice_gap(
     with np.errstate(invalid="ignore", divide="ignore"):
         acc_b = np.where(sizes > 0, resampled[:, :, 1] / sizes, np.nan)
     gap_b = np.nanmax(acc_b, axis=1) - np.nanmin(acc_b, axis=1)
-    lo, hi = percentile_ci(gap_b, confidence)
+    # A best-minus-worst gap is biased upward under resampling: bias-corrected (BC) interval.
+    lo, hi = bias_corrected_ci(gap_b, float(acc.max() - acc.min()), confidence)
     return SliceGap(value=float(acc.max() - acc.min()), ci_low=lo, ci_high=hi,
                     best_slice=str(names[keep[np.argmax(acc)]]), worst_slice=str(names[keep[np.argmin(acc)]]))

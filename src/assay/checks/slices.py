@@ -83,7 +83,8 @@ def check_slices(ctx: CheckContext) -> Section:
                                   n_bootstrap=cfg.n_bootstrap, confidence=cfg.confidence)
             metrics[f"worst_slice_gap[{column}]"] = Metric(
                 value=gap.value, ci_low=gap.ci_low, ci_high=gap.ci_high, n=len(labels),
-                method=f"bootstrap percentile, {int(cfg.confidence * 100)}% (B={cfg.n_bootstrap}, seed={cfg.seed})",
+                method=f"bias-corrected bootstrap percentile (BC), {int(cfg.confidence * 100)}% (B={cfg.n_bootstrap}, "
+                       f"seed={cfg.seed})",
                 config={"definition": "best minus worst slice accuracy over slices with n >= min size",
                         "best": gap.best_slice, "worst": gap.worst_slice, "min_slice_size": cfg.min_slice_size})
         for r in table:
@@ -119,7 +120,8 @@ def check_fairness(ctx: CheckContext) -> Section:
     pred = ctx.logits.argmax(axis=1)
     metrics: dict[str, Metric] = {}
     tables: dict[str, list[dict[str, Any]]] = {}
-    method = f"bootstrap percentile, {int(cfg.confidence * 100)}% (B={cfg.n_bootstrap}, seed={cfg.seed})"
+    method = (f"bias-corrected bootstrap percentile (BC), {int(cfg.confidence * 100)}% (B={cfg.n_bootstrap}, "
+              f"seed={cfg.seed})")
     for column in cfg.sensitive:
         groups = slice_groups(ctx, column, "--sensitive")
         result = fairness_metrics(ctx.labels, pred, groups, seed=spawn_seed(cfg.seed, f"fairness/{column}"),
