@@ -136,3 +136,18 @@ def test_per_slice_damage_and_section_deltas(demo, tmp_path):
     expected = row["ece_after_temperature"] - audit.original_evidence.sections["calibration"].metrics[
         "ece_after_temperature"].value
     assert row["ece_after_temperature_delta"] == pytest.approx(expected)
+
+
+def test_compress_cli_end_to_end(demo, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["compress", str(demo / "cnn.onnx"), "--data", "digits:test", "--calibration", "digits:train",
+                 "--methods", "int8-static-minmax,fp16", "--latency-budget", "0.2", "--batch-sizes", "1,8",
+                 "--n-bootstrap", "100", "--no-cache", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "int8-static-minmax" in printed and "fp16" in printed and "report.html" in printed
+    summary = json.loads((out / "compression.json").read_text())
+    assert summary["ranking_batch"] == 8 and {v["variant"] for v in summary["variants"]} == {
+        "fp32", "int8-static-minmax", "fp16"}
+    assert all(v["status"] for v in summary["variants"])
+    assert (out / "model.onnx").exists() == (summary["recommended"] is not None)
