@@ -151,3 +151,23 @@ def test_compress_cli_end_to_end(demo, tmp_path, capsys):
         "fp32", "int8-static-minmax", "fp16"}
     assert all(v["status"] for v in summary["variants"])
     assert (out / "model.onnx").exists() == (summary["recommended"] is not None)
+
+
+def test_fp32_copy_is_a_negative_control_for_timing_noise(demo, tmp_path, monkeypatch):
+    """If the original happens to be timed slow, the identical fp32 copy exposes it: variants must beat the
+    faster of the two, so a variant running the same kernels (fp16 without hardware fp16) is not 'faster'."""
+    from assay.compress.latency import summarize_times
+
+    real = compress_run.interleaved_latency
+
+    def slow_original(models, sample, batch, **kwargs):
+        head = real(models, sample, batch, **kwargs)
+        head["original"] = summarize_times(np.asarray(head["original"].times_ms) * 1.8, batch)
+        return head
+
+    monkeypatch.setattr(compress_run, "interleaved_latency", slow_original)
+    result = compress_run.compress(str(demo / "cnn.onnx"), "digits:test", calibration="digits:train",
+                                   methods=["fp16"], out=None, latency_budget_s=0.3, n_bootstrap=100, cache_dir=False)
+    fp16 = next(a for a in result.variants if a.name == "fp16")
+    assert not fp16.faster and result.recommended is None
+    assert any("timing noise" in r for r in result.reasons)
