@@ -153,21 +153,40 @@ def test_compress_cli_end_to_end(demo, tmp_path, capsys):
     assert (out / "model.onnx").exists() == (summary["recommended"] is not None)
 
 
-def test_fp32_copy_is_a_negative_control_for_timing_noise(demo, tmp_path, monkeypatch):
-    """If the original happens to be timed slow, the identical fp32 copy exposes it: variants must beat the
-    faster of the two, so a variant running the same kernels (fp16 without hardware fp16) is not 'faster'."""
+def _fixed_timings(p50_ms: dict[str, float]):
+    """A stand-in for the interleaved timing with fixed per-model times (deterministic verdicts)."""
     from assay.compress.latency import summarize_times
 
-    real = compress_run.interleaved_latency
+    def timings(models, sample, batch, **kwargs):
+        jitter = np.linspace(0.99, 1.01, 200)
+        return {name: summarize_times(p50_ms[name] * jitter, batch) for name in models}
+    return timings
 
-    def slow_original(models, sample, batch, **kwargs):
-        head = real(models, sample, batch, **kwargs)
-        head["original"] = summarize_times(np.asarray(head["original"].times_ms) * 1.8, batch)
-        return head
 
-    monkeypatch.setattr(compress_run, "interleaved_latency", slow_original)
+def test_fp32_copy_is_a_negative_control_for_timing_noise(demo, tmp_path, monkeypatch):
+    """If the original happens to be timed slow, the identical fp32 copy exposes it: variants must beat the
+    faster of the two, so a variant as fast as the copy is not 'faster'."""
+    monkeypatch.setattr(compress_run, "interleaved_latency",
+                        _fixed_timings({"original": 1.0, "fp32": 0.55, "int8-static-minmax": 0.55}))
     result = compress_run.compress(str(demo / "cnn.onnx"), "digits:test", calibration="digits:train",
-                                   methods=["fp16"], out=None, latency_budget_s=0.3, n_bootstrap=100, cache_dir=False)
+                                   methods=["int8-static-minmax"], out=None, latency_budget_s=0.2, n_bootstrap=100,
+                                   cache_dir=False)
+    int8 = next(a for a in result.variants if a.name == "int8-static-minmax")
+    assert not int8.faster and int8.speedup[32] == pytest.approx(1.0) and result.recommended is None
+    assert any("timing noise" in r and "1.82x" in r for r in result.reasons)
+
+
+def test_a_speed_up_without_mechanism_is_suspect(demo, tmp_path, monkeypatch):
+    """fp16 on a CPU without hardware fp16 runs float32 kernels behind casts: if it measures faster anyway,
+    the gain is a timing artefact and the variant is not recommended."""
+    from assay.environment import cpu_model_and_flags
+
+    if any(flag in cpu_model_and_flags()[1] for flag in ("avx512_fp16", "amx_fp16")):
+        pytest.skip("this CPU computes fp16 natively")
+    monkeypatch.setattr(compress_run, "interleaved_latency",
+                        _fixed_timings({"original": 1.0, "fp32": 1.0, "fp16": 0.3}))
+    result = compress_run.compress(str(demo / "cnn.onnx"), "digits:test", calibration="digits:train",
+                                   methods=["fp16"], out=None, latency_budget_s=0.2, n_bootstrap=100, cache_dir=False)
     fp16 = next(a for a in result.variants if a.name == "fp16")
-    assert not fp16.faster and result.recommended is None
-    assert any("timing noise" in r for r in result.reasons)
+    assert fp16.speedup[32] > 3 and fp16.status == "suspect" and result.recommended is None
+    assert any("fp16" in reason for reason in fp16.slow_reasons)

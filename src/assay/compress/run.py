@@ -53,11 +53,12 @@ class VariantAudit:
     run: Any = None  # its EvaluationRun (the chosen variant's evidence bundle is written from it)
     original_evidence: Any = None  # the original's evidence (for unpaired section deltas)
     head_to_head: dict[int, float] = field(default_factory=dict)  # p50 ms from the interleaved timing
+    suspect: bool = False  # measured faster without a mechanism (e.g. fp16 with no hardware fp16)
     speedup: dict[int, float] = field(default_factory=dict)
     faster: bool = False
     slow_reasons: list[str] = field(default_factory=list)
     feasible: bool = False
-    status: str = ""  # recommended / eligible / slower / not faster / damaged / damage unclear
+    status: str = ""  # recommended / eligible / slower / not faster / suspect / damaged / damage unclear / reference
     verdict: str = ""
 
     def row(self) -> dict[str, Any]:
@@ -197,8 +198,13 @@ def _judge(audit: VariantAudit, head: dict[str, Any], base_lat: dict[int, dict[s
     theirs_lo = theirs.p50_ci_low_ms if theirs.p50_ci_low_ms is not None else theirs.p50_ms
     # Faster = p50 CIs apart AND a practical margin.
     audit.faster = ours_hi < theirs_lo and audit.speedup[rank_batch] >= MIN_SPEEDUP
+    structural = explain_slowdown(audit.path, isa_flags=isa)
+    if audit.faster and structural and not audit.name.startswith("pruned"):
+        # Measured faster, yet the graph says it computes the same or more (fp16 without hardware fp16,
+        # ConvInteger, ...): the gain has no mechanism and is treated as a threading/timing artefact.
+        audit.faster, audit.suspect = False, True
     if not audit.faster:
-        audit.slow_reasons = explain_slowdown(audit.path, isa_flags=isa)
+        audit.slow_reasons = structural
         if audit.name.startswith("pruned"):
             audit.slow_reasons += explain_pruning(base_flops, _profile_value(audit.profile, "flops"))
         if not audit.slow_reasons:
@@ -214,6 +220,10 @@ def _judge(audit: VariantAudit, head: dict[str, Any], base_lat: dict[int, dict[s
     if reference_only:
         audit.status, audit.feasible = "reference", False
         audit.verdict = f"the fp32 reference export of an ONNX original (same model; {speed:.2f}x measured)"
+    elif audit.suspect:
+        audit.status = "suspect"
+        audit.verdict = (f"not recommended: measured {speed:.2f}x faster at batch {rank_batch}, but the graph gives "
+                         "no reason to be (see the causes listed); treated as a timing artefact")
     elif not audit.faster:
         audit.status = "slower" if speed < 1 else "not faster"
         audit.verdict = f"not recommended: not faster than the original at batch {rank_batch} ({speed:.2f}x)"
