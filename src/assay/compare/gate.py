@@ -238,12 +238,6 @@ def _decide_groups(rule: Rule, rows: list[dict[str, Any]], what: str, correction
                           f"{w['group']}: {w['delta']:+.4f} (CI {w['ci_low']:+.4f} to {w['ci_high']:+.4f}, n={w['n']}); {more}"))
 
 
-def _section_metric(evidence: Evidence, section: str, key: str) -> Metric | None:
-    sec = evidence.sections.get(section)
-    metric = sec.metrics.get(key) if sec is not None else None
-    return metric if metric is not None and metric.value is not None else None
-
-
 def _timing_setup(evidence: Evidence, metric: Metric) -> str:
     """What a latency depends on besides the model: CPU model, core count and inference threads."""
     env = evidence.environment
@@ -251,7 +245,7 @@ def _timing_setup(evidence: Evidence, metric: Metric) -> str:
 
 
 def _unpaired(rule: Rule, baseline: Side, candidate: Side, section: str, key: str, n: int) -> RuleResult:
-    a, b = _section_metric(baseline.evidence, section, key), _section_metric(candidate.evidence, section, key)
+    a, b = baseline.evidence.metric(section, key), candidate.evidence.metric(section, key)
     if a is None or b is None:
         which = " and ".join(s.name for s, m in ((baseline, a), (candidate, b)) if m is None)
         return RuleResult(metric=rule.metric, rule=rule.describe(), status="skipped",
@@ -368,7 +362,7 @@ def compare_sides(baseline: Side, candidate: Side, policy: Policy, *, n_bootstra
             results.append(_unpaired(rule, baseline, candidate, "efficiency", rule.metric, n))
     for key, section in (("robust_accuracy", "adversarial"), ("mean_corruption_accuracy", "corruption"),
                          ("latency_p95_ms", "efficiency"), ("model_size_mb", "efficiency")):
-        a, b = _section_metric(baseline.evidence, section, key), _section_metric(candidate.evidence, section, key)
+        a, b = baseline.evidence.metric(section, key), candidate.evidence.metric(section, key)
         if a is not None and b is not None:
             metrics[f"{key}_baseline"], metrics[f"{key}_candidate"] = a, b
 

@@ -14,7 +14,7 @@ from assay.compare.policy import Policy, load_policy
 from assay.data.dataset import Dataset
 from assay.errors import UserError
 
-__all__ = ["compare", "evaluate_side", "flip_thumbnails", "is_bundle", "select", "write_comparison"]
+__all__ = ["compare", "evaluate_side", "flip_thumbnails", "is_bundle", "resolve_side", "select", "write_comparison"]
 
 THUMBNAILS_PER_KIND = 12
 
@@ -38,6 +38,22 @@ def evaluate_side(model: str, dataset: Dataset, name: str, *, seed: int, n_boots
     run = run_evaluation(model, dataset, checks=checks, config=config, cache_dir=cache_dir, progress=progress,
                          model_options=model_options or {})
     return Side(name=name, evidence=run.evidence, predictions=run.predictions(), path=str(model)), run
+
+
+def resolve_side(spec: str | os.PathLike[str], name: str, dataset: Dataset | None,
+                 **evaluate: Any) -> tuple[Side, Any]:
+    """One model to compare: an evidence bundle (read; run None) or a model file evaluated on ``dataset``
+    through the shared cache (``evaluate``: :func:`evaluate_side`'s options; returns its run)."""
+    if is_bundle(spec):
+        return side_from_bundle(Path(spec).parent if Path(spec).is_file() else spec, name), None
+    if Path(spec).is_dir():
+        raise UserError(f"{spec} is a directory without evidence.json", where=f"{name} {spec}",
+                        fix="give an evidence bundle written by `assay evaluate`, or a model file with --data")
+    if dataset is None:
+        raise UserError(f"the {name} {spec!r} is not an evidence bundle, so it must be evaluated, "
+                        "and no --data was given", where=f"{name} {spec}",
+                        fix="pass --data DATA to evaluate model files, or give evidence bundle directories")
+    return evaluate_side(str(spec), dataset, name, **evaluate)
 
 
 def flip_thumbnails(c: Comparison, dataset: Dataset | None) -> dict[str, list[dict[str, Any]]]:
@@ -106,20 +122,11 @@ def compare(
     sides: dict[str, Side] = {}
     runs: dict[str, Any] = {}
     for name, spec in (("baseline", baseline), ("candidate", candidate)):
-        if is_bundle(spec):
-            sides[name] = side_from_bundle(Path(spec).parent if Path(spec).is_file() else spec, name)
-        elif Path(spec).is_dir():
-            raise UserError(f"{spec} is a directory without evidence.json", where=f"{name} {spec}",
-                            fix="give an evidence bundle written by `assay evaluate`, or a model file with --data")
-        else:
-            if dataset is None:
-                raise UserError(f"the {name} {spec!r} is not an evidence bundle, so it must be evaluated, "
-                                "and no --data was given", where=f"{name} {spec}",
-                                fix="pass --data DATA to evaluate model files, or give evidence bundle directories")
-            sides[name], runs[name] = evaluate_side(str(spec), dataset, name, seed=seed, n_bootstrap=n_bootstrap,
-                                                    suite=suite, cache_dir=cache_dir, progress=progress,
-                                                    model_options=model_options, evaluate_options=evaluate_options,
-                                                    profile=profile)
+        sides[name], run = resolve_side(spec, name, dataset, seed=seed, n_bootstrap=n_bootstrap, suite=suite,
+                                        cache_dir=cache_dir, progress=progress, model_options=model_options,
+                                        evaluate_options=evaluate_options, profile=profile)
+        if run is not None:
+            runs[name] = run
     result = compare_sides(sides["baseline"], sides["candidate"], pol, n_bootstrap=n_bootstrap, seed=seed)
     if out is not None:
         write_comparison(result, out, sides["candidate"].evidence, flip_thumbnails(result, dataset), runs)
@@ -163,15 +170,12 @@ def select(
     dataset = _as_dataset(data, data_options or {})
     sides = []
     for name, spec in zip(names, models, strict=True):
-        if is_bundle(spec):
-            side = side_from_bundle(Path(spec).parent if Path(spec).is_file() else spec, name)
-            if side.evidence.data.fingerprint != dataset.fingerprint:
-                raise UserError(f"the bundle {spec} was evaluated on other data than --data", where=str(spec),
-                                fix="evaluate every model on the same --data (or pass model files)")
-        else:
-            side, _run = evaluate_side(str(spec), dataset, name, seed=seed, n_bootstrap=n_bootstrap, suite=suite,
-                                       cache_dir=cache_dir, progress=progress, model_options=model_options,
-                                       evaluate_options=evaluate_options, profile=profile)
+        side, evaluated = resolve_side(spec, name, dataset, seed=seed, n_bootstrap=n_bootstrap, suite=suite,
+                                  cache_dir=cache_dir, progress=progress, model_options=model_options,
+                                  evaluate_options=evaluate_options, profile=profile)
+        if evaluated is None and side.evidence.data.fingerprint != dataset.fingerprint:
+            raise UserError(f"the bundle {spec} was evaluated on other data than --data", where=str(spec),
+                            fix="evaluate every model on the same --data (or pass model files)")
         sides.append(side)
     selection = select_from(sides, parsed, objective, n_bootstrap=n_bootstrap, seed=seed)
     if out is not None:

@@ -70,17 +70,21 @@ def parse_constraint(text: str) -> Constraint:
 
 
 def _value(side: Side, section: str, key: str) -> float | None:
-    sec = side.evidence.sections.get(section)
-    metric = sec.metrics.get(key) if sec is not None else None
-    return None if metric is None or metric.value is None else float(metric.value)
+    metric = side.evidence.metric(section, key)
+    return None if metric is None else float(metric.value)
+
+
+def worst_class_accuracy(evidence: Any) -> float | None:
+    """Lowest per-class recall over the classes present in the evaluation data (None without it)."""
+    perf = evidence.sections.get("performance")
+    per_class = perf.tables.get("per_class", []) if perf is not None else []
+    supported = [r["recall"] for r in per_class if r.get("support", 1) and r.get("recall") is not None]
+    return float(min(supported)) if supported else None
 
 
 def leaderboard_row(side: Side) -> dict[str, Any]:
     """The leaderboard columns of one evaluated model (None where not measured)."""
     ev = side.evidence
-    perf = ev.sections.get("performance")
-    per_class = perf.tables.get("per_class", []) if perf is not None else []
-    supported = [r["recall"] for r in per_class if r.get("support", 1) and r.get("recall") is not None]
     slices = ev.sections.get("slices")
     slice_accs = [r["accuracy"] for t in (slices.tables.values() if slices else []) for r in t
                   if not r.get("insufficient")]
@@ -90,14 +94,14 @@ def leaderboard_row(side: Side) -> dict[str, Any]:
     row = {
         "model": side.name, "path": side.path, "sha256": ev.model.sha256,
         "accuracy": _value(side, "performance", "accuracy"), "macro_f1": _value(side, "performance", "macro_f1"),
-        "worst_class_accuracy": float(min(supported)) if supported else None,
+        "worst_class_accuracy": worst_class_accuracy(ev),
         "worst_slice_accuracy": float(min(slice_accs)) if slice_accs else None,
         "ece": _value(side, "calibration", "ece"), "nll": _value(side, "performance", "nll"),
         "robust_accuracy": _value(side, "adversarial", "robust_accuracy"),
         "mean_corruption_accuracy": _value(side, "corruption", "mean_corruption_accuracy"),
         "latency_p95_ms": _value(side, "efficiency", "latency_p95_ms"), "model_size_mb": size,
     }
-    acc = ev.sections["performance"].metrics.get("accuracy") if perf is not None else None
+    acc = ev.metric("performance", "accuracy")
     row["accuracy_ci"] = [acc.ci_low, acc.ci_high] if acc is not None else None
     return row
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from assay.compare.gate import Comparison, Side, compare_sides
 from assay.compare.policy import Policy, Rule
-from assay.compare.select import pareto_front
+from assay.compare.select import pareto_front, worst_class_accuracy
 from assay.data.dataset import Dataset
 from assay.errors import UserError
 
@@ -75,7 +75,7 @@ class VariantAudit:
             "accuracy_delta": m["accuracy_delta"].value, "accuracy_delta_ci": [m["accuracy_delta"].ci_low,
                                                                                m["accuracy_delta"].ci_high],
             "worst_class": worst["group"] if worst else None, "worst_class_delta": worst["delta"] if worst else None,
-            "worst_class_accuracy": _worst_class_accuracy(self.evidence),
+            "worst_class_accuracy": worst_class_accuracy(self.evidence),
             "negative_flip_rate": m["negative_flip_rate"].value, "changed_predictions": int(len(self.changed)),
             "ece_delta": m["ece_delta"].value, "ece_after_temperature": _metric(self.evidence, "calibration",
                                                                                 "ece_after_temperature"),
@@ -90,7 +90,7 @@ class VariantAudit:
             **{f"p50_ms[batch={b}]": v for b, v in lat.items()},
             **{f"head_to_head_p50_ms[batch={b}]": v for b, v in self.head_to_head.items()},
             **{f"speedup[batch={b}]": v for b, v in self.speedup.items()},
-            "size_mb": _profile_value(self.profile, "model_size_mb"), "flops": _profile_value(self.profile, "flops"),
+            "size_mb": self.profile.model_size_mb, "flops": self.profile.flops,
             "faster": self.faster, "feasible": self.feasible, "status": self.status, "verdict": self.verdict,
             "slow_reasons": self.slow_reasons, "notes": self.notes,
         }
@@ -119,22 +119,14 @@ class CompressionResult:
 
 
 def _metric(evidence: Any, section: str, key: str) -> float | None:
-    sec = evidence.sections.get(section)
-    m = sec.metrics.get(key) if sec is not None else None
-    return None if m is None else m.value
+    metric = evidence.metric(section, key) if evidence is not None else None
+    return None if metric is None else metric.value
 
 
 def _delta(evidence: Any, original: Any, section: str, key: str) -> float | None:
     """Variant minus original of a section metric (None when either lacks it)."""
-    a = _metric(original, section, key) if original is not None else None
-    b = _metric(evidence, section, key)
+    a, b = _metric(original, section, key), _metric(evidence, section, key)
     return None if a is None or b is None else b - a
-
-
-def _worst_class_accuracy(evidence: Any) -> float | None:
-    perf = evidence.sections.get("performance")
-    recalls = [r["recall"] for r in perf.tables.get("per_class", []) if r.get("support", 1)] if perf else []
-    return float(min(recalls)) if recalls else None
 
 
 def _latency(profile: Any) -> dict[int, dict[str, float]]:
@@ -145,14 +137,6 @@ def _latency(profile: Any) -> dict[int, dict[str, float]]:
         hi = stats.p50_ci_high_ms if stats.p50_ci_high_ms is not None else stats.p50_ms
         out[int(stats.batch_size)] = {"p50_ms": stats.p50_ms, "p50_ci_low": lo, "p50_ci_high": hi}
     return out
-
-
-def _profile_value(profile: Any, key: str) -> float | None:
-    value = getattr(profile, key, None)
-    if value is None and key == "flops":
-        fc = getattr(profile, "flop_count", None)
-        value = getattr(fc, "flops", None) if fc is not None else None
-    return value
 
 
 def _check_limit(value: float, name: str) -> None:
@@ -206,7 +190,7 @@ def _judge(audit: VariantAudit, head: dict[str, Any], base_lat: dict[int, dict[s
     if not audit.faster:
         audit.slow_reasons = structural
         if audit.name.startswith("pruned"):
-            audit.slow_reasons += explain_pruning(base_flops, _profile_value(audit.profile, "flops"))
+            audit.slow_reasons += explain_pruning(base_flops, audit.profile.flops)
         if not audit.slow_reasons:
             audit.slow_reasons = ["no graph-level cause found; the variant simply does not run faster here"]
     statuses = {r.metric: r.status for r in audit.comparison.rules}
@@ -328,7 +312,7 @@ def compress(
         base_path = str(model) if Path(str(model)).is_file() else None
         base_profile = profile_model(original, sample, batch_sizes=batch_sizes, budget_s=latency_budget_s,
                                      model_path=base_path, threads=threads)
-        base_flops = _profile_value(base_profile, "flops")
+        base_flops = base_profile.flops
         audits: list[VariantAudit] = []
         timed: dict[str, Any] = {"original": original}
         for variant in variants:
@@ -381,10 +365,10 @@ def compress(
                               "limits: keep the original")
         result = CompressionResult(
             original={"model": str(model), "accuracy": _metric(base_run.evidence, "performance", "accuracy"),
-                      "worst_class_accuracy": _worst_class_accuracy(base_run.evidence),
+                      "worst_class_accuracy": worst_class_accuracy(base_run.evidence),
                       **{f"p50_ms[batch={b}]": base_lat[b]["p50_ms"] for b in batch_sizes},
                       f"head_to_head_p50_ms[batch={rank_batch}]": head["original"].p50_ms,
-                      "size_mb": _profile_value(base_profile, "model_size_mb"), "flops": base_flops},
+                      "size_mb": base_profile.model_size_mb, "flops": base_flops},
             variants=audits, recommended=pick.name if pick else None, reasons=reasons, ranking_batch=rank_batch,
             limits={"max_accuracy_drop": max_accuracy_drop, "max_class_drop": max_class_drop,
                     "confidence": confidence})

@@ -125,6 +125,12 @@ class Evidence(_Strict):
     timings: dict[str, float] = Field(default_factory=dict, description="Wall-clock seconds per stage.")
     sections: dict[str, Section] = Field(default_factory=dict)
 
+    def metric(self, section: str, key: str) -> Metric | None:
+        """``sections[section].metrics[key]`` when present and measured (value not None), else None."""
+        sec = self.sections.get(section)
+        found = sec.metrics.get(key) if sec is not None else None
+        return found if found is not None and found.value is not None else None
+
     @property
     def verdict(self) -> Verdict:
         """Worst section verdict (fail > warn > pass > info)."""
