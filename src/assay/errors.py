@@ -2,14 +2,30 @@
 
     AssayError                 base of everything Assay raises on purpose
     └── UserError              bad input: a file, a flag, a dataset, a model the user gave us
-                               (carries what went wrong, where, and how to fix it; the CLI exits 2)
+        │                      (carries what went wrong, where, and how to fix it; the CLI exits 2)
+        ├── DataError          a data set that cannot be read or does not fit the model
+        ├── ModelError         a model file or factory that cannot be loaded or run
+        │   └── UnsafeModelError   a model file that would run code (pickle, sympy strings, native code)
+        ├── PolicyError        a gate policy or constraint that cannot be parsed
+        ├── OptionError        a command-line option / keyword argument out of range
+        └── OutputError        an output path Assay must not write (a user folder, an input, a file)
 
-Anything else escaping the library is a bug (the CLI exits 1).
+Anything else escaping the library is a bug (the CLI exits 1). Every leaf is a ``UserError``, so code
+that only needs "bad input or not" catches ``UserError``.
 """
 
 from __future__ import annotations
 
-__all__ = ["AssayError", "UserError"]
+__all__ = [
+    "AssayError",
+    "DataError",
+    "ModelError",
+    "OptionError",
+    "OutputError",
+    "PolicyError",
+    "UnsafeModelError",
+    "UserError",
+]
 
 
 class AssayError(Exception):
@@ -32,3 +48,27 @@ class UserError(AssayError):
         if self.fix:
             parts.append(f"Fix: {self.fix.rstrip('.')}.")
         return " ".join(parts)
+
+
+class DataError(UserError):
+    """A data set that cannot be read, is malformed, or does not fit the model."""
+
+
+class ModelError(UserError):
+    """A model file or factory that cannot be loaded or run."""
+
+
+class UnsafeModelError(ModelError):
+    """A model file that would execute code when loaded (pickle, expression strings, native libraries)."""
+
+
+class PolicyError(UserError):
+    """A gate policy or selection constraint that cannot be parsed or is out of range."""
+
+
+class OptionError(UserError):
+    """An option (CLI flag or keyword argument) with a value Assay cannot use."""
+
+
+class OutputError(UserError):
+    """An output path Assay refuses to write: a folder it did not write, an input, or a path below a file."""
