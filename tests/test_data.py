@@ -53,11 +53,48 @@ def test_npz_tabular_unlabeled_defaults(tmp_path: Path) -> None:
     assert ds.name == "mine" and list(ds.meta.columns) == []
 
 
-def test_npz_integer_images_are_cast_not_rescaled(tmp_path: Path) -> None:
+def test_npz_uint8_images_are_scaled_by_1_over_255_with_a_note(tmp_path: Path) -> None:
     x = np.array([[[[0, 128], [255, 7]]]], dtype=np.uint8)
     np.savez(tmp_path / "u8.npz", x=x, y=np.array([1]))
     ds = load_npz(tmp_path / "u8.npz")
-    assert ds.x.dtype == np.float32 and ds.x.ravel().tolist() == [0.0, 128.0, 255.0, 7.0]
+    expected = np.array([0, 128, 255, 7], dtype=np.float32) / np.float32(255)  # what PIL-based loaders give
+    assert ds.x.dtype == np.float32
+    np.testing.assert_array_equal(ds.x.ravel(), expected)
+    assert ds.x.ravel()[2] == 1.0
+    assert len(ds.notes) == 1 and "uint8" in ds.notes[0] and "divided by 255" in ds.notes[0]
+
+
+def test_npz_images_outside_unit_range_are_kept_with_a_warning(tmp_path: Path) -> None:
+    x = np.array([[[[0.0, 128.5], [255.0, -3.0]]]], dtype=np.float32)
+    np.savez(tmp_path / "f.npz", x=x)
+    np.savez(tmp_path / "i.npz", x=x.clip(0).astype(np.int16))  # integers other than uint8: cast, not scaled
+    ds = load_npz(tmp_path / "f.npz")
+    np.testing.assert_array_equal(ds.x, x)
+    assert len(ds.notes) == 1
+    assert "[-3, 255]" in ds.notes[0] and "outside [0, 1]" in ds.notes[0] and "unchanged" in ds.notes[0]
+    ints = load_npz(tmp_path / "i.npz")
+    assert ints.x.ravel().tolist() == [0.0, 128.0, 255.0, 0.0]
+    assert len(ints.notes) == 1 and "[0, 255]" in ints.notes[0]
+
+
+def test_npz_images_inside_unit_range_and_tables_get_no_note(tmp_path: Path) -> None:
+    np.savez(tmp_path / "img.npz", x=np.array([[[[0.0, 1.0]]]], dtype=np.float32))
+    np.savez(tmp_path / "tab.npz", x=np.array([[0, 200], [255, 7]], dtype=np.uint8))  # tables are not images
+    np.savez(tmp_path / "tabf.npz", x=np.array([[-50.0, 1e6]]))
+    assert load_npz(tmp_path / "img.npz").notes == []
+    table = load_npz(tmp_path / "tab.npz")
+    assert table.notes == [] and table.x.tolist() == [[0.0, 200.0], [255.0, 7.0]]
+    assert load_npz(tmp_path / "tabf.npz").notes == []
+
+
+def test_npz_fortran_order_big_endian_and_compressed_round_trip(tmp_path: Path) -> None:
+    x = np.asfortranarray(np.arange(24, dtype=">f8").reshape(2, 3, 4) / 24)
+    meta = np.array([1.5, -2.0])
+    np.savez_compressed(tmp_path / "c.npz", x=x, meta_w=meta, ids=np.array(["p", "q"]))
+    ds = load_npz(tmp_path / "c.npz")
+    reference = np.load(tmp_path / "c.npz")
+    np.testing.assert_array_equal(ds.x, reference["x"].astype(np.float32))
+    assert ds.meta["w"].tolist() == meta.tolist() and ds.ids.tolist() == ["p", "q"]
 
 
 def test_npz_text_from_unicode_array(tmp_path: Path) -> None:

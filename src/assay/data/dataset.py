@@ -10,27 +10,30 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from assay.errors import UserError
+from assay.errors import DataError
 
-__all__ = ["Dataset", "Modality", "reject_rows"]
+__all__ = ["Dataset", "Modality", "image_range_note", "reject_rows"]
 
 Modality = Literal["image", "tabular", "text"]
 
 
 def reject_rows(bad: np.ndarray, what: str, *, where: str, fix: str) -> None:
-    """Raise a UserError if any row is flagged: how many, and the first few row numbers."""
+    """Raise a DataError if any row is flagged: how many, and the first few row numbers."""
     if bad.any():
         rows = np.flatnonzero(bad)[:5].tolist()
-        raise UserError(f"{int(bad.sum())} {what} (first at rows {rows})", where=where, fix=fix)
+        raise DataError(f"{int(bad.sum())} {what} (first at rows {rows})", where=where, fix=fix)
 
 
 @dataclass(eq=False)
 class Dataset:
     """Inputs, labels and per-sample metadata.
 
-    ``x``: float32 array (images NCHW in [0, 1]; tabular (N, F)) or an object array of strings (text).
+    ``x``: float32 array (images NCHW, expected in [0, 1]; tabular (N, F)) or an object array of strings (text).
     ``y``: int64 labels, or None for unlabeled data. ``ids``: one identifier per sample.
     ``meta``: per-sample columns for slicing (``meta_<name>`` in NPZ, extra CSV columns).
+    ``notes``: human-readable sentences on how the data was read that a reader of the results must know
+    (uint8 images scaled by 1/255, images outside [0, 1] kept as they are, classes indexed by sorted folder
+    names, alpha channels dropped, ...). Loaders fill it; empty when nothing needed saying. Reports show it.
     """
 
     x: np.ndarray
@@ -41,19 +44,20 @@ class Dataset:
     source: str
     class_names: list[str] | None = None
     meta: pd.DataFrame = field(default_factory=pd.DataFrame)
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.x)
         if n == 0:
-            raise UserError("the dataset is empty", where=self.source, fix="give a dataset with at least one sample")
+            raise DataError("the dataset is empty", where=self.source, fix="give a dataset with at least one sample")
         if self.y is not None and len(self.y) != n:
-            raise UserError(
+            raise DataError(
                 f"{n} inputs but {len(self.y)} labels", where=self.source, fix="give one label per input"
             )
         if len(self.ids) != n:
-            raise UserError(f"{n} inputs but {len(self.ids)} ids", where=self.source, fix="give one id per input")
+            raise DataError(f"{n} inputs but {len(self.ids)} ids", where=self.source, fix="give one id per input")
         if len(self.meta) not in (0, n):
-            raise UserError(
+            raise DataError(
                 f"{n} inputs but {len(self.meta)} metadata rows", where=self.source, fix="give one row per input"
             )
         if len(self.meta) == 0:
@@ -93,14 +97,14 @@ class Dataset:
         return h.hexdigest()
 
     def validate_labels(self, num_classes: int) -> None:
-        """Raise a UserError if any label lies outside [0, num_classes)."""
+        """Raise a DataError if any label lies outside [0, num_classes)."""
         if self.y is None:
             return
         bad = (self.y < 0) | (self.y >= num_classes)
         if bad.any():
             rows = np.flatnonzero(bad)[:5].tolist()
             values = sorted(set(self.y[bad].tolist()))[:5]
-            raise UserError(
+            raise DataError(
                 f"{int(bad.sum())} label(s) outside [0, {num_classes}) — values {values} at rows {rows}",
                 where=self.source,
                 fix=f"labels must be class indices 0..{num_classes - 1} matching the model's outputs",
@@ -118,4 +122,22 @@ class Dataset:
             source=self.source,
             class_names=self.class_names,
             meta=self.meta.iloc[index].reset_index(drop=True),
+            notes=list(self.notes),
         )
+
+
+def image_range_note(x: np.ndarray) -> str | None:
+    """A warning when float images leave [0, 1], the range Assay feeds models (normalization belongs inside
+    the model, as RobustBench requires); None when they stay inside. The values are not changed: a model
+    that normalizes 0-255 inputs itself is right to get them, and we cannot tell the two apart."""
+    if x.size == 0:
+        return None
+    lo, hi = float(np.min(x)), float(np.max(x))
+    if lo >= 0.0 and hi <= 1.0:
+        return None
+    return (
+        f"image values range over [{lo:.4g}, {hi:.4g}], outside [0, 1]; they were given to the model unchanged. "
+        "Assay expects images in [0, 1] with any normalization inside the model: unless the model rescales "
+        "its inputs itself, rescale them (e.g. divide 0-255 data by 255); corruption severities and attack "
+        "budgets (eps) assume [0, 1]"
+    )

@@ -1,11 +1,16 @@
-"""Load a dataset from a NumPy ``.npz`` archive, never unpickling it.
+"""Load a dataset from a NumPy ``.npz`` archive, never unpickling it and never trusting its sizes.
 
-Keys read (anything else is ignored):
+Keys read (every other member of the archive is ignored and never decompressed):
 
-- ``x`` (required): the inputs. ``ndim >= 3`` is an image batch (expected NCHW in [0, 1]),
-  ``ndim == 2`` a tabular batch ``(N, F)``; both are cast to float32 *without rescaling* — an
-  integer image array in 0..255 stays in 0..255, so store images already divided by 255.
-  A 1-D fixed-width unicode array (``dtype '<U…'``) is text.
+- ``x`` (required): the inputs. ``ndim >= 3`` is an image batch (NCHW), ``ndim == 2`` a tabular batch
+  ``(N, F)``; both become float32. Images are expected in [0, 1] (normalization belongs inside the model):
+
+  * ``uint8`` images (0..255) are divided by 255, and ``Dataset.notes`` says so;
+  * images of any other dtype are cast without rescaling; if their values leave [0, 1] they are kept as
+    they are (the model may normalize 0-255 inputs itself; we cannot know) and ``Dataset.notes`` carries
+    a warning with the range found.
+
+  Tabular ``x`` is never rescaled or range-checked. A 1-D fixed-width unicode array (``dtype '<U…'``) is text.
 - ``y`` (optional): integer class indices (whole-number floats are accepted); absent = unlabeled.
 - ``ids`` (optional): one identifier per sample; default ``0..N-1``.
 - ``meta_<name>``: one 1-D array per metadata column ``<name>`` (for slicing).
@@ -13,33 +18,57 @@ Keys read (anything else is ignored):
 
 Strings must be stored as fixed-width unicode (``np.array(names)``, not ``dtype=object``):
 object arrays need pickle, which we refuse for untrusted files.
+
+Hostile archives. The members are read with :mod:`zipfile` and the ``.npy`` header parser of
+:mod:`numpy.lib.format` instead of ``np.load``, so that nothing is allocated before it is checked:
+
+1. each used member's header (shape, dtype) is read without its data, and the size it declares
+   (``prod(shape) * itemsize`` plus the header) must equal the member's uncompressed size in the zip
+   directory (``ZipInfo.file_size``) — a header that lies about its shape is refused, naming the key;
+2. the memory the loaded data set needs (declared bytes plus the float32 copy of ``x``) must fit
+   :func:`assay.data.limits.memory_limit` (half the machine's memory; ``ASSAY_MAX_DATA_BYTES`` overrides);
+3. data is streamed into a buffer of exactly the declared size: :mod:`zipfile` never returns more than
+   ``file_size`` bytes of a member and checks its CRC-32 at the end, so a member that decompresses to more
+   than its directory entry says (a zip bomb), or to less, is refused without growing past the declared size.
+   Only stored and deflated members (what ``numpy.savez`` / ``savez_compressed`` write) are accepted.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.lib.format as npy_format
 import pandas as pd
 
-from assay.data.dataset import Dataset, Modality, reject_rows
-from assay.errors import UserError
+from assay.data.dataset import Dataset, Modality, image_range_note, reject_rows
+from assay.data.limits import format_bytes, require_fits
+from assay.errors import DataError
 
-__all__ = ["integer_labels", "load_npz", "require_unique_ids"]
+__all__ = ["UINT8_SCALED_NOTE", "integer_labels", "load_npz", "require_unique_ids"]
 
 _META_PREFIX = "meta_"
+_USED_KEYS = ("x", "y", "ids", "class_names")
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
+_READ_CHUNK = 16 * 1024 * 1024
+_RESAVE = "re-save the data with numpy.savez or numpy.savez_compressed"
+UINT8_SCALED_NOTE = "image inputs 'x' are uint8 (0..255) and were divided by 255 to lie in [0, 1]"
 
 
 def integer_labels(values: np.ndarray, *, where: str, what: str = "labels") -> np.ndarray:
-    """Labels as int64 class indices; whole-number floats pass, anything else is a UserError."""
+    """Labels as int64 class indices; whole-number floats pass, anything else is a DataError."""
     values = np.asarray(values)
     if values.ndim != 1:
         fix = "store one integer class index per sample"
         if values.ndim == 2 and values.shape[1] > 1:
             fix = "these look one-hot; store y.argmax(axis=1) instead"
-        raise UserError(f"{what} must be 1-D, got shape {values.shape}", where=where, fix=fix)
+        raise DataError(f"{what} must be 1-D, got shape {values.shape}", where=where, fix=fix)
     kind = values.dtype.kind
     if kind in "iub":
         return values.astype(np.int64)
@@ -49,14 +78,14 @@ def integer_labels(values: np.ndarray, *, where: str, what: str = "labels") -> n
         fractional = values != np.round(values)
         if fractional.any():
             rows = np.flatnonzero(fractional)[:5].tolist()
-            raise UserError(
+            raise DataError(
                 f"{what} must be whole class indices; {int(fractional.sum())} are not "
                 f"(e.g. {values[fractional][:3].tolist()} at rows {rows})",
                 where=where,
                 fix="store integer class indices 0..C-1 (not probabilities or regression targets)",
             )
         return values.astype(np.int64)
-    raise UserError(
+    raise DataError(
         f"{what} have dtype {values.dtype}; expected integer class indices",
         where=where,
         fix="store integer class indices 0..C-1 and put the names in 'class_names'",
@@ -64,36 +93,33 @@ def integer_labels(values: np.ndarray, *, where: str, what: str = "labels") -> n
 
 
 def load_npz(path: str | os.PathLike[str], *, name: str | None = None) -> Dataset:
-    """Read ``x``, ``y``, ``ids``, ``meta_*`` and ``class_names`` from an ``.npz`` file (no pickle)."""
+    """Read ``x``, ``y``, ``ids``, ``meta_*`` and ``class_names`` from an ``.npz`` file (no pickle).
+
+    Sizes are checked from the headers before anything is allocated (see the module docstring).
+    """
     path = Path(path)
     where = str(path)
     if not path.is_file():
-        raise UserError("no such file", where=where, fix="check the path to the .npz file")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise UserError(
-            f"not a readable .npz archive ({exc})",
-            where=where,
-            fix="write it with numpy.savez or numpy.savez_compressed",
-        ) from exc
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise UserError(
-            "this is a single .npy array, not an .npz archive",
-            where=where,
-            fix="save with numpy.savez(path, x=inputs, y=labels)",
-        )
-    with archive:
-        keys = list(archive.files)
-        if "x" not in keys:
-            raise UserError(
-                f"no 'x' array in the archive (keys present: {keys})",
+        raise DataError("no such file", where=where, fix="check the path to the .npz file")
+    with _open_archive(path, where) as archive:
+        members = _members(archive)
+        if "x" not in members:
+            raise DataError(
+                f"no 'x' array in the archive (keys present: {list(members)})",
                 where=where,
                 fix="save the inputs under the key 'x', e.g. numpy.savez(path, x=inputs, y=labels)",
             )
-        arrays = {key: _read(archive, key, where) for key in keys}
+        used = [key for key in members if key in _USED_KEYS or key.startswith(_META_PREFIX)]
+        headers = {key: _header(archive, members[key], key, where) for key in used}
+        require_fits(
+            _loaded_bytes(headers),
+            what=f"loading the arrays {used} (x: shape {headers['x'].shape}, {headers['x'].dtype})",
+            where=where,
+            fix="evaluate a smaller file (e.g. a random subset of the samples) or use a machine with more memory",
+        )
+        arrays = {key: _read_member(archive, headers[key], where) for key in used}
 
-    x, modality = _inputs(arrays["x"], where)
+    x, modality, notes = _inputs(arrays["x"], where)
     n = len(x)
     y = integer_labels(arrays["y"], where=f"{where} ['y']") if "y" in arrays else None
     ids = _ids(arrays["ids"], n, where) if "ids" in arrays else np.arange(n)
@@ -108,53 +134,181 @@ def load_npz(path: str | os.PathLike[str], *, name: str | None = None) -> Datase
         source=where,
         class_names=class_names,
         meta=meta,
+        notes=notes,
     )
 
 
-def _read(archive: np.lib.npyio.NpzFile, key: str, where: str) -> np.ndarray:
+@dataclass(frozen=True)
+class _Header:
+    """A member's ``.npy`` header: what it declares, checked against the zip directory."""
+
+    key: str
+    info: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    fortran_order: bool
+    dtype: np.dtype
+    data_offset: int  # bytes of magic + header before the data
+
+    @property
+    def count(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.dtype.itemsize
+
+
+def _open_archive(path: Path, where: str) -> zipfile.ZipFile:
+    with path.open("rb") as file:
+        magic = file.read(len(_NPY_MAGIC))
+    if magic == _NPY_MAGIC:
+        raise DataError(
+            "this is a single .npy array, not an .npz archive",
+            where=where,
+            fix="save with numpy.savez(path, x=inputs, y=labels)",
+        )
     try:
-        return archive[key]
-    except ValueError as exc:
-        if "allow_pickle" not in str(exc):
-            raise UserError(f"cannot read array {key!r} ({exc})", where=where, fix="re-save the archive") from exc
-        raise UserError(
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        raise DataError(f"not a readable .npz archive ({exc})", where=where, fix=f"{_RESAVE}") from exc
+
+
+def _members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """Key -> directory entry, keys named as ``np.load`` names them (``x.npy`` -> ``x``); later entries win."""
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in archive.infolist():
+        if info.is_dir():
+            continue
+        key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        members[key] = info
+    return members
+
+
+def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, where: str) -> _Header:
+    """Parse one member's ``.npy`` header without reading its data, and check it against ``info``."""
+    if info.compress_type not in _ZIP_METHODS:
+        raise DataError(
+            f"array {key!r} is compressed with zip method {info.compress_type}; only stored or deflated "
+            "members (what numpy writes) are read",
+            where=where,
+            fix=_RESAVE,
+        )
+    if info.flag_bits & 0x1:
+        raise DataError(f"array {key!r} is encrypted", where=where, fix=f"{_RESAVE}, without a password")
+    try:
+        with archive.open(info) as stream:
+            version = npy_format.read_magic(stream)
+            if version == (1, 0):
+                shape, fortran_order, dtype = npy_format.read_array_header_1_0(stream)
+            elif version == (2, 0):
+                shape, fortran_order, dtype = npy_format.read_array_header_2_0(stream)
+            else:  # 3.0 only differs for structured dtypes with non-latin-1 field names, which we never read
+                raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+            data_offset = stream.tell()
+    except (ValueError, TypeError, OverflowError, SyntaxError, RecursionError, MemoryError, EOFError,
+            zipfile.BadZipFile, OSError, zlib.error) as exc:
+        raise DataError(f"array {key!r} is not a readable .npy member ({exc})", where=where, fix=_RESAVE) from exc
+    if dtype.hasobject:
+        raise DataError(
             f"array {key!r} has dtype object, which can only be loaded by unpickling (refused for safety)",
             where=where,
             fix=f"store strings as a fixed-width unicode array, e.g. {key}=numpy.array(list_of_str) "
             "(dtype '<U…'), and numbers with a numeric dtype",
+        )
+    if any(size < 0 for size in shape):
+        raise DataError(f"array {key!r} declares a negative dimension in its shape {shape}", where=where, fix=_RESAVE)
+    header = _Header(key, info, tuple(int(s) for s in shape), bool(fortran_order), dtype, data_offset)
+    stored = info.file_size - data_offset
+    if stored != header.nbytes:
+        raise DataError(
+            f"array {key!r} declares shape {header.shape} of {dtype} = {header.nbytes:,} bytes "
+            f"({format_bytes(header.nbytes)}), but its zip entry holds {stored:,} bytes of data; "
+            "the header and the zip directory disagree (a corrupt or crafted file)",
+            where=where,
+            fix=f"{_RESAVE}; do not edit .npy headers by hand",
+        )
+    return header
+
+
+def _loaded_bytes(headers: dict[str, _Header]) -> int:
+    """Memory of the loaded arrays: each member's declared bytes, plus the float32 copy of numeric ``x``
+    (text ``x`` becomes Python strings instead: about 64 bytes of object overhead per string)."""
+    x = headers["x"]
+    copy = x.count * (64 + x.dtype.itemsize) if x.dtype.kind in "US" else x.count * 4
+    return sum(h.nbytes for h in headers.values()) + copy
+
+
+def _read_member(archive: zipfile.ZipFile, header: _Header, where: str) -> np.ndarray:
+    """Stream a member's data into a buffer of exactly the declared size (never more)."""
+    buffer = np.empty(header.nbytes, dtype=np.uint8)
+    view = memoryview(buffer)
+    filled = 0
+    try:
+        with archive.open(header.info) as stream:
+            stream.read(header.data_offset)
+            while filled < header.nbytes:
+                got = stream.readinto(view[filled : filled + _READ_CHUNK])
+                if not got:
+                    break
+                filled += got
+            stream.read(1)  # reach the end of the member, so that zipfile checks its CRC-32
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        raise DataError(
+            f"array {header.key!r} cannot be read ({exc}); the archive is corrupt or crafted",
+            where=where,
+            fix=_RESAVE,
         ) from exc
+    if filled != header.nbytes:
+        raise DataError(
+            f"array {header.key!r} ends after {filled:,} of the {header.nbytes:,} bytes its header declares",
+            where=where,
+            fix=f"{_RESAVE}; the file may be truncated",
+        )
+    if header.dtype.itemsize == 0:
+        return np.zeros(header.shape, dtype=header.dtype)
+    flat = buffer.view(header.dtype)
+    if header.fortran_order:
+        return flat.reshape(header.shape[::-1]).transpose()
+    return flat.reshape(header.shape)
 
 
-def _inputs(x: np.ndarray, where: str) -> tuple[np.ndarray, Modality]:
+def _inputs(x: np.ndarray, where: str) -> tuple[np.ndarray, Modality, list[str]]:
+    """``x`` as model inputs, its modality, and the notes on how it was read (uint8 scaling, range)."""
     kind = x.dtype.kind
     if kind in "US":
         if x.ndim != 1:
-            raise UserError(
+            raise DataError(
                 f"text inputs must be a 1-D string array, got shape {x.shape}",
                 where=where,
                 fix="store one string per sample",
             )
         text = x.astype(str).astype(object)
-        return text, "text"
+        return text, "text", []
     if kind not in "biuf":
-        raise UserError(
+        raise DataError(
             f"'x' has dtype {x.dtype}; expected numbers or fixed-width strings",
             where=where,
             fix="store inputs as float32 (images NCHW in [0, 1]) or as a unicode array for text",
         )
     if x.ndim < 2:
-        raise UserError(
+        raise DataError(
             f"'x' has shape {x.shape}; expected (N, F) features or (N, C, H, W) images",
             where=where,
             fix="add the feature axis, e.g. x[:, None] for a single feature",
         )
-    modality: Modality = "image" if x.ndim >= 3 else "tabular"
-    return x.astype(np.float32), modality
+    values = x.astype(np.float32)
+    if x.ndim == 2:
+        return values, "tabular", []
+    if x.dtype == np.uint8:
+        values /= np.float32(255.0)
+        return values, "image", [UINT8_SCALED_NOTE]
+    note = image_range_note(values)
+    return values, "image", [] if note is None else [note]
 
 
 def _ids(ids: np.ndarray, n: int, where: str) -> np.ndarray:
     if ids.ndim != 1 or len(ids) != n:
-        raise UserError(f"'ids' has shape {ids.shape}; expected ({n},)", where=where, fix="give one id per input")
+        raise DataError(f"'ids' has shape {ids.shape}; expected ({n},)", where=where, fix="give one id per input")
     if ids.dtype.kind in "US":
         ids = ids.astype(str)
     require_unique_ids(ids, where=where)
@@ -166,7 +320,7 @@ def require_unique_ids(ids: np.ndarray, *, where: str, fix: str = "give every sa
     values, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         repeated = values[counts > 1][:5].tolist()
-        raise UserError(f"{int((counts > 1).sum())} id(s) occur more than once (e.g. {repeated})", where=where, fix=fix)
+        raise DataError(f"{int((counts > 1).sum())} id(s) occur more than once (e.g. {repeated})", where=where, fix=fix)
 
 
 def _meta(arrays: dict[str, np.ndarray], n: int, where: str) -> pd.DataFrame:
@@ -176,7 +330,7 @@ def _meta(arrays: dict[str, np.ndarray], n: int, where: str) -> pd.DataFrame:
             continue
         column = key[len(_META_PREFIX) :]
         if not column or values.ndim != 1 or len(values) != n:
-            raise UserError(
+            raise DataError(
                 f"metadata array {key!r} has shape {values.shape}; expected ({n},) under a key 'meta_<name>'",
                 where=where,
                 fix="store one value per sample for each metadata column",
@@ -187,14 +341,14 @@ def _meta(arrays: dict[str, np.ndarray], n: int, where: str) -> pd.DataFrame:
 
 def _class_names(names: np.ndarray, y: np.ndarray | None, where: str) -> list[str]:
     if names.ndim != 1 or names.dtype.kind not in "US":
-        raise UserError(
+        raise DataError(
             f"'class_names' must be a 1-D string array, got dtype {names.dtype} and shape {names.shape}",
             where=where,
             fix="store class_names=numpy.array(['cat', 'dog', ...])",
         )
     result = [str(name) for name in names.astype(str)]
     if y is not None and len(y) and (y.min() < 0 or y.max() >= len(result)):
-        raise UserError(
+        raise DataError(
             f"labels range over [{int(y.min())}, {int(y.max())}] but only {len(result)} class names are given",
             where=where,
             fix="give one class name per class index 0..C-1",
