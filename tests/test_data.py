@@ -251,6 +251,113 @@ def test_image_folder_empty_cases(tmp_path: Path) -> None:
         load_image_folder(tmp_path)
 
 
+def test_image_folder_without_class_names_notes_the_sorted_order(tmp_path: Path) -> None:
+    _save(tmp_path / "zebra" / "1.png", np.zeros((2, 2), dtype=np.uint8))
+    _save(tmp_path / "ant" / "1.png", np.zeros((2, 2), dtype=np.uint8))
+    ds = load_image_folder(tmp_path)
+    assert ds.class_names == ["ant", "zebra"]
+    assert ds.notes == [
+        "classes were indexed by sorted folder names: ['ant', 'zebra']; if the model's outputs are in another "
+        "order pass --class-names (class_names= in Python)"
+    ]
+    assert load_image_folder(tmp_path, class_names=["zebra", "ant"]).notes == []
+
+
+# Each mode below is written to a file and compared with an array worked out by hand (not by our code).
+
+
+def test_image_16bit_grayscale_is_scaled_not_binarised(tmp_path: Path) -> None:
+    sixteen = np.array([[0, 1000], [40000, 65535]], dtype=np.uint16)
+    _save(tmp_path / "a" / "g16.png", sixteen)
+    assert Image.open(tmp_path / "a" / "g16.png").mode == "I;16"
+    ds = load_image_folder(tmp_path, class_names=["a"])
+    np.testing.assert_allclose(ds.x[0, 0], [[0.0, 1000 / 65535], [40000 / 65535, 1.0]], rtol=1e-6)
+    assert ds.notes == ["1 image(s) have 16-bit pixels, scaled to [0, 1] by dividing by 65535 (first: a/g16.png)"]
+
+
+def test_image_16bit_equals_the_same_picture_in_8bit(tmp_path: Path) -> None:
+    eight = np.random.default_rng(3).integers(0, 256, (5, 7), dtype=np.uint8)
+    _save(tmp_path / "eight" / "k" / "p.png", eight)
+    _save(tmp_path / "sixteen" / "k" / "p.png", eight.astype(np.uint16) * 257)  # 65535 = 255 * 257
+    a, b = load_image_folder(tmp_path / "eight"), load_image_folder(tmp_path / "sixteen")
+    np.testing.assert_allclose(b.x, a.x, rtol=1e-6, atol=1e-7)
+    resized_a = load_image_folder(tmp_path / "eight", image_size=(3, 4))
+    resized_b = load_image_folder(tmp_path / "sixteen", image_size=(3, 4))
+    np.testing.assert_allclose(resized_b.x, resized_a.x, atol=1 / 255)  # 8-bit resize rounds, float does not
+
+
+def test_image_16bit_next_to_rgb_is_scaled_then_copied_to_three_channels(tmp_path: Path) -> None:
+    _save(tmp_path / "a" / "g.png", np.array([[0, 65535], [13107, 52428]], dtype=np.uint16))
+    _save(tmp_path / "b" / "c.png", np.zeros((2, 2, 3), dtype=np.uint8))
+    ds = load_image_folder(tmp_path)
+    assert ds.x.shape == (2, 3, 2, 2)
+    for channel in range(3):
+        np.testing.assert_allclose(ds.x[0, channel], [[0.0, 1.0], [0.2, 0.8]], rtol=1e-6)
+    assert any(note.startswith("1 image(s) are grayscale and were copied to 3 channels") for note in ds.notes)
+
+
+def test_image_palette(tmp_path: Path) -> None:
+    image = Image.new("P", (2, 1))
+    image.putpalette([0, 0, 0, 255, 128, 0] + [0] * 762)
+    image.putpixel((1, 0), 1)
+    (tmp_path / "a").mkdir()
+    image.save(tmp_path / "a" / "p.png")
+    ds = load_image_folder(tmp_path)
+    expected = np.array([[[0, 255]], [[0, 128]], [[0, 0]]], dtype=np.float32) / 255  # (C, H, W)
+    np.testing.assert_allclose(ds.x[0], expected, rtol=1e-6)
+
+
+def test_image_rgba_drops_alpha_keeping_the_stored_colour(tmp_path: Path) -> None:
+    rgba = np.array([[[10, 20, 30, 0], [200, 100, 50, 255]]], dtype=np.uint8)  # first pixel fully transparent
+    _save(tmp_path / "a" / "t.png", rgba)
+    ds = load_image_folder(tmp_path)
+    expected = np.array([[[10, 200]], [[20, 100]], [[30, 50]]], dtype=np.float32) / 255
+    np.testing.assert_allclose(ds.x[0], expected, rtol=1e-6)
+    alpha_notes = [n for n in ds.notes if "alpha" in n]
+    assert len(alpha_notes) == 1 and alpha_notes[0].startswith("1 image(s) have an alpha channel, which was dropped")
+
+
+def test_image_la_is_grayscale_without_alpha(tmp_path: Path) -> None:
+    la = np.array([[[10, 0], [200, 255]]], dtype=np.uint8)
+    _save(tmp_path / "a" / "la.png", la, mode="LA")
+    ds = load_image_folder(tmp_path)
+    assert ds.x.shape == (1, 1, 1, 2)
+    np.testing.assert_allclose(ds.x[0, 0], [[10 / 255, 200 / 255]], rtol=1e-6)
+    assert any("alpha channel" in n for n in ds.notes)
+
+
+def test_image_cmyk_jpeg(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    Image.new("CMYK", (8, 8), (100, 50, 0, 100)).save(tmp_path / "a" / "c.jpg", quality=100)
+    ds = load_image_folder(tmp_path)
+    # R = (255 - C)(255 - K) / 255: (155 * 155, 205 * 155, 255 * 155) / 255 = (94.2, 124.6, 155)
+    expected = np.array([94.2, 124.6, 155.0]) / 255
+    np.testing.assert_allclose(ds.x[0].mean(axis=(1, 2)), expected, atol=2 / 255)  # JPEG is lossy
+    assert any("CMYK" in n for n in ds.notes)
+
+
+def test_image_bilevel(tmp_path: Path) -> None:
+    image = Image.new("1", (3, 1))
+    image.putpixel((1, 0), 1)
+    (tmp_path / "a").mkdir()
+    image.save(tmp_path / "a" / "b.png")
+    ds = load_image_folder(tmp_path)
+    np.testing.assert_array_equal(ds.x[0, 0], [[0.0, 1.0, 0.0]])
+
+
+def test_image_to_array_mode_i_and_f() -> None:
+    from assay.data.images import image_to_array
+
+    as_i = Image.fromarray(np.array([[0, 300, 65535]], dtype=np.int32))
+    assert as_i.mode == "I"
+    np.testing.assert_allclose(image_to_array(as_i, rgb=False), [[[0.0, 300 / 65535, 1.0]]], rtol=1e-6)
+    with pytest.raises(ValueError, match="outside 16-bit"):
+        image_to_array(Image.fromarray(np.array([[0, 70000]], dtype=np.int32)), rgb=False)
+    as_f = Image.fromarray(np.array([[0.25, 2.0]], dtype=np.float32))
+    assert as_f.mode == "F"
+    np.testing.assert_array_equal(image_to_array(as_f, rgb=True), np.full((3, 1, 2), [0.25, 2.0], np.float32))
+
+
 # ----------------------------------------------------------------------------------- CSV / Parquet
 
 
