@@ -538,3 +538,169 @@ def test_errors_name_what_where_and_how():
         corrupt_images(x, "fog", 1, index=np.arange(3))
     with pytest.raises(UserError, match="seed"):
         corrupt_images(x, "fog", 1, seed="zero")
+
+
+# ---------------------------------------------- pixelate and spatter pinned to the previous implementation
+# Both were rewritten for speed (issue 10, item 11). The code below is a frozen copy of the implementation
+# they replaced (assay.corruptions at commit 664f685): the new one must give bit-identical outputs.
+
+
+def _previous_box_resize(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    with torch.no_grad():
+        for dim, out_size in ((3, width), (2, height)):
+            in_size = t.shape[dim]
+            if out_size == in_size:
+                continue
+            matrix = ops.pil_box_matrix(in_size, out_size)
+            nonzero = matrix != 0
+            start = nonzero.argmax(axis=1)
+            stop = in_size - nonzero[:, ::-1].argmax(axis=1)
+            counts = stop - start
+            if out_size > in_size and (counts == 1).all():
+                size = (t.shape[2], out_size) if dim == 3 else (out_size, t.shape[3])
+                t = F.interpolate(t, size=size, mode="nearest-exact")
+            elif out_size < in_size and start[0] == 0 and stop[-1] == in_size and (start[1:] == stop[:-1]).all():
+                runs = torch.from_numpy(np.repeat(np.arange(out_size), counts))
+                shape = list(t.shape)
+                shape[dim] = out_size
+                total = torch.zeros(shape, dtype=torch.float32).index_add_(dim, runs, t)
+                scale = torch.from_numpy(counts.astype(np.float32))
+                t = total.div_(scale if dim == 3 else scale[:, None])
+            else:
+                m = torch.from_numpy(np.array(matrix))
+                t = torch.matmul(t, m.T) if dim == 3 else torch.matmul(m, t)
+    return t.numpy()
+
+
+def _previous_pixelate(x: np.ndarray, factor: float) -> np.ndarray:
+    n, c, h, w = x.shape
+    small_h, small_w = max(int(h * factor), 1), max(int(w * factor), 1)
+    return _previous_box_resize(_previous_box_resize(x, small_h, small_w), h, w)
+
+
+def _previous_canny(img: np.ndarray, low: float, high: float) -> np.ndarray:
+    src = np.pad(img.astype(np.int32), [(0, 0), (1, 1), (1, 1)], mode="edge")
+    left, centre, right = src[:, :, :-2], src[:, :, 1:-1], src[:, :, 2:]
+    smooth_rows = left + 2 * centre + right
+    diff_rows = right - left
+    gx = diff_rows[:, :-2] + 2 * diff_rows[:, 1:-1] + diff_rows[:, 2:]
+    gy = smooth_rows[:, 2:] - smooth_rows[:, :-2]
+    ax, ay = np.abs(gx), np.abs(gy)
+    mag = ax + ay
+    m = np.pad(mag, [(0, 0), (1, 1), (1, 1)])
+    h, w = mag.shape[1:]
+
+    def nb(dy: int, dx: int) -> np.ndarray:
+        return m[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+
+    tg22x = ax * 13573
+    ay = ay << 15
+    horizontal = ay < tg22x
+    vertical = ay > tg22x + (ax << 16)
+    diagonal = ~(horizontal | vertical)
+    same_sign = (gx ^ gy) >= 0
+    peak = horizontal & (mag > nb(0, -1)) & (mag >= nb(0, 1))
+    peak |= vertical & (mag > nb(-1, 0)) & (mag >= nb(1, 0))
+    peak |= diagonal & same_sign & (mag > nb(-1, -1)) & (mag > nb(1, 1))
+    peak |= diagonal & ~same_sign & (mag > nb(-1, 1)) & (mag > nb(1, -1))
+    candidate = peak & (mag > low)
+    strong = candidate & (mag > high)
+    within_image = np.zeros((3, 3, 3), dtype=bool)
+    within_image[1] = True
+    labels, count = ndimage.label(candidate, structure=within_image)
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[labels[strong]] = True
+    keep[0] = False
+    return keep[labels]
+
+
+def _previous_equalize_hist(img: np.ndarray) -> np.ndarray:
+    n = img.shape[0]
+    flat = img.reshape(n, -1).astype(np.int64)
+    total = flat.shape[1]
+    hist = np.bincount((flat + 256 * np.arange(n)[:, None]).ravel(), minlength=256 * n).reshape(n, 256)
+    first = np.argmax(hist > 0, axis=1)
+    first_count = hist[np.arange(n), first]
+    scale = np.float32(255.0) / np.maximum(total - first_count, 1).astype(np.float32)
+    cum = np.cumsum(hist, axis=1) - first_count[:, None]
+    lut = np.clip(np.rint(cum.astype(np.float32) * scale[:, None]), 0, 255).astype(np.int64)
+    bins = np.arange(256)[None, :]
+    lut = np.where(bins <= first[:, None], 0, lut)
+    constant = first_count == total
+    lut[constant] = np.arange(256)
+    return np.take_along_axis(lut, flat, axis=1).reshape(img.shape)
+
+
+def _previous_water_mask(liquid: np.ndarray) -> np.ndarray:
+    n, h, w = liquid.shape
+    liquid8 = np.clip(liquid * 255, 0, 255).astype(np.uint8).astype(np.float32)
+    edges = _previous_canny(liquid8, 50, 150)
+    dist = np.full((n, h, w), 20.0, dtype=np.float32)
+    for i in range(n):
+        if edges[i].any():
+            dist[i] = np.minimum(ndimage.distance_transform_edt(~edges[i]), 20.0)
+    box = np.ones((1, 3, 3))
+
+    def blur(a: np.ndarray) -> np.ndarray:
+        return ndimage.correlate(a, box, mode="mirror") / 9.0
+
+    dist = np.floor(blur(dist.astype(np.float64)))
+    dist = _previous_equalize_hist(dist.astype(np.int64)).astype(np.float64)
+    emboss = np.array([[[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]], dtype=np.float64)
+    dist = np.clip(np.rint(ndimage.correlate(dist, emboss, mode="mirror")), 0, 255)
+    dist = np.clip(np.rint(blur(dist)), 0, 255)
+    mask = (liquid8 * dist).astype(np.float32)
+    top = mask.max(axis=(1, 2), keepdims=True)
+    return mask / np.where(top == 0, 1, top)
+
+
+def _previous_spatter(x: np.ndarray, params: tuple, gens) -> np.ndarray:
+    mean, std, sigma, threshold, intensity, mud = params
+    n, c, h, w = x.shape
+    liquid = ops.draws(gens, lambda g: g.standard_normal((h, w), dtype=np.float32)) * np.float32(std) + np.float32(mean)
+    liquid = ops.gaussian_filter(liquid, sigma)
+    liquid[liquid < threshold] = 0
+    if not mud:
+        colour = np.array([175, 238, 238], dtype=np.float32) / 255
+        mask = _previous_water_mask(liquid) * np.float32(intensity)
+        if c == 3:
+            return x + mask[:, None] * colour[None, :, None, None]
+        added = np.clip(mask[:, None] * colour[None, :, None, None], 0, 1)
+        return x + (0.2989 * added[:, 0:1] + 0.5870 * added[:, 1:2] + 0.1140 * added[:, 2:3])
+    colour = np.array([63, 42, 20], dtype=np.float32) / 255
+    mask = ops.gaussian_filter((liquid > threshold).astype(np.float32), intensity)
+    mask[mask < 0.8] = 0
+    mask = mask[:, None]
+    if c == 1:
+        colour = np.array([0.2989 * colour[0] + 0.5870 * colour[1] + 0.1140 * colour[2]], dtype=np.float32)
+    return x * (1 - mask) + mask * colour[None, :, None, None]
+
+
+def _previous(x: np.ndarray, name: str, severity: int, table: str, seed: int) -> np.ndarray:
+    params = {"cifar": CIFAR_TABLE, "imagenet": IMAGENET_TABLE}[table][name][severity - 1]
+    if name == "pixelate":
+        out = _previous_pixelate(x, params)
+    else:
+        out = _previous_spatter(x, params, ops.generators(seed, name, severity, np.arange(len(x))))
+    return np.clip(np.ascontiguousarray(out, dtype=np.float32), 0, 1)
+
+
+PINNED_SHAPES = [(3, 3, 224, 224), (6, 3, 32, 32), (5, 1, 8, 8), (4, 1, 37, 50), (3, 3, 97, 64), (2, 3, 5, 17),
+                 (2, 1, 2, 3)]
+
+
+@pytest.mark.parametrize("name", ["pixelate", "spatter"])
+@pytest.mark.parametrize("shape", PINNED_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_rewritten_corruptions_equal_the_previous_implementation(name, shape):
+    rng = np.random.default_rng(sum(shape))
+    x = rng.random(shape, dtype=np.float32)
+    x[0, :, : shape[2] // 2] = natural_images(1, max(shape[2:]), shape[1], seed=5)[0, :, : shape[2] // 2, : shape[3]]
+    for table in ("cifar", "imagenet"):
+        for severity in ALL:
+            expected = _previous(x, name, severity, table, seed=3)
+            np.testing.assert_array_equal(corrupt_images(x, name, severity, seed=3, table=table), expected,
+                                          err_msg=f"{name} {table} severity {severity} {shape}")
