@@ -10,6 +10,11 @@ timing where the original and the variants are timed in alternating rounds (:fun
 For an ONNX original the fp32 reference (the same model) is a negative control: variants must beat the
 faster of the two, and a gap between them beyond the margin is reported as timing noise. A slower variant is never recommended; the report says why
 it is slow (ConvInteger, fp16 without hardware support, pruning that removed no compute).
+
+Bad input that concerns the whole run (an unknown method, no labelled data, static int8 without
+calibration data) is refused before any work. A failure of one variant (it cannot be built, loaded,
+evaluated or timed) does not stop the others: that variant gets status ``failed`` and the verdict
+``failed: <reason>``, is never recommended, and is listed in every output.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from assay.compare.gate import Comparison, Side, compare_sides
 from assay.compare.policy import Policy, Rule
 from assay.compare.select import pareto_front, worst_class_accuracy
 from assay.data.dataset import Dataset
-from assay.errors import UserError
+from assay.errors import DataError, OptionError
 
 __all__ = ["CompressionResult", "VariantAudit", "compress"]
 
@@ -43,13 +48,15 @@ class VariantAudit:
 
     name: str
     method: str
-    path: Path
+    path: Path | None
     notes: list[str]
-    evidence: Any
-    comparison: Comparison
-    profile: Any
-    changed: np.ndarray  # indices of the samples whose prediction differs from the original's
-    predictions: np.ndarray  # the variant's predicted class per sample
+    evidence: Any = None
+    comparison: Comparison | None = None
+    profile: Any = None
+    # indices of the samples whose prediction differs from the original's
+    changed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    predictions: np.ndarray | None = None  # the variant's predicted class per sample
+    error: str | None = None  # why the variant failed (built, loaded, evaluated or timed); None when it did not
     run: Any = None  # its EvaluationRun (the chosen variant's evidence bundle is written from it)
     original_evidence: Any = None  # the original's evidence (for unpaired section deltas)
     head_to_head: dict[int, float] = field(default_factory=dict)  # p50 ms from the interleaved timing
@@ -59,9 +66,21 @@ class VariantAudit:
     slow_reasons: list[str] = field(default_factory=list)
     feasible: bool = False
     status: str = ""  # recommended / eligible / slower / not faster / suspect / damaged / damage unclear / reference
+    #                   / failed
     verdict: str = ""
 
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def fail(self, reason: str) -> None:
+        """Mark the variant failed: never faster, never feasible, never recommended."""
+        self.error, self.status, self.verdict = reason, "failed", f"failed: {reason}"
+        self.faster = self.feasible = self.suspect = False
+
     def row(self) -> dict[str, Any]:
+        if self.comparison is None or self.profile is None or self.evidence is None:
+            return self._failed_row()
         m = self.comparison.metrics
         rules = {r.metric: r for r in self.comparison.rules}
         worst = min(self.comparison.per_class, key=lambda r: r["delta"]) if self.comparison.per_class else None
@@ -92,8 +111,20 @@ class VariantAudit:
             **{f"speedup[batch={b}]": v for b, v in self.speedup.items()},
             "size_mb": self.profile.model_size_mb, "flops": self.profile.flops,
             "faster": self.faster, "feasible": self.feasible, "status": self.status, "verdict": self.verdict,
-            "slow_reasons": self.slow_reasons, "notes": self.notes,
+            "slow_reasons": self.slow_reasons, "notes": self.notes, "error": self.error,
         }
+
+    def _failed_row(self) -> dict[str, Any]:
+        """The row of a variant that never got (fully) audited: its name, status and reason; no numbers."""
+        empty = ("accuracy", "accuracy_delta", "worst_class", "worst_class_delta", "worst_class_accuracy",
+                 "negative_flip_rate", "ece_delta", "ece_after_temperature", "ece_after_temperature_delta",
+                 "mean_corruption_accuracy", "mean_corruption_accuracy_delta", "worst_slice", "worst_slice_delta",
+                 "accuracy_rule", "class_rule", "size_mb", "flops")
+        return {"variant": self.name, "method": self.method, **dict.fromkeys(empty),
+                "accuracy_delta_ci": [None, None], "changed_predictions": int(len(self.changed)),
+                "faster": False, "feasible": False, "status": self.status or "failed",
+                "verdict": self.verdict or f"failed: {self.error}", "slow_reasons": [], "notes": self.notes,
+                "error": self.error}
 
 
 @dataclass
@@ -141,7 +172,7 @@ def _latency(profile: Any) -> dict[int, dict[str, float]]:
 
 def _check_limit(value: float, name: str) -> None:
     if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
-        raise UserError(f"{name} must be a fraction in [0, 1), got {value!r}", where=name.replace("_", "-"),
+        raise OptionError(f"{name} must be a fraction in [0, 1), got {value!r}", where=name.replace("_", "-"),
                         fix="give the largest tolerable drop as a fraction, e.g. 0.01 for one accuracy point")
 
 
@@ -150,18 +181,30 @@ def _side_of(run: Any, name: str, path: str) -> Side:
 
 
 def interleaved_latency(models: dict[str, Any], sample: np.ndarray, batch: int, *, budget_s: float,
-                        confidence: float, rounds: int = 5) -> dict[str, Any]:
+                        confidence: float, rounds: int = 5,
+                        failures: dict[str, str] | None = None) -> dict[str, Any]:
     """Head-to-head timing at one batch size: ``rounds`` alternating rounds over all models (original and
     variants), per-call times pooled per model, then summarised (p50 with its order-statistic CI). Every
     model meets the same drift (frequency scaling, other load), so the comparison is fair where timing the
-    models one after another is not."""
+    models one after another is not. A model that raises is dropped from the rounds and left out of the
+    result; with ``failures`` its reason is recorded there (otherwise the error propagates)."""
     from assay.compress.latency import measure_latency, summarize_times
+    from assay.compress.variants import describe_error
 
     pooled: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(rounds):
         for name, model in models.items():
-            prof = measure_latency(model.logits, sample, batch_sizes=(batch,), warmup=3, min_runs=30, max_runs=150,
-                                   budget_s=budget_s / rounds, confidence=confidence)
+            if name not in pooled:
+                continue
+            try:
+                prof = measure_latency(model.logits, sample, batch_sizes=(batch,), warmup=3, min_runs=30,
+                                       max_runs=150, budget_s=budget_s / rounds, confidence=confidence)
+            except Exception as exc:
+                if failures is None:
+                    raise
+                failures[name] = describe_error(exc)
+                del pooled[name]
+                continue
             pooled[name].extend(prof.batches[0].times_ms)
     return {name: summarize_times(times, batch, confidence=confidence) for name, times in pooled.items()}
 
@@ -257,42 +300,46 @@ def compress(
     from assay.api import _as_dataset, run_evaluation
     from assay.checks.base import EvaluateConfig
     from assay.compress.latency import profile_model
-    from assay.compress.variants import make_variants
+    from assay.compress.variants import (describe_error, make_variants, missing_calibration_error, needs_calibration,
+                                         parse_methods)
     from assay.engine.planning import apply_suite
     from assay.environment import cpu_model_and_flags
     from assay.models.loader import load_model
 
     _check_limit(max_accuracy_drop, "max_accuracy_drop")
     _check_limit(max_class_drop, "max_class_drop")
-    methods = list(methods or ["int8-static", "int8-dynamic", "fp16"])
+    methods = parse_methods(list(methods or ["int8-static", "int8-dynamic", "fp16"]))  # unknown names fail here
     batch_sizes = tuple(sorted({int(b) for b in batch_sizes}))
     if not batch_sizes or min(batch_sizes) < 1:
-        raise UserError(f"batch sizes must be positive integers, got {batch_sizes}", where="--batch-sizes",
+        raise OptionError(f"batch sizes must be positive integers, got {batch_sizes}", where="--batch-sizes",
                         fix="e.g. --batch-sizes 1,32")
     rank_batch = int(ranking_batch or max(batch_sizes))
     if rank_batch not in batch_sizes:
-        raise UserError(f"the ranking batch size {rank_batch} is not profiled", where="--ranking-batch",
+        raise OptionError(f"the ranking batch size {rank_batch} is not profiled", where="--ranking-batch",
                         fix=f"use one of {', '.join(map(str, batch_sizes))} or add it to --batch-sizes")
+    calibrate = needs_calibration(methods)
+    if calibrate and calibration is None and train_data is None:  # before any data is read
+        raise missing_calibration_error(methods)
     dataset = _as_dataset(data, data_options or {})
     if dataset.y is None:
-        raise UserError("the evaluation data has no labels", where="--data",
+        raise DataError("the evaluation data has no labels", where="--data",
                         fix="the damage audit compares accuracy per class: give labelled data")
     train = _as_dataset(train_data, data_options or {}) if train_data is not None else None
     notes: list[str] = []
-    if calibration is not None:
+    calib: Dataset | None = None
+    if not calibrate:
+        if calibration is not None:
+            notes.append("--calibration was not used: only the int8-static methods calibrate")
+    elif calibration is not None:
         calib = _as_dataset(calibration, data_options or {})
-    elif train is not None:
-        calib, notes = train, ["quantization calibrated on --train-data (no --calibration given)"]
     else:
-        raise UserError("no calibration data for quantization", where="--calibration",
-                        fix="pass --calibration DATA (a few hundred representative inputs, e.g. from the training "
-                            "set); never the evaluation set itself")
-    if calib.fingerprint == dataset.fingerprint:
+        calib, notes = train, ["quantization calibrated on --train-data (no --calibration given)"]
+    if calib is not None and calib.fingerprint == dataset.fingerprint:
         notes.append("the calibration set is the evaluation set: int8 ranges were fitted on the audited samples")
     original = load_model(str(model), sample=dataset.x[:2],
                           **{**(model_options or {}), **({"threads": threads} if threads else {})})
-    if tuple(np.asarray(calib.x).shape[1:]) != tuple(np.asarray(dataset.x).shape[1:]):
-        raise UserError(f"the calibration inputs have shape {tuple(np.asarray(calib.x).shape[1:])} per sample, "
+    if calib is not None and tuple(np.asarray(calib.x).shape[1:]) != tuple(np.asarray(dataset.x).shape[1:]):
+        raise DataError(f"the calibration inputs have shape {tuple(np.asarray(calib.x).shape[1:])} per sample, "
                         f"the evaluation inputs {tuple(np.asarray(dataset.x).shape[1:])}", where="--calibration",
                         fix="give calibration data in the model's input layout (same preprocessing as --data)")
     config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, confidence=confidence, slice_by=list(slice_by or []),
@@ -306,7 +353,8 @@ def compress(
     work = Path(tempfile.mkdtemp(prefix="assay-compress-"))
     try:
         variants = make_variants(original, calib, methods, out_dir=work / "variants", prune_ratios=prune_ratios or [0.5],
-                                 train_data=train, finetune_epochs=finetune_epochs, seed=seed, example=dataset.x[:2])
+                                 train_data=train, finetune_epochs=finetune_epochs, seed=seed, example=dataset.x[:2],
+                                 keep_going=True)
         base_run = run_evaluation(original, dataset, config=config, cache_dir=cache_dir, progress=progress)
         base_side = _side_of(base_run, "original", str(model))
         base_path = str(model) if Path(str(model)).is_file() else None
@@ -316,25 +364,42 @@ def compress(
         audits: list[VariantAudit] = []
         timed: dict[str, Any] = {"original": original}
         for variant in variants:
-            vmodel = load_model(str(variant.path), sample=dataset.x[:2], **({"threads": threads} if threads else {}))
-            timed[variant.name] = vmodel
-            run = run_evaluation(vmodel, dataset, config=config, cache_dir=cache_dir, progress=progress)
-            comparison = compare_sides(base_side, _side_of(run, variant.name, str(variant.path)), policy,
-                                       n_bootstrap=n_bootstrap, seed=seed)
-            predictions = run.outputs.clean.logits.argmax(1)
-            changed = np.flatnonzero(base_run.outputs.clean.logits.argmax(1) != predictions)
-            profile = profile_model(vmodel, sample, batch_sizes=batch_sizes, budget_s=latency_budget_s,
-                                    model_path=str(variant.path), threads=threads)
             vnotes = list(variant.notes)
             if variant.name.startswith("int8-dynamic"):
                 vnotes.append("dynamic quantization computes activation scales per batch: a sample's prediction can "
                               "depend on the other samples in its batch (the audit used the engine's batches)")
-            audits.append(VariantAudit(name=variant.name, method=variant.method, path=variant.path,
-                                       notes=vnotes, evidence=run.evidence, comparison=comparison,
-                                       profile=profile, changed=changed, predictions=predictions, run=run,
-                                       original_evidence=base_run.evidence))
+            audit = VariantAudit(name=variant.name, method=variant.method, path=variant.path, notes=vnotes,
+                                 original_evidence=base_run.evidence)
+            audits.append(audit)
+            if variant.error is not None:
+                audit.fail(variant.error)
+                continue
+            stage = "loading"
+            try:  # one variant's failure is reported in its row; the others go on
+                vmodel = load_model(str(variant.path), sample=dataset.x[:2],
+                                    **({"threads": threads} if threads else {}))
+                stage = "evaluating"
+                audit.run = run_evaluation(vmodel, dataset, config=config, cache_dir=cache_dir, progress=progress)
+                audit.evidence = audit.run.evidence
+                audit.comparison = compare_sides(base_side, _side_of(audit.run, variant.name, str(variant.path)),
+                                                 policy, n_bootstrap=n_bootstrap, seed=seed)
+                audit.predictions = audit.run.outputs.clean.logits.argmax(1)
+                audit.changed = np.flatnonzero(base_run.outputs.clean.logits.argmax(1) != audit.predictions)
+                stage = "timing"
+                audit.profile = profile_model(vmodel, sample, batch_sizes=batch_sizes, budget_s=latency_budget_s,
+                                              model_path=str(variant.path), threads=threads)
+            except Exception as exc:  # noqa: BLE001 - recorded as this variant's failure
+                audit.fail(f"{stage} the {variant.name} variant failed: {describe_error(exc)}")
+                continue
+            timed[variant.name] = vmodel
+        timing_failures: dict[str, str] = {}
         head = interleaved_latency(timed, sample[:rank_batch], rank_batch, budget_s=latency_budget_s * len(timed),
-                                   confidence=confidence)
+                                   confidence=confidence, failures=timing_failures)
+        if "original" in timing_failures:
+            raise RuntimeError(f"timing the original failed: {timing_failures['original']}")
+        for audit in audits:
+            if audit.name in timing_failures:
+                audit.fail(f"timing the {audit.name} variant failed: {timing_failures[audit.name]}")
         base_lat = _latency(base_profile)
         same_format = original.info.format == "onnx"
         if same_format and "fp32" in head:
@@ -348,9 +413,10 @@ def compress(
             if head["fp32"].p50_ms < head["original"].p50_ms:
                 head = {**head, "original": head["fp32"]}
         for audit in audits:
-            _judge(audit, head, base_lat, base_flops, rank_batch, max_class_drop, list(isa),
-                   reference_only=same_format and audit.name == "fp32")
-        eligible = [a for a in audits if a.faster and a.feasible]
+            if not audit.failed:
+                _judge(audit, head, base_lat, base_flops, rank_batch, max_class_drop, list(isa),
+                       reference_only=same_format and audit.name == "fp32")
+        eligible = [a for a in audits if a.faster and a.feasible and not a.failed]
         reasons = list(notes)
         pick = None
         if eligible:
@@ -375,7 +441,8 @@ def compress(
         if out is not None:
             _write(result, Path(out), dataset, base_run, pick)
             for audit in audits:  # the working copies are deleted below; point at the written ones
-                audit.path = Path(out) / "variants" / f"{audit.name}.onnx"
+                if audit.path is not None and audit.path.is_file():
+                    audit.path = Path(out) / "variants" / f"{audit.name}.onnx"
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -387,12 +454,13 @@ def compress(
 def pareto_plots(result: CompressionResult) -> dict[str, dict[str, Any]]:
     """Latency vs accuracy and latency vs worst-class accuracy, original included, fronts highlighted."""
     b = result.ranking_batch
-    names = ["original", *[a.name for a in result.variants]]
+    audited = [a for a in result.variants if not a.failed]
+    names = ["original", *[a.name for a in audited]]
     key = f"head_to_head_p50_ms[batch={b}]"  # the interleaved timing that decided "faster"
-    lat = [result.original[key], *[a.row()[key] for a in result.variants]]
+    lat = [result.original[key], *[a.row()[key] for a in audited]]
     plots = {}
     for key, label in (("accuracy", "accuracy"), ("worst_class_accuracy", "worst-class accuracy")):
-        values = [result.original[key], *[a.row()[key] for a in result.variants]]
+        values = [result.original[key], *[a.row()[key] for a in audited]]
         y = np.array([np.nan if v is None else v for v in values], float)
         front = pareto_front(np.array(lat, float), y).tolist()
         plots[f"pareto_{key}"] = {
@@ -413,7 +481,7 @@ def exemplar_rows(result: CompressionResult, dataset: Dataset, base_pred: np.nda
     rows = []
     for audit in result.variants:
         pick = audit.changed[:MAX_EXEMPLARS_SHOWN]
-        if len(pick):
+        if len(pick) and audit.predictions is not None:
             rows.append({"label": f"{audit.name} ({len(audit.changed)} changed)",
                          "images": [png_thumbnail(dataset.x[i]) for i in pick],
                          "captions": [f"{dataset.ids[i]}: {names[dataset.y[i]]} / {names[base_pred[i]]}→"
@@ -430,7 +498,7 @@ def _write(result: CompressionResult, out: Path, dataset: Dataset, base_run: Any
 
     base_pred = base_run.outputs.clean.logits.argmax(1)
     names = base_run.evidence.model.class_names
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, "compress") as tmp:
         (tmp / "compression.json").write_text(json.dumps(result.as_dict(), indent=2, default=_json_default),
                                               encoding="utf-8")
         (tmp / "compression.md").write_text(render_compression_markdown(result), encoding="utf-8")
@@ -439,12 +507,14 @@ def _write(result: CompressionResult, out: Path, dataset: Dataset, base_run: Any
             encoding="utf-8")
         lines = ["variant,id,label,original_prediction,variant_prediction"]
         for audit in result.variants:
-            lines += [f"{audit.name},{dataset.ids[i]},{names[dataset.y[i]]},{names[base_pred[i]]},"
-                      f"{names[audit.predictions[i]]}" for i in audit.changed]
+            if audit.predictions is not None:
+                lines += [f"{audit.name},{dataset.ids[i]},{names[dataset.y[i]]},{names[base_pred[i]]},"
+                          f"{names[audit.predictions[i]]}" for i in audit.changed]
         (tmp / "exemplars.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (tmp / "variants").mkdir()
-        for audit in result.variants:
-            shutil.copyfile(audit.path, tmp / "variants" / f"{audit.name}.onnx")
+        for audit in result.variants:  # a variant that failed after it was built keeps its file, for inspection
+            if audit.path is not None and audit.path.is_file():
+                shutil.copyfile(audit.path, tmp / "variants" / f"{audit.name}.onnx")
         if pick is not None:
             shutil.copyfile(pick.path, tmp / "model.onnx")
             write_evaluation(pick.run, tmp / "evidence")

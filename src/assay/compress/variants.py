@@ -19,7 +19,11 @@
 
 The int8 variants quantize the reference after ONNX Runtime's pre-processing (``quant_pre_process``:
 symbolic shape inference and graph optimization, as the ORT quantization guide recommends), written
-next to the variants as ``fp32-preprocessed.onnx``.
+next to the variants as ``fp32-preprocessed.onnx``. Only the static int8 methods read calibration data
+(:func:`needs_calibration`); the others build from the model alone.
+
+With ``keep_going=True`` a method that fails to build does not stop the others: it comes back as a
+:class:`Variant` with ``error`` set and no file, for the caller to report.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from assay.errors import UserError
+from assay.errors import DataError, ModelError, OptionError, UserError
 from assay.models.base import Model
 
 if TYPE_CHECKING:
@@ -51,18 +55,27 @@ __all__ = [
     "CALIBRATION_METHODS",
     "KNOWN_METHODS",
     "METHODS",
+    "STATIC_METHODS",
     "Variant",
+    "calibration_batch_size",
+    "describe_error",
     "make_variants",
+    "missing_calibration_error",
+    "needs_calibration",
+    "parse_methods",
     "static_quantization_types",
 ]
 
 METHODS = ("fp32", "int8-static", "int8-dynamic", "int8-dynamic-all", "fp16", "prune")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
-KNOWN_METHODS = METHODS + tuple(f"int8-static-{c}" for c in CALIBRATION_METHODS)
+STATIC_METHODS = tuple(f"int8-static-{c}" for c in CALIBRATION_METHODS)
+KNOWN_METHODS = METHODS + STATIC_METHODS
 MAX_CALIBRATION_SAMPLES = 512
 """Histogram calibration (Percentile, Entropy) keeps every activation of every sample in memory before
 building its histograms, so the calibration set is capped (a seeded random subset)."""
 CALIBRATION_BATCH = 64
+"""Largest calibration batch; the batch actually used divides the number of samples (see
+:func:`calibration_batch_size`)."""
 MIN_INT8_DEPTH = 16
 ENTROPY_BINS = 1024
 ENTROPY_QUANTIZED_BINS = 255
@@ -73,18 +86,20 @@ VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 @dataclass
 class Variant:
-    """One compressed (or reference) model, as an ONNX file."""
+    """One compressed (or reference) model, as an ONNX file; or, with ``error`` set, a method that failed
+    to build (``path`` is then None)."""
 
     name: str
     method: str
-    path: Path
+    path: Path | None
     torch_module: Any | None = None
     notes: list[str] = field(default_factory=list)
+    error: str | None = None
 
 
 def make_variants(
     model: str | os.PathLike[str] | Model,
-    calibration: Dataset,
+    calibration: Dataset | None,
     methods: Sequence[str],
     *,
     out_dir: str | os.PathLike[str],
@@ -94,79 +109,103 @@ def make_variants(
     seed: int = 0,
     example: np.ndarray | None = None,
     max_calibration_samples: int = MAX_CALIBRATION_SAMPLES,
+    keep_going: bool = False,
 ) -> list[Variant]:
     """Build the reference and the variants ``methods`` ask for into ``out_dir``; fp32 comes first.
 
     ``model``: an ONNX or TorchScript/torch.export file, or a loaded :class:`~assay.models.base.Model`
     (pass a loaded factory model to prune). ``calibration``: inputs for static int8 calibration (at most
-    ``max_calibration_samples`` are used) and for the input-shape check. ``train_data`` and
-    ``finetune_epochs``: the fine-tune after pruning. ``example``: one input batch for export and pruning
-    (default: the first two calibration rows). All inputs are checked before any work starts.
+    ``max_calibration_samples`` are used); required only when a static int8 method is asked for.
+    ``train_data`` and ``finetune_epochs``: the fine-tune after pruning. ``example``: one input batch for
+    export and pruning (default: the first two calibration rows). All inputs are checked before any work
+    starts. ``keep_going``: a variant that fails to build is returned with ``error`` set instead of raising.
     """
-    requested = _parse_methods(methods)
+    requested = parse_methods(methods)
     ratios = _check_ratios(prune_ratios) if "prune" in requested else []
     if finetune_epochs < 0:
-        raise UserError(f"fine-tune epochs must be >= 0, got {finetune_epochs}", where="finetune_epochs",
-                        fix="give 0 (no fine-tune) or a positive number of epochs")
+        raise OptionError(f"fine-tune epochs must be >= 0, got {finetune_epochs}", where="finetune_epochs",
+                          fix="give 0 (no fine-tune) or a positive number of epochs")
     if "prune" in requested and finetune_epochs > 0 and train_data is None:
-        raise UserError("fine-tuning after pruning needs training data", where="train_data",
-                        fix="pass labelled training data, or set the fine-tune epochs to 0")
+        raise OptionError("fine-tuning after pruning needs training data", where="train_data",
+                          fix="pass labelled training data, or set the fine-tune epochs to 0")
     if max_calibration_samples < 1:
-        raise UserError(f"max_calibration_samples must be >= 1, got {max_calibration_samples}",
-                        where="max_calibration_samples", fix="give a positive number (512 is plenty)")
-    loaded = _resolve_model(model, calibration)
-    _check_calibration(loaded, calibration)
+        raise OptionError(f"max_calibration_samples must be >= 1, got {max_calibration_samples}",
+                          where="max_calibration_samples", fix="give a positive number (512 is plenty)")
+    calibrate = needs_calibration(requested)
+    if calibrate and calibration is None:
+        raise missing_calibration_error(requested)
+    if example is not None:
+        example_batch = np.asarray(example)
+    elif calibration is not None:
+        example_batch = np.asarray(calibration.x[:2])
+    else:
+        raise OptionError("no example input to export the model with", where="example",
+                          fix="pass example= (a batch of two inputs) or calibration data")
+    loaded = _resolve_model(model, example_batch)
+    if calibrate and calibration is not None:
+        _check_calibration(loaded, calibration)
     module = loaded.torch_module()
     if "prune" in requested:
         _check_prunable(loaded)
-    example_batch = np.asarray(example if example is not None else calibration.x[:2])
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     variants = [_reference(loaded, module, example_batch, out)]
-    reference = variants[0].path
+    reference = out / "fp32.onnx"
     metadata = _metadata(reference)
     base: Path | None = None
-    for name in requested:
-        if name.startswith("int8-") and base is None:  # int8 variants share the pre-processed reference
+    jobs = [job for name in requested if name != "fp32"  # (variant name, method, pruning ratio)
+            for job in ([(f"pruned-{r:g}", name, r) for r in ratios] if name == "prune" else [(name, name, 0.0)])]
+    for name, method, ratio in jobs:
+        if method.startswith("int8-") and base is None:  # int8 variants share the pre-processed reference
             base, base_note = _preprocess(reference, out / "fp32-preprocessed.onnx")
             variants[0].notes.append(base_note)
-        if name == "fp32":
-            continue
         t0 = time.perf_counter()
         try:
-            made = _build(name, loaded, module, calibration, base or reference, reference, example_batch, out,
-                          ratios=ratios, train_data=train_data, epochs=finetune_epochs, seed=seed,
+            made = _build(method, loaded, module, calibration, base or reference, reference, example_batch, out,
+                          ratio=ratio, train_data=train_data, epochs=finetune_epochs, seed=seed,
                           max_samples=max_calibration_samples)
-        except UserError:
-            raise
+            _stamp(made.path, metadata, made.name)
         except Exception as exc:  # a model the converters cannot handle: say which method, keep the cause
-            raise UserError(f"building the {name} variant failed: {type(exc).__name__}: {_first_line(exc)}",
-                            where=loaded.info.path,
-                            fix=f"leave {name} out of the methods (the other methods may still work)") from exc
-        seconds = (time.perf_counter() - t0) / len(made)
-        for variant in made:
-            _stamp(variant.path, metadata, variant.name)
-            variant.notes.append(f"built in {seconds:.3f} s")
-        variants.extend(made)
+            error = f"building the {name} variant failed: {describe_error(exc)}"
+            if not keep_going:
+                if isinstance(exc, UserError):
+                    raise
+                raise ModelError(error, where=loaded.info.path,
+                                 fix=f"leave {method} out of the methods (the other methods may still work)") from exc
+            for stale in out.glob(f"{name}.onnx*"):
+                stale.unlink(missing_ok=True)
+            variants.append(Variant(name, method, None, None, [], error=error))
+            continue
+        made.notes.append(f"built in {time.perf_counter() - t0:.3f} s")
+        variants.append(made)
     _stamp(reference, metadata, "fp32")
     return variants
 
 
-def _build(name: str, model: Model, module: Any, calibration: Dataset, base: Path, reference: Path,
-           example: np.ndarray, out: Path, *, ratios: list[float], train_data: Dataset | None, epochs: int,
-           seed: int, max_samples: int) -> list[Variant]:
-    if name.startswith("int8-static-"):
-        return [_static_int8(base, calibration, name.removeprefix("int8-static-"), out, seed=seed,
-                             max_samples=max_samples)]
-    if name == "int8-dynamic":
-        return [_dynamic_int8(base, out / "int8-dynamic.onnx", all_ops=False)]
-    if name == "int8-dynamic-all":
-        return [_dynamic_int8(base, out / "int8-dynamic-all.onnx", all_ops=True)]
-    if name == "fp16":
-        return [_fp16(reference, out / "fp16.onnx")]
-    return [_pruned(model, module, example, ratio, out, train_data=train_data, epochs=epochs, seed=seed)
-            for ratio in ratios]
+def _build(method: str, model: Model, module: Any, calibration: Dataset | None, base: Path, reference: Path,
+           example: np.ndarray, out: Path, *, ratio: float, train_data: Dataset | None, epochs: int,
+           seed: int, max_samples: int) -> Variant:
+    if method.startswith("int8-static-"):
+        if calibration is None:  # make_variants checks this up front
+            raise missing_calibration_error([method])
+        return _static_int8(base, calibration, method.removeprefix("int8-static-"), out, seed=seed,
+                            max_samples=max_samples)
+    if method == "int8-dynamic":
+        return _dynamic_int8(base, out / "int8-dynamic.onnx", all_ops=False)
+    if method == "int8-dynamic-all":
+        return _dynamic_int8(base, out / "int8-dynamic-all.onnx", all_ops=True)
+    if method == "fp16":
+        return _fp16(reference, out / "fp16.onnx")
+    return _pruned(model, module, example, ratio, out, train_data=train_data, epochs=epochs, seed=seed)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a report of why something failed: a UserError's own message, otherwise the exception type
+    and the first line of its message."""
+    if isinstance(exc, UserError):
+        return exc.what
+    return f"{type(exc).__name__}: {_first_line(exc)}"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -196,34 +235,73 @@ def static_quantization_types(isa_flags: Sequence[str], machine: str | None = No
 # --------------------------------------------------------------------------- checks
 
 
-def _parse_methods(methods: Sequence[str]) -> list[str]:
+def parse_methods(methods: Sequence[str]) -> list[str]:
+    """The method names to build, in order, without repeats; ``int8-static`` expands to its three
+    calibration methods. An unknown name is an :class:`~assay.errors.OptionError` listing the known ones."""
     if isinstance(methods, str):
         methods = [methods]
     requested: list[str] = []
     for raw in methods:
         name = str(raw).strip().lower()
         if name not in KNOWN_METHODS:
-            raise UserError(f"unknown compression method {raw!r}", where="methods",
-                            fix=f"choose from: {', '.join(KNOWN_METHODS)}")
-        expanded = [f"int8-static-{c}" for c in CALIBRATION_METHODS] if name == "int8-static" else [name]
+            raise OptionError(f"unknown method {raw!r}: not a compression method", where="--methods",
+                              fix=f"choose from: {', '.join(KNOWN_METHODS)}")
+        expanded = list(STATIC_METHODS) if name == "int8-static" else [name]
         requested.extend(n for n in expanded if n not in requested)
+    if not requested:
+        raise OptionError("no compression method given", where="--methods",
+                          fix=f"choose one or more of: {', '.join(KNOWN_METHODS)}")
     return requested
+
+
+def needs_calibration(methods: Sequence[str]) -> bool:
+    """Whether any of ``methods`` (parsed or not) is a static int8 method, the only ones that calibrate."""
+    return any(name in STATIC_METHODS for name in parse_methods(methods))
+
+
+def missing_calibration_error(methods: Sequence[str]) -> OptionError:
+    """The error for static int8 methods asked for without calibration data (names them, says what else works)."""
+    static = [name for name in parse_methods(methods) if name in STATIC_METHODS]
+    return OptionError(f"no calibration data for static int8 quantization ({', '.join(static)})",
+                       where="--calibration",
+                       fix="pass --calibration DATA (a few hundred representative inputs, e.g. from the training set; "
+                           "never the evaluation set itself), or leave the int8-static methods out (int8-dynamic and "
+                           "fp16 need no calibration)")
+
+
+def calibration_batch_size(n: int, limit: int = CALIBRATION_BATCH, fixed: int | None = None) -> int:
+    """The batch size that feeds ``n`` calibration samples to ONNX Runtime's calibrators: the largest
+    divisor of ``n`` not above ``limit`` (1 when ``n`` is prime and above it), or the model's ``fixed``
+    batch dimension. All batches must have the same size because ORT's histogram calibrators (Percentile,
+    Entropy) stack every batch's activations with ``np.asarray`` before histogramming, which fails on a
+    short last batch. The stacked values, hence the histograms and min/max ranges, do not depend on how
+    the samples were batched, so an equal split changes nothing but the number of runs."""
+    if n < 1:
+        raise ValueError(f"no calibration samples (n={n})")
+    if fixed is not None:
+        if n % fixed:
+            raise DataError(f"the model's input has a fixed batch size of {fixed}, which does not divide the {n} "
+                            "calibration samples", where="--calibration",
+                            fix=f"give a multiple of {fixed} calibration samples, or export the model with a dynamic "
+                                "batch dimension")
+        return fixed
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
 def _check_ratios(ratios: Sequence[float]) -> list[float]:
     checked: list[float] = []
     for ratio in ratios:
         if not 0.0 < float(ratio) < 1.0:
-            raise UserError(f"pruning ratio must lie strictly between 0 and 1, got {ratio}", where="prune_ratios",
+            raise OptionError(f"pruning ratio must lie strictly between 0 and 1, got {ratio}", where="prune_ratios",
                             fix="give fractions of channels to remove, e.g. 0.3 0.5")
         if float(ratio) not in checked:
             checked.append(float(ratio))
     if not checked:
-        raise UserError("no pruning ratio given", where="prune_ratios", fix="give at least one ratio, e.g. 0.5")
+        raise OptionError("no pruning ratio given", where="prune_ratios", fix="give at least one ratio, e.g. 0.5")
     return checked
 
 
-def _resolve_model(model: str | os.PathLike[str] | Model, calibration: Dataset) -> Model:
+def _resolve_model(model: str | os.PathLike[str] | Model, example: np.ndarray) -> Model:
     from assay.models.loader import load_model
 
     if isinstance(model, Model):
@@ -231,7 +309,7 @@ def _resolve_model(model: str | os.PathLike[str] | Model, calibration: Dataset) 
     spec = os.fspath(model)
     if Path(spec).suffix.lower() == ".onnx":
         return load_model(spec)
-    return load_model(spec, sample=calibration.x[:2])  # torch files learn their classes from a dry run
+    return load_model(spec, sample=example)  # torch files learn their classes from a dry run
 
 
 def _check_calibration(model: Model, calibration: Dataset) -> None:
@@ -240,14 +318,14 @@ def _check_calibration(model: Model, calibration: Dataset) -> None:
 
     x = np.asarray(calibration.x)
     if x.dtype == object or x.dtype.kind in "US":
-        raise UserError("the calibration data is text; quantization calibrates on numeric input tensors",
+        raise DataError("the calibration data is text; quantization calibrates on numeric input tensors",
                         where=f"calibration data {calibration.source}",
                         fix="compress a model whose ONNX input is a numeric tensor (tokenize before the model)")
     try:
         check_input_compatible(model, x[:2])
     except UserError as exc:
         expected = ["N", *("?" if d is None else d for d in model.info.input_shape[1:])]
-        raise UserError(
+        raise DataError(
             f"the calibration data does not fit the model: {exc.what}",
             where=f"calibration data {calibration.source} (per-sample shape {tuple(x.shape[1:])}; model input "
             f"({', '.join(map(str, expected))}))",
@@ -258,7 +336,7 @@ def _check_calibration(model: Model, calibration: Dataset) -> None:
 
 def _check_prunable(model: Model) -> None:
     if model.info.format == "onnx":
-        raise UserError(
+        raise ModelError(
             "pruning needs the torch model: structured pruning removes channels from torch layers, which an "
             "ONNX file does not have",
             where=model.info.path,
@@ -266,7 +344,7 @@ def _check_prunable(model: Model) -> None:
             "(or a TorchScript file for the other methods) — or leave 'prune' out of the methods",
         )
     if model.info.format != "factory":
-        raise UserError(
+        raise ModelError(
             f"pruning needs the eager torch module, but this is a {model.info.format} program whose layers are "
             "compiled away",
             where=model.info.path,
@@ -286,7 +364,15 @@ def _reference(model: Model, module: Any, example: np.ndarray, out: Path) -> Var
         onnx.save(onnx.load(model.info.path), str(path))
         method, notes = "float32 reference (the given ONNX model, copied)", []
     else:
-        _export(module, example, path, model.info.class_names)
+        try:
+            _export(module, example, path, model.info.class_names)
+        except UserError:
+            raise
+        except Exception as exc:  # every variant derives from this export: nothing can be built without it
+            raise ModelError(f"exporting the {model.info.format} model to ONNX failed: {describe_error(exc)}",
+                             where=model.info.path,
+                             fix="compress the model as an ONNX file exported by hand (torch.onnx.export), or make "
+                                 "it exportable") from exc
         method = f"float32 reference (the {model.info.format} model exported to ONNX with torch.onnx)"
         notes = []
     notes.append(f"built in {time.perf_counter() - t0:.3f} s")
@@ -324,7 +410,7 @@ def _static_int8(base: Path, calibration: Dataset, calib: str, out: Path, *, see
     initializers = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
     if len(inputs) != 1:
-        raise UserError(f"static calibration feeds one input tensor, the model has {len(inputs)}", where=str(base),
+        raise ModelError(f"static calibration feeds one input tensor, the model has {len(inputs)}", where=str(base),
                         fix="compress a single-input classifier, or use int8-dynamic (no calibration)")
     input_name = inputs[0].name
     dtype = onnx.helper.tensor_dtype_to_np_dtype(inputs[0].type.tensor_type.elem_type)
@@ -336,6 +422,9 @@ def _static_int8(base: Path, calibration: Dataset, calib: str, out: Path, *, see
         rows = np.arange(n)
         sample_text = f"all {n} calibration samples"
     x = np.asarray(calibration.x[rows], dtype=dtype)
+    dims = inputs[0].type.tensor_type.shape.dim
+    fixed = dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+    batch = calibration_batch_size(len(x), fixed=fixed)
 
     activation, weight, reduce_range, why = static_quantization_types(cpu_model_and_flags()[1])
     method_enum = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
@@ -347,7 +436,9 @@ def _static_int8(base: Path, calibration: Dataset, calib: str, out: Path, *, see
                            f"{ENTROPY_QUANTIZED_BINS} quantized bins)"}[calib]
     name = f"int8-static-{calib}"
     path = out / f"{name}.onnx"
-    notes = [f"calibrated on {sample_text} in batches of {CALIBRATION_BATCH}"]
+    notes = [f"calibrated on {sample_text} in {len(x) // batch} batch(es) of {batch}"
+             + ("" if batch == min(len(x), CALIBRATION_BATCH) or fixed else
+                f" (equal batches: the largest divisor of {len(x)} up to {CALIBRATION_BATCH})")]
     shallow = _shallow_convs(graph)
     options = {"quant_format": QuantFormat.QDQ, "per_channel": True, "reduce_range": reduce_range,
                "activation_type": QuantType[activation], "weight_type": QuantType[weight],
@@ -362,13 +453,13 @@ def _static_int8(base: Path, calibration: Dataset, calib: str, out: Path, *, see
             # quantize_static cannot pass histogram sizes to the entropy calibrator, and its default (128 bins,
             # 128 quantized bins) leaves a single candidate threshold: the full range, i.e. MinMax. Calibrate
             # here with real sizes and hand the ranges over through ORT's calibration cache.
-            cache = _entropy_ranges(base, _BatchReader(input_name, x), Path(tmp))
+            cache = _entropy_ranges(base, _BatchReader(input_name, x, batch), Path(tmp))
             quantize_static(str(base), str(path), None, calibration_cache_path=str(cache), **options)
         else:
             if calib == "entropy":
                 settings = "Entropy with ORT's default histogram (128 bins: degenerates to the full range, as MinMax)"
                 notes.append("this onnxruntime cannot take entropy histogram sizes: entropy ranges equal MinMax's")
-            quantize_static(str(base), str(path), _BatchReader(input_name, x), **options)
+            quantize_static(str(base), str(path), _BatchReader(input_name, x, batch), **options)
     method = (f"static int8 QDQ (onnxruntime quantize_static): {why}; weights per channel (symmetric), activations "
               f"per tensor; calibration {settings} on {sample_text}{kept_text}")
     return Variant(name, method, path, None, notes)
@@ -474,9 +565,10 @@ def _pruned(model: Model, module: Any, example: np.ndarray, ratio: float, out: P
 
 
 class _BatchReader:
-    """Calibration inputs for ORT, in batches (an ``onnxruntime.quantization.CalibrationDataReader``)."""
+    """Calibration inputs for ORT, in batches (an ``onnxruntime.quantization.CalibrationDataReader``);
+    ``batch`` should divide ``len(x)`` (:func:`calibration_batch_size`)."""
 
-    def __init__(self, input_name: str, x: np.ndarray, batch: int = CALIBRATION_BATCH) -> None:
+    def __init__(self, input_name: str, x: np.ndarray, batch: int) -> None:
         self.input_name, self.x, self.batch = input_name, x, batch
         self.start = 0
 

@@ -25,7 +25,7 @@ def render_compression_markdown(result: Any) -> str:
         lo, hi = r["accuracy_delta_ci"]
         lines.append(f"| {r['variant']} | {_f(r['accuracy_delta'], '+.4f')} ({_f(lo, '+.4f')}, {_f(hi, '+.4f')}) | "
                      f"{r['worst_class'] if r['worst_class'] is not None else '—'}: {_f(r['worst_class_delta'], '+.4f')} | "
-                     f"{r['changed_predictions']} | {_f(r['ece_delta'], '+.4f')} | {_f(r.get(f'speedup[batch={b}]'), '.2f')}x | "
+                     f"{r['changed_predictions']} | {_f(r['ece_delta'], '+.4f')} | {_speedup(r.get(f'speedup[batch={b}]'))} | "
                      f"{_f(r['size_mb'], '.3f')} | {r['verdict']} |")
     slow = [(r["variant"], reason) for r in result.rows for reason in r["slow_reasons"]]
     if slow:
@@ -34,12 +34,17 @@ def render_compression_markdown(result: Any) -> str:
     return "\n".join(lines)
 
 
+def _speedup(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}x"
+
+
 def _table_row(row: dict[str, Any]) -> dict[str, Any]:
     """A variant row for the HTML table: CI split into two numeric columns; long texts live elsewhere."""
     lo, hi = row["accuracy_delta_ci"]
-    out = {"variant": row["variant"], "status": row["status"]}
+    failed = row["status"] == "failed"
+    out = {"variant": row["variant"], "status": row["verdict"] if failed else row["status"]}  # "failed: <reason>"
     for key, value in row.items():
-        if key in ("variant", "status", "method", "notes", "slow_reasons", "verdict"):
+        if key in ("variant", "status", "method", "notes", "slow_reasons", "verdict", "error"):
             continue
         if key == "accuracy_delta_ci":
             out["accuracy_delta_ci_low"], out["accuracy_delta_ci_high"] = lo, hi
@@ -52,17 +57,22 @@ def compression_sections(result: Any, exemplars: list[dict[str, Any]] | None = N
     from assay.compress.run import pareto_plots
 
     rows = result.rows
+    failed = sum(r["status"] == "failed" for r in rows)
     findings = [Finding(severity="info" if result.recommended else "warning", message=result.reasons[0],
                         evidence="compression.tables.variants")]
     findings += [Finding(severity="info", message=r, evidence="compression.tables.variants") for r in result.reasons[1:]]
     for r in rows:
+        if r["status"] == "failed":
+            findings.append(Finding(severity="warning", message=f"{r['variant']} {r['verdict']}",
+                                    evidence="compression.tables.variants"))
         for reason in r["slow_reasons"]:
             findings.append(Finding(severity="warning", message=f"{r['variant']} is not faster here: {reason}",
                                     evidence="compression.tables.variants"))
     sections = {"compression": Section(
         name="compression", title="Compression variants and recommendation",
         verdict="pass" if result.recommended else "warn",
-        summary=(f"{len(rows)} variant(s) audited against the original; "
+        summary=(f"{len(rows)} variant(s) audited against the original"
+                 + (f" ({failed} failed)" if failed else "") + "; "
                  + (f"recommended: {result.recommended}" if result.recommended else "none recommended")),
         findings=findings, tables={"variants": [_table_row(r) for r in rows], "original": [result.original],
                                    "methods": [{"variant": r["variant"], "method": r["method"],
@@ -71,6 +81,8 @@ def compression_sections(result: Any, exemplars: list[dict[str, Any]] | None = N
     damage_tables = {}
     plots = {}
     for audit in result.variants:
+        if audit.comparison is None:  # failed before its damage audit
+            continue
         per_class = audit.comparison.per_class
         damage_tables[audit.name] = per_class
         plots[f"delta[{audit.name}]"] = {
