@@ -28,7 +28,7 @@ from assay.evidence.bundle import read_evidence
 from assay.evidence.schema import DataInfo, Evidence, Section
 from assay.models.base import Model
 
-__all__ = ["CHECKS", "EvaluationRun", "evaluate", "run_evaluation"]
+__all__ = ["CHECKS", "EvaluationRun", "evaluate", "evaluation_inputs", "run_evaluation", "write_evaluation"]
 
 
 def _check_registry() -> dict[str, Callable[[CheckContext], Section]]:
@@ -376,6 +376,7 @@ def evaluate(
     confidence: float = 0.95,
     cache_dir: str | os.PathLike[str] | None | bool = True,
     progress: bool = False,
+    force: bool = False,
     **options: Any,
 ) -> Evidence:
     """Evaluate a classifier on labelled data; return the evidence (and write the bundle to ``out``).
@@ -388,6 +389,8 @@ def evaluate(
     so are robustness settings (``corruptions=["standard"]``, ``severities``, ``adversarial="quick"``,
     ``eps=[8/255]``, ``norm``, ``baseline``; see :class:`~assay.checks.base.EvaluateConfig`). ``suite``
     ("quick", "standard", "full") fills in corruptions and attacks the caller did not choose. ``cache_dir=True`` uses ``~/.cache/assay``; None/False disables.
+    ``out`` replaces only an Assay evaluation bundle (``force=True``: any Assay output), never a folder
+    holding other files, and is checked before the evaluation starts.
     """
     options = planning.apply_suite(suite, dict(options))
     model_keys = {"weights", "outputs", "feature_layer", "feature_output", "threads"}
@@ -398,24 +401,51 @@ def evaluate(
         raise TypeError(f"evaluate() got unexpected keyword(s) {sorted(unknown)}")
     config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, confidence=confidence,
                             **{k: v for k, v in options.items() if k in config_keys})
+    model_options = {k: v for k, v in options.items() if k in model_keys and v is not None}
+    inputs: list[Path] = []
+    if out is not None:  # a bad output path fails before the evaluation, not after it
+        from assay.evidence.output import check_output
+
+        inputs = evaluation_inputs(model, data, calibration_data=calibration_data, config=config,
+                                   cache_dir=cache_dir, model_options=model_options)
+        check_output(out, "evaluate", inputs=inputs, force=force)
     run = run_evaluation(
         model, data, checks=checks, calibration_data=calibration_data, config=config, cache_dir=cache_dir,
         progress=progress,
-        model_options={k: v for k, v in options.items() if k in model_keys and v is not None},
+        model_options=model_options,
         data_options={k: v for k, v in options.items() if k in data_keys and v is not None},
     )
     if out is not None:
-        write_evaluation(run, out)
+        write_evaluation(run, out, inputs=inputs, force=force)
     return run.evidence
 
 
+def evaluation_inputs(model: Any, data: Any, *, calibration_data: Any = None, config: EvaluateConfig | None = None,
+                      cache_dir: Any = None, model_options: dict[str, Any] | None = None) -> list[Path]:
+    """Every input of an evaluation that lies on disk (model, weights, data sets, bundles, cache): the
+    output folder may not be, contain or lie inside any of them."""
+    from assay.evidence.output import input_paths
+
+    config = config or EvaluateConfig()
+    specs: list[Any] = [model, data, calibration_data, (model_options or {}).get("weights"), config.train_data,
+                        config.ood, config.unlabeled, config.corruption_data, config.baseline]
+    specs += [getattr(x, "source", None) for x in (data, calibration_data) if isinstance(x, Dataset)]
+    if isinstance(model, Model):
+        specs.append(model.info.path)
+    return input_paths(*specs, cache_dir=cache_dir)
+
+
 def write_evaluation(run: EvaluationRun, out: str | os.PathLike[str],
-                     extra_files: dict[str, str | os.PathLike[str]] | None = None) -> Path:
+                     extra_files: dict[str, str | os.PathLike[str]] | None = None, *,
+                     inputs: Sequence[Path] = (), force: bool = False) -> Path:
     """Write the bundle: evidence.json, predictions.npz, reference.npz, report.html, report.md (plus copies of
-    ``extra_files``, e.g. the model)."""
+    ``extra_files``, e.g. the model). ``out`` may replace only an Assay evaluation bundle (any Assay output
+    with ``force``), and may not be, contain or lie inside any of ``inputs`` (see
+    :mod:`assay.evidence.output`)."""
     from assay.evidence.bundle import write_bundle
     from assay.report import render_html, render_markdown
 
     return write_bundle(out, run.evidence, run.predictions(),
                         renderers={"report.html": render_html, "report.md": render_markdown},
-                        extra_arrays={"reference.npz": run.reference()}, extra_files=extra_files)
+                        extra_arrays={"reference.npz": run.reference()}, extra_files=extra_files,
+                        inputs=inputs, force=force)

@@ -100,13 +100,15 @@ def evaluate(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Output cache directory (default ~/.cache/assay).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the output cache.")] = False,
     backend: Annotated[str, typer.Option(help="Execution backend.")] = "local",
+    force: Annotated[bool, typer.Option("--force", help="Replace an Assay output of another kind at --out (never a folder holding other files).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or console summary.")] = False,
 ) -> None:
     """Evaluate MODEL on --data: accuracy/F1 with CIs, calibration, evidence bundle and report."""
     from pydantic import ValidationError
 
-    from assay.api import run_evaluation, write_evaluation
+    from assay.api import evaluation_inputs, run_evaluation, write_evaluation
     from assay.checks.base import EvaluateConfig
+    from assay.evidence.output import check_output
     from assay.report import print_console
 
     from assay.engine.planning import apply_suite, parse_attacks, parse_eps, parse_severities
@@ -138,6 +140,9 @@ def evaluate(
         "feature_cols": [c.strip() for c in feature_cols.split(",")] if feature_cols else None,
         "class_names": [c.strip() for c in class_names.split(",")] if class_names else None,
     }.items() if v is not None}
+    inputs = evaluation_inputs(model, data, calibration_data=calibration_data, config=config,
+                               cache_dir=_cache(cache_dir, no_cache), model_options=model_options)
+    check_output(out, "evaluate", inputs=inputs, force=force)  # before the evaluation, not after it
     run = run_evaluation(
         model, data,
         checks=[c.strip() for c in checks.split(",") if c.strip()],
@@ -149,7 +154,7 @@ def evaluate(
         model_options=model_options,
         data_options=data_options,
     )
-    path = write_evaluation(run, out)
+    path = write_evaluation(run, out, inputs=inputs, force=force)
     if not quiet:
         print_console(run.evidence)
         Console().print(f"Evidence bundle: [bold]{path}[/]  (report: {path / 'report.html'})")
@@ -160,6 +165,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory of the evidence bundle.")] = Path("assay-out"),
     seed: Annotated[int, typer.Option(help="Seed for training and evaluation.")] = 0,
     suite: Annotated[str, typer.Option(help="quick, standard (+ 15 corruptions x 5 severities) or full (+ held-out corruptions, Square attack).")] = "standard",
+    force: Annotated[bool, typer.Option("--force", help="Replace an Assay output of another kind at --out (never a folder holding other files).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Train a small CNN on the bundled digits, export it to ONNX, evaluate it, write the report."""
@@ -169,7 +175,7 @@ def demo(
     console = Console()
     if not quiet:
         console.print("Training a small CNN on scikit-learn's digits (CPU, a few seconds)...")
-    run = run_demo(out, seed=seed, progress=not quiet, suite=suite)
+    run = run_demo(out, seed=seed, progress=not quiet, suite=suite, force=force)
     if not quiet:
         print_console(run.evidence)
         console.print(f"Demo model: {Path(out) / 'model.onnx'}")
@@ -190,6 +196,7 @@ def compare(
     n_bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Output cache directory (default ~/.cache/assay).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the output cache.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an Assay output of another kind at --out (never a folder holding other files).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or console summary.")] = False,
 ) -> None:
     """Regression gate: paired statistics of CANDIDATE vs BASELINE on the same data. Exit 0 pass, 1 gate failed."""
@@ -198,7 +205,8 @@ def compare(
     if n_bootstrap < 100:
         raise UserError(f"--n-bootstrap {n_bootstrap} is too small", where="--n-bootstrap", fix="use 100 or more (default 1000)")
     result = run_compare(baseline, candidate, data=data, policy=policy, out=out, n_bootstrap=n_bootstrap, seed=seed,
-                         suite=suite, profile=profile, cache_dir=_cache(cache_dir, no_cache), progress=not quiet)
+                         suite=suite, profile=profile, cache_dir=_cache(cache_dir, no_cache), progress=not quiet,
+                         force=force)
     if not quiet:
         _print_rules(result)
         Console().print(f"Comparison: [bold]{out / 'comparison.md'}[/]  (also comparison.json, comparison.html, junit.xml)")
@@ -235,6 +243,7 @@ def select(
     n_bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Output cache directory (default ~/.cache/assay).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the output cache.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an Assay output of another kind at --out (never a folder holding other files).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or console summary.")] = False,
 ) -> None:
     """Leaderboard and pick: the best model on --objective among those meeting every --constraint."""
@@ -242,7 +251,8 @@ def select(
 
     selection = run_select(models, data, constraints=list(constraint or []), objective=objective, out=out, profile=profile,
                            evaluate_options={"slice_by": [c.strip() for c in slice_by.split(",")]} if slice_by else None,
-                           n_bootstrap=n_bootstrap, seed=seed, suite=suite, cache_dir=_cache(cache_dir, no_cache), progress=not quiet)
+                           n_bootstrap=n_bootstrap, seed=seed, suite=suite, cache_dir=_cache(cache_dir, no_cache),
+                           progress=not quiet, force=force)
     if not quiet:
         from rich.table import Table
 

@@ -58,7 +58,7 @@ def train_digits_cnn(x: np.ndarray, y: np.ndarray, *, epochs: int = 40, seed: in
 
 
 def run_demo(out: str | Path = "assay-out", *, seed: int = 0, progress: bool = True, cache_dir=True,
-             suite: str = "standard"):
+             suite: str = "standard", force: bool = False):
     """Train on digits:train, export to ONNX, evaluate on digits:test (``suite``: quick = performance and
     calibration; standard adds the 15 ImageNet-C corruptions, OOD detection on the synthetic OOD sets
     with detectors fitted on digits:train, slices by ink (low/mid/high) and the efficiency profile (latency,
@@ -67,12 +67,15 @@ def run_demo(out: str | Path = "assay-out", *, seed: int = 0, progress: bool = T
 
     Returns the :class:`~assay.api.EvaluationRun`; the ONNX model is copied into the bundle.
     """
-    from assay.api import run_evaluation, write_evaluation
+    from assay.api import evaluation_inputs, run_evaluation, write_evaluation
     from assay.checks.base import EvaluateConfig
+    from assay.evidence.output import check_output
     from assay.data.loader import load_data
     from assay.engine.planning import apply_suite
     from assay.models.export import export_onnx
 
+    inputs = evaluation_inputs(None, None, cache_dir=cache_dir)
+    check_output(out, "evaluate", inputs=inputs, force=force)  # before training, not after it
     train = load_data("digits:train")
     test = load_data("digits:test")
     t0 = time.perf_counter()
@@ -91,5 +94,5 @@ def run_demo(out: str | Path = "assay-out", *, seed: int = 0, progress: bool = T
                              progress=progress)
         run.evidence.timings["demo_training"] = round(train_seconds, 4)
         run.evidence.model.path = "model.onnx"  # the copy inside the bundle, not the deleted temp file
-        write_evaluation(run, out, extra_files={"model.onnx": onnx_path})
+        write_evaluation(run, out, extra_files={"model.onnx": onnx_path}, inputs=inputs, force=force)
     return run

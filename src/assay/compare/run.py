@@ -74,9 +74,11 @@ def flip_thumbnails(c: Comparison, dataset: Dataset | None) -> dict[str, list[di
 
 def write_comparison(c: Comparison, out: str | os.PathLike[str], candidate_evidence: Any,
                      thumbnails: dict[str, list[dict[str, Any]]] | None = None,
-                     runs: dict[str, Any] | None = None) -> Path:
-    """comparison.json, comparison.md, comparison.html and junit.xml into ``out`` (atomically), plus the
-    evidence bundles of sides that were evaluated here (``runs``: name -> EvaluationRun)."""
+                     runs: dict[str, Any] | None = None, *, inputs: list[Path] | None = None,
+                     force: bool = False) -> Path:
+    """comparison.json, comparison.md, comparison.html and junit.xml into ``out`` (atomically; it replaces only
+    an Assay comparison, and is never one of ``inputs``), plus the evidence bundles of sides that were
+    evaluated here (``runs``: name -> EvaluationRun)."""
     from assay.api import write_evaluation
     from assay.evidence.bundle import atomic_directory
     from assay.report.comparison import (
@@ -85,7 +87,7 @@ def write_comparison(c: Comparison, out: str | os.PathLike[str], candidate_evide
         render_markdown,
     )
 
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, "compare", inputs=inputs or [], force=force) as tmp:
         (tmp / "comparison.json").write_text(c.model_dump_json(indent=2), encoding="utf-8")
         (tmp / "comparison.md").write_text(render_markdown(c), encoding="utf-8")
         (tmp / "junit.xml").write_text(render_junit(c), encoding="utf-8")
@@ -94,6 +96,19 @@ def write_comparison(c: Comparison, out: str | os.PathLike[str], candidate_evide
         for name, run in (runs or {}).items():
             write_evaluation(run, tmp / name)
     return Path(out)
+
+
+def _output_inputs(kind: str, out: Any, force: bool, cache_dir: Any, *specs: Any) -> list[Path]:
+    """The on-disk inputs among ``specs`` (model/bundle paths, data, policy, ``model_options`` weights) and
+    the cache; checks ``out`` against them and its own rules before any work (None: nothing is written)."""
+    from assay.evidence.output import check_output, input_paths
+
+    flat = [spec.get("weights") if isinstance(spec, dict) else spec.source if isinstance(spec, Dataset) else spec
+            for spec in specs]
+    inputs = input_paths(*flat, cache_dir=cache_dir)
+    if out is not None:
+        check_output(out, kind, inputs=inputs, force=force)
+    return inputs
 
 
 def compare(
@@ -112,11 +127,14 @@ def compare(
     data_options: dict[str, Any] | None = None,
     evaluate_options: dict[str, Any] | None = None,
     profile: bool = False,
+    force: bool = False,
 ) -> Comparison:
     """Compare a candidate with a baseline: each an evidence bundle directory, or a model file evaluated on
-    ``data``. Returns the :class:`Comparison` (``.verdict``, ``.exit_code``) and writes ``out`` unless None."""
+    ``data``. Returns the :class:`Comparison` (``.verdict``, ``.exit_code``) and writes ``out`` unless None
+    (checked first: it replaces only an Assay comparison, ``force``: any Assay output)."""
     from assay.api import _as_dataset
 
+    inputs = _output_inputs("compare", out, force, cache_dir, baseline, candidate, data, policy, model_options)
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
     dataset = _as_dataset(data, data_options or {}) if data is not None else None
     sides: dict[str, Side] = {}
@@ -129,7 +147,8 @@ def compare(
             runs[name] = run
     result = compare_sides(sides["baseline"], sides["candidate"], pol, n_bootstrap=n_bootstrap, seed=seed)
     if out is not None:
-        write_comparison(result, out, sides["candidate"].evidence, flip_thumbnails(result, dataset), runs)
+        write_comparison(result, out, sides["candidate"].evidence, flip_thumbnails(result, dataset), runs,
+                         inputs=inputs, force=force)
     return result
 
 
@@ -149,11 +168,15 @@ def select(
     data_options: dict[str, Any] | None = None,
     evaluate_options: dict[str, Any] | None = None,
     profile: bool = False,
+    force: bool = False,
 ) -> Any:
     """Evaluate each model (or read each bundle) on ``data``, build the leaderboard and pick under
-    ``constraints`` (``"latency_p95_ms<=5"``...). Writes selection.json/.md/.html into ``out`` unless None."""
+    ``constraints`` (``"latency_p95_ms<=5"``...). Writes selection.json/.md/.html into ``out`` unless None
+    (checked first: it replaces only an Assay selection, ``force``: any Assay output)."""
     from assay.api import _as_dataset
     from assay.compare.select import parse_constraint, select_from
+
+    inputs = _output_inputs("select", out, force, cache_dir, models, data, model_options)
 
     parsed = [parse_constraint(c) for c in constraints or []]
     # Latency is only known when measured: profile model files when asked, or when a constraint or the
@@ -185,7 +208,7 @@ def select(
             render_selection_markdown,
         )
 
-        with atomic_directory(out) as tmp:
+        with atomic_directory(out, "select", inputs=inputs, force=force) as tmp:
             import json
 
             (tmp / "selection.json").write_text(json.dumps(selection.as_dict(), indent=2, default=float),
