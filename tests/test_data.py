@@ -263,6 +263,17 @@ def test_image_folder_without_class_names_notes_the_sorted_order(tmp_path: Path)
     assert load_image_folder(tmp_path, class_names=["zebra", "ant"]).notes == []
 
 
+def test_many_sorted_classes_are_shown_first_twenty_and_notes_survive_subset(tmp_path: Path) -> None:
+    names = [f"c{i:02d}" for i in range(25)]
+    for name in names:
+        _save(tmp_path / name / "1.png", np.zeros((2, 2), dtype=np.uint8))
+    ds = load_image_folder(tmp_path)
+    assert ds.notes[0].startswith(f"classes were indexed by sorted folder names: {names[:20]} ... (25 in all); ")
+    part = ds.subset(np.array([3, 1]))
+    assert part.notes == ds.notes and part.notes is not ds.notes
+    assert load_digits().notes == []
+
+
 # Each mode below is written to a file and compared with an array worked out by hand (not by our code).
 
 
@@ -383,6 +394,7 @@ def test_csv_features_ids_and_meta(tmp_path: Path) -> None:
     assert ds.ids.tolist() == [101, 102, 103, 104]
     assert list(ds.meta.columns) == ["region"] and ds.meta["region"].tolist() == ["n", "s", "n", "e"]
     assert ds.name == "tab" and ds.source == str(tmp_path / "tab.csv")
+    assert ds.notes == []  # integer labels are the model's indices already; tables are never range-checked
 
 
 def test_parquet_matches_csv_fingerprint(tmp_path: Path) -> None:
@@ -408,8 +420,12 @@ def test_string_labels_map_to_sorted_class_names(tmp_path: Path) -> None:
     )
     ds = load_table(tmp_path / "s.csv")
     assert ds.class_names == ["cat", "dog", "eel"] and ds.y.tolist() == [1, 0, 2, 0]
+    assert ds.notes == [
+        "classes were indexed by sorted label values: ['cat', 'dog', 'eel']; if the model's outputs are in "
+        "another order pass --class-names (class_names= in Python)"
+    ]
     given_order = load_table(tmp_path / "s.csv", class_names=["eel", "dog", "cat", "yak"])
-    assert given_order.y.tolist() == [1, 2, 0, 2]
+    assert given_order.y.tolist() == [1, 2, 0, 2] and given_order.notes == []
     with pytest.raises(UserError, match=r"labels \['eel'\] are not among"):
         load_table(tmp_path / "s.csv", class_names=["cat", "dog"])
 

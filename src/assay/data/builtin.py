@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from assay.data.dataset import Dataset
-from assay.errors import UserError
+from assay.errors import DataError
 
 __all__ = ["BUILTIN_DATASETS", "DIGITS_SPLITS", "is_builtin", "load_builtin", "load_digits"]
 
@@ -37,13 +37,13 @@ def load_builtin(spec: str, *, name: str | None = None) -> Dataset:
     base, _, split = spec.partition(":")
     if base == "digits":
         return load_digits(split or "test", name=name)
-    raise UserError(f"unknown built-in dataset {spec!r}", where=spec, fix=f"use one of {list(BUILTIN_DATASETS)}")
+    raise DataError(f"unknown built-in dataset {spec!r}", where=spec, fix=f"use one of {list(BUILTIN_DATASETS)}")
 
 
 def load_digits(split: str = "test", *, name: str | None = None) -> Dataset:
     """scikit-learn's bundled digits, fixed stratified 70/30 split; ``split`` is ``"train"`` or ``"test"``."""
     if split not in DIGITS_SPLITS:
-        raise UserError(
+        raise DataError(
             f"unknown split {split!r} of the digits dataset",
             where=f"digits:{split}",
             fix=f"use one of {list(BUILTIN_DATASETS)}",

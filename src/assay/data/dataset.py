@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -12,9 +13,10 @@ import pandas as pd
 
 from assay.errors import DataError
 
-__all__ = ["Dataset", "Modality", "image_range_note", "reject_rows"]
+__all__ = ["Dataset", "Modality", "image_range_note", "reject_rows", "sorted_classes_note"]
 
 Modality = Literal["image", "tabular", "text"]
+_SHOWN_CLASSES = 20
 
 
 def reject_rows(bad: np.ndarray, what: str, *, where: str, fix: str) -> None:
@@ -140,4 +142,15 @@ def image_range_note(x: np.ndarray) -> str | None:
         "Assay expects images in [0, 1] with any normalization inside the model: unless the model rescales "
         "its inputs itself, rescale them (e.g. divide 0-255 data by 255); corruption severities and attack "
         "budgets (eps) assume [0, 1]"
+    )
+
+
+def sorted_classes_note(names: Sequence[str], by: str) -> str:
+    """The note that classes were indexed in an order we chose (a model trained with another order scores
+    near chance, silently); ``by`` says what was sorted."""
+    shown = list(names[:_SHOWN_CLASSES])
+    more = f" ... ({len(names)} in all)" if len(names) > _SHOWN_CLASSES else ""
+    return (
+        f"classes were indexed by {by}: {shown}{more}; if the model's outputs are in another order "
+        "pass --class-names (class_names= in Python)"
     )

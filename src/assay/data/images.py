@@ -39,18 +39,17 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from assay.data.dataset import Dataset, image_range_note
-from assay.data.limits import require_fits
+from assay.data.dataset import Dataset, image_range_note, sorted_classes_note
+from assay.data.limits import format_bytes, require_fits
 from assay.errors import DataError, OptionError
 
-__all__ = ["IMAGE_EXTENSIONS", "image_to_array", "load_image_folder", "sorted_classes_note"]
+__all__ = ["IMAGE_EXTENSIONS", "image_to_array", "load_image_folder"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 # Modes whose pixels are integers or floats wider than 8 bits, and the value that maps to 1.0.
 _HIGH_DEPTH_SCALE = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
 _GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", *_HIGH_DEPTH_SCALE})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
-_SHOWN_CLASSES = 20
 
 
 @dataclass(frozen=True)
@@ -160,17 +159,6 @@ def load_image_folder(
     )
 
 
-def sorted_classes_note(names: Sequence[str], by: str) -> str:
-    """The note that classes were indexed in an order we chose (a model trained with another order scores
-    near chance, silently)."""
-    shown = list(names[:_SHOWN_CLASSES])
-    more = f" ... ({len(names)} in all)" if len(names) > _SHOWN_CLASSES else ""
-    return (
-        f"classes were indexed by {by}: {shown}{more}; if the model's outputs are in another order "
-        "pass --class-names (class_names= in Python)"
-    )
-
-
 def image_to_array(image: Image.Image, *, rgb: bool, size: tuple[int, int] | None = None) -> np.ndarray:
     """One PIL image as a (C, H, W) float32 array, C = 3 if ``rgb`` else 1, scaled by its pixel depth
     (see the module docstring) and resized to ``size = (height, width)`` if given.
@@ -218,25 +206,30 @@ def _target_size(image_size: int | tuple[int, int] | None, where: str) -> tuple[
 
 
 def _require_memory(n: int, channels: int, size: tuple[int, int], *, asked: object, where: str) -> None:
-    """Refuse before allocating when the decoded data set would not fit (N x C x H x W float32)."""
+    """Refuse before allocating when the decoded data set would not fit (N x C x H x W float32), or when
+    ``image_size`` asks for images larger than Pillow's decompression-bomb limit allows us to decode."""
     height, width = size
     needed = n * channels * height * width * 4
     what = f"decoding {n} image(s) to {channels}x{height}x{width} float32"
-    if asked is not None:
-        require_fits(
-            needed,
-            what=f"--image-size {height}x{width} (image_size={asked!r}): {what}",
-            where=where,
-            fix="pass the model's input size, e.g. --image-size 224",
-            error=OptionError,
-        )
-    else:
+    if asked is None:
         require_fits(
             needed,
             what=what,
             where=where,
             fix="pass --image-size with the model's (smaller) input size, or evaluate fewer images",
         )
+        return
+    option = f"--image-size {height}x{width} (image_size={asked!r})"
+    fix = "pass the model's input size, e.g. --image-size 224"
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and height * width > limit:
+        raise OptionError(
+            f"{option} asks for {height * width:,} pixels per image, more than PIL.Image.MAX_IMAGE_PIXELS = "
+            f"{limit:,}; {what} would need {format_bytes(needed)} ({needed:,} bytes)",
+            where=where,
+            fix=fix,
+        )
+    require_fits(needed, what=f"{option}: {what}", where=where, fix=fix, error=OptionError)
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -255,7 +248,7 @@ def _probe(file: Path) -> _Probe:
             with Image.open(file) as image:
                 probe = _Probe(image.mode, image.width, image.height, _has_alpha(image))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _bomb(file, str(exc)) from exc
+        raise _bomb(file, f"Pillow: {exc}") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise _unreadable(file, exc) from exc
     limit = Image.MAX_IMAGE_PIXELS
@@ -276,7 +269,7 @@ def _read(file: Path, *, rgb: bool, size: tuple[int, int]) -> np.ndarray:
             with Image.open(file) as image:
                 return image_to_array(image, rgb=rgb, size=size)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _bomb(file, str(exc)) from exc
+        raise _bomb(file, f"Pillow: {exc}") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise _unreadable(file, exc) from exc
 
@@ -304,8 +297,8 @@ def _conversion_notes(probes: list[_Probe], ids: list[str], rgb: bool) -> list[s
 
 def _bomb(file: Path, detail: str) -> DataError:
     return DataError(
-        f"image {file.name} is too large to decode safely ({detail}); Pillow's decompression-bomb limit "
-        f"PIL.Image.MAX_IMAGE_PIXELS is {Image.MAX_IMAGE_PIXELS:,} pixels",
+        f"image {file.name} is too large to decode safely ({detail}); images above Pillow's decompression-bomb "
+        f"limit PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,} pixels are refused",
         where=str(file),
         fix="downscale the image (e.g. to the model's input size) before evaluation; if you trust the file, "
         "raise the limit in Python (PIL.Image.MAX_IMAGE_PIXELS = ...) and call assay.evaluate",

@@ -10,7 +10,7 @@ Dispatch, in order:
 
 Options only apply where they make sense (``label_col``/``text_col``/``feature_cols`` to tables,
 ``image_size`` to image folders, ``class_names`` to tables and image folders); giving one that does not
-apply is a UserError rather than being silently ignored.
+apply is an OptionError rather than being silently ignored.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from assay.data.dataset import Dataset
 from assay.data.images import load_image_folder
 from assay.data.npz import load_npz
 from assay.data.tabular import TABLE_EXTENSIONS, load_table
-from assay.errors import UserError
+from assay.errors import DataError, OptionError
 
 __all__ = ["SUPPORTED_EXTENSIONS", "load_data"]
 
@@ -64,7 +64,7 @@ def load_data(
 
     path = Path(text)
     if not path.exists():
-        raise UserError(
+        raise DataError(
             "no such file or directory",
             where=text,
             fix=f"check the path, or use a built-in dataset: {', '.join(BUILTIN_DATASETS)}",
@@ -89,7 +89,7 @@ def load_data(
             class_names=class_names,
             name=name,
         )
-    raise UserError(
+    raise DataError(
         f"unsupported data file extension {path.suffix!r}",
         where=text,
         fix=f"give an image folder or a file ending in {', '.join(SUPPORTED_EXTENSIONS)}",
@@ -100,7 +100,7 @@ def _reject_options(options: dict[str, object], *, allowed: tuple[str, ...], kin
     given = [key for key, value in options.items() if value is not None and key not in allowed]
     if given:
         flags = _flags(given)
-        raise UserError(
+        raise OptionError(
             f"{flags} cannot be used with {kind}",
             where=where,
             fix=f"drop {flags}" + (f"; {kind} takes only {_flags(allowed)}" if allowed else ""),

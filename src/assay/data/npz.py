@@ -57,6 +57,8 @@ _USED_KEYS = ("x", "y", "ids", "class_names")
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
 _READ_CHUNK = 16 * 1024 * 1024
+# What zipfile raises for damaged members: a CRC-32 mismatch, a broken deflate stream, a short file.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
 _RESAVE = "re-save the data with numpy.savez or numpy.savez_compressed"
 UINT8_SCALED_NOTE = "image inputs 'x' are uint8 (0..255) and were divided by 255 to lie in [0, 1]"
 
@@ -205,8 +207,9 @@ def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, where: st
             else:  # 3.0 only differs for structured dtypes with non-latin-1 field names, which we never read
                 raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
             data_offset = stream.tell()
-    except (ValueError, TypeError, OverflowError, SyntaxError, RecursionError, MemoryError, EOFError,
-            zipfile.BadZipFile, OSError, zlib.error) as exc:
+    except _ZIP_ERRORS as exc:
+        raise _corrupt(key, exc, where) from exc
+    except (ValueError, TypeError, OverflowError, SyntaxError, RecursionError, MemoryError) as exc:
         raise DataError(f"array {key!r} is not a readable .npy member ({exc})", where=where, fix=_RESAVE) from exc
     if dtype.hasobject:
         raise DataError(
@@ -252,12 +255,8 @@ def _read_member(archive: zipfile.ZipFile, header: _Header, where: str) -> np.nd
                     break
                 filled += got
             stream.read(1)  # reach the end of the member, so that zipfile checks its CRC-32
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-        raise DataError(
-            f"array {header.key!r} cannot be read ({exc}); the archive is corrupt or crafted",
-            where=where,
-            fix=_RESAVE,
-        ) from exc
+    except _ZIP_ERRORS as exc:
+        raise _corrupt(header.key, exc, where) from exc
     if filled != header.nbytes:
         raise DataError(
             f"array {header.key!r} ends after {filled:,} of the {header.nbytes:,} bytes its header declares",
@@ -270,6 +269,10 @@ def _read_member(archive: zipfile.ZipFile, header: _Header, where: str) -> np.nd
     if header.fortran_order:
         return flat.reshape(header.shape[::-1]).transpose()
     return flat.reshape(header.shape)
+
+
+def _corrupt(key: str, exc: Exception, where: str) -> DataError:
+    return DataError(f"array {key!r} cannot be read ({exc}); the archive is corrupt or crafted", where=where, fix=_RESAVE)
 
 
 def _inputs(x: np.ndarray, where: str) -> tuple[np.ndarray, Modality, list[str]]:
