@@ -17,11 +17,16 @@ import torch
 from onnx import TensorProto, helper
 
 from assay.compress.diagnose import explain_pruning, explain_slowdown, slowdown_reasons
-from assay.compress.variants import KNOWN_METHODS, make_variants, static_quantization_types
+from assay.compress.variants import (
+    KNOWN_METHODS,
+    calibration_batch_size,
+    make_variants,
+    static_quantization_types,
+)
 from assay.data.dataset import Dataset
 from assay.data.loader import load_data
 from assay.demo import train_digits_cnn
-from assay.errors import OptionError, UserError
+from assay.errors import DataError, OptionError, UserError
 from assay.models.loader import load_model
 
 ALL_METHODS = ["int8-static", "int8-dynamic", "int8-dynamic-all", "fp16"]
@@ -224,6 +229,99 @@ def test_prune_variant_exports_the_pruned_module(trained, digits, tmp_path):
     np.testing.assert_allclose(_logits(half.path, test.x[:32]), expected, atol=1e-4)
     assert any("fine-tuned 1 epoch" in note for note in half.notes)
     assert "'fc2' kept" in half.method
+
+
+def test_keep_going_reports_a_failed_build_and_builds_the_rest(variants, digits, tmp_path, monkeypatch):
+    from onnxruntime.transformers import float16
+
+    def broken(*args, **kwargs):
+        raise ValueError("unsupported op")
+
+    monkeypatch.setattr(float16, "convert_float_to_float16", broken)
+    built = make_variants(variants["fp32"].path, digits[0], ["fp16", "int8-dynamic"], out_dir=tmp_path,
+                          keep_going=True)
+    assert [(v.name, v.error) for v in built] == [
+        ("fp32", None), ("fp16", "building the fp16 variant failed: ValueError: unsupported op"),
+        ("int8-dynamic", None)]
+    assert built[1].path is None and not (tmp_path / "fp16.onnx").exists()
+    assert "MatMulInteger" in _ops(built[2].path)  # built after the failure
+
+
+# --------------------------------------------------------------------------- calibration sizes
+
+
+@pytest.mark.parametrize(("n", "up_to_64", "up_to_8"),
+                         [(1, 1, 1), (7, 7, 7), (64, 64, 8), (96, 48, 8), (100, 50, 5), (257, 1, 1), (512, 64, 8)])
+def test_calibration_batches_are_equal_and_as_large_as_allowed(n, up_to_64, up_to_8):
+    """Hand-computed: the largest divisor of n not above the limit."""
+    assert calibration_batch_size(n) == up_to_64
+    assert calibration_batch_size(n, limit=8) == up_to_8
+    assert calibration_batch_size(n, fixed=1) == 1
+
+
+def test_a_fixed_batch_dimension_must_divide_the_calibration_set():
+    assert calibration_batch_size(12, fixed=4) == 4
+    with pytest.raises(DataError, match="fixed batch size of 4"):
+        calibration_batch_size(10, fixed=4)
+
+
+@pytest.fixture(scope="module", params=[1, 7, 100, 257])
+def calibrated(request, trained, digits, tmp_path_factory):
+    """Every static calibration method built on the first ``n`` training samples (n not a multiple of the
+    calibration batch: the issue-10 failure of Percentile and Entropy)."""
+    n = request.param
+    train = digits[0]
+    subset = Dataset(x=train.x[:n], y=None, ids=train.ids[:n], modality="image", name=f"first {n}", source="subset")
+    built = make_variants(trained[1], subset, ["int8-static"], out_dir=tmp_path_factory.mktemp(f"calib{n}"))
+    return n, {v.name: v for v in built}
+
+
+@pytest.mark.parametrize(("calibration", "tolerance"), [("minmax", 0.02), ("percentile", 0.02), ("entropy", 0.06)])
+def test_any_calibration_size_builds_a_sensible_variant(calibrated, digits, calibration, tolerance):
+    n, built = calibrated
+    variant = built[f"int8-static-{calibration}"]
+    assert variant.error is None and {"QuantizeLinear", "DequantizeLinear"} <= _ops(variant.path)
+    reference = _accuracy(built["fp32"].path, digits[1])
+    assert reference > 0.85
+    assert abs(_accuracy(variant.path, digits[1]) - reference) <= tolerance
+    batch = calibration_batch_size(n)
+    assert f"all {n} calibration samples in {n // batch} batch(es) of {batch}" in variant.notes[0]
+
+
+def test_equal_batches_give_the_ranges_of_one_batch(variants, digits, tmp_path, monkeypatch):
+    """Histogram calibration stacks every batch's activations, so the split cannot change the ranges: 100
+    samples in two batches of 50 give exactly the scales ORT computes from one batch of 100 (the path that
+    always worked). Percentile only: Entropy stacks the same way and its KL search costs ~10 s a build."""
+    from assay.compress import variants as variants_module
+
+    subset = Dataset(x=digits[0].x[:100], y=None, ids=np.arange(100), modality="image", name="100", source="100")
+    method = ["int8-static-percentile"]
+    split = make_variants(variants["fp32"].path, subset, method, out_dir=tmp_path / "split")[1]
+    monkeypatch.setattr(variants_module, "CALIBRATION_BATCH", 128)
+    whole = make_variants(variants["fp32"].path, subset, method, out_dir=tmp_path / "whole")[1]
+    assert "2 batch(es) of 50" in split.notes[0] and "1 batch(es) of 100" in whole.notes[0]
+
+    def scales(path):
+        model = onnx.load(str(path))
+        return {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name.endswith("_scale")}
+
+    ours, reference = scales(split.path), scales(whole.path)
+    assert ours.keys() == reference.keys() and len(ours) >= 4
+    for name in ours:
+        np.testing.assert_array_equal(ours[name], reference[name])
+
+
+def test_calibration_is_needed_only_for_static_int8(variants, digits, tmp_path):
+    example = digits[1].x[:2]
+    built = make_variants(variants["fp32"].path, None, ["fp16", "int8-dynamic"], out_dir=tmp_path / "a",
+                          example=example)
+    assert [v.name for v in built] == ["fp32", "fp16", "int8-dynamic"] and all(v.error is None for v in built)
+    with pytest.raises(OptionError) as err:
+        make_variants(variants["fp32"].path, None, ["fp16", "int8-static-percentile"], out_dir=tmp_path / "b",
+                      example=example)
+    assert "no calibration data" in err.value.what and "int8-static-percentile" in err.value.what
+    assert "int8-dynamic and fp16 need no calibration" in err.value.fix
+    assert not (tmp_path / "b").exists()
 
 
 # --------------------------------------------------------------------------- bad inputs

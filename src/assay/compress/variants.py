@@ -269,9 +269,10 @@ def missing_calibration_error(methods: Sequence[str]) -> OptionError:
                            "fp16 need no calibration)")
 
 
-def calibration_batch_size(n: int, limit: int = CALIBRATION_BATCH, fixed: int | None = None) -> int:
+def calibration_batch_size(n: int, limit: int | None = None, fixed: int | None = None) -> int:
     """The batch size that feeds ``n`` calibration samples to ONNX Runtime's calibrators: the largest
-    divisor of ``n`` not above ``limit`` (1 when ``n`` is prime and above it), or the model's ``fixed``
+    divisor of ``n`` not above ``limit`` (default :data:`CALIBRATION_BATCH`; 1 when ``n`` is a prime above
+    it), or the model's ``fixed``
     batch dimension. All batches must have the same size because ORT's histogram calibrators (Percentile,
     Entropy) stack every batch's activations with ``np.asarray`` before histogramming, which fails on a
     short last batch. The stacked values, hence the histograms and min/max ranges, do not depend on how
@@ -285,7 +286,7 @@ def calibration_batch_size(n: int, limit: int = CALIBRATION_BATCH, fixed: int | 
                             fix=f"give a multiple of {fixed} calibration samples, or export the model with a dynamic "
                                 "batch dimension")
         return fixed
-    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+    return max(d for d in range(1, min(n, limit or CALIBRATION_BATCH) + 1) if n % d == 0)
 
 
 def _check_ratios(ratios: Sequence[float]) -> list[float]:
