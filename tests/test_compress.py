@@ -190,3 +190,115 @@ def test_a_speed_up_without_mechanism_is_suspect(demo, tmp_path, monkeypatch):
     fp16 = next(a for a in result.variants if a.name == "fp16")
     assert fp16.speedup[32] > 3 and fp16.status == "suspect" and result.recommended is None
     assert any("fp16" in reason for reason in fp16.slow_reasons)
+
+
+# --------------------------------------------------------------------------- issue 10: calibration and failures
+
+
+def _cli_error(capsys):
+    err = capsys.readouterr().err
+    assert err.startswith("Error:") and "Fix:" in err and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(("methods", "message"), [
+    ("int9", "unknown method 'int9'"),
+    ("fp16,int9", "unknown method 'int9'"),
+    ("int8-static-percentile", "no calibration data for static int8 quantization (int8-static-percentile)"),
+    ("int8-static,fp16", "no calibration data"),
+])
+def test_whole_run_input_is_refused_up_front_without_calibration(demo, tmp_path, capsys, monkeypatch, methods,
+                                                                 message):
+    """No --calibration: an unknown method is named as such (not as missing calibration), static int8 asks
+    for calibration; both before any data is read or model built."""
+    from assay.compress import variants as variants_module
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("variants were built")
+
+    monkeypatch.setattr(variants_module, "make_variants", no_work)
+    code = main(["compress", str(demo / "cnn.onnx"), "--data", "digits:test", "--methods", methods,
+                 "--out", str(tmp_path / "out"), "--no-cache", "-q"])
+    err = _cli_error(capsys)
+    assert code == 2 and message in err
+    if "unknown" in message:
+        assert "calibration" not in err and "int8-static-entropy" in err and "int8-dynamic-all" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_fp16_needs_no_calibration(demo, tmp_path):
+    out = tmp_path / "out"
+    code = main(["compress", str(demo / "cnn.onnx"), "--data", "digits:test", "--methods", "fp16",
+                 "--latency-budget", "0.2", "--batch-sizes", "1,8", "--n-bootstrap", "100", "--out", str(out),
+                 "--no-cache", "-q"])
+    assert code == 0
+    rows = {v["variant"]: v for v in json.loads((out / "compression.json").read_text())["variants"]}
+    assert set(rows) == {"fp32", "fp16"} and rows["fp16"]["status"] != "failed"
+    assert abs(rows["fp16"]["accuracy_delta"]) <= 0.01
+
+
+def test_odd_calibration_size_and_one_failed_variant(demo, tmp_path, monkeypatch):
+    """257 calibration samples (not a multiple of the calibration batch) build int8-static-percentile; fp16,
+    broken here, is reported as failed in every output while the run goes on (exit 0)."""
+    from onnxruntime.transformers import float16
+
+    def broken(*args, **kwargs):
+        raise ValueError("unsupported op")
+
+    monkeypatch.setattr(float16, "convert_float_to_float16", broken)
+    np.savez(tmp_path / "calib.npz", x=load_data("digits:train").x[:257])
+    out = tmp_path / "out"
+    code = main(["compress", str(demo / "cnn.onnx"), "--data", "digits:test", "--calibration",
+                 str(tmp_path / "calib.npz"), "--methods", "int8-static-percentile,fp16", "--latency-budget", "0.2",
+                 "--batch-sizes", "1,8", "--n-bootstrap", "100", "--out", str(out), "--no-cache", "-q"])
+    assert code == 0
+    summary = json.loads((out / "compression.json").read_text())
+    rows = {v["variant"]: v for v in summary["variants"]}
+    assert list(rows) == ["fp32", "int8-static-percentile", "fp16"]
+    failure = "building the fp16 variant failed: ValueError: unsupported op"
+    assert rows["fp16"]["status"] == "failed" and rows["fp16"]["verdict"] == f"failed: {failure}"
+    assert rows["fp16"]["accuracy"] is None and summary["recommended"] != "fp16"
+    int8 = rows["int8-static-percentile"]
+    assert int8["status"] != "failed" and "all 257 calibration samples in 257 batch(es) of 1" in int8["notes"][0]
+    assert abs(int8["accuracy"] - summary["original"]["accuracy"]) <= 0.02
+    assert f"failed: {failure}" in (out / "compression.md").read_text()
+    assert f"failed: {failure}" in (out / "report.html").read_text()
+    assert sorted(p.name for p in (out / "variants").iterdir()) == ["fp32.onnx", "int8-static-percentile.onnx"]
+
+
+def test_a_variant_that_fails_to_load_or_time_is_never_recommended(demo, monkeypatch):
+    """Failures after the build (loading, timing) fail that variant only; even a judge that finds every
+    variant eligible never sees them."""
+    from assay.compress.latency import summarize_times
+    from assay.models import loader
+
+    load = loader.load_model
+
+    def load_model(spec, *args, **kwargs):
+        if str(spec).endswith("fp16.onnx"):
+            raise RuntimeError("cannot load\ndetails")
+        return load(spec, *args, **kwargs)
+
+    def timings(models, sample, batch, failures=None, **kwargs):
+        failures["int8-dynamic"] = "RuntimeError: timing broke"
+        times = {"original": 1.0, "fp32": 1.0, "int8-static-minmax": 0.5}
+        return {name: summarize_times(times[name] * np.linspace(0.99, 1.01, 200), batch) for name in times}
+
+    judge = compress_run._judge
+
+    def always_eligible(audit, *args, **kwargs):
+        judge(audit, *args, **kwargs)
+        audit.faster, audit.feasible, audit.status = True, True, "eligible"
+
+    monkeypatch.setattr(loader, "load_model", load_model)
+    monkeypatch.setattr(compress_run, "interleaved_latency", timings)
+    monkeypatch.setattr(compress_run, "_judge", always_eligible)
+    result = compress_run.compress(str(demo / "cnn.onnx"), "digits:test", calibration="digits:train",
+                                   methods=["fp16", "int8-dynamic", "int8-static-minmax"], out=None,
+                                   latency_budget_s=0.2, batch_sizes=(1, 8), n_bootstrap=100, cache_dir=False)
+    audits = {a.name: a for a in result.variants}
+    assert audits["fp16"].verdict == "failed: loading the fp16 variant failed: RuntimeError: cannot load"
+    assert audits["int8-dynamic"].verdict == "failed: timing the int8-dynamic variant failed: RuntimeError: timing broke"
+    assert audits["int8-dynamic"].row()["accuracy"] is not None  # audited before the timing failed
+    assert all(audits[n].status == "failed" and not audits[n].feasible for n in ("fp16", "int8-dynamic"))
+    assert result.recommended == "int8-static-minmax"
