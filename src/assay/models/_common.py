@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -18,6 +18,7 @@ __all__ = [
     "first_line",
     "resolve_class_names",
     "resolve_num_classes",
+    "run_in_fixed_batches",
     "sample_batch",
     "sha256_file",
     "short_list",
@@ -147,3 +148,25 @@ def dry_run(fn: Callable[[np.ndarray], T], batch: np.ndarray, where: str) -> T:
             where=where,
             fix="check that the data matches what the model was trained on (shape, channel order NCHW, dtype)",
         ) from exc
+
+
+def run_in_fixed_batches(run: Callable[[Any], Sequence[Any]], x: Any, batch: int | None,
+                         concatenate: Callable[[list[Any]], Any] = np.concatenate) -> list[Any]:
+    """Outputs of ``run`` on ``x`` for a graph exported with a fixed batch size ``batch``.
+
+    ``run`` maps a batch to a sequence of outputs (arrays, or None for an output it did not compute).
+    When ``len(x)`` differs from ``batch``, ``x`` is cut into chunks of exactly ``batch`` rows, the last
+    one padded by repeating its final row; every output is trimmed back to the real rows and the chunks
+    are joined. Works for numpy arrays and, with ``concatenate=torch.cat``, for tensors (gradients flow:
+    the padding rows are dropped before anything reads them).
+    """
+    if batch is None or len(x) in (0, batch):
+        return list(run(x))
+    pieces: list[list[Any]] = []
+    for start in range(0, len(x), batch):
+        chunk = x[start:start + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = concatenate([chunk] + [chunk[-1:]] * (batch - n))
+        pieces.append([None if out is None else out[:n] for out in run(chunk)])
+    return [None if column[0] is None else concatenate(list(column)) for column in zip(*pieces, strict=True)]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from assay.errors import UserError
+from assay.errors import ModelError, UnsafeModelError, UserError
 from assay.evidence.schema import ModelInfo
 from assay.models._common import (
     check_static_shape,
@@ -23,11 +23,13 @@ from assay.models._common import (
     first_line,
     resolve_class_names,
     resolve_num_classes,
+    run_in_fixed_batches,
     sample_batch,
     sha256_file,
     short_list,
 )
 from assay.models.base import Model, OutputKind
+from assay.models.safety import external_data_problem, shorten
 
 __all__ = ["OnnxModel", "load_onnx"]
 
@@ -71,26 +73,15 @@ class OnnxModel(Model):
         return self.session.run(names, {self._input_name: x})
 
     def _forward(self, x: np.ndarray, want_features: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        x = np.asarray(x)
-        b = self._fixed_batch
-        if b is None or len(x) == b:
-            results = self._run(x, want_features)
-        else:
-            # The graph was exported with a fixed batch size: run padded chunks of exactly that size.
-            parts: list[list[np.ndarray]] = []
-            for start in range(0, len(x), b):
-                chunk = x[start:start + b]
-                n = len(chunk)
-                if n < b:
-                    chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
-                parts.append([r[:n] for r in self._run(chunk, want_features)])
-            results = [np.concatenate(col) for col in zip(*parts, strict=True)]
+        # A graph exported with a fixed batch size runs padded chunks of exactly that size.
+        results = run_in_fixed_batches(lambda chunk: self._run(chunk, want_features), np.asarray(x),
+                                       self._fixed_batch)
         feats = results[1] if len(results) > 1 else None
         return results[0], feats
 
 
 def _invalid(path: str, detail: str) -> UserError:
-    return UserError(
+    return ModelError(
         f"not a valid ONNX model ({detail})",
         where=path,
         fix="check that the file is complete and was written by an ONNX exporter "
@@ -106,15 +97,24 @@ def _dims(type_proto: Any) -> list[int | None] | None:
             for d in type_proto.tensor_type.shape.dim]
 
 
-def _external_files(model: Any, base: Path) -> list[Path]:
-    """Files holding external tensor data, so the hash covers the weights too."""
+def _external_files(model: Any, base: Path, where: str) -> list[Path]:
+    """Files holding external tensor data (read before they are loaded, so the hash covers the weights
+    too); UnsafeModelError for a location outside the model's folder (``../x``, ``/etc/x``, a link out)."""
     from onnx.external_data_helper import _get_all_tensors
 
     locations: list[str] = []
     for tensor in _get_all_tensors(model):
         if tensor.data_location == 1:  # TensorProto.EXTERNAL
             for entry in tensor.external_data:
-                if entry.key == "location" and entry.value not in locations:
+                if entry.key != "location":
+                    continue
+                if problem := external_data_problem(entry.value, base):
+                    raise UnsafeModelError(
+                        f"tensor {shorten(tensor.name, 60)} keeps its data at {shorten(entry.value)}, which "
+                        f"{problem}", where=where,
+                        fix="keep external data files next to the model and name them by relative paths "
+                        "(onnx.save(model, path, save_as_external_data=True, location='model.onnx.data'))")
+                if entry.value not in locations:
                     locations.append(entry.value)
     return [base / loc for loc in locations]
 
@@ -194,18 +194,33 @@ def load_onnx(
     num_classes: int | None = None,
     sample: np.ndarray | None = None,
 ) -> OnnxModel:
-    """Load an ``.onnx`` file into an :class:`OnnxModel` (CPUExecutionProvider, explicit thread counts)."""
+    """Load an ``.onnx`` file into an :class:`OnnxModel` (CPUExecutionProvider, explicit thread counts).
+
+    External data locations are checked before any is read; the ``ort_config`` metadata (session
+    options onnxruntime can read from a model) is dropped; no custom-operator library is ever loaded.
+    """
     import onnx
     import onnxruntime as ort
+    from onnx.external_data_helper import load_external_data_for_model
 
+    base = Path(path).parent
     try:
-        model = onnx.load(path)
-    except Exception as exc:  # protobuf DecodeError, missing external data, ...
+        model = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError, ...
         raise _invalid(path, first_line(exc)) from exc
+    external = _external_files(model, base, where=str(path))
+    if external:
+        try:
+            load_external_data_for_model(model, str(base))
+        except Exception as exc:  # missing or short external data file, onnx's own path checks
+            raise _invalid(path, f"external data: {first_line(exc)}") from exc
     graph = model.graph
     if model.ir_version <= 0 or not graph.output or not graph.input:
         raise _invalid(path, "no graph inputs/outputs")
-    external = _external_files(model, Path(path).parent)
+    props = {p.key: p.value for p in model.metadata_props}
+    for i in reversed(range(len(model.metadata_props))):
+        if model.metadata_props[i].key == "ort_config":
+            del model.metadata_props[i]
 
     initializers = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
@@ -293,7 +308,6 @@ def load_onnx(
     n_classes = resolve_num_classes(found=found, given=num_classes, where=str(path),
                                     how="its output has no static class dimension")
     stored = None
-    props = {p.key: p.value for p in model.metadata_props}
     if "class_names" in props:
         try:
             stored = json.loads(props["class_names"])

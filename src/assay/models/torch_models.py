@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from assay.errors import UserError
+from assay.errors import ModelError, UnsafeModelError, UserError
 from assay.evidence.schema import ModelInfo
 from assay.models._common import (
     check_static_shape,
@@ -34,11 +34,18 @@ from assay.models._common import (
     first_line,
     resolve_class_names,
     resolve_num_classes,
+    run_in_fixed_batches,
     sample_batch,
     sha256_file,
     short_list,
 )
 from assay.models.base import Model, OutputKind
+from assay.models.safety import (
+    check_example_inputs,
+    check_export_archive,
+    check_script_node_kinds,
+    check_torchscript_archive,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -76,7 +83,7 @@ def _tapped(call: Callable[[Any], Any], slot: Any) -> Callable[[Any], tuple[Any,
     return tap
 
 def _pickle_refusal(path: str) -> UserError:
-    return UserError(
+    return UnsafeModelError(
         "this file is a pickled Python object (e.g. torch.save(model)); Assay never unpickles untrusted files",
         where=path,
         fix=PICKLE_REFUSAL_FIX,
@@ -121,15 +128,27 @@ TorchFormat = Literal["torchscript", "torch-export", "factory"]
 
 
 class TorchModel(Model):
-    """A torch classifier: ``module`` computes scores; ``tap`` computes scores and features in one pass."""
+    """A torch classifier: ``module`` computes scores; ``tap`` computes scores and features in one pass.
 
-    def __init__(self, module: torch.nn.Module, info: ModelInfo, tap: Tap | None = None) -> None:
+    ``fixed_batch``: the batch size a ``torch.export`` graph was exported with (None when free); other
+    batch sizes run as padded chunks of exactly that size, here and in :meth:`torch_module`.
+    """
+
+    def __init__(self, module: torch.nn.Module, info: ModelInfo, tap: Tap | None = None,
+                 fixed_batch: int | None = None) -> None:
         self.module = module
         self.info = info
         self._tap = tap
+        self._fixed_batch = fixed_batch
+        self._chunked: torch.nn.Module | None = None
 
     def torch_module(self) -> torch.nn.Module:
-        return self.module
+        """The module, accepting any batch size (a fixed-batch graph is wrapped to run padded chunks)."""
+        if self._fixed_batch is None:
+            return self.module
+        if self._chunked is None:
+            self._chunked = _fixed_batch_module(self.module, self._fixed_batch)
+        return self._chunked
 
     def last_layer(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The last ``nn.Linear``'s weight and bias, when the default features are its input."""
@@ -145,6 +164,11 @@ class TorchModel(Model):
         return last.weight.detach().cpu().numpy(), bias
 
     def _forward(self, x: np.ndarray, want_features: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        raw, feats = run_in_fixed_batches(lambda chunk: self._forward_batch(chunk, want_features), np.asarray(x),
+                                          self._fixed_batch)
+        return raw, feats
+
+    def _forward_batch(self, x: np.ndarray, want_features: bool) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
 
         inputs = to_torch_inputs(x)
@@ -169,6 +193,29 @@ class TorchModel(Model):
         raw = scores.detach().to(torch.float32).numpy()
         feat_np = feats.detach().to(torch.float32).reshape(len(feats), -1).numpy() if feats is not None else None
         return raw, feat_np
+
+
+def _fixed_batch_module(inner: torch.nn.Module, batch: int) -> torch.nn.Module:
+    """``inner`` (exported with batch size ``batch``) as a module accepting any batch size: padded chunks
+    of that size, joined with ``torch.cat`` (differentiable; padding rows are dropped before use)."""
+    import torch
+
+    class FixedBatch(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = inner
+            self.training = False  # the unlifted graph refuses .eval(); it keeps its export-time mode
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            def run(chunk: torch.Tensor) -> tuple[torch.Tensor]:
+                scores = _first_tensor(self.inner(chunk))
+                if scores is None:
+                    raise TypeError("the model returned no tensor of class scores")
+                return (scores,)
+
+            return run_in_fixed_batches(run, x, batch, concatenate=torch.cat)[0]
+
+    return FixedBatch()
 
 
 def to_torch_inputs(x: np.ndarray) -> Any:
@@ -288,15 +335,26 @@ def _script_tap(module: Any, feature_layer: str | None, where: str) -> tuple[Tap
 def load_torchscript(path: str, *, outputs: OutputKind = "logits", feature_layer: str | None = None,
                      class_names: list[str] | None = None, num_classes: int | None = None,
                      sample: np.ndarray | None = None) -> TorchModel:
-    """Load a TorchScript archive (``torch.jit.save``)."""
+    """Load a TorchScript archive (``torch.jit.save``).
+
+    Its code is checked before ``torch.jit.load`` compiles it, and the loaded graphs again before they
+    run (:func:`assay.models.safety.check_torchscript_archive`); files that are not zip archives are
+    never handed to ``torch.jit.load``.
+    """
+    import zipfile
+
     import torch
 
+    if not zipfile.is_zipfile(path):
+        raise _explain_unloadable_pt(path, ModelError("not a zip archive (torch.jit.save writes one)"))
+    check_torchscript_archive(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated from torch 2.10
             module = torch.jit.load(path, map_location="cpu")
     except Exception as exc:
         raise _explain_unloadable_pt(path, exc) from exc
+    check_script_node_kinds(_script_node_kinds(module), where=path)
     module.eval()
     try:
         tap, source = _script_tap(module, feature_layer, where=path)
@@ -310,6 +368,24 @@ def load_torchscript(path: str, *, outputs: OutputKind = "logits", feature_layer
     return _finish(module, tap, source, path=path, fmt="torchscript", sha256=sha256_file(path),
                    input_shape=None, input_dtype=None, outputs=outputs, class_names=class_names,
                    num_classes=num_classes, sample=sample)
+
+
+def _script_node_kinds(module: Any) -> set[str]:
+    """Kinds (``aten::linear``) of every node, nested blocks included, of every method of every
+    submodule, with calls to other methods and functions inlined."""
+    import torch
+
+    kinds: set[str] = set()
+    for sub in module.modules():
+        for name in sub._c._method_names():
+            graph = sub._c._get_method(name).graph.copy()
+            torch._C._jit_pass_inline(graph)
+            blocks = [graph.block()]
+            while blocks:
+                for node in blocks.pop().nodes():
+                    kinds.add(node.kind())
+                    blocks.extend(node.blocks())
+    return kinds
 
 
 def _explain_unloadable_pt(path: str, exc: BaseException) -> UserError:
@@ -461,50 +537,41 @@ class _NoUnpickling:
         self._saved.clear()
 
 
-def _refuse_compiled_code(path: str) -> None:
-    """A ``.pt2`` with AOTInductor output carries a shared library that loading would execute."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise UserError(f"not a torch.export archive: {first_line(exc)}", where=path,
-                        fix="save the model with torch.export.save(...) to a .pt2 file") from exc
-    if any("/data/aotinductor/" in n or n.startswith("data/aotinductor/") for n in names):
-        raise UserError(
-            "this .pt2 package holds AOTInductor-compiled code; Assay does not load native code from model files",
-            where=path,
-            fix="save the exported program itself: torch.export.save(torch.export.export(model, (example,)), path)",
-        )
-
-
 def load_torch_export(path: str, *, outputs: OutputKind = "logits", feature_layer: str | None = None,
                       class_names: list[str] | None = None, num_classes: int | None = None,
                       sample: np.ndarray | None = None) -> TorchModel:
-    """Load a ``torch.export.save`` archive and run its unlifted module (``ExportedProgram.module()``)."""
+    """Load a ``torch.export.save`` archive and run its unlifted module (``ExportedProgram.module()``).
+
+    The archive's JSON is checked before torch reads it (:func:`assay.models.safety.check_export_archive`:
+    shape expressions, guards, operators, names), loading unpickles nothing (``_NoUnpickling``), and the
+    module is unlifted without generated guard code. A graph exported with a fixed batch size runs any
+    batch size as padded chunks.
+    """
     import torch
 
-    _refuse_compiled_code(path)
+    check_export_archive(path)
     guard = _NoUnpickling()
     try:
         with guard:
             program = torch.export.load(path)
     except Exception as exc:
         if guard.refused:
-            raise UserError(
+            raise UnsafeModelError(
                 "this torch.export archive holds pickled Python objects (weights, constants or example inputs "
                 "that are not plain tensors); Assay never unpickles untrusted files",
                 where=path,
                 fix="re-export with tensor-only example inputs and weights: "
                 "torch.export.save(torch.export.export(model, (example_tensor,)), 'model.pt2')",
             ) from exc
-        raise UserError(
+        raise ModelError(
             f"not a torch.export archive: {first_line(exc)}",
             where=path,
             fix="save the model with torch.export.save(torch.export.export(model, (example,)), 'model.pt2')",
         ) from exc
-    gm = program.module()
+    if program.example_inputs is not None:
+        check_example_inputs((key_path for key_path, _ in torch.utils._pytree.tree_flatten_with_path(
+            program.example_inputs)[0]), where=path)
+    gm = program.module(check_guards=False)
     # The graph keeps the train/eval behaviour it was exported with; unlifted modules refuse .eval().
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     input_shape: list[int | None] | None = None
@@ -520,9 +587,10 @@ def load_torch_export(path: str, *, outputs: OutputKind = "logits", feature_laye
         dim = out_vals[0].shape[1]
         found_classes = dim if isinstance(dim, int) else None
     tap, source = _export_tap(gm, feature_layer, where=path)
+    fixed_batch = input_shape[0] if input_shape and isinstance(input_shape[0], int) else None
     return _finish(gm, tap, source, path=path, fmt="torch-export", sha256=sha256_file(path),
                    input_shape=input_shape, input_dtype=input_dtype, outputs=outputs, class_names=class_names,
-                   num_classes=num_classes, sample=sample, found_classes=found_classes)
+                   num_classes=num_classes, sample=sample, found_classes=found_classes, fixed_batch=fixed_batch)
 
 
 # --------------------------------------------------------------------------- factory + weights
@@ -676,7 +744,7 @@ def load_factory(spec: str, *, weights: str | None = None, outputs: OutputKind =
 def _finish(module: Any, tap: Tap | None, source: str | None, *, path: str, fmt: TorchFormat, sha256: str,
             input_shape: list[int | None] | None, input_dtype: str | None, outputs: OutputKind,
             class_names: list[str] | None, num_classes: int | None, sample: np.ndarray | None,
-            found_classes: int | None = None) -> TorchModel:
+            found_classes: int | None = None, fixed_batch: int | None = None) -> TorchModel:
     """Fill in what the file does not say (shape, dtype, classes) from a dry run on ``sample``."""
     if sample is not None:
         sample = np.asarray(sample)
@@ -688,7 +756,7 @@ def _finish(module: Any, tap: Tap | None, source: str | None, *, path: str, fmt:
         check_static_shape(input_shape, input_dtype, sample, where=path)
         info = ModelInfo(path=path, format=fmt, sha256=sha256, input_shape=input_shape, input_dtype=input_dtype,
                          num_classes=2, class_names=["0", "1"], outputs=outputs, feature_source=source)
-        probe = TorchModel(module, info, tap)
+        probe = TorchModel(module, info, tap, fixed_batch)
         raw, _ = dry_run(lambda batch: probe._forward(batch, False), sample_batch(sample), where=path)
         if raw.ndim != 2:
             raise UserError(f"the model returned outputs of shape {tuple(raw.shape)}, expected (N, classes)",
@@ -702,4 +770,4 @@ def _finish(module: Any, tap: Tap | None, source: str | None, *, path: str, fmt:
         class_names=resolve_class_names(class_names, None, n_classes, where=path), outputs=outputs,
         feature_source=source,
     )
-    return TorchModel(module, info, tap)
+    return TorchModel(module, info, tap, fixed_batch)
