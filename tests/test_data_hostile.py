@@ -219,6 +219,23 @@ def test_single_npy_and_truncated_archives(tmp_path: Path) -> None:
         load_npz(tmp_path / "flip.npz")
 
 
+def test_standalone_npy_is_read_with_the_same_checks(tmp_path: Path, monkeypatch) -> None:
+    from assay.data.npz import load_npy
+
+    array = np.asfortranarray(np.arange(12, dtype=">i4").reshape(3, 4))
+    np.save(tmp_path / "ok.npy", array)
+    np.testing.assert_array_equal(load_npy(tmp_path / "ok.npy"), array)
+    (tmp_path / "lie.npy").write_bytes(_patch_shape(_npy(np.arange(4)), (4,), (10**12,)))
+    with pytest.raises(DataError, match=r"array 'labels' declares shape \(1000000000000,\) .* the file holds 32 bytes"):
+        load_npy(tmp_path / "lie.npy", what="labels")
+    np.save(tmp_path / "obj.npy", np.array(["a", None], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="unpickling"):
+        load_npy(tmp_path / "obj.npy")
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "47")  # 3 x 4 x 4 bytes = 48
+    with pytest.raises(DataError, match=r"array 'ok' \(shape \(3, 4\), >i4\) needs 48 bytes of memory, more than the limit of 47 bytes"):
+        load_npy(tmp_path / "ok.npy")
+
+
 # ----------------------------------------------------------------------------------- memory limit
 
 

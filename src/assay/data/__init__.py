@@ -7,7 +7,7 @@ from assay.data.builtin import BUILTIN_DATASETS, load_digits
 from assay.data.dataset import Dataset, Modality
 from assay.data.images import IMAGE_EXTENSIONS, load_image_folder
 from assay.data.loader import SUPPORTED_EXTENSIONS, load_data
-from assay.data.npz import load_npz
+from assay.data.npz import load_npy, load_npz
 from assay.data.tabular import load_table
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "load_data",
     "load_digits",
     "load_image_folder",
+    "load_npy",
     "load_npz",
     "load_table",
 ]

@@ -87,8 +87,9 @@ def require_fits(
     limit, source = memory_limit()
     if limit is None or needed <= limit:
         return
+    exact = "" if needed < 1024 else f" ({needed:,} bytes)"
     raise error(
-        f"{what} needs {format_bytes(needed)} ({needed:,} bytes) of memory, more than the limit of "
+        f"{what} needs {format_bytes(needed)}{exact} of memory, more than the limit of "
         f"{format_bytes(limit)} ({source})",
         where=where,
         fix=f"{fix}; if the machine really has the memory, raise the limit with the environment variable "

@@ -41,6 +41,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import numpy.lib.format as npy_format
@@ -50,7 +51,7 @@ from assay.data.dataset import Dataset, Modality, image_range_note, reject_rows
 from assay.data.limits import format_bytes, require_fits
 from assay.errors import DataError
 
-__all__ = ["UINT8_SCALED_NOTE", "integer_labels", "load_npz", "require_unique_ids"]
+__all__ = ["UINT8_SCALED_NOTE", "integer_labels", "load_npy", "load_npz", "require_unique_ids"]
 
 _META_PREFIX = "meta_"
 _USED_KEYS = ("x", "y", "ids", "class_names")
@@ -119,7 +120,7 @@ def load_npz(path: str | os.PathLike[str], *, name: str | None = None) -> Datase
             where=where,
             fix="evaluate a smaller file (e.g. a random subset of the samples) or use a machine with more memory",
         )
-        arrays = {key: _read_member(archive, headers[key], where) for key in used}
+        arrays = {key: _read_member(archive, members[key], headers[key], where) for key in used}
 
     x, modality, notes = _inputs(arrays["x"], where)
     n = len(x)
@@ -142,10 +143,9 @@ def load_npz(path: str | os.PathLike[str], *, name: str | None = None) -> Datase
 
 @dataclass(frozen=True)
 class _Header:
-    """A member's ``.npy`` header: what it declares, checked against the zip directory."""
+    """A ``.npy`` header: what it declares, already checked against the stored size."""
 
     key: str
-    info: zipfile.ZipInfo
     shape: tuple[int, ...]
     fortran_order: bool
     dtype: np.dtype
@@ -187,7 +187,7 @@ def _members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
 
 
 def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, where: str) -> _Header:
-    """Parse one member's ``.npy`` header without reading its data, and check it against ``info``."""
+    """Parse one member's ``.npy`` header without reading its data, and check it against the zip directory."""
     if info.compress_type not in _ZIP_METHODS:
         raise DataError(
             f"array {key!r} is compressed with zip method {info.compress_type}; only stored or deflated "
@@ -199,16 +199,23 @@ def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, where: st
         raise DataError(f"array {key!r} is encrypted", where=where, fix=f"{_RESAVE}, without a password")
     try:
         with archive.open(info) as stream:
-            version = npy_format.read_magic(stream)
-            if version == (1, 0):
-                shape, fortran_order, dtype = npy_format.read_array_header_1_0(stream)
-            elif version == (2, 0):
-                shape, fortran_order, dtype = npy_format.read_array_header_2_0(stream)
-            else:  # 3.0 only differs for structured dtypes with non-latin-1 field names, which we never read
-                raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
-            data_offset = stream.tell()
+            return _parse_header(stream, key, info.file_size, "its zip entry", where)
     except _ZIP_ERRORS as exc:
         raise _corrupt(key, exc, where) from exc
+
+
+def _parse_header(stream: BinaryIO, key: str, stored_size: int, container: str, where: str) -> _Header:
+    """Read magic and header from ``stream`` (nothing more) and refuse a header whose declared data size
+    differs from ``stored_size - header`` (the size the container, zip entry or file, says it holds)."""
+    try:
+        version = npy_format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran_order, dtype = npy_format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = npy_format.read_array_header_2_0(stream)
+        else:  # 3.0 only differs for structured dtypes with non-latin-1 field names, which we never read
+            raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+        data_offset = stream.tell()
     except (ValueError, TypeError, OverflowError, SyntaxError, RecursionError, MemoryError) as exc:
         raise DataError(f"array {key!r} is not a readable .npy member ({exc})", where=where, fix=_RESAVE) from exc
     if dtype.hasobject:
@@ -220,13 +227,13 @@ def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, where: st
         )
     if any(size < 0 for size in shape):
         raise DataError(f"array {key!r} declares a negative dimension in its shape {shape}", where=where, fix=_RESAVE)
-    header = _Header(key, info, tuple(int(s) for s in shape), bool(fortran_order), dtype, data_offset)
-    stored = info.file_size - data_offset
+    header = _Header(key, tuple(int(s) for s in shape), bool(fortran_order), dtype, data_offset)
+    stored = stored_size - data_offset
     if stored != header.nbytes:
         raise DataError(
             f"array {key!r} declares shape {header.shape} of {dtype} = {header.nbytes:,} bytes "
-            f"({format_bytes(header.nbytes)}), but its zip entry holds {stored:,} bytes of data; "
-            "the header and the zip directory disagree (a corrupt or crafted file)",
+            f"({format_bytes(header.nbytes)}), but {container} holds {stored:,} bytes of data; "
+            "the header and the stored size disagree (a corrupt or crafted file)",
             where=where,
             fix=f"{_RESAVE}; do not edit .npy headers by hand",
         )
@@ -241,22 +248,29 @@ def _loaded_bytes(headers: dict[str, _Header]) -> int:
     return sum(h.nbytes for h in headers.values()) + copy
 
 
-def _read_member(archive: zipfile.ZipFile, header: _Header, where: str) -> np.ndarray:
-    """Stream a member's data into a buffer of exactly the declared size (never more)."""
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: _Header, where: str) -> np.ndarray:
+    """A member's data, streamed into a buffer of exactly the declared size (zipfile returns no more than
+    ``file_size`` bytes); reading to the end makes zipfile check the CRC-32."""
+    try:
+        with archive.open(info) as stream:
+            stream.read(header.data_offset)
+            array = _fill(stream, header, where)
+            stream.read(1)
+    except _ZIP_ERRORS as exc:
+        raise _corrupt(header.key, exc, where) from exc
+    return array
+
+
+def _fill(stream: BinaryIO, header: _Header, where: str) -> np.ndarray:
+    """Read the declared bytes from ``stream`` (positioned after the header) in chunks, and shape them."""
     buffer = np.empty(header.nbytes, dtype=np.uint8)
     view = memoryview(buffer)
     filled = 0
-    try:
-        with archive.open(header.info) as stream:
-            stream.read(header.data_offset)
-            while filled < header.nbytes:
-                got = stream.readinto(view[filled : filled + _READ_CHUNK])
-                if not got:
-                    break
-                filled += got
-            stream.read(1)  # reach the end of the member, so that zipfile checks its CRC-32
-    except _ZIP_ERRORS as exc:
-        raise _corrupt(header.key, exc, where) from exc
+    while filled < header.nbytes:
+        got = stream.readinto(view[filled : filled + _READ_CHUNK])
+        if not got:
+            break
+        filled += got
     if filled != header.nbytes:
         raise DataError(
             f"array {header.key!r} ends after {filled:,} of the {header.nbytes:,} bytes its header declares",
@@ -269,6 +283,27 @@ def _read_member(archive: zipfile.ZipFile, header: _Header, where: str) -> np.nd
     if header.fortran_order:
         return flat.reshape(header.shape[::-1]).transpose()
     return flat.reshape(header.shape)
+
+
+def load_npy(path: str | os.PathLike[str], *, what: str | None = None) -> np.ndarray:
+    """One standalone ``.npy`` file, read with the checks of an NPZ member: no pickle, the header's declared
+    size must equal the file's data size, and it must fit :func:`assay.data.limits.memory_limit` — all
+    before the array is allocated. ``what`` names the array in messages (default: the file stem)."""
+    path = Path(path)
+    where = str(path)
+    key = what or path.stem
+    try:
+        with path.open("rb") as stream:
+            header = _parse_header(stream, key, os.fstat(stream.fileno()).st_size, "the file", where)
+            require_fits(
+                header.nbytes,
+                what=f"array {key!r} (shape {header.shape}, {header.dtype})",
+                where=where,
+                fix="use a smaller file or a machine with more memory",
+            )
+            return _fill(stream, header, where)
+    except OSError as exc:
+        raise DataError(f"cannot read {path.name} ({exc})", where=where, fix="check the path and permissions") from exc
 
 
 def _corrupt(key: str, exc: Exception, where: str) -> DataError:
