@@ -232,7 +232,8 @@ def test_standalone_npy_is_read_with_the_same_checks(tmp_path: Path, monkeypatch
     with pytest.raises(DataError, match="unpickling"):
         load_npy(tmp_path / "obj.npy")
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "47")  # 3 x 4 x 4 bytes = 48
-    with pytest.raises(DataError, match=r"array 'ok' \(shape \(3, 4\), >i4\) needs 48 bytes of memory, more than the limit of 47 bytes"):
+    expected = r"array 'ok' \(shape \(3, 4\), >i4\) needs 48 bytes of memory, more than the limit of 47 bytes"
+    with pytest.raises(DataError, match=expected):
         load_npy(tmp_path / "ok.npy")
 
 
@@ -246,7 +247,8 @@ def test_memory_limit_counts_declared_bytes_and_the_float32_copy(tmp_path: Path,
     with pytest.raises(DataError) as info:
         load_npz(tmp_path / "d.npz")
     message = str(info.value)
-    assert "needs 151 KiB (154,400 bytes) of memory, more than the limit of 151 KiB (set by ASSAY_MAX_DATA_BYTES)" in message
+    assert "needs 151 KiB (154,400 bytes) of memory, more than the limit of 151 KiB" in message
+    assert "(set by ASSAY_MAX_DATA_BYTES)" in message
     assert "ASSAY_MAX_DATA_BYTES=" in info.value.fix
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "154400")
     assert len(load_npz(tmp_path / "d.npz")) == 100

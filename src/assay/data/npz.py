@@ -263,7 +263,14 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: _Heade
 
 def _fill(stream: BinaryIO, header: _Header, where: str) -> np.ndarray:
     """Read the declared bytes from ``stream`` (positioned after the header) in chunks, and shape them."""
-    buffer = np.empty(header.nbytes, dtype=np.uint8)
+    try:
+        buffer = np.empty(header.nbytes, dtype=np.uint8)
+    except MemoryError as exc:  # under the limit (or no limit known) but not free right now
+        raise DataError(
+            f"not enough free memory for array {header.key!r} ({format_bytes(header.nbytes)})",
+            where=where,
+            fix="free memory, evaluate a smaller file, or use a machine with more memory",
+        ) from exc
     view = memoryview(buffer)
     filled = 0
     while filled < header.nbytes:
@@ -307,7 +314,8 @@ def load_npy(path: str | os.PathLike[str], *, what: str | None = None) -> np.nda
 
 
 def _corrupt(key: str, exc: Exception, where: str) -> DataError:
-    return DataError(f"array {key!r} cannot be read ({exc}); the archive is corrupt or crafted", where=where, fix=_RESAVE)
+    what = f"array {key!r} cannot be read ({exc}); the archive is corrupt or crafted"
+    return DataError(what, where=where, fix=_RESAVE)
 
 
 def _inputs(x: np.ndarray, where: str) -> tuple[np.ndarray, Modality, list[str]]:
