@@ -247,3 +247,18 @@ def test_several_corruptions_by_name(digits_model, tmp_path, capsys):
     assert code == 0, err
     rows = json.loads((out / "evidence.json").read_text())["sections"]["corruption"]["tables"]["per_view"]
     assert [(r["corruption"], r["severity"]) for r in rows] == [("fog", 2), ("contrast", 2)]
+
+
+def test_user_text_is_never_console_markup_or_emoji(digits_model, tmp_path, capsys):
+    """Paths with Rich markup (`[/]`, `[bold]`) and emoji codes (`:fire:`) print literally, in errors and in
+    the success message."""
+    missing = tmp_path / "no[/]such [bold]:fire:.npz"
+    code, _, err = _run(["evaluate", str(digits_model), "--data", str(missing), "--out", str(tmp_path / "o")], capsys)
+    flat = "".join(err.split())
+    assert code == 2 and "Traceback" not in err
+    assert "no[/]such[bold]:fire:.npz" in flat and "\U0001f525" not in err
+    out = tmp_path / "out [/] :fire:"
+    code, stdout, err = _run(["evaluate", str(digits_model), "--data", "digits", "--out", str(out), "--n-bootstrap",
+                              "100", "--no-cache"], capsys)
+    assert code == 0, err
+    assert "out [/] :fire:" in stdout.replace("\n", "") and "\U0001f525" not in stdout

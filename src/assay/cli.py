@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
+from rich.console import Console as RichConsole
+from rich.markup import escape
 
 from assay.errors import UserError
 
@@ -24,6 +25,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+def Console(stderr: bool = False) -> "RichConsole":  # noqa: N802 - stands in for rich's class
+    """A Rich console that never turns user text into emoji or colours it by guesswork; user strings
+    are still passed through ``escape`` wherever they meet our own markup."""
+    return RichConsole(stderr=stderr, emoji=False, highlight=False)
+
+
 err_console = Console(stderr=True)
 
 
@@ -157,7 +165,7 @@ def evaluate(
     path = write_evaluation(run, out, inputs=inputs, force=force)
     if not quiet:
         print_console(run.evidence)
-        Console().print(f"Evidence bundle: [bold]{path}[/]  (report: {path / 'report.html'})")
+        Console().print(f"Evidence bundle: [bold]{escape(str(path))}[/]  (report: {escape(str(path / 'report.html'))})")
 
 
 @app.command()
@@ -178,8 +186,8 @@ def demo(
     run = run_demo(out, seed=seed, progress=not quiet, suite=suite, force=force)
     if not quiet:
         print_console(run.evidence)
-        console.print(f"Demo model: {Path(out) / 'model.onnx'}")
-        console.print(f"Report: [bold]{Path(out) / 'report.html'}[/]  (also report.md, evidence.json, predictions.npz, reference.npz)")
+        console.print(f"Demo model: {escape(str(Path(out) / 'model.onnx'))}")
+        console.print(f"Report: [bold]{escape(str(Path(out) / 'report.html'))}[/]  (also report.md, evidence.json, predictions.npz, reference.npz)")
 
 
 @app.command()
@@ -209,7 +217,7 @@ def compare(
                          force=force)
     if not quiet:
         _print_rules(result)
-        Console().print(f"Comparison: [bold]{out / 'comparison.md'}[/]  (also comparison.json, comparison.html, junit.xml)")
+        Console().print(f"Comparison: [bold]{escape(str(out / 'comparison.md'))}[/]  (also comparison.json, comparison.html, junit.xml)")
     if result.verdict == "fail" or (fail_on_inconclusive and result.verdict == "inconclusive"):
         raise typer.Exit(1)
 
@@ -257,17 +265,17 @@ def select(
         from rich.table import Table
 
         cols = ["accuracy", "worst_class_accuracy", "ece", "latency_p95_ms", "model_size_mb"]
-        table = Table(title=f"Selection: {selection.pick or 'none feasible'}")
+        table = Table(title=f"Selection: {escape(selection.pick or 'none feasible')}")
         for col in ["model", *cols, "feasible"]:
             table.add_column(col, overflow="fold")
         for r in selection.rows:
-            table.add_row(r["model"] + (" *" if r["model"] == selection.pick else ""),
+            table.add_row(escape(r["model"]) + (" *" if r["model"] == selection.pick else ""),
                           *["" if r[c] is None else f"{r[c]:.4g}" for c in cols],
-                          "yes" if r["feasible"] else "no: " + ", ".join(r["violations"]))
+                          "yes" if r["feasible"] else escape("no: " + ", ".join(r["violations"])))
         Console().print(table)
         for reason in selection.reasons:
-            Console().print(f"- {reason}")
-        Console().print(f"Selection: [bold]{out / 'selection.html'}[/]  (also selection.json, selection.md)")
+            Console().print(f"- {escape(reason)}")
+        Console().print(f"Selection: [bold]{escape(str(out / 'selection.html'))}[/]  (also selection.json, selection.md)")
     if selection.pick is None:
         raise typer.Exit(1)
 
@@ -334,15 +342,15 @@ def compress(
             table.add_column(col, overflow="fold")
         for r in result.rows:
             table.add_row(r["variant"], f"{r['accuracy_delta']:+.4f}",
-                          "" if r["worst_class_delta"] is None else f"{r['worst_class']}: {r['worst_class_delta']:+.4f}",
+                          "" if r["worst_class_delta"] is None else escape(f"{r['worst_class']}: {r['worst_class_delta']:+.4f}"),
                           str(r["changed_predictions"]), f"{r.get(f'speedup[batch={b}]', float('nan')):.2f}x",
                           r["status"])
         Console().print(table)
         for reason in result.reasons:
-            Console().print(f"- {reason}")
+            Console().print(f"- {escape(reason)}")
         for r in result.rows:
-            Console().print(f"- {r['variant']}: {r['verdict']}" + "".join(f"\n    {x}" for x in r["slow_reasons"]))
-        Console().print(f"Report: [bold]{out / 'report.html'}[/]  (also compression.md/.json, exemplars.csv, variants/)")
+            Console().print(escape(f"- {r['variant']}: {r['verdict']}" + "".join(f"\n    {x}" for x in r["slow_reasons"])))
+        Console().print(f"Report: [bold]{escape(str(out / 'report.html'))}[/]  (also compression.md/.json, exemplars.csv, variants/)")
 
 
 @app.command()
@@ -393,7 +401,7 @@ def profile(
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"Efficiency profile: {Path(path).name or path}")
+    table = Table(title=f"Efficiency profile: {escape(Path(path).name or path)}")
     for col in ("metric", "value", "CI"):
         table.add_column(col)
     for name, m in section.metrics.items():
@@ -426,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         # Without standalone mode, click returns the code of a typer.Exit instead of raising it.
         code = app(args=argv, standalone_mode=False)
     except UserError as exc:
-        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("Aborted.")
@@ -438,22 +446,23 @@ def main(argv: list[str] | None = None) -> int:
         if show is not None:
             show()
         else:
-            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+            err_console.print(f"[bold red]Error:[/] {escape(str(exc))}")
         return int(getattr(exc, "exit_code", 2))
     except Exception as exc:  # internal bugs
         if os.environ.get("ASSAY_DEBUG"):
             raise
         err_console.print(
-            f"[bold red]Internal error:[/] {type(exc).__name__}: {exc}\n"
-            "This is a bug in Assay; re-run with ASSAY_DEBUG=1 for the traceback and please report it.",
-            highlight=False,
-        )
+            f"[bold red]Internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
+            "This is a bug in Assay; re-run with ASSAY_DEBUG=1 for the traceback and please report it.")
         return 1
+    if code == 130:  # typer turns Ctrl-C into a silent exit code 130 (no command of ours returns it)
+        err_console.print("Aborted.")
     return code if isinstance(code, int) else 0
 
 
 
 def console_main() -> None:
+    """The ``assay`` script (see :mod:`assay._entry`, which also catches Ctrl-C while this module imports)."""
     sys.exit(main())
 
 
