@@ -1,7 +1,7 @@
 """Calibration: does the model's confidence match how often it is right?
 
 Every binned metric here is a function of per-bin sufficient statistics — count, sum of confidence,
-sum of correctness (:class:`BinStats`). The statistics come from ``stats.binning.sparse_group_sums``
+sum of correctness (:class:`BinStats`). The statistics come from ``stats.bootstrap.GroupSums``
 with per-sample weights: ``weights=None`` (all ones) gives the point estimate, a ``(b, n)`` chunk of
 bootstrap multiplicities gives ``b`` resampled values, through the same code. Bin edges are computed
 once on the evaluation set and held fixed across resamples.
@@ -28,13 +28,15 @@ from scipy.optimize import minimize_scalar
 from assay.checks.base import CheckContext, make_metric
 from assay.errors import UserError
 from assay.evidence.schema import Finding, Metric, Section, Verdict
-from assay.stats.binning import Closed, assign_bins, equal_mass_edges, equal_width_edges, sparse_group_sums
-from assay.stats.bootstrap import bootstrap_weights, percentile_ci, spawn_seed
+from assay.stats.binning import Closed, assign_bins, equal_mass_edges, equal_width_edges
+from assay.stats.bootstrap import GroupSums, bootstrap_weights, percentile_ci, spawn_seed
 from assay.stats.probabilities import nll_per_sample, softmax
 
 __all__ = [
     "BinStats",
+    "ClasswiseBins",
     "TemperatureScaler",
+    "TopLabelBins",
     "bin_stats",
     "check_calibration",
     "classwise_bin_stats",
@@ -61,6 +63,9 @@ MIN_SAMPLES_TO_SPLIT = 20
 # Classwise ECE is bootstrapped only up to this many (sample x class) cells: its resamples cost a dense
 # (B x n) @ (n x C) product. Above it, the point estimate is reported without an interval.
 CLASSWISE_BOOTSTRAP_MAX_CELLS = 10_000_000
+# Bootstrap multiplicities of the temperature-scaling comparison are drawn in arrays of at most this many
+# (4M float32 = 16 MB; the values do not depend on it).
+_WEIGHTS_PER_ARRAY = 4_000_000
 
 _EQUAL_WIDTH = "equal-width; left-closed [lo, hi), last bin [lo, 1] (np.histogram, netcal)"
 _EQUAL_MASS = (
@@ -102,6 +107,33 @@ def _ones_if_none(weights: np.ndarray | None, n: int) -> tuple[np.ndarray, bool]
     return weights, False
 
 
+class TopLabelBins:
+    """Count, sum of confidence and sum of correctness per bin, for any per-sample weights.
+
+    The (sample -> bin) design is built once: the bootstrap then costs one product per array of
+    multiplicities. ``TopLabelBins(...)(None)`` counts every sample once (shape ``(n_bins,)``); a
+    ``(b, n)`` array of multiplicities gives shape ``(b, n_bins)``.
+    """
+
+    def __init__(self, confidence: np.ndarray, correct: np.ndarray, edges: np.ndarray, closed: Closed = "left") -> None:
+        confidence = np.asarray(confidence, dtype=np.float64)
+        correct = np.asarray(correct, dtype=np.float64)
+        n = confidence.shape[0]
+        self.n, self.n_bins, self.edges = n, len(edges) - 1, np.asarray(edges, np.float64)
+        index = assign_bins(confidence, edges, closed)
+        samples = np.tile(np.arange(n), 3)
+        groups = np.concatenate([index, index + self.n_bins, index + 2 * self.n_bins])
+        values = np.concatenate([np.ones(n), confidence, correct])
+        self._sums = GroupSums(samples, groups, 3 * self.n_bins, n, values)
+
+    def __call__(self, weights: np.ndarray | None = None) -> BinStats:
+        w, squeeze = _ones_if_none(weights, self.n)
+        sums = self._sums(w).reshape(-1, 3, self.n_bins)
+        if squeeze:
+            sums = sums[0]
+        return BinStats(self.edges, sums[..., 0, :], sums[..., 1, :], sums[..., 2, :])
+
+
 def bin_stats(
     confidence: np.ndarray,
     correct: np.ndarray,
@@ -110,57 +142,61 @@ def bin_stats(
     closed: Closed = "left",
     weights: np.ndarray | None = None,
 ) -> BinStats:
-    """Count, sum of confidence and sum of correctness per bin (one weighted sparse pass).
+    """Count, sum of confidence and sum of correctness per bin (one weighted pass; see :class:`TopLabelBins`,
+    which keeps the design for repeated calls)."""
+    return TopLabelBins(confidence, correct, edges, closed)(weights)
 
-    ``weights=None`` means every sample once (shape ``(n_bins,)``); a ``(b, n)`` array of bootstrap
-    multiplicities gives shape ``(b, n_bins)``.
+
+class ClasswiseBins:
+    """Per-class, per-bin statistics of p_k against 1[y = k], shape ``(..., C, n_bins)``; left-closed bins;
+    for any per-sample weights, with the design built once (as :class:`TopLabelBins`).
+
+    Most p_k fall in the first bin, so only entries outside it are summed sparsely; the first bin's
+    count and confidence sum are the complement of the per-class totals (a dense ``weights @ p``).
     """
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    n = confidence.shape[0]
-    n_bins = len(edges) - 1
-    w, squeeze = _ones_if_none(weights, n)
-    index = assign_bins(confidence, edges, closed)
-    samples = np.tile(np.arange(n), 3)
-    groups = np.concatenate([index, index + n_bins, index + 2 * n_bins])
-    values = np.concatenate([np.ones(n), confidence, correct])
-    sums = sparse_group_sums(w, samples, groups, 3 * n_bins, values).reshape(-1, 3, n_bins)
-    if squeeze:
-        sums = sums[0]
-    return BinStats(np.asarray(edges, np.float64), sums[..., 0, :], sums[..., 1, :], sums[..., 2, :])
+
+    def __init__(self, probabilities: np.ndarray, labels: np.ndarray, edges: np.ndarray) -> None:
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        labels = np.asarray(labels, dtype=np.int64)
+        n, num_classes = probabilities.shape
+        n_bins = len(edges) - 1
+        self.n, self.shape, self.edges = n, (num_classes, n_bins), np.asarray(edges, np.float64)
+        # Entries outside the first bin [0, edges[1]): found by one comparison, binned by search.
+        rows, cols = np.nonzero(probabilities >= edges[1])
+        index = assign_bins(probabilities[rows, cols], edges, "left")
+        outside = index > 0  # all of them unless there is a single bin
+        rows, cols, index = rows[outside], cols[outside], index[outside]
+        cell = cols * n_bins + index
+        label_cell = labels * n_bins + assign_bins(probabilities[np.arange(n), labels], edges, "left")
+        cells = num_classes * n_bins
+        samples = np.concatenate([rows, rows, np.arange(n)])
+        groups = np.concatenate([cell, cell + cells, label_cell + 2 * cells])
+        values = np.concatenate([np.ones(rows.size), probabilities[rows, cols], np.ones(n)])
+        self._sums = GroupSums(samples, groups, 3 * cells, n, values)
+        self._probabilities = {np.dtype(np.float64): probabilities}
+
+    def _totals(self, w: np.ndarray) -> np.ndarray:
+        """``w @ p``: per-class sums of p_k (in the weights' dtype, as the sparse sums)."""
+        if w.dtype not in self._probabilities:
+            self._probabilities[w.dtype] = self._probabilities[np.dtype(np.float64)].astype(w.dtype)
+        return w @ self._probabilities[w.dtype]
+
+    def __call__(self, weights: np.ndarray | None = None) -> BinStats:
+        w, squeeze = _ones_if_none(weights, self.n)
+        sums = self._sums(w).reshape(-1, 3, *self.shape)
+        count, sum_conf, sum_correct = sums[:, 0], sums[:, 1], sums[:, 2]
+        count[..., 0] = w.sum(axis=1)[:, None] - count[..., 1:].sum(axis=-1)
+        sum_conf[..., 0] = self._totals(w) - sum_conf[..., 1:].sum(axis=-1)
+        if squeeze:
+            count, sum_conf, sum_correct = count[0], sum_conf[0], sum_correct[0]
+        return BinStats(self.edges, count, sum_conf, sum_correct)
 
 
 def classwise_bin_stats(
     probabilities: np.ndarray, labels: np.ndarray, edges: np.ndarray, *, weights: np.ndarray | None = None
 ) -> BinStats:
-    """Per-class, per-bin statistics of p_k against 1[y = k], shape ``(..., C, n_bins)``; left-closed bins.
-
-    Most p_k fall in the first bin, so only entries outside it are summed sparsely; the first bin's
-    count and confidence sum are the complement of the per-class totals (a dense ``weights @ p``).
-    """
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.int64)
-    n, num_classes = probabilities.shape
-    n_bins = len(edges) - 1
-    w, squeeze = _ones_if_none(weights, n)
-    # Entries outside the first bin [0, edges[1]): found by one comparison, binned by search.
-    rows, cols = np.nonzero(probabilities >= edges[1])
-    index = assign_bins(probabilities[rows, cols], edges, "left")
-    outside = index > 0  # all of them unless there is a single bin
-    rows, cols, index = rows[outside], cols[outside], index[outside]
-    cell = cols * n_bins + index
-    label_cell = labels * n_bins + assign_bins(probabilities[np.arange(n), labels], edges, "left")
-    cells = num_classes * n_bins
-    samples = np.concatenate([rows, rows, np.arange(n)])
-    groups = np.concatenate([cell, cell + cells, label_cell + 2 * cells])
-    values = np.concatenate([np.ones(rows.size), probabilities[rows, cols], np.ones(n)])
-    sums = sparse_group_sums(w, samples, groups, 3 * cells, values).reshape(-1, 3, num_classes, n_bins)
-    count, sum_conf, sum_correct = sums[:, 0], sums[:, 1], sums[:, 2]
-    count[..., 0] = w.sum(axis=1)[:, None] - count[..., 1:].sum(axis=-1)
-    sum_conf[..., 0] = w @ probabilities.astype(w.dtype, copy=False) - sum_conf[..., 1:].sum(axis=-1)
-    if squeeze:
-        count, sum_conf, sum_correct = count[0], sum_conf[0], sum_correct[0]
-    return BinStats(np.asarray(edges, np.float64), count, sum_conf, sum_correct)
+    """Per-class, per-bin statistics of p_k against 1[y = k] (see :class:`ClasswiseBins`)."""
+    return ClasswiseBins(probabilities, labels, edges)(weights)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -514,12 +550,16 @@ def check_calibration(ctx: CheckContext) -> Section:
     mass_edges = equal_mass_edges(confidence, n_bins)
     bootstrap_classwise = n * num_classes <= CLASSWISE_BOOTSTRAP_MAX_CELLS
 
+    width_bins = TopLabelBins(confidence, correct, width_edges)
+    mass_bins = TopLabelBins(confidence, correct, mass_edges, closed="right")
+    classwise_bins = ClasswiseBins(probabilities, labels, width_edges)
+
     def classwise(weights: np.ndarray) -> np.ndarray:
-        return ece_from_stats(classwise_bin_stats(probabilities, labels, width_edges, weights=weights)).mean(axis=-1)
+        return ece_from_stats(classwise_bins(weights)).mean(axis=-1)
 
     def evaluation_statistics(weights: np.ndarray) -> dict[str, np.ndarray]:
-        width = bin_stats(confidence, correct, width_edges, weights=weights)
-        mass = bin_stats(confidence, correct, mass_edges, closed="right", weights=weights)
+        width = width_bins(weights)
+        mass = mass_bins(weights)
         out = {
             "ece": ece_from_stats(width),
             "mce": mce_from_stats(width),
@@ -544,7 +584,7 @@ def check_calibration(ctx: CheckContext) -> Section:
             f"{CLASSWISE_BOOTSTRAP_MAX_CELLS})")
         metrics[name] = make_metric(point[name], samples, n=n, config=cfg, method=method, metric_config=configs[name])
 
-    width_stats = bin_stats(confidence, correct, width_edges)
+    width_stats = width_bins()
     correct_counts, incorrect_counts = confidence_histogram(confidence, correct, width_edges)
     reliability_series = [{"label": "uncalibrated", "bins": reliability_from_stats(width_stats)}]
 
@@ -677,17 +717,20 @@ def _temperature_scaling(
     conf_after, _ = top_label(scaler.predict_proba(eval_logits), eval_labels)
     nll = np.stack([nll_per_sample(eval_logits, eval_labels), nll_per_sample(eval_logits, eval_labels, t)], axis=1)
 
+    before_bins, after_bins = TopLabelBins(conf_before, correct, edges), TopLabelBins(conf_after, correct, edges)
+
     def statistic(weights: np.ndarray) -> dict[str, np.ndarray]:
         mean_nll = weights @ nll.astype(weights.dtype, copy=False) / n_eval
         return {
-            "ece_before_temperature": ece_from_stats(bin_stats(conf_before, correct, edges, weights=weights)),
-            "ece_after_temperature": ece_from_stats(bin_stats(conf_after, correct, edges, weights=weights)),
+            "ece_before_temperature": ece_from_stats(before_bins(weights)),
+            "ece_after_temperature": ece_from_stats(after_bins(weights)),
             "nll_before_temperature": mean_nll[:, 0],
             "nll_after_temperature": mean_nll[:, 1],
         }
 
-    point, boot = _point_and_bootstrap(
-        statistic, n_eval, bootstrap_weights(n_eval, cfg.n_bootstrap, spawn_seed(cfg.seed, "calibration/temperature")))
+    resamples = bootstrap_weights(n_eval, cfg.n_bootstrap, spawn_seed(cfg.seed, "calibration/temperature"),
+                                  max_weights=_WEIGHTS_PER_ARRAY)
+    point, boot = _point_and_bootstrap(statistic, n_eval, resamples)
     subset = {"subset": "evaluation samples not used to fit T", "n_fit": config["n_fit"], "fit_on": config["fit_on"]}
     metrics = {"temperature": make_metric(
         t, None, n=config["n_fit"], config=cfg,
@@ -727,7 +770,7 @@ def _temperature_scaling(
             "keeps falling (e.g. every fitting prediction is correct, or the logits are constant)",
             evidence="calibration.metrics.temperature",
         ))
-    scaled = reliability_from_stats(bin_stats(conf_after, correct, edges))
+    scaled = reliability_from_stats(after_bins())
     return _TemperatureResult(metrics, findings, config, scaled)
 
 

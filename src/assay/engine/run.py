@@ -6,7 +6,7 @@ Checks never call the model: they read the :class:`Outputs` this module returns.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from assay.data.dataset import Dataset
 from assay.engine.backends import Backend, LocalBackend
 from assay.engine.cache import OutputCache, ViewOutput, cache_key
 from assay.engine.views import CleanView, View
+from assay.errors import ModelError
 from assay.models.base import Model
 
 __all__ = ["Outputs", "run_views"]
@@ -24,21 +25,24 @@ __all__ = ["Outputs", "run_views"]
 
 @dataclass
 class Outputs:
-    """Model outputs per view name, plus counters of work done (forward batches, cache hits)."""
+    """Model outputs per view name, plus counters of work done (forward batches, cache hits) and notes
+    the run should report (cache entries found damaged, a cache that could not be written)."""
 
     views: dict[str, ViewOutput] = field(default_factory=dict)
     forward_batches: int = 0
     cache_hits: int = 0
     transform_seconds: float = 0.0  # making the view's inputs (corruptions, attacks)
     forward_seconds: float = 0.0  # model forward passes
+    notes: list[str] = field(default_factory=list)
 
     def absorb(self, other: Outputs) -> None:
-        """Add another run's views and work counters to this one (several run_views calls, one result)."""
+        """Add another run's views, work counters and notes to this one (several run_views calls, one result)."""
         self.views.update(other.views)
         self.forward_batches += other.forward_batches
         self.cache_hits += other.cache_hits
         self.transform_seconds += other.transform_seconds
         self.forward_seconds += other.forward_seconds
+        self.notes.extend(note for note in other.notes if note not in self.notes)
 
     def __getitem__(self, name: str) -> ViewOutput:
         return self.views[name]
@@ -51,9 +55,37 @@ class Outputs:
         return self.views["clean"]
 
 
-def _view_key(model: Model, source: Dataset, view: View) -> str:
+def _view_record(model: Model, source: Dataset, view: View) -> dict[str, str]:
+    """What a view's cached outputs depend on: the cache key is made of it, and each entry stores it."""
     info = model.info
-    return cache_key(info.sha256, info.outputs, str(info.feature_source), source.fingerprint, view.spec.key())
+    return {"model": info.sha256, "outputs": info.outputs, "feature_source": str(info.feature_source),
+            "data": source.fingerprint, "view": view.spec.key()}
+
+
+class _FeatureSummary:
+    """Running per-dimension mean and standard deviation (ddof=0) of features, batch by batch, in float64
+    (Chan, Golub & LeVeque 1979 pairwise update), so features need not be kept to be summarized."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, None, None
+
+    def add(self, batch: np.ndarray) -> None:
+        batch = np.asarray(batch, dtype=np.float64)
+        n_b, mean_b = batch.shape[0], batch.mean(axis=0)
+        m2_b = ((batch - mean_b) ** 2).sum(axis=0)
+        if self.mean is None:
+            self.count, self.mean, self.m2 = n_b, mean_b, m2_b
+            return
+        total = self.count + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / total)
+        self.m2 = self.m2 + m2_b + delta**2 * (self.count * n_b / total)
+        self.count = total
+
+    def result(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if self.mean is None or self.count == 0:
+            return None, None
+        return self.mean.astype(np.float32), np.sqrt(self.m2 / self.count).astype(np.float32)
 
 
 def run_views(
@@ -61,77 +93,115 @@ def run_views(
     dataset: Dataset,
     views: Sequence[View] | None = None,
     *,
-    cache_dir: str | Path | None = None,
+    cache_dir: str | Path | OutputCache | None = None,
     batch_size: int = 256,
     backend: Backend | None = None,
     progress: bool = True,
+    keep_features: bool = True,
 ) -> Outputs:
     """Outputs of ``model`` on every view of ``dataset``, from the cache where possible.
 
-    Features are computed alongside logits whenever the model exposes them (one pass for both).
+    Features are computed alongside logits whenever the model exposes them (one pass for both). With
+    ``keep_features=False`` only their mean and standard deviation are kept (``ViewOutput.feature_mean``,
+    ``feature_std``): for runs whose checks never read features, whose (N, D) array can outweigh
+    everything else. ``cache_dir`` may be an :class:`OutputCache` shared by several calls (one warning
+    when it cannot be written); a path that is not a directory raises OptionError before any inference.
     """
     views = list(views) if views is not None else [CleanView()]
     backend = backend or LocalBackend()
-    cache = OutputCache(cache_dir)
+    cache = cache_dir if isinstance(cache_dir, OutputCache) else OutputCache(cache_dir)
     outputs = Outputs()
-    todo: list[tuple[View, Dataset, str]] = []
+    todo: list[tuple[View, Dataset, str, dict[str, str]]] = []
     for view in views:
         source = view.source(dataset)
-        key = _view_key(model, source, view)
-        hit = cache.get(key)
+        if cache.directory is None:
+            todo.append((view, source, "", {}))
+            continue
+        record = _view_record(model, source, view)
+        key = cache_key(*record.values())
+        hit = cache.get(key, rows=len(source), record=record)
+        if hit is not None and keep_features and model.has_features and hit.features is None:
+            hit = None  # written by a run that did not keep features
         if hit is not None:
             outputs.views[view.spec.name] = hit
             outputs.cache_hits += 1
         else:
-            todo.append((view, source, key))
-    if not todo:
-        return outputs
-
-    total = sum(-(-len(src) // batch_size) for _, src, _ in todo)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not progress,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("inference", total=total)
-        for view, source, key in todo:
-            bar.update(task, description=f"inference [{view.spec.name}]")
-            starts = range(0, len(source), batch_size)
-
-            keep = np.asarray(view.example_indices(source), dtype=np.int64)
-            examples: dict[int, np.ndarray] = {}
-
-            def one_batch(start: int, view: View = view, source: Dataset = source, keep: np.ndarray = keep,
-                          examples: dict[int, np.ndarray] = examples) -> tuple[np.ndarray, np.ndarray | None]:
-                index = np.arange(start, min(start + batch_size, len(source)))
-                t0 = time.perf_counter()
-                x = view.transform(source.x[index], index)
-                t1 = time.perf_counter()
-                for i in np.intersect1d(index, keep):
-                    examples[int(i)] = x[i - start]
-                result = model.forward(x, want_features=True)
-                outputs.transform_seconds += t1 - t0
-                outputs.forward_seconds += time.perf_counter() - t1
-                return result
-
-            logits_parts: list[np.ndarray] = []
-            feature_parts: list[np.ndarray] = []
-            for logits, feats in backend.map(one_batch, starts):
-                outputs.forward_batches += 1
-                logits_parts.append(logits)
-                if feats is not None:
-                    feature_parts.append(feats)
-                bar.advance(task)
-            kept = sorted(examples)
-            result = ViewOutput(
-                logits=np.concatenate(logits_parts).astype(np.float32, copy=False),
-                features=np.concatenate(feature_parts) if feature_parts else None,
-                examples=np.stack([examples[i] for i in kept]) if kept else None,
-                example_index=np.array(kept, dtype=np.int64) if kept else None,
-            )
-            cache.put(key, result)
-            outputs.views[view.spec.name] = result
+            todo.append((view, source, key, record))
+    if todo:
+        total = sum(-(-len(src) // batch_size) for _, src, _, _ in todo)
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            disable=not progress,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("inference", total=total)
+            for view, source, key, record in todo:
+                bar.update(task, description=f"inference [{view.spec.name}]")
+                result = _run_view(model, view, source, batch_size, backend, outputs, keep_features,
+                                   lambda: bar.advance(task))
+                if key:
+                    cache.put(key, result, record={**record, "rows": len(source)})
+                outputs.views[view.spec.name] = result
+    outputs.notes.extend(note for note in cache.notes if note not in outputs.notes)
     return outputs
+
+
+def _run_view(model: Model, view: View, source: Dataset, batch_size: int, backend: Backend, outputs: Outputs,
+              keep_features: bool, advance: Callable[[], None]) -> ViewOutput:
+    """One view's outputs, batch by batch, written into arrays allocated once (no per-batch list and
+    concatenation copy)."""
+    n = len(source)
+    starts = range(0, n, batch_size)
+    keep = np.asarray(view.example_indices(source), dtype=np.int64)
+    examples: dict[int, np.ndarray] = {}
+
+    def one_batch(start: int) -> tuple[np.ndarray, np.ndarray | None]:
+        stop = min(start + batch_size, n)
+        t0 = time.perf_counter()
+        x = view.transform(source.x[start:stop], np.arange(start, stop))  # a slice: no copy of the inputs
+        t1 = time.perf_counter()
+        for i in keep[(keep >= start) & (keep < stop)]:
+            examples[int(i)] = np.array(x[i - start])  # a copy: do not hold on to the whole batch
+        result = model.forward(x, want_features=True)
+        outputs.transform_seconds += t1 - t0
+        outputs.forward_seconds += time.perf_counter() - t1
+        return result
+
+    logits: np.ndarray | None = None
+    features: np.ndarray | None = None
+    summary = _FeatureSummary()
+    has_features = True
+    for start, (batch_logits, batch_features) in zip(starts, backend.map(one_batch, starts)):
+        outputs.forward_batches += 1
+        stop = min(start + batch_size, n)
+        if batch_logits.shape[0] != stop - start:
+            raise ModelError(
+                f"the model returned {batch_logits.shape[0]} rows of outputs for a batch of {stop - start} inputs",
+                where=model.info.path,
+                fix="make the model return one row of class scores per input (no fixed batch size)",
+            )
+        if logits is None:
+            logits = np.empty((n, batch_logits.shape[1]), dtype=np.float32)
+        logits[start:stop] = batch_logits
+        has_features = has_features and batch_features is not None
+        if has_features:
+            summary.add(batch_features)
+            if keep_features:
+                if features is None:
+                    features = np.empty((n, batch_features.shape[1]), dtype=np.float32)
+                features[start:stop] = batch_features
+        advance()
+    assert logits is not None  # datasets are never empty
+    mean, std = summary.result() if has_features else (None, None)
+    kept = sorted(examples)
+    return ViewOutput(
+        logits=logits,
+        features=features if has_features else None,
+        examples=np.stack([examples[i] for i in kept]) if kept else None,
+        example_index=np.array(kept, dtype=np.int64) if kept else None,
+        feature_mean=mean,
+        feature_std=std,
+    )

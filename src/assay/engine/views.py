@@ -50,7 +50,10 @@ class View:
         return dataset
 
     def transform(self, x: np.ndarray, index: np.ndarray) -> np.ndarray:
-        """Turn a batch of source inputs (rows ``index`` of the source) into model inputs."""
+        """Turn a batch of source inputs (rows ``index`` of the source) into model inputs.
+
+        ``x`` may be a view of the dataset's own array (the engine slices, it does not copy): return a
+        new array rather than changing ``x`` in place."""
         return x
 
     def example_indices(self, source: Dataset) -> np.ndarray:

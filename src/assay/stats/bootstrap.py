@@ -17,15 +17,18 @@ Intervals are percentile intervals (Efron & Tibshirani 1993, ch. 13).
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 __all__ = [
     "BootstrapResult",
+    "GroupSums",
     "bias_corrected_ci",
     "SharedWeights",
     "bootstrap_cell_counts",
@@ -36,10 +39,18 @@ __all__ = [
     "spawn_seed",
 ]
 
-# Number of (resample x sample) weights materialized at once by bootstrap_weights.
+# Seed layout of bootstrap_weights: resamples are drawn in chunks of _WEIGHTS_PER_CHUNK // n rows, each cut
+# into _SUB_BLOCKS row blocks whose seeds derive from (seed, chunk, block). Both constants define the random
+# stream (changing them changes every interval); how many rows are handed out at once does not.
 _WEIGHTS_PER_CHUNK = 20_000_000
-# Row blocks per chunk, each with its own seed: fixed, so results do not depend on the thread count.
 _SUB_BLOCKS = 8
+# SharedWeights: kept in memory as uint8 up to this many weights, handed out in arrays of at most
+# _SHARED_WEIGHTS_PER_ARRAY (8M float32 = 32 MB) so that no check holds a (B, n) float matrix at once.
+_SHARED_MAX_BYTES = 128 * 2**20
+_SHARED_WEIGHTS_PER_ARRAY = 8_000_000
+# GroupSums: up to this many groups a dense (n, groups) design and one BLAS product beat the sparse
+# kernel (~2x at n=50,000; the same threshold as stats.binning.sparse_group_sums).
+_DENSE_MAX_GROUPS = 128
 
 
 @dataclass(frozen=True)
@@ -126,67 +137,111 @@ def _child_seed(seed: int | np.random.SeedSequence, *path: int) -> np.random.See
 
 def _fill_multiplicities(out: np.ndarray, seed: np.random.SeedSequence) -> None:
     """Fill each row of ``out`` (b, n) with Multinomial(n, 1/n) counts, row by row (each bincount
-    then touches an n-sized array that stays in cache: 3x faster than one bincount over b*n bins)."""
+    then touches an n-sized array that stays in cache: 3x faster than one bincount over b*n bins).
+
+    ``out`` may be uint8: a count above 255 has probability below 1e-500 for any n (a count is
+    Binomial(n, 1/n), about Poisson(1)), but it is checked rather than silently wrapped."""
     n = out.shape[1]
     rng = np.random.default_rng(seed)
     index_dtype = np.int32 if n < 2**31 else np.int64
+    limit = np.iinfo(out.dtype).max if out.dtype.kind == "u" else None
     for r in range(out.shape[0]):
-        out[r] = np.bincount(rng.integers(0, n, size=n, dtype=index_dtype), minlength=n)
+        counts = np.bincount(rng.integers(0, n, size=n, dtype=index_dtype), minlength=n)
+        if limit is not None and n > limit and counts.max() > limit:
+            raise OverflowError(f"a bootstrap multiplicity exceeds {limit}; use a wider dtype")
+        out[r] = counts
+
+
+def _blocks(n: int, n_resamples: int) -> list[tuple[int, int, tuple[int, int]]]:
+    """(first row, end row, (chunk, block)) of every seeded row block, in row order (the seed layout)."""
+    per_chunk = max(1, min(n_resamples, _WEIGHTS_PER_CHUNK // n))
+    blocks = []
+    for chunk, start in enumerate(range(0, n_resamples, per_chunk)):
+        rows = min(per_chunk, n_resamples - start)
+        bounds = np.linspace(0, rows, _SUB_BLOCKS + 1).astype(int)
+        blocks += [(start + lo, start + hi, (chunk, block))
+                   for block, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])) if hi > lo]
+    return blocks
 
 
 def bootstrap_weights(
-    n: int, n_resamples: int, seed: int | np.random.SeedSequence
+    n: int,
+    n_resamples: int,
+    seed: int | np.random.SeedSequence,
+    *,
+    max_weights: int = _WEIGHTS_PER_CHUNK,
+    dtype: type[np.generic] = np.float32,
 ) -> Iterator[np.ndarray]:
-    """Yield chunks of per-sample resample multiplicities, float32 of shape ``(b, n)``.
+    """Yield arrays of per-sample resample multiplicities, shape ``(b, n)`` (C order, ``dtype``).
 
-    Row r counts how often each sample was drawn in resample r (rows sum to n). Chunks together hold
-    ``n_resamples`` rows. Each chunk is filled in ``_SUB_BLOCKS`` row blocks with seeds derived from
-    (seed, chunk, block), on a thread pool: the result depends on the seed and n only, never on the
-    number of threads (numpy releases the GIL while drawing).
+    Row r counts how often each sample was drawn in resample r (rows sum to n). The arrays together
+    hold ``n_resamples`` rows; each holds at most ``max_weights`` weights (but at least one seeded
+    block). Blocks are filled on a thread pool with seeds derived from (seed, chunk, block), and the
+    next ones are drawn while the caller works on the current array: the values depend on the seed
+    and n only, never on the thread count or ``max_weights`` (numpy releases the GIL while drawing).
     """
     if n <= 0:
         raise ValueError("bootstrap needs at least one sample")
-    per_chunk = max(1, min(n_resamples, _WEIGHTS_PER_CHUNK // n))
+    groups: list[list[tuple[int, int, tuple[int, int]]]] = []
+    for block in _blocks(n, n_resamples):
+        if groups and (block[1] - groups[-1][0][0]) * n <= max_weights:
+            groups[-1].append(block)
+        else:
+            groups.append([block])
     workers = min(_SUB_BLOCKS, os.cpu_count() or 1)
+    todo = deque((g, block) for g, group in enumerate(groups) for block in group)
+    arrays: dict[int, np.ndarray] = {}
+    pending: deque[tuple[int, Future[None]]] = deque()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for chunk, start in enumerate(range(0, n_resamples, per_chunk)):
-            weights = np.empty((min(per_chunk, n_resamples - start), n), dtype=np.float32)
-            bounds = np.linspace(0, len(weights), _SUB_BLOCKS + 1).astype(int)
-            jobs = [
-                pool.submit(_fill_multiplicities, weights[lo:hi], _child_seed(seed, chunk, block))
-                for block, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))
-                if hi > lo
-            ]
-            for job in jobs:
-                job.result()
-            yield weights
+        for g in range(len(groups)):
+            # Submit every block of array g and `workers` blocks beyond it: those are drawn while the
+            # caller works on array g.
+            while todo and (todo[0][0] <= g or sum(h > g for h, _ in pending) < workers):
+                h, (lo, hi, path) = todo.popleft()
+                first = groups[h][0][0]
+                if h not in arrays:
+                    arrays[h] = np.empty((groups[h][-1][1] - first, n), dtype=dtype)
+                rows = arrays[h][lo - first:hi - first]
+                pending.append((h, pool.submit(_fill_multiplicities, rows, _child_seed(seed, *path))))
+            while pending and pending[0][0] == g:
+                pending.popleft()[1].result()
+            yield arrays.pop(g)
 
 
 class SharedWeights:
     """The resample weights of one run, shared by every check so that all metrics use the same
-    resamples (and the draws are paid for once). Kept in memory when they fit ``max_bytes``.
+    resamples (and the draws are paid for once).
 
-    Chunks are column-major (b, n) float32: sparse products over samples (``design @ weights.T``)
-    then read them contiguously, without a copy per statistic.
+    Kept in memory as uint8 multiplicities when ``n x n_resamples <= max_bytes`` (50 MB for 1,000
+    resamples of 50,000 samples; float32 would take 200 MB), else drawn again on each pass (same
+    seed, same values). Iteration yields float32 arrays of at most 8M weights, column-major (b, n):
+    sparse products over samples (``design @ weights.T``) then read them contiguously.
     """
 
     def __init__(self, n: int, n_resamples: int, seed: int | np.random.SeedSequence,
-                 max_bytes: int = 256 * 2**20) -> None:
+                 max_bytes: int = _SHARED_MAX_BYTES) -> None:
         self.n, self.n_resamples, self.seed = n, n_resamples, seed
-        self._keep = n * n_resamples * 4 <= max_bytes
-        self._chunks: list[np.ndarray] | None = None
+        self._keep = n * n_resamples <= max_bytes  # one byte per weight
+        self._kept: list[np.ndarray] | None = None
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        if self._chunks is not None:
-            return iter(self._chunks)
-        chunks = (np.asfortranarray(c) for c in bootstrap_weights(self.n, self.n_resamples, self._seed()))
-        if not self._keep:
-            return chunks
-        self._chunks = list(chunks)
-        return iter(self._chunks)
+        if self._kept is not None:
+            return (block.astype(np.float32) for block in self._kept)  # astype keeps the column-major order
+        return self._draw()
+
+    def _draw(self) -> Iterator[np.ndarray]:
+        kept = []
+        for block in bootstrap_weights(self.n, self.n_resamples, self._seed(), dtype=np.uint8,
+                                       max_weights=_SHARED_WEIGHTS_PER_ARRAY):
+            block = np.asfortranarray(block)
+            if self._keep:
+                kept.append(block)
+            yield block.astype(np.float32)
+        if self._keep:
+            self._kept = kept  # only once complete: a pass abandoned half-way keeps nothing
 
     def _seed(self) -> np.random.SeedSequence:
-        # A fresh SeedSequence each pass, so regenerated chunks equal the first ones.
+        # A fresh SeedSequence each pass, so regenerated arrays equal the first ones.
         if isinstance(self.seed, np.random.SeedSequence):
             return np.random.SeedSequence(self.seed.entropy, spawn_key=self.seed.spawn_key)
         return np.random.SeedSequence(self.seed)
@@ -217,6 +272,56 @@ def group_sums(
     data = np.ones(n, dtype=np.float64) if values is None else np.asarray(values, dtype=np.float64)
     indicator = sp.csr_matrix((data, (groups, np.arange(n))), shape=(n_groups, n))
     return np.asarray((indicator @ np.asarray(weights, dtype=np.float64).T).T)
+
+
+class GroupSums:
+    """``out[r, g] = sum_j weights[r, samples[j]] * values[j] [groups[j] == g]`` over entries j, for many
+    weight arrays over the same entries (the bootstrap's arrays of multiplicities).
+
+    The same sums as ``stats.binning.sparse_group_sums``, but the design matrix is built once (per
+    dtype) instead of once per call: each array of weights then costs one product. Stack several
+    statistics by offsetting their group indices, so that the weights are read once for all.
+    float32 weights are summed in float32 (exact integers; ample for resampled statistics), anything
+    else in float64.
+    """
+
+    def __init__(self, samples: np.ndarray, groups: np.ndarray, n_groups: int, n: int,
+                 values: np.ndarray | None = None) -> None:
+        self.n, self.n_groups = n, n_groups
+        self._samples = np.asarray(samples, dtype=np.int64)
+        self._groups = np.asarray(groups, dtype=np.int64)
+        self._values = np.ones(self._samples.shape[0]) if values is None else np.asarray(values, dtype=np.float64)
+        self._float32_design: Any = None  # the bootstrap's; float64 designs (point estimates) are not kept
+
+    def _design(self, dtype: type) -> Any:
+        if dtype == np.float32 and self._float32_design is not None:
+            return self._float32_design
+        if self.n_groups <= _DENSE_MAX_GROUPS:
+            # Few groups: a dense (n, groups) design and one BLAS product. Built by one bincount over the
+            # flat (group, sample) cells (cheaper than densifying a sparse matrix), transposed as
+            # sparse_group_sums has it.
+            cells = self._groups * self.n + self._samples
+            design = np.bincount(cells, self._values, minlength=self.n_groups * self.n)
+            design = design.reshape(self.n_groups, self.n).astype(dtype, copy=False).T
+        else:
+            design = sp.csr_matrix((self._values.astype(dtype), (self._groups, self._samples)),
+                                   shape=(self.n_groups, self.n))
+        if dtype == np.float32:
+            self._float32_design = design
+        return design
+
+    def __call__(self, weights: np.ndarray) -> np.ndarray:
+        weights = np.asarray(weights)
+        dtype = np.float32 if weights.dtype == np.float32 else np.float64
+        weights = weights.astype(dtype, copy=False)
+        if weights.ndim != 2 or weights.shape[1] != self.n:
+            raise ValueError(f"weights must have shape (resamples, {self.n}), got {weights.shape}")
+        design = self._design(dtype)
+        if isinstance(design, np.ndarray):
+            return weights @ design
+        # The sparse kernel reads weights.T row by row: column-major weights (as SharedWeights hands
+        # them out) make that contiguous; anything else is copied once here.
+        return np.asarray((design @ np.asfortranarray(weights).T).T)
 
 
 def clopper_pearson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
