@@ -378,3 +378,21 @@ def test_runs_killed_at_random_points_leave_a_valid_folder_and_no_debris(tmp_pat
 def test_check_output_rejects_unknown_kinds(tmp_path):
     with pytest.raises(ValueError):
         check_output(tmp_path / "x", "nonsense")
+
+
+def test_profile_json_never_overwrites_a_user_file_or_an_input(tabular, tmp_path, capsys):
+    model, data = tabular
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": true}')
+    for target, fragment in ((notes, "is not a profile"), (model, "is an input"), (tmp_path, "is a folder"),
+                             (notes / "x.json", "is a file")):
+        before = model.read_bytes()
+        code, err = _run(["profile", str(model), "--budget", "0.1", "--batch-sizes", "1", "--json", str(target)], capsys)
+        _assert_refused(code, err, fragment)
+        assert model.read_bytes() == before
+    assert notes.read_text() == '{"mine": true}'
+    out = tmp_path / "profile.json"
+    for _ in range(2):  # the second run replaces the profile the first one wrote
+        code, err = _run(["profile", str(model), "--budget", "0.1", "--batch-sizes", "1", "--json", str(out)], capsys)
+        assert code == 0, err
+    assert json.loads(out.read_text())["latency"]["batches"]

@@ -379,6 +379,11 @@ def profile(
     if budget <= 0:
         raise UserError(f"--budget must be > 0, got {budget}", where="--budget", fix="give seconds, e.g. 10")
     options = {k: v for k, v in {"weights": weights, "threads": threads}.items() if v is not None}
+    if json_out is not None:  # a bad output path fails before the timing, not after it
+        from assay.evidence.output import check_output_file, input_paths
+
+        check_output_file(json_out, is_ours=_is_profile_json, what="a profile written by `assay profile`",
+                          inputs=input_paths(model, data, weights), where="--json")
     if data is not None:
         from assay.data.loader import load_data
 
@@ -410,6 +415,19 @@ def profile(
     Console().print(table)
     for f in section.findings:
         Console().print(f"- {f.severity}: {escape(f.message)}")
+
+
+def _is_profile_json(path: Path) -> bool:
+    """True for a file `assay profile --json` wrote (it validates as an EfficiencyProfile)."""
+    from assay.compress.latency import EfficiencyProfile
+
+    try:
+        if path.stat().st_size > 16 << 20:
+            return False
+        EfficiencyProfile.model_validate_json(path.read_bytes())
+    except Exception:  # noqa: BLE001 - anything unreadable is simply not ours
+        return False
+    return True
 
 
 @app.command()

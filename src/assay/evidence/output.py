@@ -33,7 +33,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ __all__ = [
     "OUTPUT_KINDS",
     "atomic_directory",
     "check_output",
+    "check_output_file",
     "input_paths",
     "read_manifest",
     "recover_debris",
@@ -190,6 +191,37 @@ def check_output(out: str | os.PathLike[str], kind: str, *, inputs: Iterable[Pat
         raise _disk_error(exc, target, where) from exc
     if target.exists():
         _check_replaceable(target, kind, force, where)
+    return target
+
+
+def check_output_file(out: str | os.PathLike[str], *, is_ours: Callable[[Path], bool], what: str,
+                      inputs: Iterable[Path] = (), where: str = "--out") -> Path:
+    """Validate a single output file before any work: not a folder, not a link, not an input, not below a
+    file, in a writable folder; an existing file is replaced only when ``is_ours(path)`` recognises it as
+    Assay's ``what`` (e.g. a profile written by ``assay profile --json``). Returns its absolute path."""
+    raw = Path(out)
+    target = Path(os.path.abspath(raw))
+    if raw.is_symlink():
+        raise OutputError(f"{raw} is a symbolic link", where=where, fix="give the real path of the output file")
+    if target.is_dir():
+        raise OutputError(f"{out} is a folder", where=where, fix="give a file name, e.g. profile.json")
+    if any(target == path for path in inputs):
+        raise OutputError(f"the output file {out} is an input", where=where, fix="write the output to a new file")
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            raise OutputError(f"{parent} is a file, so {out} cannot be written below it", where=where,
+                              fix="choose an output path whose parent folders are folders")
+        if parent.exists():
+            break
+    if target.exists() and not is_ours(target):
+        raise OutputError(f"{out} exists and is not {what}; Assay does not overwrite it", where=where,
+                          fix="choose a new file name, or remove the file yourself")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkdtemp(prefix=f".{target.name}.probe-", dir=target.parent))
+        probe.rmdir()
+    except OSError as exc:
+        raise _disk_error(exc, target, where) from exc
     return target
 
 
