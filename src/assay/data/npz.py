@@ -57,7 +57,7 @@ _META_PREFIX = "meta_"
 _USED_KEYS = ("x", "y", "ids", "class_names")
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
-_READ_CHUNK = 16 * 1024 * 1024
+_READ_CHUNK = 4 * 1024 * 1024
 # What zipfile raises for damaged members: a CRC-32 mismatch, a broken deflate stream, a short file.
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
 _RESAVE = "re-save the data with numpy.savez or numpy.savez_compressed"
