@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from assay.compare.gate import Side
-from assay.errors import UserError
+from assay.errors import PolicyError, UserError
 
 __all__ = ["COLUMNS", "Constraint", "Selection", "leaderboard_row", "pareto_front", "parse_constraint", "select_from"]
 
@@ -40,7 +40,14 @@ COLUMNS: dict[str, tuple[bool, str]] = {
 _PAIRED_OBJECTIVES = ("accuracy", "macro_f1", "ece", "nll")
 _OPS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, "<": operator.lt, ">=": operator.ge,
                                                     ">": operator.gt, "==": operator.eq}
-_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|==|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+#: METRIC OP NUMBER, ASCII only. Each part has one way to match (no nested or adjacent optional digit runs), so
+#: matching is linear in the length: ``\d+\.?\d*`` would backtrack quadratically on a long run of digits.
+_CONSTRAINT = re.compile(r"[ \t]*([A-Za-z_][A-Za-z0-9_]*)[ \t]*(<=|>=|==|<|>)[ \t]*"
+                         r"([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)[ \t]*", re.ASCII)
+#: The longest constraint accepted (``worst_class_accuracy >= 0.875`` is 30 characters).
+MAX_CONSTRAINT_CHARS = 200
+_FRACTION_COLUMNS = ("accuracy", "macro_f1", "worst_class_accuracy", "worst_slice_accuracy", "ece",
+                     "robust_accuracy", "mean_corruption_accuracy")
 
 
 @dataclass(frozen=True)
@@ -56,16 +63,43 @@ class Constraint:
         return f"{self.metric}{self.op}{self.value:g}"
 
 
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:60] + "...")
+
+
 def parse_constraint(text: str) -> Constraint:
-    """``"latency_p95_ms<=5"`` -> Constraint; anything else is a UserError naming the known metrics."""
-    match = _CONSTRAINT.match(text)
+    """``"latency_p95_ms<=5"`` -> Constraint; anything else is a PolicyError naming the known metrics.
+
+    Untrusted text: its length is bounded before matching, the grammar is ASCII (``float`` would otherwise
+    accept Arabic-Indic or full-width digits), and the number must be finite."""
+    where, grammar = "--constraint", "write METRIC OP NUMBER with OP one of <=, <, >=, >, ==, e.g. latency_p95_ms<=5"
+    if not isinstance(text, str):
+        raise PolicyError(f"a constraint must be text, got {type(text).__name__}", where=where, fix=grammar)
+    if len(text) > MAX_CONSTRAINT_CHARS:
+        raise PolicyError(f"the constraint {_shown(text)} is {len(text):,} characters long (at most "
+                          f"{MAX_CONSTRAINT_CHARS})", where=where, fix=grammar)
+    odd = next((c for c in text if not (c.isascii() and (c.isprintable() or c in " \t"))), None)
+    if odd is not None:
+        raise PolicyError(f"the constraint {_shown(text)} contains the character {odd!r} (U+{ord(odd):04X})",
+                          where=where, fix=grammar + "; ASCII only (digits 0-9)")
+    match = _CONSTRAINT.fullmatch(text)
     if match is None:
-        raise UserError(f"cannot parse the constraint {text!r}", where="--constraint",
-                        fix="write METRIC OP NUMBER with OP one of <=, <, >=, >, ==, e.g. latency_p95_ms<=5")
+        number = text.split("=")[-1].split("<")[-1].split(">")[-1].strip().lower().lstrip("+-")
+        if number in ("nan", "inf", "infinity"):
+            raise PolicyError(f"the constraint {_shown(text)} has the bound {number}", where=where,
+                              fix="give a finite number, e.g. accuracy>=0.9")
+        raise PolicyError(f"cannot parse the constraint {_shown(text)}", where=where, fix=grammar)
     metric, op, value = match.group(1), match.group(2), float(match.group(3))
     if metric not in COLUMNS:
-        raise UserError(f"unknown metric {metric!r} in the constraint {text!r}", where="--constraint",
-                        fix=f"use one of: {', '.join(COLUMNS)}")
+        raise PolicyError(f"unknown metric {metric!r} in the constraint {_shown(text)}", where=where,
+                          fix=f"use one of: {', '.join(COLUMNS)}")
+    if not math.isfinite(value):
+        raise PolicyError(f"the bound {match.group(3)[:30]!r} of the constraint on {metric} is not a finite number",
+                          where=where, fix="give a bound within float range, e.g. latency_p95_ms<=5")
+    if metric in _FRACTION_COLUMNS and not 0.0 <= value <= 1.0:
+        raise PolicyError(f"{metric} is a fraction in [0, 1], so the constraint {_shown(text)} can never "
+                          "discriminate", where=where, fix=f"write the bound as a fraction, e.g. {metric}{op}0.9 "
+                          "for 90%")
     return Constraint(metric, op, value)
 
 

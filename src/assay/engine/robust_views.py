@@ -7,15 +7,21 @@ batch size is part of its spec (and so of the cache key).
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from assay.data.dataset import Dataset
 from assay.engine.views import View, ViewSpec
+from assay.errors import DataError
 
-__all__ = ["AdversarialView", "AttackSpec", "CorruptionView"]
+__all__ = ["AdversarialView", "AttackSpec", "CorruptionView", "NpyHeader", "PrecomputedCorruptionView",
+           "load_precomputed_corruptions", "read_npy_header"]
 
 
 class CorruptionView(View):
@@ -96,58 +102,198 @@ class AdversarialView(View):
 
 class PrecomputedCorruptionView(View):
     """A published pre-computed corruption set (e.g. CIFAR-10-C) given as data: the rows of one
-    corruption at one severity, aligned with the clean evaluation set."""
+    corruption at one severity, aligned with the clean evaluation set. The source keeps the file's own
+    layout and dtype (a read-only memory map), and each batch is converted to float32 NCHW in [0, 1] as it
+    is fed, so a folder of 19 CIFAR-10-C files is never held in memory as float32 (11.7 GB)."""
 
-    def __init__(self, name: str, severity: int, corrupted: Dataset) -> None:
+    def __init__(self, name: str, severity: int, corrupted: Dataset, *, channels_last: bool = False) -> None:
         self.name, self.severity = name, int(severity)
         self._corrupted = corrupted
+        self._channels_last = channels_last
         self.spec = ViewSpec.make("precomputed-corruption", name=name, severity=self.severity,
                                   fingerprint=corrupted.fingerprint)
 
     def source(self, dataset: Dataset) -> Dataset:
         return self._corrupted
 
+    def transform(self, x: np.ndarray, index: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        scale = np.issubdtype(x.dtype, np.integer)
+        if self._channels_last:
+            x = np.moveaxis(x, -1, 1)
+        out = np.ascontiguousarray(x, dtype=np.float32)
+        if scale:
+            out /= 255.0
+        return out
+
     def example_indices(self, source: Dataset) -> np.ndarray:
         return np.arange(min(3, len(source)))
 
 
+@dataclass(frozen=True)
+class NpyHeader:
+    """What a ``.npy`` header claims, before any data is read."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+    header_bytes: int  # offset of the data from the start of the array
+    data_bytes: int  # what the header claims the data occupies
+
+
+def read_npy_header(fp: BinaryIO, where: str, fix: str) -> NpyHeader:
+    """The header of a ``.npy`` stream, read without touching its data. Malformed headers and object
+    dtypes (which only unpickling can read) are DataErrors, so a caller can check the claimed shape and
+    size against what it expects and against the real size before allocating anything."""
+    from numpy.lib import format as npy_format
+
+    start = fp.tell()
+    try:
+        version = npy_format.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran_order, dtype = npy_format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = npy_format.read_array_header_2_0(fp)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except (ValueError, EOFError, SyntaxError, TypeError, OverflowError) as exc:
+        raise DataError(f"not a valid .npy array ({str(exc).splitlines()[0][:200]})", where=where, fix=fix) from None
+    if dtype.hasobject:
+        raise DataError(f"the array has dtype {dtype}, which only unpickling can read (refused for safety)",
+                        where=where, fix=fix)
+    shape = tuple(int(d) for d in shape)
+    return NpyHeader(shape, dtype, bool(fortran_order), fp.tell() - start, math.prod(shape) * dtype.itemsize)
+
+
+#: Severities stacked in each file of a -C set (Hendrycks & Dietterich 2019).
+PRECOMPUTED_SEVERITIES = 5
+#: A corruption name as a file stem: it becomes a view name, a table row and a cache key.
+_CORRUPTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", re.ASCII)
+_LAYOUT_FIX = ("lay the folder out like CIFAR-10-C: <corruption>.npy with the 5 severities stacked (5 x N images, "
+               "NHWC uint8 or NCHW float32 in [0, 1]) and labels.npy (the N labels of --data, repeated 5 times)")
+
+
+def _file_header(path: Path, fix: str) -> NpyHeader:
+    """A ``.npy`` file's header, checked against the file's size (truncated or padded files are refused
+    before any data is read or mapped)."""
+    where = str(path)
+    try:
+        with path.open("rb") as f:
+            header = read_npy_header(f, where, fix)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DataError(f"cannot read {path.name} ({exc.strerror or exc})", where=where, fix=fix) from None
+    if header.header_bytes + header.data_bytes != size:
+        raise DataError(f"{path.name} is {size:,} bytes, but its header describes {header.shape} {header.dtype} "
+                        f"({header.header_bytes + header.data_bytes:,} bytes): truncated or corrupt", where=where,
+                        fix="copy or download the file again")
+    return header
+
+
+def _precomputed_labels(path: Path, clean: Dataset) -> None:
+    """labels.npy must repeat the clean labels once per severity, in order."""
+    from assay.data.npz import integer_labels
+
+    n = len(clean)
+    where = str(path)
+    header = _file_header(path, _LAYOUT_FIX)
+    if header.dtype.kind not in "iuf" or header.shape != (PRECOMPUTED_SEVERITIES * n,):
+        raise DataError(f"labels.npy holds {header.dtype} of shape {header.shape}; expected "
+                        f"({PRECOMPUTED_SEVERITIES * n},) integers: --data's {n} labels, {PRECOMPUTED_SEVERITIES} times",
+                        where=where, fix="give the clean test set the -C set was made from (same size and order)")
+    labels = integer_labels(np.load(path, allow_pickle=False), where=where).reshape(PRECOMPUTED_SEVERITIES, n)
+    assert clean.y is not None
+    severity, row = np.nonzero(labels != clean.y[None, :])
+    if severity.size:
+        raise DataError(f"labels.npy does not repeat the evaluation set's labels {PRECOMPUTED_SEVERITIES} times in "
+                        f"order: {severity.size} differ, first at severity {severity[0] + 1}, sample {row[0]} "
+                        f"({labels[severity[0], row[0]]} vs {clean.y[row[0]]})", where=where,
+                        fix="give the clean test set the -C set was made from (same size and order)")
+
+
+def _check_pixels(part: np.ndarray, where: str, severity: int) -> None:
+    """Float images must be finite and in [0, 1]; integer images in 0..255 (they are divided by 255)."""
+    axes = tuple(range(1, part.ndim))
+    if np.issubdtype(part.dtype, np.floating):
+        bad = np.flatnonzero(~np.isfinite(part).all(axis=axes))
+        if bad.size:
+            raise DataError(f"{bad.size} image(s) of severity {severity} hold NaN or infinite values (first at rows "
+                            f"{bad[:5].tolist()})", where=where, fix="regenerate the corrupted images")
+        low, high = float(part.min()), float(part.max())
+        if low < -1e-6 or high > 1 + 1e-6:
+            raise DataError(f"float images must lie in [0, 1]; severity {severity} spans [{low:g}, {high:g}]",
+                            where=where, fix="divide 0-255 images by 255, or store them as uint8")
+    else:
+        low, high = int(part.min()), int(part.max())
+        if low < 0 or high > 255:
+            raise DataError(f"integer images must lie in 0..255; severity {severity} spans [{low}, {high}]",
+                            where=where, fix="store 8-bit images as uint8 (NHWC), or floats in [0, 1]")
+
+
 def load_precomputed_corruptions(directory: str, clean: Dataset) -> list[PrecomputedCorruptionView]:
     """Views from a -C directory laid out like Hendrycks' CIFAR-10-C: ``<corruption>.npy`` with the 5
-    severities stacked (5 x N images, NHWC uint8 or NCHW float in [0, 1]) and optional ``labels.npy``.
-    The images must follow the clean set's order (checked against its labels when labels.npy exists)."""
-    from pathlib import Path
+    severities stacked (5 x N images, NHWC uint8 or NCHW float in [0, 1]) and ``labels.npy``.
 
-    from assay.errors import UserError
-
+    The folder is untrusted input: every header is checked against the file size, the clean set's size and
+    its image shape before a byte of data is read; arrays are memory-mapped (never unpickled), and the
+    labels must repeat the clean set's labels 5 times in order. Every problem is a DataError."""
     root = Path(directory)
+    where = f"--corruption-data {root}"
+    if not root.exists():
+        raise DataError(f"no folder at {root}", where=where, fix=_LAYOUT_FIX)
     if not root.is_dir():
-        raise UserError(f"{root} is not a directory", where="--corruption-data",
-                        fix="point to a folder of <corruption>.npy files (the CIFAR-10-C layout)")
-    files = sorted(p for p in root.glob("*.npy") if p.stem != "labels")
+        raise DataError(f"{root} is a file, not a folder", where=where, fix=_LAYOUT_FIX)
+    if clean.modality != "image" or clean.y is None:
+        raise DataError(f"pre-computed corruption sets hold images, but --data is {clean.modality} data"
+                        + ("" if clean.y is not None else " without labels"), where=where,
+                        fix="use --corruptions for tabular and text data")
+    try:
+        entries = sorted(p for p in root.iterdir() if p.suffix == ".npy")
+    except OSError as exc:
+        raise DataError(f"cannot list {root} ({exc.strerror or exc})", where=where, fix=_LAYOUT_FIX) from None
+    not_files = [p.name for p in entries if not p.is_file()]
+    if not_files:
+        raise DataError(f"{', '.join(not_files[:3])} in {root} is not a file", where=where, fix=_LAYOUT_FIX)
+    files = [p for p in entries if p.stem != "labels"]
     if not files:
-        raise UserError(f"no <corruption>.npy files in {root}", where="--corruption-data",
-                        fix="point to a folder of <corruption>.npy files (the CIFAR-10-C layout)")
-    n = len(clean)
+        raise DataError(f"no <corruption>.npy files in {root}", where=where, fix=_LAYOUT_FIX)
+    bad_names = [p.name for p in files if not _CORRUPTION_NAME.fullmatch(p.stem)]
+    if bad_names:
+        raise DataError(f"{bad_names[0]!r} is not a corruption name (letters, digits, _ and -; at most 64)",
+                        where=where, fix="name each file after its corruption, e.g. gaussian_noise.npy")
     labels_path = root / "labels.npy"
-    if labels_path.exists():
-        labels = np.load(labels_path, allow_pickle=False)
-        if len(labels) != 5 * n or clean.y is None or not all(
-                np.array_equal(labels[s * n:(s + 1) * n], clean.y) for s in range(5)):
-            raise UserError("labels.npy does not repeat the evaluation set's labels 5 times in order",
-                            where=str(labels_path), fix="give the clean test set the -C set was made from")
+    if not labels_path.is_file():
+        raise DataError(f"{root} has no labels.npy, so nothing shows the images follow --data's order",
+                        where=where, fix="save the labels as labels.npy: numpy.save('labels.npy', numpy.tile(y, 5))")
+    _precomputed_labels(labels_path, clean)
+    n, image_shape = len(clean), tuple(clean.x.shape[1:])
+    channels, height, width = image_shape
     views = []
     for path in files:
-        images = np.load(path, allow_pickle=False, mmap_mode="r")
-        if images.shape[0] != 5 * n:
-            raise UserError(f"{path.name} holds {images.shape[0]} images, expected 5 x {n}", where=str(path),
-                            fix="give the clean test set the -C set was made from (same size and order)")
-        if images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
-            images = np.moveaxis(images, -1, 1)
-        x = np.asarray(images, dtype=np.float32)
-        if np.issubdtype(images.dtype, np.integer):
-            x /= 255.0
-        for s in range(5):
-            part = Dataset(x=x[s * n:(s + 1) * n], y=clean.y, ids=clean.ids, modality="image",
-                           name=f"{path.stem}-{s + 1}", source=str(path), class_names=clean.class_names)
-            views.append(PrecomputedCorruptionView(path.stem, s + 1, part))
+        header = _file_header(path, _LAYOUT_FIX)
+        if header.dtype.kind not in "uif":
+            raise DataError(f"{path.name} holds {header.dtype}; expected uint8 or float images", where=str(path),
+                            fix=_LAYOUT_FIX)
+        if len(header.shape) != 4:
+            raise DataError(f"{path.name} holds an array of shape {header.shape}; expected a 4-D stack of images",
+                            where=str(path), fix=_LAYOUT_FIX)
+        if header.shape[0] != PRECOMPUTED_SEVERITIES * n:
+            raise DataError(f"{path.name} holds {header.shape[0]} images, expected {PRECOMPUTED_SEVERITIES} x {n}",
+                            where=str(path), fix="give the clean test set the -C set was made from (same size and order)")
+        per_image = header.shape[1:]
+        if per_image not in (image_shape, (height, width, channels)):
+            raise DataError(f"{path.name} holds images of shape {per_image}; --data's are {image_shape} (NCHW), so "
+                            f"expected {image_shape} or {(height, width, channels)} (NHWC)", where=str(path),
+                            fix="give the -C set of this data set, at the same resolution")
+        try:
+            images = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise DataError(f"cannot map {path.name} ({str(exc)[:200]})", where=str(path), fix=_LAYOUT_FIX) from None
+        channels_last = per_image != image_shape
+        for s in range(PRECOMPUTED_SEVERITIES):
+            part = images[s * n:(s + 1) * n]
+            _check_pixels(part, str(path), s + 1)
+            rows = Dataset(x=part, y=clean.y, ids=clean.ids, modality="image", name=f"{path.stem}-{s + 1}",
+                           source=str(path), class_names=clean.class_names)
+            views.append(PrecomputedCorruptionView(path.stem, s + 1, rows, channels_last=channels_last))
     return views
