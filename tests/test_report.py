@@ -6,12 +6,14 @@ The evidence is built by hand, so every expected string below is known independe
 from __future__ import annotations
 
 import io
+import math
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import markupsafe
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
@@ -270,106 +272,241 @@ def test_html_without_sections(evidence: Evidence):
 
 
 # ----------------------------------------------------------------------------------------------- plots
+# The SVG is parsed as XML (xml.etree is the independent check that it is well formed); geometry is read
+# from the parsed elements, and expectations are worked out by hand from the plot data.
+
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 def _svg_root(svg: str) -> ET.Element:
     return ET.fromstring(svg)  # well-formed XML, or this raises
 
 
-def test_bars_plot_draws_one_rect_per_bar_and_error_bars():
+def _by_id(root: ET.Element, suffix: str) -> ET.Element:
+    """The element whose id is ``<content prefix>-<suffix>`` (exactly one)."""
+    found = [e for e in root.iter() if re.fullmatch(rf"p[0-9a-f]{{10}}-{re.escape(suffix)}", e.get("id", ""))]
+    assert len(found) == 1, (suffix, len(found))
+    return found[0]
+
+
+def _ids(root: ET.Element, pattern: str) -> list[str]:
+    return [e.get("id") for e in root.iter() if re.fullmatch(rf"p[0-9a-f]{{10}}-{pattern}", e.get("id", ""))]
+
+
+def _texts(root: ET.Element) -> list[str]:
+    return ["".join(t.itertext()) for t in root.iter(f"{SVG}text")]
+
+
+def _box(rect: ET.Element) -> tuple[float, float, float, float]:
+    return tuple(float(rect.get(k)) for k in ("x", "y", "width", "height"))  # type: ignore[return-value]
+
+
+def _subpaths(d: str) -> int:
+    return d.count("M")
+
+
+def test_bars_plot_draws_one_rect_per_bar_error_bars_labels_and_legend():
     svg = render_plot(BARS_PLOT)
-    _svg_root(svg)
-    bars = re.findall(r'id="p[0-9a-f]+-bar-(\d+)-(\d+)"', svg)
-    assert sorted(bars) == sorted((str(i), str(j)) for i in range(2) for j in range(4))
-    # Only the first series has a CI: one error-bar segment per category.
-    errorbars = re.search(r'id="p[0-9a-f]+-err-0">(.*?)</g>', svg)
-    assert errorbars is not None and errorbars.group(1).count("<path") == 4
-    assert "-err-1" not in svg
+    root = _svg_root(svg)
+    assert root.tag == f"{SVG}svg" and root.get("viewBox")
+    bars = _ids(root, r"bar-\d+-\d+")
+    assert sorted(bars, key=lambda i: i[-3:]) and len(bars) == 2 * 4
+    assert all(_by_id(root, f"bar-{i}-{j}").tag == f"{SVG}rect" for i in range(2) for j in range(4))
+    # Only the first series has a CI: one whisker per category, with two caps each (4 categories <= 30).
+    whiskers, caps = _by_id(root, "err-0").findall(f"{SVG}path")
+    assert _subpaths(whiskers.get("d")) == 4 and _subpaths(caps.get("d")) == 8
+    assert not _ids(root, "err-1")
+    texts = _texts(root)
+    assert "Accuracy per corruption" in texts and "accuracy" in texts  # title, y label
+    assert {"blur", "noise", EVIL, "fog"} <= set(texts)  # category ticks (the XML parser unescapes)
+    assert {"severity 1", "severity 5"} <= set(texts)  # legend: two series
     assert svg.count("&lt;b&gt;cat&lt;/b&gt;") == 1 and EVIL not in svg
     assert not svg.startswith("<?xml") and "<metadata" not in svg and "DOCTYPE" not in svg
-    assert "<text" in svg  # svg.fonttype = 'none': text is text, glyphs are not embedded
-    assert "font-face" not in svg and "<glyph" not in svg
+    assert "font-face" not in svg and "<glyph" not in svg and "<script" not in svg
 
 
-def test_bar_heights_follow_the_values():
+def test_bar_heights_follow_the_values_and_share_the_zero_line():
     plot = {"kind": "bars", "categories": ["a", "b", "c"], "series": [{"label": "s", "values": [0.25, 0.5, 1.0]}]}
-    svg = render_plot(plot)
-    heights = []
-    for j in range(3):
-        path = re.search(rf'id="p[0-9a-f]+-bar-0-{j}"><path d="([^"]+)"', svg).group(1)
-        ys = [float(v) for v in re.findall(r"[\d.]+ ([\d.]+)", path)]
-        heights.append(max(ys) - min(ys))
-    assert heights[1] == pytest.approx(2 * heights[0], rel=0.02)
-    assert heights[2] == pytest.approx(4 * heights[0], rel=0.02)
+    root = _svg_root(render_plot(plot))
+    boxes = [_box(_by_id(root, f"bar-0-{j}")) for j in range(3)]
+    heights = [h for _, _, _, h in boxes]
+    assert heights[1] == pytest.approx(2 * heights[0], abs=0.2)
+    assert heights[2] == pytest.approx(4 * heights[0], abs=0.2)
+    bottoms = {round(y + h, 1) for _, y, _, h in boxes}
+    assert len(bottoms) == 1  # every bar stands on y = 0
+    xs = [x for x, _, _, _ in boxes]
+    assert xs == sorted(xs)  # categories left to right in order
+    assert _texts(root).count("a") == 1 and "c" in _texts(root)
 
 
 def test_center_zero_bars_draw_negative_deltas_to_scale():
     plot = {"kind": "bars", "categories": ["a", "b"], "center_zero": True,
             "series": [{"label": "delta", "values": [-0.1, 0.05], "ci_low": [-0.12, 0.0], "ci_high": [-0.08, 0.1]}]}
-    svg = render_plot(plot)
-    heights = []
-    for j in range(2):
-        path = re.search(rf'id="p[0-9a-f]+-bar-0-{j}"><path d="([^"]+)"', svg).group(1)
-        ys = [float(v) for v in re.findall(r"[\d.]+ ([\d.]+)", path)]
-        heights.append(max(ys) - min(ys))
-    assert heights[0] == pytest.approx(2 * heights[1], rel=0.03)  # |-0.1| is twice 0.05, both drawn from 0
+    root = _svg_root(render_plot(plot))
+    (xa, ya, _, ha), (xb, yb, _, hb) = (_box(_by_id(root, f"bar-0-{j}")) for j in range(2))
+    assert ha == pytest.approx(2 * hb, abs=0.2)  # |-0.1| is twice 0.05, both drawn from 0
+    assert ya == pytest.approx(yb + hb, abs=0.15)  # the negative bar hangs from the zero line the other stands on
+    texts = _texts(root)
+    assert "0.0" in texts or "0.00" in texts
+    assert any(t.startswith("\u2212") for t in texts)  # negative ticks: a symmetric axis, unicode minus
 
 
 def test_muted_bars_are_faint_and_hatched():
     plot = {"kind": "bars", "categories": ["a", "b", "c"], "muted": [False, True, False],
             "series": [{"label": "s", "values": [0.25, 0.5, 1.0]}]}
     svg = render_plot(plot)
-    groups = {j: re.search(rf'id="p[0-9a-f]+-bar-0-{j}">(.*?)</g>', svg, re.S).group(1) for j in range(3)}
-    assert "opacity: 0.35" in groups[1] and "opacity: 0.35" not in groups[0] + groups[2]
+    root = _svg_root(svg)
+    assert [_by_id(root, f"bar-0-{j}").get("opacity") for j in range(3)] == [None, "0.35", None]
     assert svg.count("<pattern") == 1  # the hatch, used by the muted bar only
+    pattern_id = next(root.iter(f"{SVG}pattern")).get("id")
+    hatched = [r for r in root.iter(f"{SVG}rect") if r.get("fill") == f"url(#{pattern_id})"]
+    assert [_box(r) for r in hatched] == [_box(_by_id(root, "bar-0-1"))]
     with pytest.raises(PlotDataError, match="muted"):
         render_plot({**plot, "muted": [True]})
+    assert "<pattern" not in render_plot({**plot, "muted": [False] * 3})
 
 
 def test_reliability_draws_one_bar_per_non_empty_bin_per_series():
     plot = make_evidence().sections["calibration"].plots["reliability"]
-    svg = render_plot(plot)
-    _svg_root(svg)
-    for series in range(2):
-        assert len(re.findall(rf'id="p[0-9a-f]+-bar-{series}-\d+"', svg)) == 7  # bins 3..9 are non-empty
-    assert "uncalibrated" in svg and "temperature-scaled" in svg
+    root = _svg_root(render_plot(plot))
+    for series, shift in ((0, 0.1), (1, 0.01)):
+        boxes = [_box(_by_id(root, f"bar-{series}-{j}")) for j in range(7)]  # bins 3..9 are non-empty
+        assert not _ids(root, rf"bar-{series}-7")
+        # heights are proportional to the accuracy of bins 3..9 (mean confidence - shift)
+        accuracy = [(i / 10 + (i + 1) / 10) / 2 - shift for i in range(3, 10)]
+        ratios = [h / a for (_, _, _, h), a in zip(boxes, accuracy, strict=True)]
+        assert max(ratios) == pytest.approx(min(ratios), rel=0.01)
+        widths = {round(w) for _, _, w, _ in boxes}
+        assert len(widths) == 1  # equal-width bins
+    texts = _texts(root)
+    for text in ("uncalibrated", "temperature-scaled", "Reliability diagram", "accuracy", "confidence",
+                 "perfect calibration", "gap to mean confidence"):
+        assert text in texts, text
+    assert "count" in texts and "count (log)" not in texts  # counts 30..90 span less than two decades
+    skewed = {"kind": "reliability", "series": [{"label": "x", "bins": [
+        {"lower": 0.0, "upper": 0.5, "count": 1, "mean_confidence": 0.4, "accuracy": 0.3},
+        {"lower": 0.5, "upper": 1.0, "count": 500, "mean_confidence": 0.8, "accuracy": 0.9}]}]}
+    texts = _texts(_svg_root(render_plot(skewed)))
+    assert "count (log)" in texts and {"1", "10", "100"} <= set(texts)
 
 
-def test_heatmap_annotates_small_and_shrinks_large_matrices():
-    small = render_plot(make_evidence().sections["performance"].plots["confusion_matrix"])
-    cells = re.findall(r"<text[^>]*>(\d\.\d\d)</text>", small)
+def test_heatmap_annotates_small_matrices_in_blues():
+    plot = make_evidence().sections["performance"].plots["confusion_matrix"]
+    root = _svg_root(render_plot(plot))
+    cells = re.findall(r"^\d\.\d\d$", "\n".join(_texts(root)), re.M)
     assert cells == ["0.61", "0.30", "0.09", "0.03", "0.95", "0.02", "0.01", "0.99"]  # row-normalised; no zeros
+    rects = _by_id(root, "cells").findall(f"{SVG}rect")
+    assert len(rects) == 9
+    matplotlib = pytest.importorskip("matplotlib")  # the reference colour map (a test-only dependency)
+    from matplotlib.colors import to_hex
+
+    fractions = [[61, 30, 9], [3, 95, 2], [0, 1, 99]]
+    expected = [to_hex(matplotlib.colormaps["Blues"](v / 100)) for row in fractions for v in row]
+    got = [r.get("fill") for r in rects]
+    for g, e in zip(got, expected, strict=True):  # matplotlib quantises the map to 256 levels: +-1 per channel
+        assert max(abs(int(g[k:k + 2], 16) - int(e[k:k + 2], 16)) for k in (1, 3, 5)) <= 2, (g, e)
+    assert {"predicted", "label", "fraction of row", "Confusion matrix"} <= set(_texts(root))
+
+
+def _png_pixels(uri: str):
+    import base64
+
+    from PIL import Image
+
+    assert uri.startswith("data:image/png;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))  # PIL: an independent PNG decoder
+
+
+def test_heatmap_embeds_one_pixel_per_cell_and_shrinks_huge_matrices():
+    import numpy as np
+
     n = 100
     big = {"kind": "heatmap", "rows": [f"c{i}" for i in range(n)], "cols": [f"c{i}" for i in range(n)],
            "values": [[(50 if i == j else (i * j) % 3) for j in range(n)] for i in range(n)], "normalize": "row"}
     svg = render_plot(big)
-    # The matrix is embedded at its own resolution (one pixel per cell, drawn crisp), without per-cell text.
-    assert re.search(r'<image [^>]*id="p[0-9a-f]+-image" width="100" height="100"[^>]*pixelated', svg)
+    image = _by_id(_svg_root(svg), "image")
+    assert "pixelated" in image.get("style")
+    png = _png_pixels(image.get("href"))
+    assert png.size == (100, 100)
+    pixels = np.asarray(png.convert("RGB"), dtype=int)
+    diagonal, off = pixels[5, 5].sum(), pixels[5, 7].sum()
+    assert diagonal < off  # the heavy diagonal is darker
     assert ">0.50<" not in svg and len(svg) < 60_000
     n = 1000
     huge = {"kind": "heatmap", "rows": list(range(n)), "cols": list(range(n)),
             "values": [[1 if i == j else 0 for j in range(n)] for i in range(n)]}
     svg = render_plot(huge)
     assert "maximum over blocks of 5" in svg and len(svg) < 120_000
-    assert re.search(r'<image [^>]*id="p[0-9a-f]+-image" width="200" height="200"', svg)
+    assert _png_pixels(_by_id(_svg_root(svg), "image").get("href")).size == (200, 200)
 
 
-def test_line_histogram_scatter_draw_each_series():
-    evidence = make_evidence()
-    line = render_plot(evidence.sections["robustness"].plots["severity"])
-    assert re.search(r'id="p[0-9a-f]+-series-0"', line) and re.search(r'id="p[0-9a-f]+-band-0"', line)
-    hist = render_plot(evidence.sections["calibration"].plots["confidence"])
-    assert len(re.findall(r'id="p[0-9a-f]+-series-\d"', hist)) == 2
-    assert "count (log scale)" in hist and ">100<" in hist  # counts 1..200 span two decades: log axis
-    assert "mathdefault" not in hist  # tick labels are plain text, not unparsed mathtext
+def test_line_draws_series_markers_bands_and_log_axes():
+    plot = make_evidence().sections["robustness"].plots["severity"]
+    root = _svg_root(render_plot(plot))
+    assert _subpaths(_by_id(root, "series-0").get("d")) == 1
+    assert len(_by_id(root, "markers-0").findall(f"{SVG}circle")) == 5  # <= 25 points: one marker each
+    band = _by_id(root, "band-0")
+    assert band.get("d").endswith("Z")
+    assert {"Accuracy vs severity", "severity", "accuracy"} <= set(_texts(root))
+    # A NaN breaks the line in two; more than 25 points get no markers.
+    x = list(range(30))
+    broken = {"kind": "line", "series": [{"label": "s", "x": x, "y": [float(v) if v != 10 else None for v in x]}]}
+    root = _svg_root(render_plot(broken))
+    assert _subpaths(_by_id(root, "series-0").get("d")) == 2 and not _ids(root, "markers-0")
+    # log x: decade labels, plain text (no mathtext)
+    log = {"kind": "line", "xscale": "log", "series": [{"label": "s", "x": [1, 10, 100, 1000], "y": [1, 2, 3, 4]}]}
+    texts = _texts(_svg_root(render_plot(log)))
+    assert {"1", "10", "100", "1000"} <= set(texts)
+    with pytest.raises(PlotDataError, match="xscale"):
+        render_plot({**log, "xscale": "cubic"})
+
+
+def test_histogram_switches_to_log_when_counts_span_two_decades():
+    hist = make_evidence().sections["calibration"].plots["confidence"]
+    root = _svg_root(render_plot(hist))
+    assert len(_ids(root, r"series-\d")) == 2
+    texts = _texts(root)
+    assert "count (log scale)" in texts and "100" in texts  # counts 1..200 span two decades: log axis
+    assert "mathdefault" not in render_plot(hist)  # tick labels are plain text
     linear = render_plot({"kind": "histogram", "edges": [0, 1, 2], "series": [{"label": "a", "counts": [3, 4]}]})
     assert "log scale" not in linear
-    scatter = render_plot({"kind": "scatter", "title": "Pareto", "xlabel": "latency", "ylabel": "accuracy",
-                           "series": [{"label": "models", "x": [1, 2, 3], "y": [0.7, 0.9, 0.8],
-                                       "text": ["small", "big", "mid"]}], "front": [0, 1]})
-    assert re.search(r'id="p[0-9a-f]+-front"', scatter) and ">small<" in scatter and ">big<" in scatter
-    for svg in (line, hist, scatter):
-        _svg_root(svg)
+    # the step outline goes through every bin edge at its count: 2 bins -> 2 flat tops
+    d = _by_id(_svg_root(linear), "series-0").get("d")
+    points = [tuple(map(float, p.split(","))) for p in re.split(r"[MLZ\s]", d) if p]
+    tops = sorted({y for _, y in points})
+    assert len(tops) == 3  # baseline and the two counts
+    baseline, top4, top3 = max(tops), tops[0], tops[1]
+    assert (baseline - top4) == pytest.approx((baseline - top3) * 4 / 3, rel=0.01)
+
+
+def test_scatter_draws_one_point_each_labels_and_the_front():
+    plot = {"kind": "scatter", "title": "Pareto", "xlabel": "latency", "ylabel": "accuracy",
+            "series": [{"label": "models", "x": [1, 2, 3], "y": [0.7, 0.9, 0.8], "text": ["small", "big", "mid"]},
+                       {"label": "others", "x": [4, 5], "y": [0.6, 0.65]}], "front": [0, 1]}
+    root = _svg_root(render_plot(plot))
+    points = _by_id(root, "series-0").findall(f"{SVG}circle")
+    assert len(points) == 3 and len(_by_id(root, "series-1").findall(f"{SVG}circle")) == 2
+    xs = [float(c.get("cx")) for c in points]
+    ys = [float(c.get("cy")) for c in points]
+    assert xs == sorted(xs) and ys[1] < ys[2] < ys[0]  # SVG y grows downwards: 0.9 is highest
+    front = _by_id(root, "front")
+    assert len(front.findall(f"{SVG}circle")) == 2
+    assert {"small", "big", "mid", "Pareto", "latency", "accuracy", "models", "others", "front"} <= set(_texts(root))
+    with pytest.raises(PlotDataError, match="front"):
+        render_plot({**plot, "front": [7]})
+
+
+def test_legend_avoids_the_data():
+    """Lines along the top leave the bottom free: the legend goes there (matplotlib's loc='best')."""
+    x = [i / 10 for i in range(11)]
+    plot = {"kind": "line", "series": [{"label": "first", "x": x, "y": [1.0 - 0.01 * i for i in range(11)]},
+                                       {"label": "second", "x": x, "y": [0.95 - 0.01 * i for i in range(11)]},
+                                       {"label": "floor", "x": [0.0], "y": [0.0]}]}
+    root = _svg_root(render_plot(plot))
+    legend = next(g for g in root.iter(f"{SVG}g") if g.get("class") == "legend")
+    _, y, _, h = _box(legend.find(f"{SVG}rect"))
+    line_ys = [float(v) for v in re.findall(r"[\d.]+,([\d.]+)", _by_id(root, "series-1").get("d"))]
+    assert y > max(line_ys)  # below both lines
 
 
 def test_many_categories_become_a_profile():
@@ -378,8 +515,11 @@ def test_many_categories_become_a_profile():
             "series": [{"label": "recall", "values": [(i * 37 % n) / n for i in range(n)],
                         "ci_low": [0.0] * n, "ci_high": [1.0] * n}]}
     svg = render_plot(plot)
-    assert "-bar-" not in svg and re.search(r'id="p[0-9a-f]+-series-0"', svg)
-    assert "sorted by recall" in svg and len(svg) < 150_000
+    root = _svg_root(svg)
+    assert not _ids(root, r"bar-.*") and _ids(root, "series-0") and _ids(root, "band-0")
+    assert any("sorted by recall" in t for t in _texts(root)) and len(svg) < 150_000
+    ticks = [t for t in _texts(root) if t.startswith("class")]
+    assert ticks[0] == "class0" and len(ticks) <= 12  # weakest (value 0) first; a dozen labels
 
 
 def test_plot_errors_are_typed():
@@ -389,17 +529,119 @@ def test_plot_errors_are_typed():
         render_plot({"kind": "histogram", "edges": [0, 1, 2], "series": [{"label": "a", "counts": [1, 2, 3]}]})
     with pytest.raises(PlotDataError, match="series"):
         render_plot({"kind": "line"})
+    with pytest.raises(PlotDataError):
+        render_plot({"kind": "heatmap", "rows": ["a"], "cols": ["b"], "values": [[1, 2]]})
     assert set(PLOT_KINDS) == {"reliability", "histogram", "bars", "heatmap", "line", "scatter", "images"}
 
 
-def test_plot_text_is_never_mathtext():
-    plot = {"kind": "bars", "categories": ["$5 bill", "$x^2$"], "series": [{"label": "s", "values": [1, 2]}]}
+def test_plot_text_is_literal():
+    plot = {"kind": "bars", "categories": ["$5 bill", "$x^2$", "a\x00b"],
+            "series": [{"label": "s", "values": [1, 2, 3]}]}
     svg = render_plot(plot)
-    assert ">$5 bill<" in svg and ">$x^2$<" in svg
+    texts = _texts(_svg_root(svg))  # a NUL would make the XML invalid: it is replaced
+    assert "$5 bill" in texts and "$x^2$" in texts and "a\ufffdb" in texts
 
 
-def test_plots_are_deterministic():
+def test_plots_are_deterministic_and_ids_differ_between_plots():
     assert render_plot(BARS_PLOT) == render_plot(BARS_PLOT)
+    other = {**BARS_PLOT, "title": "another"}
+    assert set(_ids(_svg_root(render_plot(BARS_PLOT)), ".*")).isdisjoint(_ids(_svg_root(render_plot(other)), ".*"))
+
+
+def test_rendering_plots_does_not_import_matplotlib():
+    import subprocess
+    import sys
+
+    code = ("import sys, json; from assay.report.plots import render_plot; from test_report import make_evidence\n"
+            "for s in make_evidence().sections.values():\n"
+            "    for p in s.plots.values():\n"
+            "        if p['kind'] != 'hologram': render_plot(p)\n"
+            "print(json.dumps(sorted(m for m in ('matplotlib', 'PIL', 'torch') if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(Path(__file__).parent))
+    assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------ drawing layer
+
+
+def test_nice_ticks_by_hand():
+    from assay.report.svg import linear_ticks, log_ticks
+
+    t = linear_ticks(0.0, 1.05, 6)
+    assert t.major == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    assert t.labels == ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]
+    t = linear_ticks(-0.115, 0.115, 6)
+    assert t.labels == ["\u22120.10", "\u22120.05", "0.00", "0.05", "0.10"]
+    assert linear_ticks(0, 160_000, 8).labels[-1] == "160000"
+    assert log_ticks(0.5, 600).major == [1, 10, 100]
+    assert [v for v in log_ticks(0.5, 600).minor if 1 < v < 10] == pytest.approx([2, 3, 4, 5, 6, 7, 8, 9])
+    assert log_ticks(8, 32).labels == ["10", "20"]  # inside one decade: 1-2-5 ticks are labelled too
+
+
+@settings(max_examples=80, deadline=None)
+@given(lo=st.floats(-1e5, 1e5), span=st.floats(1e-6, 1e6), target=st.integers(3, 10))
+def test_linear_ticks_are_evenly_spaced_nice_and_inside(lo, span, target):
+    from assay.report.svg import linear_ticks
+
+    assume(span > 1e-3 * max(1.0, abs(lo)))  # an axis, not a float-rounding experiment
+    hi = lo + span
+    ticks = linear_ticks(lo, hi, target).major
+    assert 1 <= len(ticks) <= target + 2
+    slack = 1e-9 * (span + max(1.0, abs(lo), abs(hi)))
+    assert all(lo - slack <= v <= hi + slack for v in ticks)
+    if len(ticks) > 1:
+        steps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+        step = steps[0]
+        assert all(s == pytest.approx(step, rel=1e-6) for s in steps)
+        mantissa = step / 10 ** math.floor(math.log10(step) + 1e-12)
+        assert min(abs(mantissa - m) for m in (1, 2, 2.5, 5, 10)) < 1e-6
+
+
+def test_transforms_match_matplotlib():
+    import numpy as np
+
+    pytest.importorskip("matplotlib")
+    from matplotlib.scale import LogitScale, SymmetricalLogScale
+
+    from assay.report.svg import Scale
+
+    values = np.array([-1000, -10, -1, -0.5, 0, 0.3, 1, 2, 50, 1e4])
+    reference = SymmetricalLogScale(None, base=10, linthresh=1, linscale=1).get_transform().transform(values)
+    scale = Scale("symlog", -1e4, 1e4).place(0.0, 1.0)
+    ours = scale(values) * (scale.t_hi - scale.t_lo) + scale.t_lo  # back to transformed units
+    np.testing.assert_allclose(ours, reference, rtol=1e-9, atol=1e-12)
+    p = np.array([0.001, 0.1, 0.5, 0.9, 0.999])
+    reference = LogitScale(None).get_transform().transform(p)  # log10(p / (1 - p))
+    scale = Scale("logit", 0.001, 0.999).place(0.0, 1.0)
+    ours = scale(p) * (scale.t_hi - scale.t_lo) + scale.t_lo
+    np.testing.assert_allclose(ours, reference, rtol=1e-9, atol=1e-12)
+
+
+def test_png_writer_round_trips_through_pil():
+    import numpy as np
+
+    from assay.report.svg import png_data_uri
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, size=(7, 5, 4), dtype=np.uint8)
+    decoded = np.asarray(_png_pixels(png_data_uri(rgba)).convert("RGBA"))
+    np.testing.assert_array_equal(decoded, rgba)
+
+
+@settings(max_examples=40, deadline=None)
+@given(labels=st.lists(st.text(max_size=30), min_size=1, max_size=4), title=st.text(max_size=80))
+def test_any_text_gives_valid_svg_with_the_text_in_it(labels, title):
+    plot = {"kind": "bars", "title": title, "categories": labels,
+            "series": [{"label": labels[0], "values": [0.5] * len(labels)}]}
+    root = _svg_root(render_plot(plot))  # well-formed whatever the text
+    def shown(text: str) -> str:  # XML-invalid characters replaced, tabs and line breaks as spaces
+        return re.sub("[\t\n\r]", " ", re.sub("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]", "\ufffd", text))
+
+    texts = "\n".join(_texts(root))
+    for label in labels:
+        assert (shown(label) if len(label) <= 18 else shown(label)[:17]) in texts
+    assert root.get("aria-label") == shown(title or "bars")
 
 
 # -------------------------------------------------------------------------------------------- Markdown

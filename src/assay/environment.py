@@ -41,11 +41,17 @@ def cpu_model_and_flags() -> tuple[str | None, tuple[str, ...]]:
 
 
 def _version(module: str) -> str | None:
+    """The installed version of ``module`` without importing it (importing torch costs ~1 s); the loaded
+    module's own ``__version__`` when it is already imported (the two agree for pip-installed packages)."""
+    loaded = sys.modules.get(module)
+    if loaded is not None and getattr(loaded, "__version__", None):
+        return str(loaded.__version__)
+    from importlib import metadata
+
     try:
-        mod = __import__(module)
-    except ImportError:
+        return metadata.version(module)
+    except metadata.PackageNotFoundError:
         return None
-    return getattr(mod, "__version__", None)
 
 
 def environment_info() -> EnvironmentInfo:

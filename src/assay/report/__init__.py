@@ -1,8 +1,7 @@
 """Renderers: evidence -> self-contained HTML, Markdown (PR comments), Rich console, and SVG plots.
 
 Computation never happens here: every renderer reads an :class:`assay.evidence.Evidence` and is generic
-over its sections. matplotlib is imported only when a plot is drawn, so Markdown and console output stay
-cheap to import.
+over its sections. Plots are written as SVG directly (``assay.report.svg``), without a plotting library.
 """
 
 from assay.report.console import print_console

@@ -3,7 +3,7 @@
 The page is generic over sections: every section gets its verdict badge, summary, metrics (value, CI, n,
 method, configuration), findings, tables and plots, whatever check produced it. Python prepares plain
 view data; ``templates/report.html.j2`` only lays it out, with autoescaping on for everything except the
-SVG markup our own plotting code produced (matplotlib escapes the text it writes into SVG).
+SVG markup our own plotting code produced (``assay.report.svg`` escapes every text it writes).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def _plot_view(section_name: str, name: str, plot: Mapping[str, Any]) -> dict[st
     view: dict[str, Any] = {"name": name, "id": _anchor(f"{section_name}.plots.{name}"), "svg": None, "note": None}
     kind = plot.get("kind") if isinstance(plot, Mapping) else None
     try:
-        view["svg"] = Markup(render_plot(plot))  # our own matplotlib output; it escapes its text
+        view["svg"] = Markup(render_plot(plot))  # our own SVG writer; it escapes its text
     except UnsupportedPlotError:
         view["note"] = (f"Plot \u201c{name}\u201d has kind {kind!r}, which this version of Assay does not draw; "
                         "its data is in evidence.json.")
