@@ -8,6 +8,10 @@ imagecorruptions 1.1.2 (the current release) predates scikit-image 0.19, which r
 ``multichannel=`` argument of ``skimage.filters.gaussian``; we translate it to ``channel_axis=-1`` before
 importing the package (the computation is the same). Nothing else is changed.
 
+Threads: the caller sets ``OMP_NUM_THREADS`` and friends in the environment; OpenCV keeps its own pool,
+so ``ASSAY_BENCH_THREADS=N`` (set by ``bench_corruptions.py --threads N``) is passed to
+``cv2.setNumThreads(N)``.
+
 usage: python _corruptions_reference.py time IMAGES.npy BUDGET_S NAME [NAME ...]
        python _corruptions_reference.py apply IMAGES.npy OUT.npz NAME [NAME ...]
 IMAGES.npy: float32 (N, 3, H, W) in [0, 1] for ``time`` (each image is converted to uint8 HWC, corrupted
@@ -17,6 +21,7 @@ and converted back inside the timed loop: the task Assay's function does), uint8
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -35,9 +40,18 @@ def _shim() -> None:
     skimage.filters.gaussian = gaussian
 
 
+def _limit_threads() -> None:
+    threads = os.environ.get("ASSAY_BENCH_THREADS")
+    if threads:
+        import cv2
+
+        cv2.setNumThreads(int(threads))
+
+
 def main(argv: list[str]) -> int:
     import numpy as np
 
+    _limit_threads()
     _shim()
     from imagecorruptions import corrupt
 

@@ -22,10 +22,18 @@ SciPy API that Assay does not depend on. Set it up once (it is not a dependency 
 and point ``ASSAY_IMAGECORRUPTIONS_PYTHON`` at its python (default ``/tmp/icvenv/bin/python``). Without
 it the table says "could not run" for the reference. ``_corruptions_reference.py`` is the script that
 runs there (it adapts one renamed scikit-image argument; see its docstring).
+
+Threads: ``--threads N`` sets ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` and
+``NUMBA_NUM_THREADS`` before numpy, scipy or torch load (here and in the reference process, which also
+calls ``cv2.setNumThreads(N)``); Assay's per-image thread pool follows ``torch.get_num_threads()``. Without
+it both sides use their defaults (every core). ``--corruptions a,b`` and ``--sizes 224`` run a subset.
+
+usage: python bench/bench_corruptions.py [--threads N] [--corruptions NAME,...] [--sizes 32,224]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -33,13 +41,33 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 
-from _common import machine, timed
-from assay.corruptions import IMAGE_CORRUPTIONS, corrupt_images
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Image-corruption throughput against imagecorruptions.")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for both sides (OMP/MKL/OpenBLAS/numba, torch, OpenCV); default: all cores")
+    parser.add_argument("--corruptions", default=None, help="comma-separated subset of corruption names")
+    parser.add_argument("--sizes", default="32,224", help="comma-separated image sides out of 32 and 224")
+    args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
+    return args
+
+
+ARGS = parse_args(sys.argv[1:]) if __name__ == "__main__" else parse_args([])
+if ARGS.threads is not None:  # before numpy / scipy / torch load their thread pools
+    for variable in THREAD_VARIABLES:
+        os.environ[variable] = str(ARGS.threads)
+
+import numpy as np  # noqa: E402
+
+from _common import machine, timed  # noqa: E402
+from assay.corruptions import IMAGE_CORRUPTIONS, corrupt_images  # noqa: E402
 
 HERE = Path(__file__).parent
-SIZES = ((32, 256), (224, 16))  # (side, batch)
+BATCHES = {32: 256, 224: 16}  # side -> batch
 REFERENCE_BUDGET_S = 3.0
 
 
@@ -84,8 +112,11 @@ def reference(images: np.ndarray, names: list[str]) -> dict[str, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "images.npy"
         np.save(path, images)
+        env = dict(os.environ)
+        if ARGS.threads is not None:
+            env["ASSAY_BENCH_THREADS"] = str(ARGS.threads)  # the reference calls cv2.setNumThreads with it
         proc = subprocess.run([python, str(HERE / "_corruptions_reference.py"), "time", str(path),
-                               str(REFERENCE_BUDGET_S), *names], capture_output=True, text=True)
+                               str(REFERENCE_BUDGET_S), *names], capture_output=True, text=True, env=env)
     results = {}
     for line in proc.stdout.splitlines():
         row = json.loads(line)
@@ -99,13 +130,30 @@ def reference(images: np.ndarray, names: list[str]) -> dict[str, dict]:
 
 
 def main() -> int:
+    import torch
+
+    if ARGS.threads is not None:
+        torch.set_num_threads(ARGS.threads)
     names = list(IMAGE_CORRUPTIONS)
-    print(f"# image corruptions, images/s over severities 1-5 (ImageNet-C parameters on both sides) - {machine()}")
+    if ARGS.corruptions:
+        names = [n for n in ARGS.corruptions.split(",") if n]
+        unknown = sorted(set(names) - set(IMAGE_CORRUPTIONS))
+        if unknown:
+            print(f"unknown corruption(s) {unknown}; choose from {', '.join(IMAGE_CORRUPTIONS)}", file=sys.stderr)
+            return 2
+    sizes = [int(s) for s in ARGS.sizes.split(",") if s]
+    if not sizes or set(sizes) - set(BATCHES):
+        print(f"--sizes takes values out of {sorted(BATCHES)}", file=sys.stderr)
+        return 2
+    threads = (f"{ARGS.threads} thread(s) (--threads: {'/'.join(THREAD_VARIABLES)}, torch, cv2)"
+               if ARGS.threads is not None else f"default threads (torch {torch.get_num_threads()})")
+    print(f"# image corruptions, images/s over severities 1-5 (ImageNet-C parameters on both sides), {threads} "
+          f"- {machine()}")
     print("# ours: whole batch; reference: imagecorruptions 1.1.2, one image at a time (float CHW -> uint8 HWC "
           f"-> corrupt -> float CHW), {REFERENCE_BUDGET_S:.0f} s budget per type")
     rows, failures = {}, []
-    for size, batch in SIZES:
-        images = natural_images(batch, size)
+    for size in sizes:
+        images = natural_images(BATCHES[size], size)
         theirs = reference(images, names)
         for name in names:
             row = rows.setdefault(name, {})
@@ -113,30 +161,35 @@ def main() -> int:
             if size == 32:
                 row["cifar32"] = ours(images, name, "cifar")
             row[f"ref{size}"] = theirs[name]
-    header = (f"{'corruption':18s} | {'32x32 ours':>10s} {'ref':>8s} {'ratio':>7s} {'(cifar)':>8s} | "
-              f"{'224x224 ours':>12s} {'ref':>8s} {'ratio':>7s}")
+    header = f"{'corruption':18s}"
+    if 32 in sizes:
+        header += f" | {'32x32 ours':>10s} {'ref':>8s} {'ratio':>7s} {'(cifar)':>8s}"
+    if 224 in sizes:
+        header += f" | {'224x224 ours':>12s} {'ref':>8s} {'ratio':>7s}"
     print(header)
     print("-" * len(header))
     notes = []
     for name in names:
         row = rows[name]
-        cells = []
-        for size in (32, 224):
+        line = f"{name:18s}"
+        for size in sizes:
             mine, ref = row[f"ours{size}"], row[f"ref{size}"]
             if "rate" in ref:
                 ratio = mine / ref["rate"]
                 target = 10.0 if name == "glass_blur" else 1.0
                 if ratio < target:
-                    failures.append(f"{name} {size}x{size}: {ratio:.1f}x < {target:.0f}x")
-                cells.append((f"{mine:.0f}", f"{ref['rate']:.3g}", f"{ratio:.1f}x"))
+                    failures.append(f"{name} {size}x{size}: {ratio:.2f}x < {target:.0f}x")
+                cells = (f"{mine:.0f}", f"{ref['rate']:.3g}", f"{ratio:.1f}x")
                 if ref["images"] < 5:
                     notes.append(f"reference {name} {size}x{size}: {ref['images']} image(s) in the budget")
             else:
-                cells.append((f"{mine:.0f}", "n/a", "n/a"))
+                cells = (f"{mine:.0f}", "n/a", "n/a")
                 notes.append(f"reference {name} {size}x{size} could not run: {ref['error']}")
-        (a, b, c), (d, e, f) = cells
-        width = 12
-        print(f"{name:18s} | {a:>10s} {b:>8s} {c:>7s} {row['cifar32']:8.0f} | {d:>{width}s} {e:>8s} {f:>7s}")
+            if size == 32:
+                line += f" | {cells[0]:>10s} {cells[1]:>8s} {cells[2]:>7s} {row['cifar32']:8.0f}"
+            else:
+                line += f" | {cells[0]:>12s} {cells[1]:>8s} {cells[2]:>7s}"
+        print(line)
     for note in notes:
         print(f"# {note}")
     verdict = "met" if not failures else "MISSED: " + "; ".join(failures)

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from scipy import ndimage
 
@@ -489,6 +491,59 @@ def test_canny_and_histogram_equalization_on_hand_cases():
     np.testing.assert_array_equal(ops.equalize_hist(img), np.array(lut)[img])
 
 
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), density=st.sampled_from([0.0, 0.002, 0.02, 0.2, 0.9]),
+       limit=st.sampled_from([1, 3, 20]), seed=st.integers(0, 2**16))
+def test_truncated_distance_matches_scipy_edt(h, w, density, limit, seed):
+    edges = np.random.default_rng(seed).random((3, h, w)) < density
+    edges[1] = False  # an image without edges: the cap everywhere
+    expected = np.full(edges.shape, float(limit), dtype=np.float32)
+    for i in range(3):
+        if edges[i].any():
+            expected[i] = np.minimum(ndimage.distance_transform_edt(~edges[i]), float(limit))
+    np.testing.assert_array_equal(ops.truncated_distance(edges, limit), expected)
+
+
+def test_truncated_distance_on_a_wide_sparse_image():
+    edges = np.zeros((2, 90, 300), dtype=bool)
+    edges[0, 45, 150] = edges[0, 3, 7] = edges[1, 89, 299] = True
+    expected = np.stack([np.minimum(ndimage.distance_transform_edt(~e), 20.0) for e in edges]).astype(np.float32)
+    np.testing.assert_array_equal(ops.truncated_distance(edges, 20), expected)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 1), (2, 2, 5), (3, 17, 9)])
+def test_3x3_filters_match_scipy_mirror_correlation(shape):
+    img = np.random.default_rng(1).integers(0, 256, shape).astype(np.int16)
+    kernel = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
+    expected = ndimage.correlate(img.astype(np.float64), kernel[None].astype(np.float64), mode="mirror")
+    np.testing.assert_array_equal(ops.correlate3x3(img, kernel), expected)
+    ones = ndimage.correlate(img.astype(np.float64), np.ones((1, 3, 3)), mode="mirror")
+    np.testing.assert_array_equal(ops.box_sum3(img), ones)
+
+
+def test_per_image_pool_follows_the_thread_setting():
+    import threading
+
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert ops.worker_threads() == 1
+        seen = set()
+        ops.for_each_image(lambda i: seen.add(threading.current_thread().name), 8, 224 * 224)
+        assert seen == {threading.current_thread().name}  # no pool at one thread
+        done = np.zeros(10, dtype=int)
+
+        def mark(images: slice) -> None:
+            done[images] += 1
+
+        ops.for_each_chunk(mark, 10, 100, chunk_pixels=300)  # 3 images per chunk, every image once
+        assert done.tolist() == [1] * 10
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_plasma_fractal_spans_zero_to_one():
     maps = ops.plasma_fractal(np.random.default_rng(0).uniform(-1, 1, (3, 64 * 64 - 1)), 64, 2.0)
     assert maps.shape == (3, 64, 64)
@@ -689,7 +744,8 @@ def _previous(x: np.ndarray, name: str, severity: int, table: str, seed: int) ->
     return np.clip(np.ascontiguousarray(out, dtype=np.float32), 0, 1)
 
 
-PINNED_SHAPES = [(3, 3, 224, 224), (6, 3, 32, 32), (5, 1, 8, 8), (4, 1, 37, 50), (3, 3, 97, 64), (2, 3, 5, 17),
+# Sizes where the previous pixelate enlarged exactly as Pillow does (see the next test for the others).
+PINNED_SHAPES = [(3, 3, 224, 224), (6, 3, 32, 32), (5, 1, 8, 8), (4, 1, 35, 50), (3, 3, 17, 64), (2, 3, 5, 17),
                  (2, 1, 2, 3)]
 
 
@@ -704,3 +760,15 @@ def test_rewritten_corruptions_equal_the_previous_implementation(name, shape):
             expected = _previous(x, name, severity, table, seed=3)
             np.testing.assert_array_equal(corrupt_images(x, name, severity, seed=3, table=table), expected,
                                           err_msg=f"{name} {table} severity {severity} {shape}")
+
+
+@pytest.mark.parametrize("small,size", [(24, 37), (58, 97), (224, 299)])
+def test_box_enlarge_copies_the_pixel_pillow_copies_at_exact_ties(small, size):
+    """Where an output pixel's centre maps exactly onto a boundary between two input pixels ((j + 0.5) *
+    small / size an integer: j = 18 for 24 -> 37), Pillow's box filter takes the right-hand pixel. The
+    previous implementation (torch's nearest-exact, float32 scale) took the left one, the only place the
+    rewrite changes pixelate's output; it happens at none of the sizes 8, 28, 32, 64, 224."""
+    x = np.random.default_rng(9).random((1, 1, 2, small), dtype=np.float32)
+    theirs = np.stack([[np.asarray(Image.fromarray(c, mode="F").resize((size, 2), Image.BOX)) for c in x[0]]])
+    np.testing.assert_array_equal(ops.pil_box_resize(x, 2, size), theirs)
+    assert not np.array_equal(_previous_box_resize(x, 2, size), theirs)

@@ -43,6 +43,7 @@ index[i])`` (:func:`assay.corruptions.base.sample_rng`), and every array operati
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import operator
@@ -233,14 +234,26 @@ def _fog(x: np.ndarray, params: tuple, gens: Generators, table: str) -> np.ndarr
 def _spatter(x: np.ndarray, params: tuple, gens: Generators, table: str) -> np.ndarray:
     mean, std, sigma, threshold, intensity, mud = params
     n, c, h, w = x.shape
-    liquid = ops.draws(gens, lambda g: g.standard_normal((h, w), dtype=np.float32)) * np.float32(std) + np.float32(mean)
+    liquid = np.empty((n, h, w), dtype=np.float32)
+    for i, g in enumerate(gens):
+        g.standard_normal(dtype=np.float32, out=liquid[i])
+    liquid *= np.float32(std)
+    liquid += np.float32(mean)
     liquid = ops.gaussian_filter(liquid, sigma)
     liquid[liquid < threshold] = 0
     if not mud:
         colour = np.array([175, 238, 238], dtype=np.float32) / 255  # pale turquoise water (RGB)
-        mask = _water_mask(liquid) * np.float32(intensity)  # (N, H, W)
+        mask = np.empty_like(liquid)
+
+        def water(images: slice) -> None:
+            mask[images] = _water_mask(liquid[images])
+
+        ops.for_each_chunk(water, n, h * w)  # in cache-sized chunks (many passes over small integer arrays)
+        mask *= np.float32(intensity)  # (N, H, W)
         if c == 3:
-            return x + mask[:, None] * colour[None, :, None, None]
+            out = mask[:, None] * colour[None, :, None, None]
+            out += x
+            return out
         added = np.clip(mask[:, None] * colour[None, :, None, None], 0, 1)
         return x + (0.2989 * added[:, 0:1] + 0.5870 * added[:, 1:2] + 0.1140 * added[:, 2:3])
     colour = np.array([63, 42, 20], dtype=np.float32) / 255  # mud brown (RGB)
@@ -249,31 +262,44 @@ def _spatter(x: np.ndarray, params: tuple, gens: Generators, table: str) -> np.n
     mask = mask[:, None]
     if c == 1:
         colour = np.array([0.2989 * colour[0] + 0.5870 * colour[1] + 0.1140 * colour[2]], dtype=np.float32)
-    return x * (1 - mask) + mask * colour[None, :, None, None]
+    out = x * (1 - mask)
+    out += mask * colour[None, :, None, None]
+    return out
+
+
+#: The water drops' distances are float32 square roots below 20, all multiples of 2**-23 (the spacing
+#: of float32 in [1, 2)): as integers in that unit, sums of nine stay below 2**31 and are exact.
+_DISTANCE_UNIT_BITS = 23
+
+
+@functools.lru_cache(maxsize=1)
+def _fixed_point_roots() -> np.ndarray:
+    roots = ops.capped_roots(20).astype(np.float64) * 2.0**_DISTANCE_UNIT_BITS
+    assert (roots == np.round(roots)).all()
+    return roots.astype(np.int32)
 
 
 def _water_mask(liquid: np.ndarray) -> np.ndarray:
     """The script's OpenCV pipeline for water drops: Canny edges of the liquid layer, distance to them
     (truncated at 20), 3x3 box blur, histogram equalization, an emboss-like 3x3 filter, box blur again,
-    times the liquid layer, normalized per image to a maximum of 1."""
-    n, h, w = liquid.shape
-    liquid8 = np.clip(liquid * 255, 0, 255).astype(np.uint8).astype(np.float32)  # (liquid * 255).astype(uint8)
+    times the liquid layer, normalized per image to a maximum of 1.
+
+    All in integers, with the results of the float reference (``scipy.ndimage`` in float64): the capped
+    distances are float32 square roots that are whole multiples of 2**-23, so their 3x3 sums are exact
+    in float64 (in any order) and equal to integer sums in that unit, and ``floor(sum / 9)`` of a sum
+    of such multiples is their integer quotient by ``9 * 2**23`` (a quotient below an integer k falls short
+    of it by at least 1 / (9 * 2**23), far more than float64 rounding near 20). Everything after is
+    integer-valued: the emboss and the second blur are integer sums, ``round(s / 9)`` never ties."""
+    liquid8 = np.clip(liquid * 255, 0, 255).astype(np.uint8)  # (liquid * 255).astype(uint8)
     edges = ops.canny(liquid8, 50, 150)
-    dist = np.full((n, h, w), 20.0, dtype=np.float32)
-    for i in range(n):
-        if edges[i].any():
-            dist[i] = np.minimum(ndimage.distance_transform_edt(~edges[i]), 20.0)
-    box = np.ones((1, 3, 3))  # cv2.blur: the 3x3 sum over 9 (an exact division, as OpenCV's results are)
-
-    def blur(a: np.ndarray) -> np.ndarray:
-        return ndimage.correlate(a, box, mode="mirror") / 9.0
-
-    dist = np.floor(blur(dist.astype(np.float64)))  # blur, then astype(uint8)
-    dist = ops.equalize_hist(dist.astype(np.int64)).astype(np.float64)
-    emboss = np.array([[[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]], dtype=np.float64)
-    dist = np.clip(np.rint(ndimage.correlate(dist, emboss, mode="mirror")), 0, 255)  # filter2D into CV_8U
-    dist = np.clip(np.rint(blur(dist)), 0, 255)  # cv2.blur on uint8 rounds
-    mask = (liquid8 * dist).astype(np.float32)
+    squared = ops.truncated_squared_distance(edges, 20)  # cv2.distanceTransform (exact here), capped at 20
+    sums = ops.box_sum3(_fixed_point_roots()[squared])  # cv2.blur's 3x3 sums, in units of 2**-23
+    dist = (sums // (9 << _DISTANCE_UNIT_BITS)).astype(np.int16)  # ... / 9, astype(uint8)
+    dist = ops.equalize_hist(dist)
+    emboss = ((-2, -1, 0), (-1, 1, 1), (0, 1, 2))  # filter2D into CV_8U: saturate
+    dist = np.clip(ops.correlate3x3(dist, emboss), 0, 255)
+    dist = (ops.box_sum3(dist) + 4) // 9  # cv2.blur on uint8: round(sum / 9), never a tie
+    mask = (liquid8.astype(np.int32) * dist).astype(np.float32)
     top = mask.max(axis=(1, 2), keepdims=True)
     return mask / np.where(top == 0, 1, top)
 

@@ -21,9 +21,10 @@ from scipy import ndimage
 
 from assay.corruptions.base import sample_rng
 
-__all__ = ["bilinear_sample", "canny", "clipped_zoom", "correlate2d", "disk_kernel", "draws", "equalize_hist",
-           "filter_matrix", "gaussian_filter", "gaussian_weights", "generators", "hsv_to_rgb", "luma",
-           "motion_blur", "pil_box_matrix", "plasma_fractal", "rgb_to_hsv", "separable_filter"]
+__all__ = ["bilinear_sample", "box_sum3", "canny", "capped_roots", "clipped_zoom", "correlate2d", "correlate3x3", "disk_kernel",
+           "draws", "equalize_hist", "filter_matrix", "gaussian_filter", "gaussian_weights", "generators",
+           "hsv_to_rgb", "luma", "motion_blur", "pil_box_matrix", "pil_box_resize", "plasma_fractal", "rgb_to_hsv",
+           "separable_filter", "truncated_distance", "truncated_squared_distance"]
 
 
 # ---------------------------------------------------------------------------------------------- randomness
@@ -39,21 +40,46 @@ def draws(gens: Sequence[np.random.Generator], draw: Callable[[np.random.Generat
 
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_WORKERS = 0
+
+
+def worker_threads() -> int:
+    """Threads the per-image pool may use: the process's intra-op thread count as torch reports it (which
+    follows ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` and ``torch.set_num_threads``, e.g. ``--threads``),
+    at most the core count and 8."""
+    import torch
+
+    return max(1, min(torch.get_num_threads(), os.cpu_count() or 1, 8))
 
 
 def for_each_image(work: Callable[[int], None], n: int, pixels: int) -> None:
-    """Run ``work(i)`` for ``i`` in ``0..n-1``, on a small thread pool when the images are big enough
-    (``pixels`` each) to pay for it (per-image C code that releases the GIL, such as Pillow's codecs).
-    Each call touches only its own image, so the result does not depend on scheduling."""
-    global _POOL
-    if n < 4 or pixels < 96 * 96 or (os.cpu_count() or 1) < 2:
+    """Run ``work(i)`` for ``i`` in ``0..n-1``, on a small thread pool when the images (or chunks of
+    images) are big enough (``pixels`` each) to pay for it and more than one thread is allowed
+    (:func:`worker_threads`); the work should be C code that releases the GIL (Pillow's codecs, numpy
+    on large arrays). Each call touches only its own images, so the result does not depend on scheduling."""
+    global _POOL, _POOL_WORKERS
+    workers = worker_threads() if n >= 4 and pixels >= 96 * 96 else 1
+    if workers < 2:
         for i in range(n):
             work(i)
         return
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 8), thread_name_prefix="assay-corrupt")
+    if _POOL is None or _POOL_WORKERS != workers:
+        if _POOL is not None:
+            _POOL.shutdown(wait=True)
+        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="assay-corrupt")
+        _POOL_WORKERS = workers
     for future in [_POOL.submit(work, i) for i in range(n)]:
         future.result()
+
+
+def for_each_chunk(work: Callable[[slice], None], n: int, pixels: int, chunk_pixels: int = 1 << 17) -> None:
+    """Run ``work(images)`` over consecutive slices of ``n`` images of ``pixels`` each, as few images per
+    slice as make about ``chunk_pixels`` (at least one): multi-pass array code then works in the CPU's
+    cache instead of streaming the whole batch through memory at every pass. Slices go through
+    :func:`for_each_image` (threads when allowed)."""
+    per = max(1, chunk_pixels // max(pixels, 1))
+    starts = range(0, n, per)
+    for_each_image(lambda k: work(slice(starts[k], min(starts[k] + per, n))), len(starts), per * pixels)
 
 
 # ------------------------------------------------------------------------------------------ linear filters
@@ -230,42 +256,79 @@ def pil_box_matrix(in_size: int, out_size: int) -> np.ndarray:
     return _pil_box_matrix(int(in_size), int(out_size))
 
 
+@functools.lru_cache(maxsize=64)
+def _box_plan(in_size: int, out_size: int) -> tuple[str, np.ndarray, np.ndarray]:
+    """How to apply Pillow's box resampling along one axis: ``("copy", source, _)`` when every output
+    copies one input (enlarging), ``("runs", start, length)`` when the outputs average runs of inputs that
+    tile the axis (shrinking), ``("matrix", _, _)`` otherwise."""
+    matrix = pil_box_matrix(in_size, out_size)
+    nonzero = matrix != 0
+    start = nonzero.argmax(axis=1)
+    stop = in_size - nonzero[:, ::-1].argmax(axis=1)
+    counts = stop - start
+    if out_size > in_size and (counts == 1).all():
+        assert np.array_equal(start, _nearest_exact(in_size, out_size))
+        return "copy", start, counts
+    if out_size < in_size and start[0] == 0 and stop[-1] == in_size and (start[1:] == stop[:-1]).all():
+        return "runs", start, counts
+    return "matrix", start, counts
+
+
+def _along(axis: int, index: object) -> tuple:
+    return (slice(None),) * axis + (index,)
+
+
+def _run_means(t: np.ndarray, axis: int, start: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Mean of each run ``t[start[k]:start[k] + counts[k]]`` along ``axis``, summed left to right in
+    float32 then divided by the run length (the order and rounding of the torch ``index_add_`` this
+    replaced, so the results are bit-identical)."""
+    longest = int(counts.max())
+    if (counts == longest).all():  # equal runs: a reshape, then one strided add per position in the run
+        runs = t.reshape(t.shape[:axis] + (counts.size, longest) + t.shape[axis + 1:])
+        total = np.array(runs[_along(axis + 1, 0)])
+        for j in range(1, longest):
+            total += runs[_along(axis + 1, j)]
+    else:  # runs of two lengths: gather the j-th pixel of every run; a run without one adds an exact 0
+        total = np.take(t, start, axis=axis)
+        trailing = (1,) * (t.ndim - axis - 1)
+        for j in range(1, longest):
+            longer = counts > j
+            if longer.all():
+                total += np.take(t, start + j, axis=axis)
+            else:
+                pixels = np.take(t, np.where(longer, start + j, start), axis=axis)
+                pixels *= longer.astype(np.float32).reshape((-1,) + trailing)
+                total += pixels
+    lengths = counts.astype(np.float32).reshape((-1,) + (1,) * (t.ndim - axis - 1))
+    total /= lengths
+    return total
+
+
 def pil_box_resize(x: np.ndarray, height: int, width: int) -> np.ndarray:
     """Pillow's ``resize((width, height), Image.BOX)`` of every image and channel, in float.
 
     Box weights are equal over a run of input pixels, and when shrinking the runs tile the input, so a
-    shrink is a sum per run (``index_add``) over the run's length; when enlarging each output copies one
-    input pixel (``nearest-exact``). Both in torch, element by element (batch-invariant). Other cases
+    shrink is a mean per run; when enlarging each output copies one input pixel (``nearest-exact``), a
+    gather. Both element by element in numpy (batch-invariant), widths first, then heights. Other cases
     (a run structure that does not tile) fall back to the dense matrices."""
-    import torch
-    import torch.nn.functional as F
+    t = np.ascontiguousarray(x, dtype=np.float32)
+    for axis, out_size in ((3, width), (2, height)):
+        in_size = t.shape[axis]
+        if out_size == in_size:
+            continue
+        how, start, counts = _box_plan(in_size, out_size)
+        if how == "copy":
+            t = np.take(t, start, axis=axis)
+        elif how == "runs":
+            t = _run_means(t, axis, start, counts)
+        else:
+            import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    with torch.no_grad():
-        for dim, out_size in ((3, width), (2, height)):
-            in_size = t.shape[dim]
-            if out_size == in_size:
-                continue
-            matrix = pil_box_matrix(in_size, out_size)
-            nonzero = matrix != 0
-            start = nonzero.argmax(axis=1)
-            stop = in_size - nonzero[:, ::-1].argmax(axis=1)
-            counts = stop - start
-            if out_size > in_size and (counts == 1).all():
-                size = (t.shape[2], out_size) if dim == 3 else (out_size, t.shape[3])
-                t = F.interpolate(t, size=size, mode="nearest-exact")
-                assert np.array_equal(matrix.argmax(axis=1), _nearest_exact(in_size, out_size))
-            elif out_size < in_size and start[0] == 0 and stop[-1] == in_size and (start[1:] == stop[:-1]).all():
-                runs = torch.from_numpy(np.repeat(np.arange(out_size), counts))
-                shape = list(t.shape)
-                shape[dim] = out_size
-                total = torch.zeros(shape, dtype=torch.float32).index_add_(dim, runs, t)
-                scale = torch.from_numpy(counts.astype(np.float32))
-                t = total.div_(scale if dim == 3 else scale[:, None])
-            else:
-                m = torch.from_numpy(np.array(matrix))
-                t = torch.matmul(t, m.T) if dim == 3 else torch.matmul(m, t)
-    return t.numpy()
+            m = torch.from_numpy(np.array(pil_box_matrix(in_size, out_size)))
+            with torch.no_grad():
+                tt = torch.from_numpy(np.ascontiguousarray(t))
+                t = (torch.matmul(tt, m.T) if axis == 3 else torch.matmul(m, tt)).numpy()
+    return t
 
 
 @functools.lru_cache(maxsize=64)
@@ -379,31 +442,39 @@ def plasma_fractal(uniforms: np.ndarray, mapsize: int, wibbledecay: float) -> np
 def canny(img: np.ndarray, low: float, high: float) -> np.ndarray:
     """OpenCV's ``Canny(img, low, high)`` (3x3 Sobel with replicated borders, L1 gradient magnitude,
     non-maximum suppression with its tan(22.5 deg) sector test, hysteresis as 8-connected components of
-    candidates that hold a strong pixel) for a batch (N, H, W) of uint8-valued images; returns bool edges."""
-    src = np.pad(img.astype(np.int32), [(0, 0), (1, 1), (1, 1)], mode="edge")
-    left, centre, right = src[:, :, :-2], src[:, :, 1:-1], src[:, :, 2:]
-    smooth_rows = left + 2 * centre + right  # [1, 2, 1] along x
+    candidates that hold a strong pixel) for a batch (N, H, W) of uint8-valued images; returns bool edges.
+    In int16 (Sobel responses of 8-bit images lie within +-1020)."""
+    src = np.pad(np.asarray(img).astype(np.int16), [(0, 0), (1, 1), (1, 1)], mode="edge")
+    left, right = src[:, :, :-2], src[:, :, 2:]
+    smooth_rows = src[:, :, 1:-1] * np.int16(2)
+    smooth_rows += left
+    smooth_rows += right  # [1, 2, 1] along x
     diff_rows = right - left  # [-1, 0, 1] along x
-    gx = diff_rows[:, :-2] + 2 * diff_rows[:, 1:-1] + diff_rows[:, 2:]
+    gx = diff_rows[:, 1:-1] * np.int16(2)
+    gx += diff_rows[:, :-2]
+    gx += diff_rows[:, 2:]
     gy = smooth_rows[:, 2:] - smooth_rows[:, :-2]
     ax, ay = np.abs(gx), np.abs(gy)
-    mag = ax + ay
-    m = np.pad(mag, [(0, 0), (1, 1), (1, 1)])  # outside the image the magnitude is 0
-    h, w = mag.shape[1:]
+    h, w = ax.shape[1:]
+    m = np.zeros((ax.shape[0], h + 2, w + 2), dtype=np.int16)  # outside the image the magnitude is 0
+    mag = m[:, 1:-1, 1:-1]
+    np.add(ax, ay, out=mag)
 
     def nb(dy: int, dx: int) -> np.ndarray:
         return m[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
 
-    tg22x = ax * 13573  # round(tan(22.5 deg) * 2**15), as OpenCV (CANNY_SHIFT = 15)
-    ay = ay << 15
-    horizontal = ay < tg22x
-    vertical = ay > tg22x + (ax << 16)
+    wide_ax, shifted_ay = ax.astype(np.int32), ay.astype(np.int32) << 15
+    tg22x = wide_ax * 13573  # round(tan(22.5 deg) * 2**15), as OpenCV (CANNY_SHIFT = 15)
+    horizontal = shifted_ay < tg22x
+    tg22x += wide_ax << 16
+    vertical = shifted_ay > tg22x
     diagonal = ~(horizontal | vertical)
     same_sign = (gx ^ gy) >= 0  # OpenCV's s = +1: previous row x-1, next row x+1
     peak = horizontal & (mag > nb(0, -1)) & (mag >= nb(0, 1))
     peak |= vertical & (mag > nb(-1, 0)) & (mag >= nb(1, 0))
-    peak |= diagonal & same_sign & (mag > nb(-1, -1)) & (mag > nb(1, 1))
-    peak |= diagonal & ~same_sign & (mag > nb(-1, 1)) & (mag > nb(1, -1))
+    rising = diagonal & same_sign
+    peak |= rising & (mag > nb(-1, -1)) & (mag > nb(1, 1))
+    peak |= (diagonal ^ rising) & (mag > nb(-1, 1)) & (mag > nb(1, -1))
     candidate = peak & (mag > low)
     strong = candidate & (mag > high)
     within_image = np.zeros((3, 3, 3), dtype=bool)
@@ -415,19 +486,100 @@ def canny(img: np.ndarray, low: float, high: float) -> np.ndarray:
     return keep[labels]
 
 
+def truncated_squared_distance(edges: np.ndarray, limit: int) -> np.ndarray:
+    """Squared Euclidean distance from each pixel to the nearest ``True`` pixel of the same image of a
+    (N, H, W) bool batch where it is below ``limit**2``, and some value from ``limit**2`` up to
+    ``2 limit**2`` where it is not (also where an image has none); int16.
+
+    Separable (the squared distance is the minimum over columns of dx^2 + dy^2): the vertical distance
+    to the nearest edge in each column comes from running max/min of edge row indices, capped at
+    ``limit``; the horizontal pass takes the minimum of ``k^2 + dy^2`` over the shifts ``|k| < limit``.
+    A distance below ``limit`` has both offsets below ``limit``, so it is among the candidates, and
+    every candidate is a true distance or at least ``limit**2``."""
+    n, h, w = edges.shape
+    limit = int(limit)
+    cap = np.int16(limit)
+    index = np.int16 if h + 2 * limit < np.iinfo(np.int16).max else np.int32
+    rows = np.arange(h, dtype=index)[None, :, None]
+    above = np.where(edges, rows, index(-cap))  # the last edge row at or above (or far away)
+    np.maximum.accumulate(above, axis=1, out=above)
+    below = np.where(edges, rows, index(h + cap))  # the first edge row at or below
+    below = np.minimum.accumulate(below[:, ::-1], axis=1)[:, ::-1]
+    dy = np.minimum(np.minimum(rows - above, below - rows), cap).astype(np.int16)
+    pad = max(limit - 1, 0)
+    padded = np.full((n, h, w + 2 * pad), cap * cap, dtype=np.int16)
+    squared = padded[:, :, pad:pad + w]
+    np.multiply(dy, dy, out=squared)
+    best = squared.copy()
+    pair = np.empty_like(best)
+    for k in range(1, limit):
+        np.minimum(padded[:, :, pad - k:pad - k + w], padded[:, :, pad + k:pad + k + w], out=pair)
+        pair += np.int16(k * k)
+        np.minimum(best, pair, out=best)
+    return best
+
+
+def truncated_distance(edges: np.ndarray, limit: int) -> np.ndarray:
+    """``min(scipy.ndimage.distance_transform_edt(~edges[i]), limit)`` per image of a (N, H, W) bool batch,
+    float32 (``limit`` everywhere when an image has no ``True`` pixel): see
+    :func:`truncated_squared_distance`."""
+    return capped_roots(int(limit))[truncated_squared_distance(edges, limit)]
+
+
+@functools.lru_cache(maxsize=4)
+def capped_roots(limit: int) -> np.ndarray:
+    """float32(min(sqrt(d2), limit)) for every d2 that :func:`truncated_squared_distance` can return."""
+    roots = np.minimum(np.sqrt(np.arange(2 * limit**2 + 1, dtype=np.float64)), float(limit))
+    roots = roots.astype(np.float32)
+    roots.setflags(write=False)
+    return roots
+
+
+def box_sum3(x: np.ndarray) -> np.ndarray:
+    """Sum over each pixel's 3x3 neighbourhood in the last two axes, borders mirrored as OpenCV's
+    BORDER_REFLECT_101 (``scipy.ndimage`` ``mode="mirror"``), as two 1-D passes. The same as a 3x3
+    correlation with ones whenever the sums are exact in ``x``'s dtype (integers; see ``_water_mask``)."""
+    p = _pad(x, 1, 1, "reflect101")
+    rows = p[..., :-2] + p[..., 1:-1]
+    rows += p[..., 2:]
+    out = rows[..., :-2, :] + rows[..., 1:-1, :]
+    out += rows[..., 2:, :]
+    return out
+
+
+def correlate3x3(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """3x3 correlation of the last two axes with an integer ``kernel``, borders BORDER_REFLECT_101, in
+    ``x``'s (integer) dtype: shifted multiply-adds over the non-zero taps."""
+    p = _pad(x, 1, 1, "reflect101")
+    h, w = x.shape[-2:]
+    out = np.zeros(x.shape, dtype=x.dtype)
+    for u in range(3):
+        for v in range(3):
+            weight = int(kernel[u][v])
+            window = p[..., u:u + h, v:v + w]
+            if weight == 1:
+                out += window
+            elif weight == -1:
+                out -= window
+            elif weight:
+                out += window * x.dtype.type(weight)
+    return out
+
+
 def equalize_hist(img: np.ndarray) -> np.ndarray:
-    """OpenCV's ``equalizeHist`` per image of a (N, H, W) uint8-valued batch."""
+    """OpenCV's ``equalizeHist`` per image of a (N, H, W) uint8-valued batch; int16 values 0..255."""
     n = img.shape[0]
-    flat = img.reshape(n, -1).astype(np.int64)
-    total = flat.shape[1]
-    hist = np.bincount((flat + 256 * np.arange(n)[:, None]).ravel(), minlength=256 * n).reshape(n, 256)
+    codes = img.reshape(n, -1).astype(np.intp)
+    total = codes.shape[1]
+    codes += 256 * np.arange(n, dtype=np.intp)[:, None]  # image i's values index its own 256 bins
+    hist = np.bincount(codes.ravel(), minlength=256 * n).reshape(n, 256)
     first = np.argmax(hist > 0, axis=1)
     first_count = hist[np.arange(n), first]
     scale = np.float32(255.0) / np.maximum(total - first_count, 1).astype(np.float32)
     cum = np.cumsum(hist, axis=1) - first_count[:, None]  # running sum from the first occupied bin (exclusive)
-    lut = np.clip(np.rint(cum.astype(np.float32) * scale[:, None]), 0, 255).astype(np.int64)
+    lut = np.clip(np.rint(cum.astype(np.float32) * scale[:, None]), 0, 255).astype(np.int16)
     bins = np.arange(256)[None, :]
-    lut = np.where(bins <= first[:, None], 0, lut)
+    lut = np.where(bins <= first[:, None], np.int16(0), lut)
     constant = first_count == total
     lut[constant] = np.arange(256)  # a constant image stays as it is
-    return np.take_along_axis(lut, flat, axis=1).reshape(img.shape)
+    return lut.ravel()[codes].reshape(img.shape)
