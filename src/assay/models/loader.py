@@ -2,7 +2,11 @@
 
 Formats, chosen by extension: ``.onnx`` (onnxruntime), ``.pt``/``.pth``/``.ts`` (TorchScript),
 ``.pt2`` (``torch.export``), or ``package.module:callable`` plus ``weights`` (``.safetensors`` or a
-state dict). Nothing is ever unpickled: full pickled modules are refused with instructions.
+state dict). Nothing is ever unpickled: full pickled modules are refused with instructions. Model files
+that would run code when loaded (expression strings, operators that touch files, native libraries) are
+refused with :class:`~assay.errors.UnsafeModelError` by the format loaders, through
+:mod:`assay.models.safety`; a ``torch.export`` archive saved under a ``.pt`` name takes the same path
+as a ``.pt2``.
 """
 
 from __future__ import annotations

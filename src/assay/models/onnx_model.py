@@ -275,7 +275,7 @@ def load_onnx(
             onnx.save(model, tmp, save_as_external_data=True, location="model.onnx.data")
             session = ort.InferenceSession(str(tmp), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise UserError(
+        raise ModelError(
             f"onnxruntime cannot load the model: {first_line(exc)}",
             where=path,
             fix="check the exporter's opset and operators against onnxruntime's CPU provider",

@@ -394,6 +394,15 @@ def _explain_unloadable_pt(path: str, exc: BaseException) -> UserError:
 
     import torch
 
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if not head.startswith((b"PK", b"\x80")):  # neither a zip archive nor a (legacy) pickle
+        return ModelError(
+            f"not a TorchScript model: {first_line(exc)}",
+            where=path,
+            fix="save the model with torch.jit.save(torch.jit.script(model), path) or torch.export.save "
+            "(to a .pt2 file)",
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as load_exc:
