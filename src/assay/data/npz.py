@@ -116,7 +116,8 @@ def load_npz(path: str | os.PathLike[str], *, name: str | None = None) -> Datase
         headers = {key: _header(archive, members[key], key, where) for key in used}
         require_fits(
             _loaded_bytes(headers),
-            what=f"loading the arrays {used} (x: shape {headers['x'].shape}, {headers['x'].dtype})",
+            what=f"loading the arrays {used[:6]}{' ...' if len(used) > 6 else ''} "
+            f"(x: shape {headers['x'].shape}, {headers['x'].dtype})",
             where=where,
             fix="evaluate a smaller file (e.g. a random subset of the samples) or use a machine with more memory",
         )
