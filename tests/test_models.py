@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import io
 import os
+import pickle
 import shutil
 import sys
 import warnings
@@ -30,7 +31,7 @@ from safetensors.torch import save_file
 
 from assay.data.dataset import Dataset
 from assay.engine.run import run_views
-from assay.errors import UserError
+from assay.errors import UnsafeModelError, UserError
 from assay.models import check_input_compatible, export_onnx, load_model
 
 NETS_MODULE = "assay_test_nets"
@@ -318,16 +319,34 @@ def test_export_archive_with_pickled_objects_is_refused_without_running_them(art
     torch.save(((_MakesADirectory(str(canary)),), {}), payload)
     evil = tmp_path / "evil.pt2"
     _rewrite_archive(art.exported, evil, {"sample_inputs/model.pt": payload.getvalue()}, {})
-    with pytest.raises(UserError, match="holds pickled Python objects.*never unpickles"):
+    with pytest.raises(UnsafeModelError, match="holds pickled Python objects.*never unpickles"):
         load_model(str(evil))
     assert not canary.exists()
     assert torch.load.__module__ == "torch.serialization"  # the guard put torch.load back
 
 
+def test_the_unpickling_guard_refuses_every_unpickler_torch_export_uses():
+    from torch.export.pt2_archive import _package
+
+    from assay.models.torch_models import _NoUnpickling
+
+    real = (torch.load, _package.pickle, torch._C._pickle_load_obj)
+    payload = io.BytesIO()
+    torch.save(_MakesADirectory("never"), payload)
+    for unpickle in (lambda: _package.pickle.loads(payload.getvalue()),
+                     lambda: torch._C._pickle_load_obj(b"\x80\x02}q\x00."),
+                     lambda: torch.load(io.BytesIO(payload.getvalue()), weights_only=False)):
+        guard = _NoUnpickling()
+        with guard, pytest.raises(pickle.UnpicklingError):
+            unpickle()
+        assert guard.refused
+    assert (torch.load, _package.pickle, torch._C._pickle_load_obj) == real
+
+
 def test_export_archive_with_compiled_code_is_refused(art, tmp_path):
     compiled = tmp_path / "aoti.pt2"
     _rewrite_archive(art.exported, compiled, {}, {"data/aotinductor/model/model.so": b"\x7fELF"})
-    with pytest.raises(UserError, match="AOTInductor-compiled code"):
+    with pytest.raises(UnsafeModelError, match="AOTInductor-compiled code"):
         load_model(str(compiled))
 
 

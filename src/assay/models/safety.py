@@ -72,6 +72,9 @@ safetensors weights — only tensors are read (``safetensors.torch.load_file``);
 ``__metadata__`` (a str -> str map) is never read by Assay.
 
 Factories (``package.module:callable``) run code by design: the user names the code to import.
+
+``tests/test_model_safety.py`` shows, for each attack, that torch or onnxruntime does run the payload,
+then that Assay refuses the file and the payload never runs.
 """
 
 from __future__ import annotations
@@ -353,7 +356,8 @@ def guard_problem(text: object) -> str | None:
             key = node.slice
             ok_key = isinstance(key, ast.Constant) and (
                 type(key.value) is int or (isinstance(key.value, str) and _is_identifier(key.value)))
-            problem = None if ok_key and _is_input_access(node) else "indexes something other than an input by name or position"
+            problem = None if ok_key and _is_input_access(node) else \
+                "indexes something other than an input by name or position"
         elif isinstance(node, ast.Constant):
             if isinstance(node.value, str):
                 problem = None if _is_identifier(node.value) else "holds a text literal that is not an identifier"
@@ -406,7 +410,8 @@ def operator_problem(target: object) -> str | None:
     if target in EXPORT_CALLABLES:
         return None
     if match := _HIGHER_ORDER.fullmatch(target):
-        return None if match[1] in HIGHER_ORDER_OPS else f"is a higher-order operator outside {sorted(HIGHER_ORDER_OPS)}"
+        ok = match[1] in HIGHER_ORDER_OPS
+        return None if ok else f"is a higher-order operator outside {sorted(HIGHER_ORDER_OPS)}"
     if match := _OP_OVERLOAD.fullmatch(target):
         namespace, op = match[1], match[2]
         if namespace not in EXPORT_OP_NAMESPACES:

@@ -502,9 +502,11 @@ class _NoUnpickling:
     """While loading a ``.pt2``, make every unpickling step safe or refused.
 
     ``torch.export.load`` unpickles with ``torch.load(weights_only=False)`` (pickled weights and constants,
-    and as a *fallback* for example inputs) and ``pickle.loads`` (opaque constants): a crafted archive runs
-    code. Inside this context ``torch.load`` is forced to ``weights_only=True`` and ``pickle.loads`` of the
-    archive reader refuses. Not thread-safe: it patches module attributes for the duration of the load.
+    and as a *fallback* for example inputs), ``pickle.loads`` (opaque constants) and
+    ``torch._C._pickle_load_obj`` (torchbind objects): a crafted archive runs code. Inside this context
+    ``torch.load`` is forced to ``weights_only=True`` and the other two refuse (``check_export_archive``
+    refuses such archives earlier; this is the second line). Not thread-safe: it patches module
+    attributes for the duration of the load.
     """
 
     def __init__(self) -> None:
@@ -535,7 +537,9 @@ class _NoUnpickling:
         stub = types.SimpleNamespace(**{k: getattr(pickle, k) for k in dir(pickle) if not k.startswith("__")})
         stub.loads = refuse
         stub.load = refuse
-        for owner, name, value in ((torch, "load", tensors_only_load), (_package, "pickle", stub)):
+        patches = ((torch, "load", tensors_only_load), (_package, "pickle", stub),
+                   (torch._C, "_pickle_load_obj", refuse))  # torchbind objects: their __setstate__ runs
+        for owner, name, value in patches:
             self._saved.append((owner, name, getattr(owner, name)))
             setattr(owner, name, value)
         return self
