@@ -304,8 +304,6 @@ def test_a_variant_that_fails_to_load_or_time_is_never_recommended(demo, monkeyp
     assert result.recommended == "int8-static-minmax"
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py's compress table formats accuracy_delta, which is None for a variant "
-                                       "that failed before its audit (fix requested in the issue-10 report)")
 def test_console_summary_shows_a_failed_variant(demo, tmp_path, monkeypatch, capsys):
     from onnxruntime.transformers import float16
 

@@ -300,7 +300,7 @@ def _float_list(value: str, option: str) -> list[float]:
 def compress(
     model: Annotated[str, typer.Argument(help="Model to compress: .onnx, TorchScript, torch.export, or pkg.module:factory with --weights.")],
     data: Annotated[str, typer.Option("--data", "-d", help="Labelled evaluation data for the damage audit.")],
-    calibration: Annotated[Optional[str], typer.Option(help="Calibration inputs for int8 quantization (default: --train-data).")] = None,
+    calibration: Annotated[Optional[str], typer.Option(help="Calibration inputs, needed only for int8-static methods (default: --train-data).")] = None,
     methods: Annotated[str, typer.Option(help="Comma-separated: int8-static, int8-dynamic, int8-dynamic-all, fp16, prune.")] = "int8-static,int8-dynamic,fp16",
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: report, variants, the recommended model and its evidence.")] = Path("assay-compress"),
     weights: Annotated[Optional[str], typer.Option(help="Weights for a factory model (.safetensors or a state dict).")] = None,
@@ -319,6 +319,7 @@ def compress(
     n_bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Output cache directory (default ~/.cache/assay).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the output cache.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an Assay output of another kind at --out (never a folder holding other files).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or console summary.")] = False,
 ) -> None:
     """Compressed variants with a measured speed-up and a per-class damage audit; recommends the fastest safe one."""
@@ -332,7 +333,7 @@ def compress(
         latency_budget_s=latency_budget, threads=threads, suite=suite, n_bootstrap=n_bootstrap, seed=seed,
         slice_by=[c.strip() for c in slice_by.split(",")] if slice_by else None,
         cache_dir=_cache(cache_dir, no_cache), progress=not quiet,
-        model_options={"weights": weights} if weights else None)
+        model_options={"weights": weights} if weights else None, force=force)
     if not quiet:
         from rich.table import Table
 
@@ -341,9 +342,10 @@ def compress(
         for col in ("variant", "accuracy Δ", "worst class Δ", "changed", f"speed-up (b={b})", "status"):
             table.add_column(col, overflow="fold")
         for r in result.rows:
-            table.add_row(r["variant"], f"{r['accuracy_delta']:+.4f}",
+            speedup = r.get(f"speedup[batch={b}]")
+            table.add_row(r["variant"], "—" if r["accuracy_delta"] is None else f"{r['accuracy_delta']:+.4f}",
                           "" if r["worst_class_delta"] is None else escape(f"{r['worst_class']}: {r['worst_class_delta']:+.4f}"),
-                          str(r["changed_predictions"]), f"{r.get(f'speedup[batch={b}]', float('nan')):.2f}x",
+                          str(r["changed_predictions"]), "—" if speedup is None else f"{speedup:.2f}x",
                           r["status"])
         Console().print(table)
         for reason in result.reasons:

@@ -292,11 +292,13 @@ def compress(
     progress: bool = False,
     model_options: dict[str, Any] | None = None,
     data_options: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> CompressionResult:
     """Build, audit, profile and rank compressed variants of ``model`` (see the module docstring).
 
     With ``out`` the variants end in ``out/variants/`` (and ``VariantAudit.path`` points there); with
-    ``out=None`` their working files are deleted on return."""
+    ``out=None`` their working files are deleted on return. ``out`` is checked first: it replaces only an
+    Assay compression output (``force``: any Assay output), never a folder holding other files or an input."""
     from assay.api import _as_dataset, run_evaluation
     from assay.checks.base import EvaluateConfig
     from assay.compress.latency import profile_model
@@ -304,6 +306,7 @@ def compress(
                                          parse_methods)
     from assay.engine.planning import apply_suite
     from assay.environment import cpu_model_and_flags
+    from assay.evidence.output import check_output, input_paths
     from assay.models.loader import load_model
 
     _check_limit(max_accuracy_drop, "max_accuracy_drop")
@@ -320,6 +323,10 @@ def compress(
     calibrate = needs_calibration(methods)
     if calibrate and calibration is None and train_data is None:  # before any data is read
         raise missing_calibration_error(methods)
+    inputs = input_paths(model, data, calibration, train_data, (model_options or {}).get("weights"),
+                         cache_dir=cache_dir)
+    if out is not None:  # a bad output path fails before any variant is built
+        check_output(out, "compress", inputs=inputs, force=force)
     dataset = _as_dataset(data, data_options or {})
     if dataset.y is None:
         raise DataError("the evaluation data has no labels", where="--data",
@@ -439,7 +446,7 @@ def compress(
             limits={"max_accuracy_drop": max_accuracy_drop, "max_class_drop": max_class_drop,
                     "confidence": confidence})
         if out is not None:
-            _write(result, Path(out), dataset, base_run, pick)
+            _write(result, Path(out), dataset, base_run, pick, inputs=inputs, force=force)
             for audit in audits:  # the working copies are deleted below; point at the written ones
                 if audit.path is not None and audit.path.is_file():
                     audit.path = Path(out) / "variants" / f"{audit.name}.onnx"
@@ -489,7 +496,8 @@ def exemplar_rows(result: CompressionResult, dataset: Dataset, base_pred: np.nda
     return rows
 
 
-def _write(result: CompressionResult, out: Path, dataset: Dataset, base_run: Any, pick: VariantAudit | None) -> None:
+def _write(result: CompressionResult, out: Path, dataset: Dataset, base_run: Any, pick: VariantAudit | None, *,
+           inputs: list[Path], force: bool) -> None:
     """compression.json/.md, report.html, exemplars.csv, variants/*.onnx, and the pick as model.onnx with
     its evidence bundle in evidence/ -- all or nothing (atomic directory)."""
     from assay.api import write_evaluation
@@ -498,7 +506,7 @@ def _write(result: CompressionResult, out: Path, dataset: Dataset, base_run: Any
 
     base_pred = base_run.outputs.clean.logits.argmax(1)
     names = base_run.evidence.model.class_names
-    with atomic_directory(out, "compress") as tmp:
+    with atomic_directory(out, "compress", inputs=inputs, force=force) as tmp:
         (tmp / "compression.json").write_text(json.dumps(result.as_dict(), indent=2, default=_json_default),
                                               encoding="utf-8")
         (tmp / "compression.md").write_text(render_compression_markdown(result), encoding="utf-8")
