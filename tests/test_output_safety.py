@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -293,9 +294,10 @@ def _dead_pid() -> int:
 
 
 def _fake_debris(target: Path, tag: str, pid: int, suffix: str = "x") -> Path:
-    folder = target.parent / f".{target.name}.{tag}-test{suffix}"
+    """A temporary folder as a writer with process id ``pid`` on this host names it."""
+    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+    folder = target.parent / f".{target.name}.{tag}-{pid}.0.{host}-{suffix}"
     folder.mkdir()
-    (folder / ".assay-writer").write_text(json.dumps({"pid": pid, "host": os.uname().nodename, "start": None}))
     return folder
 
 

@@ -17,8 +17,8 @@ bad ``--out`` fails before any work is done. The rules:
 5. **Atomic replacement.** The new folder is assembled in ``.NAME.tmp-*`` beside the target, its manifest
    written last (so a complete folder is recognisable); then the old folder moves to ``.NAME.old-*``, the
    new one into place, and the old one is deleted.
-6. **Crash recovery.** Both temporary folders carry a marker with the writer's process id. The next run
-   into the same path removes debris whose writer is gone; when a crash fell between the two renames
+6. **Crash recovery.** Both temporary folders carry the writer's process id (and start time) in their
+   names. The next run into the same path removes debris whose writer is gone; when a crash fell between the two renames
    (no target, an old folder aside), the new folder is moved into place if it is complete, otherwise
    the old one is restored.
 """
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -54,7 +55,6 @@ __all__ = [
 MANIFEST = "assay-manifest.json"
 MANIFEST_FORMAT = 1
 OUTPUT_KINDS = ("evaluate", "compare", "select", "compress")
-_MARKER = ".assay-writer"  # inside .NAME.tmp-* / .NAME.old-*: who is writing, so debris can be told apart
 _DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
 
@@ -243,42 +243,41 @@ def _process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[-1].split()[19]
 
 
-def _writer_marker() -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid())}
+def _writer_tag() -> str:
+    """``<pid>.<start time>.<host hash>``: who writes a temporary folder, in the folder's own name, so the
+    identity exists from the instant ``mkdtemp`` creates it (a marker file could be missing after a kill)."""
+    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+    return f"{os.getpid()}.{_process_start(os.getpid()) or 0}.{host}"
 
 
-def _writer_alive(marker: dict[str, Any]) -> bool:
-    if marker.get("host") != socket.gethostname():
+def _writer_alive(tag: str) -> bool:
+    """False only when the writer named by ``tag`` is provably gone (same host, no such process, or a
+    process with another start time under that id)."""
+    try:
+        pid_text, start, host = tag.split(".")
+        pid = int(pid_text)
+    except ValueError:
+        return True  # not a name Assay makes: leave it alone
+    if host != hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]:
         return True  # another machine on a shared disk: assume it is still writing
-    pid = marker.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
-    start = marker.get("start")
-    return start is None or _process_start(pid) in (None, start)
-
-
-def _read_marker(folder: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((folder / _MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return start == "0" or _process_start(pid) in (None, start)
 
 
 def _stale_debris(target: Path, tag: str) -> list[Path]:
-    """``.NAME.<tag>-*`` folders beside ``target`` that Assay wrote and whose writer is gone, newest first."""
+    """``.NAME.<tag>-<writer>-*`` folders beside ``target`` whose writer is gone, newest first."""
     found = []
-    for entry in target.parent.glob(f".{target.name}.{tag}-*"):
+    prefix = f".{target.name}.{tag}-"
+    for entry in target.parent.glob(glob.escape(prefix) + "*"):
         if entry.is_symlink() or not entry.is_dir():
             continue
-        marker = _read_marker(entry)
-        if marker is not None and not _writer_alive(marker):
+        writer = entry.name[len(prefix):].rsplit("-", 1)[0]
+        if writer.count(".") == 2 and not _writer_alive(writer):
             found.append(entry)
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
@@ -288,8 +287,8 @@ def recover_debris(target: str | os.PathLike[str]) -> list[str]:
 
     If ``target`` is missing and a crash fell between the two renames, the complete new folder (it has
     its manifest) is moved into place; failing that, the old folder is restored. Then the remaining
-    stale ``.NAME.tmp-*`` / ``.NAME.old-*`` folders (only those carrying Assay's writer marker, with a
-    dead writer) are removed."""
+    stale ``.NAME.tmp-*`` / ``.NAME.old-*`` folders (only those named by Assay, with a writer that is gone)
+    are removed."""
     target = Path(target)
     done: list[str] = []
     temps, olds = _stale_debris(target, "tmp"), _stale_debris(target, "old")
@@ -304,6 +303,9 @@ def recover_debris(target: str | os.PathLike[str]) -> list[str]:
     for stale in [*temps, *olds]:
         shutil.rmtree(stale, ignore_errors=True)
         done.append(f"removed {stale.name} left by a killed run")
+    for probe in target.parent.glob(glob.escape(f".{target.name}.probe-") + "*"):
+        with contextlib.suppress(OSError):
+            probe.rmdir()  # only ever empty: the writability probe of check_output
     return done
 
 
@@ -320,7 +322,7 @@ def _write_manifest(folder: Path, kind: str) -> None:
 
     files = {}
     for name in sorted(_files_under(folder)):
-        if name in (MANIFEST, _MARKER):
+        if name == MANIFEST:
             continue
         path = folder / name
         files[name] = {"bytes": path.lstat().st_size, "sha256": _sha256(path)} if path.is_file() else {"link": True}
@@ -330,9 +332,7 @@ def _write_manifest(folder: Path, kind: str) -> None:
 
 
 def _temp_folder(target: Path, tag: str) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.{tag}-", dir=target.parent))
-    (folder / _MARKER).write_text(json.dumps(_writer_marker()), encoding="utf-8")
-    return folder
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{tag}-{_writer_tag()}-", dir=target.parent))
 
 
 @contextlib.contextmanager
