@@ -239,3 +239,130 @@ def test_explicit_attack_list_and_few_class_note(digits, nets):
     section = run_evaluation(TorchModel(head.eval(), info), three, config=cfg, cache_dir=None).evidence.sections["adversarial"]
     assert "apgd-t" not in {row["attack"] for row in section.tables["attacks"]}
     assert any("APGD-T was not run" in f.message for f in section.findings)
+
+
+# ------------------------------------------------- severity scale: image size and non-monotone accuracy
+
+
+def _corruption_section(correct_by_severity: dict[int, np.ndarray], *, name: str = "elastic_transform",
+                        shape: tuple[int, int, int] = (1, 8, 8), table: str = "auto",
+                        clean: np.ndarray | None = None, n_bootstrap: int = 400):
+    """The corruption check on hand-made outputs: one-hot logits that are right exactly where
+    ``correct_by_severity[s]`` says (labels are all 0; a wrong prediction says 1)."""
+    from assay.checks.base import CheckContext
+    from assay.checks.corruption import check_corruption
+    from assay.data.dataset import Dataset
+    from assay.engine.cache import ViewOutput
+    from assay.engine.robust_views import CorruptionView
+    from assay.engine.run import Outputs
+
+    n = len(next(iter(correct_by_severity.values())))
+    data = Dataset(x=np.zeros((n, *shape), dtype=np.float32), y=np.zeros(n, dtype=np.int64), ids=np.arange(n),
+                   modality="image", name="hand-made", source="hand-made")
+
+    def logits(correct: np.ndarray) -> np.ndarray:
+        out = np.zeros((n, 10), dtype=np.float32)
+        out[np.arange(n), np.where(correct, 0, 1)] = 1.0
+        return out
+
+    clean = np.ones(n, dtype=bool) if clean is None else clean
+    views, outputs = {}, {"clean": ViewOutput(logits=logits(clean), features=None)}
+    for severity, correct in correct_by_severity.items():
+        view = CorruptionView(data, name, severity, table=table)
+        views[view.spec.key()] = view
+        outputs[view.spec.key()] = ViewOutput(logits=logits(correct), features=None)
+    config = EvaluateConfig(corruptions=[name], severities=sorted(correct_by_severity), n_bootstrap=n_bootstrap,
+                            corruption_table=table)
+    return check_corruption(CheckContext(outputs=Outputs(views=outputs), dataset=data, config=config, views=views))
+
+
+def _first(n: int, k: int) -> np.ndarray:
+    return np.arange(n) < k
+
+
+def test_accuracy_rising_with_severity_is_reported_with_a_paired_test():
+    from scipy.stats import binomtest
+
+    n = 300
+    # Accuracy rises 0.30 -> 0.60 from severity 1 to 5; the samples right at 1 stay right (nested sets),
+    # so every discordant pair says "rose".
+    rising = {s: _first(n, k) for s, k in zip(range(1, 6), (90, 95, 100, 150, 180))}
+    section = _corruption_section(rising)
+    reversals = section.tables["severity_reversals"]
+    pairs = {(r["severity_low"], r["severity_high"]): r for r in reversals}
+    top = pairs[(1, 5)]
+    assert top["accuracy_low"] == pytest.approx(0.30) and top["accuracy_high"] == pytest.approx(0.60)
+    assert (top["rose"], top["fell"]) == (90, 0) and top["rise"] == pytest.approx(0.30)
+    assert top["p_mcnemar"] == pytest.approx(binomtest(0, 90).pvalue)
+    # Holm over all C(5, 2) = 10 pairs: the smallest p-value is multiplied by 10.
+    assert top["p_holm"] == pytest.approx(min(1.0, 10 * binomtest(0, 90).pvalue))
+    assert 0 < top["rise_ci_low"] <= 0.30 <= top["rise_ci_high"]
+    # 1 -> 2 (5 samples) and 2 -> 3 (5) are too small to be significant; 3 -> 4 (50) is not.
+    assert (1, 2) not in pairs and (2, 3) not in pairs and (3, 4) in pairs
+    messages = [f.message for f in section.findings if "elastic_transform: accuracy is higher" in f.message]
+    assert len(messages) == 1
+    assert "severity 5 (0.600) than at severity 1 (0.300)" in messages[0] and "McNemar" in messages[0]
+    assert [f.severity for f in section.findings if f.message == messages[0]] == ["warning"]
+    assert section.config["severity_order_test"]["pairs_tested"] == 10
+
+
+def test_falling_or_flat_accuracy_raises_no_severity_finding():
+    n = 300
+    falling = {s: _first(n, k) for s, k in zip(range(1, 6), (280, 250, 200, 150, 90))}
+    # Flat within noise: severity 2 is 4 samples better than 1 (4 rose, 0 fell): p = 0.125, not significant.
+    flat = {1: _first(n, 150), 2: _first(n, 154), 3: _first(n, 150)}
+    for case in (falling, flat):
+        section = _corruption_section(case, shape=(1, 32, 32))
+        assert "severity_reversals" not in section.tables
+        assert not [f for f in section.findings if "accuracy is higher at severity" in f.message]
+        assert not [f for f in section.findings if "far below" in f.message]  # 32 px: the CIFAR design size
+
+
+def test_a_rise_in_accuracy_counts_only_beyond_chance_on_the_same_samples():
+    """Same accuracies (0.40 -> 0.45), different pairing: 20 samples turning right and none wrong is
+    beyond chance; 170 turning right while 150 turn wrong is not (exact McNemar p ~ 0.29)."""
+    from scipy.stats import binomtest
+
+    n = 400
+    low, nested = _first(n, 160), _first(n, 180)
+    churn = np.zeros(n, dtype=bool)
+    churn[150:330] = True
+    assert churn.mean() == nested.mean() == 0.45
+    flagged = _corruption_section({1: low, 2: nested}, shape=(1, 32, 32)).tables["severity_reversals"]
+    assert [(r["rose"], r["fell"]) for r in flagged] == [(20, 0)]
+    churned = _corruption_section({1: low, 2: churn}, shape=(1, 32, 32))
+    assert "severity_reversals" not in churned.tables
+    assert binomtest(150, 320).pvalue > 0.05
+
+
+@pytest.mark.parametrize("side,table,warned", [(8, "auto", True), (15, "auto", True), (16, "auto", False),
+                                               (32, "cifar", False), (111, "imagenet", True),
+                                               (112, "imagenet", False)])
+def test_images_far_below_the_tables_design_size_are_flagged(side, table, warned):
+    n = 60
+    monotone = {1: _first(n, 50), 3: _first(n, 40)}
+    section = _corruption_section(monotone, shape=(1, side, side), table=table)
+    warnings = [f for f in section.findings if "far below" in f.message]
+    assert bool(warnings) == warned
+    resolved = "cifar" if table == "auto" else table
+    design = {"cifar": 32, "imagenet": 224}[resolved]
+    if warned:
+        (finding,) = warnings
+        assert finding.severity == "warning"
+        assert f"{side}x{side} px" in finding.message and f"{design}x{design} px" in finding.message
+        assert f"('{resolved}')" in finding.message and "non-monotone" in finding.message
+    scale = section.config["table_scale"]
+    assert scale["image_size"] == [side, side] and scale["tables"][resolved]["far_below"] == warned
+
+
+def test_digits_at_8px_warn_about_the_cifar_table_and_the_elastic_reversal(digits, nets):
+    """The case that motivated both warnings: 8x8 digits under the CIFAR-10-C table (design size 32 px),
+    where elastic_transform's severity 1 (a large affine warp, no smooth field) hurts more than 5."""
+    _, test = digits
+    cfg = EvaluateConfig(corruptions=["elastic_transform"], severities=[1, 5], n_bootstrap=200)
+    section = run_evaluation(torch_model(nets[0], "a"), test, config=cfg, cache_dir=None).evidence.sections["corruption"]
+    rows = {r["severity"]: r["accuracy"] for r in section.tables["per_view"]}
+    assert rows[5] > rows[1]
+    messages = [f.message for f in section.findings if f.severity == "warning"]
+    assert any("8x8 px, far below the 32x32 px the CIFAR-10-C" in m for m in messages), messages
+    assert any(m.startswith("elastic_transform: accuracy is higher at severity 5") for m in messages), messages

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CIFAR_TABLE", "FROST_SCALE", "IMAGENET_TABLE", "PARAMETER_NAMES", "TABLES"]
+__all__ = ["CIFAR_TABLE", "DESIGN_SIZE", "FROST_SCALE", "IMAGENET_TABLE", "PARAMETER_NAMES", "TABLES"]
 
 #: What the entries of each corruption's tuples are (order as in the published scripts).
 PARAMETER_NAMES: dict[str, tuple[str, ...]] = {
@@ -123,6 +123,9 @@ IMAGENET_TABLE: dict[str, list[Any]] = {
 }
 
 TABLES: dict[str, dict[str, list[Any]]] = {"cifar": CIFAR_TABLE, "imagenet": IMAGENET_TABLE}
+
+#: The image side (pixels) each table's parameters were tuned for: CIFAR-10-C is 32x32, ImageNet-C 224x224.
+DESIGN_SIZE: dict[str, int] = {"cifar": 32, "imagenet": 224}
 
 #: How much smaller the frost texture's features are in the CIFAR script: it shrinks the frost photos to
 #: 0.2 of their size before cropping 32x32 patches (make_cifar_c.py); ImageNet-C crops them at full size.
