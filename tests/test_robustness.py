@@ -360,7 +360,8 @@ def test_digits_at_8px_warn_about_the_cifar_table_and_the_elastic_reversal(digit
     where elastic_transform's severity 1 (a large affine warp, no smooth field) hurts more than 5."""
     _, test = digits
     cfg = EvaluateConfig(corruptions=["elastic_transform"], severities=[1, 5], n_bootstrap=200)
-    section = run_evaluation(torch_model(nets[0], "a"), test, config=cfg, cache_dir=None).evidence.sections["corruption"]
+    run = run_evaluation(torch_model(nets[0], "a"), test, config=cfg, cache_dir=None)
+    section = run.evidence.sections["corruption"]
     rows = {r["severity"]: r["accuracy"] for r in section.tables["per_view"]}
     assert rows[5] > rows[1]
     messages = [f.message for f in section.findings if f.severity == "warning"]

@@ -21,10 +21,11 @@ from scipy import ndimage
 
 from assay.corruptions.base import sample_rng
 
-__all__ = ["bilinear_sample", "box_sum3", "canny", "capped_roots", "clipped_zoom", "correlate2d", "correlate3x3", "disk_kernel",
-           "draws", "equalize_hist", "filter_matrix", "gaussian_filter", "gaussian_weights", "generators",
-           "hsv_to_rgb", "luma", "motion_blur", "pil_box_matrix", "pil_box_resize", "plasma_fractal", "rgb_to_hsv",
-           "separable_filter", "truncated_distance", "truncated_squared_distance"]
+__all__ = ["bilinear_sample", "box_sum3", "canny", "capped_roots", "clipped_zoom", "correlate2d", "correlate3x3",
+           "disk_kernel", "draws", "equalize_hist", "filter_matrix", "for_each_chunk", "for_each_image",
+           "gaussian_filter", "gaussian_weights", "generators", "hsv_to_rgb", "luma", "motion_blur", "pil_box_matrix",
+           "pil_box_resize", "plasma_fractal", "rgb_to_hsv", "separable_filter", "truncated_distance",
+           "truncated_squared_distance", "worker_threads"]
 
 
 # ---------------------------------------------------------------------------------------------- randomness
