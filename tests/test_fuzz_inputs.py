@@ -623,3 +623,53 @@ def test_markup_in_user_input_is_printed_verbatim(args, ws, tmp_path, capsys):
     (it used to raise MarkupError inside the CLI's error handler)."""
     (tmp_path / "gate.yaml").write_text("'[/bold]': {max_drop: 0.01}\n")
     _user_error(args(ws, tmp_path), capsys, "[/")
+
+
+# ------------------------------------------------------------------------------------------- --eps / --severities
+
+OPTION_CASES = {
+    "a trillion severities (MemoryError before)": ("--severities", "1-1000000000000", "must lie in 1..5"),
+    "reversed range": ("--severities", "5-1", "selects no severity"),
+    "Arabic-Indic severity": ("--severities", "\u0663", "non-ASCII"),
+    "5000-digit severity": ("--severities", "1" * 5000, "characters long"),
+    "eps 1e999 (OverflowError before)": ("--eps", "1e999", "not a number in float range"),
+    "eps 1/0": ("--eps", "1/0", "not a number"),
+    "eps nan": ("--eps", "nan", "not a number"),
+}
+
+
+@pytest.mark.parametrize("case", list(OPTION_CASES))
+def test_cli_evaluate_refuses_absurd_robustness_options(case, ws, tmp_path, capsys):
+    option, value, fragment = OPTION_CASES[case]
+    out = tmp_path / "out"
+    _user_error(["evaluate", str(ws.model), "--data", str(ws.data), option, value, "--out", str(out), "-q"], capsys,
+                fragment, option)
+    assert not out.exists()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_any_text_is_severities_or_a_user_error(text):
+    from assay.engine.planning import parse_severities
+    from assay.errors import UserError
+
+    try:
+        severities = parse_severities(text)
+    except UserError as exc:
+        assert exc.where == "--severities" and exc.fix
+    else:
+        assert severities and set(severities) <= {1, 2, 3, 4, 5}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_any_text_is_eps_or_a_user_error(text):
+    from assay.engine.planning import parse_eps
+    from assay.errors import UserError
+
+    try:
+        eps = parse_eps(text)
+    except UserError as exc:
+        assert exc.where == "--eps" and exc.fix
+    else:
+        assert eps and all(0 < e <= 64 for e in eps)

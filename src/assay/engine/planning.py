@@ -20,7 +20,7 @@ from assay.engine.views import View
 from assay.errors import UserError
 from assay.models.base import Model
 
-__all__ = ["ATTACK_PRESETS", "SUITES", "attack_specs", "available_corruptions", "corruption_views",
+__all__ = ["ATTACK_PRESETS", "MAX_OPTION_CHARS", "SUITES", "attack_specs", "available_corruptions", "corruption_views",
            "adversarial_views", "logit_module", "parse_eps", "parse_severities"]
 
 #: What each ``--suite`` adds on top of performance + calibration.
@@ -53,23 +53,39 @@ def apply_suite(suite: str | None, options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+#: The longest --eps / --severities text accepted (a list of every budget anyone uses is far shorter).
+MAX_OPTION_CHARS = 1000
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
+def _bounded_ascii(text: str, option: str, fix: str) -> None:
+    """Option text is parsed by int/Fraction, which also read non-ASCII digits: keep it short and ASCII."""
+    if len(text) > MAX_OPTION_CHARS or not text.isascii():
+        what = f"is {len(text):,} characters long" if len(text) > MAX_OPTION_CHARS else "has non-ASCII characters"
+        raise UserError(f"{option} {_shown(text)} {what}", where=option, fix=fix)
+
+
 def parse_eps(text: str | float | list[float]) -> list[float]:
     """``"8/255"``, ``"0.03"`` or a comma list of those -> sorted positive floats."""
+    fix = "give a fraction or decimal, e.g. 8/255 or 0.031, or a comma list 2/255,4/255,8/255"
     if isinstance(text, (int, float)):
         items: list[Any] = [text]
     elif isinstance(text, list):
         items = text
     else:
+        _bounded_ascii(str(text), "--eps", fix)
         items = [t.strip() for t in str(text).split(",") if t.strip()]
     values = []
     for item in items:
         try:
             value = float(Fraction(str(item)))
-        except (ValueError, ZeroDivisionError):
-            raise UserError(f"--eps {item!r} is not a number", where="--eps",
-                            fix="give a fraction or decimal, e.g. 8/255 or 0.031, or a comma list 2/255,4/255,8/255") from None
+        except (ValueError, ZeroDivisionError, OverflowError):
+            raise UserError(f"--eps {_shown(str(item))} is not a number in float range", where="--eps", fix=fix) from None
         if not 0 < value <= 64:
-            raise UserError(f"--eps {item!r} must be positive (and at most 64)", where="--eps",
+            raise UserError(f"--eps {_shown(str(item))} must be positive (and at most 64)", where="--eps",
                             fix="inputs live in [0, 1]: a typical L-inf budget is 8/255, a typical L2 budget 0.5")
         values.append(value)
     if not values:
@@ -78,21 +94,24 @@ def parse_eps(text: str | float | list[float]) -> list[float]:
 
 
 def parse_severities(text: str) -> list[int]:
-    """``"1-5"``, ``"3"`` or ``"1,3,5"`` -> sorted severities in 1..5."""
+    """``"1-5"``, ``"3"`` or ``"1,3,5"`` -> sorted severities in 1..5 (each bound checked before a range is
+    expanded, so ``1-1000000000000`` is an error, not a trillion-element set)."""
+    fix = "use a range or list of 1..5, e.g. 1-5 or 1,3,5"
+    text = str(text)
+    _bounded_ascii(text, "--severities", fix)
     out: set[int] = set()
     try:
-        for part in str(text).split(","):
+        for part in text.split(","):
             part = part.strip()
-            if "-" in part:
-                lo, hi = (int(p) for p in part.split("-", 1))
-                out.update(range(lo, hi + 1))
-            elif part:
-                out.add(int(part))
+            bounds = [int(p) for p in part.split("-", 1)] if "-" in part else [int(part)] if part else []
+            if any(not 1 <= b <= 5 for b in bounds):
+                raise UserError(f"--severities {_shown(text)} must lie in 1..5", where="--severities", fix=fix)
+            out.update(range(bounds[0], bounds[-1] + 1) if bounds else ())
     except ValueError:
-        raise UserError(f"--severities {text!r} is not a list of severities", where="--severities",
-                        fix="use a range or list of 1..5, e.g. 1-5 or 1,3,5") from None
-    if not out or min(out) < 1 or max(out) > 5:
-        raise UserError(f"--severities {text!r} must lie in 1..5", where="--severities", fix="e.g. 1-5 or 3")
+        raise UserError(f"--severities {_shown(text)} is not a list of severities", where="--severities",
+                        fix=fix) from None
+    if not out:
+        raise UserError(f"--severities {_shown(text)} selects no severity", where="--severities", fix=fix)
     return sorted(out)
 
 
