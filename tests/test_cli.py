@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from assay.cli import main
+from assay.evidence.schema import SCHEMA_VERSION
 from assay.demo import DigitsCNN, train_digits_cnn
 from assay.models.export import export_onnx
 
@@ -54,7 +55,7 @@ def test_evaluate_writes_bundle(digits_model, tmp_path, capsys):
                               "--cache-dir", str(tmp_path / "cache"), "--n-bootstrap", "200"], capsys)
     assert code == 0, err
     evidence = json.loads((out / "evidence.json").read_text())
-    assert evidence["schema_version"] == "1.0"
+    assert evidence["schema_version"] == SCHEMA_VERSION
     acc = evidence["sections"]["performance"]["metrics"]["accuracy"]
     assert 0.5 < acc["value"] <= 1 and acc["ci_low"] <= acc["value"] <= acc["ci_high"]
     assert "ece" in evidence["sections"]["calibration"]["metrics"]

@@ -25,7 +25,7 @@ from assay.engine.views import CleanView
 from assay.environment import environment_info
 from assay.errors import UserError
 from assay.evidence.bundle import read_evidence
-from assay.evidence.schema import DataInfo, Evidence, Section
+from assay.evidence.schema import DataInfo, Evidence, Finding, Section
 from assay.models.base import Model
 
 __all__ = ["CHECKS", "EvaluationRun", "evaluate", "evaluation_inputs", "run_evaluation", "write_evaluation"]
@@ -342,6 +342,8 @@ def run_evaluation(
     timings["total"] = time.perf_counter() - started
 
     class_names = model_obj.info.class_names
+    findings = _input_findings({"data": dataset, "calibration data": calibration, "training data": train})
+    findings += [Finding(severity="warning", message=note) for note in getattr(outputs, "notes", [])]
     evidence = Evidence(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         model=model_obj.info,
@@ -359,8 +361,21 @@ def run_evaluation(
                           "forward_batches": outputs.forward_batches}},
         timings={k: round(v, 4) for k, v in timings.items()},
         sections=sections,
+        findings=findings,
     )
     return EvaluationRun(evidence, outputs, dataset)
+
+
+def _input_findings(inputs: dict[str, Dataset | None]) -> list[Finding]:
+    """Run-level warnings from how each input set was read (``Dataset.notes``: uint8 scaling, values
+    outside [0, 1], class order taken from sorted names, image conversions)."""
+    findings = []
+    for role, data in inputs.items():
+        for note in getattr(data, "notes", None) or []:
+            message = str(note) if role == "data" else f"{role} ({data.source}): {note}"
+            findings.append(Finding(severity=getattr(note, "severity", "warning"), message=message,
+                                    evidence=f"data:{role}"))
+    return findings
 
 
 def evaluate(

@@ -13,7 +13,7 @@ import pandas as pd
 
 from assay.errors import DataError
 
-__all__ = ["Dataset", "Modality", "image_range_note", "reject_rows", "sorted_classes_note"]
+__all__ = ["DataNote", "Dataset", "Modality", "image_range_note", "reject_rows", "sorted_classes_note"]
 
 Modality = Literal["image", "tabular", "text"]
 _SHOWN_CLASSES = 20
@@ -26,6 +26,19 @@ def reject_rows(bad: np.ndarray, what: str, *, where: str, fix: str) -> None:
         raise DataError(f"{int(bad.sum())} {what} (first at rows {rows})", where=where, fix=fix)
 
 
+class DataNote(str):
+    """A note on how data was read: a sentence (it *is* the string) with a ``severity`` for reports —
+    ``"warning"`` (the default: results may be wrong, e.g. images outside [0, 1], classes in sorted-name
+    order) or ``"info"`` (Assay changed the data in a documented way, e.g. uint8 images divided by 255)."""
+
+    severity: str
+
+    def __new__(cls, text: str, severity: str = "warning") -> DataNote:
+        note = super().__new__(cls, text)
+        note.severity = severity
+        return note
+
+
 @dataclass(eq=False)
 class Dataset:
     """Inputs, labels and per-sample metadata.
@@ -35,7 +48,8 @@ class Dataset:
     ``meta``: per-sample columns for slicing (``meta_<name>`` in NPZ, extra CSV columns).
     ``notes``: human-readable sentences on how the data was read that a reader of the results must know
     (uint8 images scaled by 1/255, images outside [0, 1] kept as they are, classes indexed by sorted folder
-    names, alpha channels dropped, ...). Loaders fill it; empty when nothing needed saying. Reports show it.
+    names, alpha channels dropped, ...); a :class:`DataNote` carries its severity (plain strings count as
+    warnings). Loaders fill it; empty when nothing needed saying. Reports show it in their header.
     """
 
     x: np.ndarray

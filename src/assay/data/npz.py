@@ -47,7 +47,7 @@ import numpy as np
 import numpy.lib.format as npy_format
 import pandas as pd
 
-from assay.data.dataset import Dataset, Modality, image_range_note, reject_rows
+from assay.data.dataset import DataNote, Dataset, Modality, image_range_note, reject_rows
 from assay.data.limits import format_bytes, require_fits
 from assay.errors import DataError
 
@@ -61,7 +61,8 @@ _READ_CHUNK = 4 * 1024 * 1024
 # What zipfile raises for damaged members: a CRC-32 mismatch, a broken deflate stream, a short file.
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
 _RESAVE = "re-save the data with numpy.savez or numpy.savez_compressed"
-UINT8_SCALED_NOTE = "image inputs 'x' are uint8 (0..255) and were divided by 255 to lie in [0, 1]"
+UINT8_SCALED_NOTE = DataNote("image inputs 'x' are uint8 (0..255) and were divided by 255 to lie in [0, 1]",
+                             severity="info")
 
 
 def integer_labels(values: np.ndarray, *, where: str, what: str = "labels") -> np.ndarray:

@@ -23,7 +23,7 @@ __all__ = [
     "Verdict",
 ]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: run-level findings (Evidence.findings)
 
 Severity = Literal["info", "warning", "critical"]
 Verdict = Literal["pass", "warn", "fail", "info"]
@@ -124,6 +124,10 @@ class Evidence(_Strict):
     config: dict[str, Any]
     timings: dict[str, float] = Field(default_factory=dict, description="Wall-clock seconds per stage.")
     sections: dict[str, Section] = Field(default_factory=dict)
+    findings: list[Finding] = Field(
+        default_factory=list,
+        description="Run-level findings every report shows in its header, whatever the section: how the data "
+                    "was read (scaling, class order, value range), the model's provenance, cache problems.")
 
     def metric(self, section: str, key: str) -> Metric | None:
         """``sections[section].metrics[key]`` when present and measured (value not None), else None."""
@@ -133,8 +137,9 @@ class Evidence(_Strict):
 
     @property
     def verdict(self) -> Verdict:
-        """Worst section verdict (fail > warn > pass > info)."""
+        """Worst section verdict (fail > warn > pass > info); run-level warnings make it at least warn."""
         order = {"info": 0, "pass": 1, "warn": 2, "fail": 3}
-        if not self.sections:
-            return "info"
-        return max((s.verdict for s in self.sections.values()), key=order.__getitem__)
+        verdicts = [s.verdict for s in self.sections.values()]
+        if any(f.severity != "info" for f in self.findings):
+            verdicts.append("warn")  # a run-level warning (e.g. images outside [0, 1]) is never "all clear"
+        return max(verdicts, key=order.__getitem__) if verdicts else "info"
