@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHES = ["bench_engine.py", "bench_bootstrap.py", "bench_report.py", "bench_suite.py", "bench_corruptions.py",
-           "bench_attacks.py", "bench_ood.py", "bench_slices.py", "bench_compare_stats.py", "bench_compare.py", "bench_latency.py",
-           "bench_quantization.py", "bench_compress.py"]
+BENCHES = ["bench_startup.py", "bench_engine.py", "bench_bootstrap.py", "bench_report.py", "bench_suite.py",
+           "bench_corruptions.py", "bench_attacks.py", "bench_ood.py", "bench_slices.py", "bench_compare_stats.py",
+           "bench_compare.py", "bench_latency.py", "bench_quantization.py", "bench_compress.py"]
 
 
 def main() -> int:

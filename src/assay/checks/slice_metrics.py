@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import fisher_exact
 
 from assay.errors import UserError
 from assay.stats.bootstrap import bias_corrected_ci, bootstrap_cell_counts, clopper_pearson
@@ -135,6 +134,8 @@ def slice_table(
     ``correct`` is a boolean per sample (prediction == label); ``groups`` a slice label per sample
     (bin numeric columns first with ``bin_numeric``). Rows come sorted by slice name.
     """
+    from scipy.stats import fisher_exact  # deferred: importing scipy.stats costs ~0.3 s; only slicing needs it
+
     correct, names, codes = _encode(correct, groups)
     table = _counts(correct, codes, len(names))
     n = table.sum(axis=1)

@@ -1,0 +1,68 @@
+"""Start-up: whole-process wall time of small commands, next to bare Python and ``import numpy`` measured in
+the same run (interleaved rounds, median), and which heavy libraries ``import assay`` loads.
+
+Fixed costs dominate small jobs: every command pays the interpreter, the imports and, for evaluate, the
+report. Target: ``assay --help`` <= 0.5 s; ``import assay`` loads none of torch, matplotlib, onnxruntime,
+onnx, scikit-learn, scipy, pandas (they load when a command needs them).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import machine
+
+ROUNDS = 7
+HELP_TARGET_SECONDS = 0.5
+HEAVY = ("torch", "matplotlib", "onnxruntime", "onnx", "sklearn", "scipy", "pandas")
+
+
+def _assay_command() -> list[str]:
+    """The installed console script next to this interpreter, else the module form."""
+    script = Path(sys.executable).with_name("assay")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("assay")
+    return [found] if found else [sys.executable, "-m", "assay.cli"]
+
+
+def main() -> None:
+    py, assay = [sys.executable], _assay_command()
+    commands = {
+        'python -c "pass"': py + ["-c", "pass"],
+        'python -c "import numpy"': py + ["-c", "import numpy"],
+        'python -c "import assay"': py + ["-c", "import assay"],
+        "assay --help": assay + ["--help"],
+        "assay version": assay + ["version"],
+        'python -c "import assay.api"  (what evaluate imports)': py + ["-c", "import assay.api"],
+    }
+    runs: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(ROUNDS):  # interleaved: every command sees the same machine load
+        for name, argv in commands.items():
+            t = time.perf_counter()
+            subprocess.run(argv, check=True, capture_output=True)
+            runs[name].append(time.perf_counter() - t)
+    median = {name: statistics.median(r) for name, r in runs.items()}
+    loaded = json.loads(subprocess.run(
+        py + ["-c", f"import json, sys, assay; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"],
+        check=True, capture_output=True, text=True).stdout)
+    bare, numpy = median['python -c "pass"'], median['python -c "import numpy"']
+    print(f"# start-up: whole processes, median of {ROUNDS} interleaved rounds — {machine()}")
+    width = max(len(n) for n in commands)
+    for name in commands:
+        print(f"{name:<{width}}  {median[name]:6.3f} s   x{median[name] / numpy:5.2f} numpy   "
+              f"+{median[name] - bare:6.3f} s over bare python   (runs {', '.join(f'{r:.2f}' for r in runs[name])})")
+    print(f"heavy libraries loaded by `import assay`: {', '.join(loaded) if loaded else 'none'} (checked: {', '.join(HEAVY)})")
+    help_seconds = median["assay --help"]
+    print(f"target assay --help <= {HELP_TARGET_SECONDS} s: {'met' if help_seconds <= HELP_TARGET_SECONDS else 'MISSED'} "
+          f"({help_seconds:.2f} s); import assay loads no heavy library: {'met' if not loaded else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
