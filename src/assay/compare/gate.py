@@ -465,7 +465,7 @@ def read_bundle_evidence(path: str | Path) -> Evidence:
     if not isinstance(version, str) or version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
         shown = repr(version)[:40] if version is not None else "none"
         raise DataError(f"evidence.json has schema version {shown}; this Assay reads version {SCHEMA_VERSION}",
-                        where=where, fix=_REGENERATE)
+                        where=where, fix=_REGENERATE + " (or read it with the Assay version that wrote it)")
     if _nesting_depth(raw, MAX_EVIDENCE_DEPTH) > MAX_EVIDENCE_DEPTH:
         raise DataError(f"evidence.json is nested more than {MAX_EVIDENCE_DEPTH} levels deep", where=where,
                         fix=_REGENERATE)
