@@ -114,9 +114,8 @@ def run_views(
     todo: list[tuple[View, Dataset, str, dict[str, str]]] = []
     for view in views:
         source = view.source(dataset)
-        if cache.directory is None:
-            todo.append((view, source, "", {}))
-            continue
+        # The record (and the data fingerprint in it) is made even without a cache: the evidence needs the
+        # fingerprint anyway, and hashing before inference keeps its transient memory out of the run's peak.
         record = _view_record(model, source, view)
         key = cache_key(*record.values())
         hit = cache.get(key, rows=len(source), record=record)
@@ -142,8 +141,7 @@ def run_views(
                 bar.update(task, description=f"inference [{view.spec.name}]")
                 result = _run_view(model, view, source, batch_size, backend, outputs, keep_features,
                                    lambda: bar.advance(task))
-                if key:
-                    cache.put(key, result, record={**record, "rows": len(source)})
+                cache.put(key, result, record={**record, "rows": len(source)})
                 outputs.views[view.spec.name] = result
     outputs.notes.extend(note for note in cache.notes if note not in outputs.notes)
     return outputs

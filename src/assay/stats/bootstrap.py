@@ -287,25 +287,20 @@ class GroupSums:
 
     def __init__(self, samples: np.ndarray, groups: np.ndarray, n_groups: int, n: int,
                  values: np.ndarray | None = None) -> None:
+        samples = np.asarray(samples, dtype=np.int64)
+        data = np.ones(samples.shape[0]) if values is None else np.asarray(values, dtype=np.float64)
         self.n, self.n_groups = n, n_groups
-        self._samples = np.asarray(samples, dtype=np.int64)
-        self._groups = np.asarray(groups, dtype=np.int64)
-        self._values = np.ones(self._samples.shape[0]) if values is None else np.asarray(values, dtype=np.float64)
-        self._float32_design: Any = None  # the bootstrap's; float64 designs (point estimates) are not kept
+        # The entries as a (groups x samples) float64 matrix: the point estimate's design, and the source
+        # of the bootstrap's float32 one (built on first use, then kept).
+        self._matrix = sp.csr_matrix((data, (np.asarray(groups, dtype=np.int64), samples)), shape=(n_groups, n))
+        self._float32_design: Any = None
 
     def _design(self, dtype: type) -> Any:
         if dtype == np.float32 and self._float32_design is not None:
             return self._float32_design
-        if self.n_groups <= _DENSE_MAX_GROUPS:
-            # Few groups: a dense (n, groups) design and one BLAS product. Built by one bincount over the
-            # flat (group, sample) cells (cheaper than densifying a sparse matrix), transposed as
-            # sparse_group_sums has it.
-            cells = self._groups * self.n + self._samples
-            design = np.bincount(cells, self._values, minlength=self.n_groups * self.n)
-            design = design.reshape(self.n_groups, self.n).astype(dtype, copy=False).T
-        else:
-            design = sp.csr_matrix((self._values.astype(dtype), (self._groups, self._samples)),
-                                   shape=(self.n_groups, self.n))
+        matrix = self._matrix.astype(dtype, copy=False)
+        # Few groups: a dense (n, groups) design and one BLAS product (transposed as sparse_group_sums has it).
+        design = matrix.toarray().T if self.n_groups <= _DENSE_MAX_GROUPS else matrix
         if dtype == np.float32:
             self._float32_design = design
         return design
