@@ -9,6 +9,7 @@ this run, interleaved. Without git, the number recorded for it in bench/RESULTS.
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -90,7 +91,8 @@ def main() -> None:
     t_html = statistics.median(new_runs)
     t_md, _ = timed(lambda: render_markdown(evidence))
     evaluate_seconds = evidence.timings["total"]
-    print(f"# report: demo (digits test split, {evidence.data.n} samples) — {machine()}")
+    print(f"# report: demo (digits test split, {evidence.data.n} samples) — {machine()}; "
+          f"load average {os.getloadavg()[0]:.1f}")
     external = html.count('src="http') + html.count('href="http')
     print(f"report.html: {size / 1024:.0f} KiB, {html.count('<svg')} inline SVG plots, external URLs: {external}")
     print(f"render_html, SVG written directly: {t_html:.3f} s (runs {', '.join(f'{r:.3f}' for r in new_runs)}); "
@@ -106,7 +108,8 @@ def main() -> None:
         print(f"matplotlib path unavailable here (no git history or matplotlib); recorded before the change: "
               f"{RECORDED_MATPLOTLIB_SECONDS:.2f} s, speed-up {RECORDED_MATPLOTLIB_SECONDS / t_html:.1f}x")
     print(f"new process, read evidence.json + render_html: {cold:.2f} s (reading alone {read_only:.2f} s)")
-    print(f"evaluate (load + inference + checks): {evaluate_seconds:.2f} s; whole demo incl. training: {demo_seconds:.1f} s")
+    print(f"evaluate (load + inference + checks): {evaluate_seconds:.2f} s; "
+          f"whole demo incl. training: {demo_seconds:.1f} s")
     print(f"render_html / evaluate: {t_html / evaluate_seconds:.3f}")
     print(f"target render_html <= {TARGET_SECONDS} s: {'met' if t_html <= TARGET_SECONDS else 'MISSED'}")
 

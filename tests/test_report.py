@@ -408,6 +408,15 @@ def test_heatmap_annotates_small_matrices_in_blues():
     assert {"predicted", "label", "fraction of row", "Confusion matrix"} <= set(_texts(root))
 
 
+def test_heatmap_leaves_missing_cells_blank():
+    plot = {"kind": "heatmap", "rows": ["a", "b"], "cols": ["x", "y"], "values": [[None, 3], [1, None]]}
+    root = _svg_root(render_plot(plot))
+    assert len(_by_id(root, "cells").findall(f"{SVG}rect")) == 2
+    assert {"3", "1"} <= set(_texts(root))
+    empty = {**plot, "values": [[None, None], [None, None]]}
+    assert not _by_id(_svg_root(render_plot(empty)), "cells").findall(f"{SVG}rect")
+
+
 def _png_pixels(uri: str):
     import base64
 
@@ -560,6 +569,40 @@ def test_rendering_plots_does_not_import_matplotlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(Path(__file__).parent))
     assert out.stdout.strip() == "[]"
+
+
+_ODD_NUMBERS = st.one_of(st.none(), st.floats(min_value=-1e9, max_value=1e9),
+                        st.just(float("nan")), st.just(float("inf")), st.just(float("-inf")))
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(["bars", "line", "scatter", "histogram", "heatmap", "reliability"]),
+       numbers=st.lists(_ODD_NUMBERS, min_size=1, max_size=8), flag=st.booleans())
+def test_odd_numbers_draw_or_raise_plot_data_error(kind, numbers, flag):
+    """Missing, infinite and negative numbers never crash the renderer or leak NaN into the SVG."""
+    n = len(numbers)
+    plot = {
+        "bars": {"kind": "bars", "categories": [str(i) for i in range(n)], "center_zero": flag,
+                 "series": [{"label": "a", "values": numbers, "ci_low": numbers[::-1], "ci_high": numbers}],
+                 "muted": [flag] * n},
+        "line": {"kind": "line", "xscale": "log" if flag else "linear",
+                 "series": [{"label": "a", "x": numbers, "y": numbers[::-1], "y_low": numbers, "y_high": numbers}]},
+        "scatter": {"kind": "scatter", "series": [{"label": "a", "x": numbers, "y": numbers, "text": ["t"] * n}],
+                    "front": list(range(n)) if flag else None},
+        "histogram": {"kind": "histogram", "edges": list(range(n + 1)), "series": [{"label": "a", "counts": numbers}],
+                      "yscale": "log" if flag else None},
+        "heatmap": {"kind": "heatmap", "rows": list(range(n)), "cols": list(range(n)), "values": [numbers] * n,
+                    "normalize": "row" if flag else None},
+        "reliability": {"kind": "reliability", "series": [{"label": "a", "bins": [
+            {"lower": i / n, "upper": (i + 1) / n, "count": c, "mean_confidence": c, "accuracy": c}
+            for i, c in enumerate(numbers)]}]},
+    }[kind]
+    try:
+        svg = render_plot(plot)
+    except PlotDataError:
+        return
+    _svg_root(svg)
+    assert not re.search(r'="[^"]*(nan|inf)', svg, re.I)
 
 
 # ------------------------------------------------------------------------------------ drawing layer

@@ -104,10 +104,12 @@ class PlotDataError(ValueError):
 
 
 def _floats(values: Any, name: str) -> np.ndarray:
-    """A 1-D float array; ``None`` becomes NaN."""
+    """A 1-D float array; ``None`` and infinities become NaN (missing: not drawn)."""
     if values is None or isinstance(values, (str, bytes)) or not isinstance(values, Sequence | np.ndarray):
         raise PlotDataError(f"'{name}' must be a list of numbers, got {type(values).__name__}")
-    return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+    array = np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+    array[~np.isfinite(array)] = np.nan
+    return array
 
 
 def _require(mapping: Mapping[str, Any], key: str, where: str) -> Any:
@@ -205,7 +207,7 @@ def _draw_reliability(plot: Mapping[str, Any], gid: str) -> Canvas:
                        for key in ("lower", "upper", "count", "mean_confidence", "accuracy")})
     ncols = min(len(series), 2)
     nrows = math.ceil(len(series) / ncols)
-    panel_w, main_h, count_h = 340.0, 230.0, 70.0
+    panel_w, main_h, count_h = 310.0, 230.0, 70.0
     width = ncols * panel_w + 12
     title = wrap(plot.get("title"), width - 40)
     canvas = Canvas(width, 0, gid)
@@ -231,7 +233,7 @@ def _draw_reliability(plot: Mapping[str, Any], gid: str) -> Canvas:
         row, col = divmod(k, ncols)
         counts = np.nan_to_num(count)
         log = _uses_log(counts, None)
-        shown = counts > 0
+        shown = (counts > 0) & np.isfinite(lower) & np.isfinite(upper)
         count_top = float(counts.max()) if counts.size and counts.max() > 0 else 1.0
         count_scale = Scale("log", 0.5, 10 ** (math.log10(count_top) + 0.05 * (math.log10(count_top) + 0.302))) \
             if log else Scale("linear", 0.0, count_top * 1.05)
@@ -355,6 +357,8 @@ def _bar_limits(plot: Mapping[str, Any], values: list[np.ndarray], bounds: list[
 
 def _draw_bars(plot: Mapping[str, Any], gid: str) -> Canvas:
     categories = list(_require(plot, "categories", "a bars plot"))
+    if not categories:
+        raise PlotDataError("a bars plot needs at least one category")
     series = _series(plot)
     n_cat, n_series = len(categories), len(series)
     values, bounds, has_ci = [], [], []
@@ -499,7 +503,7 @@ def _draw_heatmap(plot: Mapping[str, Any], gid: str) -> Canvas:
     image = _block_max(shown, factor) if factor > 1 else shown
     finite = image[np.isfinite(image)]
     vmax = 1.0 if normalize else (float(finite.max()) if finite.size else 1.0)
-    vmin = 0.0 if normalize or (finite.size and finite.min() >= 0) else float(finite.min())
+    vmin = 0.0 if normalize or not finite.size or finite.min() >= 0 else float(finite.min())
     if vmax <= vmin:
         vmax = vmin + 1.0
     bar_label = {"row": "fraction of row", "col": "fraction of column"}.get(str(normalize), "")
@@ -670,8 +674,13 @@ def _draw_scatter(plot: Mapping[str, Any], gid: str) -> Canvas:
         if texts and labelled:
             for a, b, t in zip(px, py, texts, strict=False):
                 if np.isfinite(a) and np.isfinite(b):
-                    notes.append(f'<text x="{num(a + 6)}" y="{num(b - 4)}">{esc(_short(t, 24))}</text>')
-                    ax.obstacles.append(sample_rect(a + 6, b - 14, text_width(_short(t, 24), 10), 12))
+                    note = _short(t, 24)
+                    w = text_width(note, 10)
+                    right = a + 6 + w <= canvas.width - 4  # right of the point, or left of it near the edge
+                    x = a + 6 if right else a - 6
+                    anchor = "" if right else ' text-anchor="end"'
+                    notes.append(f'<text x="{num(x)}" y="{num(b - 4)}"{anchor}>{esc(note)}</text>')
+                    ax.obstacles.append(sample_rect(x if right else x - w, b - 14, w, 12))
     front_markup = ""
     if order is not None:
         fx, fy = ax.x(all_x[order]), ax.y(all_y[order])
@@ -730,9 +739,10 @@ def render_plot(plot: Mapping[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(plot, sort_keys=True, default=_jsonable).encode()).hexdigest()
     gid = f"p{digest[:10]}"
     try:
-        canvas = draw(plot, gid)
+        with np.errstate(all="ignore"):  # NaN and overflow are handled where drawn (not drawn, or refused)
+            canvas = draw(plot, gid)
     except (PlotDataError, UnsupportedPlotError):
         raise
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, ArithmeticError) as exc:
         raise PlotDataError(f"{kind} plot data is malformed: {exc}") from exc
     return canvas.render(str(plot.get("title") or kind))

@@ -50,8 +50,9 @@ def esc(text: object) -> str:
 
 
 def num(value: float) -> str:
-    """A coordinate with at most one decimal (``12``, ``12.5``, never ``-0``)."""
-    text = f"{value:.1f}"
+    """A coordinate with at most one decimal (``12``, ``12.5``, never ``-0``), kept within +-1e6 (far
+    outside any figure, where it is clipped anyway: absurd data must not write 300-digit numbers)."""
+    text = f"{min(max(float(value), -1e6), 1e6):.1f}"
     if text.endswith(".0"):
         text = text[:-2]
     return "0" if text == "-0" else text
@@ -78,8 +79,8 @@ _BLUES = np.array([
 
 
 def blues(fraction: np.ndarray | float) -> np.ndarray:
-    """RGB in [0, 1] of the Blues colour map at ``fraction`` in [0, 1] (clipped), shape (..., 3)."""
-    f = np.clip(np.asarray(fraction, dtype=float), 0.0, 1.0) * (len(_BLUES) - 1)
+    """RGB in [0, 1] of the Blues colour map at ``fraction`` in [0, 1] (clipped; NaN as 0), shape (..., 3)."""
+    f = np.clip(np.nan_to_num(np.asarray(fraction, dtype=float)), 0.0, 1.0) * (len(_BLUES) - 1)
     lo = np.minimum(np.floor(f).astype(int), len(_BLUES) - 2)
     t = (f - lo)[..., None]
     return _BLUES[lo] * (1 - t) + _BLUES[lo + 1] * t
@@ -525,7 +526,7 @@ class Axes:
         margin = 6.0
         xs = {"l": self.left + margin, "c": (self.left + self.right - width) / 2, "r": self.right - margin - width}
         ys = {"u": self.top + margin, "c": (self.top + self.bottom - height) / 2, "l": self.bottom - margin - height}
-        order = ["ur", "ul", "ll", "lr", "cr", "cl", "lc", "uc", "cc"]  # matplotlib's codes 1..10 (7 = 5)
+        order = ["ur", "ul", "ll", "lr", "cr", "cl", "lc", "uc", "cc"]  # matplotlib codes 1-10 (5 and 7 coincide)
         points = np.concatenate(self.obstacles) if self.obstacles else np.empty((0, 2))
         best, best_cost = (xs["r"], ys["u"]), math.inf
         for code in order:
