@@ -217,6 +217,37 @@ def test_pytree_enum_context_imports_a_module_in_torch_but_not_in_assay(nets, tm
         sys.modules.pop(name, None)
 
 
+def test_parameter_name_payload_runs_in_fx_codegen_but_not_in_assay(nets, tmp_path):
+    """FX writes a non-identifier attribute name as getattr(self, "name") without escaping it."""
+    canary = tmp_path / "pwned"
+    if "." in str(canary) or '"' in str(canary):
+        pytest.skip("the payload cannot hold dots (FX splits the name at dots)")
+    payload = f'training"), getattr(getattr(__import__("pathlib"), "Path")("{canary}"), "touch")(), ("'
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(nets["dynamic"]) as archive, zipfile.ZipFile(evil, "w") as out:
+        for item in archive.infolist():
+            data = archive.read(item.filename)
+            if item.filename.endswith(("models/model.json", "model_weights_config.json")):
+                data = data.replace(b'"3.weight"', json.dumps(payload + ".weight").encode())
+            out.writestr(item, data)
+    _torch_runs(evil)
+    assert canary.exists(), "FX no longer pastes attribute names into code unescaped: revisit the audit"
+    canary.unlink()
+
+    with pytest.raises(UnsafeModelError, match=r"parameter_name = .*not a dotted module path"):
+        load_model(str(evil), num_classes=3)
+    assert not canary.exists()
+
+
+def test_module_dict_keys_that_are_not_identifiers_still_load(tmp_path):
+    net = nn.Sequential(nn.Flatten(), nn.ModuleDict({"layer-1": nn.Linear(16, 3)}))
+    net.forward = lambda x: net[1]["layer-1"](net[0](x))  # type: ignore[method-assign]
+    x = torch.rand(4, 1, 4, 4)
+    torch.export.save(torch.export.export(net, (x,)), tmp_path / "dict.pt2")
+    model = load_model(str(tmp_path / "dict.pt2"), num_classes=3)
+    np.testing.assert_allclose(model.logits(x.numpy()), net(x).detach().numpy(), rtol=1e-6)
+
+
 @pytest.mark.parametrize("field, mutate, expected", [
     ("forward_arg_names", lambda d, p: d["graph_module"]["module_call_graph"][0]["signature"].__setitem__(
         "forward_arg_names", [f"input={p}"]), "not an identifier"),

@@ -28,8 +28,9 @@ the zip before ``torch.export.load`` opens it. Every ``*.json`` member is parsed
    (``_operator.add``, ``torch.sym_max``, ...), never ``_call_custom_autograd_function_in_pre_dispatch``
    (imports a module named by the file) nor ``#extension`` handlers (:func:`operator_problem`).
 5. Names FX pastes into generated Python source (node, argument and keyword names, graph-input names,
-   ``forward_arg_names``) must be identifiers; parameter/buffer/constant names and module paths must
-   be dotted identifiers.
+   ``forward_arg_names``) must be identifiers; parameter/buffer/constant names and module paths are
+   dotted paths whose segments hold no quote, backslash or control character (FX writes a segment that
+   is not an identifier as ``getattr(self, "segment")`` unescaped: a quote there ran code, seen).
 6. ``in_spec`` / ``out_spec`` (pytree specs, JSON inside JSON): only plain container types; never
    ``collections.defaultdict`` (imports the module it names) nor an ``"__enum__"`` context (imports
    the module it names; the import was seen being attempted); ``in_spec`` dict keys are identifiers,
@@ -45,7 +46,9 @@ the zip before ``torch.export.load`` opens it. Every ``*.json`` member is parsed
     (:func:`example_input_problem`): their key paths are written into guard code.
 
 Node ``metadata`` (stack traces, module stacks, ``torch_fn``, ``custom``, ``from_node``) is text torch
-stores and never runs; ``source_fn_stack`` entries are resolved by ``getattr`` and stored, never called.
+stores and never runs; ``source_fn_stack`` entries are resolved by ``getattr`` and stored, never called;
+``treespec_namedtuple_fields``, ``torch_version``, ``verifiers`` (looked up by name) and ``Device.type``
+(parsed by ``torch.device``) are data too.
 
 TorchScript archives (``.pt``, ``.pth``, ``.ts``) — :func:`check_torchscript_archive`, before
 ``torch.jit.load``. ``code/`` holds TorchScript, compiled by torch's C++ frontend (not Python), and
@@ -431,12 +434,16 @@ def _is_identifier(text: object) -> bool:
 
 
 def _is_dotted_path(text: object, allow_empty: bool = False) -> bool:
-    """``fc.weight``, ``layers.0.conv``: identifiers or indices joined by dots (module paths)."""
+    """``fc.weight``, ``layers.0.conv``, ``blocks.layer-1.bias``: module path segments joined by dots.
+
+    FX writes a segment that is not an identifier (a ``ModuleDict`` key) as ``getattr(x, "segment")``
+    without escaping it, so a segment may hold any printable character except quotes and backslashes.
+    """
     if not isinstance(text, str) or len(text) > 4 * MAX_NAME_CHARS:
         return False
     if text == "":
         return allow_empty
-    return all(part.isidentifier() or (part.isdigit() and part.isascii()) for part in text.split("."))
+    return all(part and part.isprintable() and not any(c in part for c in "\"'\\") for part in text.split("."))
 
 
 TREESPEC_TYPES = frozenset({
