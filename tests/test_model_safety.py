@@ -430,6 +430,8 @@ def test_expression_grammar_accepts_what_sympy_writes_for_torch_shapes(expr, rel
     "s0 + 'text'",
     "s0\n+1",
     "Symbol('s0') + " * 3000 + "1",
+    "2 ** " + "-" * 2000 + "99",
+    "(" + "-" * 2000 + "s0)(1)",
     "Mul(Integer(2), Symbol('s0', positive=True, integer=True)).subs(1, 2)",
     "",
     17,
@@ -452,6 +454,11 @@ def test_the_function_list_covers_torch_and_the_schema_is_the_audited_one():
     assert set(shape_functions.__all__) <= SYMPY_FUNCTIONS
     # A new export schema may add fields torch turns into code: re-audit, then update AUDITED_EXPORT_SCHEMA.
     assert tuple(SCHEMA_VERSION) == AUDITED_EXPORT_SCHEMA
+
+
+@pytest.mark.parametrize("text", ["2 ** " + "-" * 2000 + "99", "(" + "-" * 2000 + "s0)(1)"])
+def test_deeply_nested_text_is_refused_not_crashed_on(text):
+    assert expression_problem(text) is not None and guard_problem(text) is not None
 
 
 @pytest.mark.parametrize("text, ok", [

@@ -188,16 +188,19 @@ def _parse_expression(text: object) -> tuple[ast.Expression | None, str | None]:
 
 
 def _literal_int(node: ast.AST) -> int | None:
-    """The integer a literal spells (``3``, ``-3``, ``Integer(3)``, ``Integer(-3)``), else None."""
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        inner = _literal_int(node.operand)
-        return None if inner is None else (-inner if isinstance(node.op, ast.USub) else inner)
-    if isinstance(node, ast.Constant) and type(node.value) is int:
-        return node.value
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Integer" \
-            and len(node.args) == 1:
-        return _literal_int(node.args[0])
-    return None
+    """The integer a literal spells (``3``, ``-3``, ``Integer(3)``, ``-Integer(-3)``), else None."""
+    sign = 1
+    while True:
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            sign = -sign if isinstance(node.op, ast.USub) else sign
+            node = node.operand
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Integer" \
+                and len(node.args) == 1:
+            node = node.args[0]
+        elif isinstance(node, ast.Constant) and type(node.value) is int:
+            return sign * node.value
+        else:
+            return None
 
 
 def _exponent_problem(exponent: ast.AST) -> str | None:
@@ -258,6 +261,13 @@ def expression_problem(text: object) -> str | None:
     parsed by :func:`ast.parse` and its tree walked against an allow-list of node types, names and
     calls; it is never evaluated.
     """
+    try:
+        return _expression_problem(text)
+    except RecursionError:
+        return "is nested too deeply"
+
+
+def _expression_problem(text: object) -> str | None:
     tree, problem = _parse_expression(text)
     if tree is None:
         return problem
@@ -335,6 +345,13 @@ def guard_problem(text: object) -> str | None:
     ``or``/``not``, conditional expressions, and the ``math``/``torch.sym_*``/builtin functions torch's
     Python printer emits. Parsed with :func:`ast.parse`, never evaluated.
     """
+    try:
+        return _guard_problem(text)
+    except RecursionError:
+        return "is nested too deeply"
+
+
+def _guard_problem(text: object) -> str | None:
     tree, problem = _parse_expression(text)
     if tree is None:
         return problem
