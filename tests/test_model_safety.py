@@ -281,6 +281,16 @@ def test_custom_and_opaque_objects_are_refused_before_loading():
         check_export_document(node_arg, member="models/model.json", where="m.pt2")
 
 
+def test_json_nested_beyond_the_parser_is_a_model_error(nets, tmp_path):
+    deep = tmp_path / "deep.pt2"
+    with zipfile.ZipFile(nets["dynamic"]) as archive, zipfile.ZipFile(deep, "w") as out:
+        for item in archive.infolist():
+            deep_json = b"[" * 100_000 + b"]" * 100_000
+            out.writestr(item, deep_json if item.filename.endswith("models/model.json") else archive.read(item))
+    with pytest.raises(ModelError, match="not valid JSON"):
+        load_model(str(deep), num_classes=3)
+
+
 def test_duplicate_archive_members_are_refused(nets, tmp_path):
     dup = tmp_path / "dup.pt2"
     with zipfile.ZipFile(nets["dynamic"]) as archive, zipfile.ZipFile(dup, "w") as out:

@@ -493,7 +493,7 @@ def treespec_problem(text: object, *, identifier_keys: bool) -> str | None:
     """
     try:
         protocol, schema = json.loads(text) if isinstance(text, str) else (None, None)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return "is not a JSON [protocol, spec] pair"
     if protocol != 1 or not isinstance(schema, dict):
         return "is not a protocol-1 pytree spec"
@@ -516,7 +516,7 @@ def treespec_problem(text: object, *, identifier_keys: bool) -> str | None:
             continue
         try:
             parsed = json.loads(context) if isinstance(context, str) else None
-        except ValueError:
+        except (ValueError, RecursionError):
             return "has a context that is not JSON"
         for item in _json_walk(parsed):
             if isinstance(item, dict):
@@ -672,8 +672,8 @@ def check_export_archive(path: str) -> None:
                 continue
             try:
                 document = json.loads(archive.read(name).decode("utf-8"))
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise ModelError(f"{name} in the archive is not valid JSON: {exc}", where=path,
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                raise ModelError(f"{name} in the archive is not valid JSON: {shorten(str(exc), 200)}", where=path,
                                  fix=export_fix) from exc
             check_export_document(document, member=name, where=path)
 
