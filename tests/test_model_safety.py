@@ -365,6 +365,9 @@ def test_static_batch_torch_module_gives_the_eager_gradients(nets):
     x_ref = torch.from_numpy(nets["x"][:5]).requires_grad_(True)
     (ref,) = torch.autograd.grad(nets["net"](x_ref).logsumexp(1).sum(), x_ref)
     np.testing.assert_allclose(grad.numpy(), ref.numpy(), rtol=1e-5, atol=1e-7)
+    with torch.no_grad():
+        hidden = nets["net"][:3](torch.from_numpy(nets["x"][:5])).numpy()  # the input of the last Linear
+    np.testing.assert_allclose(model.features(nets["x"][:5]), hidden, rtol=1e-5, atol=1e-6)
 
 
 @settings(max_examples=60, deadline=None)
