@@ -97,6 +97,7 @@ __all__ = [
     "AUDITED_EXPORT_SCHEMA",
     "EXPORT_FIX",
     "MAX_EXPRESSION_CHARS",
+    "MAX_INTEGER",
     "SYMPY_FUNCTIONS",
     "check_example_inputs",
     "check_export_archive",
@@ -116,7 +117,7 @@ __all__ = [
 
 AUDITED_EXPORT_SCHEMA = (8, 20)  # torch._export.serde.schema.SCHEMA_VERSION read for this audit (torch 2.13)
 MAX_EXPRESSION_CHARS = 20_000
-MAX_INTEGER = 2**64
+MAX_INTEGER = 2**128  # sizes, strides and hints are int64; headroom for their products
 MAX_LITERAL_EXPONENT = 64
 MAX_NAME_CHARS = 256
 
@@ -214,7 +215,7 @@ def _number_problem(value: object) -> str | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return None if abs(value) <= MAX_INTEGER else f"holds the integer {shorten(value, 30)} (beyond 2**64)"
+        return None if abs(value) <= MAX_INTEGER else f"holds the integer {shorten(value, 30)} (beyond 2**128)"
     if isinstance(value, float):
         return None
     return f"holds a {type(value).__name__} literal"
