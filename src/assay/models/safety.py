@@ -23,18 +23,19 @@ the zip before ``torch.export.load`` opens it. Every ``*.json`` member is parsed
    guard code is generated at all.
 4. Node ``target`` and ``as_operator`` strings are resolved by ``getattr`` on ``torch``, ``operator``
    and ``math`` and called when the model runs. Allowed: ``torch.ops.aten|prims|quantized_decomposed``
-   overloads except the ones that touch files (``aten::save`` writes one, ``aten::from_file`` maps
-   one), a fixed list of higher-order operators, the symbolic-int helpers torch's verifier allows
-   (``_operator.add``, ``torch.sym_max``, ...), never ``_call_custom_autograd_function_in_pre_dispatch``
-   (imports a module named by the file) nor ``#extension`` handlers (:func:`operator_problem`).
+   overloads except the ones that touch files (``aten::from_file(shared=True)`` maps a file that an
+   in-place add then overwrote, seen; ``aten::save``), a fixed list of higher-order operators, the
+   symbolic-int helpers torch's verifier allows (``_operator.add``, ``torch.sym_max``, ...), never
+   ``_call_custom_autograd_function_in_pre_dispatch`` (imports a module named by the file) nor
+   ``#extension`` handlers (:func:`operator_problem`).
 5. Names FX pastes into generated Python source (node, argument and keyword names, graph-input names,
    ``forward_arg_names``) must be identifiers; parameter/buffer/constant names and module paths are
    dotted paths whose segments hold no quote, backslash or control character (FX writes a segment that
    is not an identifier as ``getattr(self, "segment")`` unescaped: a quote there ran code, seen).
 6. ``in_spec`` / ``out_spec`` (pytree specs, JSON inside JSON): only plain container types; never
    ``collections.defaultdict`` (imports the module it names) nor an ``"__enum__"`` context (imports
-   the module it names; the import was seen being attempted); ``in_spec`` dict keys are identifiers,
-   as they become argument names (:func:`treespec_problem`).
+   the module it names, seen); ``in_spec`` dict keys are identifiers, as they become argument names
+   (:func:`treespec_problem`).
 7. String constant inputs are quoted into guard code: no quotes, backslashes or control characters.
 8. Custom (torchbind) objects are refused: their payloads go through a C++ unpickler that calls the
    class's ``__setstate__``. Opaque (``pickle.loads``) objects are refused here too; pickled weights,
@@ -60,7 +61,8 @@ names an operator that touches files or the network (``save``, ``from_file``, RP
 namespace outside the compute ones (``ops.c10d``, ...) or a custom-class namespace outside the packed
 parameter ones (``torch.classes.c10d.ProcessGroup``, ...) (:func:`torchscript_source_problem`); and,
 after loading, the inlined graph of every method is checked again by node kind
-(:func:`script_node_kind_problem`). Archives that are not zip files (flatbuffer, legacy) are refused.
+(:func:`script_node_kind_problem`). Files that are not zip archives (flatbuffer, legacy pickles) never
+reach ``torch.jit.load``.
 
 ONNX (``.onnx``) — :func:`external_data_problem` and ``onnx_model.load_onnx``. A tensor's external data
 ``location`` must be a relative path to a file inside the model's folder (no ``..``, no absolute path,
