@@ -148,7 +148,7 @@ def main() -> int:
     threads = (f"{ARGS.threads} thread(s) (--threads: {'/'.join(THREAD_VARIABLES)}, torch, cv2)"
                if ARGS.threads is not None else f"default threads (torch {torch.get_num_threads()})")
     print(f"# image corruptions, images/s over severities 1-5 (ImageNet-C parameters on both sides), {threads} "
-          f"- {machine()}")
+          f"- {machine()}; load average {os.getloadavg()[0]:.1f} at start")
     print("# ours: whole batch; reference: imagecorruptions 1.1.2, one image at a time (float CHW -> uint8 HWC "
           f"-> corrupt -> float CHW), {REFERENCE_BUDGET_S:.0f} s budget per type")
     rows, failures = {}, []
@@ -192,6 +192,8 @@ def main() -> int:
         print(line)
     for note in notes:
         print(f"# {note}")
+    print(f"# load average {os.getloadavg()[0]:.1f} at the end (other processes share the cores: with more "
+          "runnable threads than cores, multi-threaded BLAS and OpenMP slow down sharply)")
     verdict = "met" if not failures else "MISSED: " + "; ".join(failures)
     print(f"targets (>= 1.0x every type, >= 10x glass_blur): {verdict}")
     return 0

@@ -533,15 +533,23 @@ def test_per_image_pool_follows_the_thread_setting():
         seen = set()
         ops.for_each_image(lambda i: seen.add(threading.current_thread().name), 8, 224 * 224)
         assert seen == {threading.current_thread().name}  # no pool at one thread
-        done = np.zeros(10, dtype=int)
-
-        def mark(images: slice) -> None:
-            done[images] += 1
-
-        ops.for_each_chunk(mark, 10, 100, chunk_pixels=300)  # 3 images per chunk, every image once
-        assert done.tolist() == [1] * 10
     finally:
         torch.set_num_threads(before)
+
+
+def test_chunks_cover_every_image_once_in_order():
+    done = np.zeros(10, dtype=int)
+    chunks = []
+
+    def mark(images: slice) -> None:
+        chunks.append((images.start, images.stop))
+        done[images] += 1
+
+    ops.for_each_chunk(mark, 10, 100, chunk_pixels=300)  # 3 images per chunk
+    assert done.tolist() == [1] * 10 and chunks == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    chunks.clear()
+    ops.for_each_chunk(mark, 2, 1000, chunk_pixels=300)  # images larger than a chunk: one at a time
+    assert chunks == [(0, 1), (1, 2)]
 
 
 def test_plasma_fractal_spans_zero_to_one():

@@ -51,7 +51,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from assay.corruptions import image_ops as ops
 from assay.corruptions.base import CorruptionInfo, check_index, check_severity, unknown_corruption
@@ -248,7 +247,7 @@ def _spatter(x: np.ndarray, params: tuple, gens: Generators, table: str) -> np.n
         def water(images: slice) -> None:
             mask[images] = _water_mask(liquid[images])
 
-        ops.for_each_chunk(water, n, h * w)  # in cache-sized chunks (many passes over small integer arrays)
+        ops.for_each_chunk(water, n, h * w)  # cache-sized chunks: many passes over small integer arrays
         mask *= np.float32(intensity)  # (N, H, W)
         if c == 3:
             out = mask[:, None] * colour[None, :, None, None]

@@ -76,11 +76,11 @@ def for_each_image(work: Callable[[int], None], n: int, pixels: int) -> None:
 def for_each_chunk(work: Callable[[slice], None], n: int, pixels: int, chunk_pixels: int = 1 << 17) -> None:
     """Run ``work(images)`` over consecutive slices of ``n`` images of ``pixels`` each, as few images per
     slice as make about ``chunk_pixels`` (at least one): multi-pass array code then works in the CPU's
-    cache instead of streaming the whole batch through memory at every pass. Slices go through
-    :func:`for_each_image` (threads when allowed)."""
+    cache instead of streaming the whole batch through memory at every pass. One slice after another: such
+    code makes many short numpy calls, which hold the GIL between them, so threads would not run it faster."""
     per = max(1, chunk_pixels // max(pixels, 1))
-    starts = range(0, n, per)
-    for_each_image(lambda k: work(slice(starts[k], min(starts[k] + per, n))), len(starts), per * pixels)
+    for start in range(0, n, per):
+        work(slice(start, min(start + per, n)))
 
 
 # ------------------------------------------------------------------------------------------ linear filters
