@@ -213,7 +213,7 @@ def test_in_memory_models_get_reasons_instead_of_sizes():
 
 def test_torch_threads_are_set_for_the_measurement_and_restored():
     before = torch.get_num_threads()
-    model = load_model("assay.demo:make_digits_cnn", sample=SAMPLE[:2])
+    model = load_model("assay.demo:make_digits_cnn", sample=SAMPLE[:2], untrained=True)
     prof = profile_model(model, SAMPLE, batch_sizes=(1,), budget_s=0.05, threads=1, measure_rss=False)
     assert prof.threads == 1 and "torch.set_num_threads" in prof.threads_source
     assert torch.get_num_threads() == before

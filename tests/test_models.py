@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 
 from assay.data.dataset import Dataset
 from assay.engine.run import run_views
-from assay.errors import UnsafeModelError, UserError
+from assay.errors import ModelError, OptionError, UnsafeModelError, UserError
 from assay.models import check_input_compatible, export_onnx, load_model
 
 NETS_MODULE = "assay_test_nets"
@@ -420,9 +420,24 @@ def test_bad_factories(in_nets_dir, spec, match):
         load_model(spec, weights=str(in_nets_dir.safetensors), sample=in_nets_dir.sample)
 
 
+def test_factory_without_weights_is_refused_unless_untrained(in_nets_dir):
+    """Random initial weights scored as if trained (accuracy 0.24 on a 4-class task, exit 0) must not
+    happen by accident: no weights needs ``untrained=True``, which the model info records."""
+    with pytest.raises(ModelError, match="random initial weights") as err:
+        load_model(f"{NETS_MODULE}:make_net", num_classes=3)
+    assert "--weights" in err.value.fix and "--untrained" in err.value.fix
+    with pytest.raises(OptionError, match="untrained"):
+        load_model(f"{NETS_MODULE}:make_net", weights=str(in_nets_dir.safetensors), num_classes=3, untrained=True)
+    with pytest.raises(OptionError, match="untrained"):
+        load_model(str(in_nets_dir.onnx), untrained=True)
+    assert load_model(f"{NETS_MODULE}:make_net", num_classes=3, untrained=True).info.untrained
+    trained = load_model(f"{NETS_MODULE}:make_net", weights=str(in_nets_dir.safetensors), num_classes=3)
+    assert not trained.info.untrained
+
+
 def test_factory_without_weights_hashes_its_tensors(in_nets_dir):
     art = in_nets_dir
-    model = load_model(f"{NETS_MODULE}:make_net", num_classes=3)
+    model = load_model(f"{NETS_MODULE}:make_net", num_classes=3, untrained=True)
     h = hashlib.sha256(f"{NETS_MODULE}:make_net".encode() + b"\0")
     for name, tensor in sorted(art.net.state_dict().items()):
         h.update(name.encode() + b"\0" + tensor.numpy().tobytes())
@@ -444,7 +459,7 @@ def test_torch_probabilities_are_refused_unless_declared(in_nets_dir):
 def test_torch_text_model_receives_a_list_of_strings(in_nets_dir):
     art = in_nets_dir
     texts = np.array(["banana", "kiwi", "a", ""], dtype=object)
-    model = load_model(f"{NETS_MODULE}:make_text_net", sample=texts)
+    model = load_model(f"{NETS_MODULE}:make_text_net", sample=texts, untrained=True)
     fc = art.nets.make_text_net().fc
     counts = torch.tensor([[6.0, 3.0], [4.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
     with torch.no_grad():

@@ -23,7 +23,7 @@ from assay.engine.robust_views import AttackSpec, load_precomputed_corruptions
 from assay.engine.run import Outputs, run_views
 from assay.engine.views import CleanView
 from assay.environment import environment_info
-from assay.errors import UserError
+from assay.errors import DataError, UserError
 from assay.evidence.bundle import read_evidence
 from assay.evidence.schema import DataInfo, Evidence, Finding, Section
 from assay.models.base import Model
@@ -103,6 +103,37 @@ def _as_dataset(data: Dataset | str | os.PathLike[str], data_options: dict[str, 
     from assay.data.loader import load_data
 
     return load_data(str(data), **data_options)
+
+
+def align_classes(model: Model, dataset: Dataset, role: str) -> tuple[Dataset, list[Finding]]:
+    """Re-index ``dataset``'s labels to the class order the model file declares (matched by name), or
+    refuse when the names disagree; the model's info then carries its own names. Models that declare no
+    names take the data's (as given to the loader)."""
+    declared = model.info.declared_class_names
+    if declared is None:
+        return dataset, []
+    model.info = model.info.model_copy(update={"class_names": list(declared)})
+    names = dataset.class_names
+    if names is None or list(names) == list(declared):
+        return dataset, []
+    if len(set(declared)) == len(declared) and len(set(names)) == len(names) and set(names) <= set(declared):
+        moved = sum(1 for i, name in enumerate(names) if declared.index(name) != i)
+        return dataset.relabelled(declared), [Finding(severity="info", evidence=f"data:{role}", message=(
+            f"the {role}'s class names were matched to the model's by name: {moved} of {len(names)} classes "
+            f"have another index in the model's outputs (model order: {_shown(declared)}; data order: "
+            f"{_shown(names)})"))]
+    missing = [n for n in names if n not in declared]
+    raise DataError(
+        f"the model declares the classes {_shown(declared)} but the {role} names its classes {_shown(names)}"
+        + (f" ({len(missing)} not among the model's, e.g. {missing[:3]})" if missing else " (repeated names)"),
+        where=f"{model.info.path} vs {dataset.source}",
+        fix="make the names agree: correct the data's class names (NPZ 'class_names', folder names, "
+            "--class-names) or the model's metadata, so labels can be matched to outputs by name")
+
+
+def _shown(names: Sequence[str], limit: int = 12) -> str:
+    text = ", ".join(str(n) for n in names[:limit])
+    return f"[{text}{', ...' if len(names) > limit else ''}]"
 
 
 def _check_shapes(model: Model, dataset: Dataset, what: str) -> None:
@@ -247,6 +278,7 @@ def run_evaluation(
         )
     model_obj = _as_model(model, dataset.x[:2], dataset.class_names, model_options or {})
     _check_shapes(model_obj, dataset, "data")
+    dataset, class_findings = align_classes(model_obj, dataset, "data")
     dataset.validate_labels(model_obj.info.num_classes)
     calibration = _as_dataset(calibration_data, data_options or {}) if calibration_data is not None else None
     if calibration is not None:
@@ -254,6 +286,8 @@ def run_evaluation(
             raise UserError("the calibration data has no labels", where=calibration.source,
                             fix="temperature scaling is fitted on labelled data")
         _check_shapes(model_obj, calibration, "calibration data")
+        calibration, found = align_classes(model_obj, calibration, "calibration data")
+        class_findings += found
         calibration.validate_labels(model_obj.info.num_classes)
     timings["load"] = time.perf_counter() - t
 
@@ -273,6 +307,8 @@ def run_evaluation(
     if config.train_data:
         train = _as_dataset(config.train_data, data_options or {})
         _check_shapes(model_obj, train, "training data")
+        train, found = align_classes(model_obj, train, "training data")
+        class_findings += found
         if train.y is None:
             raise UserError("the training data has no labels", where=f"--train-data {config.train_data}",
                             fix="the class-conditional detectors (Mahalanobis) need labels: give labelled training "
@@ -343,6 +379,11 @@ def run_evaluation(
 
     class_names = model_obj.info.class_names
     findings = _input_findings({"data": dataset, "calibration data": calibration, "training data": train})
+    findings += class_findings
+    if model_obj.info.untrained:
+        findings.append(Finding(severity="warning", evidence="model", message=(
+            "the model was evaluated untrained: a factory built without weights (--untrained), so every number "
+            "describes its random initial weights")))
     findings += [Finding(severity="warning", message=note) for note in getattr(outputs, "notes", [])]
     evidence = Evidence(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -408,7 +449,7 @@ def evaluate(
     holding other files, and is checked before the evaluation starts.
     """
     options = planning.apply_suite(suite, dict(options))
-    model_keys = {"weights", "outputs", "feature_layer", "feature_output", "threads"}
+    model_keys = {"weights", "outputs", "feature_layer", "feature_output", "threads", "untrained"}
     data_keys = {"label_col", "text_col", "feature_cols", "image_size", "class_names"}
     config_keys = set(EvaluateConfig.model_fields) - {"seed", "n_bootstrap", "confidence"}
     unknown = set(options) - model_keys - data_keys - config_keys

@@ -67,6 +67,7 @@ def evaluate(
     data: Annotated[str, typer.Option("--data", "-d", help="Evaluation data: .npz, image folder, .csv/.parquet, or 'digits'.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory of the evidence bundle.")] = Path("assay-out"),
     weights: Annotated[Optional[str], typer.Option(help="Weights for a factory model (.safetensors or a state dict).")] = None,
+    untrained: Annotated[bool, typer.Option("--untrained", help="Evaluate a factory without --weights on purpose (random initial weights).")] = False,
     outputs: Annotated[OutputKind, typer.Option(help="What the model returns: logits, or probabilities (log taken).")] = OutputKind.logits,
     feature_layer: Annotated[Optional[str], typer.Option(help="Torch module whose output is the embedding (default: input of the last Linear).")] = None,
     feature_output: Annotated[Optional[str], typer.Option(help="ONNX value to expose as the embedding (default: input of the last Gemm/MatMul).")] = None,
@@ -142,7 +143,8 @@ def evaluate(
         raise UserError(f"invalid option --{str(first['loc'][0]).replace('_', '-')}: {first['msg']}",
                         where="command line", fix="see `assay evaluate --help` for the allowed values") from None
     model_options = {k: v for k, v in {"weights": weights, "outputs": outputs.value, "feature_layer": feature_layer,
-                                       "feature_output": feature_output, "threads": threads}.items() if v is not None}
+                                       "feature_output": feature_output, "threads": threads,
+                                       "untrained": untrained or None}.items() if v is not None}
     data_options = {k: v for k, v in {
         "label_col": label_col, "text_col": text_col, "image_size": _image_size(image_size),
         "feature_cols": [c.strip() for c in feature_cols.split(",")] if feature_cols else None,
@@ -304,6 +306,7 @@ def compress(
     methods: Annotated[str, typer.Option(help="Comma-separated: int8-static, int8-dynamic, int8-dynamic-all, fp16, prune.")] = "int8-static,int8-dynamic,fp16",
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: report, variants, the recommended model and its evidence.")] = Path("assay-compress"),
     weights: Annotated[Optional[str], typer.Option(help="Weights for a factory model (.safetensors or a state dict).")] = None,
+    untrained: Annotated[bool, typer.Option("--untrained", help="Evaluate a factory without --weights on purpose (random initial weights).")] = False,
     prune_ratios: Annotated[str, typer.Option(help="Channel-pruning ratios (prune method), comma-separated.")] = "0.5",
     train_data: Annotated[Optional[str], typer.Option(help="Training data: short fine-tune after pruning, and default calibration.")] = None,
     finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after pruning (needs --train-data).")] = 0,
@@ -333,7 +336,8 @@ def compress(
         latency_budget_s=latency_budget, threads=threads, suite=suite, n_bootstrap=n_bootstrap, seed=seed,
         slice_by=[c.strip() for c in slice_by.split(",")] if slice_by else None,
         cache_dir=_cache(cache_dir, no_cache), progress=not quiet,
-        model_options={"weights": weights} if weights else None, force=force)
+        model_options={k: v for k, v in {"weights": weights, "untrained": untrained or None}.items() if v is not None},
+        force=force)
     if not quiet:
         from rich.table import Table
 
@@ -360,6 +364,7 @@ def profile(
     model: Annotated[str, typer.Argument(help="Model: .onnx, TorchScript .pt, torch.export .pt2, or pkg.module:factory with --weights.")],
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="Inputs to time (default: uniform random inputs of the model's input shape).")] = None,
     weights: Annotated[Optional[str], typer.Option(help="Weights for a factory model.")] = None,
+    untrained: Annotated[bool, typer.Option("--untrained", help="Evaluate a factory without --weights on purpose (random initial weights).")] = False,
     batch_sizes: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.")] = "1,8,32",
     threads: Annotated[Optional[int], typer.Option(help="Inference threads (fixed and recorded; default: all cores).")] = None,
     budget: Annotated[float, typer.Option(help="Seconds of timing per batch size (at most).")] = 10.0,
@@ -380,7 +385,8 @@ def profile(
         raise UserError(f"--batch-sizes {batch_sizes!r} must list positive integers", where="--batch-sizes", fix="e.g. 1,8,32")
     if budget <= 0:
         raise UserError(f"--budget must be > 0, got {budget}", where="--budget", fix="give seconds, e.g. 10")
-    options = {k: v for k, v in {"weights": weights, "threads": threads}.items() if v is not None}
+    options = {k: v for k, v in {"weights": weights, "threads": threads, "untrained": untrained or None}.items()
+               if v is not None}
     if json_out is not None:  # a bad output path fails before the timing, not after it
         from assay.evidence.output import check_output_file, input_paths
 

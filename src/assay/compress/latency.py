@@ -504,7 +504,7 @@ elif kind in ("torchscript", "torch-export"):
 else:
     from assay.models.loader import load_model
     model = load_model(path, weights=args["weights"], threads=threads, outputs=args["outputs"],
-                       num_classes=args["num_classes"])
+                       num_classes=args["num_classes"], untrained=args["weights"] is None)
     model.logits(batch)
 print(json.dumps({"peak_rss_mb": maxrss_mb(), "baseline_rss_mb": baseline}))
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -125,6 +126,16 @@ class Dataset:
                 where=self.source,
                 fix=f"labels must be class indices 0..{num_classes - 1} matching the model's outputs",
             )
+
+    def relabelled(self, class_names: Sequence[str]) -> Dataset:
+        """The same samples with labels re-indexed to the order of ``class_names``, matched by name (every
+        name of this dataset must be among them); e.g. a model whose outputs are classes 9..0."""
+        if self.class_names is None:
+            raise ValueError("relabelled() needs a dataset with class names")
+        position = {str(name): i for i, name in enumerate(class_names)}
+        mapping = np.array([position[name] for name in self.class_names], dtype=np.int64)
+        return dataclasses.replace(self, y=None if self.y is None else mapping[self.y],
+                                   class_names=[str(c) for c in class_names], notes=list(self.notes))
 
     def subset(self, index: np.ndarray) -> Dataset:
         """A new dataset holding the given rows (in that order)."""

@@ -82,6 +82,11 @@ class ModelInfo(_Strict):
     class_names: list[str]
     outputs: Literal["logits", "probabilities"] = "logits"
     feature_source: str | None = Field(default=None, description="Layer/output whose embedding `features` returns.")
+    declared_class_names: list[str] | None = Field(
+        default=None, description="Class names the model file itself declares (ONNX metadata), in output order; "
+                                  "the data's labels are aligned to them by name.")
+    untrained: bool = Field(default=False, description="A factory built without weights (random initial weights), "
+                                                        "evaluated on purpose (--untrained).")
 
 
 class DataInfo(_Strict):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assay.errors import UserError
+from assay.errors import ModelError, OptionError, UserError
 from assay.models._common import check_static_shape, dry_run, sample_batch
 from assay.models.base import Model, OutputKind
 
@@ -60,6 +60,7 @@ def load_model(
     class_names: list[str] | None = None,
     num_classes: int | None = None,
     sample: np.ndarray | None = None,
+    untrained: bool = False,
 ) -> Model:
     """Load a classifier from a file or a factory spec.
 
@@ -70,6 +71,8 @@ def load_model(
     ``threads``: intra-op threads (ONNX defaults to ``os.cpu_count()``; torch keeps its setting unless given).
     ``sample``: a few data rows; the model is dry-run on them to learn the number of classes and to
     refuse incompatible data early. Torch models need ``sample`` or ``num_classes``.
+    ``untrained``: a factory without ``weights`` is refused (it would be scored with random initial
+    weights) unless this says that is what is meant.
     """
     spec = os.fspath(path_or_factory)
     weights_path = os.fspath(weights) if weights is not None else None
@@ -84,7 +87,17 @@ def load_model(
             raise UserError("the sample has no rows", where="sample", fix="pass at least one input row")
 
     file = Path(spec)
-    if file.exists() or ":" not in spec:
+    is_file = file.exists() or ":" not in spec
+    if untrained and (is_file or weights_path is not None):
+        raise OptionError("untrained applies only to a factory given without weights", where="--untrained",
+                          fix="drop --untrained (a model file and --weights hold trained weights)")
+    if not is_file and weights_path is None and not untrained:
+        raise ModelError(
+            f"the factory {spec!r} was given no weights: it would be evaluated with its random initial weights",
+            where=spec,
+            fix="pass --weights FILE (.safetensors or a state dict), or --untrained if you mean to evaluate the "
+                "untrained model")
+    if is_file:
         model = _load_file(spec, weights=weights_path, outputs=outputs, feature_layer=feature_layer,
                            feature_output=feature_output, threads=threads, class_names=class_names,
                            num_classes=num_classes, sample=sample)
@@ -97,6 +110,8 @@ def load_model(
 
         model = load_factory(spec, weights=weights_path, outputs=outputs, feature_layer=feature_layer,
                              class_names=class_names, num_classes=num_classes, sample=sample)
+        if untrained:
+            model.info = model.info.model_copy(update={"untrained": True})
     if sample is not None:
         check_input_compatible(model, sample)
     return model

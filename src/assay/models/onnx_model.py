@@ -320,5 +320,7 @@ def load_onnx(
                 fix="store class names as json.dumps([...]) or pass class_names explicitly",
             ) from exc
     names = resolve_class_names(class_names, stored, n_classes, where=str(path))
-    result.info = info.model_copy(update={"num_classes": n_classes, "class_names": names})
+    declared = resolve_class_names(None, stored, n_classes, where=str(path)) if stored is not None else None
+    result.info = info.model_copy(update={"num_classes": n_classes, "class_names": names,
+                                          "declared_class_names": declared})
     return result
