@@ -19,7 +19,9 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 
 from assay.checks.base import CheckContext, EvaluateConfig
 from assay.checks.calibration import (
+    ClasswiseBins,
     TemperatureScaler,
+    TopLabelBins,
     bin_stats,
     check_calibration,
     classwise_ece,
@@ -295,6 +297,30 @@ def test_weights_equal_replicating_samples():
         replicated = bin_stats(np.repeat(conf, take), np.repeat(correct, take), edges, closed="right")
         assert debiased[r] == pytest.approx(float(debiased_ce_from_stats(replicated)), abs=1e-12)
     assert ece_adaptive(p, y, weights=weights).shape == (5,)
+
+
+def test_float32_multiplicities_match_replicated_data():
+    """The bootstrap's own path: float32 multiplicities, column-major as SharedWeights hands them out, on
+    enough samples that float32 rounding would show; prebuilt bins reused across arrays."""
+    n = 20_000
+    p, y = random_probabilities(n, 5, seed=8)
+    conf, correct = top_label(p, y)
+    width, mass = equal_width_edges(15), equal_mass_edges(conf, 15)
+    top, adaptive, classwise = TopLabelBins(conf, correct, width), TopLabelBins(conf, correct, mass, "right"), \
+        ClasswiseBins(p, y, width)
+    for order in ("C", "F"):
+        for weights in bootstrap_weights(n, 6, seed=9, max_weights=3 * n, order=order):
+            assert weights.dtype == np.float32 and weights.flags[f"{order}_CONTIGUOUS"]
+            got = [ece_from_stats(top(weights)), ece_from_stats(adaptive(weights)),
+                   ece_from_stats(classwise(weights)).mean(axis=-1)]
+            for r in range(len(weights)):
+                take = weights[r].astype(int)
+                rp, ry = np.repeat(p, take, axis=0), np.repeat(y, take)
+                rc, rk = np.repeat(conf, take), np.repeat(correct, take)
+                expected = [ece(rp, ry), float(ece_from_stats(bin_stats(rc, rk, mass, closed="right"))),
+                            classwise_ece(rp, ry)]
+                for value, reference in zip(got, expected):
+                    assert value[r] == pytest.approx(reference, abs=1e-7)
 
 
 def test_invalid_inputs_raise_user_errors():

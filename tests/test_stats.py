@@ -129,3 +129,68 @@ def test_weights_do_not_depend_on_the_number_of_threads(monkeypatch):
     one = np.concatenate(list(bootstrap_weights(5000, 300, seed=11)))
     np.testing.assert_array_equal(many, one)
     np.testing.assert_array_equal(many.sum(axis=1), 5000)
+
+
+def test_weights_follow_the_documented_stream():
+    """docs/metrics.md: resample r is the bincount of n draws from default_rng seeded by (seed, chunk, block),
+    chunks of floor(2e7 / n) rows cut into 8 blocks -- written out here independently of the implementation."""
+    n, n_resamples, seed = 700, 60, np.random.SeedSequence(5)
+    per_chunk = min(n_resamples, 20_000_000 // n)
+    rows = []
+    for chunk, start in enumerate(range(0, n_resamples, per_chunk)):
+        size = min(per_chunk, n_resamples - start)
+        bounds = np.linspace(0, size, 9).astype(int)
+        for block in range(8):
+            rng = np.random.default_rng(np.random.SeedSequence(seed.entropy, spawn_key=(chunk, block)))
+            rows += [np.bincount(rng.integers(0, n, size=n, dtype=np.int32), minlength=n)
+                     for _ in range(bounds[block + 1] - bounds[block])]
+    expected = np.array(rows)
+    np.testing.assert_array_equal(np.concatenate(list(bootstrap_weights(n, n_resamples, seed))), expected)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 3000), st.integers(1, 70), st.integers(1, 200_000), st.sampled_from(["C", "F"]),
+       st.sampled_from([np.float32, np.float64, np.uint8]))
+def test_weights_do_not_depend_on_how_they_are_handed_out(n, n_resamples, max_weights, order, dtype):
+    reference = np.concatenate(list(bootstrap_weights(n, n_resamples, seed=2)))
+    arrays = list(bootstrap_weights(n, n_resamples, seed=2, max_weights=max_weights, order=order, dtype=dtype))
+    for a in arrays:
+        assert a.dtype == dtype and a.flags[f"{order}_CONTIGUOUS"]
+        assert a.size <= max(max_weights, a.shape[1] * -(-n_resamples // 8))  # at most one seeded block more
+    np.testing.assert_array_equal(np.concatenate(arrays), reference)
+
+
+def test_shared_weights_are_kept_as_uint8_and_handed_out_in_bounded_float32_arrays():
+    from assay.stats.bootstrap import SharedWeights
+
+    n, b = 20_000, 1000
+    shared = SharedWeights(n, b, spawn_seed(0, "y"))
+    first = list(shared)
+    assert all(a.dtype == np.float32 and a.flags.f_contiguous and a.size <= 8_000_000 for a in first)
+    assert shared._kept is not None and sum(k.nbytes for k in shared._kept) == n * b  # one byte per weight
+    second = list(shared)
+    np.testing.assert_array_equal(np.concatenate(first), np.concatenate(second))
+    np.testing.assert_array_equal(np.concatenate(first), np.concatenate(list(bootstrap_weights(n, b, spawn_seed(0, "y")))))
+
+
+@pytest.mark.parametrize("n_groups", [6, 300])  # dense and sparse float64 paths
+def test_group_sums_against_a_float64_loop(n_groups):
+    from assay.stats.bootstrap import GroupSums
+
+    rng = np.random.default_rng(4)
+    n, entries = 5000, 12_000
+    samples, groups = rng.integers(0, n, entries), rng.integers(0, n_groups, entries)
+    values = rng.normal(100.0, 1.0, entries)  # large values: float32 sums of raw weights would lose digits
+    sums = GroupSums(samples, groups, n_groups, n, values)
+    weights = np.concatenate(list(bootstrap_weights(n, 12, seed=1, order="F")))
+    expected = np.zeros((12, n_groups))
+    for r in range(12):
+        np.add.at(expected[r], groups, weights[r, samples].astype(np.float64) * values)
+    np.testing.assert_allclose(sums(weights), expected, rtol=1e-6)  # float32 deviations, float64 totals
+    np.testing.assert_allclose(sums(np.ascontiguousarray(weights)), expected, rtol=1e-6)
+    np.testing.assert_allclose(sums(weights.astype(np.float64)), expected, rtol=1e-12)
+    ones = np.zeros(n_groups)
+    np.add.at(ones, groups, values)
+    np.testing.assert_allclose(sums(np.ones((1, n)))[0], ones, rtol=1e-12)
+    with pytest.raises(ValueError):
+        sums(np.ones((2, n + 1)))

@@ -729,7 +729,7 @@ def _temperature_scaling(
         }
 
     resamples = bootstrap_weights(n_eval, cfg.n_bootstrap, spawn_seed(cfg.seed, "calibration/temperature"),
-                                  max_weights=_WEIGHTS_PER_ARRAY)
+                                  max_weights=_WEIGHTS_PER_ARRAY, order="F")
     point, boot = _point_and_bootstrap(statistic, n_eval, resamples)
     subset = {"subset": "evaluation samples not used to fit T", "n_fit": config["n_fit"], "fit_on": config["fit_on"]}
     metrics = {"temperature": make_metric(
