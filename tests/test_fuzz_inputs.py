@@ -28,7 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from assay.cli import main
-from assay.compare.gate import MAX_EVIDENCE_BYTES, load_side_predictions, read_bundle_evidence
+from assay.compare.gate import load_side_predictions
+from assay.evidence.bundle import MAX_EVIDENCE_BYTES
+from assay.evidence.bundle import read_evidence as read_bundle_evidence
 from assay.compare.policy import MAX_POLICY_BYTES, MAX_POLICY_NODES, load_policy, parse_policy
 from assay.compare.select import _CONSTRAINT, MAX_CONSTRAINT_CHARS, parse_constraint
 from assay.engine.robust_views import load_precomputed_corruptions, read_npy_header

@@ -11,20 +11,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 
 from assay.errors import DataError, UserError
 from assay.evidence.output import atomic_directory
-from assay.evidence.schema import Evidence
+from assay.evidence.schema import SCHEMA_VERSION, Evidence
 
 __all__ = ["Predictions", "atomic_directory", "read_bundle", "read_evidence", "write_bundle"]
 
-MAX_EVIDENCE_BYTES = 256 << 20
+_REGENERATE = "re-run `assay evaluate` with this version of Assay to regenerate the bundle"
 
 Predictions = dict[str, np.ndarray]
 
@@ -61,24 +63,84 @@ def write_bundle(
     return Path(out_dir)
 
 
+#: evidence.json is read as untrusted input: a real one is a few hundred kB.
+MAX_EVIDENCE_BYTES = 64 * 2**20
+#: A real evidence.json nests about 6 levels (sections > name > tables > rows > cell).
+MAX_EVIDENCE_DEPTH = 64
+
+
+def _nesting_depth(value: Any, limit: int) -> int:
+    """Depth of nested lists/dicts (iterative, stops past ``limit``)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def read_evidence(path: str | os.PathLike[str]) -> Evidence:
-    """Load and validate ``evidence.json`` (given the file or its bundle directory)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "evidence.json"
-    if not path.is_file():
-        raise UserError(f"no evidence file at {path}", where=str(path), fix="point to a directory written by `assay evaluate`")
-    if path.stat().st_size > MAX_EVIDENCE_BYTES:
-        raise DataError(f"{path} is {path.stat().st_size >> 20} MiB, far larger than any evidence file",
-                        where=str(path), fix="point to a directory written by `assay evaluate`")
+    """``evidence.json`` of a bundle (the file or its directory), read as untrusted input: at most
+    :data:`MAX_EVIDENCE_BYTES` (checked with ``stat`` first), UTF-8 JSON nested at most
+    :data:`MAX_EVIDENCE_DEPTH` deep, of this schema's major version; every failure is a DataError."""
+    given = Path(path)
+    file = given / "evidence.json" if given.is_dir() else given
+    where = str(file)
     try:
-        return Evidence.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, ValidationError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise UserError(
-            f"{path} is not a valid evidence file: {str(exc).splitlines()[0]}",
-            where=str(path),
-            fix="re-run `assay evaluate` with this version of Assay to regenerate it",
-        ) from None
+        st = file.stat()
+    except OSError:
+        raise DataError(f"no evidence file at {file}", where=where,
+                        fix="point to a bundle directory written by `assay evaluate`") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{file} is not a regular file", where=where, fix=_REGENERATE)
+    if st.st_size > MAX_EVIDENCE_BYTES:
+        raise DataError(f"evidence.json is {st.st_size:,} bytes; a real one is far below the {MAX_EVIDENCE_BYTES:,} "
+                        "accepted", where=where, fix=_REGENERATE)
+    try:
+        with file.open("rb") as f:
+            data = f.read(MAX_EVIDENCE_BYTES + 1)
+        if len(data) > MAX_EVIDENCE_BYTES:
+            raise DataError(f"evidence.json is over {MAX_EVIDENCE_BYTES:,} bytes", where=where, fix=_REGENERATE)
+        raw = json.loads(data.decode("utf-8-sig"))
+    except OSError as exc:
+        raise DataError(f"cannot read evidence.json ({exc.strerror or exc})", where=where,
+                        fix="check the file's permissions") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"evidence.json is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): "
+                        "binary or another encoding", where=where, fix=_REGENERATE) from None
+    except RecursionError:
+        raise DataError("evidence.json is nested too deeply to be evidence", where=where, fix=_REGENERATE) from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"evidence.json is not valid JSON: {exc.msg}", where=f"{file}:{exc.lineno}",
+                        fix=_REGENERATE) from None
+    except ValueError as exc:  # e.g. an integer longer than Python converts
+        raise DataError(f"evidence.json is not valid JSON: {str(exc)[:200]}", where=where, fix=_REGENERATE) from None
+    if not isinstance(raw, dict):
+        raise DataError(f"evidence.json must hold a JSON object, got a {type(raw).__name__}", where=where,
+                        fix=_REGENERATE)
+    version = raw.get("schema_version")
+    if not isinstance(version, str) or version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        shown = repr(version)[:40] if version is not None else "none"
+        raise DataError(f"evidence.json has schema version {shown}; this Assay reads version {SCHEMA_VERSION}",
+                        where=where, fix=_REGENERATE + " (or read it with the Assay version that wrote it)")
+    if _nesting_depth(raw, MAX_EVIDENCE_DEPTH) > MAX_EVIDENCE_DEPTH:
+        raise DataError(f"evidence.json is nested more than {MAX_EVIDENCE_DEPTH} levels deep", where=where,
+                        fix=_REGENERATE)
+    try:
+        evidence = Evidence.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(part) for part in first["loc"]) or "the top level"
+        raise DataError(f"evidence.json does not match the evidence schema {SCHEMA_VERSION} ({exc.error_count()} "
+                        f"problem(s); first at {loc[:120]}: {first['msg'][:200]})", where=where,
+                        fix=_REGENERATE) from None
+    if evidence.data.n < 1 or evidence.model.num_classes < 1:
+        raise DataError(f"evidence.json records {evidence.data.n} samples and {evidence.model.num_classes} classes",
+                        where=where, fix=_REGENERATE)
+    return evidence
 
 
 def read_bundle(path: str | os.PathLike[str]) -> tuple[Evidence, Predictions | None]:
