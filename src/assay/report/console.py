@@ -37,6 +37,9 @@ def print_console(evidence: Evidence, console: Console | None = None) -> None:
          f"{data.name} (n={format_number(data.n)})", "dim"),
     )
     console.print(header)
+    for finding in sorted(evidence.findings, key=lambda f: SEVERITY_ORDER.get(f.severity, 9)):
+        console.print(Text.assemble(("  ", ""), (f"{finding.severity:<8}", SEVERITY_STYLE[finding.severity]),
+                                    (" ", ""), (finding.message, "")))
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False)
     table.add_column("section", overflow="fold", min_width=8)

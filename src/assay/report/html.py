@@ -217,6 +217,8 @@ def _context(evidence: Evidence, title: str = "Assay report", verdict_text: str 
             "fingerprint": data.fingerprint,
         },
         "headline": [(label, _headline(metric)) for label, metric in headline_metrics(evidence)],
+        "run_findings": [{"severity": f.severity, "message": f.message, "evidence": f.evidence}
+                         for f in sorted(evidence.findings, key=lambda f: SEVERITY_ORDER.get(f.severity, 9))],
         "sections": [_section_view(section) for section in evidence.sections.values()],
         "environment": environment,
         "timings": [(stage, format_number(seconds, 2)) for stage, seconds in evidence.timings.items()],

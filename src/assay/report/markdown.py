@@ -88,6 +88,11 @@ def render_markdown(evidence: Evidence) -> str:
         f"(n = {format_number(data.n)}, fingerprint {_code(short_hash(data.fingerprint))}).",
         "",
     ]
+    for finding in sorted(evidence.findings, key=lambda f: SEVERITY_ORDER.get(f.severity, 9)):
+        icon = SEVERITY_ICON.get(finding.severity, "")
+        lines.append(f"> {icon} **{finding.severity}**: {escape_markdown(finding.message)}")
+    if evidence.findings:
+        lines.append("")
     headline = headline_metrics(evidence)
     if headline:
         parts = []
