@@ -2,9 +2,10 @@
 
 Batch invariance: every result for image ``i`` depends only on image ``i`` (and its own random draws),
 and is computed by code whose floating-point path does not depend on the batch size: element-wise numpy,
-scipy.ndimage line filters, ``numpy.matmul`` with a batch of 2-D products (one BLAS call per image and
-channel), torch's ``interpolate``, ``grid_sample`` and ``index_add_`` (each output from its own inputs,
-in a fixed order), or a loop over images (some on a thread pool, each task writing only its own image).
+scipy.ndimage line filters and labelling within each image, ``numpy.take`` gathers and shifted sums,
+``numpy.matmul`` with a batch of 2-D products (one BLAS call per image and channel), torch's
+``interpolate`` and ``grid_sample`` (each output from its own inputs, in a fixed order), or a loop over
+images or cache-sized chunks of images (some on a thread pool, each task writing only its own images).
 So corrupting a set at once or in any batches gives bit-identical results (the tests check this).
 """
 
