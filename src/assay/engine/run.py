@@ -121,6 +121,8 @@ def run_views(
         hit = cache.get(key, rows=len(source), record=record)
         if hit is not None and keep_features and model.has_features and hit.features is None:
             hit = None  # written by a run that did not keep features
+        elif hit is not None and not keep_features:
+            hit.features = None
         if hit is not None:
             outputs.views[view.spec.name] = hit
             outputs.cache_hits += 1
