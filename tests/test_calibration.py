@@ -364,6 +364,25 @@ def test_temperature_nll_is_minimal_on_a_grid():
     assert scaler.nll_ <= min(nll)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.floats(-5, 5), st.floats(0.01, 3), st.floats(0.1, 4), st.sampled_from([1e-5, 1e-3, 1e-8]),
+       st.sampled_from(["quadratic", "abs", "quartic", "flat", "cosine"]))
+def test_bounded_minimum_is_scipys_bounded_method(centre, half_width, scale, xatol, shape):
+    """Same iterates as scipy.optimize.minimize_scalar(method="bounded"), hence the same x and f(x), bit for bit."""
+    from scipy.optimize import minimize_scalar
+
+    from assay.checks.calibration import _bounded_minimum
+
+    functions = {"quadratic": lambda x: scale * (x - centre) ** 2, "abs": lambda x: abs(x - centre) * scale,
+                 "quartic": lambda x: (x - centre) ** 4 - scale * x, "flat": lambda x: 1.0,
+                 "cosine": lambda x: float(np.cos(scale * x))}
+    func = functions[shape]
+    lower, upper = centre - half_width * 1.7, centre + half_width
+    ours = _bounded_minimum(func, lower, upper, xatol)
+    theirs = minimize_scalar(func, bounds=(lower, upper), method="bounded", options={"xatol": xatol})
+    assert ours == (float(theirs.x), float(theirs.fun))
+
+
 def test_temperature_scaler_contract():
     scaler = TemperatureScaler(min_temperature=0.1, max_temperature=10.0)
     assert vars(scaler) == {"min_temperature": 0.1, "max_temperature": 10.0, "xatol": 1e-5}

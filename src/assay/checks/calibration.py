@@ -18,12 +18,12 @@ Temperature scaling (Guo et al. 2017) is :class:`TemperatureScaler` (scikit-lear
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from assay.checks.base import CheckContext, make_metric
 from assay.errors import UserError
@@ -381,6 +381,82 @@ def confidence_histogram(
 # --------------------------------------------------------------------------------------------------
 
 
+def _bounded_minimum(func: Callable[[float], float], lower: float, upper: float, xatol: float,
+                     max_evaluations: int = 500) -> tuple[float, float]:
+    """(x, func(x)) minimizing ``func`` on [lower, upper]: Brent's (1973) bounded method, golden-section
+    steps with parabolic interpolation.
+
+    A line-by-line port of scipy's ``minimize_scalar(method="bounded")`` (``_minimize_scalar_bounded``,
+    BSD-3; the same operations, so the same iterates and result): it spares every evaluation the import
+    of scipy.optimize (~0.2 s and ~28 MiB per process). Tested against scipy.
+    """
+    sqrt_eps = math.sqrt(2.2e-16)
+    golden_mean = 0.5 * (3.0 - math.sqrt(5.0))
+    a, b = float(lower), float(upper)
+    fulc = a + golden_mean * (b - a)
+    nfc, xf = fulc, fulc
+    rat = e = 0.0
+    fx = float(func(xf))
+    evaluations = 1
+    ffulc = fnfc = fx
+    xm = 0.5 * (a + b)
+    tol1 = sqrt_eps * abs(xf) + xatol / 3.0
+    tol2 = 2.0 * tol1
+    while abs(xf - xm) > (tol2 - 0.5 * (b - a)):
+        golden = True
+        if abs(e) > tol1:  # try a parabolic fit through the three best points
+            golden = False
+            r = (xf - nfc) * (fx - ffulc)
+            q = (xf - fulc) * (fx - fnfc)
+            p = (xf - fulc) * q - (xf - nfc) * r
+            q = 2.0 * (q - r)
+            if q > 0.0:
+                p = -p
+            q = abs(q)
+            r, e = e, rat
+            if abs(p) < abs(0.5 * q * r) and q * (a - xf) < p < q * (b - xf):
+                rat = (p + 0.0) / q
+                x = xf + rat
+                if (x - a) < tol2 or (b - x) < tol2:
+                    rat = tol1 * (_sign(xm - xf) + ((xm - xf) == 0))
+            else:
+                golden = True
+        if golden:
+            e = (a - xf) if xf >= xm else (b - xf)
+            rat = golden_mean * e
+        x = xf + (_sign(rat) + (rat == 0)) * max(abs(rat), tol1)
+        fu = float(func(x))
+        evaluations += 1
+        if fu <= fx:
+            if x >= xf:
+                a = xf
+            else:
+                b = xf
+            fulc, ffulc = nfc, fnfc
+            nfc, fnfc = xf, fx
+            xf, fx = x, fu
+        else:
+            if x < xf:
+                a = x
+            else:
+                b = x
+            if fu <= fnfc or nfc == xf:
+                fulc, ffulc = nfc, fnfc
+                nfc, fnfc = x, fu
+            elif fu <= ffulc or fulc == xf or fulc == nfc:
+                fulc, ffulc = x, fu
+        xm = 0.5 * (a + b)
+        tol1 = sqrt_eps * abs(xf) + xatol / 3.0
+        tol2 = 2.0 * tol1
+        if evaluations >= max_evaluations:
+            break
+    return float(xf), float(fx)
+
+
+def _sign(value: float) -> float:
+    return float(int(value > 0) - int(value < 0))
+
+
 class TemperatureScaler:
     """Temperature scaling (Guo et al. 2017): p = softmax(z / T) with the one T > 0 that minimizes NLL.
 
@@ -425,11 +501,8 @@ class TemperatureScaler:
         grid = np.linspace(lo, hi, 13)
         grid_nll = np.array([mean_nll(t) for t in grid])
         j = int(np.argmin(grid_nll))
-        result = minimize_scalar(
-            mean_nll, bounds=(grid[max(j - 1, 0)], grid[min(j + 1, grid.size - 1)]), method="bounded",
-            options={"xatol": self.xatol},
-        )
-        best, best_nll = (float(result.x), float(result.fun)) if result.fun <= grid_nll[j] else (grid[j], grid_nll[j])
+        x, fx = _bounded_minimum(mean_nll, grid[max(j - 1, 0)], grid[min(j + 1, grid.size - 1)], self.xatol)
+        best, best_nll = (x, fx) if fx <= grid_nll[j] else (grid[j], grid_nll[j])
         self.temperature_ = float(np.exp(best))
         self.nll_ = best_nll
         self.n_samples_ = int(len(labels))
