@@ -148,11 +148,15 @@ def _fill_multiplicities(out: np.ndarray, seed: np.random.SeedSequence) -> None:
     rng = np.random.default_rng(seed)
     index_dtype = np.int32 if n < 2**31 else np.int64
     limit = np.iinfo(out.dtype).max if out.dtype.kind == "u" else None
+    # A column-major ``out`` is filled through a row-major block, then transposed here, in the worker.
+    rows = out if out.flags.c_contiguous or out.shape[0] == 1 else np.empty(out.shape, out.dtype)
     for r in range(out.shape[0]):
         counts = np.bincount(rng.integers(0, n, size=n, dtype=index_dtype), minlength=n)
         if limit is not None and n > limit and counts.max() > limit:
             raise OverflowError(f"a bootstrap multiplicity exceeds {limit}; use a wider dtype")
-        out[r] = counts
+        rows[r] = counts
+    if rows is not out:
+        out[...] = rows
 
 
 def _blocks(n: int, n_resamples: int) -> list[tuple[int, int, tuple[int, int]]]:
@@ -184,7 +188,7 @@ def bootstrap_weights(
     next ones are drawn while the caller works on the current array: the values depend on the seed
     and n only, never on the thread count, ``max_weights`` or ``order`` (numpy releases the GIL while
     drawing). ``order="F"`` hands out column-major arrays, what products over samples read fastest
-    (:class:`GroupSums`); they are drawn as uint8 and transposed before the conversion to ``dtype``.
+    (:class:`GroupSums`); they are drawn as uint8 and transposed by the workers, then converted.
     """
     if n <= 0:
         raise ValueError("bootstrap needs at least one sample")
@@ -207,13 +211,13 @@ def bootstrap_weights(
                 h, (lo, hi, path) = todo.popleft()
                 first = groups[h][0][0]
                 if h not in arrays:
-                    arrays[h] = np.empty((groups[h][-1][1] - first, n), dtype=fill_dtype)
+                    arrays[h] = np.empty((groups[h][-1][1] - first, n), dtype=fill_dtype, order=order)
                 rows = arrays[h][lo - first:hi - first]
                 pending.append((h, pool.submit(_fill_multiplicities, rows, _child_seed(seed, *path))))
             while pending and pending[0][0] == g:
                 pending.popleft()[1].result()
             array = arrays.pop(g)
-            yield np.asfortranarray(array).astype(dtype, copy=False) if order == "F" else array
+            yield array.astype(dtype, copy=False)  # column-major stays column-major
 
 
 class SharedWeights:
