@@ -170,11 +170,13 @@ def main() -> None:
     x = rng.random((N, 1, 28, 28), dtype=np.float32)
     y = rng.integers(0, 10, N)
     threads = os.cpu_count() or 1
-    print(f"# engine overhead: {N:,} images 1x28x28, batch {BATCH}, {threads} threads — {machine()}")
+    print(f"# engine overhead: {N:,} images 1x28x28, batch {BATCH}, {threads} threads — {machine()}; "
+          f"load average {os.getloadavg()[0]:.1f}")
     mnist = MnistExampleCNN()
     measure(mnist, "PyTorch MNIST example CNN (~12 M MACs/image)", x, y, threads)
     measure(TinyCNN(), "tiny CNN (~1 M MACs/image)", x, y, threads)
     measure_processes(mnist, "PyTorch MNIST example CNN", x, y, threads)
+    print(f"# load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
