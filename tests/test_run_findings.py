@@ -115,3 +115,33 @@ def test_a_factory_needs_weights_or_untrained(tmp_path, capsys):
     evidence = _evaluate("assay.demo:make_digits_cnn", data, tmp_path / "b", "--untrained")
     assert evidence["model"]["untrained"] is True
     assert any("untrained" in f["message"] and f["severity"] == "warning" for f in evidence["findings"])
+
+
+def test_accuracy_at_chance_is_a_critical_finding_pointing_at_label_order(tmp_path):
+    """An image folder whose classes the model knows in another order: the sorted-folder-order note and a
+    critical chance-level finding that names --class-names."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imgs"
+    # Class "a" images are dark, class "b" bright; the model's output 0 is "bright", 1 is "dark".
+    for label, level in (("a", 0.1), ("b", 0.9)):
+        (root / label).mkdir(parents=True)
+        for i in range(40):
+            pixels = np.clip(level + rng.normal(0, 0.05, (4, 4)), 0, 1)
+            Image.fromarray((pixels * 255).astype(np.uint8)).save(root / label / f"{i}.png")
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.tensor([[1.0] * 16, [-1.0] * 16]))
+        net[1].bias.copy_(torch.tensor([-8.0, 8.0]))
+    model = export_onnx(net, torch.zeros(2, 1, 4, 4), tmp_path / "m.onnx")
+    evidence = _evaluate(model, root, tmp_path / "out")
+    performance = evidence["sections"]["performance"]
+    assert performance["metrics"]["accuracy"]["value"] == 0.0
+    chance = [f for f in performance["findings"] if "no better than chance" in f["message"]]
+    assert len(chance) == 1 and chance[0]["severity"] == "critical" and "--class-names" in chance[0]["message"]
+    assert performance["verdict"] == "fail"
+    assert any("sorted folder names" in f["message"] for f in evidence["findings"])
+    fixed = _evaluate(model, root, tmp_path / "fixed", "--class-names", "b,a")
+    assert fixed["sections"]["performance"]["metrics"]["accuracy"]["value"] == 1.0
+    assert not [f for f in fixed["sections"]["performance"]["findings"] if "chance" in f["message"]]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from assay.checks.base import CheckContext, exact_interval_if_collapsed, make_metric
-from assay.evidence.schema import Finding, Section
+from assay.evidence.schema import Finding, Metric, Section
 from assay.stats.bootstrap import bootstrap_cell_counts, spawn_seed
 from assay.stats.probabilities import nll_per_sample, softmax
 
@@ -190,7 +190,10 @@ def check_performance(ctx: CheckContext) -> Section:
     ]
 
     findings = _findings(metrics, per_class, n)
-    verdict = "warn" if any(f.severity != "info" for f in findings) else "pass"
+    chance = _chance_finding(metrics["accuracy"], support, names)
+    if chance is not None:
+        findings.insert(0, chance)
+    verdict = "fail" if chance is not None else "warn" if any(f.severity != "info" for f in findings) else "pass"
     acc = metrics["accuracy"]
     present = [row for row in per_class if row["support"] > 0]
     return Section(
@@ -235,6 +238,29 @@ def check_performance(ctx: CheckContext) -> Section:
         config={"bootstrap": "exact multinomial over the (label, prediction, top-5) table for count metrics; "
                 "multinomial sample weights for NLL and Brier", "n_bootstrap": cfg.n_bootstrap,
                 "confidence": cfg.confidence, "seed": cfg.seed},
+    )
+
+
+def _chance_finding(acc: Metric, support: np.ndarray, names: list[str]) -> Finding | None:
+    """A critical finding when accuracy is no better than chance: its whole CI lies at or below the accuracy of
+    always predicting the most frequent label. A trained model that scores this low almost always meets its
+    labels in another order than it was trained with, or inputs preprocessed differently (scale, size, channel
+    order, normalization) — not a model that learned nothing."""
+    n = int(support.sum())
+    if n == 0 or acc.ci_high is None:
+        return None
+    majority = int(np.argmax(support))
+    chance = float(support[majority]) / n
+    if acc.ci_high > chance:
+        return None
+    return Finding(
+        severity="critical",
+        message=(f"accuracy {acc.value:.3f} (CI {acc.ci_low:.3f}-{acc.ci_high:.3f}) is no better than chance: always "
+                 f"predicting the most frequent class ({names[majority]!r}) scores {chance:.3f}. The likely cause is "
+                 "the label order (the model's classes in another order than the data's: see the notes on how the "
+                 "data was read, and pass --class-names in the model's output order) or preprocessing that differs "
+                 "from training (scale to [0, 1], image size, channel order, normalization inside the model)"),
+        evidence="performance.metrics.accuracy",
     )
 
 
