@@ -18,7 +18,7 @@ from assay.checks.base import CheckContext, EvaluateConfig
 from assay.data.dataset import Dataset
 from assay.engine import planning
 from assay.engine.backends import Backend, get_backend
-from assay.engine.cache import default_cache_dir
+from assay.engine.cache import OutputCache, default_cache_dir
 from assay.engine.robust_views import AttackSpec, load_precomputed_corruptions
 from assay.engine.run import Outputs, run_views
 from assay.engine.views import CleanView
@@ -31,18 +31,26 @@ from assay.models.base import Model
 __all__ = ["CHECKS", "EvaluationRun", "evaluate", "evaluation_inputs", "run_evaluation", "write_evaluation"]
 
 
-def _check_registry() -> dict[str, Callable[[CheckContext], Section]]:
-    from assay.checks.adversarial import check_adversarial
-    from assay.checks.calibration import check_calibration
-    from assay.checks.efficiency import check_efficiency
-    from assay.checks.corruption import check_corruption
-    from assay.checks.label_free_check import check_label_free
-    from assay.checks.ood import check_ood
-    from assay.checks.performance import check_performance
-    from assay.checks.slices import check_fairness, check_slices
+#: check name -> (module, function); a check's module is imported only when the check runs (the modules
+#: pull in scipy, torch and friends that a plain performance/calibration run does not need).
+_CHECK_FUNCTIONS: dict[str, tuple[str, str]] = {
+    "performance": ("assay.checks.performance", "check_performance"),
+    "calibration": ("assay.checks.calibration", "check_calibration"),
+    "efficiency": ("assay.checks.efficiency", "check_efficiency"),
+    "corruption": ("assay.checks.corruption", "check_corruption"),
+    "adversarial": ("assay.checks.adversarial", "check_adversarial"),
+    "label_free": ("assay.checks.label_free_check", "check_label_free"),
+    "ood": ("assay.checks.ood", "check_ood"),
+    "slices": ("assay.checks.slices", "check_slices"),
+    "fairness": ("assay.checks.slices", "check_fairness"),
+}
 
-    return {"label_free": check_label_free, "ood": check_ood, "slices": check_slices, "fairness": check_fairness,"performance": check_performance, "efficiency": check_efficiency, "calibration": check_calibration, "corruption": check_corruption,
-            "adversarial": check_adversarial}
+
+def _check_function(name: str) -> Callable[[CheckContext], Section]:
+    import importlib
+
+    module, function = _CHECK_FUNCTIONS[name]
+    return getattr(importlib.import_module(module), function)
 
 
 CHECKS: tuple[str, ...] = ("performance", "calibration")
@@ -69,22 +77,26 @@ class EvaluationRun:
             arrays["atc_threshold_maxconf"] = np.array(ATCEstimator("maxconf").fit(logits, self.dataset.y).threshold_)
             arrays["atc_threshold_negentropy"] = np.array(
                 ATCEstimator("negentropy").fit(logits, self.dataset.y).threshold_)
-        if self.outputs.clean.features is not None:
-            arrays["feature_mean"] = self.outputs.clean.features.mean(axis=0)
-            arrays["feature_std"] = self.outputs.clean.features.std(axis=0)
+        clean = self.outputs.clean
+        if clean.features is not None:
+            arrays["feature_mean"] = clean.features.mean(axis=0)
+            arrays["feature_std"] = clean.features.std(axis=0)
+        elif clean.feature_mean is not None and clean.feature_std is not None:
+            arrays["feature_mean"], arrays["feature_std"] = clean.feature_mean, clean.feature_std
         return arrays
 
     def predictions(self) -> dict[str, np.ndarray]:
         """Per-sample arrays for ``predictions.npz``: ids, labels, clean logits, and ``slice_<column>``
         group labels of every ``--slice-by``/``--sensitive`` column (so ``compare`` can test per slice)."""
-        from assay.checks.slices import slice_labels
-
         arrays = {"ids": self.dataset.ids, "logits": self.outputs.clean.logits}
         if self.dataset.y is not None:
             arrays["labels"] = self.dataset.y
         columns = [*self.evidence.config.get("slice_by", []), *self.evidence.config.get("sensitive", [])]
-        for column in dict.fromkeys(columns):
-            arrays[f"slice_{column}"] = slice_labels(self.dataset.meta, column, "--slice-by")
+        if columns:
+            from assay.checks.slices import slice_labels
+
+            for column in dict.fromkeys(columns):
+                arrays[f"slice_{column}"] = slice_labels(self.dataset.meta, column, "--slice-by")
         return arrays
 
 
@@ -263,10 +275,14 @@ def run_evaluation(
     config = config or EvaluateConfig()
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    registry = _check_registry()
-    unknown = [c for c in checks if c not in registry]
+    unknown = [c for c in checks if c not in _CHECK_FUNCTIONS]
     if unknown:
-        raise UserError(f"unknown check(s) {unknown}", where="--checks", fix=f"choose from {sorted(registry)}")
+        raise UserError(f"unknown check(s) {unknown}", where="--checks", fix=f"choose from {sorted(_CHECK_FUNCTIONS)}")
+    if cache_dir is True:
+        cache_dir = default_cache_dir()
+    elif cache_dir is False:
+        cache_dir = None
+    cache = OutputCache(cache_dir)  # a --cache-dir that is a file fails here, before anything is loaded
 
     t = time.perf_counter()
     dataset = _as_dataset(data, data_options or {})
@@ -291,10 +307,6 @@ def run_evaluation(
         calibration.validate_labels(model_obj.info.num_classes)
     timings["load"] = time.perf_counter() - t
 
-    if cache_dir is True:
-        cache_dir = default_cache_dir()
-    elif cache_dir is False:
-        cache_dir = None
     engine_backend = get_backend(backend) if isinstance(backend, str) else backend
     # Validate every robustness option before any forward pass: a typo must not cost an inference run.
     corruption_names = planning.resolve_corruptions(config.corruptions, dataset.modality)
@@ -325,16 +337,17 @@ def run_evaluation(
                             fix="give its input: --corruptions/--suite (corruption), --adversarial (adversarial), "
                                 "--slice-by (slices), --sensitive (fairness), --ood (ood), --unlabeled (label_free)")
     t = time.perf_counter()
-    outputs = run_views(model_obj, dataset, [CleanView()], cache_dir=cache_dir, batch_size=config.batch_size,
-                        backend=engine_backend, progress=progress)
+    features = bool(ood_views)  # only the OOD detectors read (N, D) features; the rest keep mean and std
+    outputs = run_views(model_obj, dataset, [CleanView()], cache_dir=cache, batch_size=config.batch_size,
+                        backend=engine_backend, progress=progress, keep_features=features)
     views: dict[str, Any] = {}
     facts: dict[str, Any] = {"ood": {"last_layer": _last_layer(model_obj, outputs.clean)}} if ood_views else {}
     if train is not None:
-        train_out = run_views(model_obj, train, [CleanView()], cache_dir=cache_dir, batch_size=config.batch_size,
-                              backend=engine_backend, progress=progress)
+        train_out = run_views(model_obj, train, [CleanView()], cache_dir=cache, batch_size=config.batch_size,
+                              backend=engine_backend, progress=progress, keep_features=features)
         facts.setdefault("ood", {}).update(train_features=train_out.clean.features, train_labels=train.y)
     if ood_views:
-        outputs.absorb(run_views(model_obj, dataset, ood_views, cache_dir=cache_dir, batch_size=config.batch_size,
+        outputs.absorb(run_views(model_obj, dataset, ood_views, cache_dir=cache, batch_size=config.batch_size,
                                  backend=engine_backend, progress=progress))
         views.update({v.spec.name: v for v in ood_views})
     if corruption_names or precomputed or attack_specs:
@@ -345,8 +358,8 @@ def run_evaluation(
             perturbed += planning.adversarial_views(model_obj, dataset, outputs.clean, attack_specs, config.batch_size)
             facts["adversarial"] = planning.adversarial_facts(model_obj, dataset, outputs.clean)
             facts["adversarial"]["notes"] = attack_notes
-        outputs.absorb(run_views(model_obj, dataset, perturbed, cache_dir=cache_dir, batch_size=config.batch_size,
-                                 backend=engine_backend, progress=progress))
+        outputs.absorb(run_views(model_obj, dataset, perturbed, cache_dir=cache, batch_size=config.batch_size,
+                                 backend=engine_backend, progress=progress, keep_features=False))
         views.update({v.spec.name: v for v in perturbed})
     if "efficiency" in checks:
         from assay.compress.latency import profile_model
@@ -359,8 +372,9 @@ def run_evaluation(
             model_path=path if path and os.path.isfile(path) else None)
     calib_pair = None
     if calibration is not None:
-        calib_out = run_views(model_obj, calibration, [CleanView()], cache_dir=cache_dir,
-                              batch_size=config.batch_size, backend=engine_backend, progress=progress)
+        calib_out = run_views(model_obj, calibration, [CleanView()], cache_dir=cache,
+                              batch_size=config.batch_size, backend=engine_backend, progress=progress,
+                              keep_features=False)
         outputs.forward_batches += calib_out.forward_batches
         outputs.cache_hits += calib_out.cache_hits
         calib_pair = (calib_out.clean.logits, calibration.y)
@@ -373,7 +387,7 @@ def run_evaluation(
     sections: dict[str, Section] = {}
     for name in checks:
         t = time.perf_counter()
-        sections[name] = registry[name](ctx)
+        sections[name] = _check_function(name)(ctx)
         timings[f"check:{name}"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
 
@@ -392,7 +406,7 @@ def run_evaluation(
             name=dataset.name, source=dataset.source, modality=dataset.modality, fingerprint=dataset.fingerprint,
             n=len(dataset), num_classes=model_obj.info.num_classes,
             class_names=dataset.class_names or class_names, input_shape=list(dataset.input_shape),
-            metadata_columns=[str(c) for c in dataset.meta.columns],
+            metadata_columns=dataset.metadata_columns,
         ),
         environment=environment_info(),
         seed=config.seed,

@@ -64,8 +64,8 @@ MIN_SAMPLES_TO_SPLIT = 20
 # (B x n) @ (n x C) product. Above it, the point estimate is reported without an interval.
 CLASSWISE_BOOTSTRAP_MAX_CELLS = 10_000_000
 # Bootstrap multiplicities of the temperature-scaling comparison are drawn in arrays of at most this many
-# (4M float32 = 16 MB; the values do not depend on it).
-_WEIGHTS_PER_ARRAY = 4_000_000
+# (2M float32 = 8 MB; the values do not depend on it).
+_WEIGHTS_PER_ARRAY = 2_000_000
 
 _EQUAL_WIDTH = "equal-width; left-closed [lo, hi), last bin [lo, 1] (np.histogram, netcal)"
 _EQUAL_MASS = (

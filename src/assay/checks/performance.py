@@ -8,6 +8,8 @@ predictions (``sklearn.utils.multiclass.unique_labels``); undefined precision/F1
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from assay.checks.base import CheckContext, exact_interval_if_collapsed, make_metric
@@ -167,7 +169,9 @@ def check_performance(ctx: CheckContext) -> Section:
     support = cm.sum(axis=1)
     # A class absent from a resample has undefined recall: exclude those resamples from its interval.
     b_recall_masked = np.where(boot_cm.sum(-1) > 0, b_recall, np.nan)
-    recall_lo, recall_hi = np.nanquantile(b_recall_masked, q, axis=0) if n else (recall, recall)
+    with warnings.catch_warnings():  # a class absent from every resample has an all-NaN column: NaN bounds
+        warnings.simplefilter("ignore", RuntimeWarning)
+        recall_lo, recall_hi = np.nanquantile(b_recall_masked, q, axis=0) if n else (recall, recall)
     prec_lo, prec_hi = np.quantile(b_precision, q, axis=0)
     f1_lo, f1_hi = np.quantile(b_f1, q, axis=0)
     per_class = [

@@ -13,7 +13,6 @@ on all 1,797 images so that train and test share the bins — a ready-made slice
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from assay.data.dataset import Dataset
 from assay.errors import DataError
@@ -59,6 +58,8 @@ def load_digits(split: str = "test", *, name: str | None = None) -> Dataset:
         rows, test_size=_DIGITS_TEST_SIZE, random_state=_DIGITS_SEED, stratify=labels
     )
     chosen = np.sort(train_rows if split == "train" else test_rows)
+
+    import pandas as pd  # the built-in set has an "ink" metadata column: pandas is needed anyway
 
     ink_total = images.reshape(len(images), -1).sum(axis=1)
     ink = pd.qcut(ink_total, q=len(INK_LEVELS), labels=list(INK_LEVELS)).astype(str)

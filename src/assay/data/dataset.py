@@ -7,12 +7,14 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pandas as pd
 
 from assay.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["DataNote", "Dataset", "Modality", "image_range_note", "reject_rows", "sorted_classes_note"]
 
@@ -60,7 +62,7 @@ class Dataset:
     name: str
     source: str
     class_names: list[str] | None = None
-    meta: pd.DataFrame = field(default_factory=pd.DataFrame)
+    meta: pd.DataFrame | None = None  # see the ``meta`` property below: None = no metadata columns
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -73,12 +75,12 @@ class Dataset:
             )
         if len(self.ids) != n:
             raise DataError(f"{n} inputs but {len(self.ids)} ids", where=self.source, fix="give one id per input")
-        if len(self.meta) not in (0, n):
+        if self._meta is not None and len(self._meta) not in (0, n):
             raise DataError(
-                f"{n} inputs but {len(self.meta)} metadata rows", where=self.source, fix="give one row per input"
+                f"{n} inputs but {len(self._meta)} metadata rows", where=self.source, fix="give one row per input"
             )
-        if len(self.meta) == 0:
-            self.meta = pd.DataFrame(index=pd.RangeIndex(n))
+        if self._meta is not None and len(self._meta.columns) == 0:
+            self._meta = None
         if self.x.dtype != object and np.issubdtype(self.x.dtype, np.floating):
             reject_rows(~np.isfinite(self.x.reshape(n, -1)).all(axis=1), "input(s) contain NaN or infinite values",
                         where=self.source, fix="clean or impute the inputs before evaluation")
@@ -107,7 +109,7 @@ class Dataset:
                 h.update(b"\0")
         else:
             h.update(str(self.x.dtype).encode())
-            h.update(np.ascontiguousarray(self.x).tobytes())
+            h.update(np.ascontiguousarray(self.x).reshape(-1).view(np.uint8))  # no bytes copy of the inputs
         if self.y is not None:
             h.update(np.ascontiguousarray(self.y, dtype=np.int64).tobytes())
         h.update("\0".join(map(str, self.ids)).encode("utf-8"))
@@ -135,7 +137,7 @@ class Dataset:
         position = {str(name): i for i, name in enumerate(class_names)}
         mapping = np.array([position[name] for name in self.class_names], dtype=np.int64)
         return dataclasses.replace(self, y=None if self.y is None else mapping[self.y],
-                                   class_names=[str(c) for c in class_names], notes=list(self.notes))
+                                   class_names=[str(c) for c in class_names], notes=list(self.notes), meta=self._meta)
 
     def subset(self, index: np.ndarray) -> Dataset:
         """A new dataset holding the given rows (in that order)."""
@@ -148,9 +150,34 @@ class Dataset:
             name=self.name,
             source=self.source,
             class_names=self.class_names,
-            meta=self.meta.iloc[index].reset_index(drop=True),
+            meta=None if self._meta is None else self._meta.iloc[index].reset_index(drop=True),
             notes=list(self.notes),
         )
+
+    @property
+    def metadata_columns(self) -> list[str]:
+        """Names of the metadata columns (without building the frame)."""
+        return [] if self._meta is None else [str(c) for c in self._meta.columns]
+
+
+def _get_meta(self: Dataset) -> pd.DataFrame:
+    """Per-sample metadata columns as a DataFrame (an empty frame with one row per sample when there are
+    none). Built on first use: pandas (and the pyarrow it loads, ~100 MiB) is imported only by runs that
+    read metadata, not by every evaluation."""
+    if self._meta is None:
+        import pandas as pd
+
+        self._meta = pd.DataFrame(index=pd.RangeIndex(len(self.x)))
+    return self._meta
+
+
+def _set_meta(self: Dataset, value: pd.DataFrame | None) -> None:
+    self._meta = value
+
+
+# A property over the dataclass field: ``Dataset(meta=...)`` and ``ds.meta = frame`` still work, but the empty
+# frame of a dataset without metadata is only made (and pandas only imported) when someone reads it.
+Dataset.meta = property(_get_meta, _set_meta)  # type: ignore[assignment,method-assign]
 
 
 def image_range_note(x: np.ndarray) -> str | None:

@@ -34,14 +34,17 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from assay.data.dataset import Dataset, image_range_note, sorted_classes_note
 from assay.data.limits import format_bytes, require_fits
 from assay.errors import DataError, OptionError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["IMAGE_EXTENSIONS", "image_to_array", "load_image_folder"]
 
@@ -154,7 +157,7 @@ def load_image_folder(
         name=name or root.resolve().name,
         source=where,
         class_names=names,
-        meta=pd.DataFrame({"path": [str(file.resolve()) for file in files]}),
+        meta=_path_column([str(file.resolve()) for file in files]),
         notes=notes,
     )
 
@@ -311,3 +314,9 @@ def _unreadable(file: Path, exc: Exception) -> DataError:
         where=str(file),
         fix="remove or re-save the file (it may be truncated or not an image)",
     )
+
+
+def _path_column(paths: list[str]) -> pd.DataFrame:
+    import pandas as pd  # only image folders pay for pandas here (their "path" metadata column)
+
+    return pd.DataFrame({"path": paths})

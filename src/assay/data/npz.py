@@ -41,15 +41,17 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import numpy.lib.format as npy_format
-import pandas as pd
 
 from assay.data.dataset import DataNote, Dataset, Modality, image_range_note, reject_rows
 from assay.data.limits import format_bytes, require_fits
 from assay.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["UINT8_SCALED_NOTE", "integer_labels", "load_npy", "load_npz", "require_unique_ids"]
 
@@ -344,7 +346,7 @@ def _inputs(x: np.ndarray, where: str) -> tuple[np.ndarray, Modality, list[str]]
             where=where,
             fix="add the feature axis, e.g. x[:, None] for a single feature",
         )
-    values = x.astype(np.float32)
+    values = x.astype(np.float32, copy=False)  # float32 files are used as read: no second copy
     if x.ndim == 2:
         return values, "tabular", []
     if x.dtype == np.uint8:
@@ -371,7 +373,8 @@ def require_unique_ids(ids: np.ndarray, *, where: str, fix: str = "give every sa
         raise DataError(f"{int((counts > 1).sum())} id(s) occur more than once (e.g. {repeated})", where=where, fix=fix)
 
 
-def _meta(arrays: dict[str, np.ndarray], n: int, where: str) -> pd.DataFrame:
+def _meta(arrays: dict[str, np.ndarray], n: int, where: str) -> pd.DataFrame | None:
+    """The ``meta_<name>`` columns as a DataFrame; None without any (pandas is then not imported)."""
     columns: dict[str, np.ndarray] = {}
     for key, values in arrays.items():
         if not key.startswith(_META_PREFIX):
@@ -384,6 +387,10 @@ def _meta(arrays: dict[str, np.ndarray], n: int, where: str) -> pd.DataFrame:
                 fix="store one value per sample for each metadata column",
             )
         columns[column] = values.astype(str) if values.dtype.kind in "US" else values
+    if not columns:
+        return None
+    import pandas as pd
+
     return pd.DataFrame(columns, index=pd.RangeIndex(n))
 
 

@@ -23,14 +23,17 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from assay.data.dataset import Dataset, reject_rows, sorted_classes_note
 from assay.data.limits import require_fits
 from assay.data.npz import integer_labels, require_unique_ids
 from assay.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["ID_COLUMN", "TABLE_EXTENSIONS", "load_table", "read_table"]
 
@@ -40,6 +43,8 @@ TABLE_EXTENSIONS = (".csv", ".parquet", ".pq")
 
 def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a CSV (pandas) or Parquet (pyarrow) file, turning parse failures into DataErrors."""
+    import pandas as pd
+
     path = Path(path)
     where = str(path)
     if not path.is_file():
@@ -208,6 +213,8 @@ def dataset_from_frame(
 
 
 def _is_numeric(series: pd.Series) -> bool:
+    import pandas as pd
+
     return pd.api.types.is_numeric_dtype(series.dtype) and not isinstance(series.dtype, pd.CategoricalDtype)
 
 
@@ -255,6 +262,8 @@ def _labels(
     series: pd.Series, class_names: Sequence[str] | None, *, where: str
 ) -> tuple[np.ndarray, list[str] | None, list[str]]:
     """Class indices, class names, and the note on the class order when we chose it."""
+    import pandas as pd
+
     if isinstance(series.dtype, pd.CategoricalDtype):
         series = series.astype(series.cat.categories.dtype)
     reject_rows(series.isna().to_numpy(), "label(s) are missing", where=where,
@@ -286,6 +295,8 @@ def _labels(
 
 
 def _ids(series: pd.Series, where: str) -> np.ndarray:
+    import pandas as pd
+
     if series.isna().any():
         raise DataError(f"the {ID_COLUMN!r} column has missing values", where=where, fix="give every row an id")
     if _is_numeric(series) and pd.api.types.is_integer_dtype(series.dtype):

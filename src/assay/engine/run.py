@@ -145,6 +145,7 @@ def run_views(
                                    lambda: bar.advance(task))
                 cache.put(key, result, record={**record, "rows": len(source)})
                 outputs.views[view.spec.name] = result
+        model.release_memory()
     outputs.notes.extend(note for note in cache.notes if note not in outputs.notes)
     return outputs
 

@@ -62,6 +62,10 @@ class Model(ABC):
     def has_features(self) -> bool:
         return self.info.feature_source is not None
 
+    def release_memory(self) -> None:
+        """Give back memory the runtime keeps for the next forward pass (called by the engine after a run
+        of batches, before the checks allocate theirs). Nothing to do unless a format overrides it."""
+
     def forward(self, x: np.ndarray, want_features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Logits (float32, shape (N, C)) and features (or None) in one pass."""
         raw, feats = self._forward(x, want_features and self.has_features)

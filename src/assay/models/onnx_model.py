@@ -55,10 +55,23 @@ class OnnxModel(Model):
         self._input_rank = input_rank
         self._keepalive = keepalive  # temporary directory of a >2 GiB model, removed with the model
         self._last_layer = last_layer
+        self._last_row: np.ndarray | None = None  # a valid input for release_memory's shrinking run
 
     def last_layer(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Weight and bias of the final Gemm (or MatMul + Add) when it maps the features to the logits."""
         return None if self._last_layer is None or self.info.outputs != "logits" else self._last_layer
+
+    def release_memory(self) -> None:
+        """Shrink onnxruntime's CPU arena: it keeps the largest batch's buffers (~60 MiB for a small CNN at
+        batch 256) for the rest of the process. A shrink applies at the end of a run, so one single-row run
+        with the shrink option does it; shrinking on every batch instead measured 1.7x slower inference."""
+        if self._last_row is None:
+            return
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self.session.run([self._output_name], {self._input_name: self._last_row}, options)
 
     def _run(self, x: np.ndarray, want_features: bool) -> list[np.ndarray]:
         names = [self._output_name]
@@ -70,6 +83,7 @@ class OnnxModel(Model):
             x = x.astype(object)
             if x.ndim == 1 and self._input_rank == 2:
                 x = x.reshape(-1, 1)  # text data sets are (N,); string-input graphs usually take (N, 1)
+        self._last_row = x[:1].copy() if self._fixed_batch in (None, 1) else x.copy()
         return self.session.run(names, {self._input_name: x})
 
     def _forward(self, x: np.ndarray, want_features: bool) -> tuple[np.ndarray, np.ndarray | None]:
