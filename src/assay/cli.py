@@ -456,6 +456,10 @@ def version() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, turning UserError into exit 2 without a traceback."""
+    import warnings
+
+    # The cache's warning also reaches the report and the console header as a run-level finding: once is enough.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"assay\.engine\.")
     try:
         # Without standalone mode, click returns the code of a typer.Exit instead of raising it.
         code = app(args=argv, standalone_mode=False)

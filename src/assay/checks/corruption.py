@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from assay.checks.base import CheckContext, make_metric
-from assay.checks.calibration import bin_stats, ece_from_stats, top_label
+from assay.checks.calibration import TopLabelBins, ece_from_stats, top_label
 from assay.corruptions.base import CorruptionInfo
 from assay.corruptions.image import resolve_table
 from assay.corruptions.image_tables import DESIGN_SIZE
@@ -220,11 +220,10 @@ def check_corruption(ctx: CheckContext) -> Section:
 
     # ECE under each corruption, and its mean with a CI over the same resamples.
     edges = equal_width_edges(cfg.ece_bins)
-    conf_correct = [top_label(softmax(ctx.outputs[name].logits), labels) for name, _ in views]
-    ece_views = np.array([float(ece_from_stats(bin_stats(c, k, edges))) for c, k in conf_correct])
-    ece_boot = np.concatenate([
-        np.mean([ece_from_stats(bin_stats(c, k, edges, weights=w)) for c, k in conf_correct], axis=0)
-        for w in ctx.resample_weights()
+    view_bins = [TopLabelBins(*top_label(softmax(ctx.outputs[name].logits), labels), edges) for name, _ in views]
+    ece_views = np.array([float(ece_from_stats(bins())) for bins in view_bins])
+    ece_boot = np.concatenate([  # one design per view, reused for every array of resample weights
+        np.mean([ece_from_stats(bins(w)) for bins in view_bins], axis=0) for w in ctx.resample_weights()
     ])
 
     normalizer = ("baseline model's errors (--baseline)" if baseline_errors is not None

@@ -8,9 +8,9 @@ Two edge schemes:
   into ``n_bins`` near-equal parts (``np.array_split``), first edge 0, last edge 1. This is the
   ``get_equal_bins`` convention of Kumar, Liang & Ma (2019), ``uncertainty-calibration`` library.
 
-``assign_bins`` maps scores to bins with either closedness; ``sparse_group_sums`` turns per-sample
-values into weighted per-bin (per-group) sums for many resamples at once, the sufficient statistics of
-every binned metric (ECE family, reliability diagrams).
+``assign_bins`` maps scores to bins with either closedness; ``stats.bootstrap.GroupSums`` then turns
+per-sample values into weighted per-bin (per-group) sums for many resamples at once, the sufficient
+statistics of every binned metric (ECE family, reliability diagrams).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-import scipy.sparse as sp
 
-__all__ = ["Closed", "assign_bins", "equal_mass_edges", "equal_width_edges", "sparse_group_sums"]
+__all__ = ["Closed", "assign_bins", "equal_mass_edges", "equal_width_edges"]
 
 Closed = Literal["left", "right"]
 
@@ -64,36 +63,3 @@ def assign_bins(values: np.ndarray, edges: np.ndarray, closed: Closed = "left") 
     inner = np.asarray(edges, dtype=np.float64)[1:-1]
     side = "right" if closed == "left" else "left"
     return np.searchsorted(inner, np.asarray(values, dtype=np.float64), side=side).astype(np.int64, copy=False)
-
-
-# Up to this many groups, group sums use a dense design matrix and BLAS (measured faster at n=50,000).
-_DENSE_MAX_GROUPS = 128
-
-
-def sparse_group_sums(
-    weights: np.ndarray,
-    samples: np.ndarray,
-    groups: np.ndarray,
-    n_groups: int,
-    values: np.ndarray | None = None,
-) -> np.ndarray:
-    """``out[r, g] = sum_j weights[r, samples[j]] * values[j] [groups[j] == g]`` over entries j.
-
-    Like ``stats.bootstrap.group_sums`` but an entry list instead of one group per sample, so a sample
-    may contribute to several groups (one per class, one per statistic). Stack several statistics in
-    one call by offsetting their group indices: the resample weights are then read once. ``weights``
-    is ``(b, n)``, float64 or float32 (bootstrap multiplicities: the sums are then accumulated in
-    float32, ample for resampled statistics and twice as fast). Cost O(b x entries).
-    """
-    weights = np.asarray(weights)
-    dtype = np.float32 if weights.dtype == np.float32 else np.float64
-    weights = weights.astype(dtype, copy=False)
-    samples = np.asarray(samples, dtype=np.int64)
-    data = np.ones(samples.shape[0], dtype) if values is None else np.asarray(values, dtype=dtype)
-    design = sp.csr_matrix((data, (np.asarray(groups, dtype=np.int64), samples)), shape=(n_groups, weights.shape[1]))
-    if n_groups <= _DENSE_MAX_GROUPS:
-        # Few groups: a dense (n, groups) design and one BLAS product beat the sparse kernel ~2x.
-        return weights @ design.toarray().T
-    # The sparse kernel reads weights.T row by row: column-major weights (as SharedWeights keeps them)
-    # make that contiguous; anything else is copied once here.
-    return np.asarray((design @ np.asfortranarray(weights).T).T)

@@ -50,7 +50,7 @@ _SUB_BLOCKS = 8
 _SHARED_MAX_BYTES = 128 * 2**20
 _SHARED_WEIGHTS_PER_ARRAY = 4_000_000
 # GroupSums, float64 weights: up to this many groups a dense (n, groups) design and one BLAS product beat
-# the sparse kernel (the threshold of stats.binning.sparse_group_sums).
+# the sparse kernel (measured at n = 50,000).
 _DENSE_MAX_GROUPS = 128
 # GroupSums: deviations (weights - 1) materialized per step (4M float32 = 16 MB: the sparse kernel is
 # twice as fast on 80 rows as on 20, and SharedWeights hands out arrays of at most 4M weights).
@@ -290,9 +290,9 @@ class GroupSums:
     """``out[r, g] = sum_j weights[r, samples[j]] * values[j] [groups[j] == g]`` over entries j, for many
     weight arrays over the same entries (the bootstrap's arrays of multiplicities).
 
-    The same sums as ``stats.binning.sparse_group_sums``, with the design built once instead of once per
-    call. float64 weights (point estimates) are summed as sparse_group_sums does. float32 weights
-    (bootstrap multiplicities) are summed as ``sum_j values[j] + sum_j (weights - 1) values[j]``: the
+    The design is built once and reused for every array of weights. float64 weights (point estimates) are
+    summed directly (a dense design and BLAS up to _DENSE_MAX_GROUPS groups). float32 weights (bootstrap
+    multiplicities) are summed as ``sum_j values[j] + sum_j (weights - 1) values[j]``: the
     first term exact (float64, once), the second (the resample's small deviation) in float32, sample by
     sample — accurate to ~1e-7 of the total (a float32 product of the raw weights is ~10x less
     accurate) and several times faster than a dense one-hot product. Results are float64. Stack several

@@ -37,8 +37,9 @@ import scipy.sparse as sp
 from scipy.stats import binom
 
 from assay.errors import UserError
-from assay.stats.binning import assign_bins, equal_width_edges, sparse_group_sums
+from assay.stats.binning import assign_bins, equal_width_edges
 from assay.stats.bootstrap import (
+    GroupSums,
     bootstrap_cell_counts,
     bootstrap_weights,
     clopper_pearson,
@@ -566,12 +567,10 @@ def paired_ece_delta(
 
     value = float(ece_delta(point_sums))
     if _use_exact(scheme, n, where):
-        samples_index = np.tile(np.arange(n), 2)
-        parts = []
-        for w in bootstrap_weights(n, n_resamples, spawn_seed(seed, "paired/ece")):
-            w -= 1.0  # sums of (w - 1) x residual are small: float32 accumulation stays accurate
-            parts.append(ece_delta(point_sums + sparse_group_sums(w, samples_index, groups, 2 * n_bins, residual)))
-        samples = np.concatenate(parts)
+        # Per-bin residual sums under each resample: float64 totals plus float32 sums of (w - 1) x residual.
+        sums = GroupSums(np.tile(np.arange(n), 2), groups, 2 * n_bins, n, residual)
+        samples = np.concatenate([ece_delta(sums(w)) for w in bootstrap_weights(
+            n, n_resamples, spawn_seed(seed, "paired/ece"), order="F")])
         detail = f"exact per-sample multiplicities (Multinomial(n, 1/n)); {n_bins} equal-width bins"
     else:
         samples, strata = _ece_delta_stratified(conf_a, right_a, bin_a, conf_b, right_b, bin_b, n_bins,
