@@ -398,3 +398,24 @@ def test_profile_json_never_overwrites_a_user_file_or_an_input(tabular, tmp_path
         code, err = _run(["profile", str(model), "--budget", "0.1", "--batch-sizes", "1", "--json", str(out)], capsys)
         assert code == 0, err
     assert json.loads(out.read_text())["latency"]["batches"]
+
+
+def test_compress_and_demo_check_the_output_before_any_work(tabular, tmp_path, capsys, monkeypatch):
+    """compress refuses the folder holding its model before building a variant; demo refuses a user folder
+    before training."""
+    import assay.compress.variants as variants
+    import assay.demo as demo
+
+    model, data = tabular
+    monkeypatch.setattr(variants, "make_variants", lambda *a, **k: pytest.fail("a variant was built"))
+    monkeypatch.setattr(demo, "train_digits_cnn", lambda *a, **k: pytest.fail("the demo trained"))
+    before = _tree(model.parent)
+    code, err = _run(["compress", str(model), "--data", str(data), "--methods", "fp16", "--out", str(model.parent),
+                      "--no-cache", "-q"], capsys)
+    _assert_refused(code, err, "contains an input")
+    assert _tree(model.parent) == before
+    project = _user_folder(tmp_path / "project")
+    before = _tree(project)
+    code, err = _run(["demo", "--out", str(project), "-q"], capsys)
+    _assert_refused(code, err, "was not written by Assay")
+    assert _tree(project) == before
