@@ -126,10 +126,10 @@ def test_npz_negative_dimension_is_refused(tmp_path: Path) -> None:
 
 def test_npz_garbage_header_is_refused(tmp_path: Path) -> None:
     bad = b"\x93NUMPY\x01\x00" + struct.pack("<H", 22) + b"{'descr': __import__}\n"
-    with pytest.raises(DataError, match=r"array 'x' is not a readable \.npy member"):
+    with pytest.raises(DataError, match=r"array 'x' is not a readable \.npy array"):
         load_npz(_zip(tmp_path / "garbage.npz", {"x.npy": bad}))
     not_npy = _zip(tmp_path / "raw.npz", {"x.npy": b"just bytes, no magic"})
-    with pytest.raises(DataError, match=r"array 'x' is not a readable \.npy member"):
+    with pytest.raises(DataError, match=r"array 'x' is not a readable \.npy array"):
         load_npz(not_npy)
 
 

@@ -33,7 +33,8 @@ from assay.evidence.bundle import MAX_EVIDENCE_BYTES
 from assay.evidence.bundle import read_evidence as read_bundle_evidence
 from assay.compare.policy import MAX_POLICY_BYTES, MAX_POLICY_NODES, load_policy, parse_policy
 from assay.compare.select import _CONSTRAINT, MAX_CONSTRAINT_CHARS, parse_constraint
-from assay.engine.robust_views import load_precomputed_corruptions, read_npy_header
+from assay.data.npz import read_npy_header
+from assay.engine.robust_views import load_precomputed_corruptions
 from assay.errors import DataError, PolicyError
 from assay.models.export import export_onnx
 
@@ -314,7 +315,7 @@ NPZ_CASES = {
                                 ["not a readable .npz archive"]),
     "member that is not .npy": (lambda b, p: b.joinpath("predictions.npz").write_bytes(_zip({
         "ids.npy": _npy(p["ids"]), "labels.npy": _npy(p["labels"]), "logits.npy": b"not an array"})),
-        ["not a valid .npy array", "['logits']"]),
+        ["is not a readable .npy array", "['logits']"]),
     "truncated member": (lambda b, p: b.joinpath("predictions.npz").write_bytes(_zip({
         "ids.npy": _npy(p["ids"]), "labels.npy": _npy(p["labels"]), "logits.npy": _npy(p["logits"])[:300]})),
         ["truncated or corrupt", "['logits']"]),
@@ -542,7 +543,7 @@ CDATA_CASES = {
     "labels header claiming 10**13 rows": (lambda im, lb, ws: {"fog.npy": im,
                                                                "labels.npy": _header_only((10**13,), "<i8")},
                                            ["labels.npy", "truncated or corrupt"]),
-    "not a .npy at all": (lambda im, lb, ws: {"fog.npy": b"hello", "labels.npy": lb}, ["not a valid .npy array"]),
+    "not a .npy at all": (lambda im, lb, ws: {"fog.npy": b"hello", "labels.npy": lb}, ["is not a readable .npy array"]),
     "NaN pixels": (lambda im, lb, ws: {"fog.npy": _rows_set(np.moveaxis(im, -1, 1) / 255.0, [3], np.nan),
                                        "labels.npy": lb}, ["NaN or infinite", "rows [3]"]),
     "0-255 floats": (lambda im, lb, ws: {"fog.npy": np.moveaxis(im, -1, 1).astype(np.float32), "labels.npy": lb},
@@ -603,15 +604,15 @@ def test_a_valid_corruption_folder_is_memory_mapped_and_converted_per_batch(ws, 
 
 
 def test_read_npy_header_reports_claims_without_reading_data():
-    header = read_npy_header(io.BytesIO(_header_only((10**15, 8, 8, 1), "|u1")), "x.npy", "fix it")
-    assert header.shape == (10**15, 8, 8, 1) and header.data_bytes == 64 * 10**15 and header.dtype == np.uint8
+    header = read_npy_header(io.BytesIO(_header_only((10**15, 8, 8, 1), "|u1")), "x", "x.npy", "fix it")
+    assert header.shape == (10**15, 8, 8, 1) and header.nbytes == 64 * 10**15 and header.dtype == np.uint8
     array = np.arange(12, dtype=">i4").reshape(3, 4)
-    header = read_npy_header(io.BytesIO(_npy(array)), "x.npy", "fix it")
-    assert (header.shape, header.data_bytes, header.dtype) == ((3, 4), 48, np.dtype(">i4"))
-    assert header.header_bytes + header.data_bytes == len(_npy(array))
+    header = read_npy_header(io.BytesIO(_npy(array)), "x", "x.npy", "fix it")
+    assert (header.shape, header.nbytes, header.dtype) == ((3, 4), 48, np.dtype(">i4"))
+    assert header.data_offset + header.nbytes == len(_npy(array))
     for bad in (b"", b"\x93NUMPY\x09\x00", _npy(np.array([None, 1], dtype=object), allow_pickle=True)):
         with pytest.raises(DataError) as info:
-            read_npy_header(io.BytesIO(bad), "x.npy", "fix it")
+            read_npy_header(io.BytesIO(bad), "x", "x.npy", "fix it")
         assert info.value.where == "x.npy" and info.value.fix == "fix it"
 
 

@@ -404,10 +404,10 @@ def _read_member(zf: Any, info: Any, shape: tuple[int, ...], kinds: str, where: 
     """One array of an npz archive, checked before its data is read: the header must claim ``shape`` and a
     dtype of ``kinds``; then exactly the claimed bytes are read (so memory never exceeds what the evidence
     implies, however large the archive claims to be) and the member's CRC is verified."""
-    from assay.engine.robust_views import read_npy_header
+    from assay.data.npz import read_npy_header
 
     with zf.open(info) as f:
-        header = read_npy_header(f, where, fix=_REGENERATE)
+        header = read_npy_header(f, info.filename.removesuffix(".npy"), where, fix=_REGENERATE)
         if header.dtype.kind not in kinds:
             raise DataError(f"the array has dtype {header.dtype}, expected {_KIND_WORDS[kinds]}", where=where,
                             fix=_REGENERATE)
@@ -417,9 +417,9 @@ def _read_member(zf: Any, info: Any, shape: tuple[int, ...], kinds: str, where: 
         if header.shape != shape:
             raise DataError(f"the array has shape {header.shape}, but evidence.json implies {shape}", where=where,
                             fix=_REGENERATE)
-        data = f.read(header.data_bytes + 1)  # reading past the end verifies the CRC
-    if len(data) != header.data_bytes:
-        raise DataError(f"the array holds {len(data):,} bytes of data; its header says {header.data_bytes:,} "
+        data = f.read(header.nbytes + 1)  # reading past the end verifies the CRC
+    if len(data) != header.nbytes:
+        raise DataError(f"the array holds {len(data):,} bytes of data; its header says {header.nbytes:,} "
                         "(truncated or corrupt)", where=where, fix=_REGENERATE)
     array = np.frombuffer(data, dtype=header.dtype).reshape(shape, order="F" if header.fortran_order else "C")
     return array.astype(header.dtype.newbyteorder("="))  # a native-order, writable copy

@@ -53,7 +53,8 @@ from assay.errors import DataError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["UINT8_SCALED_NOTE", "integer_labels", "load_npy", "load_npz", "require_unique_ids"]
+__all__ = ["UINT8_SCALED_NOTE", "NpyHeader", "integer_labels", "load_npy", "load_npz", "read_npy_header",
+           "require_unique_ids"]
 
 _META_PREFIX = "meta_"
 _USED_KEYS = ("x", "y", "ids", "class_names")
@@ -146,14 +147,14 @@ def load_npz(path: str | os.PathLike[str], *, name: str | None = None) -> Datase
 
 
 @dataclass(frozen=True)
-class _Header:
-    """A ``.npy`` header: what it declares, already checked against the stored size."""
+class NpyHeader:
+    """What a ``.npy`` header declares, read without its data (``key`` names the array in messages)."""
 
     key: str
     shape: tuple[int, ...]
     fortran_order: bool
     dtype: np.dtype
-    data_offset: int  # bytes of magic + header before the data
+    data_offset: int  # bytes of magic + header before the data, from the start of the array
 
     @property
     def count(self) -> int:
@@ -190,7 +191,7 @@ def _members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     return members
 
 
-def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, where: str) -> _Header:
+def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, where: str) -> NpyHeader:
     """Parse one member's ``.npy`` header without reading its data, and check it against the zip directory."""
     if info.compress_type not in _ZIP_METHODS:
         raise DataError(
@@ -208,9 +209,12 @@ def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, where: st
         raise _corrupt(key, exc, where) from exc
 
 
-def _parse_header(stream: BinaryIO, key: str, stored_size: int, container: str, where: str) -> _Header:
-    """Read magic and header from ``stream`` (nothing more) and refuse a header whose declared data size
-    differs from ``stored_size - header`` (the size the container, zip entry or file, says it holds)."""
+def read_npy_header(stream: BinaryIO, key: str, where: str, fix: str | None = None) -> NpyHeader:
+    """Read the magic and header of a ``.npy`` stream (nothing more; ``data_offset`` counts from where the
+    stream was). Unreadable headers, object dtypes (only unpickling reads them) and negative dimensions are
+    DataErrors, so callers can check the declared shape and size before anything is allocated. Shared by
+    every reader of untrusted arrays (NPZ members, -C folders, bundles' predictions)."""
+    start = stream.tell()
     try:
         version = npy_format.read_magic(stream)
         if version == (1, 0):
@@ -219,23 +223,32 @@ def _parse_header(stream: BinaryIO, key: str, stored_size: int, container: str, 
             shape, fortran_order, dtype = npy_format.read_array_header_2_0(stream)
         else:  # 3.0 only differs for structured dtypes with non-latin-1 field names, which we never read
             raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
-        data_offset = stream.tell()
-    except (ValueError, TypeError, OverflowError, SyntaxError, RecursionError, MemoryError) as exc:
-        raise DataError(f"array {key!r} is not a readable .npy member ({exc})", where=where, fix=_RESAVE) from exc
+        data_offset = stream.tell() - start
+    except (ValueError, TypeError, OverflowError, SyntaxError, RecursionError, MemoryError, EOFError) as exc:
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise DataError(f"array {key!r} is not a readable .npy array ({detail})", where=where,
+                        fix=fix or _RESAVE) from exc
     if dtype.hasobject:
         raise DataError(
             f"array {key!r} has dtype object, which can only be loaded by unpickling (refused for safety)",
             where=where,
-            fix=f"store strings as a fixed-width unicode array, e.g. {key}=numpy.array(list_of_str) "
+            fix=fix or f"store strings as a fixed-width unicode array, e.g. {key}=numpy.array(list_of_str) "
             "(dtype '<U…'), and numbers with a numeric dtype",
         )
     if any(size < 0 for size in shape):
-        raise DataError(f"array {key!r} declares a negative dimension in its shape {shape}", where=where, fix=_RESAVE)
-    header = _Header(key, tuple(int(s) for s in shape), bool(fortran_order), dtype, data_offset)
-    stored = stored_size - data_offset
+        raise DataError(f"array {key!r} declares a negative dimension in its shape {shape}", where=where,
+                        fix=fix or _RESAVE)
+    return NpyHeader(key, tuple(int(d) for d in shape), bool(fortran_order), dtype, data_offset)
+
+
+def _parse_header(stream: BinaryIO, key: str, stored_size: int, container: str, where: str) -> NpyHeader:
+    """:func:`read_npy_header`, refusing a header whose declared data size differs from
+    ``stored_size - header`` (the size the container, zip entry or file, says it holds)."""
+    header = read_npy_header(stream, key, where)
+    stored = stored_size - header.data_offset
     if stored != header.nbytes:
         raise DataError(
-            f"array {key!r} declares shape {header.shape} of {dtype} = {header.nbytes:,} bytes "
+            f"array {key!r} declares shape {header.shape} of {header.dtype} = {header.nbytes:,} bytes "
             f"({format_bytes(header.nbytes)}), but {container} holds {stored:,} bytes of data; "
             "the header and the stored size disagree (a corrupt or crafted file)",
             where=where,
@@ -244,7 +257,7 @@ def _parse_header(stream: BinaryIO, key: str, stored_size: int, container: str, 
     return header
 
 
-def _loaded_bytes(headers: dict[str, _Header]) -> int:
+def _loaded_bytes(headers: dict[str, NpyHeader]) -> int:
     """Memory of the loaded arrays: each member's declared bytes, plus the float32 copy of numeric ``x``
     (text ``x`` becomes Python strings instead: about 64 bytes of object overhead per string)."""
     x = headers["x"]
@@ -252,7 +265,7 @@ def _loaded_bytes(headers: dict[str, _Header]) -> int:
     return sum(h.nbytes for h in headers.values()) + copy
 
 
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: _Header, where: str) -> np.ndarray:
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: NpyHeader, where: str) -> np.ndarray:
     """A member's data, streamed into a buffer of exactly the declared size (zipfile returns no more than
     ``file_size`` bytes); reading to the end makes zipfile check the CRC-32."""
     try:
@@ -265,7 +278,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: _Heade
     return array
 
 
-def _fill(stream: BinaryIO, header: _Header, where: str) -> np.ndarray:
+def _fill(stream: BinaryIO, header: NpyHeader, where: str) -> np.ndarray:
     """Read the declared bytes from ``stream`` (positioned after the header) in chunks, and shape them."""
     try:
         buffer = np.empty(header.nbytes, dtype=np.uint8)

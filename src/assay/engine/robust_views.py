@@ -7,21 +7,20 @@ batch size is part of its spec (and so of the cache key).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
 from assay.data.dataset import Dataset
+from assay.data.npz import NpyHeader, read_npy_header
 from assay.engine.views import View, ViewSpec
 from assay.errors import DataError
 
-__all__ = ["AdversarialView", "AttackSpec", "CorruptionView", "NpyHeader", "PrecomputedCorruptionView",
-           "load_precomputed_corruptions", "read_npy_header"]
+__all__ = ["AdversarialView", "AttackSpec", "CorruptionView", "PrecomputedCorruptionView",
+           "load_precomputed_corruptions"]
 
 
 class CorruptionView(View):
@@ -130,41 +129,6 @@ class PrecomputedCorruptionView(View):
         return np.arange(min(3, len(source)))
 
 
-@dataclass(frozen=True)
-class NpyHeader:
-    """What a ``.npy`` header claims, before any data is read."""
-
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    fortran_order: bool
-    header_bytes: int  # offset of the data from the start of the array
-    data_bytes: int  # what the header claims the data occupies
-
-
-def read_npy_header(fp: BinaryIO, where: str, fix: str) -> NpyHeader:
-    """The header of a ``.npy`` stream, read without touching its data. Malformed headers and object
-    dtypes (which only unpickling can read) are DataErrors, so a caller can check the claimed shape and
-    size against what it expects and against the real size before allocating anything."""
-    from numpy.lib import format as npy_format
-
-    start = fp.tell()
-    try:
-        version = npy_format.read_magic(fp)
-        if version == (1, 0):
-            shape, fortran_order, dtype = npy_format.read_array_header_1_0(fp)
-        elif version == (2, 0):
-            shape, fortran_order, dtype = npy_format.read_array_header_2_0(fp)
-        else:
-            raise ValueError(f"unsupported .npy format version {version}")
-    except (ValueError, EOFError, SyntaxError, TypeError, OverflowError) as exc:
-        raise DataError(f"not a valid .npy array ({str(exc).splitlines()[0][:200]})", where=where, fix=fix) from None
-    if dtype.hasobject:
-        raise DataError(f"the array has dtype {dtype}, which only unpickling can read (refused for safety)",
-                        where=where, fix=fix)
-    shape = tuple(int(d) for d in shape)
-    return NpyHeader(shape, dtype, bool(fortran_order), fp.tell() - start, math.prod(shape) * dtype.itemsize)
-
-
 #: Severities stacked in each file of a -C set (Hendrycks & Dietterich 2019).
 PRECOMPUTED_SEVERITIES = 5
 #: A corruption name as a file stem: it becomes a view name, a table row and a cache key.
@@ -179,13 +143,13 @@ def _file_header(path: Path, fix: str) -> NpyHeader:
     where = str(path)
     try:
         with path.open("rb") as f:
-            header = read_npy_header(f, where, fix)
+            header = read_npy_header(f, path.name, where, fix)
         size = path.stat().st_size
     except OSError as exc:
         raise DataError(f"cannot read {path.name} ({exc.strerror or exc})", where=where, fix=fix) from None
-    if header.header_bytes + header.data_bytes != size:
+    if header.data_offset + header.nbytes != size:
         raise DataError(f"{path.name} is {size:,} bytes, but its header describes {header.shape} {header.dtype} "
-                        f"({header.header_bytes + header.data_bytes:,} bytes): truncated or corrupt", where=where,
+                        f"({header.data_offset + header.nbytes:,} bytes): truncated or corrupt", where=where,
                         fix="copy or download the file again")
     return header
 

@@ -173,12 +173,7 @@ def check_output(out: str | os.PathLike[str], kind: str, *, inputs: Iterable[Pat
         if _is_within(resolved, path):
             raise OutputError(f"the output folder {out} lies inside an input ({path})", where=where,
                               fix="write the output to a folder of its own, away from the model, data and cache")
-    for parent in target.parents:
-        if parent.exists() and not parent.is_dir():
-            raise OutputError(f"{parent} is a file, so {out} cannot be a folder below it", where=where,
-                              fix="choose an output path whose parent folders are folders")
-        if parent.exists():
-            break
+    _check_parents(target, out, where)
     if target.exists() and not target.is_dir():
         raise OutputError(f"{out} exists and is not a folder", where=where,
                           fix="choose another output path (Assay writes a folder there)")
@@ -207,12 +202,7 @@ def check_output_file(out: str | os.PathLike[str], *, is_ours: Callable[[Path], 
         raise OutputError(f"{out} is a folder", where=where, fix="give a file name, e.g. profile.json")
     if any(target == path for path in inputs):
         raise OutputError(f"the output file {out} is an input", where=where, fix="write the output to a new file")
-    for parent in target.parents:
-        if parent.exists() and not parent.is_dir():
-            raise OutputError(f"{parent} is a file, so {out} cannot be written below it", where=where,
-                              fix="choose an output path whose parent folders are folders")
-        if parent.exists():
-            break
+    _check_parents(target, out, where)
     if target.exists() and not is_ours(target):
         raise OutputError(f"{out} exists and is not {what}; Assay does not overwrite it", where=where,
                           fix="choose a new file name, or remove the file yourself")
@@ -223,6 +213,16 @@ def check_output_file(out: str | os.PathLike[str], *, is_ours: Callable[[Path], 
     except OSError as exc:
         raise _disk_error(exc, target, where) from exc
     return target
+
+
+def _check_parents(target: Path, out: Any, where: str) -> None:
+    """OutputError when the nearest existing ancestor of ``target`` is a file (nothing can be made below it)."""
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{parent} is a file, so {out} cannot be written below it", where=where,
+                                  fix="choose an output path whose parent folders are folders")
+            return
 
 
 def _disk_error(exc: OSError, target: Path, where: str) -> OutputError:

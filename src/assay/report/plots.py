@@ -187,6 +187,25 @@ class _Layout:
         ax.ylabel(ylabel, 10 + FONT * 0.9)
 
 
+def _xy_axes(plot: dict[str, Any], gid: str, xscale: Scale, yscale: Scale
+             ) -> tuple[Canvas, Axes, Callable[[], None]]:
+    """Canvas and gridded axes of an x-y plot (line, scatter), and the call that draws its ticks, title and
+    axis labels (from ``plot``) once the data is drawn."""
+    title = wrap(plot.get("title"), WIDTH - 80)
+    xlabel, ylabel = str(plot.get("xlabel", "")), str(plot.get("ylabel", ""))
+    xticks, yticks = xscale.ticks(WIDTH - 100, 80), yscale.ticks(HEIGHT - 100)
+    layout = _Layout(title=title, yticks=yticks, ylabel=ylabel, xticks=xticks, xrotate=False, xlabel=xlabel)
+    canvas = Canvas(WIDTH, HEIGHT, gid)
+    ax = Axes(canvas, layout.box(WIDTH, HEIGHT), xscale, yscale)
+    ax.grid(xticks, yticks)
+
+    def finish() -> None:
+        ax.xticks(xticks)
+        ax.yticks(yticks)
+        layout.finish(ax, title=title, xlabel=xlabel, ylabel=ylabel)
+
+    return canvas, ax, finish
+
 def _rect(x0: float, x1: float, y0: float, y1: float, attrs: str) -> str:
     x, w = min(x0, x1), abs(x1 - x0)
     y, h = min(y0, y1), abs(y1 - y0)
@@ -599,13 +618,7 @@ def _draw_line(plot: Mapping[str, Any], gid: str) -> Canvas:
         parsed.append((x[keep], y[keep], None if band is None else (band[0][keep], band[1][keep]), len(x) <= 25))
     xscale = Scale(xscale_kind, *auto_limits([p[0] for p in parsed], xscale_kind))
     yscale = Scale("linear", *auto_limits([p[1] for p in parsed] + [b for p in parsed if p[2] for b in p[2]]))
-    xlabel, ylabel = str(plot.get("xlabel", "")), str(plot.get("ylabel", ""))
-    title = wrap(plot.get("title"), WIDTH - 80)
-    xticks, yticks = xscale.ticks(WIDTH - 100, 80), yscale.ticks(HEIGHT - 100)
-    layout = _Layout(title=title, yticks=yticks, ylabel=ylabel, xticks=xticks, xrotate=False, xlabel=xlabel)
-    canvas = Canvas(WIDTH, HEIGHT, gid)
-    ax = Axes(canvas, layout.box(WIDTH, HEIGHT), xscale, yscale)
-    ax.grid(xticks, yticks)
+    canvas, ax, finish_axes = _xy_axes(plot, gid, xscale, yscale)
     bands, lines, markers = [], [], []
     for i, (x, y, band, marked) in enumerate(parsed):
         colour = _colour(i)
@@ -627,9 +640,7 @@ def _draw_line(plot: Mapping[str, Any], gid: str) -> Canvas:
         ax.legend_entries.append(LegendEntry(_label(series[i], i), colour, kind="line", marker=marked))
     ax.clipped("".join(bands) + "".join(lines) + "".join(markers))
     ax.spines()
-    ax.xticks(xticks)
-    ax.yticks(yticks)
-    layout.finish(ax, title=title, xlabel=xlabel, ylabel=ylabel)
+    finish_axes()
     ax.legend("best")
     return canvas
 
@@ -654,13 +665,7 @@ def _draw_scatter(plot: Mapping[str, Any], gid: str) -> Canvas:
         order = idx[np.argsort(all_x[idx], kind="stable")]
     xscale = Scale("linear", *auto_limits([all_x]))
     yscale = Scale("linear", *auto_limits([all_y]))
-    xlabel, ylabel = str(plot.get("xlabel", "")), str(plot.get("ylabel", ""))
-    title = wrap(plot.get("title"), WIDTH - 80)
-    xticks, yticks = xscale.ticks(WIDTH - 100, 80), yscale.ticks(HEIGHT - 100)
-    layout = _Layout(title=title, yticks=yticks, ylabel=ylabel, xticks=xticks, xrotate=False, xlabel=xlabel)
-    canvas = Canvas(WIDTH, HEIGHT, gid)
-    ax = Axes(canvas, layout.box(WIDTH, HEIGHT), xscale, yscale)
-    ax.grid(xticks, yticks)
+    canvas, ax, finish_axes = _xy_axes(plot, gid, xscale, yscale)
     labelled = sum(len(s.get("text") or []) for s in series) <= MAX_POINT_LABELS
     points, notes = [], []
     for i, (s, x, y) in enumerate(zip(series, xs, ys, strict=True)):
@@ -696,9 +701,7 @@ def _draw_scatter(plot: Mapping[str, Any], gid: str) -> Canvas:
     if notes:
         canvas.add(f'<g font-size="10" fill="{AXIS}">{"".join(notes)}</g>')
     ax.spines()
-    ax.xticks(xticks)
-    ax.yticks(yticks)
-    layout.finish(ax, title=title, xlabel=xlabel, ylabel=ylabel)
+    finish_axes()
     ax.legend("best")
     return canvas
 
