@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from assay.cli import main
-from assay.compare.gate import load_side_predictions
+from assay.evidence.bundle import read_predictions
 from assay.evidence.bundle import MAX_EVIDENCE_BYTES
 from assay.evidence.bundle import read_evidence as read_bundle_evidence
 from assay.compare.policy import MAX_POLICY_BYTES, MAX_POLICY_NODES, load_policy, parse_policy
@@ -384,12 +384,12 @@ def test_a_zip_bomb_member_is_refused_from_its_header(ws, tmp_path):
             for _ in range(3 * 2**27 * 8 // len(zeros)):
                 f.write(zeros)
     evidence = read_bundle_evidence(candidate)
-    arrays = load_side_predictions(candidate / "predictions.npz", evidence)
+    arrays = read_predictions(candidate / "predictions.npz", evidence)
     assert arrays is not None and "unused" not in arrays  # never read: no 3 GiB allocation
     with zipfile.ZipFile(candidate / "predictions.npz", "a") as zf:
         zf.writestr("slice_bomb.npy", _header_only((3 * 2**27,), "<f8"))
     with pytest.raises(DataError, match=r"shape \(402653184,\), but evidence.json implies \(120,\)"):
-        load_side_predictions(candidate / "predictions.npz", evidence)
+        read_predictions(candidate / "predictions.npz", evidence)
 
 
 def test_valid_bundles_still_compare_after_reordering_and_with_slices(ws, tmp_path, capsys):
@@ -402,7 +402,7 @@ def test_valid_bundles_still_compare_after_reordering_and_with_slices(ws, tmp_pa
                  "--n-bootstrap", "100"]) == 0
     result = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert result["metrics"]["accuracy_delta"]["value"] == 0 and result["metrics"]["negative_flip_rate"]["value"] == 0
-    arrays = load_side_predictions(candidate / "predictions.npz", read_bundle_evidence(candidate))
+    arrays = read_predictions(candidate / "predictions.npz", read_bundle_evidence(candidate))
     np.testing.assert_array_equal(arrays["logits"], p["logits"])
     assert arrays["slice_half"].dtype.kind == "U" and arrays["labels"].dtype == np.int64
 
@@ -420,7 +420,7 @@ def test_any_byte_damage_to_predictions_is_valid_or_a_data_error(ws, tmp_path_fa
     path.write_bytes(bytes(data))
     evidence = read_bundle_evidence(ws.bundle)
     try:
-        arrays = load_side_predictions(path, evidence)
+        arrays = read_predictions(path, evidence)
     except DataError as exc:
         assert str(path) in exc.where and REGENERATE in exc.fix
     else:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from assay.compare.policy import Policy, Rule
 from assay.errors import DataError, UserError
-from assay.evidence.bundle import read_evidence
+from assay.evidence.bundle import read_evidence, read_predictions
 from assay.evidence.schema import Evidence, Metric
 from assay.stats.multiple_testing import benjamini_hochberg, holm
 from assay.stats.paired import (
@@ -34,7 +34,7 @@ from assay.stats.paired import (
 )
 from assay.stats.probabilities import log_softmax
 
-__all__ = ["COMPARISON_SCHEMA_VERSION", "Comparison", "RuleResult", "Side", "compare_sides", "load_side_predictions",
+__all__ = ["COMPARISON_SCHEMA_VERSION", "Comparison", "RuleResult", "Side", "compare_sides", 
            "side_from_bundle"]
 
 COMPARISON_SCHEMA_VERSION = "1.0"
@@ -395,97 +395,10 @@ def _side_info(side: Side) -> SideInfo:
 # ------------------------------------------------------------------------------------------- reading bundles
 
 #: A real evidence.json is tens of kilobytes; larger ones are refused before reading.
-_REGENERATE = "re-run `assay evaluate` with this version of Assay to regenerate the bundle"
-#: Longest string id / slice label read from predictions.npz (characters).
-MAX_LABEL_CHARS = 1024
-
-
-def _read_member(zf: Any, info: Any, shape: tuple[int, ...], kinds: str, where: str) -> np.ndarray:
-    """One array of an npz archive, checked before its data is read: the header must claim ``shape`` and a
-    dtype of ``kinds``; then exactly the claimed bytes are read (so memory never exceeds what the evidence
-    implies, however large the archive claims to be) and the member's CRC is verified."""
-    from assay.data.npz import read_npy_header
-
-    with zf.open(info) as f:
-        header = read_npy_header(f, info.filename.removesuffix(".npy"), where, fix=_REGENERATE)
-        if header.dtype.kind not in kinds:
-            raise DataError(f"the array has dtype {header.dtype}, expected {_KIND_WORDS[kinds]}", where=where,
-                            fix=_REGENERATE)
-        if header.dtype.kind in "US" and header.dtype.itemsize > 4 * MAX_LABEL_CHARS:
-            raise DataError(f"the strings are up to {header.dtype.itemsize // 4:,} characters long (at most "
-                            f"{MAX_LABEL_CHARS})", where=where, fix=_REGENERATE)
-        if header.shape != shape:
-            raise DataError(f"the array has shape {header.shape}, but evidence.json implies {shape}", where=where,
-                            fix=_REGENERATE)
-        data = f.read(header.nbytes + 1)  # reading past the end verifies the CRC
-    if len(data) != header.nbytes:
-        raise DataError(f"the array holds {len(data):,} bytes of data; its header says {header.nbytes:,} "
-                        "(truncated or corrupt)", where=where, fix=_REGENERATE)
-    array = np.frombuffer(data, dtype=header.dtype).reshape(shape, order="F" if header.fortran_order else "C")
-    return array.astype(header.dtype.newbyteorder("="))  # a native-order, writable copy
-
-
-_KIND_WORDS = {"iu": "integers", "f": "floating point numbers", "iuUS": "integers or strings",
-               "iufbUS": "numbers or strings"}
-
-
-def load_side_predictions(path: str | Path, evidence: Evidence) -> dict[str, np.ndarray] | None:
-    """``predictions.npz`` of a bundle, validated against its ``evidence.json`` (None when absent).
-
-    Read as untrusted input, never unpickled: every array's header is checked before its data is read
-    (``ids``, ``labels``, ``slice_*`` of shape (n,), ``logits`` (n, classes)), then the values: finite logits,
-    labels in range, unique ids. Anything else is a DataError naming the file and the array."""
-    import zipfile
-    import zlib
-
-    path = Path(path)
-    if not path.exists():
-        return None
-    if not path.is_file():
-        raise DataError(f"{path.name} is not a file", where=str(path), fix=_REGENERATE)
-    n, num_classes = evidence.data.n, evidence.model.num_classes
-    expected = {"ids": ((n,), "iuUS"), "labels": ((n,), "iu"), "logits": ((n, num_classes), "f")}
-    arrays: dict[str, np.ndarray] = {}
-    key = ""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            members = {info.filename[:-4]: info for info in zf.infolist() if info.filename.endswith(".npy")}
-            missing = sorted(set(expected) - set(members))
-            if missing:
-                raise DataError(f"predictions.npz lacks {', '.join(missing)} (it holds {sorted(members)[:10]})",
-                                where=str(path), fix=_REGENERATE)
-            slices = sorted(k for k in members if k.startswith("slice_"))
-            for key in [*expected, *slices]:
-                shape, kinds = expected.get(key, ((n,), "iufbUS"))
-                arrays[key] = _read_member(zf, members[key], shape, kinds, f"{path} [{key!r}]")
-    except DataError:
-        raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
-            NotImplementedError, RuntimeError) as exc:
-        member = f" (array {key!r})" if key else ""
-        raise DataError(f"predictions.npz is not a readable .npz archive{member}: {str(exc)[:200] or type(exc).__name__}",
-                        where=str(path), fix=_REGENERATE) from None
-    logits, labels, ids = arrays["logits"], arrays["labels"].astype(np.int64), arrays["ids"]
-    bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
-    if bad.size:
-        raise DataError(f"{bad.size} row(s) of logits are NaN or infinite (first at rows {bad[:5].tolist()})",
-                        where=f"{path} ['logits']", fix=_REGENERATE + "; if the model itself outputs NaN, fix the model")
-    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-    if bad.size:
-        raise DataError(f"{bad.size} label(s) lie outside 0..{num_classes - 1} (first at rows {bad[:5].tolist()}: "
-                        f"{labels[bad[:3]].tolist()})", where=f"{path} ['labels']", fix=_REGENERATE)
-    values, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        raise DataError(f"{int((counts > 1).sum())} sample id(s) occur more than once (e.g. "
-                        f"{values[counts > 1][:3].tolist()})", where=f"{path} ['ids']", fix=_REGENERATE)
-    arrays["labels"] = labels
-    return arrays
-
-
 def side_from_bundle(path: str | Path, name: str) -> Side:
     """One side of a comparison read from a bundle directory (or its evidence.json), validated."""
     directory = Path(path)
     evidence = read_evidence(directory)
     folder = directory if directory.is_dir() else directory.parent
-    predictions = load_side_predictions(folder / "predictions.npz", evidence)
+    predictions = read_predictions(folder / "predictions.npz", evidence)
     return Side(name=name, evidence=evidence, predictions=predictions, path=str(path))

@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,16 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from assay.data.npz import read_npy_header
 from assay.errors import DataError, UserError
 from assay.evidence.output import atomic_directory
 from assay.evidence.schema import SCHEMA_VERSION, Evidence
 
-__all__ = ["Predictions", "atomic_directory", "read_bundle", "read_evidence", "write_bundle"]
+__all__ = ["Predictions", "atomic_directory", "read_bundle", "read_evidence", "read_predictions", "write_bundle"]
 
 _REGENERATE = "re-run `assay evaluate` with this version of Assay to regenerate the bundle"
+#: Longest string id / slice label read from predictions.npz (characters).
+MAX_LABEL_CHARS = 1024
 
 Predictions = dict[str, np.ndarray]
 
@@ -143,17 +147,88 @@ def read_evidence(path: str | os.PathLike[str]) -> Evidence:
     return evidence
 
 
+
+def _read_member(zf: Any, info: Any, shape: tuple[int, ...], kinds: str, where: str) -> np.ndarray:
+    """One array of an npz archive, checked before its data is read: the header must claim ``shape`` and a
+    dtype of ``kinds``; then exactly the claimed bytes are read (so memory never exceeds what the evidence
+    implies, however large the archive claims to be) and the member's CRC is verified."""
+    with zf.open(info) as f:
+        header = read_npy_header(f, info.filename.removesuffix(".npy"), where, fix=_REGENERATE)
+        if header.dtype.kind not in kinds:
+            raise DataError(f"the array has dtype {header.dtype}, expected {_KIND_WORDS[kinds]}", where=where,
+                            fix=_REGENERATE)
+        if header.dtype.kind in "US" and header.dtype.itemsize > 4 * MAX_LABEL_CHARS:
+            raise DataError(f"the strings are up to {header.dtype.itemsize // 4:,} characters long (at most "
+                            f"{MAX_LABEL_CHARS})", where=where, fix=_REGENERATE)
+        if header.shape != shape:
+            raise DataError(f"the array has shape {header.shape}, but evidence.json implies {shape}", where=where,
+                            fix=_REGENERATE)
+        data = f.read(header.nbytes + 1)  # reading past the end verifies the CRC
+    if len(data) != header.nbytes:
+        raise DataError(f"the array holds {len(data):,} bytes of data; its header says {header.nbytes:,} "
+                        "(truncated or corrupt)", where=where, fix=_REGENERATE)
+    array = np.frombuffer(data, dtype=header.dtype).reshape(shape, order="F" if header.fortran_order else "C")
+    return array.astype(header.dtype.newbyteorder("="))  # a native-order, writable copy
+
+
+_KIND_WORDS = {"iu": "integers", "f": "floating point numbers", "iuUS": "integers or strings",
+               "iufbUS": "numbers or strings"}
+
+
+def read_predictions(path: str | os.PathLike[str], evidence: Evidence) -> dict[str, np.ndarray] | None:
+    """``predictions.npz`` of a bundle, validated against its ``evidence.json`` (None when absent).
+
+    Read as untrusted input, never unpickled: every array's header is checked before its data is read
+    (``ids``, ``labels``, ``slice_*`` of shape (n,), ``logits`` (n, classes)), then the values: finite logits,
+    labels in range, unique ids. Anything else is a DataError naming the file and the array."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    if not path.is_file():
+        raise DataError(f"{path.name} is not a file", where=str(path), fix=_REGENERATE)
+    n, num_classes = evidence.data.n, evidence.model.num_classes
+    expected = {"ids": ((n,), "iuUS"), "labels": ((n,), "iu"), "logits": ((n, num_classes), "f")}
+    arrays: dict[str, np.ndarray] = {}
+    key = ""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {info.filename[:-4]: info for info in zf.infolist() if info.filename.endswith(".npy")}
+            missing = sorted(set(expected) - set(members))
+            if missing:
+                raise DataError(f"predictions.npz lacks {', '.join(missing)} (it holds {sorted(members)[:10]})",
+                                where=str(path), fix=_REGENERATE)
+            slices = sorted(k for k in members if k.startswith("slice_"))
+            for key in [*expected, *slices]:
+                shape, kinds = expected.get(key, ((n,), "iufbUS"))
+                arrays[key] = _read_member(zf, members[key], shape, kinds, f"{path} [{key!r}]")
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
+            NotImplementedError, RuntimeError) as exc:
+        member = f" (array {key!r})" if key else ""
+        raise DataError(f"predictions.npz is not a readable .npz archive{member}: {str(exc)[:200] or type(exc).__name__}",
+                        where=str(path), fix=_REGENERATE) from None
+    logits, labels, ids = arrays["logits"], arrays["labels"].astype(np.int64), arrays["ids"]
+    bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
+    if bad.size:
+        raise DataError(f"{bad.size} row(s) of logits are NaN or infinite (first at rows {bad[:5].tolist()})",
+                        where=f"{path} ['logits']", fix=_REGENERATE + "; if the model itself outputs NaN, fix the model")
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise DataError(f"{bad.size} label(s) lie outside 0..{num_classes - 1} (first at rows {bad[:5].tolist()}: "
+                        f"{labels[bad[:3]].tolist()})", where=f"{path} ['labels']", fix=_REGENERATE)
+    values, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise DataError(f"{int((counts > 1).sum())} sample id(s) occur more than once (e.g. "
+                        f"{values[counts > 1][:3].tolist()})", where=f"{path} ['ids']", fix=_REGENERATE)
+    arrays["labels"] = labels
+    return arrays
+
+
 def read_bundle(path: str | os.PathLike[str]) -> tuple[Evidence, Predictions | None]:
-    """Evidence plus predictions (None when the bundle has no ``predictions.npz``)."""
+    """Evidence plus predictions (None when the bundle has no ``predictions.npz``), both validated as
+    untrusted input (:func:`read_evidence`, :func:`read_predictions`)."""
     directory = Path(path)
     evidence = read_evidence(directory)
-    pred_path = (directory if directory.is_dir() else directory.parent) / "predictions.npz"
-    if not pred_path.exists():
-        return evidence, None
-    try:
-        with np.load(pred_path, allow_pickle=False) as z:
-            return evidence, {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{pred_path} is damaged or not a predictions archive ({type(exc).__name__}: "
-                        f"{str(exc)[:200]})", where=str(pred_path),
-                        fix="re-run `assay evaluate` to regenerate the bundle") from None
+    folder = directory if directory.is_dir() else directory.parent
+    return evidence, read_predictions(folder / "predictions.npz", evidence)
