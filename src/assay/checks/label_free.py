@@ -12,8 +12,9 @@ Estimators (all take logits; confidences are top-label softmax probabilities):
   ``acc_val - (conf_val - conf_target)``.
 * **Average confidence** — mean max-softmax on the target; equals accuracy for a calibrated model.
 
-Threshold convention: the validation scores are sorted, and among the candidate thresholds (just below
-the smallest score, and every distinct score) the one whose fraction-above is closest to validation
+Threshold convention (the search itself lives in :mod:`assay.stats.atc`): the validation scores are
+sorted, and among the candidate thresholds (just below the smallest score, and every distinct score) the
+one whose fraction-above is closest to validation
 accuracy is kept (the lowest such candidate on a tie). Without tied scores this is the k-th largest
 score's lower neighbour, exactly the threshold of Garg et al.'s reference code (``find_ATC_threshold``);
 we count target scores strictly above it (their ``get_ATC_acc`` counts ``>=``, which differs only on
@@ -35,6 +36,7 @@ import numpy as np
 
 from assay.checks.ood_scores import msp, neg_entropy
 from assay.errors import UserError
+from assay.stats.atc import ThresholdCandidates, atc_threshold
 from assay.stats.bootstrap import BootstrapResult, percentile_ci, spawn_seed
 
 __all__ = [
@@ -102,40 +104,6 @@ def atc_scores(logits: np.ndarray, score: Score = "maxconf") -> np.ndarray:
     if score == "negentropy":
         return neg_entropy(logits)
     raise UserError(f"unknown ATC score {score!r}", where="score", fix=f"use one of {', '.join(SCORES)}")
-
-
-class _ThresholdCandidates:
-    """Sorted validation scores and candidate thresholds, shared by the point fit and every resample."""
-
-    def __init__(self, scores: np.ndarray) -> None:
-        self.order = np.argsort(scores, kind="stable")
-        sorted_scores = scores[self.order]
-        distinct = np.unique(sorted_scores)
-        below_min = np.nextafter(distinct[0], -np.inf)
-        self.thresholds = np.concatenate([[below_min], distinct])
-        # Index (in sorted order) of the first score strictly above each candidate threshold.
-        self.first_above = np.concatenate([[0], np.searchsorted(sorted_scores, distinct, side="right")])
-
-    def fit(self, correct: np.ndarray, weights: np.ndarray | None = None) -> float:
-        """Threshold whose (weighted) count above is closest to the (weighted) number correct."""
-        w = np.ones(len(self.order)) if weights is None else np.asarray(weights, dtype=np.float64)
-        w_sorted = w[self.order]
-        target_count = float(w @ correct)
-        # above[j] = total weight of sorted positions >= j; above[n] = 0.
-        above = np.concatenate([np.cumsum(w_sorted[::-1])[::-1], [0.0]])
-        gap = np.abs(above[self.first_above] - target_count)
-        return float(self.thresholds[int(np.argmin(gap))])
-
-
-def atc_threshold(scores: np.ndarray, correct: np.ndarray) -> float:
-    """ATC threshold t: the fraction of ``scores`` strictly above t matches the fraction ``correct``
-    (as closely as tied scores allow; see the module docstring)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    if scores.ndim != 1 or scores.shape != correct.shape or scores.size == 0:
-        raise UserError("scores and correct must be non-empty 1-D arrays of equal length",
-                        where="atc_threshold", fix="pass one score and one 0/1 correctness per sample")
-    return _ThresholdCandidates(scores).fit(correct)
 
 
 # ---------------------------------------------------------------------------------------- estimators
@@ -219,7 +187,7 @@ def label_free_estimates(
     target_conf = max_confidence(target)
     val_scores = {"maxconf": val_conf, "negentropy": atc_scores(val, "negentropy")}
     target_scores = {"maxconf": target_conf, "negentropy": atc_scores(target, "negentropy")}
-    candidates = {s: _ThresholdCandidates(val_scores[s]) for s in SCORES}
+    candidates = {s: ThresholdCandidates(val_scores[s]) for s in SCORES}
     atc_keys = {"maxconf": "atc_mc", "negentropy": "atc_ne"}
 
     def estimates(w_val: np.ndarray | None, w_target: np.ndarray | None) -> dict[str, float]:
