@@ -7,6 +7,10 @@ implementation below that always runs), hand-computed cases and simulations with
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -18,12 +22,19 @@ from sklearn.exceptions import NotFittedError
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from assay.checks.base import CheckContext, EvaluateConfig
-from assay.checks.calibration import (
+from assay.checks.calibration import check_calibration
+from assay.data.dataset import Dataset
+from assay.engine.cache import ViewOutput
+from assay.engine.run import Outputs
+from assay.errors import DataError, OptionError
+from assay.stats import calibration as calibration_stats
+from assay.stats.binning import assign_bins, equal_mass_edges, equal_width_edges
+from assay.stats.bootstrap import bootstrap_weights, spawn_seed
+from assay.stats.calibration import (
     ClasswiseBins,
     TemperatureScaler,
     TopLabelBins,
     bin_stats,
-    check_calibration,
     classwise_ece,
     debiased_ce_from_stats,
     ece,
@@ -35,12 +46,6 @@ from assay.checks.calibration import (
     stratified_split,
     top_label,
 )
-from assay.data.dataset import Dataset
-from assay.engine.cache import ViewOutput
-from assay.engine.run import Outputs
-from assay.errors import UserError
-from assay.stats.binning import assign_bins, equal_mass_edges, equal_width_edges
-from assay.stats.bootstrap import bootstrap_weights, spawn_seed
 
 # --------------------------------------------------------------------------------------------------
 # helpers
@@ -325,13 +330,13 @@ def test_float32_multiplicities_match_replicated_data():
 
 def test_invalid_inputs_raise_user_errors():
     p, y = random_probabilities(10, 3, seed=0)
-    with pytest.raises(UserError, match="labels must be integers"):
+    with pytest.raises(DataError, match="labels must be integers"):
         ece(p, np.full(10, 3))
-    with pytest.raises(UserError, match="expected 10 labels"):
+    with pytest.raises(DataError, match="expected 10 labels"):
         ece(p, y[:5])
     bad = p.copy()
     bad[0, 0] = np.nan
-    with pytest.raises(UserError, match="NaN"):
+    with pytest.raises(DataError, match="NaN"):
         ece(bad, y)
 
 
@@ -371,7 +376,7 @@ def test_bounded_minimum_is_scipys_bounded_method(centre, half_width, scale, xat
     """Same iterates as scipy.optimize.minimize_scalar(method="bounded"), hence the same x and f(x), bit for bit."""
     from scipy.optimize import minimize_scalar
 
-    from assay.checks.calibration import _bounded_minimum
+    from assay.stats.calibration import _bounded_minimum
 
     functions = {"quadratic": lambda x: scale * (x - centre) ** 2, "abs": lambda x: abs(x - centre) * scale,
                  "quartic": lambda x: (x - centre) ** 4 - scale * x, "flat": lambda x: 1.0,
@@ -390,11 +395,11 @@ def test_temperature_scaler_contract():
         scaler.transform(np.zeros((2, 3)))
     logits, y = calibrated_sample(50, 3, seed=0)
     assert scaler.fit(logits, y) is scaler
-    with pytest.raises(UserError, match="min_temperature"):
+    with pytest.raises(OptionError, match="min_temperature"):
         TemperatureScaler(min_temperature=5.0, max_temperature=1.0).fit(logits, y)
     bad = logits.copy()
     bad[3, 1] = np.inf
-    with pytest.raises(UserError, match="rows"):
+    with pytest.raises(DataError, match="rows"):
         TemperatureScaler().fit(bad, y)
 
 
@@ -493,7 +498,7 @@ def test_check_uses_separate_calibration_data():
     assert section.metrics["temperature"].value == pytest.approx(expected_t, rel=1e-9)
     assert section.metrics["ece_before_temperature"].value == pytest.approx(section.metrics["ece"].value, abs=1e-9)
     assert any("separate calibration data" in f.message for f in section.findings)
-    with pytest.raises(UserError, match="classes"):
+    with pytest.raises(DataError, match="classes"):
         check_calibration(make_ctx(logits, y, calibration=(cal_logits[:, :3], cal_y % 3)))
 
 
@@ -517,3 +522,64 @@ def test_check_on_tiny_data_skips_temperature_scaling():
     assert [s["label"] for s in section.plots["reliability"]["series"]] == ["uncalibrated"]
     assert section.verdict in {"warn", "fail"}  # 12 samples cannot show a CI below 0.05
     assert any("temperature scaling skipped" in f.message for f in section.findings)
+
+
+# --------------------------------------------------------------------------------------------------
+# The split (issue 11): metrics in assay.stats.calibration, the check in assay.checks.calibration
+# --------------------------------------------------------------------------------------------------
+
+MOVED_NAMES = [
+    "DEFAULT_BINS", "BinStats", "ClasswiseBins", "TemperatureScaler", "TopLabelBins", "bin_stats",
+    "classwise_bin_stats", "classwise_ece", "confidence_histogram", "debiased_ce_from_stats", "ece",
+    "ece_adaptive", "ece_debiased", "ece_from_stats", "mce", "mce_from_stats", "reliability_bins",
+    "reliability_from_stats", "stratified_split", "top_label",
+]
+
+
+@pytest.mark.parametrize("name", MOVED_NAMES)
+def test_old_import_path_warns_and_gives_the_same_object(name):
+    import assay.checks.calibration as old
+
+    with pytest.warns(DeprecationWarning, match=f"assay.stats.calibration.{name}"):
+        moved = getattr(old, name)
+    assert moved is getattr(calibration_stats, name)
+    assert name in dir(old)
+    with pytest.warns(DeprecationWarning):
+        exec(f"from assay.checks.calibration import {name}", {})  # the `from ... import` form warns too
+
+
+def test_unknown_names_still_raise_attribute_error():
+    import assay.checks.calibration as old
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(AttributeError, match="no_such_name"):
+            old.no_such_name  # noqa: B018
+        assert old.check_calibration.__module__ == "assay.checks.calibration"
+
+
+def _python(code: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def test_the_project_itself_does_not_use_the_old_paths():
+    """Importing the check and its users (corruption, slices) under -W error: no DeprecationWarning."""
+    done = _python("import assay.checks.calibration", "-W", "error::DeprecationWarning")
+    assert done.returncode == 0, done.stderr
+    done = _python(
+        "import warnings; warnings.filterwarnings('error', message='assay.checks.calibration', "
+        "category=DeprecationWarning)\n"
+        "import assay.checks.calibration, assay.checks.corruption, assay.checks.slices, assay.stats.paired"
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_stats_calibration_stays_in_its_layer():
+    """Layer 2: the metrics import neither the checks nor the evidence schema (nor anything above)."""
+    done = _python(
+        "import sys, assay.stats.calibration\n"
+        "print(sorted(m for m in sys.modules if m.startswith('assay.') and m.split('.')[1] not in "
+        "('stats', 'errors')))"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, f1_score
 
-from assay.checks.calibration import ece as calibration_ece
 from assay.checks.performance import confusion_matrix, macro_f1_from_confusion
 from assay.errors import UserError
 from assay.stats.bootstrap import (
@@ -20,6 +19,7 @@ from assay.stats.bootstrap import (
     percentile_ci,
     spawn_seed,
 )
+from assay.stats.calibration import ece as calibration_ece
 from assay.stats.multiple_testing import holm
 from assay.stats.paired import (
     PairedEstimate,

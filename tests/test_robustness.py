@@ -11,13 +11,13 @@ import torch
 
 from assay.api import run_evaluation
 from assay.checks.base import EvaluateConfig
-from assay.checks.calibration import ece
 from assay.checks.corruption import corruption_error, relative_corruption_error
 from assay.data.loader import load_data
 from assay.demo import train_digits_cnn
 from assay.errors import UserError
 from assay.evidence.schema import ModelInfo
 from assay.models.torch_models import TorchModel
+from assay.stats.calibration import ece
 from assay.stats.probabilities import softmax
 
 

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from assay.checks.base import CheckContext, make_metric
-from assay.checks.calibration import TopLabelBins, ece_from_stats, top_label
 from assay.corruptions.base import CorruptionInfo
 from assay.corruptions.image import resolve_table
 from assay.corruptions.image_tables import DESIGN_SIZE
@@ -26,6 +25,7 @@ from assay.errors import UserError
 from assay.evidence.schema import Evidence, Finding, Metric, Section
 from assay.stats.binning import equal_width_edges
 from assay.stats.bootstrap import percentile_ci
+from assay.stats.calibration import TopLabelBins, ece_from_stats, top_label
 from assay.stats.multiple_testing import holm
 from assay.stats.paired import mcnemar_exact
 from assay.stats.probabilities import softmax

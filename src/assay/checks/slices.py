@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 
 from assay.checks.base import CheckContext
-from assay.checks.calibration import ece
 from assay.checks.fairness_metrics import fairness_metrics
 from assay.checks.performance import confusion_matrix, macro_f1_from_confusion
 from assay.checks.slice_metrics import bin_numeric, slice_table, worst_slice_gap
 from assay.errors import UserError
 from assay.evidence.schema import Finding, Metric, Section
 from assay.stats.bootstrap import spawn_seed
+from assay.stats.calibration import ece
 from assay.stats.multiple_testing import benjamini_hochberg
 from assay.stats.probabilities import softmax
 

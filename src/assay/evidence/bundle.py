@@ -1,9 +1,23 @@
-"""Reading and writing evidence bundles atomically.
+"""Evidence bundles: written atomically, read back as untrusted input.
 
-A bundle is a directory: ``evidence.json`` (the schema), ``predictions.npz`` (per-sample ids, labels and
-clean logits, for paired comparisons without the model), plus rendered reports. It is assembled in a
-temporary sibling directory and renamed into place, so a failure never leaves half a bundle behind, and
-it only ever replaces a folder Assay wrote (see :mod:`assay.evidence.output`).
+A bundle is the folder ``assay evaluate --out`` writes (:func:`write_bundle`):
+
+* ``evidence.json``: the :class:`~assay.evidence.schema.Evidence` (schema version ``SCHEMA_VERSION``);
+* ``predictions.npz``: per-sample ``ids``, ``labels``, clean ``logits`` and ``slice_*`` columns, for paired
+  comparisons without the model;
+* ``reference.npz``: what monitoring compares live traffic with (validation confidences, ATC thresholds,
+  class and prediction frequencies, feature means and standard deviations);
+* ``report.html`` and ``report.md``: the rendered reports (plus copies of any extra files, e.g. the model);
+* ``assay-manifest.json``: kind ``evaluate``, version and every file with its size and sha256, written by
+  :func:`~assay.evidence.output.atomic_directory`.
+
+The folder is assembled in a temporary sibling and renamed into place, so a failure never leaves half a
+bundle behind, and it only ever replaces a folder Assay wrote (see :mod:`assay.evidence.output`).
+
+Reads are validated, never unpickled: :func:`read_evidence` bounds the size and nesting of evidence.json and
+checks its schema's major version; :func:`read_predictions` checks every array header of predictions.npz
+against evidence.json before reading its data, then the values (finite logits, labels in range, unique ids);
+:func:`read_bundle` does both. Every failure is a :class:`~assay.errors.DataError`.
 """
 
 from __future__ import annotations

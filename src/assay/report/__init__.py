@@ -1,7 +1,15 @@
-"""Renderers: evidence -> self-contained HTML, Markdown (PR comments), Rich console, and SVG plots.
+"""Renderers: results -> reports. Nothing is computed here; every renderer reads finished results.
 
-Computation never happens here: every renderer reads an :class:`assay.evidence.Evidence` and is generic
-over its sections. Plots are written as SVG directly (``assay.report.svg``), without a plotting library.
+* one evaluation (:class:`assay.evidence.Evidence`): ``html`` (one self-contained page: inline CSS and SVG,
+  no scripts, no network), ``markdown`` (short enough for a pull-request comment, no plots), ``console``
+  (Rich tables); all three are generic over sections, so a new check needs no renderer change;
+* ``comparison``: comparison.md, junit.xml and comparison.html of ``assay compare``, selection.md/.html of
+  ``assay select``; ``compression``: compression.md and the report page of ``assay compress``.
+
+Plots are data in ``Section.plots``; ``plots`` draws each by its ``kind`` as SVG markup written directly by
+``svg`` (scales, ticks, axes, legends, colour maps). No plotting library is imported (matplotlib is a
+test/bench dependency only, used to check the geometry). ``thumbnails`` embeds example images as PNG data
+URIs; ``formatting`` holds the number formatting and atomic file writes the renderers share.
 """
 
 from assay.report.console import print_console

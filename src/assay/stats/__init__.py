@@ -1,4 +1,8 @@
-"""Shared statistics: bootstrap resampling and confidence intervals."""
+"""Shared statistics: pure functions over arrays, used by the checks, compare and compress.
+
+One module per topic (``bootstrap``, ``binning``, ``calibration``, ``paired``, ``ranking``, ...); import
+from the module. Only the bootstrap names are re-exported here, so ``import assay.stats`` stays cheap.
+"""
 
 from assay.stats.bootstrap import (
     BootstrapResult,
