@@ -263,3 +263,145 @@ def test_user_text_is_never_console_markup_or_emoji(digits_model, tmp_path, caps
                               "100", "--no-cache"], capsys)
     assert code == 0, err
     assert "out[/]:fire:" in "".join(stdout.split()) and "\U0001f525" not in stdout  # wrapping moves spaces
+
+
+# ------------------------------------------------------------------ shared options, parameter names -> flags
+SHARED_FLAGS = ("--seed", "--n-bootstrap", "--confidence", "--cache-dir", "--no-cache", "--quiet", "--threads",
+                "--force", "--weights", "--untrained")
+
+
+def test_no_option_is_declared_twice():
+    """Shared options are declared once (cli.py's option blocks): no two typer.Option/Argument calls in cli.py
+    have the same text."""
+    import ast
+    import collections
+
+    import assay.cli
+
+    tree = ast.parse(Path(assay.cli.__file__).read_text(encoding="utf-8"))
+    calls = [ast.unparse(node) for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Attribute) and node.func.attr in ("Option", "Argument")]
+    assert len(calls) > 50
+    assert [c for c, n in collections.Counter(calls).items() if n > 1] == []
+
+
+def test_shared_options_read_the_same_in_every_command():
+    """--seed, --n-bootstrap, --cache-dir, ... have one help text and one help panel wherever they appear."""
+    import typer
+
+    from assay.cli import app
+
+    group = typer.main.get_command(app)
+    seen: dict[str, set[tuple]] = {flag: set() for flag in SHARED_FLAGS}
+    users: dict[str, list[str]] = {flag: [] for flag in SHARED_FLAGS}
+    for name, command in group.commands.items():
+        for param in command.params:
+            for flag in set(param.opts) & set(SHARED_FLAGS):
+                seen[flag].add((param.name, param.help, param.rich_help_panel, tuple(param.opts)))
+                users[flag].append(name)
+    for flag in SHARED_FLAGS:
+        assert len(seen[flag]) == 1, (flag, seen[flag])
+    assert len(users["--seed"]) >= 5 and len(users["--n-bootstrap"]) >= 4 and len(users["--threads"]) >= 3
+
+
+def test_evaluate_help_groups_options_in_panels():
+    import typer
+
+    from assay.cli import app
+
+    params = {p.name: p for p in typer.main.get_command(app).commands["evaluate"].params}
+    panels = {p.rich_help_panel for p in params.values() if p.param_type_name == "option"}
+    assert {"Data", "Model", "Robustness", "OOD", "Slices & fairness", "Efficiency", "Statistics",
+            "Output"} <= panels
+    assert params["n_bootstrap"].rich_help_panel == "Statistics" and params["ood"].rich_help_panel == "OOD"
+    assert params["sensitive"].rich_help_panel == "Slices & fairness"
+    assert params["attacks"].rich_help_panel == "Robustness" and params["data"].rich_help_panel == "Data"
+
+
+def test_evaluate_help_renders_the_panels(capsys):
+    code = main(["evaluate", "--help"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for title in ("Data", "Model", "Robustness", "OOD", "Slices & fairness", "Efficiency", "Statistics", "Output"):
+        assert f"─ {title} ─" in out, title
+    assert out.index("─ Statistics ─") < out.index("--n-bootstrap") < out.index("─ Execution ─")
+
+
+@pytest.mark.parametrize(("argv", "where", "shown"), [
+    (["evaluate", "m.onnx", "--data", "d"], "n_bootstrap", "--n-bootstrap"),
+    (["evaluate", "m.onnx", "--data", "d"], "checks", "--checks"),
+    (["evaluate", "m.onnx", "--data", "d"], "out", "--out"),
+    (["evaluate", "m.onnx", "--data", "d"], "model", "MODEL"),
+    (["compress", "m.onnx", "--data", "d"], "latency_budget_s", "--latency-budget"),
+    (["profile", "m.onnx"], "budget_s", "--budget"),
+    (["profile", "m.onnx"], "json_out", "--json"),
+    (["select", "a", "b", "--data", "d"], "constraints", "--constraint"),
+    (["-q", "compare", "a", "b"], "seed", "--seed"),  # the command is the first word that is not a flag
+    # left alone: paths, phrases, names another command has, a value the user typed, no command at all
+    (["evaluate", "m.onnx", "--data", "d"], "/data/x.npz", "/data/x.npz"),
+    (["evaluate", "m.onnx", "--data", "d"], "measure_latency", "measure_latency"),
+    (["evaluate", "m.onnx", "--data", "d"], "budget_s", "budget_s"),
+    (["compare", "a", "b"], "confidence", "confidence"),
+    (["evaluate", "m.onnx", "--data", "data"], "data", "data"),
+    (["evaluate", "m.onnx", "--data", "d"], None, None),
+    ([], "seed", "seed"),
+    (["no-such-command"], "seed", "seed"),
+])
+def test_where_names_the_flag_of_the_running_command(argv, where, shown):
+    from assay.cli import cli_where
+
+    assert cli_where(where, argv) == shown
+
+
+def test_library_error_naming_a_parameter_prints_the_flag(tmp_path, capsys, monkeypatch):
+    """A library error with where='n_bootstrap' reaches the user as 'Where: --n-bootstrap.'"""
+    import assay.compare.run
+    from assay.errors import OptionError
+
+    def refuse(*args, **kwargs):
+        raise OptionError("n_bootstrap must be at least 100", where="n_bootstrap", fix="use n_bootstrap >= 100")
+
+    monkeypatch.setattr(assay.compare.run, "compare", refuse)
+    out = tmp_path / "o"
+    code, _, err = _run(["compare", "a", "b", "--out", str(out)], capsys)
+    _assert_user_error(code, err, out, "n_bootstrap must be at least 100.", "Where: --n-bootstrap.")
+    assert "Where: n_bootstrap" not in " ".join(err.split())
+
+
+def test_evaluate_config_error_names_the_flag(tmp_path, capsys):
+    """An out-of-range value checked by the run config names the flag (through the same mapping)."""
+    out = tmp_path / "o"
+    code, _, err = _run(["evaluate", "m.onnx", "--data", "digits", "--out", str(out), "--n-bootstrap", "5"], capsys)
+    _assert_user_error(code, err, out, "invalid value 5", "greater than or equal to 100", "Where: --n-bootstrap.")
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize(("module", "function", "argv", "derived"), [
+    ("assay.compare.run", "compare", ["compare", "a", "b"], {"progress"}),
+    ("assay.compare.run", "select", ["select", "a", "b", "--data", "digits"], {"progress", "evaluate_options"}),
+    ("assay.compress.run", "compress", ["compress", "m.onnx", "--data", "digits", "--slice-by", "g"],
+     {"progress", "model_options"}),
+])
+def test_cli_passes_library_parameters_under_their_own_names(module, function, argv, derived, tmp_path, capsys,
+                                                            monkeypatch):
+    """Every keyword the CLI hands the library function is the name of one of the command's parameters (or is
+    built from several), so a library error naming that parameter maps back to its flag."""
+    import importlib
+
+    from assay.cli import _parameter_flags
+
+    seen: dict = {}
+
+    def record(*args, **kwargs):
+        seen.update(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(importlib.import_module(module), function, record)
+    main([*argv, "--out", str(tmp_path / "o")])
+    capsys.readouterr()
+    assert seen, "the library function was not called"
+    flags = _parameter_flags(argv[0])
+    assert set(seen) - derived <= set(flags), set(seen) - derived - set(flags)

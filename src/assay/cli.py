@@ -5,9 +5,11 @@ Exit codes: 0 success, 1 internal error (a bug: please report it), 2 user error 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,7 +18,7 @@ import typer
 from rich.console import Console as RichConsole
 from rich.markup import escape
 
-from assay.errors import UserError
+from assay.errors import OptionError, UserError
 
 app = typer.Typer(
     name="assay",
@@ -40,6 +42,51 @@ class OutputKind(str, Enum):
     probabilities = "probabilities"
 
 
+# ------------------------------------------------------------------------------------- help panels
+# `--help` groups options under these headings (docs/cli.md uses the same ones). Options without a panel
+# stay under "Options", first: what to run (evaluate's --checks and --suite), a short command's own options.
+DATA = "Data"
+MODEL = "Model"
+ROBUSTNESS = "Robustness"
+OOD = "OOD"
+SLICES = "Slices & fairness"
+EFFICIENCY = "Efficiency"
+COMPRESSION = "Compression"
+DAMAGE_AUDIT = "Damage audit"
+STATISTICS = "Statistics"
+EXECUTION = "Execution"
+OUTPUT = "Output"
+
+# ---------------------------------------------------------------------------- shared option blocks
+# Each option that several commands take is declared once here; a command gives only its default.
+ModelArg = Annotated[str, typer.Argument(
+    help="Model: .onnx, TorchScript .pt, torch.export .pt2, or pkg.module:factory with --weights.")]
+Weights = Annotated[Optional[str], typer.Option(
+    help="Weights for a factory model (.safetensors or a state dict).", rich_help_panel=MODEL)]
+Untrained = Annotated[bool, typer.Option(
+    "--untrained", help="Use a factory without --weights on purpose (random initial weights).", rich_help_panel=MODEL)]
+Threads = Annotated[Optional[int], typer.Option(
+    help="Inference threads, fixed and recorded (default: all cores).", rich_help_panel=EXECUTION)]
+Seed = Annotated[int, typer.Option(help="Seed for every randomized step.", rich_help_panel=STATISTICS)]
+NBootstrap = Annotated[int, typer.Option(
+    help="Bootstrap resamples per confidence interval (paired when models are compared).", rich_help_panel=STATISTICS)]
+Confidence = Annotated[float, typer.Option(help="Confidence level of intervals.", rich_help_panel=STATISTICS)]
+CacheDir = Annotated[Optional[Path], typer.Option(
+    help="Output cache directory (default ~/.cache/assay).", rich_help_panel=EXECUTION)]
+NoCache = Annotated[bool, typer.Option(
+    "--no-cache", help="Do not read or write the output cache.", rich_help_panel=EXECUTION)]
+BundleOut = Annotated[Path, typer.Option(
+    "--out", "-o", help="Output directory of the evidence bundle.", rich_help_panel=OUTPUT)]
+Force = Annotated[bool, typer.Option(
+    "--force", help="Replace an Assay output of another kind at --out (never a folder holding other files).",
+    rich_help_panel=OUTPUT)]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or console summary.", rich_help_panel=OUTPUT)]
+ModelFilesSuite = Annotated[Optional[str], typer.Option(help="Evaluation suite for model files: quick, standard or full.")]
+BatchSizes = Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.", rich_help_panel=EFFICIENCY)]
+PricePerHour = Annotated[Optional[float], typer.Option(
+    help="Machine price per hour: cost per 1M inferences.", rich_help_panel=EFFICIENCY)]
+
+
 def _cache(cache_dir: Optional[Path], no_cache: bool) -> Path | bool:
     """The engine's cache argument: False (off), a directory, or True (the default ~/.cache/assay)."""
     return False if no_cache else (cache_dir if cache_dir is not None else True)
@@ -51,66 +98,66 @@ def _image_size(value: Optional[str]) -> Optional[int | tuple[int, int]]:
     try:
         parts = [int(p) for p in value.lower().replace("x", ",").split(",")]
     except ValueError:
-        raise UserError(f"--image-size {value!r} is not a size", where="--image-size",
-                        fix="give one integer (square) or HxW, e.g. 32 or 32x48") from None
+        raise OptionError(f"--image-size {value!r} is not a size", where="--image-size",
+                          fix="give one integer (square) or HxW, e.g. 32 or 32x48") from None
     if len(parts) == 1 and parts[0] > 0:
         return parts[0]
     if len(parts) == 2 and min(parts) > 0:
         return (parts[0], parts[1])
-    raise UserError(f"--image-size {value!r} is not a size", where="--image-size",
-                    fix="give one positive integer (square) or HxW, e.g. 32 or 32x48")
+    raise OptionError(f"--image-size {value!r} is not a size", where="--image-size",
+                      fix="give one positive integer (square) or HxW, e.g. 32 or 32x48")
 
 
 @app.command()
 def evaluate(
-    model: Annotated[str, typer.Argument(help="Model: .onnx, TorchScript .pt, torch.export .pt2, or pkg.module:factory with --weights.")],
-    data: Annotated[str, typer.Option("--data", "-d", help="Evaluation data: .npz, image folder, .csv/.parquet, or 'digits'.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory of the evidence bundle.")] = Path("assay-out"),
-    weights: Annotated[Optional[str], typer.Option(help="Weights for a factory model (.safetensors or a state dict).")] = None,
-    untrained: Annotated[bool, typer.Option("--untrained", help="Evaluate a factory without --weights on purpose (random initial weights).")] = False,
-    outputs: Annotated[OutputKind, typer.Option(help="What the model returns: logits, or probabilities (log taken).")] = OutputKind.logits,
-    feature_layer: Annotated[Optional[str], typer.Option(help="Torch module whose output is the embedding (default: input of the last Linear).")] = None,
-    feature_output: Annotated[Optional[str], typer.Option(help="ONNX value to expose as the embedding (default: input of the last Gemm/MatMul).")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="Inference threads (default: all cores).")] = None,
-    calibration_data: Annotated[Optional[str], typer.Option(help="Held-out labelled data to fit the temperature (default: half of --data).")] = None,
-    label_col: Annotated[Optional[str], typer.Option(help="Label column of CSV/Parquet data (default 'label').")] = None,
-    text_col: Annotated[Optional[str], typer.Option(help="Text column of CSV/Parquet data.")] = None,
-    feature_cols: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns of CSV/Parquet data.")] = None,
-    image_size: Annotated[Optional[str], typer.Option(help="Resize image-folder data to this size (32 or 32x48).")] = None,
-    class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names in model output order (fixes folder/table label order).")] = None,
+    model: ModelArg,
+    data: Annotated[str, typer.Option("--data", "-d", help="Evaluation data: .npz, image folder, .csv/.parquet, or 'digits'.", rich_help_panel=DATA)],
+    calibration_data: Annotated[Optional[str], typer.Option(help="Held-out labelled data to fit the temperature (default: half of --data).", rich_help_panel=DATA)] = None,
+    label_col: Annotated[Optional[str], typer.Option(help="Label column of CSV/Parquet data (default 'label').", rich_help_panel=DATA)] = None,
+    text_col: Annotated[Optional[str], typer.Option(help="Text column of CSV/Parquet data.", rich_help_panel=DATA)] = None,
+    feature_cols: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns of CSV/Parquet data.", rich_help_panel=DATA)] = None,
+    image_size: Annotated[Optional[str], typer.Option(help="Resize image-folder data to this size (32 or 32x48).", rich_help_panel=DATA)] = None,
+    class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names in model output order (fixes folder/table label order).", rich_help_panel=DATA)] = None,
+    weights: Weights = None,
+    untrained: Untrained = False,
+    outputs: Annotated[OutputKind, typer.Option(help="What the model returns: logits, or probabilities (log taken).", rich_help_panel=MODEL)] = OutputKind.logits,
+    feature_layer: Annotated[Optional[str], typer.Option(help="Torch module whose output is the embedding (default: input of the last Linear).", rich_help_panel=MODEL)] = None,
+    feature_output: Annotated[Optional[str], typer.Option(help="ONNX value to expose as the embedding (default: input of the last Gemm/MatMul).", rich_help_panel=MODEL)] = None,
     checks: Annotated[str, typer.Option(help="Comma-separated checks to run (add 'efficiency' for latency, size, FLOPs, memory, energy).")] = "performance,calibration",
-    ood: Annotated[Optional[list[str]], typer.Option(help="OOD set (repeatable): a data spec, or 'synthetic' for built-in noise/blob images.")] = None,
-    unlabeled: Annotated[Optional[list[str]], typer.Option(help="Unlabeled target data (repeatable): label-free accuracy estimates.")] = None,
-    train_data: Annotated[Optional[str], typer.Option(help="Training data: fits the feature-based OOD detectors.")] = None,
-    slice_by: Annotated[Optional[str], typer.Option(help="Comma-separated metadata columns to slice by (numeric: quartiles).")] = None,
-    min_slice_size: Annotated[int, typer.Option(help="Slices smaller than this are reported as insufficient.")] = 30,
-    sensitive: Annotated[Optional[str], typer.Option(help="Comma-separated metadata columns for fairness metrics.")] = None,
     suite: Annotated[Optional[str], typer.Option(help="quick (performance, calibration), standard (+ the 15 standard corruptions), full (+ held-out corruptions and attacks).")] = None,
-    corruptions: Annotated[Optional[str], typer.Option(help="Corruptions: all, standard, or comma-separated names.")] = None,
-    severities: Annotated[str, typer.Option(help="Corruption severities: a range or list in 1-5.")] = "1-5",
-    corruption_data: Annotated[Optional[str], typer.Option(help="Directory of a pre-computed -C set (CIFAR-10-C layout: <corruption>.npy, labels.npy).")] = None,
-    corruption_table: Annotated[str, typer.Option(help="Image corruption parameters: auto, cifar or imagenet.")] = "auto",
-    baseline: Annotated[Optional[str], typer.Option(help="Evidence bundle of a baseline model: reference of CE/mCE.")] = None,
-    adversarial: Annotated[Optional[str], typer.Option(help="Attack preset: quick (APGD-CE), standard (APGD-CE, APGD-T, Square), blackbox (Square; for ONNX).")] = None,
-    attacks: Annotated[Optional[str], typer.Option(help="Explicit attacks instead of the preset's: fgsm, pgd, apgd-ce, apgd-t, square (comma-separated).")] = None,
-    eps: Annotated[Optional[str], typer.Option(help="Perturbation budget(s), e.g. 8/255 or 2/255,4/255,8/255.")] = None,
-    norm: Annotated[str, typer.Option(help="Threat model: linf or l2.")] = "linf",
-    attack_steps: Annotated[int, typer.Option(help="Iterations of white-box attacks.")] = 100,
-    attack_restarts: Annotated[int, typer.Option(help="Random restarts of white-box attacks.")] = 1,
-    square_queries: Annotated[int, typer.Option(help="Query budget of the Square attack.")] = 1000,
-    latency_batch_sizes: Annotated[str, typer.Option(help="Batch sizes timed by the efficiency check, comma-separated.")] = "1,8,32",
-    latency_budget: Annotated[float, typer.Option(help="Seconds of timing per batch size (efficiency check).")] = 10.0,
-    price_per_hour: Annotated[Optional[float], typer.Option(help="Machine price per hour: cost per 1M inferences (efficiency check).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for every randomized step.")] = 0,
-    n_bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples per confidence interval.")] = 1000,
-    confidence: Annotated[float, typer.Option(help="Confidence level of intervals.")] = 0.95,
-    ece_bins: Annotated[int, typer.Option(help="Bins of the ECE family.")] = 15,
-    batch_size: Annotated[int, typer.Option(help="Inference batch size.")] = 256,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Output cache directory (default ~/.cache/assay).")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the output cache.")] = False,
-    backend: Annotated[str, typer.Option(help="Execution backend.")] = "local",
-    force: Annotated[bool, typer.Option("--force", help="Replace an Assay output of another kind at --out (never a folder holding other files).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or console summary.")] = False,
+    corruptions: Annotated[Optional[str], typer.Option(help="Corruptions: all, standard, or comma-separated names.", rich_help_panel=ROBUSTNESS)] = None,
+    severities: Annotated[str, typer.Option(help="Corruption severities: a range or list in 1-5.", rich_help_panel=ROBUSTNESS)] = "1-5",
+    corruption_data: Annotated[Optional[str], typer.Option(help="Directory of a pre-computed -C set (CIFAR-10-C layout: <corruption>.npy, labels.npy).", rich_help_panel=ROBUSTNESS)] = None,
+    corruption_table: Annotated[str, typer.Option(help="Image corruption parameters: auto, cifar or imagenet.", rich_help_panel=ROBUSTNESS)] = "auto",
+    baseline: Annotated[Optional[str], typer.Option(help="Evidence bundle of a baseline model: reference of CE/mCE.", rich_help_panel=ROBUSTNESS)] = None,
+    adversarial: Annotated[Optional[str], typer.Option(help="Attack preset: quick (APGD-CE), standard (APGD-CE, APGD-T, Square), blackbox (Square; for ONNX).", rich_help_panel=ROBUSTNESS)] = None,
+    attacks: Annotated[Optional[str], typer.Option(help="Explicit attacks instead of the preset's: fgsm, pgd, apgd-ce, apgd-t, square (comma-separated).", rich_help_panel=ROBUSTNESS)] = None,
+    eps: Annotated[Optional[str], typer.Option(help="Perturbation budget(s), e.g. 8/255 or 2/255,4/255,8/255.", rich_help_panel=ROBUSTNESS)] = None,
+    norm: Annotated[str, typer.Option(help="Threat model: linf or l2.", rich_help_panel=ROBUSTNESS)] = "linf",
+    attack_steps: Annotated[int, typer.Option(help="Iterations of white-box attacks.", rich_help_panel=ROBUSTNESS)] = 100,
+    attack_restarts: Annotated[int, typer.Option(help="Random restarts of white-box attacks.", rich_help_panel=ROBUSTNESS)] = 1,
+    square_queries: Annotated[int, typer.Option(help="Query budget of the Square attack.", rich_help_panel=ROBUSTNESS)] = 1000,
+    ood: Annotated[Optional[list[str]], typer.Option(help="OOD set (repeatable): a data spec, or 'synthetic' for built-in noise/blob images.", rich_help_panel=OOD)] = None,
+    train_data: Annotated[Optional[str], typer.Option(help="Training data: fits the feature-based OOD detectors.", rich_help_panel=OOD)] = None,
+    unlabeled: Annotated[Optional[list[str]], typer.Option(help="Unlabeled target data (repeatable): label-free accuracy estimates.", rich_help_panel=OOD)] = None,
+    slice_by: Annotated[Optional[str], typer.Option(help="Comma-separated metadata columns to slice by (numeric: quartiles).", rich_help_panel=SLICES)] = None,
+    min_slice_size: Annotated[int, typer.Option(help="Slices smaller than this are reported as insufficient.", rich_help_panel=SLICES)] = 30,
+    sensitive: Annotated[Optional[str], typer.Option(help="Comma-separated metadata columns for fairness metrics.", rich_help_panel=SLICES)] = None,
+    latency_batch_sizes: Annotated[str, typer.Option(help="Batch sizes timed by the efficiency check, comma-separated.", rich_help_panel=EFFICIENCY)] = "1,8,32",
+    latency_budget: Annotated[float, typer.Option(help="Seconds of timing per batch size (efficiency check).", rich_help_panel=EFFICIENCY)] = 10.0,
+    price_per_hour: PricePerHour = None,
+    seed: Seed = 0,
+    n_bootstrap: NBootstrap = 1000,
+    confidence: Confidence = 0.95,
+    ece_bins: Annotated[int, typer.Option(help="Bins of the ECE family.", rich_help_panel=STATISTICS)] = 15,
+    threads: Threads = None,
+    batch_size: Annotated[int, typer.Option(help="Inference batch size.", rich_help_panel=EXECUTION)] = 256,
+    backend: Annotated[str, typer.Option(help="Execution backend.", rich_help_panel=EXECUTION)] = "local",
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+    out: BundleOut = Path("assay-out"),
+    force: Force = False,
+    quiet: Quiet = False,
 ) -> None:
     """Evaluate MODEL on --data: accuracy/F1 with CIs, calibration, evidence bundle and report."""
     from pydantic import ValidationError
@@ -138,10 +185,10 @@ def evaluate(
                                 attack_restarts=attack_restarts, square_queries=square_queries,
                                 latency_batch_sizes=list(_int_list(latency_batch_sizes, "--latency-batch-sizes")),
                                 latency_budget=latency_budget, price_per_hour=price_per_hour, **robustness)
-    except ValidationError as exc:
+    except ValidationError as exc:  # where= names the config field, which is the parameter of this command
         first = exc.errors()[0]
-        raise UserError(f"invalid option --{str(first['loc'][0]).replace('_', '-')}: {first['msg']}",
-                        where="command line", fix="see `assay evaluate --help` for the allowed values") from None
+        raise OptionError(f"invalid value {first.get('input')!r}: {first['msg']}", where=str(first["loc"][0]),
+                          fix="see `assay evaluate --help` for the allowed values") from None
     model_options = {k: v for k, v in {"weights": weights, "outputs": outputs.value, "feature_layer": feature_layer,
                                        "feature_output": feature_output, "threads": threads,
                                        "untrained": untrained or None}.items() if v is not None}
@@ -172,11 +219,11 @@ def evaluate(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory of the evidence bundle.")] = Path("assay-out"),
-    seed: Annotated[int, typer.Option(help="Seed for training and evaluation.")] = 0,
     suite: Annotated[str, typer.Option(help="quick, standard (+ 15 corruptions x 5 severities) or full (+ held-out corruptions, Square attack).")] = "standard",
-    force: Annotated[bool, typer.Option("--force", help="Replace an Assay output of another kind at --out (never a folder holding other files).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    seed: Seed = 0,
+    out: BundleOut = Path("assay-out"),
+    force: Force = False,
+    quiet: Quiet = False,
 ) -> None:
     """Train a small CNN on the bundled digits, export it to ONNX, evaluate it, write the report."""
     from assay.demo import run_demo
@@ -198,22 +245,22 @@ def compare(
     candidate: Annotated[str, typer.Argument(help="Candidate: an evidence bundle directory, or a model file (with --data).")],
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="Evaluation data for model files (and thumbnails of flips).")] = None,
     policy: Annotated[Optional[Path], typer.Option(help="Gate policy YAML (default: the documented default policy).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: comparison.json/.md/.html, junit.xml.")] = Path("assay-compare"),
-    suite: Annotated[Optional[str], typer.Option(help="Evaluation suite for model files: quick, standard or full.")] = None,
+    suite: ModelFilesSuite = None,
     fail_on_inconclusive: Annotated[bool, typer.Option("--fail-on-inconclusive", help="Exit 1 also when a rule is inconclusive.")] = False,
     profile: Annotated[bool, typer.Option("--profile", help="Model files: also measure latency/size (efficiency check) for the cost rules.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the paired bootstrap.")] = 0,
-    n_bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Output cache directory (default ~/.cache/assay).")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the output cache.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an Assay output of another kind at --out (never a folder holding other files).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or console summary.")] = False,
+    seed: Seed = 0,
+    n_bootstrap: NBootstrap = 1000,
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: comparison.json/.md/.html, junit.xml.", rich_help_panel=OUTPUT)] = Path("assay-compare"),
+    force: Force = False,
+    quiet: Quiet = False,
 ) -> None:
     """Regression gate: paired statistics of CANDIDATE vs BASELINE on the same data. Exit 0 pass, 1 gate failed."""
     from assay.compare.run import compare as run_compare
 
     if n_bootstrap < 100:
-        raise UserError(f"--n-bootstrap {n_bootstrap} is too small", where="--n-bootstrap", fix="use 100 or more (default 1000)")
+        raise OptionError(f"--n-bootstrap {n_bootstrap} is too small", where="n_bootstrap", fix="use 100 or more (default 1000)")
     result = run_compare(baseline, candidate, data=data, policy=policy, out=out, n_bootstrap=n_bootstrap, seed=seed,
                          suite=suite, profile=profile, cache_dir=_cache(cache_dir, no_cache), progress=not quiet,
                          force=force)
@@ -243,23 +290,23 @@ def _print_rules(result) -> None:
 def select(
     models: Annotated[list[str], typer.Argument(help="Two or more model files or evidence bundles.")],
     data: Annotated[str, typer.Option("--data", "-d", help="Evaluation data shared by every model.")],
-    constraint: Annotated[Optional[list[str]], typer.Option(help="Constraint METRIC OP NUMBER (repeatable), e.g. latency_p95_ms<=5.")] = None,
+    constraints: Annotated[Optional[list[str]], typer.Option("--constraint", help="Constraint METRIC OP NUMBER (repeatable), e.g. latency_p95_ms<=5.")] = None,
     objective: Annotated[str, typer.Option(help="Metric to optimize among feasible models.")] = "accuracy",
     profile: Annotated[bool, typer.Option("--profile", help="Measure latency for model files (automatic when a constraint or the objective uses latency_p95_ms).")] = False,
     slice_by: Annotated[Optional[str], typer.Option(help="Metadata columns for the worst-slice column (comma-separated).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: selection.json/.md/.html.")] = Path("assay-select"),
-    suite: Annotated[Optional[str], typer.Option(help="Evaluation suite for model files: quick, standard or full.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the paired bootstrap.")] = 0,
-    n_bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Output cache directory (default ~/.cache/assay).")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the output cache.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an Assay output of another kind at --out (never a folder holding other files).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or console summary.")] = False,
+    suite: ModelFilesSuite = None,
+    seed: Seed = 0,
+    n_bootstrap: NBootstrap = 1000,
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: selection.json/.md/.html.", rich_help_panel=OUTPUT)] = Path("assay-select"),
+    force: Force = False,
+    quiet: Quiet = False,
 ) -> None:
     """Leaderboard and pick: the best model on --objective among those meeting every --constraint."""
     from assay.compare.run import select as run_select
 
-    selection = run_select(models, data, constraints=list(constraint or []), objective=objective, out=out, profile=profile,
+    selection = run_select(models, data, constraints=list(constraints or []), objective=objective, out=out, profile=profile,
                            evaluate_options={"slice_by": [c.strip() for c in slice_by.split(",")]} if slice_by else None,
                            n_bootstrap=n_bootstrap, seed=seed, suite=suite, cache_dir=_cache(cache_dir, no_cache),
                            progress=not quiet, force=force)
@@ -286,44 +333,44 @@ def _int_list(value: str, option: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise UserError(f"{option} {value!r} is not a comma-separated list of integers", where=option,
-                        fix="e.g. 1,8,32") from None
+        raise OptionError(f"{option} {value!r} is not a comma-separated list of integers", where=option,
+                          fix="e.g. 1,8,32") from None
 
 
 def _float_list(value: str, option: str) -> list[float]:
     try:
         return [float(v) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise UserError(f"{option} {value!r} is not a comma-separated list of numbers", where=option,
-                        fix="e.g. 0.3,0.5") from None
+        raise OptionError(f"{option} {value!r} is not a comma-separated list of numbers", where=option,
+                          fix="e.g. 0.3,0.5") from None
 
 
 @app.command()
 def compress(
     model: Annotated[str, typer.Argument(help="Model to compress: .onnx, TorchScript, torch.export, or pkg.module:factory with --weights.")],
-    data: Annotated[str, typer.Option("--data", "-d", help="Labelled evaluation data for the damage audit.")],
-    calibration: Annotated[Optional[str], typer.Option(help="Calibration inputs, needed only for int8-static methods (default: --train-data).")] = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated: int8-static, int8-dynamic, int8-dynamic-all, fp16, prune.")] = "int8-static,int8-dynamic,fp16",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: report, variants, the recommended model and its evidence.")] = Path("assay-compress"),
-    weights: Annotated[Optional[str], typer.Option(help="Weights for a factory model (.safetensors or a state dict).")] = None,
-    untrained: Annotated[bool, typer.Option("--untrained", help="Evaluate a factory without --weights on purpose (random initial weights).")] = False,
-    prune_ratios: Annotated[str, typer.Option(help="Channel-pruning ratios (prune method), comma-separated.")] = "0.5",
-    train_data: Annotated[Optional[str], typer.Option(help="Training data: short fine-tune after pruning, and default calibration.")] = None,
-    finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after pruning (needs --train-data).")] = 0,
-    max_accuracy_drop: Annotated[float, typer.Option(help="Largest tolerable accuracy drop (judged with the paired CI).")] = 0.01,
-    max_class_drop: Annotated[float, typer.Option(help="Largest tolerable drop of any class's accuracy.")] = 0.03,
-    batch_sizes: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.")] = "1,32",
-    ranking_batch: Annotated[Optional[int], typer.Option(help="Batch size whose latency ranks the variants (default: the largest).")] = None,
-    latency_budget: Annotated[float, typer.Option(help="Seconds of timing per model and batch size (at most).")] = 5.0,
-    threads: Annotated[Optional[int], typer.Option(help="Inference threads while timing (fixed for every model; default: all cores).")] = None,
-    suite: Annotated[Optional[str], typer.Option(help="Evaluation suite of the audit: quick, standard (+ corruptions) or full.")] = None,
-    slice_by: Annotated[Optional[str], typer.Option(help="Metadata columns for per-slice damage (comma-separated).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for every randomized step.")] = 0,
-    n_bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Output cache directory (default ~/.cache/assay).")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the output cache.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an Assay output of another kind at --out (never a folder holding other files).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or console summary.")] = False,
+    data: Annotated[str, typer.Option("--data", "-d", help="Labelled evaluation data for the damage audit.", rich_help_panel=DATA)],
+    calibration: Annotated[Optional[str], typer.Option(help="Calibration inputs, needed only for int8-static methods (default: --train-data).", rich_help_panel=DATA)] = None,
+    train_data: Annotated[Optional[str], typer.Option(help="Training data: short fine-tune after pruning, and default calibration.", rich_help_panel=DATA)] = None,
+    weights: Weights = None,
+    untrained: Untrained = False,
+    methods: Annotated[str, typer.Option(help="Comma-separated: int8-static, int8-dynamic, int8-dynamic-all, fp16, prune.", rich_help_panel=COMPRESSION)] = "int8-static,int8-dynamic,fp16",
+    prune_ratios: Annotated[str, typer.Option(help="Channel-pruning ratios (prune method), comma-separated.", rich_help_panel=COMPRESSION)] = "0.5",
+    finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after pruning (needs --train-data).", rich_help_panel=COMPRESSION)] = 0,
+    max_accuracy_drop: Annotated[float, typer.Option(help="Largest tolerable accuracy drop (judged with the paired CI).", rich_help_panel=DAMAGE_AUDIT)] = 0.01,
+    max_class_drop: Annotated[float, typer.Option(help="Largest tolerable drop of any class's accuracy.", rich_help_panel=DAMAGE_AUDIT)] = 0.03,
+    suite: Annotated[Optional[str], typer.Option(help="Evaluation suite of the audit: quick, standard (+ corruptions) or full.", rich_help_panel=DAMAGE_AUDIT)] = None,
+    slice_by: Annotated[Optional[str], typer.Option(help="Metadata columns for per-slice damage (comma-separated).", rich_help_panel=DAMAGE_AUDIT)] = None,
+    batch_sizes: BatchSizes = "1,32",
+    ranking_batch: Annotated[Optional[int], typer.Option(help="Batch size whose latency ranks the variants (default: the largest).", rich_help_panel=EFFICIENCY)] = None,
+    latency_budget_s: Annotated[float, typer.Option("--latency-budget", help="Seconds of timing per model and batch size (at most).", rich_help_panel=EFFICIENCY)] = 5.0,
+    seed: Seed = 0,
+    n_bootstrap: NBootstrap = 1000,
+    threads: Threads = None,
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: report, variants, the recommended model and its evidence.", rich_help_panel=OUTPUT)] = Path("assay-compress"),
+    force: Force = False,
+    quiet: Quiet = False,
 ) -> None:
     """Compressed variants with a measured speed-up and a per-class damage audit; recommends the fastest safe one."""
     from assay.compress.run import compress as run_compress
@@ -333,7 +380,7 @@ def compress(
         prune_ratios=_float_list(prune_ratios, "--prune-ratios"), train_data=train_data,
         finetune_epochs=finetune_epochs, max_accuracy_drop=max_accuracy_drop, max_class_drop=max_class_drop,
         batch_sizes=_int_list(batch_sizes, "--batch-sizes"), ranking_batch=ranking_batch,
-        latency_budget_s=latency_budget, threads=threads, suite=suite, n_bootstrap=n_bootstrap, seed=seed,
+        latency_budget_s=latency_budget_s, threads=threads, suite=suite, n_bootstrap=n_bootstrap, seed=seed,
         slice_by=[c.strip() for c in slice_by.split(",")] if slice_by else None,
         cache_dir=_cache(cache_dir, no_cache), progress=not quiet,
         model_options={k: v for k, v in {"weights": weights, "untrained": untrained or None}.items() if v is not None},
@@ -361,16 +408,16 @@ def compress(
 
 @app.command()
 def profile(
-    model: Annotated[str, typer.Argument(help="Model: .onnx, TorchScript .pt, torch.export .pt2, or pkg.module:factory with --weights.")],
+    model: ModelArg,
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="Inputs to time (default: uniform random inputs of the model's input shape).")] = None,
-    weights: Annotated[Optional[str], typer.Option(help="Weights for a factory model.")] = None,
-    untrained: Annotated[bool, typer.Option("--untrained", help="Evaluate a factory without --weights on purpose (random initial weights).")] = False,
-    batch_sizes: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.")] = "1,8,32",
-    threads: Annotated[Optional[int], typer.Option(help="Inference threads (fixed and recorded; default: all cores).")] = None,
-    budget: Annotated[float, typer.Option(help="Seconds of timing per batch size (at most).")] = 10.0,
-    price_per_hour: Annotated[Optional[float], typer.Option(help="Machine price per hour: cost per 1M inferences.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full profile as JSON here.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the inputs and batch composition.")] = 0,
+    weights: Weights = None,
+    untrained: Untrained = False,
+    batch_sizes: BatchSizes = "1,8,32",
+    budget_s: Annotated[float, typer.Option("--budget", help="Seconds of timing per batch size (at most).", rich_help_panel=EFFICIENCY)] = 10.0,
+    price_per_hour: PricePerHour = None,
+    seed: Seed = 0,
+    threads: Threads = None,
 ) -> None:
     """Latency p50/p95/p99 with CIs, throughput, peak memory, size, parameters, FLOPs, energy and cost on this machine."""
     import numpy as np
@@ -382,9 +429,9 @@ def profile(
 
     sizes = _int_list(batch_sizes, "--batch-sizes")
     if not sizes or min(sizes) < 1:
-        raise UserError(f"--batch-sizes {batch_sizes!r} must list positive integers", where="--batch-sizes", fix="e.g. 1,8,32")
-    if budget <= 0:
-        raise UserError(f"--budget must be > 0, got {budget}", where="--budget", fix="give seconds, e.g. 10")
+        raise OptionError(f"--batch-sizes {batch_sizes!r} must list positive integers", where="batch_sizes", fix="e.g. 1,8,32")
+    if budget_s <= 0:
+        raise OptionError(f"--budget must be > 0, got {budget_s}", where="budget_s", fix="give seconds, e.g. 10")
     options = {k: v for k, v in {"weights": weights, "threads": threads, "untrained": untrained or None}.items()
                if v is not None}
     if json_out is not None:  # a bad output path fails before the timing, not after it
@@ -405,7 +452,7 @@ def profile(
                             "does not say what to feed it", where=model, fix="pass --data with real inputs")
         sample = np.random.default_rng(seed).random((max(sizes), *shape)).astype(loaded.info.input_dtype)
     path = loaded.info.path
-    result = profile_model(loaded, sample, batch_sizes=tuple(sorted(set(sizes))), threads=threads, budget_s=budget,
+    result = profile_model(loaded, sample, batch_sizes=tuple(sorted(set(sizes))), threads=threads, budget_s=budget_s,
                            price_per_hour=price_per_hour, seed=seed,
                            model_path=path if path and os.path.isfile(path) else None)
     if json_out is not None:
@@ -454,6 +501,44 @@ def version() -> None:
     typer.echo(__version__)
 
 
+# ------------------------------------------------------------------- parameter names -> flags
+@functools.lru_cache(maxsize=None)
+def _parameter_flags(command: str) -> dict[str, str]:
+    """Python parameter name -> what sets it on the command line in ``command`` (``n_bootstrap`` ->
+    ``--n-bootstrap``, ``model`` -> ``MODEL``), read from the Typer app itself so that it cannot fall behind.
+    A command's parameters carry the library's names (``latency_budget_s`` behind ``--latency-budget``)."""
+    group = typer.main.get_command(app)
+    sub = getattr(group, "commands", {}).get(command)
+    flags: dict[str, str] = {}
+    for param in getattr(sub, "params", []):
+        if param.name is None:
+            continue
+        if param.param_type_name == "argument":
+            flags[param.name] = param.name.upper()
+        else:
+            long = [o for o in param.opts if o.startswith("--")]
+            flags[param.name] = (long or list(param.opts))[0]
+    return flags
+
+
+def cli_where(where: str | None, argv: Sequence[str]) -> str | None:
+    """The one place where a library error's ``where=`` (a Python parameter name, as library errors name
+    it) becomes the flag of the command ``argv`` runs. Anything else (a path, a file, a phrase) is left
+    alone, and so is a name the user typed as a value (a folder called ``data`` stays ``data``)."""
+    if not where:
+        return where
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command is None or where in argv:
+        return where
+    return _parameter_flags(command).get(where, where)
+
+
+def _user_error_text(exc: UserError, argv: Sequence[str]) -> str:
+    """The message of a user error as the command line shows it: ``where`` in flags, not parameter names."""
+    where = cli_where(exc.where, argv)
+    return str(exc) if where == exc.where else str(UserError(exc.what, where=where, fix=exc.fix))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, turning UserError into exit 2 without a traceback."""
     import warnings
@@ -464,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
         # Without standalone mode, click returns the code of a typer.Exit instead of raising it.
         code = app(args=argv, standalone_mode=False)
     except UserError as exc:
-        err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", soft_wrap=True)
+        text = _user_error_text(exc, sys.argv[1:] if argv is None else argv)
+        err_console.print(f"[bold red]Error:[/] {escape(text)}", soft_wrap=True)
         return 2
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("Aborted.")
