@@ -14,11 +14,10 @@ Estimators (all take logits; confidences are top-label softmax probabilities):
 
 Threshold convention (the search itself lives in :mod:`assay.stats.atc`): the validation scores are
 sorted, and among the candidate thresholds (just below the smallest score, and every distinct score) the
-one whose fraction-above is closest to validation
-accuracy is kept (the lowest such candidate on a tie). Without tied scores this is the k-th largest
-score's lower neighbour, exactly the threshold of Garg et al.'s reference code (``find_ATC_threshold``);
-we count target scores strictly above it (their ``get_ATC_acc`` counts ``>=``, which differs only on
-target scores equal to ``t``).
+one whose fraction-above is closest to validation accuracy is kept (the lowest such candidate on a tie).
+Without tied scores this is the k-th largest score's lower neighbour, exactly the threshold of Garg et
+al.'s reference code (``find_ATC_threshold``); we count target scores strictly above it (their
+``get_ATC_acc`` counts ``>=``, which differs only on target scores equal to ``t``).
 
 Uncertainty (:func:`label_free_estimates`): percentile bootstrap over the target set and, by default,
 independently over the validation set (which re-fits the threshold per resample). The interval covers

@@ -5,8 +5,9 @@ A bundle is the folder ``assay evaluate --out`` writes (:func:`write_bundle`):
 * ``evidence.json``: the :class:`~assay.evidence.schema.Evidence` (schema version ``SCHEMA_VERSION``);
 * ``predictions.npz``: per-sample ``ids``, ``labels``, clean ``logits`` and ``slice_*`` columns, for paired
   comparisons without the model;
-* ``reference.npz``: what monitoring compares live traffic with (validation confidences, ATC thresholds,
-  class and prediction frequencies, feature means and standard deviations);
+* ``reference.npz``: what monitoring compares live traffic with, a versioned
+  :class:`~assay.reference.Reference` (per-sample confidence and entropy, histograms, class and prediction
+  counts, ATC thresholds, monitored-feature bins, chunk statistics, provenance);
 * ``report.html`` and ``report.md``: the rendered reports (plus copies of any extra files, e.g. the model);
 * ``assay-manifest.json``: kind ``evaluate``, version and every file with its size and sha256, written by
   :func:`~assay.evidence.output.atomic_directory`.
@@ -17,7 +18,9 @@ bundle behind, and it only ever replaces a folder Assay wrote (see :mod:`assay.e
 Reads are validated, never unpickled: :func:`read_evidence` bounds the size and nesting of evidence.json and
 checks its schema's major version; :func:`read_predictions` checks every array header of predictions.npz
 against evidence.json before reading its data, then the values (finite logits, labels in range, unique ids);
-:func:`read_bundle` does both. Every failure is a :class:`~assay.errors.DataError`.
+:func:`read_reference` reads reference.npz the same way (:meth:`assay.reference.Reference.load`);
+:func:`read_bundle` returns evidence and predictions as a :class:`Bundle` whose ``.reference`` is read on
+first access. Every failure is a :class:`~assay.errors.DataError`.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ import stat
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 from pydantic import ValidationError
@@ -40,7 +44,11 @@ from assay.errors import DataError, UserError
 from assay.evidence.output import atomic_directory
 from assay.evidence.schema import SCHEMA_VERSION, Evidence
 
-__all__ = ["Predictions", "atomic_directory", "read_bundle", "read_evidence", "read_predictions", "write_bundle"]
+if TYPE_CHECKING:
+    from assay.reference import Reference
+
+__all__ = ["Bundle", "Predictions", "atomic_directory", "read_bundle", "read_evidence", "read_npz_member",
+           "read_predictions", "read_reference", "write_bundle"]
 
 _REGENERATE = "re-run `assay evaluate` with this version of Assay to regenerate the bundle"
 #: Longest string id / slice label read from predictions.npz (characters).
@@ -162,20 +170,22 @@ def read_evidence(path: str | os.PathLike[str]) -> Evidence:
 
 
 
-def _read_member(zf: Any, info: Any, shape: tuple[int, ...], kinds: str, where: str) -> np.ndarray:
-    """One array of an npz archive, checked before its data is read: the header must claim ``shape`` and a
-    dtype of ``kinds``; then exactly the claimed bytes are read (so memory never exceeds what the evidence
-    implies, however large the archive claims to be) and the member's CRC is verified."""
+def read_npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple[int, ...], kinds: str, where: str,
+                    *, implied_by: str = "evidence.json") -> np.ndarray:
+    """One array of an npz archive, checked before its data is read: the header must claim ``shape`` (what
+    ``implied_by`` says it must be) and a dtype of ``kinds`` (numpy kind letters); then exactly the claimed
+    bytes are read (so memory never exceeds what the caller expects, however large the archive claims to
+    be) and the member's CRC is verified. Never unpickles (object dtypes are refused by the header reader)."""
     with zf.open(info) as f:
         header = read_npy_header(f, info.filename.removesuffix(".npy"), where, fix=_REGENERATE)
         if header.dtype.kind not in kinds:
-            raise DataError(f"the array has dtype {header.dtype}, expected {_KIND_WORDS[kinds]}", where=where,
+            raise DataError(f"the array has dtype {header.dtype}, expected {_kind_words(kinds)}", where=where,
                             fix=_REGENERATE)
         if header.dtype.kind in "US" and header.dtype.itemsize > 4 * MAX_LABEL_CHARS:
             raise DataError(f"the strings are up to {header.dtype.itemsize // 4:,} characters long (at most "
                             f"{MAX_LABEL_CHARS})", where=where, fix=_REGENERATE)
         if header.shape != shape:
-            raise DataError(f"the array has shape {header.shape}, but evidence.json implies {shape}", where=where,
+            raise DataError(f"the array has shape {header.shape}, but {implied_by} implies {shape}", where=where,
                             fix=_REGENERATE)
         data = f.read(header.nbytes + 1)  # reading past the end verifies the CRC
     if len(data) != header.nbytes:
@@ -185,8 +195,13 @@ def _read_member(zf: Any, info: Any, shape: tuple[int, ...], kinds: str, where: 
     return array.astype(header.dtype.newbyteorder("="))  # a native-order, writable copy
 
 
-_KIND_WORDS = {"iu": "integers", "f": "floating point numbers", "iuUS": "integers or strings",
-               "iufbUS": "numbers or strings"}
+_KIND_WORDS = {"i": "integers", "u": "unsigned integers", "f": "floating point numbers", "b": "booleans",
+               "U": "strings", "S": "strings"}
+
+
+def _kind_words(kinds: str) -> str:
+    words = list(dict.fromkeys(_KIND_WORDS[k] for k in kinds if k != "u" or "i" not in kinds))
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
 def read_predictions(path: str | os.PathLike[str], evidence: Evidence) -> dict[str, np.ndarray] | None:
@@ -214,7 +229,7 @@ def read_predictions(path: str | os.PathLike[str], evidence: Evidence) -> dict[s
             slices = sorted(k for k in members if k.startswith("slice_"))
             for key in [*expected, *slices]:
                 shape, kinds = expected.get(key, ((n,), "iufbUS"))
-                arrays[key] = _read_member(zf, members[key], shape, kinds, f"{path} [{key!r}]")
+                arrays[key] = read_npz_member(zf, members[key], shape, kinds, f"{path} [{key!r}]")
     except DataError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
@@ -239,10 +254,47 @@ def read_predictions(path: str | os.PathLike[str], evidence: Evidence) -> dict[s
     return arrays
 
 
-def read_bundle(path: str | os.PathLike[str]) -> tuple[Evidence, Predictions | None]:
+def read_reference(path: str | os.PathLike[str], evidence: Evidence | None = None) -> Reference:
+    """``reference.npz`` (the file, or a bundle folder holding it) as a :class:`~assay.reference.Reference`,
+    read as untrusted input (see :meth:`Reference.load <assay.reference.Reference.load>`); with
+    ``evidence``, it must describe the same evaluation, and fills the provenance older files lack."""
+    from assay.reference import Reference  # layer 3: imported here, not at module level
+
+    return Reference.load(path, evidence)
+
+
+class Bundle(tuple[Evidence, Optional[Predictions]]):
+    """What :func:`read_bundle` returns: the pair ``(evidence, predictions)`` (so ``evidence, predictions =
+    read_bundle(path)`` keeps working) with attributes ``.evidence``, ``.predictions`` and ``.reference``,
+    the bundle's :class:`~assay.reference.Reference` (None without ``reference.npz``), read and validated
+    on first access."""
+
+    def __new__(cls, evidence: Evidence, predictions: Predictions | None, folder: Path) -> Bundle:
+        bundle = super().__new__(cls, (evidence, predictions))
+        bundle.folder = folder
+        return bundle
+
+    folder: Path
+
+    @property
+    def evidence(self) -> Evidence:
+        return self[0]
+
+    @property
+    def predictions(self) -> Predictions | None:
+        return self[1]
+
+    @cached_property
+    def reference(self) -> Reference | None:
+        file = self.folder / "reference.npz"
+        return read_reference(file, self.evidence) if file.exists() else None
+
+
+def read_bundle(path: str | os.PathLike[str]) -> Bundle:
     """Evidence plus predictions (None when the bundle has no ``predictions.npz``), both validated as
-    untrusted input (:func:`read_evidence`, :func:`read_predictions`)."""
+    untrusted input (:func:`read_evidence`, :func:`read_predictions`); it unpacks to those two, and its
+    ``.reference`` reads ``reference.npz`` on first access (:func:`read_reference`)."""
     directory = Path(path)
     evidence = read_evidence(directory)
     folder = directory if directory.is_dir() else directory.parent
-    return evidence, read_predictions(folder / "predictions.npz", evidence)
+    return Bundle(evidence, read_predictions(folder / "predictions.npz", evidence), folder)
