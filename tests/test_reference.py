@@ -4,9 +4,11 @@ files refused as DataError."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
+import pickle
 import subprocess
 import sys
 import zipfile
@@ -142,7 +144,7 @@ def test_window_statistics_against_scipy() -> None:
     p[0, :3] = 0  # empty categories on one side
     q[1, :3] = 0
     p[2, 4] = q[2, 4] = 0  # a category empty on both
-    for a, b, js, chi2 in zip(p, q, js_distance(p, q), chi2_homogeneity(p, q)):
+    for a, b, js, chi2 in zip(p, q, js_distance(p, q), chi2_homogeneity(p, q), strict=True):
         assert js == pytest.approx(jensenshannon(a, b, base=2), abs=1e-12)
         keep = (a + b) > 0
         assert chi2 == pytest.approx(chi2_contingency(np.stack([a, b])[:, keep], correction=False).statistic, rel=1e-12)
@@ -283,7 +285,8 @@ def test_monitored_features_by_modality_and_what_is_kept() -> None:
     np.testing.assert_array_equal(tabular.features.discrete, [True, True, False, False, False])
     np.testing.assert_array_equal(tabular.features.levels[0, :3], [0, 1, 2])
     np.testing.assert_array_equal(tabular.features.histogram(inputs), tabular.features.counts)
-    np.testing.assert_allclose(tabular.embedding_mean, features.astype(np.float64).mean(0), rtol=1e-12)  # still the embeddings'
+    # The embedding moments are still the embeddings' (older readers' feature_mean/feature_std).
+    np.testing.assert_allclose(tabular.embedding_mean, features.astype(np.float64).mean(0), rtol=1e-12)
     np.testing.assert_allclose(tabular.features.std, inputs.std(0), rtol=1e-6)
     sample_rows = np.random.default_rng(spawn_seed(0, "reference_sample")).choice(600, 600, replace=False)
     np.testing.assert_array_equal(tabular.features.sample, inputs[np.sort(sample_rows)])
@@ -320,6 +323,7 @@ def test_bad_arguments_name_the_parameter() -> None:
         (lambda: ReferenceSettings(feature_bins=1), OptionError, "feature_bins"),
         (lambda: ReferenceSettings(chunk_size=0), OptionError, "chunk_size"),
         (lambda: quantile_edges([1.0], 0), OptionError, "n_bins"),
+        (lambda: Reference.from_arrays(logits, class_names=_names(4), seed=-1), OptionError, "seed"),
     ]
     for call, error, where in cases:
         with pytest.raises(error) as info:
@@ -460,6 +464,8 @@ def test_crafted_files_are_refused(tmp_path) -> None:
         "wrong dtype": ({"prediction_counts": _npy_bytes(np.zeros(4))}, (), "dtype"),
         "nan": ({"val_confidence": _npy_bytes(np.full(200, np.nan, dtype=np.float32))}, (), "NaN"),
         "counts": ({"confidence_counts": _npy_bytes(np.ones(20, dtype=np.int64))}, (), "adds up to"),
+        "predictions": ({"val_prediction": _npy_bytes(np.zeros(200, dtype=np.int32))}, (), "disagrees"),
+        "confidence range": ({"val_confidence": _npy_bytes(np.full(200, 1.5, dtype=np.float32))}, (), r"\[0, 1\]"),
         "edges": ({"drift_edges": _npy_bytes(np.full((5, 11), 1.0)[:, ::-1] * np.arange(11)[::-1])}, (),
                   "drift_edges"),
         "truncated": ({"val_confidence": _npy_bytes(header={"descr": "<f4", "fortran_order": False, "shape": (200,)},
@@ -489,9 +495,10 @@ def test_crafted_files_are_refused(tmp_path) -> None:
 
 
 def test_read_bundle_exposes_the_reference(tmp_path) -> None:
+    from conftest import make_blobs_dataset
+
     from assay.api import run_evaluation, write_evaluation
     from assay.evidence.bundle import Bundle, read_bundle, read_reference
-    from conftest import make_blobs_dataset
 
     ds, model = make_blobs_dataset(n=300)
     run = run_evaluation(model, ds, cache_dir=None)
@@ -507,6 +514,8 @@ def test_read_bundle_exposes_the_reference(tmp_path) -> None:
         ATCEstimator("maxconf").fit(logits, ds.y).threshold_, rel=1e-6)
     assert ref.model_sha256 == evidence.model.sha256 and ref.class_names == evidence.data.class_names
     assert read_reference(tmp_path / "b", evidence).n == 300
+    for clone in (copy.copy(bundle), pickle.loads(pickle.dumps(bundle))):
+        assert isinstance(clone, Bundle) and clone.folder == bundle.folder and len(clone) == 2
 
     # A reference written for another model (or another n) is refused when read with the evidence.
     other = Reference.from_arrays(logits, ds.y, class_names=evidence.data.class_names, model_sha256="0" * 64)

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "REFERENCE_FILE",
     "SCHEMA_VERSION",
+    "STATISTICS",
     "ChunkStatistics",
     "FeatureBins",
     "Histogram",
@@ -84,7 +85,8 @@ MIN_SCALE = 1e-3
 MAX_DERIVED_CHUNKS = 100
 DEFAULT_CHUNKS = 10
 _REGENERATE = "re-run `assay evaluate` with this version of Assay to regenerate the bundle"
-_STATISTIC_DOC = {
+#: Chunk statistic -> what it is (every one compares a chunk with the rest of the reference).
+STATISTICS: dict[str, str] = {
     "prediction_js": "Jensen-Shannon distance (base 2) of the predicted-class mix, chunk vs rest",
     "prediction_chi2": "Pearson chi-squared statistic of homogeneity, chunk vs rest predicted-class counts",
     "confidence_ks": "two-sample Kolmogorov-Smirnov statistic of top-label confidence, chunk vs rest",
@@ -170,7 +172,7 @@ def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 def _shares(counts: np.ndarray) -> np.ndarray:
     counts = np.asarray(counts, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return counts / counts.sum(axis=-1, keepdims=True)
+        return np.asarray(counts / counts.sum(axis=-1, keepdims=True))
 
 
 def js_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -183,17 +185,17 @@ def js_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     def kl(x: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             terms = np.where(x > 0, x * np.log2(x / np.where(mid > 0, mid, 1.0)), 0.0)
-        return terms.sum(axis=-1)
+        return np.asarray(terms.sum(axis=-1))
 
     divergence = (kl(a) + kl(b)) / 2
-    return np.sqrt(np.maximum(divergence, 0.0))
+    return np.asarray(np.sqrt(np.maximum(divergence, 0.0)))
 
 
 def binned_ks(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Largest gap between the cumulative shares of two histograms over the same bins (last axis): the
     two-sample KS statistic evaluated at the bin edges only (exact when every distinct value has its own
     bin, a lower bound otherwise)."""
-    return np.abs(np.cumsum(_shares(p), axis=-1) - np.cumsum(_shares(q), axis=-1)).max(axis=-1)
+    return np.asarray(np.abs(np.cumsum(_shares(p), axis=-1) - np.cumsum(_shares(q), axis=-1)).max(axis=-1))
 
 
 def chi2_homogeneity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -207,7 +209,7 @@ def chi2_homogeneity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         exp_a, exp_b = column * n_a / total, column * n_b / total
         terms = np.where(column > 0, (a - exp_a) ** 2 / np.where(exp_a > 0, exp_a, 1.0)
                          + (b - exp_b) ** 2 / np.where(exp_b > 0, exp_b, 1.0), 0.0)
-    return terms.sum(axis=-1)
+    return np.asarray(terms.sum(axis=-1))
 
 
 def ks_wasserstein(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -226,7 +228,7 @@ def ks_wasserstein(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 def _chunk_ks_wasserstein(values: np.ndarray, chunks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Exact KS statistic and Wasserstein-1 distance of each chunk (row indices) against the rest of
     ``values``, from one sort: F_chunk - F_rest = n / (n - m) (F_chunk - F_all), evaluated at the last
-    position of every distinct value, with O(distinct x log m) work per chunk and no (n, K) array."""
+    position of every distinct value: O(n) work per chunk and no (n, K) array."""
     n = values.size
     order = np.argsort(values, kind="stable")
     ordered = values[order]
@@ -236,9 +238,12 @@ def _chunk_ks_wasserstein(values: np.ndarray, chunks: Sequence[np.ndarray]) -> t
     gaps = np.diff(ordered[last])
     f_all = (last + 1) / n
     ks, w1 = np.empty(len(chunks)), np.empty(len(chunks))
+    member = np.zeros(n, dtype=np.int32)
     for k, rows in enumerate(chunks):
         m = len(rows)
-        f_chunk = np.searchsorted(np.sort(rank[rows]), last, side="right") / m
+        member[:] = 0
+        member[rank[rows]] = 1  # the chunk's positions in sorted order
+        f_chunk = np.cumsum(member)[last] / m
         diff = np.abs(f_chunk - f_all) * (n / (n - m))
         ks[k], w1[k] = diff.max(), (diff[:-1] * gaps).sum()
     return ks, w1
@@ -279,8 +284,10 @@ class ReferenceSettings:
             if value is None and name in ("n_chunks", "chunk_size"):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+                example = {"n_chunks": "10", "chunk_size": "500 (rows per monitoring window)"}.get(
+                    name, str(getattr(ReferenceSettings, name, "")))
                 raise OptionError(f"{name} must be an integer in [{lo}, {hi:,}], got {value!r}", where=name,
-                                  fix=f"use e.g. {getattr(ReferenceSettings, name, None) or DEFAULT_CHUNKS}")
+                                  fix=f"use e.g. {example}")
 
     def to_dict(self) -> dict[str, int | None]:
         return {f.name: None if getattr(self, f.name) is None else int(getattr(self, f.name)) for f in fields(self)}
@@ -342,7 +349,7 @@ class FeatureBins:
     @property
     def n_bins(self) -> np.ndarray:
         """Bins of each feature (D,)."""
-        return np.isfinite(self.edges).sum(axis=1) - 1
+        return np.asarray(np.isfinite(self.edges).sum(axis=1) - 1)
 
     def feature_edges(self, d: int) -> np.ndarray:
         """Edges of feature ``d`` without padding."""
@@ -401,9 +408,6 @@ class ChunkStatistics:
         return float(result) if np.ndim(result) == 0 else result
 
 
-STATISTICS: tuple[str, ...] = tuple(_STATISTIC_DOC)
-
-
 def _chunk_rows(n: int, count: int, size: int, seed: int) -> list[np.ndarray]:
     """Row indices of each chunk: consecutive slices of a permutation seeded by (seed, "reference_chunks")
     (random, because datasets are often stored sorted by class)."""
@@ -449,10 +453,11 @@ def _chunk_statistics(chunks: Sequence[np.ndarray], *, confidence: np.ndarray, e
 def _as_rows(values: Any, name: str, *, n: int | None = None, dims: int | None = None) -> np.ndarray:
     """A finite numeric (n, D) array, or a DataError naming the parameter."""
     array = np.asarray(values)
-    if array.dtype.kind not in "biuf" or array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise DataError(f"{name} must be a non-empty 2-D numeric array (rows x columns), got "
-                        f"{'dtype ' + str(array.dtype) if array.dtype.kind not in 'biuf' else 'shape ' + str(array.shape)}",
-                        where=name, fix="pass one row of numbers per sample")
+    numeric = array.dtype.kind in "biuf"
+    if not numeric or array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        got = f"shape {array.shape}" if numeric else f"dtype {array.dtype}"
+        raise DataError(f"{name} must be a non-empty 2-D numeric array (rows x columns), got {got}", where=name,
+                        fix="pass one row of numbers per sample")
     if n is not None and array.shape[0] != n:
         raise DataError(f"{name} has {array.shape[0]} rows but the logits have {n}", where=name,
                         fix="pass one row per evaluated sample, in the same order")
@@ -584,8 +589,8 @@ class Reference:
         ``features`` is None (the engine's running moments).
         """
         settings = settings or ReferenceSettings()
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise OptionError(f"seed must be an integer, got {seed!r}", where="seed", fix="use e.g. 0")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise OptionError(f"seed must be a non-negative integer, got {seed!r}", where="seed", fix="use e.g. 0")
         logits = _as_rows(logits, "logits")
         n, num_classes = logits.shape
         if num_classes < 2:
@@ -774,7 +779,7 @@ class Reference:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as file:
-                np.savez_compressed(file, **self.to_arrays())
+                np.savez_compressed(file, **self.to_arrays())  # type: ignore[arg-type]  # numpy's stub: allow_pickle
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -846,14 +851,14 @@ def _feature_bins(matrix: np.ndarray, space: Literal["inputs", "embeddings"], se
     (uint8, (rows, D)) for the chunk statistics."""
     rows, dims = matrix.shape
     width = settings.feature_bins
-    ordered = np.sort(matrix.astype(np.float64), axis=0)
+    ordered = np.sort(matrix, axis=0)  # in the features' own dtype (float32: half the memory and time)
     edges = np.full((dims, width + 1), np.nan)
     counts = np.zeros((dims, width), dtype=np.int64)
     levels = np.full((dims, width), np.nan)
     discrete = np.zeros(dims, dtype=bool)
     bins = np.empty((rows, dims), dtype=np.uint8)
     for d in range(dims):
-        column = ordered[:, d]
+        column = ordered[:, d].astype(np.float64)
         e = _edges_from_sorted(column, width)
         inner = e[1:-1]
         edges[d, : e.size] = e
@@ -869,9 +874,9 @@ def _feature_bins(matrix: np.ndarray, space: Literal["inputs", "embeddings"], se
         keep = min(settings.sample_size, rows)
         chosen = np.sort(np.random.default_rng(spawn_seed(seed, "reference_sample")).choice(rows, keep, replace=False))
         sample = matrix[chosen].astype(np.float32)
-    values = matrix.astype(np.float64)
     return FeatureBins(space=space, edges=edges, counts=counts, discrete=discrete, levels=levels,
-                       mean=values.mean(axis=0), std=values.std(axis=0), rows=rows, sample=sample), bins
+                       mean=matrix.mean(axis=0, dtype=np.float64), std=matrix.std(axis=0, dtype=np.float64),
+                       rows=rows, sample=sample), bins
 
 
 # ------------------------------------------------------------------------------------------ loading helpers
@@ -943,7 +948,7 @@ def _load_current(raw: Mapping[str, Any], members: Mapping[str, Any], read: Any,
     names = raw.get("class_names")
     if not isinstance(names, list) or len(names) != num_classes or not all(isinstance(c, str) for c in names):
         raise h.fail(f"class_names must be a list of {num_classes} strings")
-    seed = h.integer(raw.get("seed"), "seed", -(2**63), 2**64)
+    seed = h.integer(raw.get("seed"), "seed", 0, 2**64 - 1)
     stored = raw.get("settings")
     if not isinstance(stored, dict) or set(stored) - {f.name for f in fields(ReferenceSettings)}:
         raise h.fail("settings must be an object of the reference settings")
@@ -1068,9 +1073,16 @@ def _check_values(a: Mapping[str, np.ndarray], n: int, where: str) -> None:
     for name in ("confidence_edges", "entropy_edges"):
         if name in a and (np.diff(a[name]) < 0).any():
             raise fail(name, "is not non-decreasing")
-    if "val_prediction" in a and "prediction_counts" in a and a["val_prediction"].size and (
-            a["val_prediction"].max() >= a["prediction_counts"].size):
-        raise fail("val_prediction", "holds classes beyond num_classes")
+    if "val_prediction" in a:
+        prediction = a["val_prediction"].astype(np.int64)
+        if prediction.max() >= a["prediction_counts"].size:
+            raise fail("val_prediction", "holds classes beyond num_classes")
+        if (np.bincount(prediction, minlength=a["prediction_counts"].size) != a["prediction_counts"]).any():
+            raise fail("val_prediction", "disagrees with prediction_counts")
+    if a["val_confidence"].min() < 0 or a["val_confidence"].max() > 1:
+        raise fail("val_confidence", "holds values outside [0, 1]")
+    if "val_entropy" in a and a["val_entropy"].min() < 0:
+        raise fail("val_entropy", "holds negative entropies")
     if "drift_edges" in a:
         edges = a["drift_edges"]
         finite = np.isfinite(edges)
@@ -1121,7 +1133,7 @@ def _load_legacy(zf: zipfile.ZipFile, members: Mapping[str, Any], read: Any, whe
         if not np.isfinite(scaled).all() or (np.abs(scaled - whole) > 1e-6 * max(n, 1)).any() or whole.min() < 0 \
                 or int(whole.sum()) != n:
             raise DataError(f"{name} is not a frequency vector of {n} samples", where=where, fix=_REGENERATE)
-        return whole.astype(np.int64)
+        return np.asarray(whole, dtype=np.int64)
 
     prediction_counts = counts("prediction_frequency")
     class_counts = counts("class_frequency") if "class_frequency" in members else None
@@ -1172,7 +1184,7 @@ def _declared(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> Any:
     from assay.data.npz import read_npy_header
 
     with zf.open(info) as f:
-        return read_npy_header(f, info.filename.removesuffix(".npy"), where, fix=_REGENERATE)
+        return read_npy_header(f, info.filename.removesuffix(".npy"), where, fix=_REGENERATE)  # type: ignore[arg-type]
 
 
 def _check_against(reference: Reference, evidence: Evidence, where: str) -> None:

@@ -34,13 +34,13 @@ import zlib
 from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import ValidationError
 
 from assay.data.npz import read_npy_header
-from assay.errors import DataError, UserError
+from assay.errors import DataError
 from assay.evidence.output import atomic_directory
 from assay.evidence.schema import SCHEMA_VERSION, Evidence
 
@@ -177,7 +177,7 @@ def read_npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple[int
     bytes are read (so memory never exceeds what the caller expects, however large the archive claims to
     be) and the member's CRC is verified. Never unpickles (object dtypes are refused by the header reader)."""
     with zf.open(info) as f:
-        header = read_npy_header(f, info.filename.removesuffix(".npy"), where, fix=_REGENERATE)
+        header = read_npy_header(f, info.filename.removesuffix(".npy"), where, fix=_REGENERATE)  # type: ignore[arg-type]
         if header.dtype.kind not in kinds:
             raise DataError(f"the array has dtype {header.dtype}, expected {_kind_words(kinds)}", where=where,
                             fix=_REGENERATE)
@@ -235,13 +235,15 @@ def read_predictions(path: str | os.PathLike[str], evidence: Evidence) -> dict[s
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
             NotImplementedError, RuntimeError) as exc:
         member = f" (array {key!r})" if key else ""
-        raise DataError(f"predictions.npz is not a readable .npz archive{member}: {str(exc)[:200] or type(exc).__name__}",
-                        where=str(path), fix=_REGENERATE) from None
+        detail = str(exc)[:200] or type(exc).__name__
+        raise DataError(f"predictions.npz is not a readable .npz archive{member}: {detail}", where=str(path),
+                        fix=_REGENERATE) from None
     logits, labels, ids = arrays["logits"], arrays["labels"].astype(np.int64), arrays["ids"]
     bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
     if bad.size:
         raise DataError(f"{bad.size} row(s) of logits are NaN or infinite (first at rows {bad[:5].tolist()})",
-                        where=f"{path} ['logits']", fix=_REGENERATE + "; if the model itself outputs NaN, fix the model")
+                        where=f"{path} ['logits']",
+                        fix=_REGENERATE + "; if the model itself outputs NaN, fix the model")
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
         raise DataError(f"{bad.size} label(s) lie outside 0..{num_classes - 1} (first at rows {bad[:5].tolist()}: "
@@ -263,7 +265,7 @@ def read_reference(path: str | os.PathLike[str], evidence: Evidence | None = Non
     return Reference.load(path, evidence)
 
 
-class Bundle(tuple[Evidence, Optional[Predictions]]):
+class Bundle(tuple[Evidence, Predictions | None]):
     """What :func:`read_bundle` returns: the pair ``(evidence, predictions)`` (so ``evidence, predictions =
     read_bundle(path)`` keeps working) with attributes ``.evidence``, ``.predictions`` and ``.reference``,
     the bundle's :class:`~assay.reference.Reference` (None without ``reference.npz``), read and validated
@@ -275,6 +277,9 @@ class Bundle(tuple[Evidence, Optional[Predictions]]):
         return bundle
 
     folder: Path
+
+    def __getnewargs__(self) -> tuple[Evidence, Predictions | None, Path]:  # type: ignore[override]
+        return self[0], self[1], self.folder  # copy and pickle rebuild it through __new__
 
     @property
     def evidence(self) -> Evidence:
