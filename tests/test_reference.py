@@ -288,8 +288,11 @@ def test_monitored_features_by_modality_and_what_is_kept() -> None:
     # The embedding moments are still the embeddings' (older readers' feature_mean/feature_std).
     np.testing.assert_allclose(tabular.embedding_mean, features.astype(np.float64).mean(0), rtol=1e-12)
     np.testing.assert_allclose(tabular.features.std, inputs.std(0), rtol=1e-6)
-    sample_rows = np.random.default_rng(spawn_seed(0, "reference_sample")).choice(600, 600, replace=False)
-    np.testing.assert_array_equal(tabular.features.sample, inputs[np.sort(sample_rows)])
+    assert tabular.features.sample is None  # raw input rows only when asked for
+    asked = Reference.from_arrays(logits, labels, inputs=inputs, class_names=_names(4),
+                                  settings=ReferenceSettings(sample_inputs=True, sample_size=50))
+    sample_rows = np.random.default_rng(spawn_seed(0, "reference_sample")).choice(600, 50, replace=False)
+    np.testing.assert_array_equal(asked.features.sample, inputs[np.sort(sample_rows)])
 
     image = Reference.from_arrays(logits, labels, features, class_names=_names(4),
                                   settings=ReferenceSettings(feature_bins=20, sample_size=100))
@@ -322,6 +325,7 @@ def test_bad_arguments_name_the_parameter() -> None:
         (lambda: Reference.from_arrays(logits, inputs=inputs[:10], class_names=_names(4)), DataError, "inputs"),
         (lambda: ReferenceSettings(feature_bins=1), OptionError, "feature_bins"),
         (lambda: ReferenceSettings(chunk_size=0), OptionError, "chunk_size"),
+        (lambda: ReferenceSettings(sample_inputs=1), OptionError, "sample_inputs"),
         (lambda: quantile_edges([1.0], 0), OptionError, "n_bins"),
         (lambda: Reference.from_arrays(logits, class_names=_names(4), seed=-1), OptionError, "seed"),
     ]

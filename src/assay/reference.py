@@ -10,8 +10,8 @@ pure ``from_arrays``) and holds, versioned and typed:
 * fixed-bin histograms of confidence (on [0, 1]) and entropy (on [0, ln C]);
 * the *monitored features*: the input columns of tabular data, or the penultimate-layer embedding
   dimensions of image and text models, each with equal-mass bin edges (:func:`quantile_edges`), the
-  reference histogram in those bins, mean and standard deviation, and a seeded sample of rows (for
-  multivariate tests such as MMD or a domain classifier);
+  reference histogram in those bins, mean and standard deviation, and a seeded sample of embedding rows
+  (for multivariate tests such as MMD or a domain classifier; raw input rows only when asked for);
 * chunk statistics: the reference split at random into K chunks, each compared with the rest of the
   reference by the statistics a monitor computes per window, so that drift thresholds can be set as
   quantiles (or mean + k sigma) of their no-drift variation (:class:`ChunkStatistics`);
@@ -266,7 +266,8 @@ class ReferenceSettings:
     ``confidence_bins``, ``entropy_bins``: equal-width bins on [0, 1] and [0, ln C].
     ``n_chunks`` / ``chunk_size``: chunk statistics over K random chunks of m rows; neither given: 10
     chunks of n // 10; only ``chunk_size``: as many as fit, at most 100; both: at most ``n_chunks``.
-    ``sample_size``: rows of monitored features kept as a seeded sample (0: none).
+    ``sample_size``: rows of monitored features kept as a seeded sample (0: none). Embedding rows only,
+    unless ``sample_inputs``: a bundle never carries raw input rows (tabular data) unless asked to.
     """
 
     feature_bins: int = 10
@@ -275,10 +276,14 @@ class ReferenceSettings:
     n_chunks: int | None = None
     chunk_size: int | None = None
     sample_size: int = 1000
+    sample_inputs: bool = False
 
     def __post_init__(self) -> None:
         limits = {"feature_bins": (2, 255), "confidence_bins": (1, 10_000), "entropy_bins": (1, 10_000),
                   "n_chunks": (2, 10_000), "chunk_size": (1, 2**40), "sample_size": (0, 10_000_000)}
+        if not isinstance(self.sample_inputs, bool):
+            raise OptionError(f"sample_inputs must be True or False, got {self.sample_inputs!r}",
+                              where="sample_inputs", fix="use sample_inputs=True to keep raw input rows")
         for name, (lo, hi) in limits.items():
             value = getattr(self, name)
             if value is None and name in ("n_chunks", "chunk_size"):
@@ -289,8 +294,10 @@ class ReferenceSettings:
                 raise OptionError(f"{name} must be an integer in [{lo}, {hi:,}], got {value!r}", where=name,
                                   fix=f"use e.g. {example}")
 
-    def to_dict(self) -> dict[str, int | None]:
-        return {f.name: None if getattr(self, f.name) is None else int(getattr(self, f.name)) for f in fields(self)}
+    def to_dict(self) -> dict[str, int | bool | None]:
+        """Plain JSON values (numpy integers become ints)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v if v is None or isinstance(v, bool) else int(v) for k, v in values.items()}
 
     def chunk_plan(self, n: int) -> tuple[int, int]:
         """(number of chunks, rows per chunk) for a reference of ``n`` rows; (0, 0) when fewer than two
@@ -870,7 +877,7 @@ def _feature_bins(matrix: np.ndarray, space: Literal["inputs", "embeddings"], se
             levels[d, : distinct.size] = distinct
         bins[:, d] = np.searchsorted(inner, matrix[:, d].astype(np.float64), side="right")
     sample = None
-    if settings.sample_size:
+    if settings.sample_size and (space == "embeddings" or settings.sample_inputs):
         keep = min(settings.sample_size, rows)
         chosen = np.sort(np.random.default_rng(spawn_seed(seed, "reference_sample")).choice(rows, keep, replace=False))
         sample = matrix[chosen].astype(np.float32)
