@@ -259,8 +259,14 @@ def test_chunk_statistics_against_scipy_on_the_documented_chunks() -> None:
     rows = order[:121]
     rest = np.setdiff1d(np.arange(605), rows)
     assert chunks.values["feature_ks"][0, 0] == pytest.approx(ks_2samp(inputs[rows, 0], inputs[rest, 0]).statistic)
-    assert chunks.threshold("confidence_ks", quantile=0.9) == pytest.approx(
-        np.quantile(chunks.values["confidence_ks"], 0.9))
+    # Order-statistic thresholds: the ceil(q (K + 1))-th smallest of K = 5 chunk values.
+    ordered = np.sort(chunks.values["confidence_ks"])
+    assert chunks.threshold("confidence_ks", quantile=0.8) == ordered[4]  # ceil(0.8 * 6) = 5
+    assert chunks.threshold("confidence_ks", quantile=0.5) == ordered[2]  # ceil(3) = 3
+    with pytest.raises(OptionError, match="needs at least 9 chunks"):
+        chunks.threshold("confidence_ks", quantile=0.9)  # ceil(5.4) = 6 > 5
+    np.testing.assert_array_equal(chunks.threshold("feature_ks", quantile=0.8),
+                                  np.sort(chunks.values["feature_ks"], axis=0)[4])
     np.testing.assert_allclose(chunks.threshold("feature_js", n_sigma=3),
                                chunks.values["feature_js"].mean(0) + 3 * chunks.values["feature_js"].std(0, ddof=1))
 

@@ -496,7 +496,7 @@ def schema() -> None:
 @app.command()
 def version() -> None:
     """Print Assay's version."""
-    from assay import __version__
+    from assay._version import __version__
 
     typer.echo(__version__)
 

@@ -65,9 +65,9 @@ def run_demo(out: str | Path = "assay-out", *, seed: int = 0, progress: bool = T
     memory, FLOPs, energy); full adds held-out corruptions
     and the black-box Square attack), write the bundle to ``out``.
 
-    Returns the :class:`~assay.api.EvaluationRun`; the ONNX model is copied into the bundle.
+    Returns the :class:`~assay.evaluation.EvaluationRun`; the ONNX model is copied into the bundle.
     """
-    from assay.api import evaluation_inputs, run_evaluation, write_evaluation
+    from assay.evaluation import evaluation_inputs, run_evaluation, write_evaluation
     from assay.checks.base import EvaluateConfig
     from assay.evidence.output import check_output
     from assay.data.loader import load_data

@@ -9,7 +9,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from assay import __version__
+from assay._version import __version__
 from assay.evidence.schema import EnvironmentInfo
 
 __all__ = ["cpu_model_and_flags", "environment_info"]

@@ -396,9 +396,16 @@ class ChunkStatistics:
     values: dict[str, np.ndarray] = field(default_factory=dict)
 
     def threshold(self, name: str, *, quantile: float | None = None, n_sigma: float | None = None) -> Any:
-        """An alarm threshold from the no-drift variation of statistic ``name``: its empirical
-        ``quantile`` across chunks, or mean + ``n_sigma`` standard deviations (ddof=1). A float, or a
-        (D,) array for per-feature statistics."""
+        """An alarm threshold from the no-drift variation of statistic ``name`` (a float, or (D,) for
+        per-feature statistics), by one of two rules:
+
+        * ``quantile=q``: the ceil(q (K + 1))-th smallest of the K chunk values (the order-statistic rule
+          of split-conformal prediction): for a window statistic exchangeable with the chunks', the false
+          alarm rate P(window > threshold) is at most 1 - q. (A plain empirical quantile of K values is
+          exceeded about 1 - k / (K + 1) of the time, e.g. 17% for the 0.9 quantile of 10 chunks.) Levels
+          above K / (K + 1) need more chunks and are refused;
+        * ``n_sigma=k``: mean + k standard deviations (ddof=1) across chunks, no coverage guarantee.
+        """
         if name not in self.values:
             raise OptionError(f"no chunk statistic {name!r} in this reference (it has {sorted(self.values)})",
                               where="name", fix="pick one of the statistics the reference holds")
@@ -407,9 +414,17 @@ class ChunkStatistics:
                               fix="e.g. threshold(name, quantile=0.99) or threshold(name, n_sigma=3)")
         values = self.values[name]
         if quantile is not None:
-            if not 0.0 <= quantile <= 1.0:
-                raise OptionError(f"quantile must lie in [0, 1], got {quantile}", where="quantile", fix="use e.g. 0.99")
-            result = np.quantile(values, quantile, axis=0)
+            if not 0.0 < quantile < 1.0:
+                raise OptionError(f"quantile must lie in (0, 1), got {quantile}", where="quantile", fix="use e.g. 0.95")
+            rank = math.ceil(quantile * (self.count + 1) - 1e-9)  # tolerance: 0.9 * 11 is 9.900000000000002
+            if rank > self.count:
+                needed = math.ceil(quantile / (1 - quantile) - 1e-9)
+                raise OptionError(
+                    f"a false-alarm rate of {1 - quantile:.3g} needs at least {needed} chunks; this reference has "
+                    f"{self.count}", where="quantile",
+                    fix="recompute the chunks with more of them (Reference.recompute_chunks with a smaller "
+                        f"chunk_size or larger n_chunks), or use quantile <= {self.count / (self.count + 1):.3g}")
+            result = np.sort(values, axis=0)[rank - 1]
         else:
             result = values.mean(axis=0) + float(n_sigma) * values.std(axis=0, ddof=1)  # type: ignore[arg-type]
         return float(result) if np.ndim(result) == 0 else result

@@ -5,17 +5,27 @@ when it is correct under every attack), per eps and per class, with sanity check
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from assay.checks.base import CheckContext, exact_interval_if_collapsed, make_metric
+from pydantic import Field
+
+from assay.checks.base import (
+    Check,
+    CheckConfig,
+    CheckContext,
+    PlanContext,
+    Preparation,
+    exact_interval_if_collapsed,
+    make_metric,
+)
 from assay.engine.robust_views import AdversarialView
 from assay.errors import UserError
 from assay.evidence.schema import Finding, Metric, Section
 from assay.stats.bootstrap import bootstrap_cell_counts, clopper_pearson, spawn_seed
 
-__all__ = ["check_adversarial", "robust_correct"]
+__all__ = ["AdversarialCheck", "AdversarialConfig", "attack_plan", "check_adversarial", "robust_correct"]
 
 # A black-box attack beating the white-box ones by more than this (accuracy points) hints at gradient masking.
 MASKING_MARGIN = 0.01
@@ -217,3 +227,80 @@ def _examples(ctx: CheckContext, views: list, eps: float) -> dict[str, Any] | No
     return {"kind": "images", "title": f"Adversarial examples at eps={eps:.4g} (delta amplified to full range)",
             "rows": rows,
             "columns": ["clean", "attacked", "delta"]}
+
+
+class AdversarialConfig(CheckConfig):
+    adversarial: Literal["quick", "standard", "blackbox", "auto"] | None = Field(
+        None, description="Attack preset: quick (APGD-CE), standard (APGD-CE + APGD-T + Square), blackbox (Square); "
+        "auto = standard for torch models, blackbox for ONNX.")
+    attacks: list[str] = Field(default_factory=list, description="Explicit attacks (fgsm, pgd, apgd-ce, apgd-t, "
+                               "square), replacing the preset's list.")
+    eps: list[float] = Field(default_factory=list, description="Perturbation budgets (default 8/255 for linf, 0.5 for l2).")
+    norm: Literal["linf", "l2"] = Field("linf", description="Threat model norm.")
+    attack_steps: int = Field(100, ge=1, description="Iterations of white-box attacks (APGD: 100 in AutoAttack).")
+    attack_restarts: int = Field(1, ge=1, description="Random restarts of white-box attacks.")
+    square_queries: int = Field(1000, ge=1, description="Query budget of the Square attack (5000 in AutoAttack).")
+
+
+def attack_plan(settings: AdversarialConfig, model: Any, dataset: Any, seed: int) -> tuple[list[Any], list[str]]:
+    """Attack specs of the run (validated; [] without a preset or attacks) and notes for the report."""
+    from assay.engine import planning
+
+    notes: list[str] = []
+    if settings.adversarial is None and not settings.attacks:
+        return [], notes
+    preset = settings.adversarial or "quick"
+    if preset == "auto":
+        preset = "standard" if model.torch_module() is not None else "blackbox"
+    eps = planning.parse_eps(settings.eps) if settings.eps else [planning.DEFAULT_EPS[settings.norm]]
+    if preset == "standard" and len(eps) == 1:
+        eps = [eps[0] / 4, eps[0] / 2, eps[0]]  # a robust-accuracy-vs-eps curve
+    chosen = planning.parse_attacks(settings.attacks) if settings.attacks else preset
+    specs = planning.attack_specs(chosen, eps, settings.norm, steps=settings.attack_steps,
+                                  restarts=settings.attack_restarts, queries=settings.square_queries, seed=seed)
+    if dataset.modality != "image":
+        raise UserError(f"adversarial evaluation needs image inputs in [0, 1]; this data is {dataset.modality}",
+                        where="adversarial", fix="drop --adversarial, or evaluate corruption robustness instead")
+    lo, hi = float(np.min(dataset.x)), float(np.max(dataset.x))
+    if lo < 0 or hi > 1:
+        raise UserError(f"inputs range over [{lo:.3g}, {hi:.3g}]; attacks need inputs in [0, 1]",
+                        where=dataset.source, fix="scale images to [0, 1] and move normalization into the model")
+    if model.info.num_classes < 4 and any(s.attack == "apgd-t" for s in specs):
+        specs = [s for s in specs if s.attack != "apgd-t"]  # the targeted DLR loss needs >= 4 classes
+        notes.append(f"APGD-T was not run: its targeted DLR loss needs at least 4 classes "
+                     f"(this model has {model.info.num_classes})")
+    if any(s.white_box for s in specs) and model.torch_module() is None:
+        raise UserError(
+            f"--adversarial {preset} runs white-box attacks, which need gradients; "
+            f"a {model.info.format} model has none",
+            where="adversarial",
+            fix="use --adversarial blackbox (Square attack, queries only), or evaluate the torch model "
+                "(TorchScript, torch.export or factory + weights)",
+        )
+    return specs, notes
+
+
+class AdversarialCheck(Check):
+    """Robust accuracy under white- and black-box attacks, with threat-model sanity findings."""
+
+    name = "adversarial"
+    Config = AdversarialConfig
+    needs = "--adversarial or --attacks"
+
+    def wanted(self, settings: AdversarialConfig) -> bool:
+        return settings.adversarial is not None or bool(settings.attacks)
+
+    def prepare(self, plan: PlanContext, settings: AdversarialConfig) -> Preparation:
+        from assay.engine import planning
+
+        specs, notes = attack_plan(settings, plan.model, plan.dataset, plan.config.seed)
+
+        def after_clean(clean: Any) -> tuple[list[Any], dict[str, Any]]:
+            # Attacks start from the clean-correct points, and the sanity facts read the clean outputs.
+            views = planning.adversarial_views(plan.model, plan.dataset, clean, specs, plan.config.batch_size)
+            return views, {**planning.adversarial_facts(plan.model, plan.dataset, clean), "notes": notes}
+
+        return Preparation(after_clean=after_clean)
+
+    def run(self, ctx: CheckContext) -> Section:
+        return check_adversarial(ctx)

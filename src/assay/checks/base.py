@@ -1,23 +1,45 @@
-"""What every check receives, and the helpers checks share to turn bootstrap samples into Metrics."""
+"""The check protocol (:class:`Check`, its settings model, its :class:`Preparation`), the run configuration,
+what every check receives (:class:`CheckContext`), and the helpers checks share to turn bootstrap samples into
+Metrics."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from assay.data.dataset import Dataset
+from assay.engine.cache import ViewOutput
 from assay.engine.run import Outputs
-from assay.evidence.schema import Metric
+from assay.engine.views import View
+from assay.errors import OptionError
+from assay.evidence.schema import Metric, Section
+from assay.models.base import Model
 from assay.stats.bootstrap import SharedWeights, clopper_pearson, percentile_ci, spawn_seed
 
-__all__ = ["CheckContext", "EvaluateConfig", "exact_interval_if_collapsed", "make_metric"]
+__all__ = ["Check", "CheckConfig", "CheckContext", "EvaluateConfig", "PlanContext", "Preparation",
+           "exact_interval_if_collapsed", "make_metric"]
+
+
+class CheckConfig(BaseModel):
+    """A check's own settings, nested in the run configuration (``EvaluateConfig.check(name)``).
+
+    Field names are unique across checks (a test enforces it), so the flat keywords of
+    ``assay.evaluate(..., severities=[1, 3])`` and the CLI's options map to exactly one check."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class EvaluateConfig(BaseModel):
-    """Settings of an evaluation run; recorded verbatim in ``evidence.json``."""
+    """Settings of an evaluation run: the statistics every check shares, the training data (carried to
+    every check), and each check's own settings nested under ``settings[name]``. Recorded in
+    ``evidence.json`` as one flat mapping (``record()``), the layout earlier bundles have.
+
+    Flat keywords are accepted and routed to the check that declares them:
+    ``EvaluateConfig(seed=1, severities=[1, 3])`` sets ``check("corruption").severities``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -25,45 +47,87 @@ class EvaluateConfig(BaseModel):
     n_bootstrap: int = Field(1000, ge=100, le=100_000, description="Bootstrap resamples per CI.")
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of every interval.")
     ece_bins: int = Field(15, ge=2, le=1000, description="Bins for the ECE family (Guo et al. 2017 use 15).")
-    calibration_split: float = Field(
-        0.5, gt=0.0, lt=1.0, description="Fraction of the evaluation set held out to fit the temperature "
-        "when no calibration data is given."
-    )
     batch_size: int = Field(256, ge=1, description="Inference batch size.")
-    ood: list[str] = Field(default_factory=list, description="OOD sets: data specs, or 'synthetic' for built-in "
-                           "noise/blob images.")
-    train_data: str | None = Field(None, description="Training data to fit feature-based OOD detectors on.")
-    unlabeled: list[str] = Field(default_factory=list, description="Unlabeled target data for label-free "
-                                 "accuracy estimates.")
-    slice_by: list[str] = Field(default_factory=list, description="Metadata columns to slice by.")
-    min_slice_size: int = Field(30, ge=1, description="Slices smaller than this are reported as insufficient.")
-    sensitive: list[str] = Field(default_factory=list, description="Metadata columns for fairness metrics.")
-    latency_batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32], description="Batch sizes timed by "
-                                           "the efficiency check.")
-    latency_budget: float = Field(10.0, gt=0, description="Seconds of timing per batch size (efficiency check).")
-    price_per_hour: float | None = Field(None, ge=0, description="Machine price per hour: cost per 1M inferences.")
-    corruptions: list[str] = Field(default_factory=list, description="Corruption types to evaluate (empty: none).")
-    severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], description="Corruption severities (1-5).")
-    corruption_table: Literal["auto", "cifar", "imagenet"] = Field(
-        "auto", description="Image corruption parameters: CIFAR-scale below 128 px, ImageNet-scale above (auto).")
-    corruption_data: str | None = Field(
-        None, description="Directory of a pre-computed -C set (<corruption>.npy, 5 severities stacked).")
-    baseline: str | None = Field(None, description="Evidence bundle of a baseline model, the reference of CE/mCE.")
-    adversarial: Literal["quick", "standard", "blackbox", "auto"] | None = Field(
-        None, description="Attack preset: quick (APGD-CE), standard (APGD-CE + APGD-T + Square), blackbox (Square); "
-        "auto = standard for torch models, blackbox for ONNX.")
-    attacks: list[str] = Field(default_factory=list, description="Explicit attacks (fgsm, pgd, apgd-ce, apgd-t, "
-                               "square), replacing the preset's list.")
-    eps: list[float] = Field(default_factory=list, description="Perturbation budgets (default 8/255 for linf, 0.5 for l2).")
-    norm: Literal["linf", "l2"] = Field("linf", description="Threat model norm.")
-    attack_steps: int = Field(100, ge=1, description="Iterations of white-box attacks (APGD: 100 in AutoAttack).")
-    attack_restarts: int = Field(1, ge=1, description="Random restarts of white-box attacks.")
-    square_queries: int = Field(1000, ge=1, description="Query budget of the Square attack (5000 in AutoAttack).")
+    train_data: str | None = Field(None, description="Training data (labelled): carried to every check; fits the "
+                                   "feature-based OOD detectors.")
+    settings: dict[str, Any] = Field(default_factory=dict, description="Each check's own settings, by check name.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_check_options(cls, data: Any) -> Any:
+        """Route flat check options (``severities=...``) into ``settings[check]`` and build every check's
+        config model (defaults for checks not mentioned); an unknown option names the known ones."""
+        if not isinstance(data, dict):
+            return data
+        from assay.checks.registry import config_models, option_owners
+
+        data = dict(data)
+        given = data.pop("settings", None) or {}
+        nested: dict[str, dict[str, Any]] = {}
+        for name, value in given.items():
+            nested[name] = value.model_dump() if isinstance(value, BaseModel) else dict(value)
+        owners = option_owners()
+        for key in [k for k in data if k not in cls.model_fields]:
+            if key not in owners:
+                known = sorted({*cls.model_fields, *owners} - {"settings"})
+                raise OptionError(f"unknown evaluation option {key!r}", where=key,
+                                  fix=f"use one of: {', '.join(known)}")
+            nested.setdefault(owners[key], {})[key] = data.pop(key)
+        models = config_models()
+        unknown = sorted(set(nested) - set(models))
+        if unknown:
+            raise OptionError(f"no check is called {unknown[0]!r}", where="settings",
+                              fix=f"choose from {', '.join(sorted(models))}")
+        settings = {}
+        for name, model in models.items():
+            try:
+                settings[name] = model.model_validate(nested.get(name, {}))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field = str(first["loc"][0]) if first["loc"] else name
+                raise OptionError(f"invalid {field} ({name} check): {first['msg']}", where=field,
+                                  fix=f"see the {name} check's options (assay evaluate --help)") from None
+        data["settings"] = settings
+        return data
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _as_option_error(cls, data: Any, handler: Any) -> Any:
+        """A shared setting out of range is an OptionError naming the parameter (``n_bootstrap``), like a
+        check's; the CLI maps the name to its flag."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = str(first["loc"][0]) if first["loc"] else "config"
+            raise OptionError(f"invalid {field}: {first['msg']}", where=field,
+                              fix=f"give {field} a value in its documented range") from None
+
+    def check(self, name: str) -> Any:
+        """The settings of check ``name`` (its :class:`CheckConfig` subclass)."""
+        return self.settings[name]
+
+    def __getattr__(self, name: str) -> Any:
+        # Read access to a check's option by its flat name (``config.severities``), for callers written
+        # before the options were nested. Checks read their own settings through ``check(name)``.
+        settings = self.__dict__.get("settings") or {}
+        for values in settings.values():
+            if name in type(values).model_fields:
+                return getattr(values, name)
+        return super().__getattr__(name)  # type: ignore[misc]
+
+    def record(self) -> dict[str, Any]:
+        """One flat mapping of every setting (shared and per check), as ``evidence.json`` records it."""
+        flat = self.model_dump(exclude={"settings"})
+        for values in self.settings.values():
+            flat.update(values.model_dump())
+        return flat
 
 
 @dataclass
 class CheckContext:
-    """Inputs of a check: cached outputs, the dataset (labels, metadata) and the run's config.
+    """Inputs of a check: cached outputs of every view, the evaluation data (labels, metadata), the training
+    data when given, the run's config, and each check's prepared facts (``facts[check name]``).
 
     ``calibration`` holds (logits, labels) of separate calibration data when the user gave some.
     """
@@ -75,6 +139,7 @@ class CheckContext:
     views: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
     baseline: Any = None  # Evidence of a baseline model, when given
+    train: Dataset | None = None  # the training data, when given (labelled)
     _weights: SharedWeights | None = None
 
     def resample_weights(self) -> SharedWeights:
@@ -92,6 +157,62 @@ class CheckContext:
     def labels(self) -> np.ndarray:
         assert self.dataset.y is not None, "checks over labels need a labelled dataset"
         return self.dataset.y
+
+
+@dataclass
+class PlanContext:
+    """What a check may use to plan its forward passes, before any is run: the loaded model and data, the
+    training data when given, and the pipeline's loader for further input sets (OOD, unlabeled), which
+    loads them like ``--data`` and checks their shape against the model."""
+
+    model: Model
+    dataset: Dataset
+    config: EvaluateConfig
+    train: Dataset | None = None
+    load_inputs: Callable[[str, str], Dataset] | None = None
+
+
+@dataclass
+class Preparation:
+    """What a check asks the pipeline for. ``views``: its forward passes, planned before any runs (cached like
+    the clean view); ``after_clean(clean) -> (views, facts)``: forward passes that depend on the clean outputs
+    (attacks start from clean-correct points) and facts computed from them; ``measure() -> facts``: work after
+    inference (latency timing); ``facts``: the check's own inputs (``ctx.facts[name]``); ``features``: it
+    reads the clean view's (N, D) features; ``train_outputs``: it reads the model's outputs on the training
+    data (then in ``ctx.facts["train_outputs"]``)."""
+
+    views: list[View] = field(default_factory=list)
+    after_clean: Callable[[ViewOutput], tuple[list[View], Any]] | None = None
+    measure: Callable[[], Any] | None = None
+    facts: Any = None
+    features: bool = False
+    train_outputs: bool = False
+
+
+class Check:
+    """One trust dimension: its name, its settings model, the input that turns it on, how it plans its
+    forward passes (``prepare``, before any is run) and ``run(ctx) -> Section`` over cached outputs.
+
+    Adding a check = one module with a subclass + one entry in ``assay.checks.registry`` (+ its CLI options).
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[CheckConfig]] = CheckConfig
+    #: The option that gives this check something to evaluate (None: it always has something). When set, the
+    #: check runs whenever ``wanted`` says the option was given, and asking for it without is an error.
+    needs: ClassVar[str | None] = None
+
+    def wanted(self, settings: Any) -> bool:
+        """True when the user gave this check's input (it then runs without being listed in ``checks``)."""
+        return False
+
+    def prepare(self, plan: PlanContext, settings: Any) -> Preparation:
+        """Validate the check's options and inputs and plan its forward passes; a UserError here comes before
+        any inference."""
+        return Preparation()
+
+    def run(self, ctx: CheckContext) -> Section:
+        raise NotImplementedError
 
 
 def make_metric(

@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from assay.checks.base import CheckContext, make_metric
+from pydantic import Field
+
+from assay.checks.base import Check, CheckConfig, CheckContext, make_metric
 from assay.errors import DataError
 from assay.evidence.schema import Finding, Metric, Section, Verdict
 from assay.stats import calibration as calibration_stats
@@ -26,7 +28,7 @@ from assay.stats.binning import equal_mass_edges, equal_width_edges
 from assay.stats.bootstrap import bootstrap_weights, percentile_ci, spawn_seed
 from assay.stats.probabilities import nll_per_sample, softmax
 
-__all__ = ["check_calibration"]
+__all__ = ["CalibrationCheck", "CalibrationConfig", "check_calibration"]
 
 PASS_IF_ECE_CI_HIGH_BELOW = 0.05
 WARN_IF_ECE_BELOW = 0.15
@@ -431,3 +433,19 @@ def _findings(
             evidence="calibration.metrics.classwise_ece",
         ))
     return findings
+
+
+class CalibrationConfig(CheckConfig):
+    calibration_split: float = Field(
+        0.5, gt=0.0, lt=1.0, description="Fraction of the evaluation set held out to fit the temperature "
+        "when no calibration data is given.")
+
+
+class CalibrationCheck(Check):
+    """The ECE family with bootstrap CIs, reliability diagrams, and temperature scaling before/after."""
+
+    name = "calibration"
+    Config = CalibrationConfig
+
+    def run(self, ctx: CheckContext) -> Section:
+        return check_calibration(ctx)

@@ -11,12 +11,15 @@ severity beyond chance (:func:`severity_pairs`, :func:`severity_reversals`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import combinations
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from assay.checks.base import CheckContext, make_metric
+from pydantic import Field
+
+from assay.checks.base import Check, CheckConfig, CheckContext, PlanContext, Preparation, make_metric
 from assay.corruptions.base import CorruptionInfo
 from assay.corruptions.image import resolve_table
 from assay.corruptions.image_tables import DESIGN_SIZE
@@ -30,7 +33,7 @@ from assay.stats.multiple_testing import holm
 from assay.stats.paired import mcnemar_exact
 from assay.stats.probabilities import softmax
 
-__all__ = ["FAR_BELOW_DESIGN", "check_corruption", "corruption_error", "relative_corruption_error",
+__all__ = ["CorruptionCheck", "CorruptionConfig", "FAR_BELOW_DESIGN", "check_corruption", "corruption_error", "relative_corruption_error",
            "severity_pairs", "severity_reversals", "table_scale_findings"]
 
 # Verdict: relative accuracy drop (1 - mean corruption accuracy / clean accuracy) thresholds.
@@ -415,3 +418,41 @@ def _examples(ctx: CheckContext, views: list, names: list[str], severities: list
         rows.append({"label": c, "images": images, "captions": captions})
     return {"kind": "images", "title": f"Sample {ctx.dataset.ids[sample]} under each corruption",
             "columns": ["clean", *[f"severity {s}" for s in severities]], "rows": rows}
+
+
+class CorruptionConfig(CheckConfig):
+    corruptions: list[str] = Field(default_factory=list, description="Corruption types to evaluate (empty: none).")
+    severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], description="Corruption severities (1-5).")
+    corruption_table: Literal["auto", "cifar", "imagenet"] = Field(
+        "auto", description="Image corruption parameters: CIFAR-scale below 128 px, ImageNet-scale above (auto).")
+    corruption_data: str | None = Field(
+        None, description="Directory of a pre-computed -C set (<corruption>.npy, 5 severities stacked).")
+    baseline: str | None = Field(None, description="Evidence bundle of a baseline model, the reference of CE/mCE.")
+
+
+class CorruptionCheck(Check):
+    """Accuracy, CE/mCE, flips and calibration under corruptions generated here or read from a -C folder."""
+
+    name = "corruption"
+    Config = CorruptionConfig
+    needs = "--corruptions, --suite standard or --corruption-data"
+
+    def wanted(self, settings: CorruptionConfig) -> bool:
+        return bool(settings.corruptions or settings.corruption_data)
+
+    def prepare(self, plan: PlanContext, settings: CorruptionConfig) -> Preparation:
+        from assay.engine import planning
+        from assay.engine.robust_views import load_precomputed_corruptions
+        from assay.evidence.bundle import read_evidence
+
+        names = planning.resolve_corruptions(settings.corruptions, plan.dataset.modality)
+        precomputed = (load_precomputed_corruptions(settings.corruption_data, plan.dataset)
+                       if settings.corruption_data else [])
+        baseline = read_evidence(settings.baseline) if settings.baseline else None
+        views = planning.corruption_views(plan.dataset, names, settings.severities, seed=plan.config.seed,
+                                          table=settings.corruption_table)
+        return Preparation(views=[*views, *(v for v in precomputed if v.severity in settings.severities)],
+                           facts=baseline)
+
+    def run(self, ctx: CheckContext) -> Section:
+        return check_corruption(replace(ctx, baseline=ctx.facts.get(self.name, ctx.baseline)))

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field, field_validator
+
+from assay.checks.base import Check, CheckConfig, CheckContext, PlanContext, Preparation
+from assay.evidence.schema import Finding, Metric, Section
 from assay.compress.latency import (
     CI_METHOD,
     QUANTILES,
@@ -21,9 +25,8 @@ from assay.compress.latency import (
     min_runs_for_upper_bound,
     summarize_times,
 )
-from assay.evidence.schema import Finding, Metric, Section
 
-__all__ = ["NOISY_CV", "check_efficiency", "efficiency_section"]
+__all__ = ["NOISY_CV", "EfficiencyCheck", "EfficiencyConfig", "check_efficiency", "efficiency_section"]
 
 # Above this coefficient of variation, the machine (or the model) is too noisy for tight comparisons.
 NOISY_CV = 0.25
@@ -199,3 +202,47 @@ def _plots(batches: list[BatchLatency], level: float) -> dict[str, dict[str, Any
 def check_efficiency(ctx: Any) -> Section:
     """The ``efficiency`` check: the profile measured by the API before the checks ran (``ctx.facts``)."""
     return efficiency_section(ctx.facts["efficiency"], ctx.config.confidence)
+
+
+class EfficiencyConfig(CheckConfig):
+    latency_batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32], description="Batch sizes timed by "
+                                           "the efficiency check.")
+    latency_budget: float = Field(10.0, gt=0, description="Seconds of timing per batch size (efficiency check).")
+    price_per_hour: float | None = Field(None, ge=0, description="Machine price per hour: cost per 1M inferences.")
+
+    @field_validator("latency_batch_sizes")
+    @classmethod
+    def _positive_sizes(cls, sizes: list[int]) -> list[int]:
+        if not sizes or min(sizes) < 1:
+            raise ValueError("must list positive batch sizes, e.g. [1, 8, 32]")
+        return sizes
+
+
+class EfficiencyCheck(Check):
+    """Latency quantiles, throughput, size, parameters, FLOPs, peak memory, energy and cost, measured after
+    inference (the only check that runs the model itself: it times it)."""
+
+    name = "efficiency"
+    Config = EfficiencyConfig
+
+    def prepare(self, plan: PlanContext, settings: EfficiencyConfig) -> Preparation:
+        import os
+
+        import numpy as np
+
+        sizes = sorted(set(settings.latency_batch_sizes))
+
+        def measure() -> Any:
+            from assay.compress.latency import profile_model
+
+            path = plan.model.info.path
+            return profile_model(
+                plan.model, np.asarray(plan.dataset.x[: max(sizes)]), batch_sizes=tuple(sizes),
+                budget_s=settings.latency_budget, price_per_hour=settings.price_per_hour,
+                confidence=plan.config.confidence, seed=plan.config.seed,
+                model_path=path if path and os.path.isfile(path) else None)
+
+        return Preparation(measure=measure)
+
+    def run(self, ctx: CheckContext) -> Section:
+        return check_efficiency(ctx)

@@ -8,14 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from assay.checks.base import CheckContext
+from pydantic import Field
+
+from assay.checks.base import Check, CheckConfig, CheckContext, PlanContext, Preparation
 from assay.checks.label_free import ESTIMATOR_NAMES, ATCEstimator, average_confidence, doc_estimate, label_free_estimates
 from assay.engine.robust_views import CorruptionView, PrecomputedCorruptionView
 from assay.engine.views import View, ViewSpec
 from assay.data.dataset import Dataset
 from assay.evidence.schema import Finding, Metric, Section
 
-__all__ = ["UnlabeledView", "check_label_free", "point_estimates"]
+__all__ = ["LabelFreeCheck", "LabelFreeConfig", "UnlabeledView", "check_label_free", "point_estimates"]
 
 
 class UnlabeledView(View):
@@ -100,3 +102,27 @@ def check_label_free(ctx: CheckContext) -> Section:
                            "DoC (Guillory et al. 2021), average confidence.",
                    metrics=metrics, findings=findings, tables=tables, plots=plots,
                    config={"validation": "the labelled evaluation set"})
+
+
+class LabelFreeConfig(CheckConfig):
+    unlabeled: list[str] = Field(default_factory=list, description="Unlabeled target data for label-free "
+                                 "accuracy estimates.")
+
+
+class LabelFreeCheck(Check):
+    """Label-free accuracy estimates (ATC, DoC, average confidence) for each ``--unlabeled`` set."""
+
+    name = "label_free"
+    Config = LabelFreeConfig
+    needs = "--unlabeled"
+
+    def wanted(self, settings: LabelFreeConfig) -> bool:
+        return bool(settings.unlabeled)
+
+    def prepare(self, plan: PlanContext, settings: LabelFreeConfig) -> Preparation:
+        assert plan.load_inputs is not None
+        targets = [plan.load_inputs(spec, f"unlabeled set {spec!r}") for spec in settings.unlabeled]
+        return Preparation(views=[UnlabeledView(target.name, target) for target in targets])
+
+    def run(self, ctx: CheckContext) -> Section:
+        return check_label_free(ctx)

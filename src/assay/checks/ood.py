@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from assay.checks.base import CheckContext, make_metric
+from pydantic import Field
+
+from assay.checks.base import Check, CheckConfig, CheckContext, PlanContext, Preparation, make_metric
 from assay.checks.ood_scores import (
     LOGIT_SCORES,
     KNNDetector,
@@ -22,6 +24,7 @@ from assay.checks.ood_scores import (
 )
 from assay.data.dataset import Dataset
 from assay.engine.views import View, ViewSpec
+from assay.errors import UserError
 from assay.evidence.schema import Finding, Metric, Section
 from assay.stats.bootstrap import percentile_ci, spawn_seed
 from assay.stats.ranking import (
@@ -33,7 +36,7 @@ from assay.stats.ranking import (
     selective_risk_at_coverage,
 )
 
-__all__ = ["ODIN_EPS", "ODIN_TEMPERATURE", "ODINView", "OODView", "check_ood", "odin_perturb", "synthetic_ood_sets"]
+__all__ = ["OODCheck", "OODConfig", "last_layer", "ODIN_EPS", "ODIN_TEMPERATURE", "ODINView", "OODView", "check_ood", "odin_perturb", "synthetic_ood_sets"]
 
 #: ODIN defaults (Liang et al. 2018; pytorch-ood's defaults): T = 1000 and a step of 0.0014 in input units.
 ODIN_TEMPERATURE = 1000.0
@@ -113,8 +116,9 @@ def check_ood(ctx: CheckContext) -> Section:
     n = len(ctx.labels)
     id_index = np.arange(n)
     clean = ctx.outputs.clean
-    train_feats = ctx.facts.get("ood", {}).get("train_features")
-    train_labels = ctx.facts.get("ood", {}).get("train_labels")
+    train_out = ctx.facts.get("train_outputs")
+    train_feats = None if train_out is None or ctx.train is None else train_out.features
+    train_labels = None if ctx.train is None else ctx.train.y
     if clean.features is not None and train_feats is None:
         perm = np.random.default_rng(spawn_seed(cfg.seed, "ood/split")).permutation(n)
         fit_index, id_index = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
@@ -221,7 +225,7 @@ def check_ood(ctx: CheckContext) -> Section:
             f"{view.name}: {top['detector']} is {verdict} the MSP baseline (AUROC {delta:+.3f}, paired "
             f"{int(cfg.confidence * 100)}% CI {lo:+.3f} to {hi:+.3f})"), evidence="ood.tables.detectors"))
     feature_fit = ("no features: feature detectors not run" if clean.features is None else "--train-data"
-                   if ctx.facts.get("ood", {}).get("train_features") is not None else "half of the evaluation set")
+                   if train_out is not None and train_out.features is not None else "half of the evaluation set")
     worst_auroc = min((r["auroc"] for r in rows if r["detector"] == "msp"), default=1.0)
     return Section(
         name="ood", title="Out-of-distribution detection", verdict="warn" if worst_auroc < 0.8 else "pass",
@@ -231,3 +235,59 @@ def check_ood(ctx: CheckContext) -> Section:
         config={"positive_class": "OOD (OpenOOD convention)", "fpr_at_95_tpr": "fraction of OOD accepted when 95% "
                 "of ID is accepted", "feature_fit": feature_fit, "warn_if_msp_auroc_below": 0.8,
                 "odin": odin_settings or None, "key_metrics": ["aurc"]})
+
+
+class OODConfig(CheckConfig):
+    ood: list[str] = Field(default_factory=list, description="OOD sets: data specs, or 'synthetic' for built-in "
+                           "noise/blob images.")
+
+
+def last_layer(model: Any, clean: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """The model's final affine layer (for ViM), kept only if it reproduces the cached logits from the
+    cached features (so a misread graph cannot silently produce a wrong detector)."""
+    layer = model.last_layer()
+    if layer is None or clean.features is None or layer[0].shape != (clean.logits.shape[1], clean.features.shape[1]):
+        return None
+    k = min(64, len(clean.logits))
+    rebuilt = clean.features[:k].astype(np.float64) @ layer[0].T + layer[1]
+    scale = max(1.0, float(np.abs(clean.logits[:k]).max(initial=0.0)))
+    return layer if np.abs(rebuilt - clean.logits[:k]).max(initial=0.0) <= 1e-3 * scale else None
+
+
+class OODCheck(Check):
+    """OOD detection (logit and feature detectors, ViM, ODIN) on each ``--ood`` set, and selective prediction."""
+
+    name = "ood"
+    Config = OODConfig
+    needs = "--ood"
+
+    def wanted(self, settings: OODConfig) -> bool:
+        return bool(settings.ood)
+
+    def prepare(self, plan: PlanContext, settings: OODConfig) -> Preparation:
+        """One view per OOD set (``synthetic`` expands to three built-in image sets), shape-checked, and the
+        ODIN-perturbed clean and OOD inputs when the model has gradients and the inputs are continuous."""
+        from assay.engine.planning import logit_module
+        from assay.engine.views import CleanView
+
+        views: list[View] = []
+        for spec in settings.ood:
+            if spec == "synthetic":
+                if plan.dataset.modality != "image":
+                    raise UserError(f"synthetic OOD sets are images; this data is {plan.dataset.modality}",
+                                    where="ood", fix="give an OOD data set of your own (--ood FILE)")
+                views += [OODView(name, ds, synthetic=True)
+                          for name, ds in synthetic_ood_sets(plan.dataset, seed=plan.config.seed).items()]
+                continue
+            assert plan.load_inputs is not None
+            other = plan.load_inputs(spec, f"OOD set {spec!r}")
+            views.append(OODView(other.name, other))
+        if (views and plan.model.torch_module() is not None
+                and np.issubdtype(np.asarray(plan.dataset.x).dtype, np.floating)):
+            module = logit_module(plan.model)
+            views += [ODINView(base, module) for base in [CleanView(), *views]]
+        return Preparation(views=views, features=True, train_outputs=plan.train is not None,
+                           after_clean=lambda clean: ([], {"last_layer": last_layer(plan.model, clean)}))
+
+    def run(self, ctx: CheckContext) -> Section:
+        return check_ood(ctx)

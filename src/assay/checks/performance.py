@@ -12,12 +12,12 @@ import warnings
 
 import numpy as np
 
-from assay.checks.base import CheckContext, exact_interval_if_collapsed, make_metric
+from assay.checks.base import Check, CheckContext, exact_interval_if_collapsed, make_metric
 from assay.evidence.schema import Finding, Metric, Section
 from assay.stats.bootstrap import bootstrap_cell_counts, spawn_seed
 from assay.stats.probabilities import nll_per_sample, softmax
 
-__all__ = [
+__all__ = ["PerformanceCheck", 
     "accuracy_from_confusion",
     "balanced_accuracy_from_confusion",
     "brier_per_sample",
@@ -303,3 +303,12 @@ def _findings(metrics: dict, per_class: list[dict], n: int) -> list[Finding]:
             evidence="performance.tables.per_class",
         ))
     return findings
+
+
+class PerformanceCheck(Check):
+    """Accuracy, balanced accuracy, F1 (macro/weighted/per class), top-5, NLL and Brier, with CIs."""
+
+    name = "performance"
+
+    def run(self, ctx: CheckContext) -> Section:
+        return check_performance(ctx)

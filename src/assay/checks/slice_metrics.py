@@ -19,7 +19,6 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from assay.errors import UserError
 from assay.stats.bootstrap import bias_corrected_ci, bootstrap_cell_counts, clopper_pearson
@@ -109,6 +108,8 @@ def _factorize_as_str(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keys = values
     else:  # objects, datetimes, ...: their string form is the key
         values = keys = values.astype(str)
+    import pandas as pd
+
     codes, _ = pd.factorize(keys, use_na_sentinel=False)
     first = np.empty(codes.max() + 1, dtype=np.intp)
     first[codes[::-1]] = np.arange(codes.size - 1, -1, -1)  # first occurrence of each code

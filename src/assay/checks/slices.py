@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from assay.checks.base import CheckContext
+from pydantic import Field
+
+from assay.checks.base import Check, CheckConfig, CheckContext, PlanContext, Preparation
 from assay.checks.fairness_metrics import fairness_metrics
 from assay.checks.performance import confusion_matrix, macro_f1_from_confusion
 from assay.checks.slice_metrics import bin_numeric, slice_table, worst_slice_gap
@@ -24,7 +25,7 @@ from assay.stats.calibration import ece
 from assay.stats.multiple_testing import benjamini_hochberg
 from assay.stats.probabilities import softmax
 
-__all__ = ["check_fairness", "check_slices", "slice_groups", "slice_labels"]
+__all__ = ["FairnessCheck", "FairnessConfig", "SlicesCheck", "SlicesConfig", "check_fairness", "check_slices", "slice_groups", "slice_labels"]
 
 
 def slice_labels(meta: Any, column: str, where: str) -> np.ndarray:
@@ -56,6 +57,8 @@ def check_slices(ctx: CheckContext) -> Section:
     tables: dict[str, list[dict[str, Any]]] = {}
     plots: dict[str, dict[str, Any]] = {}
     findings: list[Finding] = []
+    import pandas as pd
+
     per_column = {column: slice_groups(ctx, column, "--slice-by") for column in cfg.slice_by}
     rows_by_column = {column: slice_table(correct, groups, min_size=cfg.min_slice_size, alpha=0.05,
                                           confidence=cfg.confidence) for column, groups in per_column.items()}
@@ -144,3 +147,50 @@ def check_fairness(ctx: CheckContext) -> Section:
         findings=[Finding(severity="info", message="metrics follow fairlearn's definitions (tested equal); "
                           "multiclass models are assessed one-vs-rest per class, and the worst class is reported")],
         config={"sensitive": cfg.sensitive, "warn_above_demographic_parity_difference": 0.1})
+
+
+class SlicesConfig(CheckConfig):
+    slice_by: list[str] = Field(default_factory=list, description="Metadata columns to slice by.")
+    min_slice_size: int = Field(30, ge=1, description="Slices smaller than this are reported as insufficient.")
+
+
+class SlicesCheck(Check):
+    """Per-slice accuracy, weak slices (BH-controlled), the worst-slice gap (``--slice-by``)."""
+
+    name = "slices"
+    Config = SlicesConfig
+    needs = "--slice-by"
+
+    def wanted(self, settings: SlicesConfig) -> bool:
+        return bool(settings.slice_by)
+
+    def prepare(self, plan: PlanContext, settings: SlicesConfig) -> Preparation:
+        for column in settings.slice_by:  # a misspelt column fails before any inference
+            slice_labels(plan.dataset.meta, column, "slice_by")
+        return Preparation()
+
+    def run(self, ctx: CheckContext) -> Section:
+        return check_slices(ctx)
+
+
+class FairnessConfig(CheckConfig):
+    sensitive: list[str] = Field(default_factory=list, description="Metadata columns for fairness metrics.")
+
+
+class FairnessCheck(Check):
+    """Demographic parity, equalized odds, equal opportunity per ``--sensitive`` column (fairlearn's definitions)."""
+
+    name = "fairness"
+    Config = FairnessConfig
+    needs = "--sensitive"
+
+    def wanted(self, settings: FairnessConfig) -> bool:
+        return bool(settings.sensitive)
+
+    def prepare(self, plan: PlanContext, settings: FairnessConfig) -> Preparation:
+        for column in settings.sensitive:
+            slice_labels(plan.dataset.meta, column, "sensitive")
+        return Preparation()
+
+    def run(self, ctx: CheckContext) -> Section:
+        return check_fairness(ctx)

@@ -12,7 +12,7 @@ import numpy as np
 from assay.compare.gate import Comparison, Side, compare_sides, side_from_bundle
 from assay.compare.policy import Policy, load_policy
 from assay.data.dataset import Dataset
-from assay.errors import UserError
+from assay.errors import OptionError, UserError
 
 __all__ = ["compare", "evaluate_side", "flip_thumbnails", "is_bundle", "resolve_side", "select", "write_comparison"]
 
@@ -29,7 +29,8 @@ def evaluate_side(model: str, dataset: Dataset, name: str, *, seed: int, n_boots
                   evaluate_options: dict[str, Any] | None = None, profile: bool = False) -> tuple[Side, Any]:
     """Evaluate a model file on ``dataset`` (through the shared output cache) into an in-memory side;
     ``profile`` adds the efficiency check (latency, size, FLOPs) so cost rules and constraints apply."""
-    from assay.api import CHECKS, run_evaluation
+    from assay.checks.registry import DEFAULT_CHECKS as CHECKS
+    from assay.evaluation import run_evaluation
     from assay.checks.base import EvaluateConfig
     from assay.engine.planning import apply_suite
 
@@ -79,7 +80,7 @@ def write_comparison(c: Comparison, out: str | os.PathLike[str], candidate_evide
     """comparison.json, comparison.md, comparison.html and junit.xml into ``out`` (atomically; it replaces only
     an Assay comparison, and is never one of ``inputs``), plus the evidence bundles of sides that were
     evaluated here (``runs``: name -> EvaluationRun)."""
-    from assay.api import write_evaluation
+    from assay.evaluation import write_evaluation
     from assay.evidence.bundle import atomic_directory
     from assay.report.comparison import (
         render_comparison_html,
@@ -96,6 +97,13 @@ def write_comparison(c: Comparison, out: str | os.PathLike[str], candidate_evide
         for name, run in (runs or {}).items():
             write_evaluation(run, tmp / name)
     return Path(out)
+
+
+def _check_resamples(n_bootstrap: int) -> None:
+    """Paired intervals need enough resamples to mean anything (the evaluation's own lower bound)."""
+    if n_bootstrap < 100:
+        raise OptionError(f"n_bootstrap {n_bootstrap} is too small", where="n_bootstrap",
+                          fix="use 100 or more (default 1000)")
 
 
 def _output_inputs(kind: str, out: Any, force: bool, cache_dir: Any, *specs: Any) -> list[Path]:
@@ -132,11 +140,12 @@ def compare(
     """Compare a candidate with a baseline: each an evidence bundle directory, or a model file evaluated on
     ``data``. Returns the :class:`Comparison` (``.verdict``, ``.exit_code``) and writes ``out`` unless None
     (checked first: it replaces only an Assay comparison, ``force``: any Assay output)."""
-    from assay.api import _as_dataset
+    from assay.evaluation import as_dataset
 
+    _check_resamples(n_bootstrap)
     inputs = _output_inputs("compare", out, force, cache_dir, baseline, candidate, data, policy, model_options)
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
-    dataset = _as_dataset(data, data_options or {}) if data is not None else None
+    dataset = as_dataset(data, data_options or {}) if data is not None else None
     sides: dict[str, Side] = {}
     runs: dict[str, Any] = {}
     for name, spec in (("baseline", baseline), ("candidate", candidate)):
@@ -173,9 +182,10 @@ def select(
     """Evaluate each model (or read each bundle) on ``data``, build the leaderboard and pick under
     ``constraints`` (``"latency_p95_ms<=5"``...). Writes selection.json/.md/.html into ``out`` unless None
     (checked first: it replaces only an Assay selection, ``force``: any Assay output)."""
-    from assay.api import _as_dataset
+    from assay.evaluation import as_dataset
     from assay.compare.select import parse_constraint, select_from
 
+    _check_resamples(n_bootstrap)
     inputs = _output_inputs("select", out, force, cache_dir, models, data, model_options)
 
     parsed = [parse_constraint(c) for c in constraints or []]
@@ -190,7 +200,7 @@ def select(
         names = [str(m) for m in models]
     if len(set(names)) != len(names):
         raise UserError("the same model is listed twice", where="MODELS", fix="list each model once")
-    dataset = _as_dataset(data, data_options or {})
+    dataset = as_dataset(data, data_options or {})
     sides = []
     for name, spec in zip(names, models, strict=True):
         side, evaluated = resolve_side(spec, name, dataset, seed=seed, n_bootstrap=n_bootstrap, suite=suite,

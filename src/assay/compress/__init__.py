@@ -1,1 +1,20 @@
-"""Compression: variants (quantization, fp16, pruning), latency/FLOPs/energy, and the damage audit."""
+"""Compression: variants (quantization, fp16, pruning) and the damage audit; the latency, FLOPs and energy
+harness lives in :mod:`assay.profiling`.
+
+The package is callable: ``assay.compress(model, data, ...)`` is the public facade (:func:`assay.api.compress`),
+so the name works both as the function and as this package's import path.
+"""
+
+import sys
+import types
+from typing import Any
+
+
+class _CallablePackage(types.ModuleType):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from assay.api import compress
+
+        return compress(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

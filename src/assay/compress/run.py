@@ -299,7 +299,8 @@ def compress(
     With ``out`` the variants end in ``out/variants/`` (and ``VariantAudit.path`` points there); with
     ``out=None`` their working files are deleted on return. ``out`` is checked first: it replaces only an
     Assay compression output (``force``: any Assay output), never a folder holding other files or an input."""
-    from assay.api import _as_dataset, run_evaluation
+    from assay.evaluation import as_dataset
+    from assay.evaluation import run_evaluation
     from assay.checks.base import EvaluateConfig
     from assay.compress.latency import profile_model
     from assay.compress.variants import (describe_error, make_variants, missing_calibration_error, needs_calibration,
@@ -327,18 +328,18 @@ def compress(
                          cache_dir=cache_dir)
     if out is not None:  # a bad output path fails before any variant is built
         check_output(out, "compress", inputs=inputs, force=force)
-    dataset = _as_dataset(data, data_options or {})
+    dataset = as_dataset(data, data_options or {})
     if dataset.y is None:
         raise DataError("the evaluation data has no labels", where="--data",
                         fix="the damage audit compares accuracy per class: give labelled data")
-    train = _as_dataset(train_data, data_options or {}) if train_data is not None else None
+    train = as_dataset(train_data, data_options or {}) if train_data is not None else None
     notes: list[str] = []
     calib: Dataset | None = None
     if not calibrate:
         if calibration is not None:
             notes.append("--calibration was not used: only the int8-static methods calibrate")
     elif calibration is not None:
-        calib = _as_dataset(calibration, data_options or {})
+        calib = as_dataset(calibration, data_options or {})
     else:
         calib, notes = train, ["quantization calibrated on --train-data (no --calibration given)"]
     if calib is not None and calib.fingerprint == dataset.fingerprint:
@@ -500,7 +501,7 @@ def _write(result: CompressionResult, out: Path, dataset: Dataset, base_run: Any
            inputs: list[Path], force: bool) -> None:
     """compression.json/.md, report.html, exemplars.csv, variants/*.onnx, and the pick as model.onnx with
     its evidence bundle in evidence/ -- all or nothing (atomic directory)."""
-    from assay.api import write_evaluation
+    from assay.evaluation import write_evaluation
     from assay.evidence.bundle import atomic_directory
     from assay.report.compression import render_compression_html, render_compression_markdown
 

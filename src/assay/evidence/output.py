@@ -318,7 +318,7 @@ def _sha256(path: Path) -> str:
 
 
 def _write_manifest(folder: Path, kind: str) -> None:
-    from assay import __version__
+    from assay._version import __version__
 
     files = {}
     for name in sorted(_files_under(folder)):

@@ -34,7 +34,6 @@ from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.stats import binom
 
 from assay.errors import UserError
 from assay.stats.binning import assign_bins, equal_width_edges
@@ -109,6 +108,8 @@ class BinomialFallback:
         if self.kind == "zero_discordant":
             distance = t if side == "below" else -t
             return 1.0 if distance <= 0 else float((1.0 - min(distance, 1.0)) ** self.trials)
+        from scipy.stats import binom  # imported on use: scipy.stats costs ~70 MiB of memory
+
         k, n = self.successes, self.trials
         if side == "below":  # H0: rate >= t
             return 1.0 if t <= 0 else 0.0 if t > 1 else float(binom.cdf(k, n, t))
@@ -261,6 +262,8 @@ def _mcnemar(n01: np.ndarray, n10: np.ndarray) -> np.ndarray:
     total = n01 + n10
     low = np.minimum(n01, n10)
     with np.errstate(invalid="ignore"):
+        from scipy.stats import binom
+
         p = binom.cdf(low, total, 0.5) + binom.sf(total - low - 1, total, 0.5)
     return np.where((total == 0) | (n01 == n10), 1.0, np.minimum(p, 1.0))
 
@@ -540,7 +543,7 @@ def paired_ece_delta(
     scheme: Scheme = "auto",
 ) -> PairedEstimate:
     """ECE_B - ECE_A: top-label, ``n_bins`` equal-width bins ``[lo, hi)`` (last ``[lo, 1]``), L1,
-    bin-mass weights (Guo et al. 2017) — the ECE of ``assay.checks.calibration`` — same resamples for both.
+    bin-mass weights (Guo et al. 2017) — the ECE of ``assay.stats.calibration`` — same resamples for both.
 
     ECE = sum_b |sum over bin b of (correct - confidence)| / n, so each resample needs one weighted sum
     per (model, bin). ``"exact"`` (default up to ``EXACT_MAX_N``): per-sample multiplicities.

@@ -1,0 +1,235 @@
+"""The evaluation pipeline: load and validate the inputs, let every check plan its forward passes, run the
+engine once over all views (cached), run the checks over the cached outputs, assemble the Evidence.
+
+Nothing here knows a particular check: each one declares its settings, what turns it on, and the views and
+facts it needs (:class:`assay.checks.base.Check`); the pipeline only orders the work.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from assay.checks.base import Check, CheckContext, EvaluateConfig, PlanContext, Preparation
+from assay.checks.registry import CHECKS, DEFAULT_CHECKS, get_check
+from assay.data.dataset import Dataset
+from assay.engine.backends import Backend, get_backend
+from assay.engine.cache import OutputCache, default_cache_dir
+from assay.engine.run import Outputs, run_views
+from assay.engine.views import CleanView, View
+from assay.environment import environment_info
+from assay.errors import OptionError
+from assay.evaluation.inputs import (
+    align_classes,
+    as_dataset,
+    as_model,
+    check_shapes,
+    input_findings,
+    labelled,
+)
+from assay.evidence.schema import DataInfo, Evidence, Finding, Section
+from assay.models.base import Model
+
+__all__ = ["EvaluationRun", "resolve_checks", "run_evaluation"]
+
+
+class EvaluationRun:
+    """Everything an evaluation produced: the evidence, the cached outputs and the dataset."""
+
+    def __init__(self, evidence: Evidence, outputs: Outputs, dataset: Dataset) -> None:
+        self.evidence = evidence
+        self.outputs = outputs
+        self.dataset = dataset
+
+    def reference(self) -> dict[str, np.ndarray]:
+        """What monitoring compares live traffic with (``reference.npz``): validation confidences, ATC
+        thresholds, class and prediction frequencies, feature means and standard deviations."""
+        from assay.checks.label_free import ATCEstimator, max_confidence
+
+        logits = self.outputs.clean.logits
+        arrays: dict[str, np.ndarray] = {"val_confidence": max_confidence(logits).astype(np.float32),
+                                         "prediction_frequency": np.bincount(logits.argmax(1), minlength=logits.shape[1]) / len(logits)}
+        if self.dataset.y is not None:
+            arrays["class_frequency"] = np.bincount(self.dataset.y, minlength=logits.shape[1]) / len(logits)
+            arrays["atc_threshold_maxconf"] = np.array(ATCEstimator("maxconf").fit(logits, self.dataset.y).threshold_)
+            arrays["atc_threshold_negentropy"] = np.array(
+                ATCEstimator("negentropy").fit(logits, self.dataset.y).threshold_)
+        clean = self.outputs.clean
+        if clean.features is not None:
+            arrays["feature_mean"] = clean.features.mean(axis=0)
+            arrays["feature_std"] = clean.features.std(axis=0)
+        elif clean.feature_mean is not None and clean.feature_std is not None:
+            arrays["feature_mean"], arrays["feature_std"] = clean.feature_mean, clean.feature_std
+        return arrays
+
+    def predictions(self) -> dict[str, np.ndarray]:
+        """Per-sample arrays for ``predictions.npz``: ids, labels, clean logits, and ``slice_<column>``
+        group labels of every ``--slice-by``/``--sensitive`` column (so ``compare`` can test per slice)."""
+        arrays = {"ids": self.dataset.ids, "logits": self.outputs.clean.logits}
+        if self.dataset.y is not None:
+            arrays["labels"] = self.dataset.y
+        columns = [*self.evidence.config.get("slice_by", []), *self.evidence.config.get("sensitive", [])]
+        if columns:
+            from assay.checks.slices import slice_labels
+
+            for column in dict.fromkeys(columns):
+                arrays[f"slice_{column}"] = slice_labels(self.dataset.meta, column, "slice_by")
+        return arrays
+
+
+def resolve_checks(requested: Sequence[str], config: EvaluateConfig) -> list[Check]:
+    """The checks a run executes: those requested, plus every check whose input was given (``--ood`` turns
+    on the OOD check). Unknown names, and a requested check with nothing to evaluate, are OptionErrors."""
+    unknown = [c for c in requested if c not in CHECKS]
+    if unknown:
+        raise OptionError(f"unknown check(s) {unknown}", where="checks", fix=f"choose from {', '.join(CHECKS)}")
+    names = list(dict.fromkeys(requested))
+    for name in CHECKS:
+        check = get_check(name)
+        given = check.wanted(config.check(name))
+        if given and name not in names:
+            names.append(name)
+        if name in names and check.needs is not None and not given:
+            raise OptionError(f"the {name} check has nothing to evaluate", where="checks",
+                              fix=f"give its input ({check.needs}), or drop it from the checks")
+    return [get_check(name) for name in names]
+
+
+def run_evaluation(
+    model: Model | str | os.PathLike[str],
+    data: Dataset | str | os.PathLike[str],
+    *,
+    checks: Sequence[str] = DEFAULT_CHECKS,
+    calibration_data: Dataset | str | os.PathLike[str] | None = None,
+    config: EvaluateConfig | None = None,
+    cache_dir: str | os.PathLike[str] | None | bool = True,
+    backend: str | Backend = "local",
+    progress: bool = False,
+    model_options: dict[str, Any] | None = None,
+    data_options: dict[str, Any] | None = None,
+) -> EvaluationRun:
+    """Evaluate ``model`` on labelled ``data`` and return the evidence with the outputs behind it.
+
+    Order of work: every option and input is validated and every check plans its forward passes before
+    the first one runs (a typo never costs an inference run); then the clean view (and the training and
+    calibration data when given), the views that depend on the clean outputs (attacks), measurements
+    (latency), and the checks over the cached outputs."""
+    config = config or EvaluateConfig()
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    selected = resolve_checks(checks, config)
+    cache = OutputCache(default_cache_dir() if cache_dir is True else cache_dir or None)
+    engine_backend = get_backend(backend) if isinstance(backend, str) else backend
+
+    t = time.perf_counter()
+    data_options = data_options or {}
+    dataset = labelled(as_dataset(data, data_options), "evaluation data",
+                       "give labelled data (NPZ key 'y', a label column, or class folders); unlabeled data goes "
+                       "to --unlabeled, which estimates its accuracy from the labelled set")
+    model_obj = as_model(model, dataset.x[:2], dataset.class_names, model_options or {})
+    check_shapes(model_obj, dataset, "data")
+    dataset, found = align_classes(model_obj, dataset, "data")
+    findings: list[Finding] = list(found)
+    dataset.validate_labels(model_obj.info.num_classes)
+
+    def load_related(spec: Any, role: str, fix: str) -> Dataset:
+        """A further labelled set (calibration, training), checked and aligned like the evaluation data."""
+        other = labelled(as_dataset(spec, data_options), role, fix)
+        check_shapes(model_obj, other, role)
+        other, found = align_classes(model_obj, other, role)
+        findings.extend(found)
+        other.validate_labels(model_obj.info.num_classes)
+        return other
+
+    calibration = None if calibration_data is None else load_related(
+        calibration_data, "calibration data", "temperature scaling is fitted on labelled data")
+    train = None if config.train_data is None else load_related(
+        config.train_data, "training data", "give labelled training data (NPZ with y, a labelled image folder or "
+        "table): class-conditional detectors need labels")
+
+    def load_inputs(spec: str, what: str) -> Dataset:
+        """A further input set (OOD, unlabeled), loaded like --data (its own classes, if any), shape-checked."""
+        other = as_dataset(spec, {k: v for k, v in data_options.items() if k != "class_names"})
+        check_shapes(model_obj, other, what)
+        return other
+
+    plan = PlanContext(model=model_obj, dataset=dataset, config=config, train=train, load_inputs=load_inputs)
+    prepared: dict[str, Preparation] = {c.name: c.prepare(plan, config.check(c.name)) for c in selected}
+    timings["load"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    features = any(p.features for p in prepared.values())
+
+    def run(dataset_: Dataset, views: list[View], keep_features: bool = False) -> Outputs:
+        return run_views(model_obj, dataset_, views, cache_dir=cache, batch_size=config.batch_size,
+                         backend=engine_backend, progress=progress, keep_features=keep_features)
+
+    outputs = run(dataset, [CleanView()], keep_features=features)
+    facts: dict[str, Any] = {name: p.facts for name, p in prepared.items() if p.facts is not None}
+    if train is not None and any(p.train_outputs for p in prepared.values()):
+        facts["train_outputs"] = run(train, [CleanView()], keep_features=features).clean
+    planned: dict[bool, list[View]] = {True: [], False: []}  # by whether the check reads their features
+    for name, p in prepared.items():
+        planned[p.features] += p.views
+        if p.after_clean is not None:
+            late_views, late_facts = p.after_clean(outputs.clean)
+            planned[p.features] += late_views
+            if late_facts is not None:
+                facts[name] = late_facts
+    for keep, group in planned.items():
+        if group:
+            outputs.absorb(run(dataset, group, keep_features=keep))
+    views = [*planned[True], *planned[False]]
+    calib_pair = None
+    if calibration is not None:
+        calib_out = run(calibration, [CleanView()])
+        outputs.forward_batches += calib_out.forward_batches
+        outputs.cache_hits += calib_out.cache_hits
+        calib_pair = (calib_out.clean.logits, calibration.y)
+    for name, p in prepared.items():
+        if p.measure is not None:
+            facts[name] = p.measure()
+    timings["inference"] = time.perf_counter() - t
+    timings["inference:perturbation"] = outputs.transform_seconds
+    timings["inference:forward"] = outputs.forward_seconds
+
+    ctx = CheckContext(outputs=outputs, dataset=dataset, config=config, calibration=calib_pair,
+                       views={v.spec.name: v for v in views}, facts=facts, train=train)
+    sections: dict[str, Section] = {}
+    for check in selected:
+        t = time.perf_counter()
+        sections[check.name] = check.run(ctx)
+        timings[f"check:{check.name}"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - started
+
+    findings = input_findings({"data": dataset, "calibration data": calibration, "training data": train}) + findings
+    if model_obj.info.untrained:
+        findings.append(Finding(severity="warning", evidence="model", message=(
+            "the model was evaluated untrained: a factory built without weights (--untrained), so every number "
+            "describes its random initial weights")))
+    findings += [Finding(severity="warning", message=note) for note in outputs.notes]
+    evidence = Evidence(
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        model=model_obj.info,
+        data=DataInfo(
+            name=dataset.name, source=dataset.source, modality=dataset.modality, fingerprint=dataset.fingerprint,
+            n=len(dataset), num_classes=model_obj.info.num_classes,
+            class_names=dataset.class_names or model_obj.info.class_names, input_shape=list(dataset.input_shape),
+            metadata_columns=dataset.metadata_columns,
+        ),
+        environment=environment_info(),
+        seed=config.seed,
+        config={**config.record(), "checks": [c.name for c in selected], "backend": engine_backend.name,
+                "calibration_data": None if calibration is None else calibration.source,
+                "cache": {"dir": None if cache.directory is None else str(cache.directory),
+                          "hits": outputs.cache_hits, "forward_batches": outputs.forward_batches}},
+        timings={k: round(v, 4) for k, v in timings.items()},
+        sections=sections,
+        findings=findings,
+    )
+    return EvaluationRun(evidence, outputs, dataset)
