@@ -265,6 +265,15 @@ def test_chunk_statistics_against_scipy_on_the_documented_chunks() -> None:
     assert chunks.threshold("confidence_ks", quantile=0.5) == ordered[2]  # ceil(3) = 3
     with pytest.raises(OptionError, match="needs at least 9 chunks"):
         chunks.threshold("confidence_ks", quantile=0.9)  # ceil(5.4) = 6 > 5
+    # Conformal p-values: (1 + #{chunk values >= observed}) / (K + 1).
+    assert chunks.p_value("confidence_ks", ordered[3]) == pytest.approx(3 / 6)  # (1 + 2 chunks) / (5 + 1)
+    assert chunks.p_value("confidence_ks", ordered[-1] + 1) == pytest.approx(1 / 6)
+    assert chunks.p_value("confidence_ks", -1.0) == pytest.approx(1.0)
+    observed = chunks.values["feature_js"][2]
+    np.testing.assert_allclose(chunks.p_value("feature_js", observed),
+                               (1 + (chunks.values["feature_js"] >= observed).sum(0)) / 6)
+    with pytest.raises(OptionError):
+        chunks.p_value("feature_js", 0.1)  # one value per feature needed
     np.testing.assert_array_equal(chunks.threshold("feature_ks", quantile=0.8),
                                   np.sort(chunks.values["feature_ks"], axis=0)[4])
     np.testing.assert_allclose(chunks.threshold("feature_js", n_sigma=3),

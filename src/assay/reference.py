@@ -430,6 +430,24 @@ class ChunkStatistics:
         return float(result) if np.ndim(result) == 0 else result
 
 
+    def p_value(self, name: str, observed: Any) -> Any:
+        """Empirical (conformal) p-value of a window's statistic ``observed`` against the chunks' no-drift
+        values: (1 + #{chunks >= observed}) / (K + 1), valid when the window's statistic is exchangeable with
+        the chunks' (larger = more drift for every statistic but ``mean_confidence``, ``accuracy`` and the
+        ATC estimates, which drift both ways). ``observed`` is a float, or (D,) for per-feature statistics,
+        so p-values across features can go to Benjamini-Hochberg. The smallest possible is 1 / (K + 1)."""
+        if name not in self.values:
+            raise OptionError(f"no chunk statistic {name!r} in this reference (it has {sorted(self.values)})",
+                              where="name", fix="pick one of the statistics the reference holds")
+        values = self.values[name]
+        observed = np.asarray(observed, dtype=np.float64)
+        if observed.shape != values.shape[1:]:
+            raise OptionError(f"observed has shape {observed.shape}; {name} needs {values.shape[1:]}",
+                              where="observed", fix="pass one value (per feature, for feature_* statistics)")
+        result = (1 + (values >= observed).sum(axis=0)) / (self.count + 1)
+        return float(result) if np.ndim(result) == 0 else result
+
+
 def _chunk_rows(n: int, count: int, size: int, seed: int) -> list[np.ndarray]:
     """Row indices of each chunk: consecutive slices of a permutation seeded by (seed, "reference_chunks")
     (random, because datasets are often stored sorted by class)."""
