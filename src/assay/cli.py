@@ -160,8 +160,6 @@ def evaluate(
     quiet: Quiet = False,
 ) -> None:
     """Evaluate MODEL on --data: accuracy/F1 with CIs, calibration, evidence bundle and report."""
-    from pydantic import ValidationError
-
     from assay.api import evaluation_inputs, run_evaluation, write_evaluation
     from assay.checks.base import EvaluateConfig
     from assay.evidence.output import check_output
@@ -172,23 +170,19 @@ def evaluate(
     robustness = apply_suite(suite, {
         "corruptions": [corruptions] if corruptions else [], "adversarial": adversarial,
     })
-    try:
-        config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, confidence=confidence, ece_bins=ece_bins,
-                                batch_size=batch_size, severities=parse_severities(severities),
-                                corruption_table=corruption_table, corruption_data=corruption_data, baseline=baseline,
-                                eps=parse_eps(eps) if eps else [], norm=norm,
-                                attacks=parse_attacks(attacks) if attacks else [],
-                                slice_by=[c.strip() for c in slice_by.split(",")] if slice_by else [],
-                                min_slice_size=min_slice_size, ood=list(ood or []), train_data=train_data,
-                                unlabeled=list(unlabeled or []),
-                                sensitive=[c.strip() for c in sensitive.split(",")] if sensitive else [], attack_steps=attack_steps,
-                                attack_restarts=attack_restarts, square_queries=square_queries,
-                                latency_batch_sizes=list(_int_list(latency_batch_sizes, "--latency-batch-sizes")),
-                                latency_budget=latency_budget, price_per_hour=price_per_hour, **robustness)
-    except ValidationError as exc:  # where= names the config field, which is the parameter of this command
-        first = exc.errors()[0]
-        raise OptionError(f"invalid value {first.get('input')!r}: {first['msg']}", where=str(first["loc"][0]),
-                          fix="see `assay evaluate --help` for the allowed values") from None
+    # Out-of-range values are OptionErrors naming the config field, which is this command's parameter.
+    config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, confidence=confidence, ece_bins=ece_bins,
+                            batch_size=batch_size, severities=parse_severities(severities),
+                            corruption_table=corruption_table, corruption_data=corruption_data, baseline=baseline,
+                            eps=parse_eps(eps) if eps else [], norm=norm,
+                            attacks=parse_attacks(attacks) if attacks else [],
+                            slice_by=[c.strip() for c in slice_by.split(",")] if slice_by else [],
+                            min_slice_size=min_slice_size, ood=list(ood or []), train_data=train_data,
+                            unlabeled=list(unlabeled or []),
+                            sensitive=[c.strip() for c in sensitive.split(",")] if sensitive else [], attack_steps=attack_steps,
+                            attack_restarts=attack_restarts, square_queries=square_queries,
+                            latency_batch_sizes=list(_int_list(latency_batch_sizes, "--latency-batch-sizes")),
+                            latency_budget=latency_budget, price_per_hour=price_per_hour, **robustness)
     model_options = {k: v for k, v in {"weights": weights, "outputs": outputs.value, "feature_layer": feature_layer,
                                        "feature_output": feature_output, "threads": threads,
                                        "untrained": untrained or None}.items() if v is not None}

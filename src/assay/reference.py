@@ -265,7 +265,8 @@ class ReferenceSettings:
     ``feature_bins``: equal-mass bins per monitored feature (at most; discrete features get one per value).
     ``confidence_bins``, ``entropy_bins``: equal-width bins on [0, 1] and [0, ln C].
     ``n_chunks`` / ``chunk_size``: chunk statistics over K random chunks of m rows; neither given: 10
-    chunks of n // 10; only ``chunk_size``: as many as fit, at most 100; both: at most ``n_chunks``.
+    chunks of n // 10; only ``chunk_size``: as many as fit, at most 100; both: at most ``n_chunks``
+    (<= 1000: each chunk costs O(n)).
     ``sample_size``: rows of monitored features kept as a seeded sample (0: none). Embedding rows only,
     unless ``sample_inputs``: a bundle never carries raw input rows (tabular data) unless asked to.
     """
@@ -280,7 +281,7 @@ class ReferenceSettings:
 
     def __post_init__(self) -> None:
         limits = {"feature_bins": (2, 255), "confidence_bins": (1, 10_000), "entropy_bins": (1, 10_000),
-                  "n_chunks": (2, 10_000), "chunk_size": (1, 2**40), "sample_size": (0, 10_000_000)}
+                  "n_chunks": (2, 1000), "chunk_size": (1, 2**40), "sample_size": (0, 10_000_000)}
         if not isinstance(self.sample_inputs, bool):
             raise OptionError(f"sample_inputs must be True or False, got {self.sample_inputs!r}",
                               where="sample_inputs", fix="use sample_inputs=True to keep raw input rows")
