@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from _common import machine
 
-from assay.compress.latency import make_batch, profile_model
 from assay.data.loader import load_data
 from assay.demo import train_digits_cnn
 from assay.models.export import export_onnx
 from assay.models.loader import load_model
+from assay.profiling.latency import make_batch
+from assay.profiling.profile import profile_model
 
 BATCH_SIZES = (1, 32)
 INVOCATIONS = 5

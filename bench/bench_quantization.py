@@ -133,7 +133,7 @@ def main() -> None:
     digits_net = train_digits_cnn(train.x, train.y)
     train_s = time.perf_counter() - t
     torch.set_num_threads(threads)
-    digits_model = TorchModel(digits_net, _info((1, 8, 8)))
+    digits_model = TorchModel(digits_net, _info((1, 8, 8)), eager=True)  # an eager module: prunable
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
@@ -173,7 +173,7 @@ def main() -> None:
                         source="synthetic")
         held_out = Dataset(x=x_test, y=y_test, ids=np.arange(512), modality="image", name="synthetic-test",
                            source="synthetic")
-        big_model = TorchModel(big, _info((3, 32, 32)))
+        big_model = TorchModel(big, _info((3, 32, 32)), eager=True)
         t = time.perf_counter()
         big_variants = {v.name: v for v in make_variants(big_model, calib, ["int8-static-minmax", "int8-dynamic-all",
                                                                              "fp16"], out_dir=Path(tmp) / "big")}

@@ -155,7 +155,7 @@ def test_compress_cli_end_to_end(demo, tmp_path, capsys):
 
 def _fixed_timings(p50_ms: dict[str, float]):
     """A stand-in for the interleaved timing with fixed per-model times (deterministic verdicts)."""
-    from assay.compress.latency import summarize_times
+    from assay.profiling.latency import summarize_times
 
     def timings(models, sample, batch, **kwargs):
         jitter = np.linspace(0.99, 1.01, 200)
@@ -269,7 +269,7 @@ def test_odd_calibration_size_and_one_failed_variant(demo, tmp_path, monkeypatch
 def test_a_variant_that_fails_to_load_or_time_is_never_recommended(demo, monkeypatch):
     """Failures after the build (loading, timing) fail that variant only; even a judge that finds every
     variant eligible never sees them."""
-    from assay.compress.latency import summarize_times
+    from assay.profiling.latency import summarize_times
     from assay.models import loader
 
     load = loader.load_model

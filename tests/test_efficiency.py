@@ -13,22 +13,19 @@ from conftest import LinearModel
 from torch import nn
 
 from assay.checks.efficiency import efficiency_section
-from assay.compress.energy import (
+from assay.models.export import export_onnx
+from assay.models.loader import load_model
+from assay.models.spec import ModelSpec
+from assay.profiling.energy import (
     DEFAULT_WATTS_PER_CORE,
     energy_per_1000,
     measure_energy,
     rapl_available,
 )
-from assay.compress.flops import FlopCount
-from assay.compress.latency import (
-    EfficiencyProfile,
-    LatencyProfile,
-    measure_latency,
-    peak_rss_subprocess,
-    profile_model,
-)
-from assay.models.export import export_onnx
-from assay.models.loader import load_model
+from assay.profiling.flops import FlopCount
+from assay.profiling.latency import LatencyProfile, measure_latency
+from assay.profiling.memory import peak_rss_subprocess
+from assay.profiling.profile import EfficiencyProfile, profile_model
 from assay.report.plots import render_plot
 
 
@@ -88,8 +85,8 @@ def test_peak_rss_is_measured_in_a_fresh_process(profile):
 def test_rss_failure_is_reported_not_raised(tmp_path):
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a model")
-    peak, baseline, note = peak_rss_subprocess(str(broken), SAMPLE[:1], fmt="onnx")
-    assert peak is None and baseline is None and "failed" in note
+    peak, baseline, note = peak_rss_subprocess(ModelSpec(format="onnx", path=str(broken)), SAMPLE[:1])
+    assert peak is None and baseline is None and "failed" in note and "not a valid ONNX model" in note
 
 
 @pytest.mark.skipif(rapl_available(), reason="RAPL readable here: energy is measured, not estimated")

@@ -12,15 +12,15 @@ from conftest import LinearModel
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from assay.compress.flops import (
+from assay.models.export import export_onnx
+from assay.models.loader import load_model
+from assay.profiling.flops import (
     FLOP_CONVENTION,
     count_flops,
     count_parameters,
     onnx_flops,
     onnx_parameter_count,
 )
-from assay.models.export import export_onnx
-from assay.models.loader import load_model
 
 
 class SmallNet(nn.Module):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from fractions import Fraction
+from math import comb
 
 import numpy as np
 import pytest
@@ -12,14 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binom
 
-from assay.compress.latency import (
-    make_batch,
-    measure_latency,
-    min_runs_for_upper_bound,
-    quantile_ci,
-    summarize_times,
-)
 from assay.errors import UserError
+from assay.profiling.latency import make_batch, measure_latency, summarize_times
+from assay.stats.order import min_runs_for_upper_bound, quantile_ci
 
 MS = 1_000_000  # ns
 
@@ -64,6 +61,40 @@ def test_median_ci_for_ten_runs_is_the_textbook_interval():
     lo, hi, coverage = quantile_ci(x, 0.5, 0.95)
     assert (lo, hi) == (2.0, 9.0)
     assert coverage == pytest.approx((1013 - 11) / 1024)
+
+
+@pytest.mark.parametrize("q", [0.5, 0.9, 0.95, 0.99])
+@pytest.mark.parametrize("confidence", [0.9, 0.95])
+def test_interval_matches_an_exact_rational_enumeration(q, confidence):
+    """Independent of scipy: binomial tails in exact fractions, every (l, u) pair enumerated, the narrowest
+    pair with both tails <= alpha/2 kept."""
+    qf = Fraction(q).limit_denominator(1000)
+    tail = (1 - Fraction(confidence).limit_denominator(1000)) / 2
+    for n in (1, 5, 10, 29, 40, 80):
+        pmf = [comb(n, k) * qf**k * (1 - qf) ** (n - k) for k in range(n + 1)]
+        # X(l) for l = 0 means "no lower bound"; X(u) for u = n + 1 means "no upper bound".
+        ok = [(lo, hi) for lo in range(0, n + 1) for hi in range(lo, n + 2)
+              if sum(pmf[:lo]) <= tail and sum(pmf[hi:]) <= tail and (lo, hi) != (0, 0)]
+        lo, hi = max(low for low, _ in ok), min(high for _, high in ok if high >= 1)
+        got_lo, got_hi, coverage = quantile_ci(np.arange(1.0, n + 1.0), q, confidence)
+        assert (got_lo, got_hi) == (float(lo) if lo >= 1 else None, float(hi) if hi <= n else None), n
+        assert coverage == pytest.approx(float(1 - sum(pmf[:lo]) - sum(pmf[hi:])), abs=1e-12)
+
+
+def test_old_compress_paths_warn_and_give_the_moved_objects():
+    import assay.compress.energy as old_energy
+    import assay.compress.flops as old_flops
+    import assay.compress.latency as old_latency
+    from assay.profiling import energy, flops, latency, profile
+    from assay.stats import order
+
+    for old, name, new in ((old_latency, "profile_model", profile), (old_latency, "measure_latency", latency),
+                           (old_latency, "quantile_ci", order), (old_flops, "count_flops", flops),
+                           (old_energy, "energy_per_1000", energy)):
+        with pytest.warns(DeprecationWarning, match=f"{new.__name__}.{name}"):
+            assert getattr(old, name) is getattr(new, name)
+    with pytest.raises(AttributeError):
+        old_latency.no_such_name  # noqa: B018
 
 
 def test_p95_upper_bound_needs_72_runs_at_95_percent():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from assay.cli import main
-from assay.compress.flops import count_flops
+from assay.profiling.flops import count_flops
 from assay.demo import DigitsCNN
 from assay.models.export import export_onnx
 

@@ -17,14 +17,9 @@ from pydantic import Field, field_validator
 
 from assay.checks.base import Check, CheckConfig, CheckContext, PlanContext, Preparation
 from assay.evidence.schema import Finding, Metric, Section
-from assay.compress.latency import (
-    CI_METHOD,
-    QUANTILES,
-    BatchLatency,
-    EfficiencyProfile,
-    min_runs_for_upper_bound,
-    summarize_times,
-)
+from assay.profiling.latency import CI_METHOD, QUANTILES, BatchLatency, summarize_times
+from assay.profiling.profile import EfficiencyProfile
+from assay.stats.order import min_runs_for_upper_bound
 
 __all__ = ["NOISY_CV", "EfficiencyCheck", "EfficiencyConfig", "check_efficiency", "efficiency_section"]
 
@@ -233,7 +228,7 @@ class EfficiencyCheck(Check):
         sizes = sorted(set(settings.latency_batch_sizes))
 
         def measure() -> Any:
-            from assay.compress.latency import profile_model
+            from assay.profiling.profile import profile_model
 
             path = plan.model.info.path
             return profile_model(

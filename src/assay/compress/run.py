@@ -6,7 +6,8 @@ The damage audit is the compare gate with two rules: ``accuracy: {max_drop}`` an
 rule *passes* (the paired CI shows the drop is within the limit; inconclusive is not enough), no class is
 shown to drop beyond the class limit and the worst class's point drop is within it, and it is faster than
 the original at the ranking batch size: p50 CIs apart and at least ``MIN_SPEEDUP``, in a head-to-head
-timing where the original and the variants are timed in alternating rounds (:func:`interleaved_latency`).
+timing where the original and the variants are timed in alternating rounds
+(:func:`~assay.profiling.latency.interleaved_latency`).
 For an ONNX original the fp32 reference (the same model) is a negative control: variants must beat the
 faster of the two, and a gap between them beyond the margin is reported as timing noise. A slower variant is never recommended; the report says why
 it is slow (ConvInteger, fp16 without hardware support, pruning that removed no compute).
@@ -34,6 +35,7 @@ from assay.compare.policy import Policy, Rule
 from assay.compare.select import pareto_front, worst_class_accuracy
 from assay.data.dataset import Dataset
 from assay.errors import DataError, OptionError
+from assay.profiling.latency import interleaved_latency
 
 __all__ = ["CompressionResult", "VariantAudit", "compress"]
 
@@ -180,35 +182,6 @@ def _side_of(run: Any, name: str, path: str) -> Side:
     return Side(name=name, evidence=run.evidence, predictions=run.predictions(), path=path)
 
 
-def interleaved_latency(models: dict[str, Any], sample: np.ndarray, batch: int, *, budget_s: float,
-                        confidence: float, rounds: int = 5,
-                        failures: dict[str, str] | None = None) -> dict[str, Any]:
-    """Head-to-head timing at one batch size: ``rounds`` alternating rounds over all models (original and
-    variants), per-call times pooled per model, then summarised (p50 with its order-statistic CI). Every
-    model meets the same drift (frequency scaling, other load), so the comparison is fair where timing the
-    models one after another is not. A model that raises is dropped from the rounds and left out of the
-    result; with ``failures`` its reason is recorded there (otherwise the error propagates)."""
-    from assay.compress.latency import measure_latency, summarize_times
-    from assay.compress.variants import describe_error
-
-    pooled: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, model in models.items():
-            if name not in pooled:
-                continue
-            try:
-                prof = measure_latency(model.logits, sample, batch_sizes=(batch,), warmup=3, min_runs=30,
-                                       max_runs=150, budget_s=budget_s / rounds, confidence=confidence)
-            except Exception as exc:
-                if failures is None:
-                    raise
-                failures[name] = describe_error(exc)
-                del pooled[name]
-                continue
-            pooled[name].extend(prof.batches[0].times_ms)
-    return {name: summarize_times(times, batch, confidence=confidence) for name, times in pooled.items()}
-
-
 def _judge(audit: VariantAudit, head: dict[str, Any], base_lat: dict[int, dict[str, float]],
            base_flops: float | None, rank_batch: int, max_class_drop: float, isa: list[str],
            reference_only: bool) -> None:
@@ -302,13 +275,13 @@ def compress(
     from assay.evaluation import as_dataset
     from assay.evaluation import run_evaluation
     from assay.checks.base import EvaluateConfig
-    from assay.compress.latency import profile_model
     from assay.compress.variants import (describe_error, make_variants, missing_calibration_error, needs_calibration,
                                          parse_methods)
     from assay.engine.planning import apply_suite
     from assay.environment import cpu_model_and_flags
     from assay.evidence.output import check_output, input_paths
     from assay.models.loader import load_model
+    from assay.profiling.profile import profile_model
 
     _check_limit(max_accuracy_drop, "max_accuracy_drop")
     _check_limit(max_class_drop, "max_class_drop")
@@ -409,7 +382,8 @@ def compress(
             if audit.name in timing_failures:
                 audit.fail(f"timing the {audit.name} variant failed: {timing_failures[audit.name]}")
         base_lat = _latency(base_profile)
-        same_format = original.info.format == "onnx"
+        # The fp32 reference of an ONNX original is a copy of the original itself.
+        same_format = any(v.name == "fp32" and v.copy_of_original for v in variants)
         if same_format and "fp32" in head:
             # Negative control: the fp32 reference of an ONNX original is the same model, so any speed
             # difference between the two is timing noise. Variants must beat the faster of the two.
@@ -512,7 +486,8 @@ def _write(result: CompressionResult, out: Path, dataset: Dataset, base_run: Any
                                               encoding="utf-8")
         (tmp / "compression.md").write_text(render_compression_markdown(result), encoding="utf-8")
         (tmp / "report.html").write_text(
-            render_compression_html(result, base_run.evidence, exemplar_rows(result, dataset, base_pred, names)),
+            render_compression_html(result, base_run.evidence, exemplar_rows(result, dataset, base_pred, names),
+                                    plots=pareto_plots(result)),
             encoding="utf-8")
         lines = ["variant,id,label,original_prediction,variant_prediction"]
         for audit in result.variants:

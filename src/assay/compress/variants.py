@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from assay.errors import DataError, ModelError, OptionError, UserError
+from assay.models._common import describe_error
 from assay.models.base import Model
 
 if TYPE_CHECKING:
@@ -87,7 +88,8 @@ VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 @dataclass
 class Variant:
     """One compressed (or reference) model, as an ONNX file; or, with ``error`` set, a method that failed
-    to build (``path`` is then None)."""
+    to build (``path`` is then None). ``copy_of_original``: the file is the original model itself (the fp32
+    reference of an ONNX original), so timing the two against each other measures noise."""
 
     name: str
     method: str
@@ -95,6 +97,7 @@ class Variant:
     torch_module: Any | None = None
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    copy_of_original: bool = False
 
 
 def make_variants(
@@ -144,13 +147,13 @@ def make_variants(
     loaded = _resolve_model(model, example_batch)
     if calibrate and calibration is not None:
         _check_calibration(loaded, calibration)
-    module = loaded.torch_module()
+    module = None
     if "prune" in requested:
-        _check_prunable(loaded)
+        module = _prunable_module(loaded)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    variants = [_reference(loaded, module, example_batch, out)]
+    variants = [_reference(loaded, example_batch, out)]
     reference = out / "fp32.onnx"
     metadata = _metadata(reference)
     base: Path | None = None
@@ -198,14 +201,6 @@ def _build(method: str, model: Model, module: Any, calibration: Dataset | None, 
     if method == "fp16":
         return _fp16(reference, out / "fp16.onnx")
     return _pruned(model, module, example, ratio, out, train_data=train_data, epochs=epochs, seed=seed)
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line for a report of why something failed: a UserError's own message, otherwise the exception type
-    and the first line of its message."""
-    if isinstance(exc, UserError):
-        return exc.what
-    return f"{type(exc).__name__}: {_first_line(exc)}"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -335,8 +330,9 @@ def _check_calibration(model: Model, calibration: Dataset) -> None:
         ) from exc
 
 
-def _check_prunable(model: Model) -> None:
-    if model.info.format == "onnx":
+def _prunable_module(model: Model) -> Any:
+    """The eager torch module pruning edits; ModelError when the model has none."""
+    if model.torch_module() is None:
         raise ModelError(
             "pruning needs the torch model: structured pruning removes channels from torch layers, which an "
             "ONNX file does not have",
@@ -344,40 +340,36 @@ def _check_prunable(model: Model) -> None:
             fix="compress the torch model instead — the factory 'package.module:callable' with --weights "
             "(or a TorchScript file for the other methods) — or leave 'prune' out of the methods",
         )
-    if model.info.format != "factory":
+    module = model.eager_module()
+    if module is None:
         raise ModelError(
             f"pruning needs the eager torch module, but this is a {model.info.format} program whose layers are "
             "compiled away",
             where=model.info.path,
             fix="pass the factory 'package.module:callable' with --weights, or leave 'prune' out of the methods",
         )
+    return module
 
 
 # --------------------------------------------------------------------------- builders
 
 
-def _reference(model: Model, module: Any, example: np.ndarray, out: Path) -> Variant:
-    import onnx
-
+def _reference(model: Model, example: np.ndarray, out: Path) -> Variant:
+    """The fp32 reference: the model written as ONNX (``Model.to_onnx``: an ONNX model copies itself, with its
+    external data folded in; a torch model is exported)."""
     path = out / "fp32.onnx"
     t0 = time.perf_counter()
-    if module is None:  # an ONNX model: copy it (external data folded in)
-        onnx.save(onnx.load(model.info.path), str(path))
-        method, notes = "float32 reference (the given ONNX model, copied)", []
-    else:
-        try:
-            _export(module, example, path, model.info.class_names)
-        except UserError:
-            raise
-        except Exception as exc:  # every variant derives from this export: nothing can be built without it
-            raise ModelError(f"exporting the {model.info.format} model to ONNX failed: {describe_error(exc)}",
-                             where=model.info.path,
-                             fix="compress the model as an ONNX file exported by hand (torch.onnx.export), or make "
-                                 "it exportable") from exc
-        method = f"float32 reference (the {model.info.format} model exported to ONNX with torch.onnx)"
-        notes = []
-    notes.append(f"built in {time.perf_counter() - t0:.3f} s")
-    return Variant("fp32", method, path, None, notes)
+    try:
+        export = model.to_onnx(path, example)
+    except UserError:
+        raise
+    except Exception as exc:  # every variant derives from this export: nothing can be built without it
+        raise ModelError(f"exporting the {model.info.format} model to ONNX failed: {describe_error(exc)}",
+                         where=model.info.path,
+                         fix="compress the model as an ONNX file exported by hand (torch.onnx.export), or make "
+                             "it exportable") from exc
+    notes = [f"built in {time.perf_counter() - t0:.3f} s"]
+    return Variant("fp32", f"float32 reference ({export.how})", path, None, notes, copy_of_original=export.copied)
 
 
 def _export(module: Any, example: np.ndarray, path: Path, class_names: list[str]) -> None:

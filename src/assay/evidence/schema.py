@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -71,10 +71,19 @@ class Section(_Strict):
 
 
 class ModelInfo(_Strict):
-    """What was evaluated."""
+    """What was evaluated.
 
-    path: str
-    format: Literal["onnx", "torchscript", "torch-export", "factory"]
+    ``format`` is a key of the model format registry (:data:`assay.models.formats.FORMATS`: ``onnx``,
+    ``torchscript``, ``torch-export``, ``factory``, ...); the schema checks only its spelling, so a bundle
+    written with a format this installation lacks still reads. ``path`` is the model file or the factory
+    (``package.module:callable``); a factory's weights file is ``weights``. Bundles written before
+    ``weights`` existed stored ``"SPEC --weights FILE"`` in ``path``: they are read back split.
+    """
+
+    path: str = Field(description="The model file, or the factory 'package.module:callable'.")
+    weights: str | None = Field(default=None, description="The weights file a factory was loaded with.")
+    format: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$",
+                        description="Key of the model format registry: onnx, torchscript, torch-export, factory, ...")
     sha256: str
     input_shape: list[int | None] = Field(description="Input shape; None marks a free (batch) dimension.")
     input_dtype: str
@@ -87,6 +96,17 @@ class ModelInfo(_Strict):
                                   "the data's labels are aligned to them by name.")
     untrained: bool = Field(default=False, description="A factory built without weights (random initial weights), "
                                                         "evaluated on purpose (--untrained).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_joined_weights(cls, data: Any) -> Any:
+        """Old bundles: ``path="SPEC --weights FILE"`` (format ``factory``) -> ``path=SPEC, weights=FILE``."""
+        if isinstance(data, dict) and data.get("format") == "factory" and data.get("weights") is None:
+            path = data.get("path")
+            if isinstance(path, str) and " --weights " in path:
+                spec, weights = path.split(" --weights ", 1)
+                data = {**data, "path": spec, "weights": weights}
+        return data
 
 
 class DataInfo(_Strict):

@@ -13,8 +13,9 @@ from assay.errors import UserError
 
 __all__ = [
     "check_static_shape",
-    "dry_run",
+    "describe_error",
     "describe_shape",
+    "dry_run",
     "first_line",
     "resolve_class_names",
     "resolve_num_classes",
@@ -54,6 +55,15 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
         return type(exc).__name__
     text = lines[-1] if "Traceback of TorchScript" in str(exc) else lines[0]
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a report of why something failed: a UserError's own message, otherwise the exception
+    type and the first line of its message."""
+    if isinstance(exc, UserError):
+        return exc.what
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else '(no message)'}"
 
 
 def describe_shape(shape: Sequence[int | None]) -> str:

@@ -1,12 +1,13 @@
-"""``load_model``: one entry point from a path or factory spec to a :class:`~assay.models.base.Model`.
+"""``load_model``: one entry point from a path, factory spec or ``ModelSpec`` to a :class:`~assay.models.base.Model`.
 
-Formats, chosen by extension: ``.onnx`` (onnxruntime), ``.pt``/``.pth``/``.ts`` (TorchScript),
-``.pt2`` (``torch.export``), or ``package.module:callable`` plus ``weights`` (``.safetensors`` or a
-state dict). Nothing is ever unpickled: full pickled modules are refused with instructions. Model files
-that would run code when loaded (expression strings, operators that touch files, native libraries) are
-refused with :class:`~assay.errors.UnsafeModelError` by the format loaders, through
-:mod:`assay.models.safety`; a ``torch.export`` archive saved under a ``.pt`` name takes the same path
-as a ``.pt2``.
+Formats come from the registry in :mod:`assay.models.formats`, chosen by extension: ``.onnx``
+(onnxruntime), ``.pt``/``.pth``/``.ts`` (TorchScript), ``.pt2`` (``torch.export``), or
+``package.module:callable`` plus ``weights`` (``.safetensors`` or a state dict). Nothing is ever
+unpickled: full pickled modules are refused with instructions. Model files that would run code when
+loaded (expression strings, operators that touch files, native libraries) are refused with
+:class:`~assay.errors.UnsafeModelError` by the format loaders, through :mod:`assay.models.safety`; a
+``torch.export`` archive saved under a ``.pt`` name takes the same path as a ``.pt2``. Every load goes
+through :func:`load_spec`, which is also how a :class:`~assay.models.spec.ModelSpec` loads in another process.
 """
 
 from __future__ import annotations
@@ -19,21 +20,13 @@ import numpy as np
 from assay.errors import ModelError, OptionError, UserError
 from assay.models._common import check_static_shape, dry_run, sample_batch
 from assay.models.base import Model, OutputKind
+from assay.models.formats import FORMATS, ModelFormat, extension_map, format_for_file, get_format, supported_text
+from assay.models.spec import ModelSpec
 
-__all__ = ["SUPPORTED_FORMATS", "check_input_compatible", "load_model"]
+__all__ = ["SUPPORTED_FORMATS", "check_input_compatible", "load_model", "load_spec"]
 
-SUPPORTED_FORMATS = {
-    ".onnx": "onnx",
-    ".pt": "torchscript",
-    ".pth": "torchscript",
-    ".ts": "torchscript",
-    ".pt2": "torch-export",
-}
-
-_SUPPORTED_TEXT = (
-    "ONNX (.onnx), TorchScript (.pt, .pth, .ts), torch.export (.pt2), "
-    "or a factory 'package.module:callable' with --weights (.safetensors or a state dict)"
-)
+#: extension -> format name (kept for callers of the old table; the registry is :data:`assay.models.formats.FORMATS`)
+SUPPORTED_FORMATS = extension_map()
 
 
 def check_input_compatible(model: Model, sample: np.ndarray) -> None:
@@ -50,7 +43,7 @@ def check_input_compatible(model: Model, sample: np.ndarray) -> None:
 
 
 def load_model(
-    path_or_factory: str | os.PathLike[str],
+    path_or_factory: str | os.PathLike[str] | ModelSpec,
     *,
     weights: str | os.PathLike[str] | None = None,
     outputs: OutputKind = "logits",
@@ -62,7 +55,7 @@ def load_model(
     sample: np.ndarray | None = None,
     untrained: bool = False,
 ) -> Model:
-    """Load a classifier from a file or a factory spec.
+    """Load a classifier from a file, a factory spec, or a :class:`~assay.models.spec.ModelSpec`.
 
     ``outputs``: what the model returns, ``"logits"`` (default; probability-like outputs are refused)
     or ``"probabilities"`` (log-probabilities are then used as logits).
@@ -73,7 +66,19 @@ def load_model(
     refuse incompatible data early. Torch models need ``sample`` or ``num_classes``.
     ``untrained``: a factory without ``weights`` is refused (it would be scored with random initial
     weights) unless this says that is what is meant.
+    A ``ModelSpec`` carries its own options (only ``sample`` may be given with it); its sha256 is checked.
+    The format comes from :mod:`assay.models.formats`; the model's ``spec()`` reloads it in another process.
     """
+    if isinstance(path_or_factory, ModelSpec):
+        given = [name for name, value, default in (
+            ("weights", weights, None), ("outputs", outputs, "logits"), ("feature_layer", feature_layer, None),
+            ("feature_output", feature_output, None), ("threads", threads, None), ("class_names", class_names, None),
+            ("num_classes", num_classes, None), ("untrained", untrained, False)) if value != default]
+        if given:
+            raise OptionError(f"{', '.join(given)} cannot be given with a ModelSpec: the spec holds its own load "
+                              "options", where=given[0],
+                              fix="set them on the spec: spec.model_copy(update={...})")
+        return load_spec(path_or_factory, sample=sample)
     spec = os.fspath(path_or_factory)
     weights_path = os.fspath(weights) if weights is not None else None
     if outputs not in ("logits", "probabilities"):
@@ -97,86 +102,70 @@ def load_model(
             where=spec,
             fix="pass --weights FILE (.safetensors or a state dict), or --untrained if you mean to evaluate the "
                 "untrained model")
-    if is_file:
-        model = _load_file(spec, weights=weights_path, outputs=outputs, feature_layer=feature_layer,
-                           feature_output=feature_output, threads=threads, class_names=class_names,
-                           num_classes=num_classes, sample=sample)
-    else:
-        if feature_output is not None:
-            raise _wrong_feature_option("feature_output", "a torch factory", "feature_layer")
-        if threads is not None:
-            _set_torch_threads(threads)
-        from assay.models.torch_models import load_factory
+    fmt = _file_format(spec, weights_path) if is_file else _factory_format()
+    return load_spec(ModelSpec(format=fmt.name, path=spec, weights=weights_path, outputs=outputs,
+                               feature_layer=feature_layer, feature_output=feature_output, threads=threads,
+                               untrained=untrained, num_classes=num_classes,
+                               class_names=None if class_names is None else [str(n) for n in class_names]),
+                     sample=sample)
 
-        model = load_factory(spec, weights=weights_path, outputs=outputs, feature_layer=feature_layer,
-                             class_names=class_names, num_classes=num_classes, sample=sample)
-        if untrained:
-            model.info = model.info.model_copy(update={"untrained": True})
+
+def load_spec(spec: ModelSpec, *, sample: np.ndarray | None = None, verify: bool = True) -> Model:
+    """Load ``spec`` through its format's loader; the model's ``spec()`` is ``spec`` with absolute paths, the
+    resolved number of classes and the loaded sha256. ``verify``: a sha256 in ``spec`` must match (not for an
+    untrained factory, whose initial weights are random)."""
+    fmt = get_format(spec.format)
+    _check_options(spec, fmt)
+    model = fmt.load(spec, sample)
+    if spec.untrained:
+        model.info = model.info.model_copy(update={"untrained": True})
+    if verify and spec.sha256 is not None and not spec.untrained and model.info.sha256 != spec.sha256:
+        raise ModelError(f"the model is not the one its spec describes: sha256 {model.info.sha256[:12]}... "
+                         f"instead of {spec.sha256[:12]}... (the file changed since)", where=spec.path,
+                         fix="load the model again from its file (a spec pins the bytes it was made from)")
+    model._spec = spec.model_copy(update={
+        "path": spec.path if fmt.factory else os.path.abspath(spec.path),
+        "weights": None if spec.weights is None else os.path.abspath(spec.weights),
+        "num_classes": model.info.num_classes, "sha256": model.info.sha256})
     if sample is not None:
         check_input_compatible(model, sample)
     return model
 
 
-def _wrong_feature_option(given: str, kind: str, right: str) -> UserError:
-    return UserError(f"{given} does not apply to {kind}", where=f"--{given.replace('_', '-')}",
-                     fix=f"use {right} (--{right.replace('_', '-')}) instead")
+def _check_options(spec: ModelSpec, fmt: ModelFormat) -> None:
+    """A feature option the format does not read is refused, naming the one it does."""
+    for given, other in (("feature_layer", "feature_output"), ("feature_output", "feature_layer")):
+        if getattr(spec, given) is not None and given not in fmt.options:
+            right = other if other in fmt.options else None
+            raise UserError(f"{given} does not apply to {fmt.noun}", where=f"--{given.replace('_', '-')}",
+                            fix=f"use {right} (--{right.replace('_', '-')}) instead" if right
+                            else f"drop {given}")
+    if spec.weights is not None and "weights" not in fmt.options:
+        raise UserError("--weights applies only to a factory 'package.module:callable'", where=spec.weights,
+                        fix="drop --weights (the model file holds its weights), or pass the factory that builds "
+                        "the model")
 
 
-def _set_torch_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
+def _factory_format() -> ModelFormat:
+    return next(fmt for fmt in FORMATS.values() if fmt.factory)
 
 
-def _load_file(path: str, *, weights: str | None, outputs: OutputKind, feature_layer: str | None,
-               feature_output: str | None, threads: int | None, class_names: list[str] | None,
-               num_classes: int | None, sample: np.ndarray | None) -> Model:
+def _file_format(path: str, weights: str | None) -> ModelFormat:
+    """The format of a model file; UserError for a missing file, a folder, an unknown extension or weights."""
     file = Path(path)
     if not file.exists():
         raise UserError("model file not found", where=path,
                         fix="check the path (or give a factory as 'package.module:callable' with --weights)")
     if file.is_dir():
         raise UserError("the model path is a directory, not a model file", where=path,
-                        fix=f"give a model file: {_SUPPORTED_TEXT}")
-    suffix = file.suffix.lower()
-    fmt = SUPPORTED_FORMATS.get(suffix)
+                        fix=f"give a model file: {supported_text()}")
+    fmt = format_for_file(file)
     if fmt is None:
+        suffix = file.suffix.lower()
         raise UserError(f"unsupported model format {suffix or '(no extension)'!r}", where=path,
-                        fix=f"give one of: {_SUPPORTED_TEXT}")
+                        fix=f"give one of: {supported_text()}")
     if weights is not None:
         raise UserError("--weights applies only to a factory 'package.module:callable'", where=weights,
                         fix="drop --weights (the model file holds its weights), or pass the factory that builds "
                         "the model")
-    if fmt == "onnx":
-        if feature_layer is not None:
-            raise _wrong_feature_option("feature_layer", "ONNX models", "feature_output")
-        from assay.models.onnx_model import load_onnx
-
-        return load_onnx(path, outputs=outputs, feature_output=feature_output, threads=threads,
-                         class_names=class_names, num_classes=num_classes, sample=sample)
-    if feature_output is not None:
-        raise _wrong_feature_option("feature_output", "torch models", "feature_layer")
-    if threads is not None:
-        _set_torch_threads(threads)
-    from assay.models import torch_models
-
-    if fmt == "torch-export":
-        return torch_models.load_torch_export(path, outputs=outputs, feature_layer=feature_layer,
-                                              class_names=class_names, num_classes=num_classes, sample=sample)
-    if _is_export_archive(file):
-        return torch_models.load_torch_export(path, outputs=outputs, feature_layer=feature_layer,
-                                              class_names=class_names, num_classes=num_classes, sample=sample)
-    return torch_models.load_torchscript(path, outputs=outputs, feature_layer=feature_layer,
-                                         class_names=class_names, num_classes=num_classes, sample=sample)
-
-
-def _is_export_archive(file: Path) -> bool:
-    """True for a ``torch.export.save`` archive saved under a ``.pt`` name (it holds ``*/models/*.json``)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(file) as archive:
-            return any(n.endswith("/archive_format") or ("/models/" in n and n.endswith(".json"))
-                       for n in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
+    return fmt

@@ -28,10 +28,11 @@ from assay.models._common import (
     sha256_file,
     short_list,
 )
-from assay.models.base import Model, OutputKind
+from assay.models.base import Model, OnnxExport, OutputKind, ThreadSetting
+from assay.models.flops import ONNX_PARAMETER_CONVENTION, FlopCount, ParameterCount
 from assay.models.safety import external_data_problem, shorten
 
-__all__ = ["OnnxModel", "load_onnx"]
+__all__ = ["OnnxModel", "load_onnx", "onnx_files"]
 
 _FEATURE_OPS = ("Gemm", "MatMul")
 # protobuf refuses to serialize messages of 2 GiB or more; bigger models go through a temporary file.
@@ -72,6 +73,47 @@ class OnnxModel(Model):
         options = ort.RunOptions()
         options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self.session.run([self._output_name], {self._input_name: self._last_row}, options)
+
+    def _set_threads(self, threads: int | None) -> ThreadSetting:
+        """An onnxruntime session fixes its threads when it is created: a different count reloads the model
+        from its spec (same file, same checks) into a new session with that many threads."""
+        current = int(self.session.get_session_options().intra_op_num_threads)
+        notes: list[str] = []
+        if threads is not None and threads != current:
+            spec = self.spec()
+            if spec is not None:
+                runner = spec.model_copy(update={"threads": threads}).load()
+                notes.append(f"the ONNX session had intra_op_num_threads={current}; timed a session reloaded from "
+                             f"the file with {threads}")
+                return ThreadSetting(runner, threads, "onnxruntime session intra_op_num_threads (reloaded)", notes)
+            notes.append(f"threads={threads} not applied: the ONNX session has intra_op_num_threads={current} and "
+                         "there is no file to reload it from")
+        if current > 0:
+            return ThreadSetting(self, current, "onnxruntime session intra_op_num_threads", notes)
+        return ThreadSetting(self, os.cpu_count(), "onnxruntime default (intra_op_num_threads=0: one per core)", notes)
+
+    def flop_count(self, sample: np.ndarray | None = None) -> FlopCount:
+        """A graph count of the model file (:func:`assay.models.flops.onnx_flops`); ``sample`` fixes free
+        non-batch dimensions."""
+        if not Path(self.info.path).is_file():
+            return super().flop_count(sample)
+        from assay.models.flops import onnx_flops
+
+        return onnx_flops(self.info.path, None if sample is None else np.asarray(sample).shape[1:])
+
+    def parameter_count(self) -> ParameterCount:
+        if not Path(self.info.path).is_file():
+            return super().parameter_count()
+        from assay.models.flops import onnx_parameter_count
+
+        return ParameterCount(onnx_parameter_count(self.info.path), ONNX_PARAMETER_CONVENTION)
+
+    def to_onnx(self, path: str | os.PathLike[str], example: np.ndarray) -> OnnxExport:
+        """A copy of the model file, external data folded in (locations were checked when it was loaded)."""
+        import onnx
+
+        onnx.save(onnx.load(self.info.path), str(path))
+        return OnnxExport("the given ONNX model, copied", copied=True)
 
     def _run(self, x: np.ndarray, want_features: bool) -> list[np.ndarray]:
         names = [self._output_name]
@@ -131,6 +173,18 @@ def _external_files(model: Any, base: Path, where: str) -> list[Path]:
                 if entry.value not in locations:
                     locations.append(entry.value)
     return [base / loc for loc in locations]
+
+
+def onnx_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The model file and its external data files (locations checked as on load: UnsafeModelError for one
+    outside the model's folder)."""
+    import onnx
+
+    try:
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError, ...
+        raise _invalid(os.fspath(path), first_line(exc)) from exc
+    return [Path(path), *_external_files(model, Path(path).parent, where=os.fspath(path))]
 
 
 def _value_names(graph: Any) -> list[str]:

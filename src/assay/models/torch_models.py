@@ -39,7 +39,7 @@ from assay.models._common import (
     sha256_file,
     short_list,
 )
-from assay.models.base import Model, OutputKind
+from assay.models.base import Model, OutputKind, ThreadSetting
 from assay.models.safety import (
     check_example_inputs,
     check_export_archive,
@@ -132,15 +132,31 @@ class TorchModel(Model):
 
     ``fixed_batch``: the batch size a ``torch.export`` graph was exported with (None when free); other
     batch sizes run as padded chunks of exactly that size, here and in :meth:`torch_module`.
+    ``eager``: ``module`` is the eager module a factory built (its layers can be pruned).
     """
 
     def __init__(self, module: torch.nn.Module, info: ModelInfo, tap: Tap | None = None,
-                 fixed_batch: int | None = None) -> None:
+                 fixed_batch: int | None = None, eager: bool = False) -> None:
         self.module = module
         self.info = info
         self._tap = tap
         self._fixed_batch = fixed_batch
+        self._eager = eager
         self._chunked: torch.nn.Module | None = None
+
+    def eager_module(self) -> torch.nn.Module | None:
+        return self.module if self._eager else None
+
+    def _set_threads(self, threads: int | None) -> ThreadSetting:
+        """``torch.set_num_threads`` for the process; ``restore()`` puts the previous count back."""
+        import torch
+
+        previous = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        used = torch.get_num_threads()
+        how = "set by torch.set_num_threads" if threads is not None else "the process's torch.get_num_threads()"
+        return ThreadSetting(self, used, how, restore=lambda: torch.set_num_threads(previous))
 
     def torch_module(self) -> torch.nn.Module:
         """The module, accepting any batch size (a fixed-batch graph is wrapped to run padded chunks)."""
@@ -746,9 +762,9 @@ def load_factory(spec: str, *, weights: str | None = None, outputs: OutputKind =
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     module.eval()
     tap, source = _hook_tap(module, feature_layer, where=spec)
-    return _finish(module, tap, source, path=spec if weights is None else f"{spec} --weights {weights}",
-                   fmt="factory", sha256=h.hexdigest(), input_shape=None, input_dtype=None, outputs=outputs,
-                   class_names=class_names, num_classes=num_classes, sample=sample)
+    return _finish(module, tap, source, path=spec, weights=weights, fmt="factory", sha256=h.hexdigest(),
+                   input_shape=None, input_dtype=None, outputs=outputs, class_names=class_names,
+                   num_classes=num_classes, sample=sample, eager=True)
 
 
 # --------------------------------------------------------------------------- shared tail
@@ -757,7 +773,8 @@ def load_factory(spec: str, *, weights: str | None = None, outputs: OutputKind =
 def _finish(module: Any, tap: Tap | None, source: str | None, *, path: str, fmt: TorchFormat, sha256: str,
             input_shape: list[int | None] | None, input_dtype: str | None, outputs: OutputKind,
             class_names: list[str] | None, num_classes: int | None, sample: np.ndarray | None,
-            found_classes: int | None = None, fixed_batch: int | None = None) -> TorchModel:
+            found_classes: int | None = None, fixed_batch: int | None = None, weights: str | None = None,
+            eager: bool = False) -> TorchModel:
     """Fill in what the file does not say (shape, dtype, classes) from a dry run on ``sample``."""
     if sample is not None:
         sample = np.asarray(sample)
@@ -767,8 +784,9 @@ def _finish(module: Any, tap: Tap | None, source: str | None, *, path: str, fmt:
         if input_dtype is None:
             input_dtype = "string" if text else ("float32" if sample.dtype.kind == "f" else str(sample.dtype))
         check_static_shape(input_shape, input_dtype, sample, where=path)
-        info = ModelInfo(path=path, format=fmt, sha256=sha256, input_shape=input_shape, input_dtype=input_dtype,
-                         num_classes=2, class_names=["0", "1"], outputs=outputs, feature_source=source)
+        info = ModelInfo(path=path, weights=weights, format=fmt, sha256=sha256, input_shape=input_shape,
+                         input_dtype=input_dtype, num_classes=2, class_names=["0", "1"], outputs=outputs,
+                         feature_source=source)
         probe = TorchModel(module, info, tap, fixed_batch)
         raw, _ = dry_run(lambda batch: probe._forward(batch, False), sample_batch(sample), where=path)
         if raw.ndim != 2:
@@ -778,9 +796,9 @@ def _finish(module: Any, tap: Tap | None, source: str | None, *, path: str, fmt:
     n_classes = resolve_num_classes(found=found_classes, given=num_classes, where=path,
                                     how="torch models do not declare their output size")
     info = ModelInfo(
-        path=path, format=fmt, sha256=sha256, input_shape=input_shape or [None],
+        path=path, weights=weights, format=fmt, sha256=sha256, input_shape=input_shape or [None],
         input_dtype=input_dtype or "float32", num_classes=n_classes,
         class_names=resolve_class_names(class_names, None, n_classes, where=path), outputs=outputs,
         feature_source=source,
     )
-    return TorchModel(module, info, tap, fixed_batch)
+    return TorchModel(module, info, tap, fixed_batch, eager)

@@ -1,10 +1,17 @@
-"""CompressionResult -> compression.md and report.html (variants, damage audit, exemplars, Pareto fronts)."""
+"""CompressionResult -> compression.md and report.html (variants, damage audit, exemplars, Pareto fronts).
+
+A renderer only: it reads the result and the plot data it is handed (the Pareto fronts come from
+:func:`assay.compress.run.pareto_plots`), and computes nothing.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assay.evidence.schema import Evidence, Finding, Section
+
+if TYPE_CHECKING:
+    from assay.compress.run import CompressionResult
 
 __all__ = ["compression_sections", "render_compression_html", "render_compression_markdown"]
 
@@ -13,7 +20,7 @@ def _f(value: Any, fmt: str = ".4f") -> str:
     return "—" if value is None else format(value, fmt)
 
 
-def render_compression_markdown(result: Any) -> str:
+def render_compression_markdown(result: CompressionResult) -> str:
     b = result.ranking_batch
     lines = [f"## Assay compression: {'recommend ' + result.recommended if result.recommended else 'keep the original'}",
              "", *[f"- {r}" for r in result.reasons], "",
@@ -53,9 +60,10 @@ def _table_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def compression_sections(result: Any, exemplars: list[dict[str, Any]] | None = None) -> dict[str, Section]:
-    from assay.compress.run import pareto_plots
-
+def compression_sections(result: CompressionResult, exemplars: list[dict[str, Any]] | None = None,
+                         plots: dict[str, dict[str, Any]] | None = None) -> dict[str, Section]:
+    """The sections of the compression report page; ``plots``: plot data for the compression section (the
+    Pareto fronts), ``exemplars``: thumbnail rows of changed predictions."""
     rows = result.rows
     failed = sum(r["status"] == "failed" for r in rows)
     findings = [Finding(severity="info" if result.recommended else "warning", message=result.reasons[0],
@@ -77,15 +85,15 @@ def compression_sections(result: Any, exemplars: list[dict[str, Any]] | None = N
         findings=findings, tables={"variants": [_table_row(r) for r in rows], "original": [result.original],
                                    "methods": [{"variant": r["variant"], "method": r["method"],
                                                 "notes": "; ".join(r["notes"])} for r in rows]},
-        plots=pareto_plots(result), config={"limits": result.limits, "ranking_batch": result.ranking_batch})}
+        plots=dict(plots or {}), config={"limits": result.limits, "ranking_batch": result.ranking_batch})}
     damage_tables = {}
-    plots = {}
+    delta_plots = {}
     for audit in result.variants:
         if audit.comparison is None:  # failed before its damage audit
             continue
         per_class = audit.comparison.per_class
         damage_tables[audit.name] = per_class
-        plots[f"delta[{audit.name}]"] = {
+        delta_plots[f"delta[{audit.name}]"] = {
             "kind": "bars", "title": f"{audit.name}: accuracy delta per class vs the original (paired CI)",
             "ylabel": "accuracy delta", "center_zero": True, "categories": [str(r["group"]) for r in per_class],
             "muted": [bool(r["insufficient"]) for r in per_class],
@@ -97,7 +105,7 @@ def compression_sections(result: Any, exemplars: list[dict[str, Any]] | None = N
         name="damage", title="Damage audit per class and slice", verdict="info",
         summary="Per-class (and per-slice, with --slice-by) accuracy deltas of every variant against the original, "
                 "paired, Holm-corrected.",
-        tables=damage_tables, plots=plots)
+        tables=damage_tables, plots=delta_plots)
     sections["exemplars"] = Section(
         name="exemplars", title="Compression-identified exemplars", verdict="info",
         summary="Samples whose prediction changed under compression (Hooker et al. 2019): review them by hand; "
@@ -108,8 +116,10 @@ def compression_sections(result: Any, exemplars: list[dict[str, Any]] | None = N
     return sections
 
 
-def render_compression_html(result: Any, header: Evidence, exemplars: list[dict[str, Any]] | None = None) -> str:
+def render_compression_html(result: CompressionResult, header: Evidence, exemplars: list[dict[str, Any]] | None = None,
+                            plots: dict[str, dict[str, Any]] | None = None) -> str:
+    """The compression report page: ``header``'s model and data, the sections of :func:`compression_sections`."""
     from assay.report.html import render_html
 
-    page = header.model_copy(update={"sections": compression_sections(result, exemplars)})
+    page = header.model_copy(update={"sections": compression_sections(result, exemplars, plots)})
     return render_html(page, title="Assay compression", verdict_text=result.reasons[0])
