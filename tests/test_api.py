@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import assay
 from assay.api import run_evaluation
@@ -104,3 +105,24 @@ def test_demo_end_to_end(tmp_path):
     assert {"msp", "energy", "mahalanobis", "knn", "vim"} <= detectors
     assert {r["slice"] for r in evidence["sections"]["slices"]["tables"]["ink"]} == {"low", "mid", "high"}
     assert evidence["sections"]["efficiency"]["metrics"]["flops"]["value"] == 2 * 337_536
+
+
+def test_the_bundle_reference_has_embedding_histograms_without_keeping_all_features(tmp_path):
+    """Without OOD the engine keeps only a fixed-seed sample of feature rows; the reference written into the
+    bundle builds its embedding bins from it, and read_bundle reads it back."""
+    import assay
+    from assay.data.loader import load_data
+    from assay.demo import train_digits_cnn
+    from assay.engine.run import FEATURE_SAMPLE_ROWS
+    from assay.models.export import export_onnx
+
+    train, test = load_data("digits:train"), load_data("digits:test")
+    net = train_digits_cnn(train.x, train.y, epochs=2)
+    model = export_onnx(net, torch.from_numpy(test.x[:2]), tmp_path / "m.onnx", class_names=test.class_names)
+    run = assay.run_evaluation(str(model), test, cache_dir=False)
+    assert run.outputs.clean.features is None and run.outputs.clean.feature_sample.shape[0] == len(test)
+    assert len(test) < FEATURE_SAMPLE_ROWS  # the whole set is the sample here
+    assay.evaluate(str(model), test, out=tmp_path / "out", n_bootstrap=100, cache_dir=False)
+    reference = assay.read_bundle(tmp_path / "out").reference
+    assert reference.features.space == "embeddings" and reference.features.n_features == net.fc2.in_features
+    assert reference.n == len(test) and reference.model_sha256 == run.evidence.model.sha256

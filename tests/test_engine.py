@@ -117,14 +117,21 @@ def test_features_not_kept_still_summarized(blobs):
 def test_feature_summary_merges_batches_exactly():
     from assay.engine.run import _FeatureSummary
 
+    from assay.engine.run import feature_sample_rows
+
     rng = np.random.default_rng(3)
-    x = rng.normal(5.0, 2.0, size=(1000, 7))
-    summary = _FeatureSummary()
-    for part in np.array_split(x, [1, 2, 300, 301, 999]):
-        summary.add(part)
+    x = rng.normal(5.0, 2.0, size=(3000, 7))
+    summary = _FeatureSummary(len(x))
+    start = 0
+    for part in np.array_split(x, [1, 2, 300, 301, 999, 2500]):
+        summary.add(part, start)
+        start += len(part)
     mean, std = summary.result()
     np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(std, x.std(axis=0), rtol=1e-6)
+    rows = feature_sample_rows(len(x))  # the sample holds exactly the chosen rows, in order
+    assert len(rows) == 1000 and len(set(rows)) == 1000
+    np.testing.assert_array_equal(summary.sample, x[rows].astype(np.float32))
 
 
 def test_model_returning_wrong_row_count_is_a_model_error():

@@ -34,7 +34,7 @@ __all__ = ["CacheWarning", "OutputCache", "ViewOutput", "cache_key", "check_cach
 # Bump when the meaning of cached arrays or the entry layout changes (2: checksummed record).
 CACHE_FORMAT = "2"
 _RECORD = "__record__"
-_ARRAYS = ("logits", "features", "feature_mean", "feature_std", "examples", "example_index")
+_ARRAYS = ("logits", "features", "feature_mean", "feature_std", "feature_sample", "examples", "example_index")
 # Anything that reading a damaged or crafted .npz can raise: all of it makes the entry a miss.
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, EOFError, MemoryError, RecursionError, zipfile.BadZipFile,
                 zlib.error)
@@ -58,6 +58,7 @@ class ViewOutput:
     example_index: np.ndarray | None = None
     feature_mean: np.ndarray | None = None
     feature_std: np.ndarray | None = None
+    feature_sample: np.ndarray | None = None
 
 
 def default_cache_dir() -> Path:

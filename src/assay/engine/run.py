@@ -62,14 +62,33 @@ def _view_record(model: Model, source: Dataset, view: View) -> dict[str, str]:
             "data": source.fingerprint, "view": view.spec.key()}
 
 
+#: Rows of features kept as a sample when the full (N, D) array is not (the monitoring reference's
+#: embedding histograms are built from it): chosen by a fixed seed, so every run keeps the same rows.
+FEATURE_SAMPLE_ROWS = 1000
+
+
+def feature_sample_rows(n: int) -> np.ndarray:
+    """The (sorted) rows a feature sample keeps out of ``n``."""
+    return np.sort(np.random.default_rng(0).choice(n, size=min(n, FEATURE_SAMPLE_ROWS), replace=False))
+
+
 class _FeatureSummary:
     """Running per-dimension mean and standard deviation (ddof=0) of features, batch by batch, in float64
-    (Chan, Golub & LeVeque 1979 pairwise update), so features need not be kept to be summarized."""
+    (Chan, Golub & LeVeque 1979 pairwise update), and a fixed-seed sample of rows, so features need not be
+    kept to be summarized."""
 
-    def __init__(self) -> None:
+    def __init__(self, n: int) -> None:
         self.count, self.mean, self.m2 = 0, None, None
+        self.rows = feature_sample_rows(n)
+        self.sample: np.ndarray | None = None
 
-    def add(self, batch: np.ndarray) -> None:
+    def add(self, batch: np.ndarray, start: int = 0) -> None:
+        picked = self.rows[(self.rows >= start) & (self.rows < start + len(batch))]
+        if picked.size:
+            if self.sample is None:
+                self.sample = np.empty((self.rows.size, batch.shape[1]), dtype=np.float32)
+            first = int(np.searchsorted(self.rows, picked[0]))
+            self.sample[first:first + picked.size] = batch[picked - start]
         batch = np.asarray(batch, dtype=np.float64)
         n_b, mean_b = batch.shape[0], batch.mean(axis=0)
         m2_b = ((batch - mean_b) ** 2).sum(axis=0)
@@ -122,6 +141,8 @@ def run_views(
         if hit is not None and keep_features and model.has_features and hit.features is None:
             hit = None  # written by a run that did not keep features
         elif hit is not None and not keep_features:
+            if hit.features is not None and hit.feature_sample is None:
+                hit.feature_sample = hit.features[feature_sample_rows(len(hit.features))]
             hit.features = None
         if hit is not None:
             outputs.views[view.spec.name] = hit
@@ -173,7 +194,7 @@ def _run_view(model: Model, view: View, source: Dataset, batch_size: int, backen
 
     logits: np.ndarray | None = None
     features: np.ndarray | None = None
-    summary = _FeatureSummary()
+    summary = _FeatureSummary(n)
     has_features = True
     for start, (batch_logits, batch_features) in zip(starts, backend.map(one_batch, starts)):
         outputs.forward_batches += 1
@@ -189,7 +210,7 @@ def _run_view(model: Model, view: View, source: Dataset, batch_size: int, backen
         logits[start:stop] = batch_logits
         has_features = has_features and batch_features is not None
         if has_features:
-            summary.add(batch_features)
+            summary.add(batch_features, start)
             if keep_features:
                 if features is None:
                     features = np.empty((n, batch_features.shape[1]), dtype=np.float32)
@@ -205,4 +226,5 @@ def _run_view(model: Model, view: View, source: Dataset, batch_size: int, backen
         example_index=np.array(kept, dtype=np.int64) if kept else None,
         feature_mean=mean,
         feature_std=std,
+        feature_sample=summary.sample if has_features and not keep_features else None,
     )

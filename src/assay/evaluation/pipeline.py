@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from assay.evaluation.inputs import (
 from assay.evidence.schema import DataInfo, Evidence, Finding, Section
 from assay.models.base import Model
 
+if TYPE_CHECKING:
+    from assay.reference import Reference
+
 __all__ = ["EvaluationRun", "resolve_checks", "run_evaluation"]
 
 
@@ -46,26 +49,13 @@ class EvaluationRun:
         self.outputs = outputs
         self.dataset = dataset
 
-    def reference(self) -> dict[str, np.ndarray]:
-        """What monitoring compares live traffic with (``reference.npz``): validation confidences, ATC
-        thresholds, class and prediction frequencies, feature means and standard deviations."""
-        from assay.checks.label_free import ATCEstimator, max_confidence
+    def reference(self) -> Reference:
+        """What monitoring compares live traffic with (``reference.npz``; :class:`assay.reference.Reference`):
+        confidences, class and prediction frequencies, ATC thresholds, histograms of the monitored features,
+        and chunk statistics that calibrate drift thresholds."""
+        from assay.reference import Reference
 
-        logits = self.outputs.clean.logits
-        arrays: dict[str, np.ndarray] = {"val_confidence": max_confidence(logits).astype(np.float32),
-                                         "prediction_frequency": np.bincount(logits.argmax(1), minlength=logits.shape[1]) / len(logits)}
-        if self.dataset.y is not None:
-            arrays["class_frequency"] = np.bincount(self.dataset.y, minlength=logits.shape[1]) / len(logits)
-            arrays["atc_threshold_maxconf"] = np.array(ATCEstimator("maxconf").fit(logits, self.dataset.y).threshold_)
-            arrays["atc_threshold_negentropy"] = np.array(
-                ATCEstimator("negentropy").fit(logits, self.dataset.y).threshold_)
-        clean = self.outputs.clean
-        if clean.features is not None:
-            arrays["feature_mean"] = clean.features.mean(axis=0)
-            arrays["feature_std"] = clean.features.std(axis=0)
-        elif clean.feature_mean is not None and clean.feature_std is not None:
-            arrays["feature_mean"], arrays["feature_std"] = clean.feature_mean, clean.feature_std
-        return arrays
+        return Reference.from_run(self)
 
     def predictions(self) -> dict[str, np.ndarray]:
         """Per-sample arrays for ``predictions.npz``: ids, labels, clean logits, and ``slice_<column>``

@@ -23,5 +23,5 @@ def write_evaluation(run: EvaluationRun, out: str | os.PathLike[str],
 
     return write_bundle(out, run.evidence, run.predictions(),
                         renderers={"report.html": render_html, "report.md": render_markdown},
-                        extra_arrays={"reference.npz": run.reference()}, extra_files=extra_files,
+                        extra_arrays={"reference.npz": run.reference().to_arrays()}, extra_files=extra_files,
                         inputs=inputs, force=force)
