@@ -8,16 +8,15 @@ naming the Python parameter (the CLI turns parameter names into its flags in one
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from assay._validation import validated_call
 from assay.checks.base import EvaluateConfig
 from assay.checks.registry import DEFAULT_CHECKS
 from assay.data.dataset import Dataset
-from assay.errors import OptionError
 from assay.evaluation import EvaluationRun, evaluation_inputs, run_evaluation, write_evaluation
 from assay.evidence.schema import Evidence
 from assay.models.base import Model
@@ -27,38 +26,9 @@ __all__ = ["CHECKS", "EvaluationRun", "compare", "compress", "evaluate", "evalua
 
 #: The checks ``evaluate`` runs by default (every check whose input is given runs too).
 CHECKS: tuple[str, ...] = DEFAULT_CHECKS
-T = TypeVar("T")
 
 MODEL_OPTIONS = frozenset({"weights", "outputs", "feature_layer", "feature_output", "threads", "untrained"})
 DATA_OPTIONS = frozenset({"label_col", "text_col", "feature_cols", "image_size", "class_names"})
-
-
-@functools.lru_cache(maxsize=None)
-def _validator(fn: Callable[..., T]) -> Callable[..., T]:
-    from pydantic import ConfigDict, validate_call
-
-    return validate_call(fn, config=ConfigDict(arbitrary_types_allowed=True))
-
-
-def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)`` with its parameters validated against its annotations first; a bad one is an
-    OptionError whose ``where`` is the parameter's name."""
-    from pydantic import ValidationError
-
-    try:
-        return _validator(fn)(*args, **kwargs)
-    except ValidationError as exc:
-        if exc.title != fn.__name__:  # raised inside the function, not by the argument check
-            raise
-        first = exc.errors()[0]
-        name = str(first["loc"][0]) if first["loc"] else fn.__name__
-        if name.isdigit():  # a positional argument: name it
-            import inspect
-
-            params = list(inspect.signature(fn).parameters)
-            name = params[int(name)] if int(name) < len(params) else name
-        raise OptionError(f"{fn.__name__}(): invalid {name}: {first['msg']}", where=name,
-                          fix=f"see help(assay.{fn.__name__}) for what {name} accepts") from None
 
 
 def evaluate(
@@ -118,7 +88,7 @@ def compare(baseline: Any, candidate: Any, **options: Any) -> Any:
     ``Comparison`` (``.verdict``, ``.exit_code``, ``.rules``). Options: see :func:`assay.compare.run.compare`."""
     from assay.compare.run import compare as run
 
-    return _call(run, baseline, candidate, **options)
+    return validated_call(run, baseline, candidate, **options)
 
 
 def select(models: list[str], data: Any, **options: Any) -> Any:
@@ -126,7 +96,7 @@ def select(models: list[str], data: Any, **options: Any) -> Any:
     ``.reasons``, ``.rows``). Options: see :func:`assay.compare.run.select`."""
     from assay.compare.run import select as run
 
-    return _call(run, models, data, **options)
+    return validated_call(run, models, data, **options)
 
 
 def compress(model: Any, data: Any, **options: Any) -> Any:
@@ -134,7 +104,7 @@ def compress(model: Any, data: Any, **options: Any) -> Any:
     (``.recommended``, ``.reasons``, ``.rows``). Options: see :func:`assay.compress.run.compress`."""
     from assay.compress.run import compress as run
 
-    return _call(run, model, data, **options)
+    return validated_call(run, model, data, **options)
 
 
 def profile(model: Any, sample: Any, **options: Any) -> Any:
@@ -150,4 +120,4 @@ def profile(model: Any, sample: Any, **options: Any) -> Any:
 
         load = {k: options.pop(k) for k in ("weights", "untrained") if k in options}
         model = load_model(os.fspath(model), sample=np.asarray(sample)[:2], threads=options.get("threads"), **load)
-    return _call(profile_model, model, np.asarray(sample), **options)
+    return validated_call(profile_model, model, np.asarray(sample), **options)

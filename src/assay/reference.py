@@ -839,7 +839,7 @@ class Reference:
         what they hold; provenance missing from them comes from ``evidence`` when given (which is also
         checked to describe the same n, classes and model). Every failure is a DataError.
         """
-        from assay.evidence.bundle import read_npz_member
+        from assay.data.npz import read_npz_member
 
         given = Path(path)
         file = given / REFERENCE_FILE if given.is_dir() else given
@@ -860,7 +860,7 @@ class Reference:
                     nonlocal key
                     key = name
                     return read_npz_member(zf, members[name], shape, kinds, f"{file} [{name!r}]",
-                                           implied_by=implied_by)
+                                           implied_by=implied_by, fix=_REGENERATE)
 
                 if "header" not in members:
                     reference = _load_legacy(zf, members, read, where, evidence)

@@ -1,7 +1,7 @@
 """Compression: variants (quantization, fp16, pruning) and the damage audit; the latency, FLOPs and energy
 harness lives in :mod:`assay.profiling`.
 
-The package is callable: ``assay.compress(model, data, ...)`` is the public facade (:func:`assay.api.compress`),
+The package is callable: ``assay.compress(model, data, ...)`` is the public facade (:func:`assay.compress.run.compress`, its parameters validated),
 so the name works both as the function and as this package's import path.
 """
 
@@ -12,9 +12,10 @@ from typing import Any
 
 class _CallablePackage(types.ModuleType):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from assay.api import compress
+        from assay._validation import validated_call
+        from assay.compress.run import compress
 
-        return compress(*args, **kwargs)
+        return validated_call(compress, *args, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallablePackage

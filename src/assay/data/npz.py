@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["UINT8_SCALED_NOTE", "NpyHeader", "integer_labels", "load_npy", "load_npz", "read_npy_header",
-           "require_unique_ids"]
+           "read_npz_member", "require_unique_ids"]
 
 _META_PREFIX = "meta_"
 _USED_KEYS = ("x", "y", "ids", "class_names")
@@ -422,3 +422,38 @@ def _class_names(names: np.ndarray, y: np.ndarray | None, where: str) -> list[st
             fix="give one class name per class index 0..C-1",
         )
     return result
+
+
+def read_npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple[int, ...], kinds: str, where: str,
+                    *, implied_by: str = "evidence.json", fix: str = _RESAVE, max_label_chars: int = 1024
+                    ) -> np.ndarray:
+    """One array of an npz archive, checked before its data is read: the header must claim ``shape`` (what
+    ``implied_by`` says it must be) and a dtype of ``kinds`` (numpy kind letters); then exactly the claimed
+    bytes are read (so memory never exceeds what the caller expects, however large the archive claims to
+    be) and the member's CRC is verified. Never unpickles (object dtypes are refused by the header reader)."""
+    with zf.open(info) as f:
+        header = read_npy_header(f, info.filename.removesuffix(".npy"), where, fix=fix)  # type: ignore[arg-type]
+        if header.dtype.kind not in kinds:
+            raise DataError(f"the array has dtype {header.dtype}, expected {_kind_words(kinds)}", where=where,
+                            fix=fix)
+        if header.dtype.kind in "US" and header.dtype.itemsize > 4 * max_label_chars:
+            raise DataError(f"the strings are up to {header.dtype.itemsize // 4:,} characters long (at most "
+                            f"{max_label_chars})", where=where, fix=fix)
+        if header.shape != shape:
+            raise DataError(f"the array has shape {header.shape}, but {implied_by} implies {shape}", where=where,
+                            fix=fix)
+        data = f.read(header.nbytes + 1)  # reading past the end verifies the CRC
+    if len(data) != header.nbytes:
+        raise DataError(f"the array holds {len(data):,} bytes of data; its header says {header.nbytes:,} "
+                        "(truncated or corrupt)", where=where, fix=fix)
+    array = np.frombuffer(data, dtype=header.dtype).reshape(shape, order="F" if header.fortran_order else "C")
+    return array.astype(header.dtype.newbyteorder("="))  # a native-order, writable copy
+
+
+_KIND_WORDS = {"i": "integers", "u": "unsigned integers", "f": "floating point numbers", "b": "booleans",
+               "U": "strings", "S": "strings"}
+
+
+def _kind_words(kinds: str) -> str:
+    words = list(dict.fromkeys(_KIND_WORDS[k] for k in kinds if k != "u" or "i" not in kinds))
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]

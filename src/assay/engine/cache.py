@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from assay._paths import default_cache_dir
 from assay.errors import OptionError
 
 __all__ = ["CacheWarning", "OutputCache", "ViewOutput", "cache_key", "check_cache_dir", "default_cache_dir"]
@@ -59,14 +60,6 @@ class ViewOutput:
     feature_mean: np.ndarray | None = None
     feature_std: np.ndarray | None = None
     feature_sample: np.ndarray | None = None
-
-
-def default_cache_dir() -> Path:
-    """``$ASSAY_CACHE_DIR``, else ``$XDG_CACHE_HOME/assay``, else ``~/.cache/assay``."""
-    if env := os.environ.get("ASSAY_CACHE_DIR"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "assay"
 
 
 def cache_key(*parts: str) -> str:

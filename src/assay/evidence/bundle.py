@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import ValidationError
 
-from assay.data.npz import read_npy_header
+from assay.data.npz import read_npz_member
 from assay.errors import DataError
 from assay.evidence.output import atomic_directory
 from assay.evidence.schema import SCHEMA_VERSION, Evidence
@@ -47,8 +47,7 @@ from assay.evidence.schema import SCHEMA_VERSION, Evidence
 if TYPE_CHECKING:
     from assay.reference import Reference
 
-__all__ = ["Bundle", "Predictions", "atomic_directory", "read_bundle", "read_evidence", "read_npz_member",
-           "read_predictions", "read_reference", "write_bundle"]
+__all__ = ["Bundle", "Predictions", "atomic_directory", "read_bundle", "read_evidence",            "read_predictions", "read_reference", "write_bundle"]
 
 _REGENERATE = "re-run `assay evaluate` with this version of Assay to regenerate the bundle"
 #: Longest string id / slice label read from predictions.npz (characters).
@@ -170,40 +169,6 @@ def read_evidence(path: str | os.PathLike[str]) -> Evidence:
 
 
 
-def read_npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple[int, ...], kinds: str, where: str,
-                    *, implied_by: str = "evidence.json") -> np.ndarray:
-    """One array of an npz archive, checked before its data is read: the header must claim ``shape`` (what
-    ``implied_by`` says it must be) and a dtype of ``kinds`` (numpy kind letters); then exactly the claimed
-    bytes are read (so memory never exceeds what the caller expects, however large the archive claims to
-    be) and the member's CRC is verified. Never unpickles (object dtypes are refused by the header reader)."""
-    with zf.open(info) as f:
-        header = read_npy_header(f, info.filename.removesuffix(".npy"), where, fix=_REGENERATE)  # type: ignore[arg-type]
-        if header.dtype.kind not in kinds:
-            raise DataError(f"the array has dtype {header.dtype}, expected {_kind_words(kinds)}", where=where,
-                            fix=_REGENERATE)
-        if header.dtype.kind in "US" and header.dtype.itemsize > 4 * MAX_LABEL_CHARS:
-            raise DataError(f"the strings are up to {header.dtype.itemsize // 4:,} characters long (at most "
-                            f"{MAX_LABEL_CHARS})", where=where, fix=_REGENERATE)
-        if header.shape != shape:
-            raise DataError(f"the array has shape {header.shape}, but {implied_by} implies {shape}", where=where,
-                            fix=_REGENERATE)
-        data = f.read(header.nbytes + 1)  # reading past the end verifies the CRC
-    if len(data) != header.nbytes:
-        raise DataError(f"the array holds {len(data):,} bytes of data; its header says {header.nbytes:,} "
-                        "(truncated or corrupt)", where=where, fix=_REGENERATE)
-    array = np.frombuffer(data, dtype=header.dtype).reshape(shape, order="F" if header.fortran_order else "C")
-    return array.astype(header.dtype.newbyteorder("="))  # a native-order, writable copy
-
-
-_KIND_WORDS = {"i": "integers", "u": "unsigned integers", "f": "floating point numbers", "b": "booleans",
-               "U": "strings", "S": "strings"}
-
-
-def _kind_words(kinds: str) -> str:
-    words = list(dict.fromkeys(_KIND_WORDS[k] for k in kinds if k != "u" or "i" not in kinds))
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
-
-
 def read_predictions(path: str | os.PathLike[str], evidence: Evidence) -> dict[str, np.ndarray] | None:
     """``predictions.npz`` of a bundle, validated against its ``evidence.json`` (None when absent).
 
@@ -229,7 +194,8 @@ def read_predictions(path: str | os.PathLike[str], evidence: Evidence) -> dict[s
             slices = sorted(k for k in members if k.startswith("slice_"))
             for key in [*expected, *slices]:
                 shape, kinds = expected.get(key, ((n,), "iufbUS"))
-                arrays[key] = read_npz_member(zf, members[key], shape, kinds, f"{path} [{key!r}]")
+                arrays[key] = read_npz_member(zf, members[key], shape, kinds, f"{path} [{key!r}]",
+                                               fix=_REGENERATE, max_label_chars=MAX_LABEL_CHARS)
     except DataError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,

@@ -64,7 +64,7 @@ def input_paths(*specs: Any, cache_dir: Any = None) -> list[Path]:
     ``cache_dir`` (True: the default one; False/None: none), which counts even before it exists."""
     found: list[Path] = []
     if cache_dir is True:
-        from assay.engine.cache import default_cache_dir
+        from assay._paths import default_cache_dir
 
         cache_dir = default_cache_dir()
     if isinstance(cache_dir, (str, os.PathLike)):

@@ -4,13 +4,15 @@ rule) and comparison.html (the evaluate report's page, with gate, per-class, per
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
-from assay.compare.gate import Comparison
 from assay.evidence.schema import Evidence, Finding, Section
+
+if TYPE_CHECKING:
+    from assay.compare.gate import Comparison
 
 __all__ = ["comparison_sections", "render_comparison_html", "render_junit", "render_markdown",
            "render_selection_html", "render_selection_markdown", "selection_sections"]
