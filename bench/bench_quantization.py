@@ -206,10 +206,11 @@ def _quantize_s8s8(base: Path, target: Path, x: np.ndarray) -> None:
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from assay.compress.variants import _BatchReader
+    from assay.compress.variants import _BatchReader, calibration_batch_size
 
     with contextlib.redirect_stdout(io.StringIO()):
-        quantize_static(str(base), str(target), _BatchReader("input", x), quant_format=QuantFormat.QDQ,
+        reader = _BatchReader("input", x, calibration_batch_size(len(x)))  # equal batches, as make_variants uses
+        quantize_static(str(base), str(target), reader, quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
 
