@@ -126,3 +126,28 @@ def test_the_bundle_reference_has_embedding_histograms_without_keeping_all_featu
     reference = assay.read_bundle(tmp_path / "out").reference
     assert reference.features.space == "embeddings" and reference.features.n_features == net.fc2.in_features
     assert reference.n == len(test) and reference.model_sha256 == run.evidence.model.sha256
+
+
+def test_the_public_facade_validates_its_parameters_by_name(tmp_path):
+    """assay.compare/select/compress/profile check their arguments before any work; a bad one is an
+    OptionError naming the Python parameter, and assay.compare stays the import path of its package."""
+    from assay.errors import OptionError
+
+    assert callable(assay.compare) and callable(assay.compress)
+    import importlib
+
+    run = importlib.import_module("assay.compare.run")  # the documented module path keeps working
+    assert callable(run.compare) and callable(assay.compare) and assay.compare.run is run
+    cases = [
+        (lambda: assay.compare("a", "b", n_bootstrap="many"), "n_bootstrap"),
+        (lambda: assay.compare("a", "b", n_bootstrap=10), "n_bootstrap"),
+        (lambda: assay.select(["a", "b"], "digits", objectiv="accuracy"), "select"),
+        (lambda: assay.compress("m.onnx", "digits", max_accuracy_drop="lots"), "max_accuracy_drop"),
+        (lambda: assay.evaluate("m.onnx", "digits", n_bootstrap=3), "n_bootstrap"),
+        (lambda: assay.evaluate("m.onnx", "digits", severities="all"), "severities"),
+        (lambda: assay.evaluate("m.onnx", "digits", severity=[1]), "severity"),
+    ]
+    for call, where in cases:
+        with pytest.raises(OptionError) as info:
+            call()
+        assert info.value.where == where, (where, info.value)

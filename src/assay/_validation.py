@@ -4,8 +4,11 @@ parameter (the CLI turns parameter names into its flags in one place)."""
 
 from __future__ import annotations
 
+import builtins
 import functools
-from collections.abc import Callable
+import inspect
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from assay.errors import OptionError
@@ -15,29 +18,72 @@ __all__ = ["validated_call"]
 T = TypeVar("T")
 
 
-@functools.lru_cache(maxsize=None)
-def _validator(fn: Callable[..., T]) -> Callable[..., T]:
-    from pydantic import ConfigDict, validate_call
+class _Namespace(Mapping[str, Any]):
+    """Names an annotation may use: the function's module globals; a name imported only for type checking
+    (``if TYPE_CHECKING:``) stands for ``Any``, so such a parameter is simply not checked."""
 
-    return validate_call(fn, config=ConfigDict(arbitrary_types_allowed=True))
+    def __init__(self, module_globals: dict[str, Any]) -> None:
+        self._globals = module_globals
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._globals:
+            return self._globals[key]
+        if hasattr(builtins, key):
+            raise KeyError(key)  # let the evaluation find the builtin itself
+        return Any
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._globals)
+
+    def __len__(self) -> int:
+        return len(self._globals)
+
+
+@functools.lru_cache(maxsize=None)
+def _adapters(fn: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, Any]]:
+    """The function's signature and a pydantic TypeAdapter per parameter whose annotation pydantic can check
+    (parameters typed with our own classes or ``Any`` are left to the function)."""
+    from pydantic import ConfigDict, TypeAdapter
+
+    signature = inspect.signature(fn)
+    try:
+        hints = typing.get_type_hints(fn, localns=_Namespace(fn.__globals__))  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - an annotation we cannot resolve: check only the call's shape
+        hints = {}
+    adapters: dict[str, Any] = {}
+    for name in signature.parameters:
+        hint = hints.get(name)
+        if hint is None or hint is Any:
+            continue
+        try:
+            adapter = TypeAdapter(hint, config=ConfigDict(arbitrary_types_allowed=True))
+        except Exception:  # noqa: BLE001 - a type pydantic cannot describe (e.g. a dataclass with lazy fields)
+            continue
+        if getattr(adapter, "pydantic_complete", True):  # incomplete: refers to a type it cannot build
+            adapters[name] = adapter
+    return signature, adapters
 
 
 def validated_call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)`` with its parameters validated against its annotations first (pydantic's
-    ``validate_call``); a bad one is an OptionError whose ``where`` is the parameter's name."""
+    """``fn(*args, **kwargs)`` after checking the call against ``fn``'s signature and every argument against
+    its annotation (pydantic, lax mode, values passed on unchanged); an unknown or missing parameter or a bad
+    value is an OptionError whose ``where`` is the parameter's name."""
     from pydantic import ValidationError
 
+    signature, adapters = _adapters(fn)
     try:
-        return _validator(fn)(*args, **kwargs)
-    except ValidationError as exc:
-        if exc.title != fn.__name__:  # raised inside the function, not by the argument check
-            raise
-        first = exc.errors()[0]
-        name = str(first["loc"][0]) if first["loc"] else fn.__name__
-        if name.isdigit():  # a positional argument: name it
-            import inspect
-
-            params = list(inspect.signature(fn).parameters)
-            name = params[int(name)] if int(name) < len(params) else name
-        raise OptionError(f"{fn.__name__}(): invalid {name}: {first['msg']}", where=name,
-                          fix=f"see help(assay.{fn.__name__}) for what {name} accepts") from None
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise OptionError(f"{fn.__name__}(): {exc}", where=fn.__name__,
+                          fix=f"see help(assay.{fn.__name__}) for its parameters") from None
+    for name, value in bound.arguments.items():
+        adapter = adapters.get(name)
+        if adapter is None or signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            continue
+        try:
+            adapter.validate_python(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise OptionError(f"{fn.__name__}(): invalid {name}: {first['msg']}", where=name,
+                              fix=f"see help(assay.{fn.__name__}) for what {name} accepts") from None
+    return fn(*args, **kwargs)
