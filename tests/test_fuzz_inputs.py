@@ -254,7 +254,7 @@ def test_constraint_validator_refuses(case):
     text, fragment = CONSTRAINT_CASES[case]
     with pytest.raises(PolicyError) as info:
         parse_constraint(text)
-    assert fragment in str(info.value) and info.value.where == "--constraint" and info.value.fix
+    assert fragment in str(info.value) and info.value.where == "constraints" and info.value.fix
     assert len(str(info.value)) < 1000  # the message quotes a bounded prefix, not the megabyte
 
 
@@ -282,7 +282,7 @@ def test_any_text_is_a_constraint_or_a_policy_error(text):
     try:
         constraint = parse_constraint(text)
     except PolicyError as exc:
-        assert exc.where == "--constraint" and exc.fix
+        assert exc.where == "constraints" and exc.fix
     else:
         assert np.isfinite(constraint.value) and text.isascii()
 
@@ -659,7 +659,7 @@ def test_any_text_is_severities_or_a_user_error(text):
     try:
         severities = parse_severities(text)
     except UserError as exc:
-        assert exc.where == "--severities" and exc.fix
+        assert exc.where == "severities" and exc.fix
     else:
         assert severities and set(severities) <= {1, 2, 3, 4, 5}
 
@@ -673,6 +673,6 @@ def test_any_text_is_eps_or_a_user_error(text):
     try:
         eps = parse_eps(text)
     except UserError as exc:
-        assert exc.where == "--eps" and exc.fix
+        assert exc.where == "eps" and exc.fix
     else:
         assert eps and all(0 < e <= 64 for e in eps)

@@ -47,7 +47,7 @@ def _adapters(fn: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, Any]
 
     signature = inspect.signature(fn)
     try:
-        hints = typing.get_type_hints(fn, localns=_Namespace(fn.__globals__))  # type: ignore[arg-type]
+        hints = typing.get_type_hints(fn, localns=_Namespace(fn.__globals__))
     except Exception:  # noqa: BLE001 - an annotation we cannot resolve: check only the call's shape
         hints = {}
     adapters: dict[str, Any] = {}

@@ -113,7 +113,7 @@ def profile(model: Any, sample: Any, **options: Any) -> Any:
     spec (then ``weights=``/``untrained=``/``threads=`` load it). Options: see ``profile_model``."""
     import numpy as np
 
-    from assay.compress.latency import profile_model
+    from assay.profiling.profile import profile_model
 
     if not isinstance(model, Model):
         from assay.models.loader import load_model

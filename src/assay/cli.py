@@ -417,7 +417,7 @@ def profile(
     import numpy as np
 
     from assay.checks.efficiency import efficiency_section
-    from assay.compress.latency import profile_model
+    from assay.profiling.profile import profile_model
     from assay.models.loader import load_model
     from assay.report.formatting import write_text_atomic
 
@@ -468,7 +468,7 @@ def profile(
 
 def _is_profile_json(path: Path) -> bool:
     """True for a file `assay profile --json` wrote (it validates as an EfficiencyProfile)."""
-    from assay.compress.latency import EfficiencyProfile
+    from assay.profiling.profile import EfficiencyProfile
 
     try:
         if path.stat().st_size > 16 << 20:

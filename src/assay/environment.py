@@ -24,7 +24,8 @@ _INTERESTING_FLAGS = (
 @lru_cache(maxsize=1)
 def cpu_model_and_flags() -> tuple[str | None, tuple[str, ...]]:
     """CPU model name and the inference-relevant ISA flags, from /proc/cpuinfo (Linux) or platform."""
-    model, flags = None, set()
+    model: str | None = None
+    flags: set[str] = set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:

@@ -27,6 +27,7 @@ local generator.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -93,21 +94,33 @@ def _random_sphere_start(x: torch.Tensor, eps: float, norm: str, gen: torch.Gene
     return (x + eps * t / (per_sample_norm(t, norm) + 1e-12)).clamp_(0.0, 1.0)
 
 
+@dataclasses.dataclass
 class _Run:
     """Per-sample state of one APGD run; rows are dropped as samples get fooled."""
 
-    FIELDS = ("idx", "x", "y", "target", "lo", "hi", "adv", "adv_prev", "grad", "x_best", "grad_best", "loss_best",
-              "prev_loss", "increases", "step", "best_at_check", "reduced_at_check")
-
-    def __init__(self, **state: torch.Tensor | None) -> None:
-        for name in self.FIELDS:
-            setattr(self, name, state.get(name))
+    idx: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    target: torch.Tensor | None
+    lo: torch.Tensor | None
+    hi: torch.Tensor | None
+    adv: torch.Tensor
+    adv_prev: torch.Tensor
+    grad: torch.Tensor
+    x_best: torch.Tensor
+    grad_best: torch.Tensor
+    loss_best: torch.Tensor
+    prev_loss: torch.Tensor
+    increases: torch.Tensor
+    step: torch.Tensor
+    best_at_check: torch.Tensor
+    reduced_at_check: torch.Tensor
 
     def keep(self, mask: torch.Tensor) -> None:
-        for name in self.FIELDS:
-            value = getattr(self, name)
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
             if value is not None:
-                setattr(self, name, value[mask])
+                setattr(self, field.name, value[mask])
 
 
 def _loss_grad(module: torch.nn.Module, adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
@@ -181,19 +194,19 @@ def _apgd_run(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, target:
         with torch.no_grad():
             improved = loss > s.loss_best
             s.x_best[improved] = s.adv[improved]
-            if grad is not None:
+            if grad is not None:  # None after the last step only
                 s.grad_best[improved] = grad[improved]
-            s.grad = grad
+                s.grad = grad
             s.loss_best = torch.where(improved, loss, s.loss_best)
             s.increases += (loss > s.prev_loss).to(torch.int64)
             s.prev_loss = loss
         if drop_fooled(logits):
             return out, fooled, out_loss
-        k = checkpoints.get(i + 1)
-        if k is None or last:
+        interval = checkpoints.get(i + 1)
+        if interval is None or last:
             continue
         with torch.no_grad():
-            oscillating = s.increases <= k * rho
+            oscillating = s.increases <= interval * rho
             stalled = ~s.reduced_at_check & (s.best_at_check >= s.loss_best)
             reduce = oscillating | stalled
             s.reduced_at_check = reduce

@@ -99,7 +99,7 @@ def _pgd_run(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: 
             fooled[idx[wrong]] = True
             keep = ~wrong
             idx, adv, grad, xa, ya = idx[keep], adv[keep], grad[keep], xa[keep], ya[keep]
-            if lo is not None:
+            if lo is not None and hi is not None:
                 lo, hi = lo[keep], hi[keep]
             if idx.numel() == 0:
                 return out, fooled, None

@@ -160,7 +160,7 @@ def _l2_proposal(rng: np.random.Generator, x: np.ndarray, x_best: np.ndarray, ep
     norm_windows = np.sqrt(((delta * both).astype(np.float64) ** 2).sum(axis=(1, 2, 3)))
 
     eta = square_window_pattern(s)
-    flip = rng.random(n) < 0.5  # the pattern is transposed for half of the proposals
+    flip = rng.random((n,)) < 0.5  # the pattern is transposed for half of the proposals
     etas = np.where(flip[:, None, None], eta.T[None], eta[None])[:, None]  # (n, 1, s, s)
     new = etas * _signs(rng, (n, c, 1, 1)) + w1 / (norm_w1 + 1e-12)
     budget = np.maximum(eps**2 - norm_image**2, 0.0) / c + norm_windows**2

@@ -57,7 +57,7 @@ def check_adversarial(ctx: CheckContext) -> Section:
     cfg = ctx.config
     views = [(name, v) for name, v in ctx.views.items() if isinstance(v, AdversarialView)]
     if not views:
-        raise UserError("the adversarial check needs attack views", where="--checks", fix="pass --adversarial quick")
+        raise UserError("the adversarial check needs attack views", where="checks", fix="pass --adversarial quick")
     labels = ctx.labels
     n = labels.size
     clean_correct = ctx.logits.argmax(1) == labels

@@ -137,11 +137,11 @@ def _baseline_errors(baseline: Evidence, ctx: CheckContext) -> tuple[dict[tuple[
         raise UserError(
             "the --baseline bundle was evaluated on different data (fingerprints "
             f"{baseline.data.fingerprint[:12]} vs {ctx.dataset.fingerprint[:12]})",
-            where="--baseline", fix="evaluate the baseline model on the same data with the same corruptions")
+            where="baseline", fix="evaluate the baseline model on the same data with the same corruptions")
     section = baseline.sections.get("corruption")
     perf = baseline.sections.get("performance")
     if section is None or perf is None or "per_view" not in section.tables:
-        raise UserError("the --baseline bundle has no corruption results", where="--baseline",
+        raise UserError("the --baseline bundle has no corruption results", where="baseline",
                         fix="evaluate the baseline with --suite standard (or the same --corruptions) first")
     errors = {(r["corruption"], int(r["severity"])): 1.0 - float(r["accuracy"]) for r in section.tables["per_view"]}
     return errors, 1.0 - float(perf.metrics["accuracy"].value)
@@ -152,7 +152,7 @@ def check_corruption(ctx: CheckContext) -> Section:
     cfg = ctx.config
     views = [(name, v) for name, v in ctx.views.items() if isinstance(v, (CorruptionView, PrecomputedCorruptionView))]
     if not views:
-        raise UserError("the corruption check needs corruption views", where="--checks",
+        raise UserError("the corruption check needs corruption views", where="checks",
                         fix="pass --corruptions or --suite standard")
     labels = ctx.labels
     n = len(labels)

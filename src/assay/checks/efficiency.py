@@ -48,7 +48,7 @@ def _latency_metric(b: BatchLatency, name: str, level: float, threads: int | Non
 
 
 def efficiency_section(profile: EfficiencyProfile, confidence: float = 0.95) -> Section:
-    """The "efficiency" Section of an :class:`~assay.compress.latency.EfficiencyProfile`.
+    """The "efficiency" Section of an :class:`~assay.profiling.profile.EfficiencyProfile`.
 
     Latency CIs are recomputed at ``confidence`` from the in-memory raw times when the profile was
     measured at another level; a profile read back from JSON keeps its own level (said in a finding).

@@ -72,7 +72,7 @@ def parse_constraint(text: str) -> Constraint:
 
     Untrusted text: its length is bounded before matching, the grammar is ASCII (``float`` would otherwise
     accept Arabic-Indic or full-width digits), and the number must be finite."""
-    where, grammar = "--constraint", "write METRIC OP NUMBER with OP one of <=, <, >=, >, ==, e.g. latency_p95_ms<=5"
+    where, grammar = "constraints", "write METRIC OP NUMBER with OP one of <=, <, >=, >, ==, e.g. latency_p95_ms<=5"
     if not isinstance(text, str):
         raise PolicyError(f"a constraint must be text, got {type(text).__name__}", where=where, fix=grammar)
     if len(text) > MAX_CONSTRAINT_CHARS:
@@ -196,7 +196,7 @@ def select_from(sides: list[Side], constraints: list[Constraint], objective: str
                 n_bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95) -> Selection:
     """Leaderboard, feasibility, Pareto front and the pick (see the module docstring)."""
     if objective not in COLUMNS:
-        raise UserError(f"unknown objective {objective!r}", where="--objective", fix=f"use one of: {', '.join(COLUMNS)}")
+        raise UserError(f"unknown objective {objective!r}", where="objective", fix=f"use one of: {', '.join(COLUMNS)}")
     higher = COLUMNS[objective][0]
     rows = [leaderboard_row(s) for s in sides]
     for row in rows:
@@ -205,9 +205,9 @@ def select_from(sides: list[Side], constraints: list[Constraint], objective: str
     for c in constraints:
         if all(r[c.metric] is None for r in rows):
             raise UserError(f"no model has {c.metric} measured, so the constraint {c} cannot be judged",
-                            where="--constraint", fix="drop it, or evaluate with the check that measures it")
+                            where="constraints", fix="drop it, or evaluate with the check that measures it")
     if all(r[objective] is None for r in rows):
-        raise UserError(f"no model has {objective} measured", where="--objective",
+        raise UserError(f"no model has {objective} measured", where="objective",
                         fix="choose a measured objective, e.g. accuracy")
     cost_metric = "latency_p95_ms" if all(r["latency_p95_ms"] is not None for r in rows) else \
         "model_size_mb" if all(r["model_size_mb"] is not None for r in rows) else None

@@ -288,11 +288,11 @@ def compress(
     methods = parse_methods(list(methods or ["int8-static", "int8-dynamic", "fp16"]))  # unknown names fail here
     batch_sizes = tuple(sorted({int(b) for b in batch_sizes}))
     if not batch_sizes or min(batch_sizes) < 1:
-        raise OptionError(f"batch sizes must be positive integers, got {batch_sizes}", where="--batch-sizes",
+        raise OptionError(f"batch sizes must be positive integers, got {batch_sizes}", where="batch_sizes",
                         fix="e.g. --batch-sizes 1,32")
     rank_batch = int(ranking_batch or max(batch_sizes))
     if rank_batch not in batch_sizes:
-        raise OptionError(f"the ranking batch size {rank_batch} is not profiled", where="--ranking-batch",
+        raise OptionError(f"the ranking batch size {rank_batch} is not profiled", where="ranking_batch",
                         fix=f"use one of {', '.join(map(str, batch_sizes))} or add it to --batch-sizes")
     calibrate = needs_calibration(methods)
     if calibrate and calibration is None and train_data is None:  # before any data is read
@@ -303,7 +303,7 @@ def compress(
         check_output(out, "compress", inputs=inputs, force=force)
     dataset = as_dataset(data, data_options or {})
     if dataset.y is None:
-        raise DataError("the evaluation data has no labels", where="--data",
+        raise DataError("the evaluation data has no labels", where="data",
                         fix="the damage audit compares accuracy per class: give labelled data")
     train = as_dataset(train_data, data_options or {}) if train_data is not None else None
     notes: list[str] = []
@@ -321,7 +321,7 @@ def compress(
                           **{**(model_options or {}), **({"threads": threads} if threads else {})})
     if calib is not None and tuple(np.asarray(calib.x).shape[1:]) != tuple(np.asarray(dataset.x).shape[1:]):
         raise DataError(f"the calibration inputs have shape {tuple(np.asarray(calib.x).shape[1:])} per sample, "
-                        f"the evaluation inputs {tuple(np.asarray(dataset.x).shape[1:])}", where="--calibration",
+                        f"the evaluation inputs {tuple(np.asarray(dataset.x).shape[1:])}", where="calibration",
                         fix="give calibration data in the model's input layout (same preprocessing as --data)")
     config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, confidence=confidence, slice_by=list(slice_by or []),
                             **apply_suite(suite, {}))

@@ -239,12 +239,12 @@ def parse_methods(methods: Sequence[str]) -> list[str]:
     for raw in methods:
         name = str(raw).strip().lower()
         if name not in KNOWN_METHODS:
-            raise OptionError(f"unknown method {raw!r}: not a compression method", where="--methods",
+            raise OptionError(f"unknown method {raw!r}: not a compression method", where="methods",
                               fix=f"choose from: {', '.join(KNOWN_METHODS)}")
         expanded = list(STATIC_METHODS) if name == "int8-static" else [name]
         requested.extend(n for n in expanded if n not in requested)
     if not requested:
-        raise OptionError("no compression method given", where="--methods",
+        raise OptionError("no compression method given", where="methods",
                           fix=f"choose one or more of: {', '.join(KNOWN_METHODS)}")
     return requested
 
@@ -258,7 +258,7 @@ def missing_calibration_error(methods: Sequence[str]) -> OptionError:
     """The error for static int8 methods asked for without calibration data (names them, says what else works)."""
     static = [name for name in parse_methods(methods) if name in STATIC_METHODS]
     return OptionError(f"no calibration data for static int8 quantization ({', '.join(static)})",
-                       where="--calibration",
+                       where="calibration",
                        fix="pass --calibration DATA (a few hundred representative inputs, e.g. from the training set; "
                            "never the evaluation set itself), or leave the int8-static methods out (int8-dynamic and "
                            "fp16 need no calibration)")
@@ -277,7 +277,7 @@ def calibration_batch_size(n: int, limit: int | None = None, fixed: int | None =
     if fixed is not None:
         if n % fixed:
             raise DataError(f"the model's input has a fixed batch size of {fixed}, which does not divide the {n} "
-                            "calibration samples", where="--calibration",
+                            "calibration samples", where="calibration",
                             fix=f"give a multiple of {fixed} calibration samples, or export the model with a dynamic "
                                 "batch dimension")
         return fixed

@@ -189,7 +189,7 @@ def _snow(x: np.ndarray, params: tuple, gens: Generators, table: str) -> np.ndar
     # Only the centre crop of the reference's full-size noise layer survives clipped_zoom: draw just that.
     ch, cw = int(math.ceil(h / zoom)), int(math.ceil(w / zoom))
     top, left = (h - ch) // 2, (w - cw) // 2
-    layer = np.zeros((n, 1, h, w), dtype=np.float32)
+    layer: np.ndarray = np.zeros((n, 1, h, w), dtype=np.float32)
     angles = np.empty(n)
     for i, g in enumerate(gens):
         layer[i, 0, top:top + ch, left:left + cw] = g.standard_normal((ch, cw), dtype=np.float32) * std + mean

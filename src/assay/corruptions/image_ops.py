@@ -16,6 +16,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage
@@ -27,6 +28,11 @@ __all__ = ["bilinear_sample", "box_sum3", "canny", "capped_roots", "clipped_zoom
            "gaussian_filter", "gaussian_weights", "generators", "hsv_to_rgb", "luma", "motion_blur", "pil_box_matrix",
            "pil_box_resize", "plasma_fractal", "rgb_to_hsv", "separable_filter", "truncated_distance",
            "truncated_squared_distance", "worker_threads"]
+
+FilterMode = Literal["reflect", "constant", "nearest", "mirror", "wrap"]
+"""A boundary mode of scipy.ndimage's line filters."""
+PadMode = Literal["reflect101", "constant", "edge", "reflect", "symmetric", "wrap"]
+"""OpenCV's BORDER_REFLECT_101 (``"reflect101"``) or a ``numpy.pad`` mode."""
 
 
 # ---------------------------------------------------------------------------------------------- randomness
@@ -96,7 +102,7 @@ def gaussian_weights(sigma: float, truncate: float = 4.0) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _filter_matrix(n: int, weights: tuple[float, ...], mode: str) -> np.ndarray:
+def _filter_matrix(n: int, weights: tuple[float, ...], mode: FilterMode) -> np.ndarray:
     # Column j is the filter's response to the unit vector e_j, so out = M @ in along that axis; built by
     # scipy itself, so the boundary mode (and kernels longer than the axis) behave exactly as ndimage's.
     matrix = ndimage.correlate1d(np.eye(n), np.asarray(weights), axis=0, mode=mode).astype(np.float32)
@@ -104,12 +110,12 @@ def _filter_matrix(n: int, weights: tuple[float, ...], mode: str) -> np.ndarray:
     return matrix
 
 
-def filter_matrix(n: int, weights: np.ndarray, mode: str) -> np.ndarray:
+def filter_matrix(n: int, weights: np.ndarray, mode: FilterMode) -> np.ndarray:
     """(n, n) matrix of the 1-D correlation with ``weights`` (centred) and an ndimage boundary ``mode``."""
     return _filter_matrix(int(n), tuple(float(w) for w in np.asarray(weights, dtype=np.float64)), mode)
 
 
-def separable_filter(x: np.ndarray, weights_h: np.ndarray, weights_w: np.ndarray, mode: str) -> np.ndarray:
+def separable_filter(x: np.ndarray, weights_h: np.ndarray, weights_w: np.ndarray, mode: FilterMode) -> np.ndarray:
     """Correlate the last two axes with 1-D kernels, as two matrix products (``M_h @ x @ M_w.T``).
 
     A dense (n, n) product costs more multiply-adds than a short kernel, but runs in BLAS and does not care
@@ -119,7 +125,7 @@ def separable_filter(x: np.ndarray, weights_h: np.ndarray, weights_w: np.ndarray
     return np.matmul(np.matmul(mh, x), mw.T)
 
 
-def gaussian_filter(x: np.ndarray, sigma: float, *, mode: str = "nearest", truncate: float = 4.0) -> np.ndarray:
+def gaussian_filter(x: np.ndarray, sigma: float, *, mode: FilterMode = "nearest", truncate: float = 4.0) -> np.ndarray:
     """Gaussian blur of the last two axes, as ``skimage.filters.gaussian`` (``mode='nearest'``,
     ``truncate=4``) does it for a multichannel image; ``sigma <= 0`` leaves ``x`` unchanged."""
     x = np.asarray(x, dtype=np.float32)
@@ -129,7 +135,7 @@ def gaussian_filter(x: np.ndarray, sigma: float, *, mode: str = "nearest", trunc
     return separable_filter(x, w, w, mode)
 
 
-def _pad(x: np.ndarray, ph: int, pw: int, mode: str) -> np.ndarray:
+def _pad(x: np.ndarray, ph: int, pw: int, mode: PadMode) -> np.ndarray:
     widths = [(0, 0)] * (x.ndim - 2) + [(ph, ph), (pw, pw)]
     if mode == "reflect101":
         if x.shape[-2] == 1 or x.shape[-1] == 1:  # nothing to reflect off: the edge value repeats
@@ -138,7 +144,7 @@ def _pad(x: np.ndarray, ph: int, pw: int, mode: str) -> np.ndarray:
     return np.pad(x, widths, mode=mode)
 
 
-def correlate2d(x: np.ndarray, kernel: np.ndarray, *, border: str = "reflect101") -> np.ndarray:
+def correlate2d(x: np.ndarray, kernel: np.ndarray, *, border: PadMode = "reflect101") -> np.ndarray:
     """2-D correlation of each image and channel with a centred odd-sized ``kernel``, borders as OpenCV's
     ``filter2D`` (BORDER_REFLECT_101). Small kernels as shifted sums; large ones by FFT, one image at a time."""
     kernel = np.asarray(kernel, dtype=np.float64)
@@ -549,7 +555,7 @@ def box_sum3(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def correlate3x3(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+def correlate3x3(x: np.ndarray, kernel: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
     """3x3 correlation of the last two axes with an integer ``kernel``, borders BORDER_REFLECT_101, in
     ``x``'s (integer) dtype: shifted multiply-adds over the non-zero taps."""
     p = _pad(x, 1, 1, "reflect101")

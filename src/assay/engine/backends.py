@@ -36,4 +36,4 @@ def get_backend(name: str) -> Backend:
 
     if name == "local":
         return LocalBackend()
-    raise UserError(f"unknown backend {name!r}", where="--backend", fix="use 'local' (Ray support is planned)")
+    raise UserError(f"unknown backend {name!r}", where="backend", fix="use 'local' (Ray support is planned)")

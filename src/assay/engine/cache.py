@@ -81,7 +81,7 @@ def check_cache_dir(directory: str | os.PathLike[str]) -> Path:
             below = "" if existing == path else f" (its parent {existing} is a file)"
             raise OptionError(
                 f"the cache directory {path} is not a directory{below}",
-                where=f"--cache-dir {path}",
+                where="cache_dir",
                 fix="point --cache-dir (or ASSAY_CACHE_DIR) at a directory, or pass --no-cache to run without "
                     "the output cache",
             )

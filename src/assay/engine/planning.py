@@ -7,7 +7,6 @@ takes one input gradient on a handful of samples.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from assay.data.dataset import Dataset
 from assay.engine.cache import ViewOutput
-from assay.engine.robust_views import AdversarialView, AttackSpec, CorruptionView
+from assay.engine.robust_views import AdversarialView, AttackSpec, CorruptionView, attack_runner, logit_module
 from assay.engine.views import View
 from assay.errors import UserError
 from assay.models.base import Model
@@ -44,7 +43,7 @@ def apply_suite(suite: str | None, options: dict[str, Any]) -> dict[str, Any]:
     if suite is None:
         return options
     if suite not in SUITES:
-        raise UserError(f"unknown suite {suite!r}", where="--suite", fix=f"choose from {', '.join(SUITES)}")
+        raise UserError(f"unknown suite {suite!r}", where="suite", fix=f"choose from {', '.join(SUITES)}")
     defaults = SUITES[suite]
     if not options.get("corruptions") and defaults["corruptions"]:
         options["corruptions"] = [defaults["corruptions"]]
@@ -65,7 +64,7 @@ def _bounded_ascii(text: str, option: str, fix: str) -> None:
     """Option text is parsed by int/Fraction, which also read non-ASCII digits: keep it short and ASCII."""
     if len(text) > MAX_OPTION_CHARS or not text.isascii():
         what = f"is {len(text):,} characters long" if len(text) > MAX_OPTION_CHARS else "has non-ASCII characters"
-        raise UserError(f"{option} {_shown(text)} {what}", where=option, fix=fix)
+        raise UserError(f"{option} {_shown(text)} {what}", where=option.lstrip("-"), fix=fix)
 
 
 def parse_eps(text: str | float | list[float]) -> list[float]:
@@ -83,13 +82,13 @@ def parse_eps(text: str | float | list[float]) -> list[float]:
         try:
             value = float(Fraction(str(item)))
         except (ValueError, ZeroDivisionError, OverflowError):
-            raise UserError(f"--eps {_shown(str(item))} is not a number in float range", where="--eps", fix=fix) from None
+            raise UserError(f"--eps {_shown(str(item))} is not a number in float range", where="eps", fix=fix) from None
         if not 0 < value <= 64:
-            raise UserError(f"--eps {_shown(str(item))} must be positive (and at most 64)", where="--eps",
+            raise UserError(f"--eps {_shown(str(item))} must be positive (and at most 64)", where="eps",
                             fix="inputs live in [0, 1]: a typical L-inf budget is 8/255, a typical L2 budget 0.5")
         values.append(value)
     if not values:
-        raise UserError("--eps is empty", where="--eps", fix="give at least one budget, e.g. 8/255")
+        raise UserError("--eps is empty", where="eps", fix="give at least one budget, e.g. 8/255")
     return sorted(set(values))
 
 
@@ -105,13 +104,13 @@ def parse_severities(text: str) -> list[int]:
             part = part.strip()
             bounds = [int(p) for p in part.split("-", 1)] if "-" in part else [int(part)] if part else []
             if any(not 1 <= b <= 5 for b in bounds):
-                raise UserError(f"--severities {_shown(text)} must lie in 1..5", where="--severities", fix=fix)
+                raise UserError(f"--severities {_shown(text)} must lie in 1..5", where="severities", fix=fix)
             out.update(range(bounds[0], bounds[-1] + 1) if bounds else ())
     except ValueError:
-        raise UserError(f"--severities {_shown(text)} is not a list of severities", where="--severities",
+        raise UserError(f"--severities {_shown(text)} is not a list of severities", where="severities",
                         fix=fix) from None
     if not out:
-        raise UserError(f"--severities {_shown(text)} selects no severity", where="--severities", fix=fix)
+        raise UserError(f"--severities {_shown(text)} selects no severity", where="severities", fix=fix)
     return sorted(out)
 
 
@@ -128,7 +127,7 @@ def resolve_corruptions(selection: str | list[str] | None, modality: str) -> lis
         return []
     known = available_corruptions(modality)
     if not known:
-        raise UserError(f"no corruptions are defined for {modality} data", where="--corruptions",
+        raise UserError(f"no corruptions are defined for {modality} data", where="corruptions",
                         fix="drop --corruptions for this data")
     items = [selection] if isinstance(selection, str) else list(selection)
     names = [n.strip() for item in items for n in str(item).split(",") if n.strip()]
@@ -142,7 +141,7 @@ def resolve_corruptions(selection: str | list[str] | None, modality: str) -> lis
         elsewhere = [f"{n!r} is a {m} corruption" for n in unknown for m, names_m in others.items() if n in names_m]
         raise UserError(
             f"unknown {modality} corruption(s) {unknown}" + (f" ({'; '.join(elsewhere)})" if elsewhere else ""),
-            where="--corruptions",
+            where="corruptions",
             fix=f"choose from: all, standard, {', '.join(known)}",
         )
     return names
@@ -161,7 +160,7 @@ def parse_attacks(text: str | list[str]) -> list[str]:
     names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
     unknown = [n for n in names if n not in ATTACKS]
     if unknown or not names:
-        raise UserError(f"unknown attack(s) {unknown or names}", where="--attacks",
+        raise UserError(f"unknown attack(s) {unknown or names}", where="attacks",
                         fix=f"choose from {', '.join(ATTACKS)}")
     return list(dict.fromkeys(names))
 
@@ -179,70 +178,22 @@ def attack_specs(preset: str | list[str], eps: list[float], norm: str, *, steps:
     return specs
 
 
-def _attack_runner(model: Model, spec: AttackSpec) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
-    from assay import attacks
-
-    if not spec.white_box:
-        def run_square(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
-            adv, _queries = attacks.square(model.logits, x, y, eps=spec.eps, norm=spec.norm,
-                                           queries=spec.steps, seed=seed)
-            return np.asarray(adv, dtype=np.float32)
-        return run_square
-
-    import torch
-
-    module = logit_module(model)
-
-    def run_white_box(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
-        xt, yt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y.astype(np.int64))
-        if spec.attack == "fgsm":
-            adv = attacks.fgsm(module, xt, yt, eps=spec.eps, norm=spec.norm)
-        elif spec.attack == "pgd":
-            adv = attacks.pgd(module, xt, yt, eps=spec.eps, norm=spec.norm, steps=spec.steps,
-                              restarts=spec.restarts, seed=seed)
-        else:
-            loss = "ce" if spec.attack == "apgd-ce" else "dlr-targeted"
-            adv = attacks.apgd(module, xt, yt, eps=spec.eps, norm=spec.norm, steps=spec.steps,
-                               restarts=spec.restarts, loss=loss, seed=seed)
-        return adv.detach().cpu().numpy().astype(np.float32)
-    return run_white_box
-
-
-def logit_module(model: Model) -> Any:
-    """The model's torch module, returning logits (log of probabilities for --outputs probabilities)."""
-    import torch
-
-    module = model.torch_module()
-    if model.info.outputs != "probabilities":
-        return module
-
-    class LogOf(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.log(self.inner(x).clamp_min(torch.finfo(torch.float32).tiny))
-
-    return LogOf(module)
-
-
 def adversarial_views(model: Model, dataset: Dataset, clean: ViewOutput, specs: list[AttackSpec],
                       batch_size: int) -> list[View]:
     """One view per attack spec, attacking the clean-correct samples."""
     if dataset.modality != "image":
         raise UserError(f"adversarial evaluation needs image inputs in [0, 1]; this data is {dataset.modality}",
-                        where="--adversarial", fix="drop --adversarial, or evaluate corruption robustness instead")
+                        where="adversarial", fix="drop --adversarial, or evaluate corruption robustness instead")
     if any(s.white_box for s in specs) and model.torch_module() is None:
         raise UserError(
             f"white-box attacks need gradients, and a {model.info.format} model has none in Assay",
-            where="--adversarial",
+            where="adversarial",
             fix="use --adversarial blackbox (Square attack, queries only), or evaluate the torch model "
                 "(TorchScript, torch.export or factory + weights)",
         )
     assert dataset.y is not None
     correct = clean.logits.argmax(axis=1) == dataset.y
-    return [AdversarialView(spec, _attack_runner(model, spec), dataset.y, correct, batch_size) for spec in specs]
+    return [AdversarialView(spec, attack_runner(model, spec), dataset.y, correct, batch_size) for spec in specs]
 
 
 def adversarial_facts(model: Model, dataset: Dataset, clean: ViewOutput, max_samples: int = 32) -> dict[str, Any]:

@@ -11,33 +11,56 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from assay.data.dataset import Dataset
 from assay.data.npz import NpyHeader, read_npy_header
-from assay.engine.views import View, ViewSpec
-from assay.errors import DataError
+from assay.engine.views import View, ViewSpec, gradient_model, spec_state
+from assay.errors import DataError, ModelError
 
-__all__ = ["AdversarialView", "AttackSpec", "CorruptionView", "PrecomputedCorruptionView",
-           "load_precomputed_corruptions"]
+if TYPE_CHECKING:
+    from assay.engine.work import Shard
+    from assay.models.base import Model
+
+__all__ = ["AdversarialView", "AttackSpec", "CorruptionView", "PrecomputedCorruptionView", "attack_runner",
+           "load_precomputed_corruptions", "logit_module"]
 
 
 class CorruptionView(View):
     """The evaluation inputs under one corruption at one severity (Hendrycks & Dietterich 2019)."""
 
     def __init__(self, dataset: Dataset, name: str, severity: int, *, seed: int = 0, table: str = "auto") -> None:
-        self.name, self.severity, self.seed, self.table = name, int(severity), int(seed), table
-        self.modality = dataset.modality
-        params = {"name": name, "severity": self.severity, "seed": self.seed}
-        if self.modality == "image":
-            params["table"] = table
-        elif self.modality == "tabular":
+        mean = std = None
+        if dataset.modality == "tabular":
             # Statistics of the whole evaluation set, so a batch's corruption never depends on the batch.
             x = np.asarray(dataset.x, dtype=np.float64)
-            self.feature_mean = x.mean(axis=0).astype(np.float32)
-            self.feature_std = x.std(axis=0).astype(np.float32)
-        self.spec = ViewSpec.make("corruption", **params)
+            mean, std = x.mean(axis=0).astype(np.float32), x.std(axis=0).astype(np.float32)
+        self._setup(dataset.modality, name, severity, seed, table, mean, std)
+
+    def _setup(self, modality: str, name: str, severity: int, seed: int, table: str, feature_mean: np.ndarray | None,
+               feature_std: np.ndarray | None) -> None:
+        self.name, self.severity, self.seed, self.table = name, int(severity), int(seed), table
+        self.modality = modality
+        params: dict[str, Any] = {"name": name, "severity": self.severity, "seed": self.seed}
+        state: dict[str, Any] = {"modality": modality}
+        if modality == "image":
+            params["table"] = table
+        elif modality == "tabular":
+            assert feature_mean is not None and feature_std is not None
+            self.feature_mean, self.feature_std = feature_mean, feature_std
+            # float32 -> Python float -> float32 is exact: the rebuilt view corrupts bit for bit alike.
+            state.update(feature_mean=tuple(map(float, feature_mean)), feature_std=tuple(map(float, feature_std)))
+        self.spec = ViewSpec.make("corruption", **params).with_state(**state)
+
+    @classmethod
+    def _from_spec(cls, spec: ViewSpec, model: Model | None) -> View:
+        p = spec_state(spec)
+        view = cls.__new__(cls)
+        stats = [None if p.get(k) is None else np.asarray(p[k], dtype=np.float32) for k in ("feature_mean", "feature_std")]
+        view._setup(p["modality"], p["name"], p["severity"], p["seed"], p.get("table", "auto"), *stats)
+        return view
 
     def example_indices(self, source: Dataset) -> np.ndarray:
         return np.arange(min(3, len(source)))
@@ -73,29 +96,111 @@ class AttackSpec:
         return f"{self.attack} ({self.norm}, eps={self.eps:.4g}, {budget})"
 
 
+def logit_module(model: Model) -> Any:
+    """The model's torch module, returning logits (log of probabilities for --outputs probabilities)."""
+    import torch
+
+    module = model.torch_module()
+    if model.info.outputs != "probabilities":
+        return module
+
+    class LogOf(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.log(self.inner(x).clamp_min(torch.finfo(torch.float32).tiny))
+
+    return LogOf(module)
+
+
+def attack_runner(model: Model, spec: AttackSpec) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
+    """``(x, y, seed) -> adversarial x`` for one attack spec on ``model`` (its torch module for white-box
+    attacks, its logits for Square)."""
+    from assay import attacks
+
+    if not spec.white_box:
+        def run_square(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+            adv, _queries = attacks.square(model.logits, x, y, eps=spec.eps, norm=spec.norm,
+                                           queries=spec.steps, seed=seed)
+            return np.asarray(adv, dtype=np.float32)
+        return run_square
+
+    import torch
+
+    module = logit_module(model)
+
+    def run_white_box(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+        xt, yt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y.astype(np.int64))
+        if spec.attack == "fgsm":
+            adv = attacks.fgsm(module, xt, yt, eps=spec.eps, norm=spec.norm)
+        elif spec.attack == "pgd":
+            adv = attacks.pgd(module, xt, yt, eps=spec.eps, norm=spec.norm, steps=spec.steps,
+                              restarts=spec.restarts, seed=seed)
+        else:
+            loss = "ce" if spec.attack == "apgd-ce" else "dlr-targeted"
+            adv = attacks.apgd(module, xt, yt, eps=spec.eps, norm=spec.norm, steps=spec.steps,
+                               restarts=spec.restarts, loss=loss, seed=seed)
+        return adv.detach().cpu().numpy().astype(np.float32)
+    return run_white_box
+
+
 class AdversarialView(View):
     """Adversarial examples of the clean-correct samples (others are passed through unchanged, as in the
-    AutoAttack protocol: a misclassified point is already non-robust)."""
+    AutoAttack protocol: a misclassified point is already non-robust).
+
+    The labels and the clean-correct mask are per-row data (:meth:`row_data`): a view rebuilt from its spec
+    in a worker (``labels``/``clean_correct`` None) reads them from each shard."""
 
     def __init__(self, spec: AttackSpec, attack: Callable[[np.ndarray, np.ndarray, int], np.ndarray],
-                 labels: np.ndarray, clean_correct: np.ndarray, batch_size: int) -> None:
+                 labels: np.ndarray | None, clean_correct: np.ndarray | None, batch_size: int) -> None:
         self.attack_spec = spec
         self._attack = attack
-        self._labels = np.asarray(labels)
-        self._targets = np.asarray(clean_correct, dtype=bool)
+        self._labels = None if labels is None else np.asarray(labels)
+        self._targets = None if clean_correct is None else np.asarray(clean_correct, dtype=bool)
+        self.batch_size = int(batch_size)
         self.spec = ViewSpec.make("adversarial", attack=spec.attack, eps=spec.eps, norm=spec.norm, steps=spec.steps,
-                                  restarts=spec.restarts, seed=spec.seed, batch_size=batch_size)
+                                  restarts=spec.restarts, seed=spec.seed, batch_size=self.batch_size)
+
+    @classmethod
+    def _from_spec(cls, spec: ViewSpec, model: Model | None) -> View:
+        p = dict(spec.params)
+        attack = AttackSpec(attack=p["attack"], eps=p["eps"], norm=p["norm"], steps=p["steps"],
+                            restarts=p["restarts"], seed=p["seed"])
+        if attack.white_box:
+            model = gradient_model(model, spec)
+        elif model is None:
+            raise ModelError(f"the view {spec.name} queries the model, and none was given", where="model",
+                             fix="pass the loaded model")
+        return cls(attack, attack_runner(model, attack), None, None, p["batch_size"])
+
+    def _rows(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._labels is None or self._targets is None:
+            raise RuntimeError("an attack view rebuilt from its spec has no labels of its own: run it on shards")
+        return self._labels, self._targets
+
+    def row_data(self, source: Dataset) -> dict[str, np.ndarray]:
+        labels, targets = self._rows()
+        return {"labels": labels, "targets": targets}
 
     def example_indices(self, source: Dataset) -> np.ndarray:
-        return np.flatnonzero(self._targets)[:4]
+        return np.flatnonzero(self._rows()[1])[:4]
 
     def transform(self, x: np.ndarray, index: np.ndarray) -> np.ndarray:
-        targets = self._targets[index]
+        labels, targets = self._rows()
+        return self._attack_rows(x, index, labels[index], targets[index])
+
+    def transform_shard(self, shard: Shard) -> np.ndarray:
+        return self._attack_rows(shard.x, shard.index, shard.rows["labels"], shard.rows["targets"])
+
+    def _attack_rows(self, x: np.ndarray, index: np.ndarray, labels: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Attack the target rows of a batch; the attack's seed comes from the batch's first row."""
         if not targets.any():
             return x
         out = np.array(x, dtype=np.float32, copy=True)
         batch_seed = self.attack_spec.seed * 1_000_003 + int(index[0])
-        out[targets] = self._attack(out[targets], self._labels[index][targets], batch_seed)
+        out[targets] = self._attack(out[targets], labels[targets], batch_seed)
         return out
 
 
@@ -103,16 +208,29 @@ class PrecomputedCorruptionView(View):
     """A published pre-computed corruption set (e.g. CIFAR-10-C) given as data: the rows of one
     corruption at one severity, aligned with the clean evaluation set. The source keeps the file's own
     layout and dtype (a read-only memory map), and each batch is converted to float32 NCHW in [0, 1] as it
-    is fed, so a folder of 19 CIFAR-10-C files is never held in memory as float32 (11.7 GB)."""
+    is fed, so a folder of 19 CIFAR-10-C files is never held in memory as float32 (11.7 GB).
 
-    def __init__(self, name: str, severity: int, corrupted: Dataset, *, channels_last: bool = False) -> None:
+    Rebuilt from its spec (in a worker) it holds no data: only the conversion of the rows it is sent."""
+
+    def __init__(self, name: str, severity: int, corrupted: Dataset | None, *, channels_last: bool = False) -> None:
         self.name, self.severity = name, int(severity)
         self._corrupted = corrupted
-        self._channels_last = channels_last
+        self._channels_last = bool(channels_last)
+        fingerprint = corrupted.fingerprint if corrupted is not None else None
         self.spec = ViewSpec.make("precomputed-corruption", name=name, severity=self.severity,
-                                  fingerprint=corrupted.fingerprint)
+                                  fingerprint=fingerprint).with_state(
+            channels_last=self._channels_last, path=None if corrupted is None else corrupted.source)
+
+    @classmethod
+    def _from_spec(cls, spec: ViewSpec, model: Model | None) -> View:
+        p = spec_state(spec)
+        view = cls(p["name"], p["severity"], None, channels_last=p["channels_last"])
+        view.spec = spec
+        return view
 
     def source(self, dataset: Dataset) -> Dataset:
+        if self._corrupted is None:
+            raise RuntimeError("a pre-computed corruption view rebuilt from its spec holds no data")
         return self._corrupted
 
     def transform(self, x: np.ndarray, index: np.ndarray) -> np.ndarray:

@@ -82,10 +82,10 @@ def load_model(
     spec = os.fspath(path_or_factory)
     weights_path = os.fspath(weights) if weights is not None else None
     if outputs not in ("logits", "probabilities"):
-        raise UserError(f"outputs must be 'logits' or 'probabilities', not {outputs!r}", where="--outputs",
+        raise UserError(f"outputs must be 'logits' or 'probabilities', not {outputs!r}", where="outputs",
                         fix="say what the model returns")
     if threads is not None and threads < 1:
-        raise UserError(f"threads must be at least 1, got {threads}", where="--threads", fix="pass a positive count")
+        raise UserError(f"threads must be at least 1, got {threads}", where="threads", fix="pass a positive count")
     if sample is not None:
         sample = np.asarray(sample)
         if sample.ndim == 0 or len(sample) == 0:
@@ -94,7 +94,7 @@ def load_model(
     file = Path(spec)
     is_file = file.exists() or ":" not in spec
     if untrained and (is_file or weights_path is not None):
-        raise OptionError("untrained applies only to a factory given without weights", where="--untrained",
+        raise OptionError("untrained applies only to a factory given without weights", where="untrained",
                           fix="drop --untrained (a model file and --weights hold trained weights)")
     if not is_file and weights_path is None and not untrained:
         raise ModelError(
@@ -137,7 +137,7 @@ def _check_options(spec: ModelSpec, fmt: ModelFormat) -> None:
     for given, other in (("feature_layer", "feature_output"), ("feature_output", "feature_layer")):
         if getattr(spec, given) is not None and given not in fmt.options:
             right = other if other in fmt.options else None
-            raise UserError(f"{given} does not apply to {fmt.noun}", where=f"--{given.replace('_', '-')}",
+            raise UserError(f"{given} does not apply to {fmt.noun}", where=given,
                             fix=f"use {right} (--{right.replace('_', '-')}) instead" if right
                             else f"drop {given}")
     if spec.weights is not None and "weights" not in fmt.options:

@@ -61,5 +61,5 @@ def assign_bins(values: np.ndarray, edges: np.ndarray, closed: Closed = "left") 
     Values outside [0, 1] fall into the first or last bin.
     """
     inner = np.asarray(edges, dtype=np.float64)[1:-1]
-    side = "right" if closed == "left" else "left"
+    side: Closed = "right" if closed == "left" else "left"
     return np.searchsorted(inner, np.asarray(values, dtype=np.float64), side=side).astype(np.int64, copy=False)

@@ -268,7 +268,8 @@ def _validated(probabilities: np.ndarray, labels: np.ndarray, where: str) -> tup
     if not np.isfinite(probabilities).all():
         raise DataError("probabilities contain NaN or infinite values", where=where,
                         fix="check the model outputs; pass softmax probabilities")
-    return probabilities, _validated_labels(labels, *probabilities.shape, where)
+    n, num_classes = probabilities.shape
+    return probabilities, _validated_labels(labels, n, num_classes, where)
 
 
 def _scalar(values: np.ndarray, weights: np.ndarray | None) -> float | np.ndarray:
@@ -524,7 +525,8 @@ def validated_logits(logits: np.ndarray, labels: np.ndarray, where: str) -> np.n
             f"{bad.size} row(s) of logits contain NaN or infinite values (first at rows {bad[:5].tolist()})",
             where=where, fix="check the model for numerical overflow (e.g. fp16) on these inputs",
         )
-    _validated_labels(labels, *logits.shape, where)
+    n, num_classes = logits.shape
+    _validated_labels(labels, n, num_classes, where)
     return logits
 
 
