@@ -152,7 +152,9 @@ def evaluate(
     ece_bins: Annotated[int, typer.Option(help="Bins of the ECE family.", rich_help_panel=STATISTICS)] = 15,
     threads: Threads = None,
     batch_size: Annotated[int, typer.Option(help="Inference batch size.", rich_help_panel=EXECUTION)] = 256,
-    backend: Annotated[str, typer.Option(help="Execution backend.", rich_help_panel=EXECUTION)] = "local",
+    backend: Annotated[str, typer.Option(
+        help="Execution backend: local (in this process) or processes (worker processes that reload the model "
+             "from its file; Ray is planned).", rich_help_panel=EXECUTION)] = "local",
     cache_dir: CacheDir = None,
     no_cache: NoCache = False,
     out: BundleOut = Path("assay-out"),

@@ -4,7 +4,7 @@ absolute error against the true accuracy is reported (the validation set is the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,23 +17,35 @@ from assay.engine.views import View, ViewSpec
 from assay.data.dataset import Dataset
 from assay.evidence.schema import Finding, Metric, Section
 
+if TYPE_CHECKING:
+    from assay.models.base import Model
+
 __all__ = ["LabelFreeCheck", "LabelFreeConfig", "UnlabeledView", "check_label_free", "point_estimates"]
 
 
 class UnlabeledView(View):
     """The inputs of one unlabeled target set."""
 
-    def __init__(self, name: str, dataset: Dataset) -> None:
+    def __init__(self, name: str, dataset: Dataset | None) -> None:
         self.name, self._dataset = name, dataset
-        self.has_labels = dataset.y is not None
-        self.spec = ViewSpec.make("unlabeled", name=name, fingerprint=dataset.fingerprint)
+        self.has_labels = dataset is not None and dataset.y is not None
+        self.spec = ViewSpec.make("unlabeled", name=name, fingerprint=None if dataset is None else dataset.fingerprint)
+
+    @classmethod
+    def _from_spec(cls, spec: ViewSpec, model: Model | None) -> View:
+        """In a worker: the rows come in each shard, so the view holds no data (its transform is the identity)."""
+        view = cls(dict(spec.params)["name"], None)
+        view.spec = spec
+        return view
 
     def source(self, dataset: Dataset) -> Dataset:
+        if self._dataset is None:
+            raise RuntimeError("an unlabeled view rebuilt from its spec holds no data")
         return self._dataset
 
     @property
     def labels(self) -> np.ndarray | None:
-        return self._dataset.y
+        return None if self._dataset is None else self._dataset.y
 
 
 def point_estimates(val_logits: np.ndarray, val_labels: np.ndarray, target_logits: np.ndarray) -> dict[str, float]:

@@ -9,7 +9,7 @@ only) needs input gradients, so its perturbed inputs are engine views of their o
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from assay.checks.ood_scores import (
     ViMDetector,
 )
 from assay.data.dataset import Dataset
-from assay.engine.views import View, ViewSpec
+from assay.engine.views import View, ViewSpec, spec_state
 from assay.errors import UserError
 from assay.evidence.schema import Finding, Metric, Section
 from assay.stats.bootstrap import percentile_ci, spawn_seed
@@ -36,6 +36,10 @@ from assay.stats.ranking import (
     selective_risk_at_coverage,
 )
 
+if TYPE_CHECKING:
+    from assay.engine.work import Shard
+    from assay.models.base import Model
+
 __all__ = ["OODCheck", "OODConfig", "last_layer", "ODIN_EPS", "ODIN_TEMPERATURE", "ODINView", "OODView", "check_ood", "odin_perturb", "synthetic_ood_sets"]
 
 #: ODIN defaults (Liang et al. 2018; pytorch-ood's defaults): T = 1000 and a step of 0.0014 in input units.
@@ -46,11 +50,22 @@ ODIN_EPS = 0.0014
 class OODView(View):
     """The inputs of one OOD set (its own dataset; labels, if any, are ignored)."""
 
-    def __init__(self, name: str, dataset: Dataset, synthetic: bool = False) -> None:
+    def __init__(self, name: str, dataset: Dataset | None, synthetic: bool = False) -> None:
         self.name, self.synthetic, self._dataset = name, synthetic, dataset
-        self.spec = ViewSpec.make("ood", name=name, fingerprint=dataset.fingerprint)
+        fingerprint = None if dataset is None else dataset.fingerprint
+        self.spec = ViewSpec.make("ood", name=name, fingerprint=fingerprint).with_state(synthetic=synthetic)
+
+    @classmethod
+    def _from_spec(cls, spec: ViewSpec, model: Model | None) -> View:
+        """In a worker: the rows come in each shard, so the view holds no data (its transform is the identity)."""
+        p = spec_state(spec)
+        view = cls(p["name"], None, synthetic=p.get("synthetic", False))
+        view.spec = spec
+        return view
 
     def source(self, dataset: Dataset) -> Dataset:
+        if self._dataset is None:
+            raise RuntimeError("an OOD view rebuilt from its spec holds no data")
         return self._dataset
 
 
@@ -78,13 +93,31 @@ class ODINView(View):
 
     def __init__(self, base: View, module: Any, eps: float = ODIN_EPS, temperature: float = ODIN_TEMPERATURE) -> None:
         self.base, self._module, self.eps, self.temperature = base, module, float(eps), float(temperature)
-        self.spec = ViewSpec.make("odin", of=base.spec.name, eps=self.eps, temperature=self.temperature)
+        self.spec = ViewSpec.make("odin", of=base.spec.name, eps=self.eps, temperature=self.temperature).with_state(
+            base=base.spec)
+
+    @classmethod
+    def _from_spec(cls, spec: ViewSpec, model: Model | None) -> View:
+        """In a worker: the base view rebuilt from its own spec, gradients through the worker's model."""
+        from assay.engine.robust_views import logit_module
+        from assay.engine.views import gradient_model
+
+        p = spec_state(spec)
+        view = cls(View.from_spec(p["base"], model), logit_module(gradient_model(model, spec)), p["eps"],
+                   p["temperature"])
+        return view
+
+    def row_data(self, source: Dataset) -> dict[str, np.ndarray]:
+        return self.base.row_data(source)
 
     def source(self, dataset: Dataset) -> Dataset:
         return self.base.source(dataset)
 
     def transform(self, x: np.ndarray, index: np.ndarray) -> np.ndarray:
         return odin_perturb(self._module, self.base.transform(x, index), eps=self.eps, temperature=self.temperature)
+
+    def transform_shard(self, shard: Shard) -> np.ndarray:
+        return odin_perturb(self._module, self.base.transform_shard(shard), eps=self.eps, temperature=self.temperature)
 
 
 def odin_score(logits: np.ndarray, temperature: float = ODIN_TEMPERATURE) -> np.ndarray:
@@ -267,7 +300,7 @@ class OODCheck(Check):
     def prepare(self, plan: PlanContext, settings: OODConfig) -> Preparation:
         """One view per OOD set (``synthetic`` expands to three built-in image sets), shape-checked, and the
         ODIN-perturbed clean and OOD inputs when the model has gradients and the inputs are continuous."""
-        from assay.engine.planning import logit_module
+        from assay.engine.robust_views import logit_module
         from assay.engine.views import CleanView
 
         views: list[View] = []

@@ -1,24 +1,53 @@
-"""Execution backends: where batches of forward passes run. Local now; Ray plugs in here later."""
+"""Execution backends: where the engine's units of work (:mod:`assay.engine.work`) run.
+
+The contract: ``backend.run(model, view, shards)`` yields one :class:`~assay.engine.work.ShardResult` per
+shard, in shard order, each equal to ``run_shard(model, view, shard)``. The driver (``run_views``) makes
+the shards, merges the results and writes the cache; a backend holds no state of the run.
+
+- :class:`LocalBackend` calls :func:`~assay.engine.work.run_shard` with the live model and view (no copy,
+  no reload: in-process runs cost what they cost before the contract).
+- :class:`ProcessPoolBackend` sends :class:`~assay.engine.work.WorkUnit` s (model spec, view spec, shard)
+  to worker processes, which reload the model and rebuild the view from their specs: proof that a unit of
+  work depends on nothing shared, and the shape a Ray backend takes.
+"""
 
 from __future__ import annotations
 
+import collections
+import multiprocessing
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from types import TracebackType
+from typing import TYPE_CHECKING
 
-__all__ = ["Backend", "LocalBackend", "get_backend"]
+from assay.engine.views import VIEW_KINDS, View, view_class
+from assay.engine.work import Shard, ShardResult, WorkUnit, run_shard, run_unit
+from assay.errors import ModelError, OptionError
 
-T = TypeVar("T")
-R = TypeVar("R")
+if TYPE_CHECKING:
+    from assay.models.base import Model
+    from assay.models.spec import ModelSpec
+
+__all__ = ["BACKENDS", "Backend", "LocalBackend", "ProcessPoolBackend", "get_backend"]
 
 
 class Backend(ABC):
-    """Maps a function over work items, yielding results in order."""
+    """Runs the shards of one view on one model, yielding their results in shard order."""
 
     name: str
 
     @abstractmethod
-    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]: ...
+    def run(self, model: Model, view: View, shards: Iterable[Shard]) -> Iterator[ShardResult]: ...
+
+    def close(self) -> None:
+        """Release workers (none for the local backend)."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
 
 
 class LocalBackend(Backend):
@@ -26,14 +55,80 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        for item in items:
-            yield fn(item)
+    def run(self, model: Model, view: View, shards: Iterable[Shard]) -> Iterator[ShardResult]:
+        for shard in shards:
+            yield run_shard(model, view, shard)
+
+
+def _start_worker(view_kinds: dict[str, str], threads: int | None) -> None:
+    """Worker initializer: the driver's view-kind table (kinds registered from code included) and threads."""
+    VIEW_KINDS.update(view_kinds)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+class ProcessPoolBackend(Backend):
+    """Shards run in ``workers`` fresh processes (``spawn``: nothing inherited from the driver but the view-kind
+    table). At most ``2 * workers`` shards are in flight, so the driver never holds a whole view's inputs twice.
+
+    Needs a model loaded from a file or factory + weights (``model.spec()``); each worker loads it once,
+    with ``threads`` threads (default 1: the workers share the machine's cores)."""
+
+    name = "processes"
+
+    def __init__(self, workers: int = 2, *, threads: int | None = 1) -> None:
+        if workers < 1:
+            raise OptionError(f"workers must be at least 1, got {workers}", where="workers", fix="use 1 or more")
+        self.workers, self.threads = int(workers), threads
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_start_worker, initargs=(dict(VIEW_KINDS), self.threads))
+        return self._pool
+
+    def _model_spec(self, model: Model) -> ModelSpec:
+        spec = model.spec()
+        if spec is None:
+            raise ModelError("a model built in memory cannot be reloaded in a worker process", where="backend",
+                             fix="load the model from a file (assay.models.load_model), or use the local backend")
+        if spec.untrained:
+            raise ModelError("an untrained factory model has random weights: a worker would load a different model",
+                             where="backend", fix="give the factory's weights, or use the local backend")
+        return spec if self.threads is None else spec.model_copy(update={"threads": self.threads})
+
+    def run(self, model: Model, view: View, shards: Iterable[Shard]) -> Iterator[ShardResult]:
+        spec = self._model_spec(model)
+        view_class(view.spec.kind)  # an unregistered kind fails here, in the driver, with an OptionError
+        try:
+            view.spec.to_json()
+        except TypeError as exc:
+            raise OptionError(f"the view {view.spec.name} cannot be described to a worker: {exc}", where="backend",
+                              fix="keep view specs to plain data, or use the local backend") from None
+        pool = self._executor()
+        in_flight: collections.deque[Future[ShardResult]] = collections.deque()
+        for shard in shards:
+            in_flight.append(pool.submit(run_unit, WorkUnit(spec, view.spec, shard)))
+            if len(in_flight) >= 2 * self.workers:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+#: Backend names the CLI and ``evaluate(backend=...)`` accept.
+BACKENDS = {"local": LocalBackend, "processes": ProcessPoolBackend}
 
 
 def get_backend(name: str) -> Backend:
-    from assay.errors import UserError
-
-    if name == "local":
-        return LocalBackend()
-    raise UserError(f"unknown backend {name!r}", where="backend", fix="use 'local' (Ray support is planned)")
+    if name not in BACKENDS:
+        raise OptionError(f"unknown backend {name!r}", where="backend",
+                          fix=f"use one of: {', '.join(BACKENDS)} (Ray support is planned)")
+    return BACKENDS[name]()

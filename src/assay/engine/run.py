@@ -5,8 +5,7 @@ Checks never call the model: they read the :class:`Outputs` this module returns.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +16,11 @@ from assay.data.dataset import Dataset
 from assay.engine.backends import Backend, LocalBackend
 from assay.engine.cache import OutputCache, ViewOutput, cache_key
 from assay.engine.views import CleanView, View
+from assay.engine.work import Shard
 from assay.errors import ModelError
 from assay.models.base import Model
 
-__all__ = ["Outputs", "run_views"]
+__all__ = ["Outputs", "run_views", "shards_of"]
 
 
 @dataclass
@@ -171,45 +171,46 @@ def run_views(
     return outputs
 
 
+def shards_of(view: View, source: Dataset, batch_size: int) -> Iterator[Shard]:
+    """The shards of one view: ``batch_size`` rows each (inputs as slices, no copy), with the view's per-row
+    data and the example rows that fall in them."""
+    n = len(source)
+    keep = np.asarray(view.example_indices(source), dtype=np.int64)
+    rows = view.row_data(source)
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        yield Shard(start, stop, source.x[start:stop], {k: v[start:stop] for k, v in rows.items()},
+                    keep[(keep >= start) & (keep < stop)])
+
+
 def _run_view(model: Model, view: View, source: Dataset, batch_size: int, backend: Backend, outputs: Outputs,
               keep_features: bool, advance: Callable[[], None]) -> ViewOutput:
-    """One view's outputs, batch by batch, written into arrays allocated once (no per-batch list and
-    concatenation copy)."""
+    """One view's outputs: its shards run on the backend, merged into arrays allocated once (no per-batch
+    list and concatenation copy)."""
     n = len(source)
-    starts = range(0, n, batch_size)
-    keep = np.asarray(view.example_indices(source), dtype=np.int64)
     examples: dict[int, np.ndarray] = {}
-
-    def one_batch(start: int) -> tuple[np.ndarray, np.ndarray | None]:
-        stop = min(start + batch_size, n)
-        t0 = time.perf_counter()
-        x = view.transform(source.x[start:stop], np.arange(start, stop))  # a slice: no copy of the inputs
-        t1 = time.perf_counter()
-        for i in keep[(keep >= start) & (keep < stop)]:
-            examples[int(i)] = np.array(x[i - start])  # a copy: do not hold on to the whole batch
-        result = model.forward(x, want_features=True)
-        outputs.transform_seconds += t1 - t0
-        outputs.forward_seconds += time.perf_counter() - t1
-        return result
-
     logits: np.ndarray | None = None
     features: np.ndarray | None = None
     summary = _FeatureSummary(n)
     has_features = True
-    for start, (batch_logits, batch_features) in zip(starts, backend.map(one_batch, starts)):
+    for result in backend.run(model, view, shards_of(view, source, batch_size)):
         outputs.forward_batches += 1
-        stop = min(start + batch_size, n)
+        outputs.transform_seconds += result.transform_seconds
+        outputs.forward_seconds += result.forward_seconds
+        start, stop, batch_logits, batch_features = result.start, result.stop, result.logits, result.features
         if batch_logits.shape[0] != stop - start:
             raise ModelError(
                 f"the model returned {batch_logits.shape[0]} rows of outputs for a batch of {stop - start} inputs",
                 where=model.info.path,
                 fix="make the model return one row of class scores per input (no fixed batch size)",
             )
+        examples.update(result.examples)
         if logits is None:
             logits = np.empty((n, batch_logits.shape[1]), dtype=np.float32)
         logits[start:stop] = batch_logits
         has_features = has_features and batch_features is not None
         if has_features:
+            assert batch_features is not None
             summary.add(batch_features, start)
             if keep_features:
                 if features is None:

@@ -159,31 +159,35 @@ def run_evaluation(
         return run_views(model_obj, dataset_, views, cache_dir=cache, batch_size=config.batch_size,
                          backend=engine_backend, progress=progress, keep_features=keep_features)
 
-    outputs = run(dataset, [CleanView()], keep_features=features)
-    facts: dict[str, Any] = {name: p.facts for name, p in prepared.items() if p.facts is not None}
-    if train is not None and any(p.train_outputs for p in prepared.values()):
-        facts["train_outputs"] = run(train, [CleanView()], keep_features=features).clean
-    planned: dict[bool, list[View]] = {True: [], False: []}  # by whether the check reads their features
-    for name, p in prepared.items():
-        planned[p.features] += p.views
-        if p.after_clean is not None:
-            late_views, late_facts = p.after_clean(outputs.clean)
-            planned[p.features] += late_views
-            if late_facts is not None:
-                facts[name] = late_facts
-    for keep, group in planned.items():
-        if group:
-            outputs.absorb(run(dataset, group, keep_features=keep))
-    views = [*planned[True], *planned[False]]
-    calib_pair = None
-    if calibration is not None:
-        calib_out = run(calibration, [CleanView()])
-        outputs.forward_batches += calib_out.forward_batches
-        outputs.cache_hits += calib_out.cache_hits
-        calib_pair = (calib_out.clean.logits, calibration.y)
-    for name, p in prepared.items():
-        if p.measure is not None:
-            facts[name] = p.measure()
+    try:
+        outputs = run(dataset, [CleanView()], keep_features=features)
+        facts: dict[str, Any] = {name: p.facts for name, p in prepared.items() if p.facts is not None}
+        if train is not None and any(p.train_outputs for p in prepared.values()):
+            facts["train_outputs"] = run(train, [CleanView()], keep_features=features).clean
+        planned: dict[bool, list[View]] = {True: [], False: []}  # by whether the check reads their features
+        for name, p in prepared.items():
+            planned[p.features] += p.views
+            if p.after_clean is not None:
+                late_views, late_facts = p.after_clean(outputs.clean)
+                planned[p.features] += late_views
+                if late_facts is not None:
+                    facts[name] = late_facts
+        for keep, group in planned.items():
+            if group:
+                outputs.absorb(run(dataset, group, keep_features=keep))
+        views = [*planned[True], *planned[False]]
+        calib_pair = None
+        if calibration is not None:
+            calib_out = run(calibration, [CleanView()])
+            outputs.forward_batches += calib_out.forward_batches
+            outputs.cache_hits += calib_out.cache_hits
+            calib_pair = (calib_out.clean.logits, calibration.y)
+        for name, p in prepared.items():
+            if p.measure is not None:
+                facts[name] = p.measure()
+    finally:
+        if isinstance(backend, str):  # a backend this call made (worker processes) ends with it
+            engine_backend.close()
     timings["inference"] = time.perf_counter() - t
     timings["inference:perturbation"] = outputs.transform_seconds
     timings["inference:forward"] = outputs.forward_seconds
