@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP_CORE := $(VENV)/.installed-core
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,13 @@ demo: $(STAMP_CORE)
 	$(VENV)/bin/assay demo --out assay-out
 
 test: $(STAMP_DEV)
+	$(VENV)/bin/ruff check src tests bench docs
+	$(VENV)/bin/mypy src/assay
 	$(PY) -m pytest -n 2 -q
+
+lint: $(STAMP_DEV)
+	$(VENV)/bin/ruff check src tests bench docs
+	$(VENV)/bin/mypy src/assay
 
 bench: $(STAMP_DEV)
 	$(PY) bench/run_all.py

@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import machine, timed
-from bench_compare_stats import _data, _naive_resample
 
+from _common import machine, timed
 from assay.compare.gate import Side, compare_sides
 from assay.compare.policy import DEFAULT_POLICY
 from assay.environment import environment_info
 from assay.evidence.schema import DataInfo, Evidence, ModelInfo
+from bench_compare_stats import _data, _naive_resample
 
 N, C, B = 1_000_000, 10, 1000
 NAIVE_RESAMPLES = 5

@@ -13,8 +13,8 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from _common import machine, timed
 
+from _common import machine, timed
 from assay.stats.paired import (
     EXACT_MAX_N,
     paired_classification,

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import torch
-from _common import machine
 
+from _common import machine
 from assay.api import run_evaluation
 from assay.checks.base import EvaluateConfig
 from assay.compress.run import compress
@@ -43,7 +43,8 @@ def main() -> int:
           f"-> compress costs {total / baseline:.0f}x one evaluation")
     b = result.ranking_batch
     for row in result.rows:
-        print(f"  {row['variant']:<24} acc delta {row['accuracy_delta']:+.4f}  changed {row['changed_predictions']:>3}  "
+        print(f"  {row['variant']:<24} acc delta {row['accuracy_delta']:+.4f}  "
+              f"changed {row['changed_predictions']:>3}  "
               f"speed-up at batch {b}: {row[f'speedup[batch={b}]']:.2f}x  {row['status']}")
     print("recommendation:", result.reasons[0])
     return 0

@@ -104,12 +104,17 @@ def measure(net: nn.Module, label: str, x: np.ndarray, y: np.ndarray, threads: i
         bare()  # warm-up
         bare_runs, our_runs = [], []
         for _ in range(REPEATS):
-            t = time.perf_counter(); bare(); bare_runs.append(time.perf_counter() - t)
-            t = time.perf_counter(); run = ours(); our_runs.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            bare()
+            bare_runs.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            run = ours()
+            our_runs.append(time.perf_counter() - t)
     b, o = float(np.median(bare_runs)), float(np.median(our_runs))
     print(f"## in process, {label}")
     print(f"bare onnxruntime loop: {b:.2f} s (runs {', '.join(f'{r:.2f}' for r in bare_runs)})")
-    print(f"assay evaluate (performance + calibration, no cache): {o:.2f} s (runs {', '.join(f'{r:.2f}' for r in our_runs)})")
+    print(f"assay evaluate (performance + calibration, no cache): {o:.2f} s "
+          f"(runs {', '.join(f'{r:.2f}' for r in our_runs)})")
     print("assay stages of the last run: " + ", ".join(f"{k} {v:.2f} s" for k, v in run.evidence.timings.items()))
     print(f"ratio: {o / b:.2f}   target <= 1.15: {'met' if o / b <= 1.15 else 'MISSED'}")
 
@@ -153,7 +158,8 @@ def measure_processes(net: nn.Module, label: str, x: np.ndarray, y: np.ndarray, 
     b, o = (float(np.median([w for w, _ in runs])) for runs in (bare_runs, our_runs))
     b_rss, o_rss = (int(np.median([m for _, m in runs])) for runs in (bare_runs, our_runs))
     print(f"## whole process, {label}")
-    print(f"bare onnxruntime process: {b:.2f} s, peak RSS {b_rss} MiB (runs {', '.join(f'{w:.2f} s/{m}' for w, m in bare_runs)})")
+    print(f"bare onnxruntime process: {b:.2f} s, peak RSS {b_rss} MiB "
+          f"(runs {', '.join(f'{w:.2f} s/{m}' for w, m in bare_runs)})")
     print(f"assay evaluate process (performance + calibration, no cache, bundle + report): {o:.2f} s, peak RSS "
           f"{o_rss} MiB (runs {', '.join(f'{w:.2f} s/{m}' for w, m in our_runs)})")
     inside = timings["total"]

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine
 
+from _common import machine
 from assay.data.loader import load_data
 from assay.demo import train_digits_cnn
 from assay.models.export import export_onnx

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from _common import machine
 
 N_TRAIN, N_ID, N_OOD, DIMS, CLASSES, K = 100_000, 100_000, 10_000, 512, 10, 50

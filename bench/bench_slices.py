@@ -18,8 +18,8 @@ import sys
 import time
 
 import numpy as np
-from _common import machine, timed
 
+from _common import machine, timed
 from assay.checks.base import CheckContext, EvaluateConfig
 from assay.checks.slice_metrics import slice_table, worst_slice_gap
 from assay.checks.slices import check_slices

@@ -31,7 +31,8 @@ def main() -> None:
     checks = sum(v for k, v in t.items() if k.startswith("check:"))
     views = len(run.evidence.sections["corruption"].tables["per_view"])
     print(f"# --suite standard on the demo ({test.x.shape[0]} samples, {views} corruption views) — {machine()}")
-    print(f"total {t['total']:.2f} s (clean-only run: {clean['total']:.2f} s, ratio {t['total'] / clean['total']:.1f}x)")
+    print(f"total {t['total']:.2f} s (clean-only run: {clean['total']:.2f} s, "
+          f"ratio {t['total'] / clean['total']:.1f}x)")
     print(f"corruption generation {t['inference:perturbation']:.2f} s | inference {t['inference:forward']:.2f} s | "
           f"metrics {checks:.2f} s ({', '.join(f'{k[6:]} {v:.2f}' for k, v in t.items() if k.startswith('check:'))})")
 

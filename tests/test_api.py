@@ -47,8 +47,8 @@ def test_same_seed_same_evidence_apart_from_timings():
     b = run_evaluation(model, ds, config=cfg, cache_dir=None).evidence
     assert _strip_volatile(a) == _strip_volatile(b)
     c = run_evaluation(model, ds, config=EvaluateConfig(seed=6, n_bootstrap=300), cache_dir=None).evidence
-    assert c.sections["performance"].metrics["accuracy"].ci_low != a.sections["performance"].metrics["accuracy"].ci_low or \
-        c.sections["performance"].metrics["nll"].ci_low != a.sections["performance"].metrics["nll"].ci_low
+    assert (c.sections["performance"].metrics["accuracy"].ci_low != a.sections["performance"].metrics["accuracy"].ci_low
+            or c.sections["performance"].metrics["nll"].ci_low != a.sections["performance"].metrics["nll"].ci_low)
 
 
 def test_second_run_through_api_does_no_forward_pass(tmp_path):

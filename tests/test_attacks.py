@@ -8,6 +8,7 @@ in comments are what it gives on the 526 clean-correct test digits.
 
 from __future__ import annotations
 
+import itertools
 
 import numpy as np
 import pytest
@@ -353,7 +354,7 @@ def test_robust_accuracy_does_not_increase_with_eps(digits, name, norm):
     x, y = x[:200], y[:200]
     grid = (0.05, 0.1, 0.15, 0.2) if norm == "linf" else (0.25, 0.5, 1.0, 1.5)
     accs = [robust_accuracy(model, run(name, model, x, y, eps, norm, budget=20), y) for eps in grid]
-    assert all(b <= a + 0.005 for a, b in zip(accs, accs[1:])), accs
+    assert all(b <= a + 0.005 for a, b in itertools.pairwise(accs)), accs
     assert accs[-1] < accs[0] - 0.3  # and the largest eps does real damage
 
 

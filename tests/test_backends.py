@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from assay.checks.base import EvaluateConfig
 from assay.checks.label_free_check import UnlabeledView
 from assay.checks.ood import ODINView, OODView, synthetic_ood_sets
 from assay.data.loader import load_data
@@ -23,7 +24,6 @@ from assay.engine.views import CleanView, View, ViewSpec, register_view_kind
 from assay.engine.work import Shard, WorkUnit, run_shard, run_unit
 from assay.errors import ModelError, OptionError
 from assay.evaluation.pipeline import run_evaluation
-from assay.checks.base import EvaluateConfig
 from assay.models.loader import load_model
 
 pytestmark = pytest.mark.slow

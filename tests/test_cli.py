@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from assay.cli import main
-from assay.evidence.schema import SCHEMA_VERSION
 from assay.demo import DigitsCNN, train_digits_cnn
+from assay.evidence.schema import SCHEMA_VERSION
 from assay.models.export import export_onnx
 
 
@@ -82,7 +82,8 @@ def test_missing_model_file(tmp_path, capsys):
 
 def test_missing_data_file(digits_model, tmp_path, capsys):
     out = tmp_path / "o"
-    code, _, err = _run(["evaluate", str(digits_model), "--data", str(tmp_path / "nope.npz"), "--out", str(out)], capsys)
+    code, _, err = _run(["evaluate", str(digits_model), "--data", str(tmp_path / "nope.npz"),
+                         "--out", str(out)], capsys)
     _assert_user_error(code, err, out, "nope.npz")
 
 
@@ -166,7 +167,8 @@ def test_pickled_full_module_refused(tmp_path, capsys):
 
 def test_bad_option_value(digits_model, tmp_path, capsys):
     out = tmp_path / "o"
-    code, _, err = _run(["evaluate", str(digits_model), "--data", "digits", "--out", str(out), "--confidence", "1.5"], capsys)
+    code, _, err = _run(["evaluate", str(digits_model), "--data", "digits", "--out", str(out),
+                         "--confidence", "1.5"], capsys)
     _assert_user_error(code, err, out, "--confidence")
 
 
@@ -375,7 +377,7 @@ def test_evaluate_config_error_names_the_flag(tmp_path, capsys):
     _assert_user_error(code, err, out, "greater than or equal to 100", "Where: --n-bootstrap.")
 
 
-class _Stop(Exception):
+class _StopError(Exception):
     pass
 
 
@@ -397,7 +399,7 @@ def test_cli_passes_library_parameters_under_their_own_names(module, function, a
 
     def record(*args, **kwargs):
         seen.update(kwargs)
-        raise _Stop
+        raise _StopError
 
     monkeypatch.setattr(importlib.import_module(module), function, record)
     main([*argv, "--out", str(tmp_path / "o")])

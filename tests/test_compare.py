@@ -7,7 +7,6 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from conftest import make_blobs_dataset
 
 from assay.api import run_evaluation, write_evaluation
 from assay.checks.base import EvaluateConfig
@@ -16,6 +15,7 @@ from assay.compare.gate import Side, compare_sides
 from assay.compare.policy import DEFAULT_POLICY, parse_policy
 from assay.compare.run import compare
 from assay.errors import UserError
+from conftest import make_blobs_dataset
 
 N, C = 2000, 10
 

@@ -58,7 +58,7 @@ def test_compress_audits_variants_and_never_recommends_the_slow_one(demo, tmp_pa
     # Compression-identified exemplars are exactly the samples whose prediction changed.
     test = load_data("digits:test")
     original = _predict(demo / "cnn.onnx", test.x)
-    for name, audit in audits.items():
+    for audit in audits.values():
         expected = np.flatnonzero(original != _predict(audit.path, test.x))
         np.testing.assert_array_equal(audit.changed, expected)
     with open(out / "exemplars.csv", newline="") as f:
@@ -269,8 +269,8 @@ def test_odd_calibration_size_and_one_failed_variant(demo, tmp_path, monkeypatch
 def test_a_variant_that_fails_to_load_or_time_is_never_recommended(demo, monkeypatch):
     """Failures after the build (loading, timing) fail that variant only; even a judge that finds every
     variant eligible never sees them."""
-    from assay.profiling.latency import summarize_times
     from assay.models import loader
+    from assay.profiling.latency import summarize_times
 
     load = loader.load_model
 
@@ -298,7 +298,8 @@ def test_a_variant_that_fails_to_load_or_time_is_never_recommended(demo, monkeyp
                                    latency_budget_s=0.2, batch_sizes=(1, 8), n_bootstrap=100, cache_dir=False)
     audits = {a.name: a for a in result.variants}
     assert audits["fp16"].verdict == "failed: loading the fp16 variant failed: RuntimeError: cannot load"
-    assert audits["int8-dynamic"].verdict == "failed: timing the int8-dynamic variant failed: RuntimeError: timing broke"
+    assert audits["int8-dynamic"].verdict == ("failed: timing the int8-dynamic variant failed: "
+                                              "RuntimeError: timing broke")
     assert audits["int8-dynamic"].row()["accuracy"] is not None  # audited before the timing failed
     assert all(audits[n].status == "failed" and not audits[n].feasible for n in ("fp16", "int8-dynamic"))
     assert result.recommended == "int8-static-minmax"

@@ -10,12 +10,12 @@ import io
 import math
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from scipy import ndimage
+from threadpoolctl import threadpool_limits
 
 from assay.corruptions import IMAGE_CORRUPTIONS, CorruptionInfo, corrupt_images
 from assay.corruptions import image_ops as ops
@@ -89,7 +89,7 @@ def test_registry_names_families_and_held_out_split():
                 "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
                 "jpeg_compression"]
     held_out = ["speckle_noise", "gaussian_blur", "spatter", "saturate"]
-    assert NAMES == standard + held_out
+    assert standard + held_out == NAMES
     assert [n for n, info in IMAGE_CORRUPTIONS.items() if info.held_out] == held_out
     families = {  # as in the paper's figure 1 (brightness is weather), held-out ones in their kind
         "noise": ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"],
@@ -163,7 +163,7 @@ def test_contract_shape_range_determinism_batch_invariance_and_seed(name, digits
 def test_imagenet_scale_path_on_224_pixel_images(name):
     x = natural_images(2, 224, seed=3)
     out = corrupt_images(x, name, 3)  # table="auto" -> ImageNet-scale parameters
-    assert out.shape == x.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    assert out.shape == x.shape and out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
     assert psnr(out, x).max() < 45, "severity 3 must visibly change a 224x224 image"
     np.testing.assert_array_equal(out[1:], corrupt_images(x[1:], name, 3, index=np.array([1])))
 
@@ -256,9 +256,8 @@ def test_degradation_grows_with_severity_on_natural_images(name, table, size, co
 # At 8x8 the CIFAR parameters of glass, motion and zoom blur, snow, spatter, elastic and pixelate are
 # larger than the image or round to the same pixel counts (int(8 * 0.95) == int(8 * 0.9)): no order is
 # asserted for those on digits. Grey images have no saturation: saturate leaves them unchanged.
-DIGIT_CHAINS = {name: (ALL,) for name in ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
-                                          "defocus_blur", "gaussian_blur", "fog", "brightness", "contrast",
-                                          "jpeg_compression")}
+DIGIT_CHAINS = dict.fromkeys(("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "defocus_blur",
+                              "gaussian_blur", "fog", "brightness", "contrast", "jpeg_compression"), (ALL,))
 DIGIT_CHAINS["frost"] = ((1, 2, 3), (1, 5))
 
 
@@ -278,7 +277,6 @@ def test_saturate_leaves_grey_images_unchanged(digits):
 def test_our_ssim_matches_torchmetrics():
     torchmetrics = pytest.importorskip("torchmetrics")
     import torch
-
     from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
 
     x = natural_images(4, 32, seed=5)
@@ -565,7 +563,7 @@ def test_frost_textures_are_fixed_tileable_and_in_range():
     b = frost_texture(48, 40, 2, 0.2)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, frost_texture(48, 40, 3, 0.2))
-    assert 0 <= a.min() and a.max() <= 1 and 0.45 < a.mean() < 0.9
+    assert a.min() >= 0 and a.max() <= 1 and 0.45 < a.mean() < 0.9
     textures = frost_textures(48, 40, 0.2, 3)
     assert textures.shape == (FROST_VARIANTS, 3, 48, 40) and not textures.flags.writeable
     # Periodic: the jump across the wrap-around is no larger than between neighbours inside.

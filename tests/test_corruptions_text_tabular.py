@@ -3,9 +3,10 @@ what each corruption may and may not change, and bad input."""
 
 from __future__ import annotations
 
+import itertools
 import string
-from collections import Counter
 import unicodedata
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -15,15 +16,23 @@ from scipy import stats
 
 from assay.corruptions.base import CorruptionInfo, check_severity, sample_normals, sample_rng, sample_uniforms
 from assay.corruptions.tabular import TABULAR_CORRUPTIONS, TABULAR_IMPUTATION, TABULAR_SEVERITY, corrupt_table
-from assay.corruptions.text import (CHAR_PROBABILITY, HOMOGLYPHS, QWERTY_NEIGHBOURS, TEXT_CORRUPTIONS,
-                                    WORD_PROBABILITY, corrupt_text, corrupt_texts)
+from assay.corruptions.text import (
+    CHAR_PROBABILITY,
+    HOMOGLYPHS,
+    QWERTY_NEIGHBOURS,
+    TEXT_CORRUPTIONS,
+    WORD_PROBABILITY,
+    corrupt_text,
+    corrupt_texts,
+)
 from assay.errors import UserError
 
 TEXT_NAMES = list(TEXT_CORRUPTIONS)
 TABLE_NAMES = list(TABULAR_CORRUPTIONS)
 
-_WORDS = ("the model was trained on reviews of films and books it predicts whether a review is positive or "
-          "negative Great acting, poor plot! I loved it. Would not watch again; 10/10 QUICK brown fox").split()
+_WORDS = ["the", "model", "was", "trained", "on", "reviews", "of", "films", "and", "books", "it", "predicts", "whether",
+          "a", "review", "is", "positive", "or", "negative", "Great", "acting,", "poor", "plot!", "I", "loved", "it.",
+          "Would", "not", "watch", "again;", "10/10", "QUICK", "brown", "fox"]
 
 
 def _corpus(n: int = 80, seed: int = 0) -> list[str]:
@@ -93,7 +102,8 @@ def test_counter_draws_are_uniform_and_normal():
     assert stats.kstest(z.ravel(), "norm").pvalue > 1e-3
     # Rows depend only on their own index; streams are independent of each other.
     assert np.array_equal(sample_uniforms(3, "x", 2, index[[5, 1]], 4), sample_uniforms(3, "x", 2, index, 4)[[5, 1]])
-    assert abs(np.corrcoef(u.ravel(), sample_uniforms(3, "gaussian_noise", 2, index, 10, stream=1).ravel())[0, 1]) < 0.05
+    assert abs(np.corrcoef(u.ravel(),
+                           sample_uniforms(3, "gaussian_noise", 2, index, 10, stream=1).ravel())[0, 1]) < 0.05
 
 
 # ----------------------------------------------------------------------------------------------- text
@@ -133,7 +143,7 @@ def test_text_edit_size_small_at_severity_1_and_monotone():
             means.append(np.mean([normalized_levenshtein(a, b) for a, b in zip(texts, out)]))
         assert means[0] <= 0.1, (name, means)
         assert means[0] > 0, name
-        assert all(b >= a for a, b in zip(means, means[1:])), (name, means)
+        assert all(b >= a for a, b in itertools.pairwise(means)), (name, means)
 
 
 def test_word_dropout_keeps_meaning_at_severity_1():
@@ -334,7 +344,7 @@ def test_tabular_distortion_grows_with_severity():
     for name in TABLE_NAMES:
         change = [np.mean(np.abs(corrupt_table(x, name, s, feature_std=std, feature_mean=mean).astype(np.float64) - x)
                           / std) for s in range(1, 6)]
-        assert all(b > a for a, b in zip(change, change[1:])), (name, change)
+        assert all(b > a for a, b in itertools.pairwise(change)), (name, change)
 
 
 def test_tabular_bad_input():

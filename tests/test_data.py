@@ -556,7 +556,7 @@ def test_digits_split_is_fixed_disjoint_and_stratified() -> None:
         np.testing.assert_array_equal(ds.y, reference.target[ds.ids])
         np.testing.assert_allclose(ds.x[:, 0], reference.images[ds.ids] / 16.0)
         assert ds.x.shape[1:] == (1, 8, 8) and ds.x.dtype == np.float32
-        assert 0.0 <= ds.x.min() and ds.x.max() <= 1.0
+        assert ds.x.min() >= 0.0 and ds.x.max() <= 1.0
         assert ds.class_names == [str(d) for d in range(10)]
     assert load_data("digits").fingerprint == test.fingerprint and load_data("digits").name == "digits:test"
     assert load_data("digits:train").fingerprint == train.fingerprint and train.name == "digits:train"

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-from conftest import LinearModel
 from torch import nn
 
 from assay.checks.efficiency import efficiency_section
@@ -27,6 +26,7 @@ from assay.profiling.latency import LatencyProfile, measure_latency
 from assay.profiling.memory import peak_rss_subprocess
 from assay.profiling.profile import EfficiencyProfile, profile_model
 from assay.report.plots import render_plot
+from conftest import LinearModel
 
 
 class TinyNet(nn.Module):

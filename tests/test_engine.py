@@ -115,9 +115,7 @@ def test_features_not_kept_still_summarized(blobs):
 
 
 def test_feature_summary_merges_batches_exactly():
-    from assay.engine.run import _FeatureSummary
-
-    from assay.engine.run import feature_sample_rows
+    from assay.engine.run import _FeatureSummary, feature_sample_rows
 
     rng = np.random.default_rng(3)
     x = rng.normal(5.0, 2.0, size=(3000, 7))

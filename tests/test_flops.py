@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import LinearModel
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
@@ -21,6 +20,7 @@ from assay.profiling.flops import (
     onnx_flops,
     onnx_parameter_count,
 )
+from conftest import LinearModel
 
 
 class SmallNet(nn.Module):

@@ -28,14 +28,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from assay.cli import main
-from assay.evidence.bundle import read_predictions
-from assay.evidence.bundle import MAX_EVIDENCE_BYTES
-from assay.evidence.bundle import read_evidence as read_bundle_evidence
 from assay.compare.policy import MAX_POLICY_BYTES, MAX_POLICY_NODES, load_policy, parse_policy
 from assay.compare.select import _CONSTRAINT, MAX_CONSTRAINT_CHARS, parse_constraint
 from assay.data.npz import read_npy_header
 from assay.engine.robust_views import load_precomputed_corruptions
 from assay.errors import DataError, PolicyError
+from assay.evidence.bundle import MAX_EVIDENCE_BYTES, read_predictions
+from assay.evidence.bundle import read_evidence as read_bundle_evidence
 from assay.models.export import export_onnx
 
 N, C = 120, 3
@@ -204,7 +203,8 @@ def test_alias_bomb_is_refused_in_bounded_memory_and_time():
 
 
 def test_valid_policies_still_parse():
-    policy = parse_policy("\ufeffaccuracy: {max_drop: 1e-3}\nece: {max_increase: .5}\nrules:\n  nll: {max_increase: 2}\n")
+    policy = parse_policy("\ufeffaccuracy: {max_drop: 1e-3}\nece: {max_increase: .5}\n"
+                          "rules:\n  nll: {max_increase: 2}\n")
     assert {(r.metric, r.limit) for r in policy.rules} == {("accuracy", 0.001), ("ece", 0.5), ("nll", 2.0)}
 
 
@@ -337,10 +337,10 @@ NPZ_CASES = {
                    ["NaN or infinite", "rows [5]", "['logits']"]),
     "infinite logits": (lambda b, p: np.savez(b / "predictions.npz", **_with(
         p, logits=_rows_set(p["logits"], [7, 9], np.inf))), ["2 row(s) of logits are NaN or infinite", "rows [7, 9]"]),
-    "labels out of range": (lambda b, p: np.savez(b / "predictions.npz", **_with(p, labels=_rows_set(p["labels"], [4], 7))),
-                            ["outside 0..2", "rows [4]"]),
-    "negative labels": (lambda b, p: np.savez(b / "predictions.npz", **_with(p, labels=_rows_set(p["labels"], [0], -1))),
-                        ["outside 0..2"]),
+    "labels out of range": (lambda b, p: np.savez(b / "predictions.npz", **_with(
+        p, labels=_rows_set(p["labels"], [4], 7))), ["outside 0..2", "rows [4]"]),
+    "negative labels": (lambda b, p: np.savez(b / "predictions.npz", **_with(
+        p, labels=_rows_set(p["labels"], [0], -1))), ["outside 0..2"]),
     "float labels": (lambda b, p: np.savez(b / "predictions.npz", **_with(p, labels=p["labels"] + 0.5)),
                      ["dtype float64, expected integers"]),
     "string logits": (lambda b, p: np.savez(b / "predictions.npz", **_with(p, logits=p["logits"].astype(str))),
@@ -348,8 +348,8 @@ NPZ_CASES = {
     "object dtype (pickle)": (lambda b, p: b.joinpath("predictions.npz").write_bytes(_zip({
         "ids.npy": _npy(p["ids"].astype(object), allow_pickle=True), "labels.npy": _npy(p["labels"]),
         "logits.npy": _npy(p["logits"])})), ["dtype object", "unpickling", "['ids']"]),
-    "duplicate ids": (lambda b, p: np.savez(b / "predictions.npz", **_with(p, ids=_rows_set(p["ids"], [3], p["ids"][2]))),
-                      ["occur more than once", "['ids']"]),
+    "duplicate ids": (lambda b, p: np.savez(b / "predictions.npz", **_with(
+        p, ids=_rows_set(p["ids"], [3], p["ids"][2]))), ["occur more than once", "['ids']"]),
     "header claiming 10**12 rows": (lambda b, p: b.joinpath("predictions.npz").write_bytes(_zip({
         "ids.npy": _npy(p["ids"]), "labels.npy": _npy(p["labels"]), "logits.npy": _header_only((10**12, 3))})),
         ["shape (1000000000000, 3)", "implies (120, 3)"]),
@@ -446,8 +446,8 @@ EVIDENCE_CASES = {
     "schema version 2.0": (lambda ws: _evidence_with(ws, schema_version="2.0"),
                            ["schema version '2.0'", "reads version 1"]),
     "schema version 0.3": (lambda ws: _evidence_with(ws, schema_version="0.3"), ["schema version '0.3'"]),
-    "no schema version": (lambda ws: json.dumps({k: v for k, v in ws.evidence.items() if k != "schema_version"}).encode(),
-                          ["schema version none"]),
+    "no schema version": (lambda ws: json.dumps(
+        {k: v for k, v in ws.evidence.items() if k != "schema_version"}).encode(), ["schema version none"]),
     "a list, not an object": (lambda ws: b"[1, 2]", ["must hold a JSON object, got a list"]),
     "a field of the wrong type": (lambda ws: _evidence_with(ws, data={**ws.evidence["data"], "n": "many"}),
                                   ["does not match the evidence schema", "data.n"]),
@@ -525,7 +525,8 @@ CDATA_CASES = {
                                          ["does not repeat the evaluation set's labels", "labels.npy"]),
     "labels only once": (lambda im, lb, ws: {"fog.npy": im, "labels.npy": ws.y}, ["shape (120,)", "expected (600,)"]),
     "string labels": (lambda im, lb, ws: {"fog.npy": im, "labels.npy": lb.astype(str)}, ["labels.npy holds <U"]),
-    "first axis not 5 x N": (lambda im, lb, ws: {"fog.npy": im[:-7], "labels.npy": lb}, ["593 images, expected 5 x 120"]),
+    "first axis not 5 x N": (lambda im, lb, ws: {"fog.npy": im[:-7], "labels.npy": lb},
+                             ["593 images, expected 5 x 120"]),
     "wrong image size": (lambda im, lb, ws: {"fog.npy": np.zeros((600, 16, 16, 1), np.uint8), "labels.npy": lb},
                          ["shape (16, 16, 1)", "(1, 8, 8)"]),
     "wrong channel count": (lambda im, lb, ws: {"fog.npy": np.zeros((600, 8, 8, 3), np.uint8), "labels.npy": lb},

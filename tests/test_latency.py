@@ -73,7 +73,7 @@ def test_interval_matches_an_exact_rational_enumeration(q, confidence):
     for n in (1, 5, 10, 29, 40, 80):
         pmf = [comb(n, k) * qf**k * (1 - qf) ** (n - k) for k in range(n + 1)]
         # X(l) for l = 0 means "no lower bound"; X(u) for u = n + 1 means "no upper bound".
-        ok = [(lo, hi) for lo in range(0, n + 1) for hi in range(lo, n + 2)
+        ok = [(lo, hi) for lo in range(n + 1) for hi in range(lo, n + 2)
               if sum(pmf[:lo]) <= tail and sum(pmf[hi:]) <= tail and (lo, hi) != (0, 0)]
         lo, hi = max(low for low, _ in ok), min(high for _, high in ok if high >= 1)
         got_lo, got_hi, coverage = quantile_ci(np.arange(1.0, n + 1.0), q, confidence)

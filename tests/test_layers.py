@@ -107,7 +107,8 @@ def test_checks_compare_and_compress_stay_off_the_facade():
     bad = []
     for module, targets in graph.items():
         for target in targets:
-            if module.startswith("assay.checks") and target.startswith(("assay.compress", "assay.compare", "assay.api")):
+            if (module.startswith("assay.checks")
+                    and target.startswith(("assay.compress", "assay.compare", "assay.api"))):
                 bad.append(f"{module} -> {target}")
             if module.startswith(("assay.compare", "assay.compress")) and target == "assay.api":
                 bad.append(f"{module} -> {target}")

@@ -9,6 +9,7 @@ touch or modify a file under ``tmp_path``.
 from __future__ import annotations
 
 import ast
+import contextlib
 import gc
 import json
 import sys
@@ -97,10 +98,8 @@ def rewrite_json(src: Path, dst: Path, mutate) -> Path:
 
 def _torch_runs(path: Path) -> None:
     """What torch itself does with the file: load, unlift (guards included) and run it; errors ignored."""
-    try:
+    with contextlib.suppress(Exception):
         torch.export.load(str(path)).module()(torch.rand(3, 1, 4, 4))
-    except Exception:
-        pass
 
 
 def _cli(args: list[str], capsys) -> tuple[int, str]:

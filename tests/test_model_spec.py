@@ -16,7 +16,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import LinearModel
 from pydantic import ValidationError
 from safetensors.torch import save_file
 
@@ -25,6 +24,7 @@ from assay.evidence.schema import ModelInfo
 from assay.models import FORMATS, ModelFormat, ModelSpec, load_model, register_format
 from assay.models.export import export_onnx
 from assay.models.formats import extension_map, format_for_file, supported_text
+from conftest import LinearModel
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "assay"
 NETS = "assay_spec_nets"
@@ -240,7 +240,8 @@ def test_no_format_branches_outside_models():
 # ------------------------------------------------------------------------------------------ capabilities
 
 
-def test_parameter_and_flop_counts_agree_across_formats(files):
+def test_parameter_and_flop_counts_agree_across_formats(in_dir):
+    files = in_dir  # the factory's module is imported from the working directory
     n_params = sum(p.numel() for p in files["net"].parameters())
     macs = (3 * 4 * 4) * 1 * 9 + 48 * 4  # conv: out elements x Cin x kernel; linear: in x out
     for fmt in ("onnx", "torchscript", "factory"):
@@ -265,7 +266,8 @@ def test_set_threads_on_torch_is_restored_and_onnx_reloads(files):
         onnx_model.set_threads(0)
 
 
-def test_to_onnx_copies_onnx_and_exports_torch(files, tmp_path):
+def test_to_onnx_copies_onnx_and_exports_torch(in_dir, tmp_path):
+    files = in_dir  # the factory's module is imported from the working directory
     onnx_model = _load(files, "onnx")
     export = onnx_model.to_onnx(tmp_path / "copy.onnx", files["x"][:2])
     assert export.copied and onnx.load(str(tmp_path / "copy.onnx")) == onnx.load(str(files["dir"] / "net.onnx"))
@@ -278,7 +280,8 @@ def test_to_onnx_copies_onnx_and_exports_torch(files, tmp_path):
         LinearModel(np.ones((4, 3)), np.zeros(3), (4,)).to_onnx(tmp_path / "x.onnx", np.zeros((2, 4)))
 
 
-def test_only_factories_offer_an_eager_module(files):
+def test_only_factories_offer_an_eager_module(in_dir):
+    files = in_dir  # the factory's module is imported from the working directory
     assert _load(files, "factory").eager_module() is not None
     for fmt in ("onnx", "torchscript", "torch-export"):
         assert _load(files, fmt).eager_module() is None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_blobs_dataset
 from scipy.special import softmax
 from sklearn.metrics import roc_auc_score
 
@@ -13,6 +12,7 @@ from assay.api import run_evaluation
 from assay.checks.base import EvaluateConfig
 from assay.data.dataset import Dataset
 from assay.errors import UserError
+from conftest import make_blobs_dataset
 
 
 def test_ood_metrics_from_cached_outputs(tmp_path):
@@ -198,7 +198,8 @@ def test_onnx_head_forms(tmp_path):
 
     x = rng.normal(size=(20, 4)).astype(np.float32)
     cases = {
-        "matmul_add": ([helper.make_node("MatMul", ["f", "w2"], ["z"]), helper.make_node("Add", ["b", "z"], ["logits"])],
+        "matmul_add": ([helper.make_node("MatMul", ["f", "w2"], ["z"]),
+                        helper.make_node("Add", ["b", "z"], ["logits"])],
                        {"w2": w2, "b": b}, (w2.T, b)),
         "gemm": ([helper.make_node("Gemm", ["f", "w2", "b"], ["logits"], alpha=2.0, beta=0.5)],
                  {"w2": w2, "b": b}, (2 * w2.T, 0.5 * b)),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -337,7 +336,8 @@ def test_risk_coverage_and_aurc_hand_case():
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 1, allow_nan=False), st.booleans()), min_size=1, max_size=30, unique_by=lambda t: t[0]))
+@given(st.lists(st.tuples(st.floats(0, 1, allow_nan=False), st.booleans()), min_size=1, max_size=30,
+                unique_by=lambda t: t[0]))
 def test_aurc_without_ties_is_mean_topk_risk(pairs):
     confidence = np.array([p[0] for p in pairs])
     correct = np.array([p[1] for p in pairs])

@@ -25,7 +25,6 @@ from assay.errors import OutputError
 from assay.evidence.output import MANIFEST, atomic_directory, check_output, read_manifest, recover_debris
 from assay.models.export import export_onnx
 
-
 # ------------------------------------------------------------------------------------------- fixtures
 
 
@@ -259,10 +258,9 @@ def test_unwritable_and_full_disks_are_user_errors(tabular, tmp_path, capsys, mo
     monkeypatch.setattr(output.tempfile, "mkdtemp", real_mkdtemp)
 
     out = tmp_path / "full"
-    with pytest.raises(OutputError, match="No space left") as info:
-        with atomic_directory(out, "evaluate") as tmp:
-            (tmp / "a.txt").write_text("partial")
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with pytest.raises(OutputError, match="No space left") as info, atomic_directory(out, "evaluate") as tmp:
+        (tmp / "a.txt").write_text("partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert "free disk space" in info.value.fix
     assert not out.exists()
     _no_debris(tmp_path)
@@ -389,7 +387,8 @@ def test_profile_json_never_overwrites_a_user_file_or_an_input(tabular, tmp_path
     for target, fragment in ((notes, "is not a profile"), (model, "is an input"), (tmp_path, "is a folder"),
                              (notes / "x.json", "is a file")):
         before = model.read_bytes()
-        code, err = _run(["profile", str(model), "--budget", "0.1", "--batch-sizes", "1", "--json", str(target)], capsys)
+        code, err = _run(["profile", str(model), "--budget", "0.1", "--batch-sizes", "1",
+                          "--json", str(target)], capsys)
         _assert_refused(code, err, fragment)
         assert model.read_bytes() == before
     assert notes.read_text() == '{"mine": true}'

@@ -50,7 +50,8 @@ def test_count_metrics_match_sklearn(seed, c, n):
     p, r = precision_recall_from_confusion(cm)
     np.testing.assert_allclose(p, skm.precision_score(y, pred, average=None, labels=range(c), zero_division=0))
     np.testing.assert_allclose(r, skm.recall_score(y, pred, average=None, labels=range(c), zero_division=0))
-    np.testing.assert_allclose(f1_from_confusion(cm), skm.f1_score(y, pred, average=None, labels=range(c), zero_division=0))
+    np.testing.assert_allclose(f1_from_confusion(cm),
+                               skm.f1_score(y, pred, average=None, labels=range(c), zero_division=0))
 
 
 def test_probabilistic_metrics_match_sklearn():
@@ -60,7 +61,8 @@ def test_probabilistic_metrics_match_sklearn():
     onehot = np.eye(6)[y]
     # Multiclass Brier as in scikit-learn >= 1.7 (sum over classes, mean over samples).
     assert brier_per_sample(logits, y).mean() == pytest.approx(((probs - onehot) ** 2).sum(1).mean())
-    assert brier_per_sample(logits, y).mean() == pytest.approx(skm.brier_score_loss(y, probs, labels=range(6)), rel=1e-6)
+    assert brier_per_sample(logits, y).mean() == pytest.approx(skm.brier_score_loss(y, probs, labels=range(6)),
+                                                               rel=1e-6)
     top5 = top_k_correct(logits, y, 5).mean()
     assert top5 == pytest.approx(skm.top_k_accuracy_score(y, probs, k=5, labels=range(6)))
 

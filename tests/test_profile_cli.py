@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from assay.cli import main
-from assay.profiling.flops import count_flops
 from assay.demo import DigitsCNN
 from assay.models.export import export_onnx
+from assay.profiling.flops import count_flops
 
 
 @pytest.fixture(scope="module")

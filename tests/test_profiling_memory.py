@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from test_model_safety import _torch_runs, _touch, make_net, rewrite_json
 
 from assay.models import ModelSpec, load_model
 from assay.profiling.memory import peak_rss_subprocess
 from assay.profiling.profile import profile_model
+from test_model_safety import _torch_runs, _touch, make_net, rewrite_json
 
 X = np.random.default_rng(0).random((4, 1, 4, 4), dtype=np.float32)
 

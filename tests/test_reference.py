@@ -514,10 +514,9 @@ def test_crafted_files_are_refused(tmp_path) -> None:
 
 
 def test_read_bundle_exposes_the_reference(tmp_path) -> None:
-    from conftest import make_blobs_dataset
-
     from assay.api import run_evaluation, write_evaluation
     from assay.evidence.bundle import Bundle, read_bundle, read_reference
+    from conftest import make_blobs_dataset
 
     ds, model = make_blobs_dataset(n=300)
     run = run_evaluation(model, ds, cache_dir=None)

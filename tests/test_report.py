@@ -6,6 +6,7 @@ The evidence is built by hand, so every expected string below is known independe
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import re
 import xml.etree.ElementTree as ET
@@ -634,7 +635,7 @@ def test_linear_ticks_are_evenly_spaced_nice_and_inside(lo, span, target):
     slack = 1e-9 * (span + max(1.0, abs(lo), abs(hi)))
     assert all(lo - slack <= v <= hi + slack for v in ticks)
     if len(ticks) > 1:
-        steps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+        steps = [b - a for a, b in itertools.pairwise(ticks)]
         step = steps[0]
         assert all(s == pytest.approx(step, rel=1e-6) for s in steps)
         mantissa = step / 10 ** math.floor(math.log10(step) + 1e-12)

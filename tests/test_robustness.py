@@ -93,7 +93,7 @@ def test_corruption_check_matches_hand_computation(digits, nets, tmp_path):
 
 def test_baseline_normalizes_ce(digits, nets, tmp_path):
     _, test = digits
-    cfg = dict(corruptions=["gaussian_noise"], severities=[2, 4], n_bootstrap=100)
+    cfg = {"corruptions": ["gaussian_noise"], "severities": [2, 4], "n_bootstrap": 100}
     from assay.api import write_evaluation
 
     base_run = run_evaluation(torch_model(nets[1], "b"), test, config=EvaluateConfig(**cfg), cache_dir=None)
@@ -125,7 +125,8 @@ def test_adversarial_worst_case_protocol(digits, nets):
     run = run_evaluation(torch_model(nets[0], "a"), small, config=cfg, cache_dir=None)
     section = run.evidence.sections["adversarial"]
     clean_correct = run.outputs.clean.logits.argmax(1) == small.y
-    adv = {name: run.outputs[name].logits.argmax(1) == small.y for name in run.outputs.views if name.startswith("adversarial:")}
+    adv = {name: run.outputs[name].logits.argmax(1) == small.y
+           for name in run.outputs.views if name.startswith("adversarial:")}
     main = [name for name in adv if "eps=0.15," in name]
     assert len(main) == 3 and len(adv) == 9  # 3 attacks x (eps/4, eps/2, eps)
     robust = clean_correct.copy()
@@ -165,7 +166,8 @@ def test_white_box_on_onnx_offers_blackbox(digits, nets, tmp_path):
     with pytest.raises(UserError, match="--adversarial blackbox"):
         run_evaluation(str(path), test, config=EvaluateConfig(adversarial="quick"), cache_dir=None)
     cfg = EvaluateConfig(adversarial="blackbox", eps=[0.2], square_queries=30, n_bootstrap=100)
-    section = run_evaluation(str(path), test.subset(np.arange(40)), config=cfg, cache_dir=None).evidence.sections["adversarial"]
+    section = run_evaluation(str(path), test.subset(np.arange(40)), config=cfg,
+                             cache_dir=None).evidence.sections["adversarial"]
     assert section.metrics["robust_accuracy"].value <= section.metrics["clean_accuracy"].value
 
 
@@ -223,7 +225,8 @@ def test_explicit_attack_list_and_few_class_note(digits, nets):
     _, test = digits
     small = test.subset(np.arange(40))
     cfg = EvaluateConfig(attacks=["fgsm", "pgd"], eps=[0.1], attack_steps=5, n_bootstrap=100)
-    section = run_evaluation(torch_model(nets[0], "a"), small, config=cfg, cache_dir=None).evidence.sections["adversarial"]
+    section = run_evaluation(torch_model(nets[0], "a"), small, config=cfg,
+                             cache_dir=None).evidence.sections["adversarial"]
     assert [row["attack"] for row in section.tables["attacks"]] == ["fgsm", "pgd"]
     assert section.config["preset"] == "custom (--attacks)"
     with pytest.raises(UserError, match="choose from fgsm, pgd"):
@@ -236,7 +239,8 @@ def test_explicit_attack_list_and_few_class_note(digits, nets):
     info = ModelInfo(path="<three>", format="factory", sha256="3" * 64, input_shape=[None, 1, 8, 8],
                      input_dtype="float32", num_classes=3, class_names=["0", "1", "2"])
     cfg = EvaluateConfig(adversarial="standard", eps=[0.1], attack_steps=3, square_queries=10, n_bootstrap=100)
-    section = run_evaluation(TorchModel(head.eval(), info), three, config=cfg, cache_dir=None).evidence.sections["adversarial"]
+    section = run_evaluation(TorchModel(head.eval(), info), three, config=cfg,
+                             cache_dir=None).evidence.sections["adversarial"]
     assert "apgd-t" not in {row["attack"] for row in section.tables["attacks"]}
     assert any("APGD-T was not run" in f.message for f in section.findings)
 

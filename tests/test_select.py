@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import make_blobs_dataset
 
 from assay.cli import main
 from assay.compare.select import pareto_front
 from assay.models.export import export_onnx
+from conftest import make_blobs_dataset
 
 
 def test_pareto_front_hand_case():

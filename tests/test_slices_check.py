@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from assay.api import run_evaluation
-from assay.stats.multiple_testing import benjamini_hochberg
 from assay.checks.base import EvaluateConfig
 from assay.errors import UserError
+from assay.stats.multiple_testing import benjamini_hochberg
 from conftest import make_blobs_dataset
 
 

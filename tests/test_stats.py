@@ -57,7 +57,8 @@ def test_group_sums_against_loop():
     out = group_sums(w, groups, 4, values)
     expected = np.array([[np.sum(w[r, groups == g] * values[groups == g]) for g in range(4)] for r in range(5)])
     np.testing.assert_allclose(out, expected, rtol=1e-6)
-    np.testing.assert_allclose(group_sums(w, groups, 4), [[w[r, groups == g].sum() for g in range(4)] for r in range(5)])
+    np.testing.assert_allclose(group_sums(w, groups, 4),
+                               [[w[r, groups == g].sum() for g in range(4)] for r in range(5)])
 
 
 def test_percentile_ci_hand_case_and_nan():
@@ -170,7 +171,8 @@ def test_shared_weights_are_kept_as_uint8_and_handed_out_in_bounded_float32_arra
     assert shared._kept is not None and sum(k.nbytes for k in shared._kept) == n * b  # one byte per weight
     second = list(shared)
     np.testing.assert_array_equal(np.concatenate(first), np.concatenate(second))
-    np.testing.assert_array_equal(np.concatenate(first), np.concatenate(list(bootstrap_weights(n, b, spawn_seed(0, "y")))))
+    np.testing.assert_array_equal(np.concatenate(first),
+                                  np.concatenate(list(bootstrap_weights(n, b, spawn_seed(0, "y")))))
 
 
 @pytest.mark.parametrize("n_groups", [6, 300])  # dense and sparse float64 paths

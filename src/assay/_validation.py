@@ -39,7 +39,7 @@ class _Namespace(Mapping[str, Any]):
         return len(self._globals)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _adapters(fn: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, Any]]:
     """The function's signature and a pydantic TypeAdapter per parameter whose annotation pydantic can check
     (parameters typed with our own classes or ``Any`` are left to the function)."""
@@ -48,7 +48,7 @@ def _adapters(fn: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, Any]
     signature = inspect.signature(fn)
     try:
         hints = typing.get_type_hints(fn, localns=_Namespace(fn.__globals__))
-    except Exception:  # noqa: BLE001 - an annotation we cannot resolve: check only the call's shape
+    except Exception:
         hints = {}
     adapters: dict[str, Any] = {}
     for name in signature.parameters:
@@ -57,7 +57,7 @@ def _adapters(fn: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, Any]
             continue
         try:
             adapter = TypeAdapter(hint, config=ConfigDict(arbitrary_types_allowed=True))
-        except Exception:  # noqa: BLE001 - a type pydantic cannot describe (e.g. a dataclass with lazy fields)
+        except Exception:
             continue
         if getattr(adapter, "pydantic_complete", True):  # incomplete: refers to a type it cannot build
             adapters[name] = adapter

@@ -42,7 +42,7 @@ def evaluate(
     seed: int = 0,
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
-    cache_dir: str | os.PathLike[str] | None | bool = True,
+    cache_dir: str | os.PathLike[str] | bool | None = True,
     progress: bool = False,
     force: bool = False,
     **options: Any,

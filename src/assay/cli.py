@@ -12,13 +12,16 @@ import sys
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console as RichConsole
 from rich.markup import escape
 
 from assay.errors import OptionError, UserError
+
+if TYPE_CHECKING:
+    from assay.compare.gate import Comparison
 
 app = typer.Typer(
     name="assay",
@@ -28,7 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-def Console(stderr: bool = False) -> "RichConsole":  # noqa: N802 - stands in for rich's class
+def Console(stderr: bool = False) -> RichConsole:  # noqa: N802 - stands in for rich's class
     """A Rich console that never turns user text into emoji or colours it by guesswork; user strings
     are still passed through ``escape`` wherever they meet our own markup."""
     return RichConsole(stderr=stderr, emoji=False, highlight=False)
@@ -61,17 +64,17 @@ OUTPUT = "Output"
 # Each option that several commands take is declared once here; a command gives only its default.
 ModelArg = Annotated[str, typer.Argument(
     help="Model: .onnx, TorchScript .pt, torch.export .pt2, or pkg.module:factory with --weights.")]
-Weights = Annotated[Optional[str], typer.Option(
+Weights = Annotated[str | None, typer.Option(
     help="Weights for a factory model (.safetensors or a state dict).", rich_help_panel=MODEL)]
 Untrained = Annotated[bool, typer.Option(
     "--untrained", help="Use a factory without --weights on purpose (random initial weights).", rich_help_panel=MODEL)]
-Threads = Annotated[Optional[int], typer.Option(
+Threads = Annotated[int | None, typer.Option(
     help="Inference threads, fixed and recorded (default: all cores).", rich_help_panel=EXECUTION)]
 Seed = Annotated[int, typer.Option(help="Seed for every randomized step.", rich_help_panel=STATISTICS)]
 NBootstrap = Annotated[int, typer.Option(
     help="Bootstrap resamples per confidence interval (paired when models are compared).", rich_help_panel=STATISTICS)]
 Confidence = Annotated[float, typer.Option(help="Confidence level of intervals.", rich_help_panel=STATISTICS)]
-CacheDir = Annotated[Optional[Path], typer.Option(
+CacheDir = Annotated[Path | None, typer.Option(
     help="Output cache directory (default ~/.cache/assay).", rich_help_panel=EXECUTION)]
 NoCache = Annotated[bool, typer.Option(
     "--no-cache", help="Do not read or write the output cache.", rich_help_panel=EXECUTION)]
@@ -81,18 +84,18 @@ Force = Annotated[bool, typer.Option(
     "--force", help="Replace an Assay output of another kind at --out (never a folder holding other files).",
     rich_help_panel=OUTPUT)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or console summary.", rich_help_panel=OUTPUT)]
-ModelFilesSuite = Annotated[Optional[str], typer.Option(help="Evaluation suite for model files: quick, standard or full.")]
+ModelFilesSuite = Annotated[str | None, typer.Option(help="Evaluation suite for model files: quick, standard or full.")]
 BatchSizes = Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.", rich_help_panel=EFFICIENCY)]
-PricePerHour = Annotated[Optional[float], typer.Option(
+PricePerHour = Annotated[float | None, typer.Option(
     help="Machine price per hour: cost per 1M inferences.", rich_help_panel=EFFICIENCY)]
 
 
-def _cache(cache_dir: Optional[Path], no_cache: bool) -> Path | bool:
+def _cache(cache_dir: Path | None, no_cache: bool) -> Path | bool:
     """The engine's cache argument: False (off), a directory, or True (the default ~/.cache/assay)."""
     return False if no_cache else (cache_dir if cache_dir is not None else True)
 
 
-def _image_size(value: Optional[str]) -> Optional[int | tuple[int, int]]:
+def _image_size(value: str | None) -> int | tuple[int, int] | None:
     if value is None:
         return None
     try:
@@ -112,37 +115,37 @@ def _image_size(value: Optional[str]) -> Optional[int | tuple[int, int]]:
 def evaluate(
     model: ModelArg,
     data: Annotated[str, typer.Option("--data", "-d", help="Evaluation data: .npz, image folder, .csv/.parquet, or 'digits'.", rich_help_panel=DATA)],
-    calibration_data: Annotated[Optional[str], typer.Option(help="Held-out labelled data to fit the temperature (default: half of --data).", rich_help_panel=DATA)] = None,
-    label_col: Annotated[Optional[str], typer.Option(help="Label column of CSV/Parquet data (default 'label').", rich_help_panel=DATA)] = None,
-    text_col: Annotated[Optional[str], typer.Option(help="Text column of CSV/Parquet data.", rich_help_panel=DATA)] = None,
-    feature_cols: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns of CSV/Parquet data.", rich_help_panel=DATA)] = None,
-    image_size: Annotated[Optional[str], typer.Option(help="Resize image-folder data to this size (32 or 32x48).", rich_help_panel=DATA)] = None,
-    class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names in model output order (fixes folder/table label order).", rich_help_panel=DATA)] = None,
+    calibration_data: Annotated[str | None, typer.Option(help="Held-out labelled data to fit the temperature (default: half of --data).", rich_help_panel=DATA)] = None,
+    label_col: Annotated[str | None, typer.Option(help="Label column of CSV/Parquet data (default 'label').", rich_help_panel=DATA)] = None,
+    text_col: Annotated[str | None, typer.Option(help="Text column of CSV/Parquet data.", rich_help_panel=DATA)] = None,
+    feature_cols: Annotated[str | None, typer.Option(help="Comma-separated feature columns of CSV/Parquet data.", rich_help_panel=DATA)] = None,
+    image_size: Annotated[str | None, typer.Option(help="Resize image-folder data to this size (32 or 32x48).", rich_help_panel=DATA)] = None,
+    class_names: Annotated[str | None, typer.Option(help="Comma-separated class names in model output order (fixes folder/table label order).", rich_help_panel=DATA)] = None,
     weights: Weights = None,
     untrained: Untrained = False,
     outputs: Annotated[OutputKind, typer.Option(help="What the model returns: logits, or probabilities (log taken).", rich_help_panel=MODEL)] = OutputKind.logits,
-    feature_layer: Annotated[Optional[str], typer.Option(help="Torch module whose output is the embedding (default: input of the last Linear).", rich_help_panel=MODEL)] = None,
-    feature_output: Annotated[Optional[str], typer.Option(help="ONNX value to expose as the embedding (default: input of the last Gemm/MatMul).", rich_help_panel=MODEL)] = None,
+    feature_layer: Annotated[str | None, typer.Option(help="Torch module whose output is the embedding (default: input of the last Linear).", rich_help_panel=MODEL)] = None,
+    feature_output: Annotated[str | None, typer.Option(help="ONNX value to expose as the embedding (default: input of the last Gemm/MatMul).", rich_help_panel=MODEL)] = None,
     checks: Annotated[str, typer.Option(help="Comma-separated checks to run (add 'efficiency' for latency, size, FLOPs, memory, energy).")] = "performance,calibration",
-    suite: Annotated[Optional[str], typer.Option(help="quick (performance, calibration), standard (+ the 15 standard corruptions), full (+ held-out corruptions and attacks).")] = None,
-    corruptions: Annotated[Optional[str], typer.Option(help="Corruptions: all, standard, or comma-separated names.", rich_help_panel=ROBUSTNESS)] = None,
+    suite: Annotated[str | None, typer.Option(help="quick (performance, calibration), standard (+ the 15 standard corruptions), full (+ held-out corruptions and attacks).")] = None,
+    corruptions: Annotated[str | None, typer.Option(help="Corruptions: all, standard, or comma-separated names.", rich_help_panel=ROBUSTNESS)] = None,
     severities: Annotated[str, typer.Option(help="Corruption severities: a range or list in 1-5.", rich_help_panel=ROBUSTNESS)] = "1-5",
-    corruption_data: Annotated[Optional[str], typer.Option(help="Directory of a pre-computed -C set (CIFAR-10-C layout: <corruption>.npy, labels.npy).", rich_help_panel=ROBUSTNESS)] = None,
+    corruption_data: Annotated[str | None, typer.Option(help="Directory of a pre-computed -C set (CIFAR-10-C layout: <corruption>.npy, labels.npy).", rich_help_panel=ROBUSTNESS)] = None,
     corruption_table: Annotated[str, typer.Option(help="Image corruption parameters: auto, cifar or imagenet.", rich_help_panel=ROBUSTNESS)] = "auto",
-    baseline: Annotated[Optional[str], typer.Option(help="Evidence bundle of a baseline model: reference of CE/mCE.", rich_help_panel=ROBUSTNESS)] = None,
-    adversarial: Annotated[Optional[str], typer.Option(help="Attack preset: quick (APGD-CE), standard (APGD-CE, APGD-T, Square), blackbox (Square; for ONNX).", rich_help_panel=ROBUSTNESS)] = None,
-    attacks: Annotated[Optional[str], typer.Option(help="Explicit attacks instead of the preset's: fgsm, pgd, apgd-ce, apgd-t, square (comma-separated).", rich_help_panel=ROBUSTNESS)] = None,
-    eps: Annotated[Optional[str], typer.Option(help="Perturbation budget(s), e.g. 8/255 or 2/255,4/255,8/255.", rich_help_panel=ROBUSTNESS)] = None,
+    baseline: Annotated[str | None, typer.Option(help="Evidence bundle of a baseline model: reference of CE/mCE.", rich_help_panel=ROBUSTNESS)] = None,
+    adversarial: Annotated[str | None, typer.Option(help="Attack preset: quick (APGD-CE), standard (APGD-CE, APGD-T, Square), blackbox (Square; for ONNX).", rich_help_panel=ROBUSTNESS)] = None,
+    attacks: Annotated[str | None, typer.Option(help="Explicit attacks instead of the preset's: fgsm, pgd, apgd-ce, apgd-t, square (comma-separated).", rich_help_panel=ROBUSTNESS)] = None,
+    eps: Annotated[str | None, typer.Option(help="Perturbation budget(s), e.g. 8/255 or 2/255,4/255,8/255.", rich_help_panel=ROBUSTNESS)] = None,
     norm: Annotated[str, typer.Option(help="Threat model: linf or l2.", rich_help_panel=ROBUSTNESS)] = "linf",
     attack_steps: Annotated[int, typer.Option(help="Iterations of white-box attacks.", rich_help_panel=ROBUSTNESS)] = 100,
     attack_restarts: Annotated[int, typer.Option(help="Random restarts of white-box attacks.", rich_help_panel=ROBUSTNESS)] = 1,
     square_queries: Annotated[int, typer.Option(help="Query budget of the Square attack.", rich_help_panel=ROBUSTNESS)] = 1000,
-    ood: Annotated[Optional[list[str]], typer.Option(help="OOD set (repeatable): a data spec, or 'synthetic' for built-in noise/blob images.", rich_help_panel=OOD)] = None,
-    train_data: Annotated[Optional[str], typer.Option(help="Training data: fits the feature-based OOD detectors.", rich_help_panel=OOD)] = None,
-    unlabeled: Annotated[Optional[list[str]], typer.Option(help="Unlabeled target data (repeatable): label-free accuracy estimates.", rich_help_panel=OOD)] = None,
-    slice_by: Annotated[Optional[str], typer.Option(help="Comma-separated metadata columns to slice by (numeric: quartiles).", rich_help_panel=SLICES)] = None,
+    ood: Annotated[list[str] | None, typer.Option(help="OOD set (repeatable): a data spec, or 'synthetic' for built-in noise/blob images.", rich_help_panel=OOD)] = None,
+    train_data: Annotated[str | None, typer.Option(help="Training data: fits the feature-based OOD detectors.", rich_help_panel=OOD)] = None,
+    unlabeled: Annotated[list[str] | None, typer.Option(help="Unlabeled target data (repeatable): label-free accuracy estimates.", rich_help_panel=OOD)] = None,
+    slice_by: Annotated[str | None, typer.Option(help="Comma-separated metadata columns to slice by (numeric: quartiles).", rich_help_panel=SLICES)] = None,
     min_slice_size: Annotated[int, typer.Option(help="Slices smaller than this are reported as insufficient.", rich_help_panel=SLICES)] = 30,
-    sensitive: Annotated[Optional[str], typer.Option(help="Comma-separated metadata columns for fairness metrics.", rich_help_panel=SLICES)] = None,
+    sensitive: Annotated[str | None, typer.Option(help="Comma-separated metadata columns for fairness metrics.", rich_help_panel=SLICES)] = None,
     latency_batch_sizes: Annotated[str, typer.Option(help="Batch sizes timed by the efficiency check, comma-separated.", rich_help_panel=EFFICIENCY)] = "1,8,32",
     latency_budget: Annotated[float, typer.Option(help="Seconds of timing per batch size (efficiency check).", rich_help_panel=EFFICIENCY)] = 10.0,
     price_per_hour: PricePerHour = None,
@@ -164,10 +167,9 @@ def evaluate(
     """Evaluate MODEL on --data: accuracy/F1 with CIs, calibration, evidence bundle and report."""
     from assay.api import evaluation_inputs, run_evaluation, write_evaluation
     from assay.checks.base import EvaluateConfig
+    from assay.engine.planning import apply_suite, parse_attacks, parse_eps, parse_severities
     from assay.evidence.output import check_output
     from assay.report import print_console
-
-    from assay.engine.planning import apply_suite, parse_attacks, parse_eps, parse_severities
 
     robustness = apply_suite(suite, {
         "corruptions": [corruptions] if corruptions else [], "adversarial": adversarial,
@@ -239,8 +241,8 @@ def demo(
 def compare(
     baseline: Annotated[str, typer.Argument(help="Baseline: an evidence bundle directory, or a model file (with --data).")],
     candidate: Annotated[str, typer.Argument(help="Candidate: an evidence bundle directory, or a model file (with --data).")],
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Evaluation data for model files (and thumbnails of flips).")] = None,
-    policy: Annotated[Optional[Path], typer.Option(help="Gate policy YAML (default: the documented default policy).")] = None,
+    data: Annotated[str | None, typer.Option("--data", "-d", help="Evaluation data for model files (and thumbnails of flips).")] = None,
+    policy: Annotated[Path | None, typer.Option(help="Gate policy YAML (default: the documented default policy).")] = None,
     suite: ModelFilesSuite = None,
     fail_on_inconclusive: Annotated[bool, typer.Option("--fail-on-inconclusive", help="Exit 1 also when a rule is inconclusive.")] = False,
     profile: Annotated[bool, typer.Option("--profile", help="Model files: also measure latency/size (efficiency check) for the cost rules.")] = False,
@@ -267,7 +269,7 @@ def compare(
         raise typer.Exit(1)
 
 
-def _print_rules(result) -> None:
+def _print_rules(result: Comparison) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -286,10 +288,10 @@ def _print_rules(result) -> None:
 def select(
     models: Annotated[list[str], typer.Argument(help="Two or more model files or evidence bundles.")],
     data: Annotated[str, typer.Option("--data", "-d", help="Evaluation data shared by every model.")],
-    constraints: Annotated[Optional[list[str]], typer.Option("--constraint", help="Constraint METRIC OP NUMBER (repeatable), e.g. latency_p95_ms<=5.")] = None,
+    constraints: Annotated[list[str] | None, typer.Option("--constraint", help="Constraint METRIC OP NUMBER (repeatable), e.g. latency_p95_ms<=5.")] = None,
     objective: Annotated[str, typer.Option(help="Metric to optimize among feasible models.")] = "accuracy",
     profile: Annotated[bool, typer.Option("--profile", help="Measure latency for model files (automatic when a constraint or the objective uses latency_p95_ms).")] = False,
-    slice_by: Annotated[Optional[str], typer.Option(help="Metadata columns for the worst-slice column (comma-separated).")] = None,
+    slice_by: Annotated[str | None, typer.Option(help="Metadata columns for the worst-slice column (comma-separated).")] = None,
     suite: ModelFilesSuite = None,
     seed: Seed = 0,
     n_bootstrap: NBootstrap = 1000,
@@ -345,8 +347,8 @@ def _float_list(value: str, option: str) -> list[float]:
 def compress(
     model: Annotated[str, typer.Argument(help="Model to compress: .onnx, TorchScript, torch.export, or pkg.module:factory with --weights.")],
     data: Annotated[str, typer.Option("--data", "-d", help="Labelled evaluation data for the damage audit.", rich_help_panel=DATA)],
-    calibration: Annotated[Optional[str], typer.Option(help="Calibration inputs, needed only for int8-static methods (default: --train-data).", rich_help_panel=DATA)] = None,
-    train_data: Annotated[Optional[str], typer.Option(help="Training data: short fine-tune after pruning, and default calibration.", rich_help_panel=DATA)] = None,
+    calibration: Annotated[str | None, typer.Option(help="Calibration inputs, needed only for int8-static methods (default: --train-data).", rich_help_panel=DATA)] = None,
+    train_data: Annotated[str | None, typer.Option(help="Training data: short fine-tune after pruning, and default calibration.", rich_help_panel=DATA)] = None,
     weights: Weights = None,
     untrained: Untrained = False,
     methods: Annotated[str, typer.Option(help="Comma-separated: int8-static, int8-dynamic, int8-dynamic-all, fp16, prune.", rich_help_panel=COMPRESSION)] = "int8-static,int8-dynamic,fp16",
@@ -354,10 +356,10 @@ def compress(
     finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after pruning (needs --train-data).", rich_help_panel=COMPRESSION)] = 0,
     max_accuracy_drop: Annotated[float, typer.Option(help="Largest tolerable accuracy drop (judged with the paired CI).", rich_help_panel=DAMAGE_AUDIT)] = 0.01,
     max_class_drop: Annotated[float, typer.Option(help="Largest tolerable drop of any class's accuracy.", rich_help_panel=DAMAGE_AUDIT)] = 0.03,
-    suite: Annotated[Optional[str], typer.Option(help="Evaluation suite of the audit: quick, standard (+ corruptions) or full.", rich_help_panel=DAMAGE_AUDIT)] = None,
-    slice_by: Annotated[Optional[str], typer.Option(help="Metadata columns for per-slice damage (comma-separated).", rich_help_panel=DAMAGE_AUDIT)] = None,
+    suite: Annotated[str | None, typer.Option(help="Evaluation suite of the audit: quick, standard (+ corruptions) or full.", rich_help_panel=DAMAGE_AUDIT)] = None,
+    slice_by: Annotated[str | None, typer.Option(help="Metadata columns for per-slice damage (comma-separated).", rich_help_panel=DAMAGE_AUDIT)] = None,
     batch_sizes: BatchSizes = "1,32",
-    ranking_batch: Annotated[Optional[int], typer.Option(help="Batch size whose latency ranks the variants (default: the largest).", rich_help_panel=EFFICIENCY)] = None,
+    ranking_batch: Annotated[int | None, typer.Option(help="Batch size whose latency ranks the variants (default: the largest).", rich_help_panel=EFFICIENCY)] = None,
     latency_budget_s: Annotated[float, typer.Option("--latency-budget", help="Seconds of timing per model and batch size (at most).", rich_help_panel=EFFICIENCY)] = 5.0,
     seed: Seed = 0,
     n_bootstrap: NBootstrap = 1000,
@@ -405,8 +407,8 @@ def compress(
 @app.command()
 def profile(
     model: ModelArg,
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Inputs to time (default: uniform random inputs of the model's input shape).")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full profile as JSON here.")] = None,
+    data: Annotated[str | None, typer.Option("--data", "-d", help="Inputs to time (default: uniform random inputs of the model's input shape).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the full profile as JSON here.")] = None,
     weights: Weights = None,
     untrained: Untrained = False,
     batch_sizes: BatchSizes = "1,8,32",
@@ -419,8 +421,8 @@ def profile(
     import numpy as np
 
     from assay.checks.efficiency import efficiency_section
-    from assay.profiling.profile import profile_model
     from assay.models.loader import load_model
+    from assay.profiling.profile import profile_model
     from assay.report.formatting import write_text_atomic
 
     sizes = _int_list(batch_sizes, "--batch-sizes")
@@ -428,8 +430,8 @@ def profile(
         raise OptionError(f"--batch-sizes {batch_sizes!r} must list positive integers", where="batch_sizes", fix="e.g. 1,8,32")
     if budget_s <= 0:
         raise OptionError(f"--budget must be > 0, got {budget_s}", where="budget_s", fix="give seconds, e.g. 10")
-    options = {k: v for k, v in {"weights": weights, "threads": threads, "untrained": untrained or None}.items()
-               if v is not None}
+    options: dict[str, Any] = {k: v for k, v in {"weights": weights, "threads": threads,
+                                                 "untrained": untrained or None}.items() if v is not None}
     if json_out is not None:  # a bad output path fails before the timing, not after it
         from assay.evidence.output import check_output_file, input_paths
 
@@ -442,8 +444,9 @@ def profile(
         loaded = load_model(model, sample=sample[:2], **options)
     else:
         loaded = load_model(model, **options)
-        shape = loaded.info.input_shape[1:]
-        if any(d is None for d in shape) or loaded.info.input_dtype not in ("float32", "float64", "float16"):
+        shape = [d for d in loaded.info.input_shape[1:] if d is not None]
+        if len(shape) + 1 != len(loaded.info.input_shape) or loaded.info.input_dtype not in (
+                "float32", "float64", "float16"):
             raise UserError(f"the model's input shape {loaded.info.input_shape} / dtype {loaded.info.input_dtype} "
                             "does not say what to feed it", where=model, fix="pass --data with real inputs")
         sample = np.random.default_rng(seed).random((max(sizes), *shape)).astype(loaded.info.input_dtype)
@@ -476,7 +479,7 @@ def _is_profile_json(path: Path) -> bool:
         if path.stat().st_size > 16 << 20:
             return False
         EfficiencyProfile.model_validate_json(path.read_bytes())
-    except Exception:  # noqa: BLE001 - anything unreadable is simply not ours
+    except Exception:
         return False
     return True
 
@@ -498,7 +501,7 @@ def version() -> None:
 
 
 # ------------------------------------------------------------------- parameter names -> flags
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parameter_flags(command: str) -> dict[str, str]:
     """Python parameter name -> what sets it on the command line in ``command`` (``n_bootstrap`` ->
     ``--n-bootstrap``, ``model`` -> ``MODEL``), read from the Typer app itself so that it cannot fall behind.

@@ -9,10 +9,16 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    import os
+
+    from assay.evaluation import EvaluationRun
 
 __all__ = ["DigitsCNN", "make_digits_cnn", "run_demo", "train_digits_cnn"]
 
@@ -57,8 +63,9 @@ def train_digits_cnn(x: np.ndarray, y: np.ndarray, *, epochs: int = 40, seed: in
     return model.eval()
 
 
-def run_demo(out: str | Path = "assay-out", *, seed: int = 0, progress: bool = True, cache_dir=True,
-             suite: str = "standard", force: bool = False):
+def run_demo(out: str | Path = "assay-out", *, seed: int = 0, progress: bool = True,
+             cache_dir: str | os.PathLike[str] | bool | None = True, suite: str = "standard",
+             force: bool = False) -> EvaluationRun:
     """Train on digits:train, export to ONNX, evaluate on digits:test (``suite``: quick = performance and
     calibration; standard adds the 15 ImageNet-C corruptions, OOD detection on the synthetic OOD sets
     with detectors fitted on digits:train, slices by ink (low/mid/high) and the efficiency profile (latency,
@@ -67,17 +74,18 @@ def run_demo(out: str | Path = "assay-out", *, seed: int = 0, progress: bool = T
 
     Returns the :class:`~assay.evaluation.EvaluationRun`; the ONNX model is copied into the bundle.
     """
-    from assay.evaluation import evaluation_inputs, run_evaluation, write_evaluation
     from assay.checks.base import EvaluateConfig
-    from assay.evidence.output import check_output
     from assay.data.loader import load_data
     from assay.engine.planning import apply_suite
+    from assay.evaluation import evaluation_inputs, run_evaluation, write_evaluation
+    from assay.evidence.output import check_output
     from assay.models.export import export_onnx
 
     inputs = evaluation_inputs(None, None, cache_dir=cache_dir)
     check_output(out, "evaluate", inputs=inputs, force=force)  # before training, not after it
     train = load_data("digits:train")
     test = load_data("digits:test")
+    assert train.y is not None  # the built-in digits are labelled
     t0 = time.perf_counter()
     module = train_digits_cnn(train.x, train.y, seed=seed)
     train_seconds = time.perf_counter() - t0

@@ -1225,7 +1225,7 @@ def _declared(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> Any:
     from assay.data.npz import read_npy_header
 
     with zf.open(info) as f:
-        return read_npy_header(f, info.filename.removesuffix(".npy"), where, fix=_REGENERATE)  # type: ignore[arg-type]
+        return read_npy_header(f, info.filename.removesuffix(".npy"), where, fix=_REGENERATE)
 
 
 def _check_against(reference: Reference, evidence: Evidence, where: str) -> None:

@@ -5,10 +5,10 @@ when it is correct under every attack), per eps and per class, with sanity check
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Literal
 
 import numpy as np
-
 from pydantic import Field
 
 from assay.checks.base import (
@@ -22,7 +22,7 @@ from assay.checks.base import (
 )
 from assay.engine.robust_views import AdversarialView
 from assay.errors import UserError
-from assay.evidence.schema import Finding, Metric, Section
+from assay.evidence.schema import Finding, Metric, Section, Verdict
 from assay.stats.bootstrap import bootstrap_cell_counts, clopper_pearson, spawn_seed
 
 __all__ = ["AdversarialCheck", "AdversarialConfig", "attack_plan", "check_adversarial", "robust_correct"]
@@ -104,7 +104,7 @@ def check_adversarial(ctx: CheckContext) -> Section:
     findings = _sanity_findings(ctx, curve, per_attack_at_main, clean_correct)
     clean_acc = float(clean_correct.mean())
     ratio = float(robust_main.mean()) / clean_acc if clean_acc else 0.0
-    verdict = "fail" if ratio < FAIL_ROBUST_RATIO else "warn" if ratio < WARN_ROBUST_RATIO else "pass"
+    verdict: Verdict = "fail" if ratio < FAIL_ROBUST_RATIO else "warn" if ratio < WARN_ROBUST_RATIO else "pass"
     if any(f.severity == "critical" for f in findings):
         verdict = "fail"
     preset_note = ("not AutoAttack: its standard version runs APGD-CE, APGD-T, FAB-T and Square with 5000 "
@@ -145,9 +145,9 @@ def check_adversarial(ctx: CheckContext) -> Section:
                              "steps_or_queries": v.attack_spec.steps, "restarts": v.attack_spec.restarts,
                              "seed": v.attack_spec.seed, "attacked": int(clean_correct.sum())} for _, v in views]},
         plots=plots,
-        config={"preset": cfg.adversarial or "custom (--attacks)", "attacks": attacks, "norm": norm, "eps": eps_values, "steps": cfg.attack_steps,
-                "restarts": cfg.attack_restarts, "square_queries": cfg.square_queries, "n": n,
-                "attacked": int(clean_correct.sum()),
+        config={"preset": cfg.adversarial or "custom (--attacks)", "attacks": attacks, "norm": norm, "eps": eps_values,
+                "steps": cfg.attack_steps, "restarts": cfg.attack_restarts, "square_queries": cfg.square_queries,
+                "n": n, "attacked": int(clean_correct.sum()),
                 "thresholds": {"warn_robust_ratio": WARN_ROBUST_RATIO, "fail_robust_ratio": FAIL_ROBUST_RATIO,
                                "masking_margin": MASKING_MARGIN},
                 "key_metrics": ["robust_accuracy", "clean_accuracy"]},
@@ -180,7 +180,8 @@ def _sanity_findings(ctx: CheckContext, curve: list[dict[str, Any]], per_attack:
         if zero > 0.5 or facts.get("gradient_l1_mean", 1.0) == 0:
             out.append(Finding(severity="critical", message=f"input gradients are zero for {zero:.0%} of "
                                f"{facts['gradient_samples']} clean-correct samples: gradient masking — white-box "
-                               "results are meaningless; trust the black-box (Square) result", evidence="adversarial.config"))
+                               "results are meaningless; trust the black-box (Square) result",
+                               evidence="adversarial.config"))
         else:
             out.append(Finding(severity="info", message=f"input gradients are non-zero (mean L1 "
                                f"{facts['gradient_l1_mean']:.3g} over {facts['gradient_samples']} samples)",
@@ -195,7 +196,7 @@ def _sanity_findings(ctx: CheckContext, curve: list[dict[str, Any]], per_attack:
                 f"{best_white:.3f} robust accuracy): a sign of gradient masking; report the worst case and "
                 "investigate the model's gradients"), evidence="adversarial.metrics"))
     values = [c["robust_accuracy"] for c in curve]
-    if any(b > a + 1e-12 for a, b in zip(values, values[1:])):
+    if any(b > a + 1e-12 for a, b in itertools.pairwise(values)):
         points = ", ".join(f"{c['eps']:.4g}: {c['robust_accuracy']:.3f}" for c in curve)
         out.append(Finding(severity="warning", message=(
             f"robust accuracy increases with eps somewhere on the curve ({points}): the attacks are too weak "
@@ -212,6 +213,7 @@ def _examples(ctx: CheckContext, views: list, eps: float) -> dict[str, Any] | No
         out = ctx.outputs[name]
         if v.attack_spec.eps != eps or out.examples is None:
             continue
+        assert out.example_index is not None  # set together with examples (engine.run)
         for x_adv, i in zip(out.examples[:3], out.example_index[:3]):
             x = ctx.dataset.x[int(i)]
             delta = x_adv - x
@@ -235,7 +237,8 @@ class AdversarialConfig(CheckConfig):
         "auto = standard for torch models, blackbox for ONNX.")
     attacks: list[str] = Field(default_factory=list, description="Explicit attacks (fgsm, pgd, apgd-ce, apgd-t, "
                                "square), replacing the preset's list.")
-    eps: list[float] = Field(default_factory=list, description="Perturbation budgets (default 8/255 for linf, 0.5 for l2).")
+    eps: list[float] = Field(default_factory=list,
+                             description="Perturbation budgets (default 8/255 for linf, 0.5 for l2).")
     norm: Literal["linf", "l2"] = Field("linf", description="Threat model norm.")
     attack_steps: int = Field(100, ge=1, description="Iterations of white-box attacks (APGD: 100 in AutoAttack).")
     attack_restarts: int = Field(1, ge=1, description="Random restarts of white-box attacks.")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -51,6 +51,11 @@ class EvaluateConfig(BaseModel):
     train_data: str | None = Field(None, description="Training data (labelled): carried to every check; fits the "
                                    "feature-based OOD detectors.")
     settings: dict[str, Any] = Field(default_factory=dict, description="Each check's own settings, by check name.")
+
+    if TYPE_CHECKING:
+        # Flat check options (``severities=...``) are routed by the validator below from the check registry,
+        # which a type checker cannot see: for it, the constructor takes any keyword.
+        def __init__(self, **data: Any) -> None: ...
 
     @model_validator(mode="before")
     @classmethod

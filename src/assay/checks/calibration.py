@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from pydantic import Field
 
 from assay.checks.base import Check, CheckConfig, CheckContext, make_metric
@@ -263,7 +262,7 @@ def _temperature_scaling(
             )
         fit_labels = np.asarray(fit_labels, dtype=np.int64)
         eval_index = np.arange(n)
-        config.update({"fit_on": "separate calibration data", "n_fit": int(len(fit_labels)), "n_eval": n})
+        config.update({"fit_on": "separate calibration data", "n_fit": len(fit_labels), "n_eval": n})
         where = (f"the {len(fit_labels)} samples of the separate calibration data; before/after on all {n} "
                  "evaluation samples")
     elif n >= MIN_SAMPLES_TO_SPLIT:

@@ -16,7 +16,6 @@ from itertools import combinations
 from typing import Any, Literal
 
 import numpy as np
-
 from pydantic import Field
 
 from assay.checks.base import Check, CheckConfig, CheckContext, PlanContext, Preparation, make_metric
@@ -25,7 +24,7 @@ from assay.corruptions.image import resolve_table
 from assay.corruptions.image_tables import DESIGN_SIZE
 from assay.engine.robust_views import CorruptionView, PrecomputedCorruptionView
 from assay.errors import UserError
-from assay.evidence.schema import Evidence, Finding, Metric, Section
+from assay.evidence.schema import Evidence, Finding, Metric, Section, Verdict
 from assay.stats.binning import equal_width_edges
 from assay.stats.bootstrap import percentile_ci
 from assay.stats.calibration import TopLabelBins, ece_from_stats, top_label
@@ -33,8 +32,17 @@ from assay.stats.multiple_testing import holm
 from assay.stats.paired import mcnemar_exact
 from assay.stats.probabilities import softmax
 
-__all__ = ["CorruptionCheck", "CorruptionConfig", "FAR_BELOW_DESIGN", "check_corruption", "corruption_error", "relative_corruption_error",
-           "severity_pairs", "severity_reversals", "table_scale_findings"]
+__all__ = [
+    "FAR_BELOW_DESIGN",
+    "CorruptionCheck",
+    "CorruptionConfig",
+    "check_corruption",
+    "corruption_error",
+    "relative_corruption_error",
+    "severity_pairs",
+    "severity_reversals",
+    "table_scale_findings",
+]
 
 # Verdict: relative accuracy drop (1 - mean corruption accuracy / clean accuracy) thresholds.
 WARN_RELATIVE_DROP = 0.20
@@ -144,7 +152,9 @@ def _baseline_errors(baseline: Evidence, ctx: CheckContext) -> tuple[dict[tuple[
         raise UserError("the --baseline bundle has no corruption results", where="baseline",
                         fix="evaluate the baseline with --suite standard (or the same --corruptions) first")
     errors = {(r["corruption"], int(r["severity"])): 1.0 - float(r["accuracy"]) for r in section.tables["per_view"]}
-    return errors, 1.0 - float(perf.metrics["accuracy"].value)
+    accuracy = perf.metrics["accuracy"].value
+    assert accuracy is not None  # accuracy is defined on every (non-empty) evaluation set
+    return errors, 1.0 - float(accuracy)
 
 
 def check_corruption(ctx: CheckContext) -> Section:
@@ -205,6 +215,7 @@ def check_corruption(ctx: CheckContext) -> Section:
         if baseline_errors is not None:
             ref = np.array([[baseline_errors.get((c, s), np.nan) for s in severities] for c in names])
             ce = corruption_error(err_grid, ref)
+            assert baseline_clean is not None  # set with baseline_errors
             rel = relative_corruption_error(err_grid, clean_err, ref, baseline_clean)
         else:
             ref = np.broadcast_to(clean_err[..., None, None], err_grid.shape)
@@ -249,7 +260,8 @@ def check_corruption(ctx: CheckContext) -> Section:
         definition="mean over severities of the corruption with the lowest point estimate (chosen once)")
     if "mce" in point_agg:
         add("mce", point_agg["mce"], boot_agg["mce"], normalizer=normalizer, lower_is_better=True,
-            definition="mean over standard corruptions of CE_c = sum_s E_sc / sum_s E_ref_sc (Hendrycks & Dietterich 2019)")
+            definition="mean over standard corruptions of CE_c = sum_s E_sc / sum_s E_ref_sc "
+                       "(Hendrycks & Dietterich 2019)")
         add("relative_mce", point_agg["relative_mce"], boot_agg["relative_mce"], normalizer=normalizer,
             lower_is_better=True,
             definition="mean of sum_s (E_sc - E_clean) / sum_s (E_ref_sc - E_ref_clean) (Hendrycks & Dietterich 2019)")
@@ -261,7 +273,7 @@ def check_corruption(ctx: CheckContext) -> Section:
     alpha = (1 - cfg.confidence) / 2
     acc_boot = np.clip(boot[:, 1:1 + n_views], 0.0, 1.0)
     flip_boot = boot_agg["per_view_flip_rate"]
-    per_view = []
+    per_view: list[dict[str, Any]] = []
     for j, (_, v) in enumerate(views):
         lo, hi = np.quantile(acc_boot[:, j], [alpha, 1 - alpha])
         flo, fhi = np.nanquantile(flip_boot[:, j], [alpha, 1 - alpha])
@@ -271,7 +283,7 @@ def check_corruption(ctx: CheckContext) -> Section:
             "accuracy_ci_high": float(hi), "flip_rate": float(point_agg["per_view_flip_rate"][j]),
             "flip_rate_ci_low": float(flo), "flip_rate_ci_high": float(fhi), "ece": float(ece_views[j]),
         })
-    per_corruption = []
+    per_corruption: list[dict[str, Any]] = []
     for i, c in enumerate(names):
         lo, hi = np.nanquantile(boot_agg["per_corruption_accuracy"][:, i], [alpha, 1 - alpha])
         per_corruption.append({
@@ -297,9 +309,12 @@ def check_corruption(ctx: CheckContext) -> Section:
         tables["examples"] = examples["rows_table"]
 
     clean = float(point_agg["clean_accuracy"])
-    mean_acc = float(point_agg.get("mean_corruption_accuracy", point_agg.get("mean_heldout_corruption_accuracy")))
+    # Every corruption is standard or held out, so one of the two means exists.
+    mean_key = ("mean_corruption_accuracy" if "mean_corruption_accuracy" in point_agg
+                else "mean_heldout_corruption_accuracy")
+    mean_acc = float(point_agg[mean_key])
     drop = 1.0 - mean_acc / clean if clean > 0 else float("nan")
-    verdict = "fail" if drop > FAIL_RELATIVE_DROP else "warn" if drop > WARN_RELATIVE_DROP else "pass"
+    verdict: Verdict = "fail" if drop > FAIL_RELATIVE_DROP else "warn" if drop > WARN_RELATIVE_DROP else "pass"
     findings = [
         Finding(severity="info" if verdict == "pass" else "warning" if verdict == "warn" else "critical",
                 message=f"mean corruption accuracy {mean_acc:.3f} vs clean {clean:.3f}: a {drop:.0%} relative drop "
@@ -308,7 +323,8 @@ def check_corruption(ctx: CheckContext) -> Section:
         Finding(severity="warning" if per_corruption[worst]["mean_accuracy"] < 0.5 * clean else "info",
                 message=f"worst corruption: {names[worst]} at {per_corruption[worst]['mean_accuracy']:.3f} mean "
                 f"accuracy over severities {severities}", evidence="corruption.tables.per_corruption"),
-        Finding(severity="info", message=f"CE and mCE are normalized by {normalizer}", evidence="corruption.metrics.mce"),
+        Finding(severity="info", message=f"CE and mCE are normalized by {normalizer}",
+                evidence="corruption.metrics.mce"),
         Finding(severity="info", message=f"{point_agg['flip_rate']:.1%} of clean-correct predictions flip to wrong "
                 "under a corruption (mean over views)", evidence="corruption.metrics.flip_rate"),
     ]
@@ -368,7 +384,7 @@ def _num(value: Any) -> float | None:
 
 
 def _severity_plots(names: list[str], severities: list[int], infos: dict, per_view: list[dict],
-                    clean_acc: float, clean_metric: Metric) -> dict[str, dict[str, Any]]:
+                    clean_acc: float | np.ndarray, clean_metric: Metric) -> dict[str, dict[str, Any]]:
     """One line plot per corruption family: accuracy vs severity (0 = clean) with CI bands."""
     plots: dict[str, dict[str, Any]] = {}
     by_key = {(r["corruption"], r["severity"]): r for r in per_view}
@@ -395,6 +411,7 @@ def _examples(ctx: CheckContext, views: list, names: list[str], severities: list
     first = next((o for o in by_key.values() if o.examples is not None and len(o.examples)), None)
     if first is None or ctx.dataset.modality == "tabular":
         return None
+    assert first.example_index is not None  # set together with examples (engine.run)
     sample = int(first.example_index[0])
     if ctx.dataset.modality == "text":
         rows = [{"corruption": "clean", "severity": 0, "text": str(ctx.dataset.x[sample])}]

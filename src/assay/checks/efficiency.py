@@ -38,8 +38,8 @@ def _rebuild_at(batches: list[BatchLatency], confidence: float, target: float) -
 def _latency_metric(b: BatchLatency, name: str, level: float, threads: int | None) -> Metric:
     q = QUANTILES[name]
     return Metric(
-        value=getattr(b, f"{name}_ms"), ci_low=getattr(b, f"{name}_ci_low_ms"), ci_high=getattr(b, f"{name}_ci_high_ms"),
-        n=b.n_runs,
+        value=getattr(b, f"{name}_ms"), ci_low=getattr(b, f"{name}_ci_low_ms"),
+        ci_high=getattr(b, f"{name}_ci_high_ms"), n=b.n_runs,
         method=(f"order-statistic CI, {level:.0%} (exact coverage {b.ci_coverage[name]:.3f}), distribution-free "
                 "(Conover 1999, sec. 3.2)"),
         config={"batch_size": b.batch_size, "quantile": q, "unit": "ms per call", "threads": threads,

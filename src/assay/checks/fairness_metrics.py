@@ -20,6 +20,7 @@ seconds); a group/class where a rate is undefined (no positives) is skipped, as 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import TracebackType
 
 import numpy as np
 import scipy.sparse as sp
@@ -93,17 +94,17 @@ def _rates(counts: np.ndarray, cells: np.ndarray, n_groups: int, n_classes: int,
 
 def _spread(rate: np.ndarray) -> np.ndarray:
     """max - min over groups (axis 1), NaN groups skipped; NaN if fewer than one defined group."""
-    with np.errstate(invalid="ignore"), _quiet():
+    with np.errstate(invalid="ignore"), _NanWarningsSilenced():
         return np.nanmax(rate, axis=1) - np.nanmin(rate, axis=1)
 
 
 def _ratio(rate: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"), _quiet():
+    with np.errstate(invalid="ignore", divide="ignore"), _NanWarningsSilenced():
         high = np.nanmax(rate, axis=1)
         return np.where(high > 0, np.nanmin(rate, axis=1) / high, np.nan)
 
 
-class _quiet:
+class _NanWarningsSilenced:
     """Silence numpy's "All-NaN slice" warnings: an undefined rate is reported as NaN on purpose."""
 
     def __enter__(self) -> None:
@@ -113,14 +114,16 @@ class _quiet:
         self._ctx.__enter__()
         warnings.simplefilter("ignore", RuntimeWarning)
 
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._ctx.__exit__(exc_type, exc, tb)
 
 
 def _class_metrics(r: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The four metrics per class, shape (b, K)."""
     tpr_gap = _spread(r["tpr"])
-    with _quiet():
+    with _NanWarningsSilenced():
         eodds = np.fmax(tpr_gap, _spread(r["fpr"]))
     return {
         "demographic_parity_difference": _spread(r["selection"]),
@@ -203,7 +206,7 @@ def fairness_metrics(
         summary = per_class[names[report_classes[0]]]
     else:
         summary = {}
-        with _quiet():
+        with _NanWarningsSilenced():
             for m in SUMMARY_METRICS:
                 worst = np.nanmin if m.endswith("ratio") else np.nanmax
                 summary[m] = estimate(worst(point[m][0]), worst(boot[m], axis=1))

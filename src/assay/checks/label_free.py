@@ -39,8 +39,8 @@ from assay.stats.atc import ThresholdCandidates, atc_threshold
 from assay.stats.bootstrap import BootstrapResult, percentile_ci, spawn_seed
 
 __all__ = [
-    "ATCEstimator",
     "ESTIMATOR_NAMES",
+    "ATCEstimator",
     "atc_scores",
     "atc_threshold",
     "average_confidence",

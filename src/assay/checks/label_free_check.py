@@ -7,14 +7,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
 from pydantic import Field
 
 from assay.checks.base import Check, CheckConfig, CheckContext, PlanContext, Preparation
-from assay.checks.label_free import ESTIMATOR_NAMES, ATCEstimator, average_confidence, doc_estimate, label_free_estimates
+from assay.checks.label_free import (
+    ESTIMATOR_NAMES,
+    ATCEstimator,
+    average_confidence,
+    doc_estimate,
+    label_free_estimates,
+)
+from assay.data.dataset import Dataset
 from assay.engine.robust_views import CorruptionView, PrecomputedCorruptionView
 from assay.engine.views import View, ViewSpec
-from assay.data.dataset import Dataset
 from assay.evidence.schema import Finding, Metric, Section
 
 if TYPE_CHECKING:
@@ -72,10 +77,10 @@ def check_label_free(ctx: CheckContext) -> Section:
         target = ctx.outputs[name].logits
         results = label_free_estimates(val_logits, val_labels, target, n_resamples=cfg.n_bootstrap, seed=cfg.seed,
                                        confidence=cfg.confidence)
-        row: dict[str, Any] = {"target": view.name, "n": int(len(target))}
+        row: dict[str, Any] = {"target": view.name, "n": len(target)}
         for est, r in results.items():
             metrics[f"{est}[{view.name}]"] = Metric(value=r.value, ci_low=r.ci_low, ci_high=r.ci_high,
-                                                    n=int(len(target)), method=method, config={"estimator": est})
+                                                    n=len(target), method=method, config={"estimator": est})
             row[est] = r.value
         if view.has_labels:
             true = float((target.argmax(1) == view.labels).mean())
@@ -89,18 +94,19 @@ def check_label_free(ctx: CheckContext) -> Section:
 
     corrupted = [(n, v) for n, v in ctx.views.items() if isinstance(v, (CorruptionView, PrecomputedCorruptionView))]
     if corrupted:
-        shift_rows = []
+        shift_rows: list[dict[str, Any]] = []
         for name, v in corrupted:
             logits = ctx.outputs[name].logits
-            est = point_estimates(val_logits, val_labels, logits)
+            estimates = point_estimates(val_logits, val_labels, logits)
             shift_rows.append({"corruption": v.name, "severity": v.severity,
-                               "true_accuracy": float((logits.argmax(1) == val_labels).mean()), **est})
+                               "true_accuracy": float((logits.argmax(1) == val_labels).mean()), **estimates})
         errors = {e: float(np.mean([abs(r[e] - r["true_accuracy"]) for r in shift_rows])) for e in ESTIMATOR_NAMES}
         for e, mae in errors.items():
             metrics[f"mae_on_corruptions[{e}]"] = Metric(
                 value=mae, n=len(shift_rows), method="point estimate over corruption views (labels hidden)",
-                config={"definition": "mean |estimated - true accuracy| over corruption views", "lower_is_better": True})
-        best = min(errors, key=errors.get)
+                config={"definition": "mean |estimated - true accuracy| over corruption views",
+                        "lower_is_better": True})
+        best = min(errors, key=errors.__getitem__)
         findings.append(Finding(severity="info", message=(
             f"on {len(shift_rows)} corruption views with labels hidden, {best} was closest to the true accuracy "
             f"(mean absolute error {errors[best]:.3f}); trust label-free estimates to about that much"),

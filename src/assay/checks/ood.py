@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
 from pydantic import Field
 
 from assay.checks.base import Check, CheckConfig, CheckContext, PlanContext, Preparation, make_metric
@@ -40,7 +39,18 @@ if TYPE_CHECKING:
     from assay.engine.work import Shard
     from assay.models.base import Model
 
-__all__ = ["OODCheck", "OODConfig", "last_layer", "ODIN_EPS", "ODIN_TEMPERATURE", "ODINView", "OODView", "check_ood", "odin_perturb", "synthetic_ood_sets"]
+__all__ = [
+    "ODIN_EPS",
+    "ODIN_TEMPERATURE",
+    "ODINView",
+    "OODCheck",
+    "OODConfig",
+    "OODView",
+    "check_ood",
+    "last_layer",
+    "odin_perturb",
+    "synthetic_ood_sets",
+]
 
 #: ODIN defaults (Liang et al. 2018; pytorch-ood's defaults): T = 1000 and a step of 0.0014 in input units.
 ODIN_TEMPERATURE = 1000.0
@@ -162,14 +172,21 @@ def check_ood(ctx: CheckContext) -> Section:
     # Each detector maps a view name ("clean" or an OOD view) to one score per input of that view.
     detectors: dict[str, Any] = {name: (lambda v, f=fn: f(ctx.outputs[v].logits)) for name, fn in LOGIT_SCORES.items()}
     if clean.features is not None and train_feats is not None:
+        assert train_labels is not None  # the evaluation set's labels, or --train-data (checked to be labelled)
+
+        def features_of(view: str) -> np.ndarray:
+            features = ctx.outputs[view].features
+            assert features is not None  # the model exposes features (clean has them), so every view has them
+            return features
+
         maha = MahalanobisDetector().fit(train_feats, train_labels)
         knn = KNNDetector(k=min(50, len(train_feats) - 1)).fit(train_feats)
-        detectors["mahalanobis"] = lambda v: maha.score(ctx.outputs[v].features)
-        detectors["knn"] = lambda v: knn.score(ctx.outputs[v].features)
+        detectors["mahalanobis"] = lambda v: maha.score(features_of(v))
+        detectors["knn"] = lambda v: knn.score(features_of(v))
         last = ctx.facts.get("ood", {}).get("last_layer")
         if last is not None and last[0].shape[1] == train_feats.shape[1]:
             vim = ViMDetector().fit(train_feats, *last)
-            detectors["vim"] = lambda v: vim.score(ctx.outputs[v].features)
+            detectors["vim"] = lambda v: vim.score(features_of(v))
     else:
         findings.append(Finding(severity="info", message="the model exposes no features: Mahalanobis and KNN "
                                 "were not run"))
@@ -215,11 +232,13 @@ def check_ood(ctx: CheckContext) -> Section:
                            f"B={cfg.n_bootstrap}, seed={cfg.seed})",
                     config={"positive": "OOD", "score": "higher = more in-distribution", "detector": det})
             rows.append(row)
-            fpr, tpr, _ = roc_curve(np.r_[np.zeros(id_scores.size), np.ones(ood_scores.size)], -np.r_[id_scores, ood_scores])
+            fpr, tpr, _ = roc_curve(np.r_[np.zeros(id_scores.size), np.ones(ood_scores.size)],
+                                    -np.r_[id_scores, ood_scores])
             keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), 200)).astype(int))
             series.append({"label": view.name, "x": fpr[keep].tolist(), "y": tpr[keep].tolist()})
         plots[f"roc_{det}"] = {"kind": "line", "title": f"ROC — {det} (OOD positive)", "series": series,
-                               "xlabel": "false positive rate (ID flagged)", "ylabel": "true positive rate (OOD caught)"}
+                               "xlabel": "false positive rate (ID flagged)",
+                               "ylabel": "true positive rate (OOD caught)"}
 
     # Selective prediction on the ID set: abstain on the least confident inputs.
     confidence = LOGIT_SCORES["msp"](clean.logits)
@@ -244,7 +263,7 @@ def check_ood(ctx: CheckContext) -> Section:
         findings.append(Finding(severity="info", message=(
             f"best detector: {best['detector']} on {best['ood_set']} (AUROC {best['auroc']:.3f}, "
             f"FPR@95TPR {best['fpr_at_95_tpr']:.3f})"), evidence="ood.tables.detectors"))
-    for name, view in views:  # is the best detector on each set really better than the MSP baseline?
+    for _name, view in views:  # is the best detector on each set really better than the MSP baseline?
         by_set = [r for r in rows if r["ood_set"] == view.name]
         top = max(by_set, key=lambda r: r["auroc"], default=None)
         msp_row = next((r for r in by_set if r["detector"] == "msp"), None)

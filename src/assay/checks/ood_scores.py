@@ -213,7 +213,7 @@ class KNNDetector:
     def fit(self, features: np.ndarray) -> KNNDetector:
         x = _as_feature_matrix(features, "features")
         self._check_k(x.shape[0])
-        train = np.empty(x.shape)
+        train: np.ndarray = np.empty(x.shape)  # (numpy's stubs infer a 0-d shape from x.shape's tuple[Any, ...])
         for block, rows in _float64_blocks(x):
             train[block] = _l2_normalize(rows)
         self.train_features_ = train

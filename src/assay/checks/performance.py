@@ -9,15 +9,17 @@ predictions (``sklearn.utils.multiclass.unique_labels``); undefined precision/F1
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 
 from assay.checks.base import Check, CheckContext, exact_interval_if_collapsed, make_metric
-from assay.evidence.schema import Finding, Metric, Section
+from assay.evidence.schema import Finding, Metric, Section, Verdict
 from assay.stats.bootstrap import bootstrap_cell_counts, spawn_seed
 from assay.stats.probabilities import nll_per_sample, softmax
 
-__all__ = ["PerformanceCheck", 
+__all__ = [
+    "PerformanceCheck",
     "accuracy_from_confusion",
     "balanced_accuracy_from_confusion",
     "brier_per_sample",
@@ -25,10 +27,10 @@ __all__ = ["PerformanceCheck",
     "confusion_matrix",
     "f1_from_confusion",
     "macro_f1_from_confusion",
-    "weighted_f1_from_confusion",
     "nll_per_sample",
     "precision_recall_from_confusion",
     "top_k_correct",
+    "weighted_f1_from_confusion",
 ]
 
 
@@ -135,7 +137,7 @@ def check_performance(ctx: CheckContext) -> Section:
     }
     for name, fn in count_metrics.items():
         metrics[name] = make_metric(
-            fn(cm), fn(boot_cm), n=n, config=cfg, metric_config={"definition": conventions[name]}
+            float(fn(cm)), fn(boot_cm), n=n, config=cfg, metric_config={"definition": conventions[name]}
         )
     if use_top5:
         top5_value = cells[..., 1].sum() / n
@@ -174,7 +176,7 @@ def check_performance(ctx: CheckContext) -> Section:
         recall_lo, recall_hi = np.nanquantile(b_recall_masked, q, axis=0) if n else (recall, recall)
     prec_lo, prec_hi = np.quantile(b_precision, q, axis=0)
     f1_lo, f1_hi = np.quantile(b_f1, q, axis=0)
-    per_class = [
+    per_class: list[dict[str, Any]] = [
         {
             "class": names[k],
             "index": k,
@@ -197,7 +199,9 @@ def check_performance(ctx: CheckContext) -> Section:
     chance = _chance_finding(metrics["accuracy"], support, names)
     if chance is not None:
         findings.insert(0, chance)
-    verdict = "fail" if chance is not None else "warn" if any(f.severity != "info" for f in findings) else "pass"
+    verdict: Verdict = (
+        "fail" if chance is not None else "warn" if any(f.severity != "info" for f in findings) else "pass"
+    )
     acc = metrics["accuracy"]
     present = [row for row in per_class if row["support"] > 0]
     return Section(
@@ -220,7 +224,8 @@ def check_performance(ctx: CheckContext) -> Section:
                 "categories": [row["class"] for row in present],
                 "series": [
                     {"label": "recall", "values": [r["recall"] for r in present],
-                     "ci_low": [r["recall_ci_low"] for r in present], "ci_high": [r["recall_ci_high"] for r in present]},
+                     "ci_low": [r["recall_ci_low"] for r in present],
+                     "ci_high": [r["recall_ci_high"] for r in present]},
                     {"label": "precision", "values": [r["precision"] for r in present],
                      "ci_low": [r["precision_ci_low"] for r in present],
                      "ci_high": [r["precision_ci_high"] for r in present]},

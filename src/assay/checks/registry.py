@@ -38,7 +38,7 @@ def check_names() -> list[str]:
     return list(CHECKS)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_check(name: str) -> Check:
     """The registered check ``name`` (one shared instance; checks hold no state)."""
     module, cls = CHECKS[name].split(":")

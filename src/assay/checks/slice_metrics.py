@@ -143,12 +143,12 @@ def slice_table(
     total_correct, total = int(table[:, 1].sum()), int(n.sum())
     sufficient = n >= min_size
     p_values = np.full(len(names), np.nan)
-    for s in np.flatnonzero(sufficient):
-        rest_n, rest_correct = total - n[s], total_correct - table[s, 1]
+    for i in np.flatnonzero(sufficient):
+        rest_n, rest_correct = total - n[i], total_correct - table[i, 1]
         if rest_n == 0:
             continue  # a single slice has no rest to compare against
-        _, p = fisher_exact([[table[s, 1], table[s, 0]], [rest_correct, rest_n - rest_correct]])
-        p_values[s] = min(float(p), 1.0)
+        _, p = fisher_exact(np.array([[table[i, 1], table[i, 0]], [rest_correct, rest_n - rest_correct]]))
+        p_values[i] = min(float(p), 1.0)
     reject, adjusted = benjamini_hochberg(p_values, alpha)
     rows = []
     for s, name in enumerate(names):

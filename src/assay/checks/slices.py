@@ -11,11 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from pydantic import Field
 
 from assay.checks.base import Check, CheckConfig, CheckContext, PlanContext, Preparation
-from assay.checks.fairness_metrics import fairness_metrics
+from assay.checks.fairness_metrics import Estimate, fairness_metrics
 from assay.checks.performance import confusion_matrix, macro_f1_from_confusion
 from assay.checks.slice_metrics import bin_numeric, slice_table, worst_slice_gap
 from assay.errors import UserError
@@ -25,7 +24,16 @@ from assay.stats.calibration import ece
 from assay.stats.multiple_testing import benjamini_hochberg
 from assay.stats.probabilities import softmax
 
-__all__ = ["FairnessCheck", "FairnessConfig", "SlicesCheck", "SlicesConfig", "check_fairness", "check_slices", "slice_groups", "slice_labels"]
+__all__ = [
+    "FairnessCheck",
+    "FairnessConfig",
+    "SlicesCheck",
+    "SlicesConfig",
+    "check_fairness",
+    "check_slices",
+    "slice_groups",
+    "slice_labels",
+]
 
 
 def slice_labels(meta: Any, column: str, where: str) -> np.ndarray:
@@ -114,7 +122,8 @@ def check_slices(ctx: CheckContext) -> Section:
                 f"{sum(r['flagged'] for t in tables.values() for r in t)} flagged (BH FDR 0.05).",
         metrics=metrics, findings=findings, tables=tables, plots=plots,
         config={"slice_by": cfg.slice_by, "min_slice_size": cfg.min_slice_size, "test": "two-sided Fisher exact, "
-                "slice vs rest", "correction": "Benjamini-Hochberg over all slices tested (all columns together), FDR 0.05",
+                "slice vs rest",
+                "correction": "Benjamini-Hochberg over all slices tested (all columns together), FDR 0.05",
                 "numeric_columns": "binned into quartiles when they have more than 10 distinct values"})
 
 
@@ -134,12 +143,9 @@ def check_fairness(ctx: CheckContext) -> Section:
             metrics[f"{name}[{column}]"] = Metric(
                 value=est.value, ci_low=est.ci_low, ci_high=est.ci_high, n=len(pred), method=method,
                 config={"column": column, "scope": "positive class" if result.binary else "worst class, one-vs-rest"})
-        tables[column] = [
-            {"group": g, "n": int(v["n"]), "error_rate": v["error_rate"].value,
-             "error_rate_ci_low": v["error_rate"].ci_low, "error_rate_ci_high": v["error_rate"].ci_high,
-             **{k: e.value for k, e in v.items() if k.startswith("selection_rate[")}}
-            for g, v in result.per_group.items()]
-    worst = max((m.value for k, m in metrics.items() if k.startswith("demographic_parity_difference")), default=0.0)
+        tables[column] = [_group_row(g, v) for g, v in result.per_group.items()]
+    worst = max((m.value for k, m in metrics.items()
+                 if k.startswith("demographic_parity_difference") and m.value is not None), default=0.0)
     return Section(
         name="fairness", title="Fairness", verdict="warn" if worst > 0.1 else "pass",
         summary=f"Largest demographic parity difference {worst:.3f} over {', '.join(cfg.sensitive)}.",
@@ -147,6 +153,15 @@ def check_fairness(ctx: CheckContext) -> Section:
         findings=[Finding(severity="info", message="metrics follow fairlearn's definitions (tested equal); "
                           "multiclass models are assessed one-vs-rest per class, and the worst class is reported")],
         config={"sensitive": cfg.sensitive, "warn_above_demographic_parity_difference": 0.1})
+
+
+def _group_row(group: str, rates: dict[str, Estimate | int]) -> dict[str, Any]:
+    """One row of the fairness table: a group's size, error rate (with its CI) and selection rates."""
+    n, error = rates["n"], rates["error_rate"]
+    assert isinstance(n, int) and isinstance(error, Estimate)  # the layout of FairnessResult.per_group
+    return {"group": group, "n": int(n), "error_rate": error.value,
+            "error_rate_ci_low": error.ci_low, "error_rate_ci_high": error.ci_high,
+            **{k: e.value for k, e in rates.items() if k.startswith("selection_rate[") and isinstance(e, Estimate)}}
 
 
 class SlicesConfig(CheckConfig):

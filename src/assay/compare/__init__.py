@@ -2,7 +2,8 @@
 constraints (``select``) and the library entry points (``run``).
 
 The package is callable: ``assay.compare(baseline, candidate, ...)`` is the public facade
-(:func:`assay.compare.run.compare`, its parameters validated), so the name works both as the function and as this package's import path.
+(:func:`assay.compare.run.compare`, its parameters validated), so the name works both as the function and as this
+package's import path.
 """
 
 import sys

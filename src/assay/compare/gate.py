@@ -11,16 +11,17 @@ when it stays significant after correction. Noise alone therefore fails a rule w
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from assay.compare.policy import Policy, Rule
-from assay.errors import DataError, UserError
+from assay.errors import UserError
 from assay.evidence.bundle import read_evidence, read_predictions
 from assay.evidence.schema import Evidence, Metric
 from assay.stats.multiple_testing import benjamini_hochberg, holm
@@ -34,7 +35,7 @@ from assay.stats.paired import (
 )
 from assay.stats.probabilities import log_softmax
 
-__all__ = ["COMPARISON_SCHEMA_VERSION", "Comparison", "RuleResult", "Side", "compare_sides", 
+__all__ = ["COMPARISON_SCHEMA_VERSION", "Comparison", "RuleResult", "Side", "compare_sides",
            "side_from_bundle"]
 
 COMPARISON_SCHEMA_VERSION = "1.0"
@@ -69,6 +70,38 @@ class RuleResult(_Model):
     message: str
     n_needed: int | None = Field(default=None, description="Samples that would settle an inconclusive rule.")
     group: str | None = Field(default=None, description="The deciding class/slice for per-group rules.")
+
+
+class _RuleHead(TypedDict):
+    """What every outcome of one rule states (splatted into RuleResult)."""
+
+    metric: str
+    rule: str
+    limit: float
+
+
+class _RuleEstimate(_RuleHead):
+    """A rule's head with the tested value and its CI (splatted into RuleResult)."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+
+
+class _GroupEstimate(TypedDict):
+    """The deciding group of a per-group rule: its delta and CI (splatted into RuleResult)."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    group: str
+
+
+class _Bootstrap(TypedDict):
+    """Resampling options passed through to the assay.stats.paired functions."""
+
+    n_resamples: int
+    confidence: float
 
 
 class SideInfo(_Model):
@@ -165,7 +198,8 @@ def _decide(rule: Rule, value: float, lo: float, hi: float, n: int, estimate: Pa
     higher_is_worse = rule.kind != "max_drop"
     bad = lo > t if higher_is_worse else hi < t
     good = hi <= t if higher_is_worse else lo >= t
-    base = dict(metric=rule.metric, rule=rule.describe(), value=value, ci_low=lo, ci_high=hi, limit=t)
+    base: _RuleEstimate = {"metric": rule.metric, "rule": rule.describe(), "value": value, "ci_low": lo,
+                           "ci_high": hi, "limit": t}
     if bad:
         return RuleResult(**base, status="fail", message=f"{what} {value:+.4f} (CI {lo:+.4f} to {hi:+.4f}) is past "
                           f"the limit {t:+.4f} with confidence")
@@ -173,7 +207,8 @@ def _decide(rule: Rule, value: float, lo: float, hi: float, n: int, estimate: Pa
         return RuleResult(**base, status="pass", message=f"{what} {value:+.4f} (CI {lo:+.4f} to {hi:+.4f}) is within "
                           f"the limit {t:+.4f}")
     needed = required_sample_size(estimate, n, t) if estimate is not None else _needed_unpaired(value, lo, hi, n, t)
-    more = f"about {needed:,} samples would settle it" if needed else "no sample size settles it (the estimate sits on the limit)"
+    more = (f"about {needed:,} samples would settle it" if needed
+            else "no sample size settles it (the estimate sits on the limit)")
     return RuleResult(**base, status="inconclusive", n_needed=needed, message=(
         f"{what} {value:+.4f}, but the CI ({lo:+.4f} to {hi:+.4f}) contains the limit {t:+.4f}: too few samples "
         f"to tell ({n:,}); {more}"))
@@ -213,11 +248,12 @@ def _group_rows(groups: list[Any], correction: str, rule: Rule | None, alpha_one
 def _decide_groups(rule: Rule, rows: list[dict[str, Any]], what: str, correction: str) -> RuleResult:
     t = _limit_of(rule)
     tested = [r for r in rows if not r["insufficient"]]
-    base = dict(metric=rule.metric, rule=rule.describe(), limit=t)
+    base: _RuleHead = {"metric": rule.metric, "rule": rule.describe(), "limit": t}
     if not tested:
         return RuleResult(**base, status="skipped", message=f"no {what} has {MIN_GROUP_SIZE}+ samples to test")
     worst = min(tested, key=lambda r: r["ci_high"])
-    fields = dict(value=worst["delta"], ci_low=worst["ci_low"], ci_high=worst["ci_high"], group=str(worst["group"]))
+    fields: _GroupEstimate = {"value": worst["delta"], "ci_low": worst["ci_low"], "ci_high": worst["ci_high"],
+                              "group": str(worst["group"])}
     failing = [r for r in tested if r["significant_drop"] and r["p_adjusted"] is not None and r["ci_high"] < t]
     name = "Holm" if correction == "holm" else "Benjamini-Hochberg"
     if failing:
@@ -230,14 +266,16 @@ def _decide_groups(rule: Rule, rows: list[dict[str, Any]], what: str, correction
     undecided = [r for r in tested if r["ci_low"] < t]
     if not undecided:
         return RuleResult(**base, **fields, status="pass", message=(
-            f"every {what} ({len(tested)} tested) is within the limit {t:+.4f}; lowest CI bound {min(r['ci_low'] for r in tested):+.4f}"))
+            f"every {what} ({len(tested)} tested) is within the limit {t:+.4f}; "
+            f"lowest CI bound {min(r['ci_low'] for r in tested):+.4f}"))
     w = min(undecided, key=lambda r: r["delta"])
     needed = required_sample_size(w["_estimate"], w["n"], t)
     more = f"about {needed:,} samples in that {what} would settle it" if needed else "no sample size settles it"
     return RuleResult(**base, value=w["delta"], ci_low=w["ci_low"], ci_high=w["ci_high"], group=str(w["group"]),
                       status="inconclusive", n_needed=needed, message=(
                           f"{len(undecided)} {what}(s) cannot be told apart from a drop of {-t:.4f}; e.g. "
-                          f"{w['group']}: {w['delta']:+.4f} (CI {w['ci_low']:+.4f} to {w['ci_high']:+.4f}, n={w['n']}); {more}"))
+                          f"{w['group']}: {w['delta']:+.4f} (CI {w['ci_low']:+.4f} to {w['ci_high']:+.4f}, "
+                          f"n={w['n']}); {more}"))
 
 
 def _timing_setup(evidence: Evidence, metric: Metric) -> str:
@@ -303,15 +341,15 @@ def compare_sides(baseline: Side, candidate: Side, policy: Policy, *, n_bootstra
         else [str(i) for i in range(num_classes)]
     pred_a, pred_b = logits_a.argmax(1), logits_b.argmax(1)
     correct_a, correct_b = pred_a == labels, pred_b == labels
-    opts = dict(n_resamples=n_bootstrap, confidence=conf)
+    opts: _Bootstrap = {"n_resamples": n_bootstrap, "confidence": conf}
 
     pc = paired_classification(labels, pred_a, pred_b, num_classes, seed=seed,
                                **opts)
-    rows = np.arange(n)
+    idx = np.arange(n)
     logp_a, logp_b = log_softmax(logits_a), log_softmax(logits_b)
-    conf_a, conf_b = np.exp(logp_a[rows, pred_a]), np.exp(logp_b[rows, pred_b])
+    conf_a, conf_b = np.exp(logp_a[idx, pred_a]), np.exp(logp_b[idx, pred_b])
     ece = paired_ece_delta(conf_a, correct_a, conf_b, correct_b, seed=seed + 1, **opts)
-    nll = paired_mean_delta(-logp_a[rows, labels], -logp_b[rows, labels], seed=seed + 2, **opts)
+    nll = paired_mean_delta(-logp_a[idx, labels], -logp_b[idx, labels], seed=seed + 2, **opts)
     del logp_a, logp_b
     metrics = {
         "accuracy_delta": _estimate_metric(pc.accuracy_delta, n, "accuracy(candidate) - accuracy(baseline)"),
@@ -369,7 +407,8 @@ def compare_sides(baseline: Side, candidate: Side, policy: Policy, *, n_bootstra
             metrics[f"{key}_baseline"], metrics[f"{key}_candidate"] = a, b
 
     statuses = {r.status for r in results}
-    verdict = "fail" if "fail" in statuses else "inconclusive" if "inconclusive" in statuses else "pass"
+    verdict: Literal["pass", "fail", "inconclusive"] = \
+        "fail" if "fail" in statuses else "inconclusive" if "inconclusive" in statuses else "pass"
     flips = {
         "negative": _flip_rows(correct_a & ~correct_b, ids, labels, pred_a, pred_b, conf_a, conf_b, names, conf_b),
         "positive": _flip_rows(~correct_a & correct_b, ids, labels, pred_a, pred_b, conf_a, conf_b, names, conf_a),
@@ -395,7 +434,7 @@ def _side_info(side: Side) -> SideInfo:
 # ------------------------------------------------------------------------------------------- reading bundles
 
 #: A real evidence.json is tens of kilobytes; larger ones are refused before reading.
-def side_from_bundle(path: str | Path, name: str) -> Side:
+def side_from_bundle(path: str | os.PathLike[str], name: str) -> Side:
     """One side of a comparison read from a bundle directory (or its evidence.json), validated."""
     directory = Path(path)
     evidence = read_evidence(directory)

@@ -19,13 +19,14 @@ A policy file is untrusted input, so reading it is bounded before any parsing: a
 nested at most :data:`MAX_POLICY_DEPTH` deep. Anchors, aliases and tags are refused outright: a policy needs
 none, aliases are how a small "billion laughs" document grows exponentially, and tags
 (``!!python/object``...) are how YAML asks for objects to be constructed. The checks run on the parser's
-event stream, before the composer builds a node; no node is ever constructed into Python objects. Numbers are plain decimals
-(``0.01``, ``1e-3``), parsed by a regular expression, never by YAML's 1.1 rules (``0x10``, ``1:30``).
+event stream, before the composer builds a node; no node is ever constructed into Python objects. Numbers are plain
+decimals (``0.01``, ``1e-3``), parsed by a regular expression, never by YAML's 1.1 rules (``0x10``, ``1:30``).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +81,7 @@ KNOWN_METRICS: dict[str, MetricSpec] = {
 }
 
 _GLOBALS = {"confidence", "correction", "rules"}
-_CORRECTIONS = ("holm", "bh")
+_CORRECTIONS: tuple[Literal["holm", "bh"], ...] = ("holm", "bh")
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,8 @@ def _scalar_text(node: Any, source: str, what: str, fix: str) -> str:
 def _number(node: Any, source: str, what: str) -> float:
     import yaml
 
-    # Plain scalars only (style None in PyYAML, "" in libyaml): a quoted '0.01' is a string in YAML, and a number written as text is a typo to report.
+    # Plain scalars only (style None in PyYAML, "" in libyaml): a quoted '0.01' is a string in YAML, and a number
+    # written as text is a typo to report.
     quoted = isinstance(node, yaml.ScalarNode) and node.style not in (None, "")
     if not isinstance(node, yaml.ScalarNode) or quoted or not _DECIMAL.fullmatch(node.value):
         got = f"the quoted text {_shown(node)}" if quoted else _shown(node)
@@ -174,7 +176,7 @@ def _rule(metric_node: Any, body: Any, source: str) -> Rule:
         raise _error(f"{metric!r} does not accept the limit {_shown(key_node)}", source, key_node,
                      fix=f"use {' or '.join(spec.limits)}")
     limit = _number(value_node, source, f"{metric}.{key_node.value}")
-    kind: RuleKind = limit_name  # type: ignore[assignment]
+    kind: RuleKind = limit_name
     upper = 1.0 if spec.fraction and kind != "max_increase_pct" else math.inf
     if not 0.0 <= limit <= upper:
         raise _error(f"{metric}.{kind} = {limit:g} is out of range [0, {upper:g}]", source, value_node,
@@ -182,7 +184,7 @@ def _rule(metric_node: Any, body: Any, source: str) -> Rule:
     return Rule(metric, kind, limit)
 
 
-class _Refused(Exception):
+class _RefusedError(Exception):
     """Raised while checking a policy's YAML events; carries the position for ``file:line``."""
 
     def __init__(self, what: str, fix: str, mark: Any) -> None:
@@ -203,19 +205,19 @@ def _check_events(events: Any) -> None:
         if not isinstance(event, (yaml.NodeEvent, yaml.CollectionStartEvent)):
             continue  # stream / document markers
         if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
-            raise _Refused("the policy uses a YAML anchor or alias (&name / *name)",
+            raise _RefusedError("the policy uses a YAML anchor or alias (&name / *name)",
                            "write every rule out in full; a policy needs no anchors or aliases", event.start_mark)
         tag = getattr(event, "tag", None)
         if tag is not None:
             shown = str(tag).replace("tag:yaml.org,2002:", "!!")[:_SHOWN_CHARS]
-            raise _Refused(f"the policy uses the YAML tag {shown!r}",
+            raise _RefusedError(f"the policy uses the YAML tag {shown!r}",
                            "remove the tag: a policy holds only plain words and numbers", event.start_mark)
         nodes += 1
         if nodes > MAX_POLICY_NODES:
-            raise _Refused(f"the policy has more than {MAX_POLICY_NODES:,} YAML nodes",
+            raise _RefusedError(f"the policy has more than {MAX_POLICY_NODES:,} YAML nodes",
                            "a policy lists at most one rule per metric; remove the rest", event.start_mark)
         if depth + 1 > MAX_POLICY_DEPTH:
-            raise _Refused(f"the policy is nested more than {MAX_POLICY_DEPTH} levels deep",
+            raise _RefusedError(f"the policy is nested more than {MAX_POLICY_DEPTH} levels deep",
                            "use the form `metric: {limit: value}` (optionally under `rules:`)", event.start_mark)
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
@@ -231,7 +233,7 @@ def _compose(text: str, source: str) -> Any:
     try:
         _check_events(yaml.parse(text, Loader=loader))
         return yaml.compose(text, Loader=loader)
-    except _Refused as exc:
+    except _RefusedError as exc:
         raise PolicyError(exc.what, where=f"{source}:{exc.mark.line + 1}", fix=exc.fix) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -255,7 +257,8 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     if not isinstance(root, yaml.MappingNode):
         raise _error(f"the policy must be a mapping of rules, got {_shown(root)}", source, root,
                      fix="e.g. accuracy: {max_drop: 0.01}")
-    confidence, correction = 0.95, "holm"
+    confidence = 0.95
+    correction: Literal["holm", "bh"] = "holm"
     rule_entries: list[tuple[Any, Any]] = []
     seen: set[str] = set()
     key_fix = f"keys are metric names ({', '.join(KNOWN_METRICS)}) or {', '.join(sorted(_GLOBALS))}"
@@ -270,10 +273,11 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
                 raise _error(f"confidence must lie in [0.5, 1), got {confidence:g}", source, value_node,
                              fix="use e.g. 0.95")
         elif key == "correction":
-            correction = getattr(value_node, "value", None) if isinstance(value_node, yaml.ScalarNode) else None
-            if correction not in _CORRECTIONS:
+            word = getattr(value_node, "value", None) if isinstance(value_node, yaml.ScalarNode) else None
+            if word not in _CORRECTIONS:
                 raise _error(f"correction must be one of {', '.join(_CORRECTIONS)}, got {_shown(value_node)}", source,
                              value_node, fix="holm controls the family-wise error; bh the false discovery rate")
+            correction = word
         elif key == "rules":
             if not isinstance(value_node, yaml.MappingNode):
                 raise _error("'rules' must be a mapping of metric: {limit: value}", source, value_node,
@@ -291,7 +295,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     if not rules:
         raise PolicyError("the policy has no rules", where=source,
                           fix="add at least one, e.g. accuracy: {max_drop: 0.01}")
-    return Policy(rules=tuple(rules), confidence=confidence, correction=correction, source=source)  # type: ignore[arg-type]
+    return Policy(rules=tuple(rules), confidence=confidence, correction=correction, source=source)
 
 
 def _decode(data: bytes, source: str) -> str:
@@ -312,7 +316,7 @@ def _decode(data: bytes, source: str) -> str:
                           where=f"{source}:{line}", fix=fix) from None
 
 
-def load_policy(path: str | Path | None) -> Policy:
+def load_policy(path: str | os.PathLike[str] | None) -> Policy:
     """The policy in ``path``, or :data:`DEFAULT_POLICY` when None. The size is checked before reading."""
     if path is None:
         return DEFAULT_POLICY

@@ -29,10 +29,10 @@ def evaluate_side(model: str, dataset: Dataset, name: str, *, seed: int, n_boots
                   evaluate_options: dict[str, Any] | None = None, profile: bool = False) -> tuple[Side, Any]:
     """Evaluate a model file on ``dataset`` (through the shared output cache) into an in-memory side;
     ``profile`` adds the efficiency check (latency, size, FLOPs) so cost rules and constraints apply."""
-    from assay.checks.registry import DEFAULT_CHECKS as CHECKS
-    from assay.evaluation import run_evaluation
     from assay.checks.base import EvaluateConfig
+    from assay.checks.registry import DEFAULT_CHECKS as CHECKS
     from assay.engine.planning import apply_suite
+    from assay.evaluation import run_evaluation
 
     config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, **apply_suite(suite, dict(evaluate_options or {})))
     checks = [*CHECKS, "efficiency"] if profile else list(CHECKS)
@@ -68,7 +68,8 @@ def flip_thumbnails(c: Comparison, dataset: Dataset | None) -> dict[str, list[di
     for kind, flips in c.flips.items():
         picked = [f for f in flips[:THUMBNAILS_PER_KIND] if f["id"] in index]
         if picked:
-            rows[kind] = [{"label": f"{kind} flips", "images": [png_thumbnail(dataset.x[index[f['id']]]) for f in picked],
+            rows[kind] = [{"label": f"{kind} flips",
+                           "images": [png_thumbnail(dataset.x[index[f['id']]]) for f in picked],
                            "captions": [f"{f['id']}: {f['label']} / {f['baseline']}→{f['candidate']}" for f in picked]}]
     return rows
 
@@ -182,8 +183,8 @@ def select(
     """Evaluate each model (or read each bundle) on ``data``, build the leaderboard and pick under
     ``constraints`` (``"latency_p95_ms<=5"``...). Writes selection.json/.md/.html into ``out`` unless None
     (checked first: it replaces only an Assay selection, ``force``: any Assay output)."""
-    from assay.evaluation import as_dataset
     from assay.compare.select import parse_constraint, select_from
+    from assay.evaluation import as_dataset
 
     _check_resamples(n_bootstrap)
     inputs = _output_inputs("select", out, force, cache_dir, models, data, model_options)

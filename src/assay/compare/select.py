@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -105,7 +105,10 @@ def parse_constraint(text: str) -> Constraint:
 
 def _value(side: Side, section: str, key: str) -> float | None:
     metric = side.evidence.metric(section, key)
-    return None if metric is None else float(metric.value)
+    if metric is None:
+        return None
+    assert metric.value is not None  # Evidence.metric returns only measured metrics
+    return float(metric.value)
 
 
 def worst_class_accuracy(evidence: Any) -> float | None:
@@ -125,7 +128,7 @@ def leaderboard_row(side: Side) -> dict[str, Any]:
     size = _value(side, "efficiency", "model_size_mb")
     if size is None and Path(ev.model.path).is_file():
         size = Path(ev.model.path).stat().st_size / 2**20
-    row = {
+    row: dict[str, Any] = {
         "model": side.name, "path": side.path, "sha256": ev.model.sha256,
         "accuracy": _value(side, "performance", "accuracy"), "macro_f1": _value(side, "performance", "macro_f1"),
         "worst_class_accuracy": worst_class_accuracy(ev),
@@ -168,6 +171,14 @@ class Selection:
                 "leaderboard": self.rows}
 
 
+class _Bootstrap(TypedDict):
+    """Resampling options passed through to the assay.stats.paired functions."""
+
+    n_resamples: int
+    seed: int
+    confidence: float
+
+
 def _paired_delta_ci(best: Side, other: Side, objective: str, n_bootstrap: int, seed: int,
                      confidence: float) -> tuple[float, float, float]:
     """(delta, lo, hi) of other minus best on a paired objective."""
@@ -180,7 +191,7 @@ def _paired_delta_ci(best: Side, other: Side, objective: str, n_bootstrap: int, 
     from assay.stats.probabilities import nll_per_sample, softmax
 
     labels, _ids, la, lb = _check_pair(best, other)
-    opts = dict(n_resamples=n_bootstrap, seed=seed, confidence=confidence)
+    opts: _Bootstrap = {"n_resamples": n_bootstrap, "seed": seed, "confidence": confidence}
     if objective in ("accuracy", "macro_f1"):
         pc = paired_classification(labels, la.argmax(1), lb.argmax(1), la.shape[1], **opts)
         est = pc.accuracy_delta if objective == "accuracy" else pc.macro_f1_delta

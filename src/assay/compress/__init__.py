@@ -1,8 +1,9 @@
 """Compression: variants (quantization, fp16, pruning) and the damage audit; the latency, FLOPs and energy
 harness lives in :mod:`assay.profiling`.
 
-The package is callable: ``assay.compress(model, data, ...)`` is the public facade (:func:`assay.compress.run.compress`, its parameters validated),
-so the name works both as the function and as this package's import path.
+The package is callable: ``assay.compress(model, data, ...)`` is the public facade
+(:func:`assay.compress.run.compress`, its parameters validated), so the name works both as the function and as this
+package's import path.
 """
 
 import sys

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from importlib import import_module
 from typing import Any
 
 __all__ = ["moved_attribute"]
 
 
-def moved_attribute(old_module: str, name: str, moved: dict[str, tuple[str, ...]]) -> Any:
+def moved_attribute(old_module: str, name: str, moved: Mapping[str, tuple[str, ...]]) -> Any:
     """``name`` from the module it moved to, with a DeprecationWarning naming the new path; AttributeError
     for a name that never lived in ``old_module``."""
     for new_module, names in moved.items():

@@ -9,8 +9,9 @@ the original at the ranking batch size: p50 CIs apart and at least ``MIN_SPEEDUP
 timing where the original and the variants are timed in alternating rounds
 (:func:`~assay.profiling.latency.interleaved_latency`).
 For an ONNX original the fp32 reference (the same model) is a negative control: variants must beat the
-faster of the two, and a gap between them beyond the margin is reported as timing noise. A slower variant is never recommended; the report says why
-it is slow (ConvInteger, fp16 without hardware support, pruning that removed no compute).
+faster of the two, and a gap between them beyond the margin is reported as timing noise. A slower variant is never
+recommended; the report says why it is slow (ConvInteger, fp16 without hardware support, pruning that removed no
+compute).
 
 Bad input that concerns the whole run (an unknown method, no labelled data, static int8 without
 calibration data) is refused before any work. A failure of one variant (it cannot be built, loaded,
@@ -97,7 +98,7 @@ class VariantAudit:
                                                                                m["accuracy_delta"].ci_high],
             "worst_class": worst["group"] if worst else None, "worst_class_delta": worst["delta"] if worst else None,
             "worst_class_accuracy": worst_class_accuracy(self.evidence),
-            "negative_flip_rate": m["negative_flip_rate"].value, "changed_predictions": int(len(self.changed)),
+            "negative_flip_rate": m["negative_flip_rate"].value, "changed_predictions": len(self.changed),
             "ece_delta": m["ece_delta"].value, "ece_after_temperature": _metric(self.evidence, "calibration",
                                                                                 "ece_after_temperature"),
             "ece_after_temperature_delta": _delta(self.evidence, self.original_evidence, "calibration",
@@ -123,7 +124,7 @@ class VariantAudit:
                  "mean_corruption_accuracy", "mean_corruption_accuracy_delta", "worst_slice", "worst_slice_delta",
                  "accuracy_rule", "class_rule", "size_mb", "flops")
         return {"variant": self.name, "method": self.method, **dict.fromkeys(empty),
-                "accuracy_delta_ci": [None, None], "changed_predictions": int(len(self.changed)),
+                "accuracy_delta_ci": [None, None], "changed_predictions": len(self.changed),
                 "faster": False, "feasible": False, "status": self.status or "failed",
                 "verdict": self.verdict or f"failed: {self.error}", "slow_reasons": [], "notes": self.notes,
                 "error": self.error}
@@ -189,6 +190,8 @@ def _judge(audit: VariantAudit, head: dict[str, Any], base_lat: dict[int, dict[s
     head-to-head timings at the ranking batch (which decide "faster"); ``base_lat``: the original's profile."""
     from assay.compress.diagnose import explain_pruning, explain_slowdown
 
+    # Only audits that did not fail are judged: each was built (has its file) and compared with the original.
+    assert audit.path is not None and audit.comparison is not None
     lat = _latency(audit.profile)
     audit.speedup = {b: base_lat[b]["p50_ms"] / lat[b]["p50_ms"] for b in base_lat if lat[b]["p50_ms"] > 0}
     ours, theirs = head[audit.name], head["original"]
@@ -206,6 +209,8 @@ def _judge(audit: VariantAudit, head: dict[str, Any], base_lat: dict[int, dict[s
     if not audit.faster:
         audit.slow_reasons = structural
         if audit.name.startswith("pruned"):
+            # Pruning needs the eager torch module, whose FLOPs profile_model always counts on the sample.
+            assert base_flops is not None
             audit.slow_reasons += explain_pruning(base_flops, audit.profile.flops)
         if not audit.slow_reasons:
             audit.slow_reasons = ["no graph-level cause found; the variant simply does not run faster here"]
@@ -272,13 +277,17 @@ def compress(
     With ``out`` the variants end in ``out/variants/`` (and ``VariantAudit.path`` points there); with
     ``out=None`` their working files are deleted on return. ``out`` is checked first: it replaces only an
     Assay compression output (``force``: any Assay output), never a folder holding other files or an input."""
-    from assay.evaluation import as_dataset
-    from assay.evaluation import run_evaluation
     from assay.checks.base import EvaluateConfig
-    from assay.compress.variants import (describe_error, make_variants, missing_calibration_error, needs_calibration,
-                                         parse_methods)
+    from assay.compress.variants import (
+        describe_error,
+        make_variants,
+        missing_calibration_error,
+        needs_calibration,
+        parse_methods,
+    )
     from assay.engine.planning import apply_suite
     from assay.environment import cpu_model_and_flags
+    from assay.evaluation import as_dataset, run_evaluation
     from assay.evidence.output import check_output, input_paths
     from assay.models.loader import load_model
     from assay.profiling.profile import profile_model
@@ -333,9 +342,9 @@ def compress(
 
     work = Path(tempfile.mkdtemp(prefix="assay-compress-"))
     try:
-        variants = make_variants(original, calib, methods, out_dir=work / "variants", prune_ratios=prune_ratios or [0.5],
-                                 train_data=train, finetune_epochs=finetune_epochs, seed=seed, example=dataset.x[:2],
-                                 keep_going=True)
+        variants = make_variants(original, calib, methods, out_dir=work / "variants",
+                                 prune_ratios=prune_ratios or [0.5], train_data=train, finetune_epochs=finetune_epochs,
+                                 seed=seed, example=dataset.x[:2], keep_going=True)
         base_run = run_evaluation(original, dataset, config=config, cache_dir=cache_dir, progress=progress)
         base_side = _side_of(base_run, "original", str(model))
         base_path = str(model) if Path(str(model)).is_file() else None
@@ -357,8 +366,7 @@ def compress(
                 continue
             stage = "loading"
             try:  # one variant's failure is reported in its row; the others go on
-                vmodel = load_model(str(variant.path), sample=dataset.x[:2],
-                                    **({"threads": threads} if threads else {}))
+                vmodel = load_model(str(variant.path), sample=dataset.x[:2], threads=threads or None)
                 stage = "evaluating"
                 audit.run = run_evaluation(vmodel, dataset, config=config, cache_dir=cache_dir, progress=progress)
                 audit.evidence = audit.run.evidence
@@ -369,7 +377,7 @@ def compress(
                 stage = "timing"
                 audit.profile = profile_model(vmodel, sample, batch_sizes=batch_sizes, budget_s=latency_budget_s,
                                               model_path=str(variant.path), threads=threads)
-            except Exception as exc:  # noqa: BLE001 - recorded as this variant's failure
+            except Exception as exc:
                 audit.fail(f"{stage} the {variant.name} variant failed: {describe_error(exc)}")
                 continue
             timed[variant.name] = vmodel
@@ -464,6 +472,7 @@ def exemplar_rows(result: CompressionResult, dataset: Dataset, base_pred: np.nda
     for audit in result.variants:
         pick = audit.changed[:MAX_EXEMPLARS_SHOWN]
         if len(pick) and audit.predictions is not None:
+            assert dataset.y is not None  # compress() audits labelled data only
             rows.append({"label": f"{audit.name} ({len(audit.changed)} changed)",
                          "images": [png_thumbnail(dataset.x[i]) for i in pick],
                          "captions": [f"{dataset.ids[i]}: {names[dataset.y[i]]} / {names[base_pred[i]]}→"
@@ -481,6 +490,7 @@ def _write(result: CompressionResult, out: Path, dataset: Dataset, base_run: Any
 
     base_pred = base_run.outputs.clean.logits.argmax(1)
     names = base_run.evidence.model.class_names
+    assert dataset.y is not None  # compress() refuses unlabelled data before anything is audited
     with atomic_directory(out, "compress", inputs=inputs, force=force) as tmp:
         (tmp / "compression.json").write_text(json.dumps(result.as_dict(), indent=2, default=_json_default),
                                               encoding="utf-8")
@@ -500,6 +510,7 @@ def _write(result: CompressionResult, out: Path, dataset: Dataset, base_run: Any
             if audit.path is not None and audit.path.is_file():
                 shutil.copyfile(audit.path, tmp / "variants" / f"{audit.name}.onnx")
         if pick is not None:
+            assert pick.path is not None  # the pick was built, compared and timed: it has its file
             shutil.copyfile(pick.path, tmp / "model.onnx")
             write_evaluation(pick.run, tmp / "evidence")
 

@@ -36,7 +36,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -168,6 +168,7 @@ def make_variants(
             made = _build(method, loaded, module, calibration, base or reference, reference, example_batch, out,
                           ratio=ratio, train_data=train_data, epochs=finetune_epochs, seed=seed,
                           max_samples=max_calibration_samples)
+            assert made.path is not None  # only a failed method (error set) has no file
             _stamp(made.path, metadata, made.name)
         except Exception as exc:  # a model the converters cannot handle: say which method, keep the cause
             error = f"building the {name} variant failed: {describe_error(exc)}"
@@ -387,7 +388,7 @@ def _preprocess(reference: Path, target: Path) -> tuple[Path, str]:
         with _quiet():
             quant_pre_process(str(reference), str(target))
         return target, f"ORT quantization pre-processing (shape inference + optimization) applied: {target.name}"
-    except Exception as exc:  # noqa: BLE001 - an optimization; quantization works without it
+    except Exception as exc:
         target.unlink(missing_ok=True)
         return reference, (f"ORT quantization pre-processing failed ({type(exc).__name__}: {_first_line(exc)}); "
                            "int8 variants quantize the reference as exported")
@@ -629,7 +630,7 @@ def _topologically_sorted(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 @contextlib.contextmanager
-def _quiet():
+def _quiet() -> Iterator[None]:
     """ORT's quantization tools print progress to stdout and log warnings; keep Assay's output clean."""
     logger = logging.getLogger()
     level = logger.level

@@ -447,7 +447,7 @@ def _check_images(images: object) -> tuple[np.ndarray, bool]:
         raise UserError(f"image values must lie in [0, 1] (found {lo:.4g} .. {hi:.4g})", where="images",
                         fix="scale to [0, 1] before corrupting (uint8: x / 255) and normalize afterwards, "
                             "in the model")
-    return x, 0 <= lo and hi <= 1
+    return x, lo >= 0 and hi <= 1
 
 
 def corrupt_images(images: np.ndarray, name: str, severity: int, *, seed: int = 0,

@@ -71,7 +71,7 @@ def for_each_image(work: Callable[[int], None], n: int, pixels: int) -> None:
         for i in range(n):
             work(i)
         return
-    if _POOL is None or _POOL_WORKERS != workers:
+    if _POOL is None or workers != _POOL_WORKERS:
         if _POOL is not None:
             _POOL.shutdown(wait=True)
         _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="assay-corrupt")

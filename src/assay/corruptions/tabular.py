@@ -23,8 +23,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from assay.corruptions.base import (CorruptionInfo, check_index, check_severity, sample_normals, sample_uniforms,
-                                    unknown_corruption)
+from assay.corruptions.base import (
+    CorruptionInfo,
+    check_index,
+    check_severity,
+    sample_normals,
+    sample_uniforms,
+    unknown_corruption,
+)
 from assay.errors import UserError
 
 __all__ = ["TABULAR_CORRUPTIONS", "TABULAR_IMPUTATION", "TABULAR_SEVERITY", "corrupt_table"]

@@ -66,6 +66,8 @@ class Dataset:
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        # Declares the storage behind the ``meta`` property (set by ``__init__`` through it; not a dataclass field).
+        self._meta: pd.DataFrame | None
         n = len(self.x)
         if n == 0:
             raise DataError("the dataset is empty", where=self.source, fix="give a dataset with at least one sample")
@@ -109,7 +111,7 @@ class Dataset:
                 h.update(b"\0")
         else:
             h.update(str(self.x.dtype).encode())
-            h.update(np.ascontiguousarray(self.x).reshape(-1).view(np.uint8))  # no bytes copy of the inputs
+            h.update(np.ascontiguousarray(self.x).reshape(-1).view(np.uint8).data)  # no bytes copy of the inputs
         if self.y is not None:
             h.update(np.ascontiguousarray(self.y, dtype=np.int64).tobytes())
         h.update("\0".join(map(str, self.ids)).encode("utf-8"))
@@ -177,7 +179,7 @@ def _set_meta(self: Dataset, value: pd.DataFrame | None) -> None:
 
 # A property over the dataclass field: ``Dataset(meta=...)`` and ``ds.meta = frame`` still work, but the empty
 # frame of a dataset without metadata is only made (and pandas only imported) when someone reads it.
-Dataset.meta = property(_get_meta, _set_meta)  # type: ignore[assignment,method-assign]
+Dataset.meta = property(_get_meta, _set_meta)  # type: ignore[assignment]
 
 
 def image_range_note(x: np.ndarray) -> str | None:

@@ -15,6 +15,7 @@ powers of 1024, e.g. ``48G``) replaces it, for a user who knows the data fits.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -46,10 +47,8 @@ def format_bytes(n: int | float) -> str:
 def machine_memory() -> int | None:
     """Physical memory in bytes, lowered to the cgroup (container) limit if one is set; None if unknown."""
     known: list[int] = []
-    try:
+    with contextlib.suppress(AttributeError, ValueError, OSError):  # not POSIX (Windows), or unsupported names
         known.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):  # not POSIX (Windows), or the names are unsupported
-        pass
     for file in _CGROUP_LIMIT_FILES:
         try:
             text = file.read_text().strip()

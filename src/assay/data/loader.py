@@ -16,7 +16,7 @@ apply is an OptionError rather than being silently ignored.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from assay.data.builtin import BUILTIN_DATASETS, is_builtin, load_builtin
@@ -96,7 +96,7 @@ def load_data(
     )
 
 
-def _reject_options(options: dict[str, object], *, allowed: tuple[str, ...], kind: str, where: str) -> None:
+def _reject_options(options: Mapping[str, object], *, allowed: tuple[str, ...], kind: str, where: str) -> None:
     given = [key for key, value in options.items() if value is not None and key not in allowed]
     if given:
         flags = _flags(given)

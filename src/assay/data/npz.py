@@ -35,13 +35,14 @@ Hostile archives. The members are read with :mod:`zipfile` and the ``.npy`` head
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING, cast
 
 import numpy as np
 import numpy.lib.format as npy_format
@@ -209,7 +210,7 @@ def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, where: st
         raise _corrupt(key, exc, where) from exc
 
 
-def read_npy_header(stream: BinaryIO, key: str, where: str, fix: str | None = None) -> NpyHeader:
+def read_npy_header(stream: IO[bytes], key: str, where: str, fix: str | None = None) -> NpyHeader:
     """Read the magic and header of a ``.npy`` stream (nothing more; ``data_offset`` counts from where the
     stream was). Unreadable headers, object dtypes (only unpickling reads them) and negative dimensions are
     DataErrors, so callers can check the declared shape and size before anything is allocated. Shared by
@@ -241,7 +242,7 @@ def read_npy_header(stream: BinaryIO, key: str, where: str, fix: str | None = No
     return NpyHeader(key, tuple(int(d) for d in shape), bool(fortran_order), dtype, data_offset)
 
 
-def _parse_header(stream: BinaryIO, key: str, stored_size: int, container: str, where: str) -> NpyHeader:
+def _parse_header(stream: IO[bytes], key: str, stored_size: int, container: str, where: str) -> NpyHeader:
     """:func:`read_npy_header`, refusing a header whose declared data size differs from
     ``stored_size - header`` (the size the container, zip entry or file, says it holds)."""
     header = read_npy_header(stream, key, where)
@@ -271,14 +272,15 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: NpyHea
     try:
         with archive.open(info) as stream:
             stream.read(header.data_offset)
-            array = _fill(stream, header, where)
+            # typeshed types ZipFile.open as IO[bytes]; in read mode it returns a ZipExtFile (has readinto)
+            array = _fill(cast(zipfile.ZipExtFile, stream), header, where)
             stream.read(1)
     except _ZIP_ERRORS as exc:
         raise _corrupt(header.key, exc, where) from exc
     return array
 
 
-def _fill(stream: BinaryIO, header: NpyHeader, where: str) -> np.ndarray:
+def _fill(stream: io.BufferedIOBase, header: NpyHeader, where: str) -> np.ndarray:
     """Read the declared bytes from ``stream`` (positioned after the header) in chunks, and shape them."""
     try:
         buffer = np.empty(header.nbytes, dtype=np.uint8)
@@ -288,7 +290,7 @@ def _fill(stream: BinaryIO, header: NpyHeader, where: str) -> np.ndarray:
             where=where,
             fix="free memory, evaluate a smaller file, or use a machine with more memory",
         ) from exc
-    view = memoryview(buffer)
+    view = buffer.data  # a writable memoryview of the buffer (no copy)
     filled = 0
     while filled < header.nbytes:
         got = stream.readinto(view[filled : filled + _READ_CHUNK])
@@ -432,7 +434,7 @@ def read_npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple[int
     bytes are read (so memory never exceeds what the caller expects, however large the archive claims to
     be) and the member's CRC is verified. Never unpickles (object dtypes are refused by the header reader)."""
     with zf.open(info) as f:
-        header = read_npy_header(f, info.filename.removesuffix(".npy"), where, fix=fix)  # type: ignore[arg-type]
+        header = read_npy_header(f, info.filename.removesuffix(".npy"), where, fix=fix)
         if header.dtype.kind not in kinds:
             raise DataError(f"the array has dtype {header.dtype}, expected {_kind_words(kinds)}", where=where,
                             fix=fix)

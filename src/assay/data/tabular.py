@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from assay.data.dataset import Dataset, reject_rows, sorted_classes_note
+from assay.data.dataset import Dataset, Modality, reject_rows, sorted_classes_note
 from assay.data.limits import require_fits
 from assay.data.npz import integer_labels, require_unique_ids
 from assay.errors import DataError
@@ -181,6 +181,7 @@ def dataset_from_frame(
     if text_col is None and feature_cols is None and not numeric and len(non_numeric) == 1:
         text_col = non_numeric[0]
 
+    modality: Modality
     if text_col is not None:
         x = _text(frame[text_col], where)
         used = [text_col]

@@ -94,7 +94,7 @@ def _checksum(key: str, arrays: dict[str, np.ndarray]) -> str:
     for name in sorted(arrays):
         value = np.ascontiguousarray(arrays[name])
         h.update(f"\0{name}\0{value.dtype.str}\0{value.shape}\0".encode())
-        h.update(value.reshape(-1).view(np.uint8))  # the bytes in place (no copy of large arrays)
+        h.update(value.reshape(-1).view(np.uint8).data)  # the bytes in place (no copy of large arrays)
     return h.hexdigest()
 
 

@@ -19,8 +19,18 @@ from assay.engine.views import View
 from assay.errors import UserError
 from assay.models.base import Model
 
-__all__ = ["ATTACK_PRESETS", "MAX_OPTION_CHARS", "SUITES", "attack_specs", "available_corruptions", "corruption_views",
-           "adversarial_views", "logit_module", "parse_eps", "parse_severities"]
+__all__ = [
+    "ATTACK_PRESETS",
+    "MAX_OPTION_CHARS",
+    "SUITES",
+    "adversarial_views",
+    "attack_specs",
+    "available_corruptions",
+    "corruption_views",
+    "logit_module",
+    "parse_eps",
+    "parse_severities",
+]
 
 #: What each ``--suite`` adds on top of performance + calibration.
 SUITES: dict[str, dict[str, Any]] = {
@@ -100,8 +110,8 @@ def parse_severities(text: str) -> list[int]:
     _bounded_ascii(text, "--severities", fix)
     out: set[int] = set()
     try:
-        for part in text.split(","):
-            part = part.strip()
+        for raw in text.split(","):
+            part = raw.strip()
             bounds = [int(p) for p in part.split("-", 1)] if "-" in part else [int(part)] if part else []
             if any(not 1 <= b <= 5 for b in bounds):
                 raise UserError(f"--severities {_shown(text)} must lie in 1..5", where="severities", fix=fix)

@@ -58,7 +58,8 @@ class CorruptionView(View):
     def _from_spec(cls, spec: ViewSpec, model: Model | None) -> View:
         p = spec_state(spec)
         view = cls.__new__(cls)
-        stats = [None if p.get(k) is None else np.asarray(p[k], dtype=np.float32) for k in ("feature_mean", "feature_std")]
+        stats = [None if p.get(k) is None else np.asarray(p[k], dtype=np.float32)
+                 for k in ("feature_mean", "feature_std")]
         view._setup(p["modality"], p["name"], p["severity"], p["seed"], p.get("table", "auto"), *stats)
         return view
 
@@ -92,7 +93,8 @@ class AttackSpec:
         return self.attack != "square"
 
     def label(self) -> str:
-        budget = f"{self.steps} queries" if self.attack == "square" else f"{self.steps} steps, {self.restarts} restart(s)"
+        budget = (f"{self.steps} queries" if self.attack == "square"
+                  else f"{self.steps} steps, {self.restarts} restart(s)")
         return f"{self.attack} ({self.norm}, eps={self.eps:.4g}, {budget})"
 
 
@@ -103,6 +105,7 @@ def logit_module(model: Model) -> Any:
     module = model.torch_module()
     if model.info.outputs != "probabilities":
         return module
+    assert module is not None  # callers pass models with a torch module (gradient_model, white-box attacks)
 
     class LogOf(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
@@ -281,7 +284,8 @@ def _precomputed_labels(path: Path, clean: Dataset) -> None:
     header = _file_header(path, _LAYOUT_FIX)
     if header.dtype.kind not in "iuf" or header.shape != (PRECOMPUTED_SEVERITIES * n,):
         raise DataError(f"labels.npy holds {header.dtype} of shape {header.shape}; expected "
-                        f"({PRECOMPUTED_SEVERITIES * n},) integers: --data's {n} labels, {PRECOMPUTED_SEVERITIES} times",
+                        f"({PRECOMPUTED_SEVERITIES * n},) integers: --data's {n} labels, "
+                        f"{PRECOMPUTED_SEVERITIES} times",
                         where=where, fix="give the clean test set the -C set was made from (same size and order)")
     labels = integer_labels(np.load(path, allow_pickle=False), where=where).reshape(PRECOMPUTED_SEVERITIES, n)
     assert clean.y is not None
@@ -363,7 +367,8 @@ def load_precomputed_corruptions(directory: str, clean: Dataset) -> list[Precomp
                             where=str(path), fix=_LAYOUT_FIX)
         if header.shape[0] != PRECOMPUTED_SEVERITIES * n:
             raise DataError(f"{path.name} holds {header.shape[0]} images, expected {PRECOMPUTED_SEVERITIES} x {n}",
-                            where=str(path), fix="give the clean test set the -C set was made from (same size and order)")
+                            where=str(path),
+                            fix="give the clean test set the -C set was made from (same size and order)")
         per_image = header.shape[1:]
         if per_image not in (image_shape, (height, width, channels)):
             raise DataError(f"{path.name} holds images of shape {per_image}; --data's are {image_shape} (NCHW), so "

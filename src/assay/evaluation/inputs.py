@@ -105,7 +105,9 @@ def input_findings(inputs: dict[str, Dataset | None]) -> list[Finding]:
     outside [0, 1], class order taken from sorted names, image conversions), with their severities."""
     findings = []
     for role, data in inputs.items():
-        for note in getattr(data, "notes", None) or []:
+        if data is None:
+            continue
+        for note in data.notes:
             message = str(note) if role == "data" else f"{role} ({data.source}): {note}"
             findings.append(Finding(severity=getattr(note, "severity", "warning"), message=message,
                                     evidence=f"data:{role}"))

@@ -97,7 +97,7 @@ def run_evaluation(
     checks: Sequence[str] = DEFAULT_CHECKS,
     calibration_data: Dataset | str | os.PathLike[str] | None = None,
     config: EvaluateConfig | None = None,
-    cache_dir: str | os.PathLike[str] | None | bool = True,
+    cache_dir: str | os.PathLike[str] | bool | None = True,
     backend: str | Backend = "local",
     progress: bool = False,
     model_options: dict[str, Any] | None = None,
@@ -181,6 +181,7 @@ def run_evaluation(
             calib_out = run(calibration, [CleanView()])
             outputs.forward_batches += calib_out.forward_batches
             outputs.cache_hits += calib_out.cache_hits
+            assert calibration.y is not None  # labelled() refused unlabelled calibration data
             calib_pair = (calib_out.clean.logits, calibration.y)
         for name, p in prepared.items():
             if p.measure is not None:

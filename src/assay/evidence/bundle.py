@@ -47,7 +47,16 @@ from assay.evidence.schema import SCHEMA_VERSION, Evidence
 if TYPE_CHECKING:
     from assay.reference import Reference
 
-__all__ = ["Bundle", "Predictions", "atomic_directory", "read_bundle", "read_evidence",            "read_predictions", "read_reference", "write_bundle"]
+__all__ = [
+    "Bundle",
+    "Predictions",
+    "atomic_directory",
+    "read_bundle",
+    "read_evidence",
+    "read_predictions",
+    "read_reference",
+    "write_bundle",
+]
 
 _REGENERATE = "re-run `assay evaluate` with this version of Assay to regenerate the bundle"
 #: Longest string id / slice label read from predictions.npz (characters).
@@ -78,9 +87,12 @@ def write_bundle(
     previous evaluation bundle there atomically (``inputs``/``force``: see :func:`atomic_directory`)."""
     with atomic_directory(out_dir, "evaluate", inputs=inputs, force=force) as tmp:
         (tmp / "evidence.json").write_text(evidence.model_dump_json(indent=2), encoding="utf-8")
-        np.savez_compressed(tmp / "predictions.npz", **{k: _plain_array(v) for k, v in predictions.items()})
+        # numpy's stub puts ``allow_pickle: bool`` beside ``**kwds``, so mypy rejects any splatted dict of arrays.
+        np.savez_compressed(tmp / "predictions.npz",
+                            **{k: _plain_array(v) for k, v in predictions.items()})  # type: ignore[arg-type]
         for filename, arrays in (extra_arrays or {}).items():
-            np.savez_compressed(tmp / filename, **{k: _plain_array(v) for k, v in arrays.items()})
+            np.savez_compressed(tmp / filename,
+                                **{k: _plain_array(v) for k, v in arrays.items()})  # type: ignore[arg-type]
         for filename, source in (extra_files or {}).items():
             shutil.copyfile(source, tmp / filename)
         for filename, render in (renderers or {}).items():
@@ -244,7 +256,7 @@ class Bundle(tuple[Evidence, Predictions | None]):
 
     folder: Path
 
-    def __getnewargs__(self) -> tuple[Evidence, Predictions | None, Path]:  # type: ignore[override]
+    def __getnewargs__(self) -> tuple[Evidence, Predictions | None, Path]:
         return self[0], self[1], self.folder  # copy and pickle rebuild it through __new__
 
     @property

@@ -112,10 +112,10 @@ def resolve_num_classes(*, found: int | None, given: int | None, where: str, how
 def resolve_class_names(given: Sequence[str] | None, stored: Sequence[str] | None, num_classes: int,
                         where: str) -> list[str]:
     """Given names, else names stored in the model file, else ``"0" .. "C-1"``; length must match."""
-    for names, origin in ((given, "class_names"), (stored, "the model's stored class_names")):
-        if names is None:
+    for found, origin in ((given, "class_names"), (stored, "the model's stored class_names")):
+        if found is None:
             continue
-        names = [str(n) for n in names]
+        names = [str(n) for n in found]
         if len(names) != num_classes:
             raise UserError(
                 f"{origin} has {len(names)} names but the model has {num_classes} classes",

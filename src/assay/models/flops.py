@@ -279,7 +279,9 @@ def onnx_parameter_count(source: Any) -> int:
 class ParameterCount(NamedTuple):
     """A parameter count (None when nothing can be counted) and the convention it follows."""
 
-    count: int | None
+    # The public field name shadows tuple.count on purpose (callers read ``.count``); typeshed types
+    # tuple.count as a method, so mypy flags the override.
+    count: int | None  # type: ignore[assignment]
     convention: str
 
 

@@ -277,7 +277,7 @@ def _expression_problem(text: object) -> str | None:
     text_args: set[int] = set()  # str literals allowed as the first argument of Symbol/Float
     callees = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}  # judged with their call
     for node in ast.walk(tree):  # breadth first: a call is checked before its arguments
-        if isinstance(node, _GRAMMAR_NODES) or isinstance(node, ast.keyword) or id(node) in callees:
+        if isinstance(node, (_GRAMMAR_NODES, ast.keyword)) or id(node) in callees:
             continue
         if isinstance(node, ast.Call):
             problem = _sympy_call_problem(node, text_args)
@@ -360,7 +360,7 @@ def _guard_problem(text: object) -> str | None:
         return problem
     callees = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}  # judged with their call
     for node in ast.walk(tree):
-        if isinstance(node, _GRAMMAR_NODES) or isinstance(node, (ast.BitXor, ast.LShift, ast.RShift)) \
+        if isinstance(node, (_GRAMMAR_NODES, ast.BitXor, ast.LShift, ast.RShift)) \
                 or (id(node) in callees and isinstance(node, ast.Name)):
             continue
         if isinstance(node, ast.Call):
@@ -631,8 +631,8 @@ def check_export_document(document: Any, *, member: str, where: str) -> None:
                     where=where, fix=EXPORT_FIX)
             if key != "metadata":
                 stack.append((item, here))
-    if isinstance(document, dict) and isinstance(version := document.get("schema_version"), dict):
-        if version.get("major") not in (AUDITED_EXPORT_SCHEMA[0], 0):
+    if (isinstance(document, dict) and isinstance(version := document.get("schema_version"), dict)
+            and version.get("major") not in (AUDITED_EXPORT_SCHEMA[0], 0)):
             raise UnsafeModelError(
                 f"{member}: export schema {version.get('major')}.{version.get('minor')} was not audited "
                 f"(Assay checks schema {AUDITED_EXPORT_SCHEMA[0]}.x)", where=where, fix=EXPORT_FIX)

@@ -9,7 +9,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
-from assay.evidence.schema import Evidence, Finding, Section
+from assay.evidence.schema import Evidence, Finding, Section, Severity, Verdict
 
 if TYPE_CHECKING:
     from assay.compare.gate import Comparison
@@ -18,8 +18,8 @@ __all__ = ["comparison_sections", "render_comparison_html", "render_junit", "ren
            "render_selection_html", "render_selection_markdown", "selection_sections"]
 
 _MARK = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "⚠️ inconclusive", "skipped": "➖ skipped"}
-_SEVERITY = {"pass": "info", "skipped": "info", "inconclusive": "warning", "fail": "critical"}
-_VERDICT = {"pass": "pass", "fail": "fail", "inconclusive": "warn"}
+_SEVERITY: dict[str, Severity] = {"pass": "info", "skipped": "info", "inconclusive": "warning", "fail": "critical"}
+_VERDICT: dict[str, Verdict] = {"pass": "pass", "fail": "fail", "inconclusive": "warn"}
 
 
 def _num(value: float | None, signed: bool = True) -> str:
@@ -53,7 +53,8 @@ def render_markdown(c: Comparison, max_rows: int = 10) -> str:
         lines.append(f"| {_cell(r.rule)} | {_MARK[r.status]} | {_num(r.value)} | {_ci(r.ci_low, r.ci_high)} | "
                      f"{_num(r.limit)} | {_cell(r.message)} |")
     lines += ["", "| metric | candidate − baseline | CI |", "|---|---|---|"]
-    for key in ("accuracy_delta", "macro_f1_delta", "ece_delta", "nll_delta", "negative_flip_rate", "positive_flip_rate"):
+    for key in ("accuracy_delta", "macro_f1_delta", "ece_delta", "nll_delta", "negative_flip_rate",
+                "positive_flip_rate"):
         if key in m:
             lines.append(f"| {key} | {_num(m[key].value)} | {_ci(m[key].ci_low, m[key].ci_high)} |")
     if "mcnemar_p" in m and m["mcnemar_p"].value is not None:
@@ -63,10 +64,12 @@ def render_markdown(c: Comparison, max_rows: int = 10) -> str:
     if drops:
         lines += ["", "<details><summary>Largest per-class drops</summary>", "",
                   "| class | n | baseline | candidate | delta | CI | adj. p |", "|---|---|---|---|---|---|---|"]
-        for r in drops:
-            p = "—" if r["p_adjusted"] is None else f"{r['p_adjusted']:.3g}"
-            lines.append(f"| {_cell(r['group'])} | {r['n']} | {r['accuracy_baseline']:.3f} | "
-                         f"{r['accuracy_candidate']:.3f} | {_num(r['delta'])} | {_ci(r['ci_low'], r['ci_high'])} | {p} |")
+        for row in drops:
+            p = "—" if row["p_adjusted"] is None else f"{row['p_adjusted']:.3g}"
+            lines.append(f"| {_cell(row['group'])} | {row['n']} | {row['accuracy_baseline']:.3f} | "
+                         f"{row['accuracy_candidate']:.3f} | {_num(row['delta'])} | "
+                         f"{_ci(row['ci_low'], row['ci_high'])} | "
+                         f"{p} |")
         lines += ["", "</details>"]
     neg = c.flips.get("negative", [])
     if neg:
@@ -124,7 +127,7 @@ def comparison_sections(c: Comparison, thumbnails: dict[str, list[dict[str, Any]
         metrics=dict(c.metrics), findings=findings, tables={"rules": rules},
         config={"policy": c.policy, "notes": c.notes,
                 "key_metrics": ["accuracy_delta", "negative_flip_rate", "ece_delta"]})}
-    per_class = [{k: v for k, v in r.items()} for r in c.per_class]
+    per_class = [dict(r.items()) for r in c.per_class]
     sections["per_class"] = Section(
         name="per_class", title="Per-class accuracy deltas", verdict="info",
         summary=f"{sum(r['significant_drop'] for r in per_class)} class(es) with a significant drop after correction.",

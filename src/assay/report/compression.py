@@ -22,17 +22,22 @@ def _f(value: Any, fmt: str = ".4f") -> str:
 
 def render_compression_markdown(result: CompressionResult) -> str:
     b = result.ranking_batch
-    lines = [f"## Assay compression: {'recommend ' + result.recommended if result.recommended else 'keep the original'}",
+    lines = ["## Assay compression: "
+             f"{'recommend ' + result.recommended if result.recommended else 'keep the original'}",
              "", *[f"- {r}" for r in result.reasons], "",
-             f"Original: accuracy {_f(result.original['accuracy'])}, p50 {_f(result.original[f'p50_ms[batch={b}]'], '.3f')} ms "
+             f"Original: accuracy {_f(result.original['accuracy'])}, "
+             f"p50 {_f(result.original[f'p50_ms[batch={b}]'], '.3f')} ms "
              f"at batch {b}, size {_f(result.original['size_mb'], '.3f')} MB.", "",
-             f"| variant | accuracy Δ (CI) | worst class Δ | changed | ECE Δ | speed-up (batch {b}) | size MB | verdict |",
+             f"| variant | accuracy Δ (CI) | worst class Δ | changed | ECE Δ | speed-up (batch {b}) | "
+             "size MB | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for r in result.rows:
         lo, hi = r["accuracy_delta_ci"]
         lines.append(f"| {r['variant']} | {_f(r['accuracy_delta'], '+.4f')} ({_f(lo, '+.4f')}, {_f(hi, '+.4f')}) | "
-                     f"{r['worst_class'] if r['worst_class'] is not None else '—'}: {_f(r['worst_class_delta'], '+.4f')} | "
-                     f"{r['changed_predictions']} | {_f(r['ece_delta'], '+.4f')} | {_speedup(r.get(f'speedup[batch={b}]'))} | "
+                     f"{r['worst_class'] if r['worst_class'] is not None else '—'}: "
+                     f"{_f(r['worst_class_delta'], '+.4f')} | "
+                     f"{r['changed_predictions']} | {_f(r['ece_delta'], '+.4f')} | "
+                     f"{_speedup(r.get(f'speedup[batch={b}]'))} | "
                      f"{_f(r['size_mb'], '.3f')} | {r['verdict']} |")
     slow = [(r["variant"], reason) for r in result.rows for reason in r["slow_reasons"]]
     if slow:
@@ -68,7 +73,8 @@ def compression_sections(result: CompressionResult, exemplars: list[dict[str, An
     failed = sum(r["status"] == "failed" for r in rows)
     findings = [Finding(severity="info" if result.recommended else "warning", message=result.reasons[0],
                         evidence="compression.tables.variants")]
-    findings += [Finding(severity="info", message=r, evidence="compression.tables.variants") for r in result.reasons[1:]]
+    findings += [Finding(severity="info", message=r, evidence="compression.tables.variants")
+                 for r in result.reasons[1:]]
     for r in rows:
         if r["status"] == "failed":
             findings.append(Finding(severity="warning", message=f"{r['variant']} {r['verdict']}",

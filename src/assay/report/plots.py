@@ -187,7 +187,7 @@ class _Layout:
         ax.ylabel(ylabel, 10 + FONT * 0.9)
 
 
-def _xy_axes(plot: dict[str, Any], gid: str, xscale: Scale, yscale: Scale
+def _xy_axes(plot: Mapping[str, Any], gid: str, xscale: Scale, yscale: Scale
              ) -> tuple[Canvas, Axes, Callable[[], None]]:
     """Canvas and gridded axes of an x-y plot (line, scatter), and the call that draws its ticks, title and
     axis labels (from ``plot``) once the data is drawn."""
@@ -275,7 +275,8 @@ def _draw_reliability(plot: Mapping[str, Any], gid: str) -> Canvas:
         for j in range(int(filled.sum())):
             bars.append(_rect(x0[j], x1[j], y_zero, y_acc[j], f'id="{gid}-bar-{k}-{j}"'))
             gaps.append(_rect(x0[j], x1[j], y_acc[j], y_conf[j], ""))
-        diagonal = f'<path d="M{num(ax.x(0))} {num(ax.y(0))}L{num(ax.x(1))} {num(ax.y(1))}" stroke="{MUTED}" ' \
+        diagonal = f'<path d="M{num(float(ax.x(0)))} {num(float(ax.y(0)))}L{num(float(ax.x(1)))} ' \
+                   f'{num(float(ax.y(1)))}" stroke="{MUTED}" ' \
                    f'stroke-width="1.2" stroke-dasharray="5 3" fill="none"/>'
         ax.clipped(f'<g fill="{PALETTE[0]}" stroke="#ffffff" stroke-width="0.6">{"".join(bars)}</g>'
                    f'<g fill="{GAP_COLOUR}" fill-opacity="0.3" stroke="{GAP_COLOUR}" stroke-width="0.6">'
@@ -682,10 +683,10 @@ def _draw_scatter(plot: Mapping[str, Any], gid: str) -> Canvas:
                     note = _short(t, 24)
                     w = text_width(note, 10)
                     right = a + 6 + w <= canvas.width - 4  # right of the point, or left of it near the edge
-                    x = a + 6 if right else a - 6
+                    tx = a + 6 if right else a - 6
                     anchor = "" if right else ' text-anchor="end"'
-                    notes.append(f'<text x="{num(x)}" y="{num(b - 4)}"{anchor}>{esc(note)}</text>')
-                    ax.obstacles.append(sample_rect(x if right else x - w, b - 14, w, 12))
+                    notes.append(f'<text x="{num(tx)}" y="{num(b - 4)}"{anchor}>{esc(note)}</text>')
+                    ax.obstacles.append(sample_rect(tx if right else tx - w, b - 14, w, 12))
     front_markup = ""
     if order is not None:
         fx, fy = ax.x(all_x[order]), ax.y(all_y[order])

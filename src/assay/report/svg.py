@@ -206,7 +206,7 @@ def log_ticks(lo: float, hi: float) -> Ticks:
 
 def symlog_ticks(lo: float, hi: float) -> Ticks:
     values = [0.0] if lo <= 0 <= hi else []
-    for k in range(0, 16):
+    for k in range(16):
         for sign in (1.0, -1.0):
             v = sign * 10.0**k
             if lo <= v <= hi:

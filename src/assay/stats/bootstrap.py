@@ -16,6 +16,7 @@ Intervals are percentile intervals (Efron & Tibshirani 1993, ch. 13).
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import deque
 from collections.abc import Iterator
@@ -29,8 +30,8 @@ import scipy.sparse as sp
 __all__ = [
     "BootstrapResult",
     "GroupSums",
-    "bias_corrected_ci",
     "SharedWeights",
+    "bias_corrected_ci",
     "bootstrap_cell_counts",
     "bootstrap_weights",
     "clopper_pearson",
@@ -168,7 +169,7 @@ def _blocks(n: int, n_resamples: int) -> list[tuple[int, int, tuple[int, int]]]:
         rows = min(per_chunk, n_resamples - start)
         bounds = np.linspace(0, rows, _SUB_BLOCKS + 1).astype(int)
         blocks += [(start + lo, start + hi, (chunk, block))
-                   for block, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])) if hi > lo]
+                   for block, (lo, hi) in enumerate(itertools.pairwise(bounds)) if hi > lo]
     return blocks
 
 

@@ -430,7 +430,7 @@ def _bounded_minimum(func: Callable[[float], float], lower: float, upper: float,
             if fu <= fnfc or nfc == xf:
                 fulc, ffulc = nfc, fnfc
                 nfc, fnfc = x, fu
-            elif fu <= ffulc or fulc == xf or fulc == nfc:
+            elif fu <= ffulc or fulc in (xf, nfc):
                 fulc, ffulc = x, fu
         xm = 0.5 * (a + b)
         tol1 = sqrt_eps * abs(xf) + xatol / 3.0
@@ -492,7 +492,7 @@ class TemperatureScaler:
         best, best_nll = (x, fx) if fx <= grid_nll[j] else (grid[j], grid_nll[j])
         self.temperature_ = float(np.exp(best))
         self.nll_ = best_nll
-        self.n_samples_ = int(len(labels))
+        self.n_samples_ = len(labels)
         self.at_bound_ = bool(min(best - lo, hi - best) < 1e-3)
         return self
 
