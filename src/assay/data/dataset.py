@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from assay.errors import DataError
+from assay.errors import DataError, OptionError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DataNote", "Dataset", "Modality", "image_range_note", "reject_rows", "sorted_classes_note"]
+__all__ = ["IN_MEMORY_SOURCE", "DataNote", "Dataset", "Modality", "image_range_note", "plain_array", "reject_nonfinite",
+           "reject_rows", "sorted_classes_note"]
 
 Modality = Literal["image", "tabular", "text"]
+#: ``Dataset.source`` of a dataset built from arrays in memory (no file to point at).
+IN_MEMORY_SOURCE = "<in-memory arrays>"
 _SHOWN_CLASSES = 20
 
 
@@ -27,6 +31,14 @@ def reject_rows(bad: np.ndarray, what: str, *, where: str, fix: str) -> None:
     if bad.any():
         rows = np.flatnonzero(bad)[:5].tolist()
         raise DataError(f"{int(bad.sum())} {what} (first at rows {rows})", where=where, fix=fix)
+
+
+def reject_nonfinite(x: np.ndarray, *, where: str) -> None:
+    """Raise a DataError if any row of float inputs holds NaN or an infinity (scikit-learn refuses them too:
+    a model's output on them is meaningless, and one NaN poisons every mean)."""
+    if x.dtype != object and np.issubdtype(x.dtype, np.floating) and len(x):
+        reject_rows(~np.isfinite(x.reshape(len(x), -1)).all(axis=1), "input(s) contain NaN or infinite values",
+                    where=where, fix="clean or impute the inputs before evaluation")
 
 
 class DataNote(str):
@@ -83,12 +95,82 @@ class Dataset:
             )
         if self._meta is not None and len(self._meta.columns) == 0:
             self._meta = None
-        if self.x.dtype != object and np.issubdtype(self.x.dtype, np.floating):
-            reject_rows(~np.isfinite(self.x.reshape(n, -1)).all(axis=1), "input(s) contain NaN or infinite values",
-                        where=self.source, fix="clean or impute the inputs before evaluation")
+        reject_nonfinite(self.x, where=self.source)
 
     def __len__(self) -> int:
         return len(self.x)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        x: Any,
+        y: Any = None,
+        *,
+        class_names: Sequence[str] | None = None,
+        meta: Mapping[str, Any] | pd.DataFrame | None = None,
+        ids: Any = None,
+        modality: Modality | None = None,
+        name: str = "arrays",
+    ) -> Dataset:
+        """A dataset from arrays in memory (numpy arrays, torch tensors on any device, or lists), read by the
+        rules of an ``.npz`` file (:func:`assay.data.npz.load_npz`) so that both give the same dataset:
+
+        - ``x``: images (``ndim >= 3``, NCHW; uint8 is divided by 255 and a note says so, float values outside
+          [0, 1] are kept with a warning), tabular rows ``(N, F)``, or text (one string per sample). ``modality``
+          is inferred from that; given, it must agree. Inputs with NaN or infinities are refused.
+        - ``y``: class indices (whole-number floats pass) or class-name strings (indexed by ``class_names``, else
+          by sorted name with a note, as for tables); None for unlabeled data.
+        - ``class_names``: one name per class index; ``meta``: per-sample columns for slicing (a dict of 1-D
+          arrays or a DataFrame with one row per sample); ``ids``: unique sample ids (default ``0..N-1``).
+
+        The fingerprint (cache key, paired comparisons) comes from the content, as for every dataset. A bad
+        argument is a DataError whose ``where`` is the parameter's name. float32 numpy inputs are not copied.
+        """
+        from assay.data.npz import _class_names, _ids, _inputs, integer_labels  # npz imports this module
+
+        if modality not in (None, "image", "tabular", "text"):
+            raise OptionError(f"modality must be 'image', 'tabular' or 'text', not {modality!r}", where="modality",
+                              fix="leave it out: it is inferred from x's shape and dtype")
+        raw = plain_array(x, "x")
+        if raw.ndim == 0 or len(raw) == 0:
+            raise DataError(f"x holds no samples (shape {raw.shape})", where="x",
+                            fix="give one row per sample: (N, C, H, W) images, (N, F) features or N strings")
+        if raw.dtype == object and all(isinstance(v, str) for v in raw.reshape(-1)):
+            raw = raw.astype(str)  # a list or object array of Python strings is text
+        values, found, notes = _inputs(raw, where="x")
+        if modality is not None and modality != found:
+            raise DataError(f"x of shape {raw.shape} and dtype {raw.dtype} is {found} data, not {modality}",
+                            where="modality", fix="images are (N, C, H, W) numbers, tabular rows (N, F) numbers "
+                            "and text one string per sample; reshape x or leave modality out")
+        reject_nonfinite(values, where="x")
+        n = len(values)
+        names = None
+        if class_names is not None:
+            if isinstance(class_names, str):
+                raise DataError("class_names is one string, not a list of names", where="class_names",
+                                fix="give one name per class index, e.g. ['cat', 'dog']")
+            names = [str(c) for c in class_names]
+        labels = None
+        if y is not None:
+            y_values = plain_array(y, "y")
+            if y_values.ndim == 1 and (y_values.dtype.kind in "US" or (
+                    y_values.dtype == object and any(isinstance(v, str) for v in y_values))):
+                import pandas as pd
+
+                from assay.data.tabular import _labels
+
+                labels, names, label_notes = _labels(pd.Series(y_values, dtype=object), names, where="y")
+                notes += label_notes
+            else:
+                labels = integer_labels(y_values, where="y")
+            if len(labels) != n:
+                raise DataError(f"{n} inputs (x) but {len(labels)} labels (y)", where="y",
+                                fix="give one label per input")
+        if names is not None:
+            names = _class_names(np.array(names, dtype=str), labels, where="class_names")
+        return cls(x=values, y=labels, ids=np.arange(n) if ids is None else _ids(plain_array(ids, "ids"), n, "ids"),
+                   modality=found, name=str(name), source=IN_MEMORY_SOURCE, class_names=names,
+                   meta=None if meta is None else _meta_frame(meta, n), notes=notes)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -160,6 +242,44 @@ class Dataset:
     def metadata_columns(self) -> list[str]:
         """Names of the metadata columns (without building the frame)."""
         return [] if self._meta is None else [str(c) for c in self._meta.columns]
+
+
+def plain_array(value: Any, where: str) -> np.ndarray:
+    """``value`` as a numpy array: a torch tensor is detached and brought to the CPU (half/bfloat16 as float32,
+    which numpy can hold), anything else goes through ``np.asarray``; a DataError names ``where`` when that
+    fails (ragged lists)."""
+    torch = sys.modules.get("torch")  # a tensor can only exist once torch was imported
+    if torch is not None and isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu()
+        if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
+            tensor = tensor.float()
+        return tensor.numpy()
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{where} is not an array: {exc}", where=where,
+                        fix="give a numpy array, a torch tensor or a list with one entry per sample") from None
+
+
+def _meta_frame(meta: Any, n: int) -> pd.DataFrame | None:
+    """``Dataset.from_arrays``'s ``meta`` (a dict of 1-D columns or a DataFrame) as a frame of ``n`` rows."""
+    import pandas as pd
+
+    if isinstance(meta, pd.DataFrame):
+        if len(meta) != n:
+            raise DataError(f"meta has {len(meta)} rows for {n} inputs", where="meta", fix="give one row per input")
+        return meta.set_axis([str(c) for c in meta.columns], axis=1).reset_index(drop=True)
+    if not isinstance(meta, Mapping):
+        raise DataError(f"meta must be a dict of columns or a pandas DataFrame, not {type(meta).__name__}",
+                        where="meta", fix="e.g. meta={'region': regions} with one value per input")
+    columns: dict[str, np.ndarray] = {}
+    for key, value in meta.items():
+        column = plain_array(value, f"meta[{key!r}]")
+        if column.ndim != 1 or len(column) != n:
+            raise DataError(f"metadata column {key!r} has shape {column.shape}; expected ({n},)",
+                            where=f"meta[{key!r}]", fix="give one value per input for each column")
+        columns[str(key)] = column.astype(str) if column.dtype.kind in "US" else column
+    return pd.DataFrame(columns, index=pd.RangeIndex(n)) if columns else None
 
 
 def _get_meta(self: Dataset) -> pd.DataFrame:
