@@ -1,7 +1,10 @@
 """Number and text formatting (and atomic file writing) shared by the HTML, Markdown and console renderers.
 
 One place decides how a number looks, so the three renderers never disagree: ``0.9123 [0.9012, 0.9234]``;
-missing values are an em dash; integers stay integers; tiny and huge floats switch to scientific notation.
+missing values are an em dash; integers stay integers. A table column shares one :class:`NumberFormat`: one
+notation for the whole column (scientific only when some number in it is too small or too large for fixed
+notation) and, per row, the decimals that the row's magnitude warrants (``0.0787``, ``12.55``, ``185019``:
+never ``185019.2247`` next to ``0.0697``, never ``3.635e-04`` next to ``0.9889``).
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ import json
 import math
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -19,15 +23,20 @@ from assay.evidence.schema import Evidence, Metric
 
 __all__ = [
     "HEADLINE_METRICS",
+    "MAX_DECIMALS",
     "MISSING",
+    "SCIENTIFIC_FROM",
     "SEVERITY_ORDER",
+    "NumberFormat",
     "ci_columns",
+    "decimals_for",
     "format_ci",
     "format_estimate",
     "format_metric",
     "format_number",
     "format_value",
     "headline_metrics",
+    "interval_note",
     "key_metrics",
     "metric_parts",
     "short_hash",
@@ -47,70 +56,145 @@ HEADLINE_METRICS: tuple[tuple[str, str, str], ...] = (
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
 
-def format_number(value: Any, digits: int = 4) -> str:
-    """One scalar as text: ``None``/NaN -> em dash, ints as ints, floats with ``digits`` decimals.
+#: Fixed notation shows at most this many decimals; a column whose numbers would need more goes scientific.
+MAX_DECIMALS = 6
+#: From this magnitude up fixed notation would print 16+ digits: the column goes scientific.
+SCIENTIFIC_FROM = 1e15
 
-    Non-zero floats below 1e-3 in magnitude use scientific notation (a p-value of 3e-7 must not print
-    as 0.0000); integral floats from 1000 up print as integers (a parameter count stored as a float).
+
+def _real(value: Any) -> float | None:
+    """``value`` as a float when it is a finite real number (not a bool), else None."""
+    if isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value)):
+        return float(value)
+    return None
+
+
+def decimals_for(magnitude: float, digits: int = 4) -> int:
+    """Decimals for the numbers of a row whose largest magnitude is ``magnitude``.
+
+    ``digits`` decimals below 10 (``0.9123``, ``7.2381``: rates keep their familiar look); more for small
+    numbers, so that they keep ``digits - 1`` significant digits (``0.00319``, ``0.000364``); fewer from 10
+    up, so that large numbers show ``digits`` significant digits and no spurious precision (``12.55``,
+    ``185019``). The exponent is read after rounding, so 9.99996 counts as 10.
     """
-    if value is None:
-        return MISSING
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, Integral):
-        return str(int(value))
-    if isinstance(value, Real):
+    if not magnitude > 0 or not math.isfinite(magnitude):
+        return digits
+    exponent = int(f"{magnitude:.{max(digits - 1, 0)}e}".split("e")[1])
+    if exponent >= 1:
+        return max(digits - 1 - exponent, 0)
+    return max(digits, digits - 2 - exponent)
+
+
+def _counts(*values: Any) -> bool:
+    """Whether these numbers look like counts: all integral (or missing), one of them above 1 (and below
+    the scientific range, where a float's integral look says nothing)."""
+    present = [float(v) for v in values if v is not None and not isinstance(v, bool)]
+    return (bool(present) and all(math.isfinite(v) and v.is_integer() for v in present)
+            and 1 < max(map(abs, present)) < SCIENTIFIC_FROM)
+
+
+def _integers(*values: Any) -> bool:
+    """Whether every present value is an integer by type (an ``int``, a numpy integer)."""
+    present = [v for v in values if v is not None]
+    return bool(present) and all(isinstance(v, Integral) and not isinstance(v, bool) for v in present)
+
+
+def _as_row(row: Any) -> tuple[Any, ...]:
+    return tuple(row) if isinstance(row, (tuple, list)) else (row,)
+
+
+@dataclass(frozen=True)
+class NumberFormat:
+    """How the numbers of one table column print, so that a column never mixes notations.
+
+    A row is a number or a ``(value, ci_low, ci_high)`` triple, and the numbers of one row share their
+    decimals (:func:`decimals_for` of the row's largest magnitude). Counts (integers by type, or integral
+    floats with one above 1) print as integers. ``scientific``: the whole column uses ``digits``
+    significant digits in scientific notation -- chosen by :meth:`for_rows` when some row needs more than
+    ``MAX_DECIMALS`` decimals or reaches ``SCIENTIFIC_FROM``. ``signed``: a sign on every number (deltas).
+    """
+
+    scientific: bool = False
+    digits: int = 4
+    signed: bool = False
+
+    @classmethod
+    def for_rows(cls, rows: Iterable[Any], *, digits: int = 4, signed: bool = False) -> NumberFormat:
+        """The format of a column holding ``rows`` (numbers or ``(value, ci_low, ci_high)`` tuples)."""
+        def needs_scientific(row: tuple[Any, ...]) -> bool:
+            finite = [abs(x) for x in map(_real, row) if x is not None]
+            if not finite or _integers(*row) or _counts(*row):
+                return False
+            largest = max(finite)
+            return largest >= SCIENTIFIC_FROM or (largest > 0 and decimals_for(largest, digits) > MAX_DECIMALS)
+
+        return cls(any(needs_scientific(_as_row(r)) for r in rows), digits, signed)
+
+    @classmethod
+    def for_metrics(cls, metrics: Iterable[Metric], *, digits: int = 4, signed: bool = False) -> NumberFormat:
+        """The format of a column of metrics shown as ``value [lo, hi]``."""
+        return cls.for_rows(((m.value, m.ci_low, m.ci_high) for m in metrics), digits=digits, signed=signed)
+
+    def _text(self, value: Any, decimals: int | None) -> str:
+        """One number: ``decimals`` None prints it as an integer."""
+        if value is None:
+            return MISSING
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if not isinstance(value, Real):
+            return str(value)
         x = float(value)
+        sign = "+" if self.signed else ""
         if math.isnan(x):
             return MISSING
         if math.isinf(x):
-            return "\u221e" if x > 0 else "-\u221e"
-        if abs(x) >= 1e15 or (x != 0 and abs(x) < 1e-3):
-            return f"{x:.{max(digits - 1, 1)}e}"
-        if abs(x) >= 1e6 or (abs(x) >= 1000 and x.is_integer()):
-            return f"{x:.0f}"
-        return f"{x:.{digits}f}"
-    return str(value)
+            return (sign + "\u221e") if x > 0 else "-\u221e"
+        if decimals is None:
+            return f"{int(value) if isinstance(value, Integral) else int(x):{sign}d}"
+        if self.scientific:
+            return f"{x:{sign}.{max(self.digits - 1, 1)}e}"  # zero too: 0.000e+00 next to 1.526e-06
+        return f"{x:{sign}.{decimals}f}"
+
+    def _row(self, row: Sequence[Any], counts: bool) -> list[str]:
+        finite = [abs(x) for x in map(_real, row) if x is not None]
+        decimals = None if counts else decimals_for(max(finite) if finite else 0.0, self.digits)
+        return [self._text(v, decimals) for v in row]
+
+    def number(self, value: Any) -> str:
+        """A lone number (its own row): integers by type stay integers; integral floats print like floats
+        of their magnitude (``1234567``, ``0.0000``)."""
+        return self._row((value,), _integers(value))[0]
+
+    def estimate(self, value: Any, ci_low: Any = None, ci_high: Any = None) -> tuple[str, str]:
+        """(value, ``[lo, hi]`` or ``""``), the three numbers with one row's decimals."""
+        row = (value, ci_low, ci_high)
+        text, low, high = self._row(row, _integers(*row) or _counts(*row))
+        return text, "" if ci_low is None and ci_high is None else f"[{low}, {high}]"
+
+    def metric(self, metric: Metric) -> tuple[str, str]:
+        """(value, ``[lo, hi]`` or ``""``) of a metric."""
+        return self.estimate(metric.value, metric.ci_low, metric.ci_high)
+
+
+def format_number(value: Any, digits: int = 4) -> str:
+    """One scalar as text: ``None``/NaN -> em dash, ints as ints, floats with the decimals their magnitude
+    warrants (:func:`decimals_for`; ``digits`` decimals below 10); scientific notation below 1e-4 or from
+    1e15 (a p-value of 3e-7 must not print as 0.0000). A number in a table column: :class:`NumberFormat`.
+    """
+    return NumberFormat.for_rows([value], digits=digits).number(value)
 
 
 def format_ci(ci_low: Any, ci_high: Any, digits: int = 4) -> str:
     """``[lo, hi]``, or ``""`` when both ends are missing."""
     if ci_low is None and ci_high is None:
         return ""
-    return f"[{format_number(ci_low, digits)}, {format_number(ci_high, digits)}]"
-
-
-def _counts(*values: Any) -> bool:
-    """Whether these numbers look like counts: all integral (or missing), one of them above 1."""
-    present = [float(v) for v in values if v is not None and not isinstance(v, bool)]
-    return bool(present) and all(math.isfinite(v) and v.is_integer() for v in present) and max(map(abs, present)) > 1
+    return NumberFormat.for_rows([(ci_low, ci_high)], digits=digits).estimate(None, ci_low, ci_high)[1]
 
 
 def format_estimate(value: Any, ci_low: Any, ci_high: Any, digits: int = 4) -> tuple[str, str]:
-    """(value, ``[lo, hi]`` or ``""``) in one consistent notation.
-
-    Counts (all integral, one above 1) print as integers; when every number is below 1e-3 in magnitude
-    (or one is astronomically large) all three use scientific notation; otherwise all use ``digits``
-    decimals (whole numbers from 1e6 up), so an interval never mixes
-    ``5.452e-04`` with ``0.0135``.
-    """
-    numbers = [v for v in (value, ci_low, ci_high) if isinstance(v, Real) and not isinstance(v, bool)]
-    finite = [abs(float(v)) for v in numbers if math.isfinite(float(v))]
-    if _counts(value, ci_low, ci_high):
-        def fmt(v: Any) -> str:
-            return format_number(None if v is None else int(v))
-    elif finite and (0 < max(finite) < 1e-3 or max(finite) >= 1e15):
-        def fmt(v: Any) -> str:
-            if isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(float(v)):
-                return f"{float(v):.{max(digits - 1, 1)}e}"  # zero too: 0.000e+00 next to 1.526e-06
-            return format_number(v, digits)
-    else:
-        def fmt(v: Any) -> str:
-            if isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(float(v)) and abs(float(v)) < 1e6:
-                return f"{float(v):.{digits}f}"
-            return format_number(v, digits)
-    ci = "" if ci_low is None and ci_high is None else f"[{fmt(ci_low)}, {fmt(ci_high)}]"
-    return fmt(value), ci
+    """(value, ``[lo, hi]`` or ``""``) in one consistent notation: a column of one row of
+    :class:`NumberFormat`, so an interval never mixes ``5.452e-04`` with ``0.0135``."""
+    return NumberFormat.for_rows([(value, ci_low, ci_high)], digits=digits).estimate(value, ci_low, ci_high)
 
 
 def metric_parts(metric: Metric, digits: int = 4) -> tuple[str, str]:
@@ -122,6 +206,32 @@ def format_metric(metric: Metric, digits: int = 4) -> str:
     """``value [lo, hi]`` (just ``value`` when the metric has no interval)."""
     value, ci = metric_parts(metric, digits)
     return f"{value} {ci}" if ci else value
+
+
+#: Why a point estimate can lie outside its own percentile interval, by kind of statistic.
+_BINNED_BIAS = ("binned calibration errors are biased upwards when bins hold few samples, and resampling adds that "
+                "bias again")
+_OTHER_BIAS = ("the statistic is biased, and resampling adds that bias again, which shifts a percentile interval "
+               "away from the estimate")
+
+
+def interval_note(name: str, metric: Metric, fmt: NumberFormat | None = None) -> str | None:
+    """Why ``metric``'s point estimate lies outside its own interval; None when it lies inside or there is no
+    interval.
+
+    A percentile bootstrap interval is the spread of the statistic over resamples. For a statistic biased
+    away from its true value (binned ECE/MCE, classwise ECE near 0: |acc - conf| per bin only grows with
+    sampling noise) each resample adds the bias once more, so the whole interval can sit beside the
+    estimate (Efron & Tibshirani 1993, ch. 10 on bias). The report then says so instead of leaving a
+    reader to suspect a bug. ``fmt``: the numbers' format when they belong to a table column.
+    """
+    value, low, high = _real(metric.value), _real(metric.ci_low), _real(metric.ci_high)
+    if value is None or low is None or high is None or low <= value <= high:
+        return None
+    text, ci = (fmt or NumberFormat.for_metrics([metric])).metric(metric)
+    kind = "bootstrap interval" if "bootstrap" in metric.method.lower() else "interval"
+    reason = _BINNED_BIAS if "binning" in metric.config else _OTHER_BIAS
+    return f"{name} {text} lies outside its own {kind} {ci}: {reason}; read the interval as indicative"
 
 
 def format_value(value: Any, max_chars: int = 200) -> str:
