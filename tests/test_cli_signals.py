@@ -32,6 +32,17 @@ def slow_job(tmp_path_factory) -> list[str]:
             str(root / "out"), "--no-cache"]
 
 
+@pytest.fixture(autouse=True)
+def _sigint_not_ignored():
+    """A test run started in the background by a non-interactive shell (``make test &``) inherits SIGINT
+    ignored, children keep an ignored signal across exec, and Python keeps an inherited SIG_IGN (as ``nohup``
+    wants): the script would never see the Ctrl-C this test sends. A handled signal is reset to the default
+    in the child, so handle it here while the test runs."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _interrupt(args: list[str], delay: float) -> tuple[int, str]:
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "COLUMNS": "120"})
