@@ -46,6 +46,7 @@ import numpy as np
 from assay.errors import DataError, ModelError, OptionError, UserError
 from assay.models._common import describe_error
 from assay.models.base import Model
+from assay.progress import scope, shown, stage
 
 if TYPE_CHECKING:
     import onnx
@@ -113,6 +114,7 @@ def make_variants(
     example: np.ndarray | None = None,
     max_calibration_samples: int = MAX_CALIBRATION_SAMPLES,
     keep_going: bool = False,
+    progress: bool | None = None,
 ) -> list[Variant]:
     """Build the reference and the variants ``methods`` ask for into ``out_dir``; fp32 comes first.
 
@@ -122,6 +124,7 @@ def make_variants(
     ``train_data`` and ``finetune_epochs``: the fine-tune after pruning. ``example``: one input batch for
     export and pruning (default: the first two calibration rows). All inputs are checked before any work
     starts. ``keep_going``: a variant that fails to build is returned with ``error`` set instead of raising.
+    ``progress``: one step per variant built (None: as the enclosing :func:`assay.progress.scope` says).
     """
     requested = parse_methods(methods)
     ratios = _check_ratios(prune_ratios) if "prune" in requested else []
@@ -153,36 +156,43 @@ def make_variants(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    variants = [_reference(loaded, example_batch, out)]
-    reference = out / "fp32.onnx"
-    metadata = _metadata(reference)
-    base: Path | None = None
     jobs = [job for name in requested if name != "fp32"  # (variant name, method, pruning ratio)
             for job in ([(f"pruned-{r:g}", name, r) for r in ratios] if name == "prune" else [(name, name, 0.0)])]
-    for name, method, ratio in jobs:
-        if method.startswith("int8-") and base is None:  # int8 variants share the pre-processed reference
-            base, base_note = _preprocess(reference, out / "fp32-preprocessed.onnx")
-            variants[0].notes.append(base_note)
-        t0 = time.perf_counter()
-        try:
-            made = _build(method, loaded, module, calibration, base or reference, reference, example_batch, out,
-                          ratio=ratio, train_data=train_data, epochs=finetune_epochs, seed=seed,
-                          max_samples=max_calibration_samples)
-            assert made.path is not None  # only a failed method (error set) has no file
-            _stamp(made.path, metadata, made.name)
-        except Exception as exc:  # a model the converters cannot handle: say which method, keep the cause
-            error = f"building the {name} variant failed: {describe_error(exc)}"
-            if not keep_going:
-                if isinstance(exc, UserError):
-                    raise
-                raise ModelError(error, where=loaded.info.path,
-                                 fix=f"leave {method} out of the methods (the other methods may still work)") from exc
-            for stale in out.glob(f"{name}.onnx*"):
-                stale.unlink(missing_ok=True)
-            variants.append(Variant(name, method, None, None, [], error=error))
-            continue
-        made.notes.append(f"built in {time.perf_counter() - t0:.3f} s")
-        variants.append(made)
+    variants: list[Variant] = []
+    with scope(shown(progress)), stage("building compressed variants", total=1 + len(jobs), unit="variants") as advance:
+        advance.detail("[fp32]")
+        variants.append(_reference(loaded, example_batch, out))
+        advance()
+        reference = out / "fp32.onnx"
+        metadata = _metadata(reference)
+        base: Path | None = None
+        for name, method, ratio in jobs:
+            advance.detail(f"[{name}]")
+            if method.startswith("int8-") and base is None:  # int8 variants share the pre-processed reference
+                base, base_note = _preprocess(reference, out / "fp32-preprocessed.onnx")
+                variants[0].notes.append(base_note)
+            t0 = time.perf_counter()
+            try:
+                made = _build(method, loaded, module, calibration, base or reference, reference, example_batch, out,
+                              ratio=ratio, train_data=train_data, epochs=finetune_epochs, seed=seed,
+                              max_samples=max_calibration_samples)
+                assert made.path is not None  # only a failed method (error set) has no file
+                _stamp(made.path, metadata, made.name)
+            except Exception as exc:  # a model the converters cannot handle: say which method, keep the cause
+                error = f"building the {name} variant failed: {describe_error(exc)}"
+                if not keep_going:
+                    if isinstance(exc, UserError):
+                        raise
+                    raise ModelError(error, where=loaded.info.path, fix=f"leave {method} out of the methods "
+                                     "(the other methods may still work)") from exc
+                for stale in out.glob(f"{name}.onnx*"):
+                    stale.unlink(missing_ok=True)
+                variants.append(Variant(name, method, None, None, [], error=error))
+                continue
+            finally:
+                advance()
+            made.notes.append(f"built in {time.perf_counter() - t0:.3f} s")
+            variants.append(made)
     _stamp(reference, metadata, "fp32")
     return variants
 
@@ -540,14 +550,15 @@ def _pruned(model: Model, module: Any, example: np.ndarray, ratio: float, out: P
     pruned = prune_channels(module, inputs, ratio)
     before, after = count_parameters(module), count_parameters(pruned)
     notes = [f"parameters {before:,} -> {after:,} ({100 * (after / before - 1):+.0f}%)"]
+    name = f"pruned-{ratio:g}"
     if epochs > 0 and train_data is not None:
-        finetune(pruned, train_data, epochs, seed)
+        with stage(f"fine-tuning {name}", note=f"{epochs} epochs over {len(train_data):,} samples"):
+            finetune(pruned, train_data, epochs, seed)
         tuned = f"fine-tuned {epochs} epoch(s) on {train_data.name} (Adam, lr 1e-3, seed {seed})"
         notes.append(tuned)
     else:
         tuned = "not fine-tuned"
         notes.append("not fine-tuned: accuracy is what pruning alone leaves")
-    name = f"pruned-{ratio:g}"
     path = out / f"{name}.onnx"
     _export(pruned, example, path, model.info.class_names)
     method = (f"structured channel pruning (Torch-Pruning DepGraph, L2-magnitude importance, {100 * ratio:g}% of "

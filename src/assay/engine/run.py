@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from assay.data.dataset import Dataset
 from assay.engine.backends import Backend, LocalBackend
@@ -19,6 +18,7 @@ from assay.engine.views import CleanView, View
 from assay.engine.work import Shard
 from assay.errors import ModelError
 from assay.models.base import Model
+from assay.progress import stage
 
 __all__ = ["Outputs", "run_views", "shards_of"]
 
@@ -151,19 +151,12 @@ def run_views(
             todo.append((view, source, key, record))
     if todo:
         total = sum(-(-len(src) // batch_size) for _, src, _, _ in todo)
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            disable=not progress,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("inference", total=total)
+        names = [view.spec.name for view, _, _, _ in todo]
+        views_note = f"{len(names)} views" if len(names) > 3 else f"view{'s' * (len(names) > 1)} {', '.join(names)}"
+        with stage("inference", total=total, unit="batches", enabled=progress, note=views_note) as advance:
             for view, source, key, record in todo:
-                bar.update(task, description=f"inference [{view.spec.name}]")
-                result = _run_view(model, view, source, batch_size, backend, outputs, keep_features,
-                                   lambda: bar.advance(task))
+                advance.detail(f"[{view.spec.name}]")
+                result = _run_view(model, view, source, batch_size, backend, outputs, keep_features, advance)
                 cache.put(key, result, record={**record, "rows": len(source)})
                 outputs.views[view.spec.name] = result
         model.release_memory()

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from assay.errors import UserError
 from assay.models._common import describe_error, first_line
+from assay.progress import stage
 from assay.stats.order import (
     ORDER_STATISTIC_CI_METHOD,
     min_runs_for_upper_bound,
@@ -264,6 +265,7 @@ def measure_latency(
     seed: int = 0,
     threads: int | None = None,
     clock: Callable[[], int] = time.perf_counter_ns,
+    progress: bool | None = None,
 ) -> LatencyProfile:
     """Time ``run_batch`` on batches built from ``sample`` rows, per batch size (see the module docstring).
 
@@ -271,12 +273,19 @@ def measure_latency(
     ``max(min_runs, runs the p95 needs for a two-sided interval)`` on (72 at 95%: the compare gate reads
     the p95), and every ~5% more runs after; or after ``max_runs`` runs; or when ``budget_s`` (warm-up
     included) is spent -- then possibly before ``min_runs``, but after at least one timed run.
-    ``threads`` is only recorded. ``clock`` (integer nanoseconds) is a seam for tests.
+    ``threads`` is only recorded. ``clock`` (integer nanoseconds) is a seam for tests. ``progress``: one step
+    per batch size, shown between timings, never inside one (None: as :func:`assay.progress.scope` says).
     """
     sizes = _validate(batch_sizes, warmup, min_runs, max_runs, target_rel_halfwidth, budget_s, confidence)
-    batches = [_time_one_size(run_batch, make_batch(sample, b, seed), warmup=warmup, min_runs=min_runs,
-                              max_runs=max_runs, target=target_rel_halfwidth, budget_s=budget_s,
-                              confidence=confidence, clock=clock) for b in sizes]
+    batches = []
+    with stage("latency timing", total=len(sizes), unit="batch sizes", enabled=progress,
+               note=f"at most {budget_s:g} s each") as advance:
+        for b in sizes:
+            advance.detail(f"[batch {b}]")
+            batches.append(_time_one_size(run_batch, make_batch(sample, b, seed), warmup=warmup, min_runs=min_runs,
+                                          max_runs=max_runs, target=target_rel_halfwidth, budget_s=budget_s,
+                                          confidence=confidence, clock=clock))
+            advance()
     return LatencyProfile(batches=batches, threads=threads, confidence=confidence,
                           target_rel_halfwidth=target_rel_halfwidth, budget_s=budget_s, warmup=warmup,
                           min_runs=min_runs, max_runs=max_runs, seed=seed)
@@ -287,25 +296,33 @@ def measure_latency(
 
 def interleaved_latency(models: dict[str, Any], sample: np.ndarray, batch: int, *, budget_s: float,
                         confidence: float, rounds: int = 5,
-                        failures: dict[str, str] | None = None) -> dict[str, Any]:
+                        failures: dict[str, str] | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Head-to-head timing at one batch size: ``rounds`` alternating rounds over all models (original and
     variants), per-call times pooled per model, then summarised (p50 with its order-statistic CI). Every
     model meets the same drift (frequency scaling, other load), so the comparison is fair where timing the
     models one after another is not. A model that raises is dropped from the rounds and left out of the
-    result; with ``failures`` its reason is recorded there (otherwise the error propagates)."""
+    result; with ``failures`` its reason is recorded there (otherwise the error propagates). ``progress``:
+    one step per model and round, shown between timings (None: as :func:`assay.progress.scope` says)."""
     pooled: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, model in models.items():
-            if name not in pooled:
-                continue
-            try:
-                prof = measure_latency(model.logits, sample, batch_sizes=(batch,), warmup=3, min_runs=30,
-                                       max_runs=150, budget_s=budget_s / rounds, confidence=confidence)
-            except Exception as exc:
-                if failures is None:
-                    raise
-                failures[name] = describe_error(exc)
-                del pooled[name]
-                continue
-            pooled[name].extend(prof.batches[0].times_ms)
+    with stage("head-to-head timing", total=rounds * len(models), unit="timings", enabled=progress,
+               note=f"{len(models)} models x {rounds} rounds at batch {batch}, at most {budget_s:g} s") as advance:
+        for round_ in range(rounds):
+            for name, model in models.items():
+                if name not in pooled:
+                    advance()
+                    continue
+                advance.detail(f"[{name}, round {round_ + 1}]")
+                try:
+                    prof = measure_latency(model.logits, sample, batch_sizes=(batch,), warmup=3, min_runs=30,
+                                           max_runs=150, budget_s=budget_s / rounds, confidence=confidence,
+                                           progress=False)
+                except Exception as exc:
+                    if failures is None:
+                        raise
+                    failures[name] = describe_error(exc)
+                    del pooled[name]
+                    continue
+                finally:
+                    advance()
+                pooled[name].extend(prof.batches[0].times_ms)
     return {name: summarize_times(times, batch, confidence=confidence) for name, times in pooled.items()}

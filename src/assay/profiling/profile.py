@@ -28,6 +28,7 @@ from assay.models.spec import ModelSpec
 from assay.profiling.energy import EnergyEstimate, energy_per_1000, measure_energy, rapl_available
 from assay.profiling.latency import LatencyProfile, make_batch, measure_latency
 from assay.profiling.memory import peak_rss_subprocess
+from assay.progress import stage
 
 __all__ = ["EfficiencyProfile", "model_file_size", "profile_model"]
 
@@ -115,6 +116,7 @@ def profile_model(
     min_runs: int = 20,
     max_runs: int = 2000,
     target_rel_halfwidth: float = 0.05,
+    progress: bool | None = None,
 ) -> EfficiencyProfile:
     """Latency per batch size (``model.logits``), size, parameters, FLOPs, peak RSS, energy and cost.
 
@@ -123,7 +125,8 @@ def profile_model(
     per batch size. Size and peak RSS come from the model's own files and spec (``model.model_files()``,
     ``model.spec()``), or from ``model_path`` when given; a model built in memory has neither (None, with
     the reason). ``price_per_hour`` (the machine's price) gives the cost per million inferences at the
-    best-throughput batch size.
+    best-throughput batch size. ``progress``: show the timing and the fresh-process measurement as they
+    run (None: as the enclosing :func:`assay.progress.scope` says).
     """
     from assay.environment import cpu_model_and_flags
 
@@ -136,7 +139,7 @@ def profile_model(
     try:
         latency = measure_latency(runner.logits, sample, batch_sizes=batch_sizes, warmup=warmup, min_runs=min_runs,
                                   max_runs=max_runs, target_rel_halfwidth=target_rel_halfwidth, budget_s=budget_s,
-                                  confidence=confidence, seed=seed, threads=used_threads)
+                                  confidence=confidence, seed=seed, threads=used_threads, progress=progress)
         best = latency.best
         spi = best.seconds_per_inference
         if rapl_available():
@@ -163,9 +166,10 @@ def profile_model(
         fixed = model.info.input_shape[0] if model.info.input_shape else None
         if fixed is not None:
             rss_batch = int(fixed)  # a graph exported with a fixed batch size
-        peak, baseline, rss_note = peak_rss_subprocess(
-            rss_spec.model_copy(update={"threads": used_threads}), make_batch(sample, rss_batch, seed),
-            input_dtype=model.info.input_dtype)
+        with stage("peak memory in a fresh process", enabled=progress):
+            peak, baseline, rss_note = peak_rss_subprocess(
+                rss_spec.model_copy(update={"threads": used_threads}), make_batch(sample, rss_batch, seed),
+                input_dtype=model.info.input_dtype)
 
     cost = cost_note = None
     if price_per_hour is not None:
