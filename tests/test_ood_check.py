@@ -215,3 +215,106 @@ def test_onnx_head_forms(tmp_path):
     relu_head = build([helper.make_node("MatMul", ["f", "w2"], ["z"]), helper.make_node("Relu", ["z"], ["logits"])],
                       {"w2": w2}, "relu")
     assert relu_head.last_layer() is None
+
+
+def _confident_ood(model, n: int = 300, scale: float = 6.0, seed: int = 3) -> np.ndarray:
+    """Inputs far out along the class centres of the nearest-centre linear model: its logits x.c_k grow with
+    the distance, so it is more confident on them than on any evaluation input."""
+    rng = np.random.default_rng(seed)
+    centres = model.weight.T
+    return (scale * centres[rng.integers(0, len(centres), n)] + rng.normal(0, 0.5, (n, centres.shape[1]))
+            ).astype(np.float32)
+
+
+def test_a_more_confident_ood_set_is_a_warning_that_says_so(tmp_path):
+    ds, model = make_blobs_dataset(n=400, noise=1.5)
+    np.savez(tmp_path / "confident.npz", x=_confident_ood(model))
+    run = run_evaluation(model, ds, config=EvaluateConfig(ood=[str(tmp_path / "confident.npz")], n_bootstrap=200),
+                         cache_dir=None)
+    section = run.evidence.sections["ood"]
+    rows = {r["detector"]: r for r in section.tables["detectors[confident]"]}
+    # Independent reference: max-logit AUROC (OOD positive, higher score = more ID) from scikit-learn.
+    perm = np.random.default_rng(__import__("assay").stats.spawn_seed(0, "ood/split")).permutation(400)
+    id_half = np.sort(perm[200:])
+    max_logit_id = (ds.x @ model.weight + model.bias).max(1)[id_half]
+    max_logit_ood = (_confident_ood(model) @ model.weight + model.bias).max(1)
+    expected = roc_auc_score(np.r_[np.zeros(200), np.ones(300)], -np.r_[max_logit_id, max_logit_ood])
+    assert expected < 0.01 and rows["max_logit"]["auroc"] == pytest.approx(expected, abs=1e-6)
+    assert rows["max_logit"]["auroc_ci_high"] < 0.5 and rows["mahalanobis"]["auroc"] > 0.95
+
+    assert section.verdict == "warn"
+    (cause,) = section.verdict_reasons()
+    assert cause.severity == "warning" and cause.sets_verdict and cause.evidence == "ood.tables.detectors[confident]"
+    assert cause.message.startswith("the model is more confident on OOD set confident than on the evaluation data")
+    assert "confidence-based rejection would keep the OOD inputs and reject real ones" in cause.message
+    assert "max_logit 0.000" in cause.message and "energy 0.000" in cause.message
+    assert "mahalanobis AUROC 1.000" in cause.message  # the feature detector that does separate it
+    # The seeded-half caveat is a warning too, but not why the section warns.
+    assert all("seeded half" not in f.message for f in section.verdict_reasons())
+    assert not section.summary.startswith("best")
+    assert section.summary.startswith("6 detectors x 1 OOD set(s); MSP baseline AUROC")
+
+    from assay.report import render_markdown
+
+    md = render_markdown(run.evidence)
+    assert "**Why WARN:** the model is more confident on OOD set confident than on the evaluation data" in md
+
+
+def test_the_ood_section_leads_with_one_table_per_set(tmp_path):
+    ds, model = make_blobs_dataset(n=400, noise=1.5)
+    np.savez(tmp_path / "confident.npz", x=_confident_ood(model))
+    np.savez(tmp_path / "far.npz", x=np.random.default_rng(1).normal(0, 12, (300, 4)).astype(np.float32))
+    run = run_evaluation(model, ds, config=EvaluateConfig(ood=[str(tmp_path / "confident.npz"),
+                                                               str(tmp_path / "far.npz")], n_bootstrap=100),
+                         cache_dir=None)
+    section = run.evidence.sections["ood"]
+    assert section.lead_tables == ["detectors[confident]", "detectors[far]"]
+    full = section.tables["detectors"]
+    for name in ("confident", "far"):
+        lead = section.tables[f"detectors[{name}]"]
+        assert [r["detector"] for r in lead] == [r["detector"] for r in full if r["ood_set"] == name]
+        assert set(lead[0]) == {"detector", "auroc", "auroc_ci_low", "auroc_ci_high", "fpr_at_95_tpr",
+                                "fpr_at_95_tpr_ci_low", "fpr_at_95_tpr_ci_high"}
+        by_detector = {r["detector"]: r for r in full if r["ood_set"] == name}
+        for row in lead:  # the same numbers as the full table and the metric list
+            assert row["auroc"] == by_detector[row["detector"]]["auroc"]
+            assert row["fpr_at_95_tpr"] == section.metrics[f"fpr_at_95_tpr[{row['detector']},{name}]"].value
+    assert len(section.metrics) == 4 * 6 * 2 + 1  # the full list stays in the evidence
+
+    from assay.report import render_html
+
+    html = render_html(run.evidence)
+    body = html[html.index('<section class="check" id="s-ood">'):]
+    body = body[:body.index("</section>")]
+    first, second = (body.index(f'id="s-ood.tables.detectors-{name}"') for name in ("confident", "far"))
+    fold = body.index('<details class="block" id="s-ood-all">')
+    assert first < second < body.index("<h4>Plots</h4>") < fold < body.index('<table class="metrics">')
+    assert "All 49 metrics and 1 full table (also in evidence.json)" in body
+    msp = next(r for r in section.tables["detectors[far]"] if r["detector"] == "msp")
+    assert f"{msp['auroc']:.4f}<span class=\"ci\">" in body[second:fold]
+
+
+def test_a_poorly_separated_ood_set_warns_with_the_msp_rule(tmp_path):
+    """OOD inputs drawn like the evaluation data: MSP cannot tell them apart (AUROC near 0.5, not inverted)."""
+    ds, model = make_blobs_dataset(n=400, noise=1.5)
+    same, _ = make_blobs_dataset(n=300, noise=1.5, seed=0)
+    np.savez(tmp_path / "alike.npz", x=same.x[::-1].copy() + np.float32(0.01))
+    run = run_evaluation(model, ds, config=EvaluateConfig(ood=[str(tmp_path / "alike.npz")], n_bootstrap=200),
+                         cache_dir=None)
+    section = run.evidence.sections["ood"]
+    msp = next(r for r in section.tables["detectors[alike]"] if r["detector"] == "msp")
+    assert msp["auroc_ci_low"] < 0.5 < msp["auroc_ci_high"]  # chance level
+    assert section.verdict == "warn"
+    (cause,) = section.verdict_reasons()
+    assert cause.message.startswith("max-softmax confidence separates OOD set alike poorly from the evaluation data")
+    assert f"msp AUROC {msp['auroc']:.3f}" in cause.message and "warn below 0.8" in cause.message
+    assert f"still accepts {msp['fpr_at_95_tpr']:.0%} of these OOD inputs" in cause.message
+
+
+@pytest.mark.parametrize(("auroc", "ci_high", "inverted"), [
+    (0.10, 0.20, True), (0.45, 0.49, True), (0.20, 0.55, False), (0.45, 0.60, False),
+    (0.25, None, True), (0.25, float("nan"), True), (0.35, None, False), (0.0, float("nan"), True)])
+def test_inverted_auroc_rule(auroc, ci_high, inverted):
+    from assay.checks.ood import auroc_inverted
+
+    assert auroc_inverted(auroc, ci_high) is inverted

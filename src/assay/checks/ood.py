@@ -40,12 +40,16 @@ if TYPE_CHECKING:
     from assay.models.base import Model
 
 __all__ = [
+    "CONFIDENCE_DETECTORS",
+    "INVERTED_AUROC_POINT",
     "ODIN_EPS",
     "ODIN_TEMPERATURE",
+    "WARN_MSP_AUROC",
     "ODINView",
     "OODCheck",
     "OODConfig",
     "OODView",
+    "auroc_inverted",
     "check_ood",
     "last_layer",
     "odin_perturb",
@@ -55,6 +59,14 @@ __all__ = [
 #: ODIN defaults (Liang et al. 2018; pytorch-ood's defaults): T = 1000 and a step of 0.0014 in input units.
 ODIN_TEMPERATURE = 1000.0
 ODIN_EPS = 0.0014
+
+#: Detectors that score the model's own confidence (from its logits). AUROC well below 0.5 for one of them
+#: means the model is *more* confident on the OOD set than on real data, not that detection works in reverse.
+CONFIDENCE_DETECTORS = (*LOGIT_SCORES, "odin")
+#: The section warns when the MSP baseline's AUROC on an OOD set is below this (it separates the set poorly).
+WARN_MSP_AUROC = 0.8
+#: Without a bootstrap interval, a confidence detector's AUROC below this counts as inverted.
+INVERTED_AUROC_POINT = 0.3
 
 
 class OODView(View):
@@ -150,6 +162,59 @@ def synthetic_ood_sets(reference: Dataset, n: int = 500, seed: int = 0) -> dict[
     }
     return {name: Dataset(x=x.astype(np.float32), y=None, ids=np.arange(len(x)), modality="image", name=name,
                           source="<synthetic>") for name, x in sets.items()}
+
+
+def auroc_inverted(auroc: float, ci_high: float | None) -> bool:
+    """Whether an AUROC is below chance beyond sampling noise: the upper end of its interval is below 0.5,
+    or, without an interval (no bootstrap), the point estimate is below :data:`INVERTED_AUROC_POINT`."""
+    if ci_high is not None and np.isfinite(ci_high):
+        return bool(ci_high < 0.5)
+    return bool(auroc < INVERTED_AUROC_POINT)
+
+
+def _auroc_text(row: dict[str, Any], label: str = " AUROC") -> str:
+    """``msp AUROC 0.203 [0.171, 0.239]`` (the interval only when there is one)."""
+    lo, hi = row["auroc_ci_low"], row["auroc_ci_high"]
+    ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None and np.isfinite([lo, hi]).all() else ""
+    return f"{row['detector']}{label} {row['auroc']:.3f}{ci}"
+
+
+def _verdict_findings(set_name: str, by_set: list[dict[str, Any]]) -> list[Finding]:
+    """The warnings that set the section's verdict for one OOD set: the model is more confident on it than
+    on the evaluation data (a confidence detector's AUROC below chance, see :func:`auroc_inverted`), or else
+    the MSP baseline separates it poorly (AUROC below :data:`WARN_MSP_AUROC`)."""
+    pointer = f"ood.tables.detectors[{set_name}]"
+    inverted = [r for r in by_set if r["detector"] in CONFIDENCE_DETECTORS
+                and auroc_inverted(r["auroc"], r["auroc_ci_high"])]
+    if inverted:
+        separating = [r for r in by_set if r["detector"] not in CONFIDENCE_DETECTORS and r["auroc"] >= WARN_MSP_AUROC]
+        feature_note = ""
+        if separating:
+            top = max(separating, key=lambda r: r["auroc"])
+            feature_note = f"; the feature detector {_auroc_text(top)} does separate it"
+        return [Finding(severity="warning", sets_verdict=True, evidence=pointer, message=(
+            f"the model is more confident on OOD set {set_name} than on the evaluation data "
+            f"(AUROC {', '.join(_auroc_text(r, label='') for r in inverted)}; below 0.5: the OOD inputs look more "
+            f"in-distribution than real ones): confidence-based rejection would keep the OOD inputs and reject real "
+            f"ones"
+            f"{feature_note}"))]
+    msp = next((r for r in by_set if r["detector"] == "msp"), None)
+    if msp is not None and msp["auroc"] < WARN_MSP_AUROC:
+        return [Finding(severity="warning", sets_verdict=True, evidence=pointer, message=(
+            f"max-softmax confidence separates OOD set {set_name} poorly from the evaluation data "
+            f"({_auroc_text(msp)}, warn below {WARN_MSP_AUROC}): a confidence threshold that keeps 95% of real "
+            f"inputs still accepts {msp['fpr_at_95_tpr']:.0%} of these OOD inputs"))]
+    return []
+
+
+def _per_set_tables(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """One short table per OOD set (``detectors[<set>]``): detectors x AUROC and FPR@95TPR with their CIs."""
+    tables: dict[str, list[dict[str, Any]]] = {}
+    keep = [f"{m}{suffix}" for m in ("auroc", "fpr_at_95_tpr") for suffix in ("", "_ci_low", "_ci_high")]
+    for row in rows:
+        tables.setdefault(f"detectors[{row['ood_set']}]", []).append(
+            {"detector": row["detector"], **{k: row[k] for k in keep}})
+    return tables
 
 
 def check_ood(ctx: CheckContext) -> Section:
@@ -276,17 +341,37 @@ def check_ood(ctx: CheckContext) -> Section:
         findings.append(Finding(severity="info", message=(
             f"{view.name}: {top['detector']} is {verdict} the MSP baseline (AUROC {delta:+.3f}, paired "
             f"{int(cfg.confidence * 100)}% CI {lo:+.3f} to {hi:+.3f})"), evidence="ood.tables.detectors"))
+    causes = [f for _name, view in views
+              for f in _verdict_findings(view.name, [r for r in rows if r["ood_set"] == view.name])]
+    findings[:0] = causes
     feature_fit = ("no features: feature detectors not run" if clean.features is None else "--train-data"
                    if train_out is not None and train_out.features is not None else "half of the evaluation set")
-    worst_auroc = min((r["auroc"] for r in rows if r["detector"] == "msp"), default=1.0)
+    per_set = _per_set_tables(rows)
     return Section(
-        name="ood", title="Out-of-distribution detection", verdict="warn" if worst_auroc < 0.8 else "pass",
-        summary=(f"{len(detectors)} detectors x {len(views)} OOD set(s); "
-                 + (f"best AUROC {best['auroc']:.3f} ({best['detector']}, {best['ood_set']})." if best else "")),
-        metrics=metrics, findings=findings, tables={"detectors": rows}, plots=plots,
+        name="ood", title="Out-of-distribution detection", verdict="warn" if causes else "pass",
+        summary=_summary(len(detectors), len(views), rows, best),
+        metrics=metrics, findings=findings, tables={**per_set, "detectors": rows}, plots=plots,
+        lead_tables=list(per_set),
         config={"positive_class": "OOD (OpenOOD convention)", "fpr_at_95_tpr": "fraction of OOD accepted when 95% "
-                "of ID is accepted", "feature_fit": feature_fit, "warn_if_msp_auroc_below": 0.8,
+                "of ID is accepted", "feature_fit": feature_fit, "warn_if_msp_auroc_below": WARN_MSP_AUROC,
+                "warn_if_more_confident_on_ood": (
+                    f"a confidence detector's ({', '.join(CONFIDENCE_DETECTORS)}) AUROC is below chance: the upper "
+                    f"end of its interval below 0.5, or without an interval the AUROC below {INVERTED_AUROC_POINT}"),
                 "odin": odin_settings or None, "key_metrics": ["aurc"]})
+
+
+def _summary(n_detectors: int, n_sets: int, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> str:
+    """One line: how much ran, the MSP baseline's AUROC range over the sets, and the best detector."""
+    text = f"{n_detectors} detectors x {n_sets} OOD set(s)"
+    msp = sorted((r for r in rows if r["detector"] == "msp"), key=lambda r: r["auroc"])
+    if len(msp) == 1:
+        text += f"; MSP baseline AUROC {msp[0]['auroc']:.3f}"
+    elif msp:
+        text += (f"; MSP baseline AUROC from {msp[0]['auroc']:.3f} ({msp[0]['ood_set']}) to {msp[-1]['auroc']:.3f} "
+                 f"({msp[-1]['ood_set']})")
+    if best is not None:
+        text += f"; best detector {best['detector']} (AUROC {best['auroc']:.3f} on {best['ood_set']})"
+    return text + "."
 
 
 class OODConfig(CheckConfig):

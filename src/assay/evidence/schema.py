@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "SCHEMA_VERSION",
+    "VERDICT_SEVERITY",
     "DataInfo",
     "EnvironmentInfo",
     "Evidence",
@@ -23,10 +24,14 @@ __all__ = [
     "Verdict",
 ]
 
-SCHEMA_VERSION = "1.1"  # 1.1: run-level findings (Evidence.findings)
+# 1.1: run-level findings (Evidence.findings); 1.2: Finding.sets_verdict, Section.lead_tables (both optional)
+SCHEMA_VERSION = "1.2"
 
 Severity = Literal["info", "warning", "critical"]
 Verdict = Literal["pass", "warn", "fail", "info"]
+
+#: The finding severity that explains each judging verdict (pass and info need no cause).
+VERDICT_SEVERITY: dict[str, Severity] = {"warn": "warning", "fail": "critical"}
 
 
 class _Strict(BaseModel):
@@ -50,6 +55,8 @@ class Finding(_Strict):
     severity: Severity
     message: str
     evidence: str | None = Field(default=None, description="Pointer to the metric or plot backing the finding.")
+    sets_verdict: bool = Field(default=False, description="This finding is why its section has the verdict it has; "
+                                                          "reports show it next to the verdict.")
 
 
 class Section(_Strict):
@@ -68,6 +75,29 @@ class Section(_Strict):
         default_factory=dict, description="Data behind plots (reliability diagram, confusion matrix, ...)."
     )
     config: dict[str, Any] = Field(default_factory=dict)
+    lead_tables: list[str] = Field(
+        default_factory=list, description="Names of tables that summarise the section (e.g. one per OOD set): "
+                                          "reports show them first and fold the full metric list, kept whole here.")
+
+    def verdict_reasons(self) -> list[Finding]:
+        """The findings that explain a ``warn``/``fail`` verdict, most severe first; ``[]`` for pass and info.
+
+        The warning/critical findings the check marked ``sets_verdict``; failing that (older bundles, checks
+        that mark none), those whose severity matches the verdict (warning for warn, critical for fail), then
+        any warning or critical ones; failing that, a finding made from the summary, so a verdict is never
+        shown without a stated cause.
+        """
+        wanted = VERDICT_SEVERITY.get(self.verdict)
+        if wanted is None:
+            return []
+        rank = {"critical": 0, "warning": 1, "info": 2}
+        for candidates in ([f for f in self.findings if f.sets_verdict and f.severity != "info"],
+                           [f for f in self.findings if f.severity == wanted],
+                           [f for f in self.findings if f.severity != "info"]):
+            if candidates:
+                return sorted(candidates, key=lambda f: rank[f.severity])
+        message = self.summary or f"the check gave '{self.verdict}' without naming a finding"
+        return [Finding(severity=wanted, message=message, evidence=self.name, sets_verdict=True)]
 
 
 class ModelInfo(_Strict):

@@ -20,12 +20,12 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from assay.evidence.schema import Evidence, Metric, Section
+from assay.evidence.schema import Evidence, Finding, Metric, Section
 from assay.report.formatting import (
     MISSING,
     SEVERITY_ORDER,
+    NumberFormat,
     ci_columns,
-    format_estimate,
     format_number,
     format_value,
     headline_metrics,
@@ -34,6 +34,7 @@ from assay.report.formatting import (
     write_text_atomic,
 )
 from assay.report.plots import UnsupportedPlotError, render_plot
+from assay.report.verdicts import INFO_NOTE, attention, other_findings, plural, shorten, verdict_headline
 
 __all__ = ["render_html", "write_html"]
 
@@ -41,13 +42,7 @@ HEAD_ROWS = 15  # rows shown before a "show all" <details>
 MAX_TABLE_COLUMNS = 30
 MAX_TABLE_CELLS = 10_000  # beyond this a table is cut (the full data stays in evidence.json)
 MAX_CLASS_NAMES = 20
-
-VERDICT_TEXT = {
-    "pass": "No check found a problem.",
-    "warn": "At least one check raised a warning: read the findings before shipping.",
-    "fail": "At least one check failed.",
-    "info": "Informational only: no check passed judgement.",
-}
+MAX_BANNER_ITEMS = 8  # section findings named under the banner; the rest are counted
 
 
 @lru_cache(maxsize=1)
@@ -107,13 +102,16 @@ def _table_view(section_name: str, name: str, rows: Sequence[Mapping[str, Any]])
     omitted_columns = max(len(shown) - MAX_TABLE_COLUMNS, 0)
     shown = shown[:MAX_TABLE_COLUMNS]
     max_rows = max(MAX_TABLE_CELLS // max(len(shown), 1), HEAD_ROWS)
+    # One format per value-with-interval column, so a column never mixes notations.
+    formats = {c: NumberFormat.for_rows((r.get(c), r.get(lo), r.get(hi)) for r in rows[:max_rows])
+               for c, (lo, hi) in merged.items()}
     body = []
     for row in rows[:max_rows]:
         cells = []
         for column in shown:
             value = row.get(column)
             if column in merged and (_is_number(value) or value is None):
-                text, ci = format_estimate(value, row.get(merged[column][0]), row.get(merged[column][1]))
+                text, ci = formats[column].estimate(value, row.get(merged[column][0]), row.get(merged[column][1]))
             else:
                 text, ci = format_value(value), ""
             cells.append({"text": text, "ci": ci, "numeric": _is_number(value)})
@@ -155,30 +153,58 @@ def _finding_target(pointer: str | None, known: set[str]) -> str | None:
     return None
 
 
+def _fold_label(n_metrics: int, n_tables: int) -> str:
+    """Summary line of the fold that holds a section's full metric list behind its lead tables."""
+    parts = [plural(n_metrics, "metric")] if n_metrics else []
+    parts += [plural(n_tables, "full table")] if n_tables else []
+    return f"All {' and '.join(parts)} (also in evidence.json)"
+
+
 def _section_view(section: Section) -> dict[str, Any]:
+    """View data of one section. Its verdict's cause (``why``) leads, then the other findings; tables the
+    section names in ``lead_tables`` come before the plots, and the metric list and other tables are then
+    folded into one ``<details>`` (the full list stays in evidence.json)."""
     metrics = _metric_rows(section)
-    tables = [_table_view(section.name, name, rows) for name, rows in section.tables.items()]
+    lead = [name for name in section.lead_tables if name in section.tables]
+    lead_tables = [_table_view(section.name, name, section.tables[name]) for name in lead]
+    tables = [_table_view(section.name, name, rows) for name, rows in section.tables.items() if name not in lead]
     plots = [_plot_view(section.name, name, plot) for name, plot in section.plots.items()]
     anchor = _anchor(section.name)
-    known = {anchor} | {m["id"] for m in metrics} | {t["id"] for t in tables} | {p["id"] for p in plots}
-    findings = sorted(section.findings, key=lambda f: SEVERITY_ORDER.get(f.severity, 9))
+    known = ({anchor} | {m["id"] for m in metrics} | {t["id"] for t in lead_tables + tables}
+             | {p["id"] for p in plots})
+
+    def view(f: Finding) -> dict[str, Any]:
+        return {"severity": f.severity, "message": f.message, "evidence": f.evidence,
+                "href": _finding_target(f.evidence, known)}
+
+    counted = sorted(section.findings, key=lambda f: SEVERITY_ORDER.get(f.severity, 9))
     return {
         "id": anchor,
         "name": section.name,
         "title": section.title,
         "verdict": section.verdict,
+        "why": [view(f) for f in section.verdict_reasons()],
+        "info_note": INFO_NOTE if section.verdict == "info" else "",
         "summary": section.summary,
         "metrics": metrics,
-        "findings": [
-            {"severity": f.severity, "message": f.message, "evidence": f.evidence,
-             "href": _finding_target(f.evidence, known)}
-            for f in findings
-        ],
-        "finding_counts": {s: sum(f.severity == s for f in findings) for s in ("critical", "warning")},
+        "findings": [view(f) for f in other_findings(section)],
+        "finding_counts": {s: sum(f.severity == s for f in counted) for s in ("critical", "warning")},
+        "lead_tables": lead_tables,
+        "fold_label": _fold_label(len(metrics), len(tables)) if lead_tables and (metrics or tables) else "",
         "tables": tables,
         "plots": plots,
         "config": [(str(k), format_value(v, 400)) for k, v in section.config.items()],
     }
+
+
+def _banner_items(evidence: Evidence) -> tuple[list[dict[str, Any]], int]:
+    """Section findings that need reading, named under the banner (run-level ones are listed right below
+    it anyway), and how many more there are."""
+    items = [a for a in attention(evidence) if a.section is not None]
+    shown = [{"severity": a.finding.severity, "where": a.where, "message": shorten(a.finding.message),
+              "label": f"why {a.section.verdict}" if a.cause else a.finding.severity, "href": _anchor(a.section.name)}
+             for a in items[:MAX_BANNER_ITEMS] if a.section is not None]
+    return shown, len(items) - len(shown)
 
 
 def _headline(metric: Metric) -> dict[str, str]:
@@ -193,10 +219,13 @@ def _context(evidence: Evidence, title: str = "Assay report", verdict_text: str 
     if len(names) > MAX_CLASS_NAMES:
         class_preview += f", \u2026 (+{len(names) - MAX_CLASS_NAMES} more)"
     environment = [(k, format_value(v, 400)) for k, v in env.model_dump().items()]
+    banner_items, banner_more = _banner_items(evidence) if verdict_text is None else ([], 0)
     return {
         "title": title,
         "verdict": evidence.verdict,
-        "verdict_text": verdict_text or VERDICT_TEXT[evidence.verdict],
+        "verdict_text": verdict_text or verdict_headline(evidence),
+        "banner_items": banner_items,
+        "banner_more": banner_more,
         "model": {
             "name": Path(model.path).name or model.path,
             "path": model.path,

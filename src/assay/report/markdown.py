@@ -1,7 +1,8 @@
 """Evidence -> GitHub-flavoured Markdown short enough for a pull-request comment (no plots).
 
-A verdict line, the model and data, then per section: its verdict, a table of every metric with its
-interval, and the findings as bullets (most severe first). Text from the evidence is escaped so that a
+A verdict line and what needs reading, the model and data, then per section: its verdict and why, a table
+of every metric with its interval (or, when the section names lead tables, those tables instead), and the
+findings as bullets (most severe first). Text from the evidence is escaped so that a
 class named ``<b>cat</b>`` or ``a|b`` cannot break the table or inject markup.
 """
 
@@ -9,18 +10,25 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
+from numbers import Real
 from pathlib import Path
+from typing import Any
 
 from assay.evidence.schema import Evidence, Section
 from assay.report.formatting import (
     MISSING,
     SEVERITY_ORDER,
+    NumberFormat,
+    ci_columns,
     format_number,
+    format_value,
     headline_metrics,
     metric_parts,
     short_hash,
     write_text_atomic,
 )
+from assay.report.verdicts import INFO_NOTE, plural, verdict_headline
 
 __all__ = ["escape_markdown", "render_markdown", "write_markdown"]
 
@@ -28,6 +36,7 @@ VERDICT_ICON = {"pass": "\u2705", "warn": "\u26a0\ufe0f", "fail": "\u274c", "inf
 SEVERITY_ICON = {"critical": "\u274c", "warning": "\u26a0\ufe0f", "info": "\u2139\ufe0f"}
 MAX_FINDINGS = 10  # per section; GitHub comments are capped at 65,536 characters
 MAX_METRICS = 25
+MAX_TABLE_ROWS = 25  # per lead table
 
 _SPECIAL = re.compile(r"([\\`*_\[\]|#~])")
 
@@ -49,12 +58,59 @@ def _code(text: object, in_table: bool = False) -> str:
     return f"{fence}{body}{fence}" if fence == "`" else f"{fence} {body} {fence}"
 
 
+def _table_lines(name: str, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A row-oriented table (``c``/``c_ci_low``/``c_ci_high`` merged into one ``value [lo, hi]`` cell)."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update(dict.fromkeys(row))
+    merged = ci_columns(seen)
+    companions = {c for pair in merged.values() for c in pair}
+    columns = [c for c in seen if c not in companions]
+    if not columns:
+        return []
+    lines = [f"**{escape_markdown(name)}**", "", "| " + " | ".join(escape_markdown(c) for c in columns) + " |",
+             "|" + "|".join("---:" if c in merged else "---" for c in columns) + "|"]
+    formats = {c: NumberFormat.for_rows((r.get(c), r.get(lo), r.get(hi)) for r in rows[:MAX_TABLE_ROWS])
+               for c, (lo, hi) in merged.items()}  # one notation per column
+    for row in rows[:MAX_TABLE_ROWS]:
+        cells = []
+        for c in columns:
+            value = row.get(c)
+            if c in merged and (value is None or (isinstance(value, Real) and not isinstance(value, bool))):
+                text, ci = formats[c].estimate(value, row.get(merged[c][0]), row.get(merged[c][1]))
+                cells.append(f"{text} {ci}".strip())
+            else:
+                cells.append(escape_markdown(format_value(value)))
+        lines.append("| " + " | ".join(cells) + " |")
+    if len(rows) > MAX_TABLE_ROWS:
+        lines.append(f"| \u2026 {len(rows) - MAX_TABLE_ROWS} more rows in evidence.json |" + " |" * (len(columns) - 1))
+    return [*lines, ""]
+
+
+def _why_line(section: Section) -> list[str]:
+    """The cause of a non-pass verdict, right under the section heading."""
+    reasons = section.verdict_reasons()
+    if reasons:
+        causes = "; ".join(escape_markdown(f.message) + (f" ({_code(f.evidence)})" if f.evidence else "")
+                           for f in reasons)
+        return [f"**Why {section.verdict.upper()}:** {causes}", ""]
+    if section.verdict == "info":
+        return [f"_{escape_markdown(INFO_NOTE)}._", ""]
+    return []
+
+
 def _section_lines(section: Section) -> list[str]:
     icon = VERDICT_ICON.get(section.verdict, "")
     lines = [f"### {icon} {escape_markdown(section.title)}: {section.verdict.upper()}", ""]
+    lines += _why_line(section)
     if section.summary:
         lines += [escape_markdown(section.summary), ""]
-    if section.metrics:
+    lead = [name for name in section.lead_tables if name in section.tables]
+    for name in lead:
+        lines += _table_lines(name, section.tables[name])
+    if lead and section.metrics:
+        lines += [f"All {plural(len(section.metrics), 'metric')} are in evidence.json and the HTML report.", ""]
+    elif section.metrics:
         lines += ["| metric | value | CI | n |", "|---|---:|---:|---:|"]
         for name, metric in list(section.metrics.items())[:MAX_METRICS]:
             arrow = " \u2193" if metric.config.get("lower_is_better") else ""
@@ -82,6 +138,8 @@ def render_markdown(evidence: Evidence) -> str:
     model, data = evidence.model, evidence.data
     lines = [
         f"## {VERDICT_ICON[verdict]} Assay verdict: **{verdict.upper()}**",
+        "",
+        escape_markdown(verdict_headline(evidence)),
         "",
         f"Model {_code(Path(model.path).name or model.path)} ({model.format}, "
         f"sha256 {_code(short_hash(model.sha256))}, {model.num_classes} classes) on {escape_markdown(data.name)} "
