@@ -4,6 +4,8 @@ Public API::
 
     import assay
     evidence = assay.evaluate("model.onnx", "digits", out="assay-out")
+    evidence = assay.evaluate(torch_module, (x, y))          # in memory: an nn.Module and arrays
+    data = assay.Dataset.from_arrays(x, y, class_names=["cat", "dog"], meta={"region": region})
     evidence.sections["performance"].metrics["accuracy"]   # value, ci_low, ci_high, n, method
     result = assay.compare("old-bundle", "new-bundle")       # the paired regression gate
     pick = assay.select(["a.onnx", "b.onnx"], "test.npz", constraints=["latency_p95_ms<=5"])
@@ -25,6 +27,7 @@ from assay._version import __version__
 
 if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
     from assay.api import compare, compress, evaluate, profile, run_evaluation, select
+    from assay.data.dataset import Dataset
     from assay.errors import AssayError, UserError
     from assay.evidence.bundle import read_bundle, read_evidence
     from assay.evidence.schema import Evidence, Metric, Section
@@ -37,6 +40,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Evidence": ("assay.evidence.schema", "Evidence"),
     "Metric": ("assay.evidence.schema", "Metric"),
     "Section": ("assay.evidence.schema", "Section"),
+    "Dataset": ("assay.data.dataset", "Dataset"),
     "evaluate": ("assay.api", "evaluate"),
     "run_evaluation": ("assay.api", "run_evaluation"),
     "compare": ("assay.compare", None),
@@ -50,6 +54,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 
 __all__ = [
     "AssayError",
+    "Dataset",
     "Evidence",
     "Metric",
     "Reference",

@@ -4,6 +4,10 @@
 the library (:mod:`assay.evaluation`, :mod:`assay.compare.run`, :mod:`assay.compress.run`,
 :mod:`assay.profiling`); a parameter of the wrong type or out of range is an :class:`~assay.errors.OptionError`
 naming the Python parameter (the CLI turns parameter names into its flags in one place).
+
+Models may be objects in memory (a ``torch.nn.Module`` or a loaded Model) and data may be arrays
+(``(x, y)``, ``(x,)``, ``x``) or a :class:`~assay.data.dataset.Dataset`, wherever a path is accepted
+(:mod:`assay.evaluation.inputs`); ``compress`` alone needs a model file, since it rebuilds its variants from one.
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ from assay._validation import validated_call
 from assay.checks.base import EvaluateConfig
 from assay.checks.registry import DEFAULT_CHECKS
 from assay.data.dataset import Dataset
+from assay.errors import OptionError
 from assay.evaluation import EvaluationRun, evaluation_inputs, run_evaluation, write_evaluation
+from assay.evaluation.inputs import (
+    InMemoryInputs,
+    as_dataset,
+    as_model,
+    bind_data_settings,
+    check_model_argument,
+    is_in_memory_model,
+)
 from assay.evidence.schema import Evidence
 from assay.models.base import Model
 
@@ -31,14 +44,21 @@ MODEL_OPTIONS = frozenset({"weights", "outputs", "feature_layer", "feature_outpu
 DATA_OPTIONS = frozenset({"label_col", "text_col", "feature_cols", "image_size", "class_names"})
 
 
+def _data_argument(data: Any, role: str, data_options: dict[str, Any] | None) -> Any:
+    """A path unchanged (the pipeline reads it); in-memory data as a Dataset now, its errors naming ``role``."""
+    if data is None or isinstance(data, (str, os.PathLike)):
+        return data
+    return as_dataset(data, data_options, role=role)
+
+
 def evaluate(
-    model: Model | str | os.PathLike[str],
-    data: Dataset | str | os.PathLike[str],
+    model: Model | str | os.PathLike[str] | Any,
+    data: Dataset | str | os.PathLike[str] | Any,
     *,
     out: str | os.PathLike[str] | None = None,
     suite: str | None = None,
     checks: Sequence[str] = CHECKS,
-    calibration_data: Dataset | str | os.PathLike[str] | None = None,
+    calibration_data: Dataset | str | os.PathLike[str] | Any | None = None,
     seed: int = 0,
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
@@ -49,9 +69,14 @@ def evaluate(
 ) -> Evidence:
     """Evaluate a classifier on labelled data; return the evidence (and write the bundle to ``out``).
 
-    ``model`` is a :class:`~assay.models.Model` or a path (``.onnx``, ``.pt``, ``.pt2``, ``pkg.mod:factory``
-    with ``weights=``); ``data`` a :class:`~assay.data.Dataset` or a spec (``digits``, ``.npz``, image
-    folder, ``.csv``/``.parquet``). Model options (``weights``, ``untrained``, ``outputs``, ``feature_layer``,
+    ``model`` is a path (``.onnx``, ``.pt``, ``.pt2``, ``pkg.mod:factory`` with ``weights=``), a loaded
+    :class:`~assay.models.Model`, or a ``torch.nn.Module``: Assay evaluates an eval-mode copy of the module on
+    the CPU, so the module itself keeps its training mode, device and weights (no file needed; it cannot run
+    on the ``processes`` backend). ``data`` is a spec (``digits``, ``.npz``, image folder, ``.csv``/``.parquet``),
+    an :class:`assay.Dataset` (``assay.Dataset.from_arrays(x, y, class_names=..., meta=...)``) or arrays
+    ``(x, y)`` (numpy or torch; images NCHW in [0, 1]); ``calibration_data`` likewise, and ``ood=[...]``,
+    ``unlabeled=[...]`` (``(x,)`` or ``x``: no labels needed) and ``train_data=(x, y)`` also take arrays.
+    Model options (``weights``, ``untrained``, ``outputs``, ``feature_layer``,
     ``feature_output``, ``threads``) and data options (``label_col``, ``text_col``, ``feature_cols``,
     ``image_size``, ``class_names`` — fixes the label order of folders/tables) are keywords, and so is every
     check's setting (``corruptions=["standard"]``, ``severities``, ``adversarial="quick"``, ``eps=[8/255]``,
@@ -66,58 +91,97 @@ def evaluate(
     options = apply_suite(suite, dict(options))
     model_options = {k: v for k, v in options.items() if k in MODEL_OPTIONS and v is not None}
     data_options = {k: v for k, v in options.items() if k in DATA_OPTIONS and v is not None}
-    config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, confidence=confidence,
-                            **{k: v for k, v in options.items() if k not in MODEL_OPTIONS | DATA_OPTIONS})
-    inputs: list[Path] = []
-    if out is not None:  # a bad output path fails before the evaluation, not after it
-        from assay.evidence.output import check_output
+    check_model_argument(model)
+    with InMemoryInputs() as memory:  # names the in-memory OOD/unlabeled/training sets until the run is done
+        data = _data_argument(data, "data", data_options)
+        calibration_data = _data_argument(calibration_data, "calibration_data", data_options)
+        settings = bind_data_settings(memory, {k: v for k, v in options.items()
+                                               if k not in MODEL_OPTIONS | DATA_OPTIONS}, data_options)
+        config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, confidence=confidence, **settings)
+        inputs: list[Path] = []
+        if out is not None:  # a bad output path fails before the evaluation, not after it
+            from assay.evidence.output import check_output
 
-        inputs = evaluation_inputs(model, data, calibration_data=calibration_data, config=config,
-                                   cache_dir=cache_dir, model_options=model_options)
-        check_output(out, "evaluate", inputs=inputs, force=force)
-    run = run_evaluation(model, data, checks=checks, calibration_data=calibration_data, config=config,
-                         cache_dir=cache_dir, progress=progress, model_options=model_options,
-                         data_options=data_options)
+            inputs = evaluation_inputs(model, data, calibration_data=calibration_data, config=config,
+                                       cache_dir=cache_dir, model_options=model_options)
+            check_output(out, "evaluate", inputs=inputs, force=force)
+        run = run_evaluation(model, data, checks=checks, calibration_data=calibration_data, config=config,
+                             cache_dir=cache_dir, progress=progress, model_options=model_options,
+                             data_options=data_options)
     if out is not None:
         write_evaluation(run, out, inputs=inputs, force=force)
     return run.evidence
 
 
+def _bind_comparison(memory: InMemoryInputs, options: dict[str, Any]) -> dict[str, Any]:
+    """``compare``/``select`` options with in-memory data read (``data``) or named (``evaluate_options``'s OOD,
+    unlabeled and training sets), so the library's path-typed parameters accept them."""
+    bound = dict(options)
+    data_options = bound.get("data_options")
+    bound["data"] = _data_argument(bound.get("data"), "data", data_options)
+    if bound["data"] is None:
+        del bound["data"]
+    if isinstance(bound.get("evaluate_options"), dict):
+        bound["evaluate_options"] = bind_data_settings(memory, bound["evaluate_options"], data_options)
+    return bound
+
+
 def compare(baseline: Any, candidate: Any, **options: Any) -> Any:
-    """Regression gate of ``candidate`` against ``baseline`` (bundles or model files with ``data=``); returns a
-    ``Comparison`` (``.verdict``, ``.exit_code``, ``.rules``). Options: see :func:`assay.compare.run.compare`."""
+    """Regression gate of ``candidate`` against ``baseline`` (bundles, or models evaluated on ``data=``: files,
+    loaded Models or ``torch.nn.Module`` objects; ``data`` may be arrays); returns a ``Comparison``
+    (``.verdict``, ``.exit_code``, ``.rules``). Options: see :func:`assay.compare.run.compare`."""
     from assay.compare.run import compare as run
 
-    return validated_call(run, baseline, candidate, **options)
+    with InMemoryInputs() as memory:
+        baseline, candidate = memory.model(baseline, "baseline"), memory.model(candidate, "candidate")
+        return validated_call(run, baseline, candidate, **_bind_comparison(memory, options))
 
 
-def select(models: list[str], data: Any, **options: Any) -> Any:
-    """Leaderboard and pick among ``models`` under ``constraints=[...]``; returns a ``Selection`` (``.pick``,
+def select(models: list[Any], data: Any, **options: Any) -> Any:
+    """Leaderboard and pick among ``models`` (files, bundles, loaded Models or ``torch.nn.Module`` objects) on
+    ``data`` (a spec, a Dataset or arrays) under ``constraints=[...]``; returns a ``Selection`` (``.pick``,
     ``.reasons``, ``.rows``). Options: see :func:`assay.compare.run.select`."""
     from assay.compare.run import select as run
 
-    return validated_call(run, models, data, **options)
+    with InMemoryInputs() as memory:
+        if isinstance(models, (list, tuple)):
+            models = [memory.model(m, f"models[{i}]") for i, m in enumerate(models)]
+        return validated_call(run, models, **_bind_comparison(memory, {**options, "data": data}))
 
 
 def compress(model: Any, data: Any, **options: Any) -> Any:
     """Compressed variants with a measured speed-up and a damage audit; returns a ``CompressionResult``
-    (``.recommended``, ``.reasons``, ``.rows``). Options: see :func:`assay.compress.run.compress`."""
+    (``.recommended``, ``.reasons``, ``.rows``). ``model`` is a file or factory spec (variants are rebuilt from
+    it); ``data`` may be arrays. Options: see :func:`assay.compress.run.compress`."""
     from assay.compress.run import compress as run
 
-    return validated_call(run, model, data, **options)
+    if is_in_memory_model(model):
+        raise OptionError("compress needs the model as a file or factory spec, not an object in memory",
+                          where="model", fix="save it and pass the path: torch.jit.save(torch.jit.script(module), "
+                          "'model.pt'), an ONNX export, or a factory 'package.module:callable' with weights=")
+    check_model_argument(model)
+    data_options = options.get("data_options")
+    for key in ("calibration", "train_data"):
+        if options.get(key) is not None:
+            options[key] = _data_argument(options[key], key, data_options)
+    return validated_call(run, model, _data_argument(data, "data", data_options), **options)
 
 
 def profile(model: Any, sample: Any, **options: Any) -> Any:
     """What ``model`` costs on this machine on inputs like ``sample`` (latency with CIs, throughput, memory,
-    FLOPs, energy, cost); returns an ``EfficiencyProfile``. ``model`` is a loaded Model or a path/factory
-    spec (then ``weights=``/``untrained=``/``threads=`` load it). Options: see ``profile_model``."""
-    import numpy as np
-
+    FLOPs, energy, cost); returns an ``EfficiencyProfile``. ``model`` is a loaded Model, a ``torch.nn.Module``
+    or a path/factory spec (then ``weights=``/``untrained=``/``threads=`` load it); ``sample`` an array or
+    tensor of inputs. Options: see ``profile_model``."""
+    from assay.data.dataset import plain_array
+    from assay.errors import DataError
     from assay.profiling.profile import profile_model
 
+    check_model_argument(model)
+    inputs = plain_array(sample, "sample")
+    if inputs.ndim == 0 or len(inputs) == 0:
+        raise DataError(f"the sample holds no inputs (shape {inputs.shape})", where="sample",
+                        fix="give a batch of model inputs, e.g. the first 32 rows of the evaluation data")
     if not isinstance(model, Model):
-        from assay.models.loader import load_model
-
-        load = {k: options.pop(k) for k in ("weights", "untrained") if k in options}
-        model = load_model(os.fspath(model), sample=np.asarray(sample)[:2], threads=options.get("threads"), **load)
-    return validated_call(profile_model, model, np.asarray(sample), **options)
+        load: dict[str, Any] = {k: options.pop(k) for k in ("weights", "untrained") if k in options}
+        model = as_model(model, inputs[:2], None, {**load, "threads": options.get("threads")})
+    return validated_call(profile_model, model, inputs, **options)

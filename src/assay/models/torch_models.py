@@ -15,13 +15,16 @@ By default the feature is the *input* of the last linear layer (the classifier h
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import itertools
 import os
 import re
 import sys
+import types
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -55,7 +58,9 @@ __all__ = [
     "load_factory",
     "load_torch_export",
     "load_torchscript",
+    "module_sha256",
     "parse_factory_spec",
+    "wrap_module",
 ]
 
 FACTORY_SPEC = re.compile(r"^(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<attr>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$")
@@ -757,14 +762,136 @@ def load_factory(spec: str, *, weights: str | None = None, outputs: OutputKind =
             while chunk := fh.read(1 << 20):
                 h.update(chunk)
     else:
-        for name, tensor in sorted(module.state_dict().items()):
-            h.update(name.encode() + b"\0")
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        _hash_tensors(h, module.state_dict().items())
     module.eval()
     tap, source = _hook_tap(module, feature_layer, where=spec)
     return _finish(module, tap, source, path=spec, weights=weights, fmt="factory", sha256=h.hexdigest(),
                    input_shape=None, input_dtype=None, outputs=outputs, class_names=class_names,
                    num_classes=num_classes, sample=sample, eager=True)
+
+
+# --------------------------------------------------------------------------- in-memory modules
+
+
+def wrap_module(module: torch.nn.Module, *, sample: np.ndarray, name: str | None = None,
+                outputs: OutputKind = "logits", feature_layer: str | None = None,
+                class_names: list[str] | None = None, num_classes: int | None = None) -> TorchModel:
+    """A ``torch.nn.Module`` in memory as a Model: a factory model without a file (``spec()`` is None, so it
+    runs in this process only; gradients are there for white-box attacks and ODIN).
+
+    Assay evaluates an eval-mode copy of the module on the CPU (parameters and buffers copied there
+    directly, never twice on the module's device): the caller's module keeps its training mode, device, hooks
+    and weights whatever the evaluation does. ``sample`` (a few input rows) gives the number of classes by a
+    dry run; ``info.sha256`` is :func:`module_sha256` (the cache key: the same module hits the cache, a changed
+    one is another model). ``name`` is the model's ``info.path`` (default ``<in-memory ClassName>``).
+    """
+    import torch
+
+    path = name or f"<in-memory {getattr(module, 'original_name', type(module).__qualname__)}>"
+    copied = _cpu_copy(module, where=path)
+    with contextlib.suppress(NotImplementedError):  # an unlifted torch.export graph keeps its export-time mode
+        copied.eval()
+    scripted = isinstance(copied, torch.jit.ScriptModule)  # hooks do not run on ScriptModules: a graph tap
+    try:
+        tap, source = (_script_tap if scripted else _hook_tap)(copied, feature_layer, where=path)
+    except UserError:
+        raise
+    except Exception as exc:  # the TorchScript rewrite uses private APIs: without it the model has no features
+        if feature_layer is not None:
+            raise UserError(f"cannot read layer {feature_layer!r} of this module: {first_line(exc)}", where=path,
+                            fix="drop feature_layer (logits still work)") from exc
+        tap, source = None, None
+    return _finish(copied, tap, source, path=path, fmt="factory", sha256=module_sha256(copied), input_shape=None,
+                   input_dtype=None, outputs=outputs, class_names=class_names, num_classes=num_classes,
+                   sample=sample, eager=not scripted)
+
+
+def _cpu_copy(module: torch.nn.Module, where: str) -> torch.nn.Module:
+    """A deep copy of ``module`` whose parameters and buffers are CPU copies made straight from the originals
+    (``deepcopy``'s memo is seeded with them: a module on a GPU is not duplicated there first)."""
+    import copy
+
+    import torch
+
+    memo: dict[int, Any] = {}
+    elsewhere = any(t.device.type != "cpu" for t in itertools.chain(module.parameters(), module.buffers()))
+    if elsewhere:
+        for tensor in itertools.chain(module.parameters(), module.buffers()):
+            data = tensor.detach().to("cpu", copy=True)
+            memo[id(tensor)] = (torch.nn.Parameter(data, requires_grad=tensor.requires_grad)
+                                if isinstance(tensor, torch.nn.Parameter) else data)
+    try:
+        copied = copy.deepcopy(module, memo)
+        if elsewhere:  # what the memo did not reach (a ScriptModule copies in C++)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # ScriptModules warn about .grad of non-leaves
+                copied = copied.to("cpu")
+        return copied
+    except Exception as exc:
+        raise ModelError(f"the module cannot be copied for evaluation: {type(exc).__name__}: {first_line(exc)}",
+                         where=where, fix="make it deep-copyable (no open files, locks or generators as attributes), "
+                         "or save it and pass the file: torch.jit.save(torch.jit.script(model), 'model.pt'), or "
+                         "a factory 'module:callable' with --weights") from exc
+
+
+def module_sha256(module: torch.nn.Module) -> str:
+    """sha256 of an in-memory module: every submodule's name, class and ``extra_repr``, the bytecode of the
+    methods of every class of its own (not torch's) in their MROs (TorchScript: the compiled code), and every
+    parameter and buffer (name, dtype, shape, bytes). The same module gives the same digest in any process;
+    other weights, buffers, layers or ``forward`` code give another. Not covered: code the module calls outside
+    its classes (a module-level function) and plain tensor attributes that are not registered buffers."""
+    import torch
+
+    h = hashlib.sha256(b"assay in-memory torch module\0")
+    classes: dict[type, None] = {}
+    for name, sub in module.named_modules():
+        kind = type(sub)
+        h.update(f"{name}\0{kind.__module__}.{kind.__qualname__}\0{sub.extra_repr()}\0".encode())
+        if isinstance(sub, torch.jit.ScriptModule):
+            try:
+                h.update(sub.code.encode())
+            except Exception:  # a submodule without methods of its own has no code to show
+                h.update(b"\0")
+        classes.update(dict.fromkeys(c for c in kind.__mro__
+                                     if not c.__module__.startswith(("torch.", "builtins")) and c is not object))
+    for kind in classes:
+        for attr, value in sorted(vars(kind).items()):
+            code = getattr(getattr(value, "__func__", value), "__code__", None)
+            if code is not None:
+                h.update(f"{kind.__qualname__}.{attr}\0".encode())
+                _hash_code(h, code)
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    h.update("".join(f"{n}:{t.dtype}:{tuple(t.shape)}\0" for n, t in sorted(tensors, key=lambda i: i[0])).encode())
+    _hash_tensors(h, tensors)
+    return h.hexdigest()
+
+
+def _hash_code(h: Any, code: types.CodeType) -> None:
+    """Bytecode, names and constants of ``code`` and the code objects nested in it, without the addresses and
+    hash-seeded set orders that ``repr`` would bring in."""
+    h.update(code.co_code)
+    h.update("\0".join(code.co_names).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _hash_code(h, const)
+        elif isinstance(const, frozenset):
+            h.update(repr(sorted(map(repr, const))).encode())
+        else:
+            h.update(repr(const).encode())
+
+
+def _hash_tensors(h: Any, named: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Feed ``h`` each tensor's name, NUL and raw bytes, sorted by name (without copying the bytes of CPU
+    tensors; numpy has no bfloat16, so bytes are read through a uint8 view)."""
+    import torch
+
+    for name, tensor in sorted(named, key=lambda item: item[0]):
+        h.update(name.encode() + b"\0")
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        try:
+            h.update(flat.view(torch.uint8).numpy())
+        except (RuntimeError, TypeError):  # quantized or other exotic dtypes: their integer representation
+            h.update(flat.int_repr().numpy().tobytes() if flat.is_quantized else repr(flat.tolist()).encode())
 
 
 # --------------------------------------------------------------------------- shared tail
