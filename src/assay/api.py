@@ -21,15 +21,14 @@ from assay._validation import validated_call
 from assay.checks.base import EvaluateConfig
 from assay.checks.registry import DEFAULT_CHECKS
 from assay.data.dataset import Dataset
-from assay.errors import OptionError
 from assay.evaluation import EvaluationRun, evaluation_inputs, run_evaluation, write_evaluation
 from assay.evaluation.inputs import (
     InMemoryInputs,
-    as_dataset,
     as_model,
     bind_data_settings,
+    call_with_in_memory_inputs,
     check_model_argument,
-    is_in_memory_model,
+    data_argument,
 )
 from assay.evidence.schema import Evidence
 from assay.models.base import Model
@@ -42,13 +41,6 @@ CHECKS: tuple[str, ...] = DEFAULT_CHECKS
 
 MODEL_OPTIONS = frozenset({"weights", "outputs", "feature_layer", "feature_output", "threads", "untrained"})
 DATA_OPTIONS = frozenset({"label_col", "text_col", "feature_cols", "image_size", "class_names"})
-
-
-def _data_argument(data: Any, role: str, data_options: dict[str, Any] | None) -> Any:
-    """A path unchanged (the pipeline reads it); in-memory data as a Dataset now, its errors naming ``role``."""
-    if data is None or isinstance(data, (str, os.PathLike)):
-        return data
-    return as_dataset(data, data_options, role=role)
 
 
 def evaluate(
@@ -93,8 +85,8 @@ def evaluate(
     data_options = {k: v for k, v in options.items() if k in DATA_OPTIONS and v is not None}
     check_model_argument(model)
     with InMemoryInputs() as memory:  # names the in-memory OOD/unlabeled/training sets until the run is done
-        data = _data_argument(data, "data", data_options)
-        calibration_data = _data_argument(calibration_data, "calibration_data", data_options)
+        data = data_argument(data, "data", data_options)
+        calibration_data = data_argument(calibration_data, "calibration_data", data_options)
         settings = bind_data_settings(memory, {k: v for k, v in options.items()
                                                if k not in MODEL_OPTIONS | DATA_OPTIONS}, data_options)
         config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, confidence=confidence, **settings)
@@ -113,28 +105,13 @@ def evaluate(
     return run.evidence
 
 
-def _bind_comparison(memory: InMemoryInputs, options: dict[str, Any]) -> dict[str, Any]:
-    """``compare``/``select`` options with in-memory data read (``data``) or named (``evaluate_options``'s OOD,
-    unlabeled and training sets), so the library's path-typed parameters accept them."""
-    bound = dict(options)
-    data_options = bound.get("data_options")
-    bound["data"] = _data_argument(bound.get("data"), "data", data_options)
-    if bound["data"] is None:
-        del bound["data"]
-    if isinstance(bound.get("evaluate_options"), dict):
-        bound["evaluate_options"] = bind_data_settings(memory, bound["evaluate_options"], data_options)
-    return bound
-
-
 def compare(baseline: Any, candidate: Any, **options: Any) -> Any:
     """Regression gate of ``candidate`` against ``baseline`` (bundles, or models evaluated on ``data=``: files,
     loaded Models or ``torch.nn.Module`` objects; ``data`` may be arrays); returns a ``Comparison``
     (``.verdict``, ``.exit_code``, ``.rules``). Options: see :func:`assay.compare.run.compare`."""
     from assay.compare.run import compare as run
 
-    with InMemoryInputs() as memory:
-        baseline, candidate = memory.model(baseline, "baseline"), memory.model(candidate, "candidate")
-        return validated_call(run, baseline, candidate, **_bind_comparison(memory, options))
+    return call_with_in_memory_inputs(run, baseline, candidate, **options)
 
 
 def select(models: list[Any], data: Any, **options: Any) -> Any:
@@ -143,28 +120,17 @@ def select(models: list[Any], data: Any, **options: Any) -> Any:
     ``.reasons``, ``.rows``). Options: see :func:`assay.compare.run.select`."""
     from assay.compare.run import select as run
 
-    with InMemoryInputs() as memory:
-        if isinstance(models, (list, tuple)):
-            models = [memory.model(m, f"models[{i}]") for i, m in enumerate(models)]
-        return validated_call(run, models, **_bind_comparison(memory, {**options, "data": data}))
+    return call_with_in_memory_inputs(run, models, data, **options)
 
 
 def compress(model: Any, data: Any, **options: Any) -> Any:
     """Compressed variants with a measured speed-up and a damage audit; returns a ``CompressionResult``
     (``.recommended``, ``.reasons``, ``.rows``). ``model`` is a file or factory spec (variants are rebuilt from
-    it); ``data`` may be arrays. Options: see :func:`assay.compress.run.compress`."""
+    it); ``data``, ``calibration`` and ``train_data`` may be arrays. Options: see
+    :func:`assay.compress.run.compress`."""
     from assay.compress.run import compress as run
 
-    if is_in_memory_model(model):
-        raise OptionError("compress needs the model as a file or factory spec, not an object in memory",
-                          where="model", fix="save it and pass the path: torch.jit.save(torch.jit.script(module), "
-                          "'model.pt'), an ONNX export, or a factory 'package.module:callable' with weights=")
-    check_model_argument(model)
-    data_options = options.get("data_options")
-    for key in ("calibration", "train_data"):
-        if options.get(key) is not None:
-            options[key] = _data_argument(options[key], key, data_options)
-    return validated_call(run, model, _data_argument(data, "data", data_options), **options)
+    return call_with_in_memory_inputs(run, model, data, **options)
 
 
 def profile(model: Any, sample: Any, **options: Any) -> Any:

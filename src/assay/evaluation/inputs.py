@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import sys
 from collections import ChainMap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -34,8 +34,10 @@ __all__ = [
     "as_dataset",
     "as_model",
     "bind_data_settings",
+    "call_with_in_memory_inputs",
     "check_model_argument",
     "check_shapes",
+    "data_argument",
     "evaluation_inputs",
     "input_findings",
     "is_in_memory_data",
@@ -57,6 +59,7 @@ _FILE_ONLY_OPTIONS = {
     "feature_output": "use feature_layer (the name of a submodule) for a torch module",
 }
 _BOUND: ContextVar[Mapping[str, Any] | None] = ContextVar("assay_in_memory_inputs", default=None)
+T = TypeVar("T")
 
 
 def _is_torch(value: Any, kind: str) -> bool:
@@ -210,6 +213,56 @@ def bind_data_settings(memory: InMemoryInputs, options: dict[str, Any],
         if isinstance(values, list):
             bound[key] = [memory.data(v, f"{key}[{i}]") for i, v in enumerate(values)]
     return bound
+
+
+def data_argument(data: Any, role: str, data_options: dict[str, Any] | None = None) -> Any:
+    """A path (or None) unchanged, for the pipeline to read; in-memory data as a Dataset now, so that its errors
+    name ``role`` (``data``, ``calibration_data``) rather than the pipeline's generic one."""
+    if data is None or isinstance(data, (str, os.PathLike)):
+        return data
+    return as_dataset(data, data_options, role=role)
+
+
+#: Parameters of the library's comparison and compression calls that name models or data sets.
+_MODEL_PARAMETERS = ("baseline", "candidate")
+_DATA_PARAMETERS = ("data", "calibration", "train_data")
+
+
+def call_with_in_memory_inputs(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``validated_call(fn, ...)`` for :func:`assay.compare.run.compare`, ``select`` and
+    :func:`assay.compress.run.compress`, whose parameters are typed as paths, with objects in memory accepted:
+    ``baseline``, ``candidate`` and each of ``models`` may be a Model or a ``torch.nn.Module`` (named through
+    :class:`InMemoryInputs` for the call), ``data``/``calibration``/``train_data`` arrays or a Dataset, and
+    ``evaluate_options`` may hold in-memory OOD/unlabeled/training sets. ``model`` (compress, which rebuilds
+    its variants from the file) must stay a path: an object there is an OptionError that says how to save it."""
+    import inspect
+
+    from assay._validation import validated_call
+
+    try:
+        bound = inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError:
+        return validated_call(fn, *args, **kwargs)  # it names the missing or unknown parameter
+    arguments = bound.arguments
+    if is_in_memory_model(arguments.get("model")):
+        raise OptionError(f"{fn.__name__} needs the model as a file or factory spec, not an object in memory",
+                          where="model", fix="save it and pass the path: torch.jit.save(torch.jit.script(module), "
+                          "'model.pt'), an ONNX export, or a factory 'package.module:callable' with weights=")
+    if "model" in arguments:
+        check_model_argument(arguments["model"])
+    with InMemoryInputs() as memory:
+        for key in _MODEL_PARAMETERS:
+            if key in arguments:
+                arguments[key] = memory.model(arguments[key], key)
+        if isinstance(arguments.get("models"), (list, tuple)):
+            arguments["models"] = [memory.model(m, f"models[{i}]") for i, m in enumerate(arguments["models"])]
+        data_options = arguments.get("data_options")
+        for key in _DATA_PARAMETERS:
+            if key in arguments:
+                arguments[key] = data_argument(arguments[key], key, data_options)
+        if isinstance(arguments.get("evaluate_options"), dict):
+            arguments["evaluate_options"] = bind_data_settings(memory, arguments["evaluate_options"], data_options)
+        return validated_call(fn, *bound.args, **bound.kwargs)
 
 
 class InMemoryInputs:
