@@ -23,6 +23,8 @@ Checks store *data*, not pictures; this module draws each plot by its ``kind``. 
     scatter      {"series": [{"label", "x", "y", "text"?}], "xlabel", "ylabel", "front"?: [indices]}
                  ``front`` indexes the points of all series concatenated in order (so, with one series,
                  that series' points); the front is drawn as a highlighted step line (Pareto front).
+                 Each ``text`` labels its point, placed where it overlaps no other label, point or the legend
+                 (a point whose label finds no such spot keeps it as a tooltip).
 
 Every kind takes an optional ``title``. The SVG has no XML header, DOCTYPE, scripts or external
 references; its text is text (escaped here); its ids start with a prefix derived from the plot's content
@@ -68,6 +70,7 @@ from assay.report.svg import (
     polyline_d,
     sample_rect,
     sample_segments,
+    shorten,
     text_width,
     wrap,
 )
@@ -168,6 +171,8 @@ class _Layout:
                  xlabel: str, right: float = 16.0, title_size: float = TITLE_FONT) -> None:
         widest_y = max((text_width(t) for t in yticks.labels), default=0.0)
         self.left = 10 + (FONT * 1.3 if ylabel else 0) + widest_y + TICK + PAD
+        if xrotate and xticks.labels:  # the first label, turned 45 degrees, reaches left of its tick
+            self.left = max(self.left, text_width(xticks.labels[0]) * 0.71 + 8)
         self.top = (10 + len(title) * title_size * 1.2 + 4) if title else 14
         if xrotate:
             tick_h = max((text_width(t) for t in xticks.labels), default=0.0) * 0.72 + FONT
@@ -286,7 +291,7 @@ def _draw_reliability(plot: Mapping[str, Any], gid: str) -> Canvas:
         ax.xticks(x_ticks, labels=False)
         ax.yticks(acc_ticks)
         ax.ylabel("accuracy", col * panel_w + 10 + FONT * 0.9)
-        ax.title([_short(_label(s, k), 40)], size=FONT + 1)
+        ax.title([shorten(_label(s, k), panel_w - 16, FONT + 1)], size=FONT + 1)
         # counts below, sharing the x axis
         cax = Axes(canvas, (left, top + main_h + 8, right - left, count_h), Scale("linear", xs.lo, xs.hi),
                    count_scale, name=f"cnt{k}")
@@ -668,25 +673,25 @@ def _draw_scatter(plot: Mapping[str, Any], gid: str) -> Canvas:
     yscale = Scale("linear", *auto_limits([all_y]))
     canvas, ax, finish_axes = _xy_axes(plot, gid, xscale, yscale)
     labelled = sum(len(s.get("text") or []) for s in series) <= MAX_POINT_LABELS
-    points, notes = [], []
+    points: list[str] = []
+    label_x: list[float] = []
+    label_y: list[float] = []
+    label_text: list[str] = []
     for i, (s, x, y) in enumerate(zip(series, xs, ys, strict=True)):
         px, py = ax.x(x), ax.y(y)
         ok = np.isfinite(px) & np.isfinite(py)
+        texts = list(s.get("text") or [])
+        tips = [f"<title>{esc(texts[j])}</title>" if j < len(texts) else "" for j in range(len(px))]
         points.append(f'<g id="{gid}-series-{i}" fill="{_colour(i)}" fill-opacity="0.85">' + "".join(
-            f'<circle cx="{num(a)}" cy="{num(b)}" r="4"/>' for a, b in zip(px[ok], py[ok], strict=True)) + "</g>")
+            f'<circle cx="{num(px[j])}" cy="{num(py[j])}" r="4">{tips[j]}</circle>' if tips[j] else
+            f'<circle cx="{num(px[j])}" cy="{num(py[j])}" r="4"/>' for j in np.flatnonzero(ok)) + "</g>")
         ax.obstacles.append(np.column_stack([px[ok], py[ok]]))
         ax.legend_entries.append(LegendEntry(_label(s, i), _colour(i), kind="marker", opacity=0.85))
-        texts = s.get("text")
         if texts and labelled:
             for a, b, t in zip(px, py, texts, strict=False):
-                if np.isfinite(a) and np.isfinite(b):
-                    note = _short(t, 24)
-                    w = text_width(note, 10)
-                    right = a + 6 + w <= canvas.width - 4  # right of the point, or left of it near the edge
-                    tx = a + 6 if right else a - 6
-                    anchor = "" if right else ' text-anchor="end"'
-                    notes.append(f'<text x="{num(tx)}" y="{num(b - 4)}"{anchor}>{esc(note)}</text>')
-                    ax.obstacles.append(sample_rect(tx if right else tx - w, b - 14, w, 12))
+                label_x.append(float(a))
+                label_y.append(float(b))
+                label_text.append(_short(t, 24))
     front_markup = ""
     if order is not None:
         fx, fy = ax.x(all_x[order]), ax.y(all_y[order])
@@ -699,11 +704,13 @@ def _draw_scatter(plot: Mapping[str, Any], gid: str) -> Canvas:
         ax.obstacles.append(sample_segments(step_x, step_y))
         ax.legend_entries.append(LegendEntry("front", "#111827", kind="line", marker=True, hollow=True))
     ax.clipped("".join(points) + front_markup)
-    if notes:
-        canvas.add(f'<g font-size="10" fill="{AXIS}">{"".join(notes)}</g>')
     ax.spines()
     finish_axes()
-    ax.legend("best")
+    legend = ax.legend("best")
+    if label_text:  # after the legend, so that labels keep clear of it
+        canvas.add(ax.label_points(np.array(label_x), np.array(label_y), label_text, size=10.0,
+                                   clearance=8.0 if order is not None else 6.0,
+                                   avoid=[legend] if legend is not None else []))
     return canvas
 
 

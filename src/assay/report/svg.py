@@ -6,7 +6,12 @@ matplotlib took about two seconds plus a 0.5 s import. What is kept from matplot
 5 % data margins, "nice" tick steps (1, 2, 2.5, 5 x 10^k), decade ticks with unlabelled minor ticks on
 log axes, the ``symlog`` (linthresh 1) and ``logit`` transforms, and a legend placed where it covers the
 fewest data points ("best"). Text stays text (no glyph paths, no fonts embedded); its width is estimated
-(0.6 em per character) to lay out margins, which errs on the roomy side for typical sans-serif fonts.
+from the advance widths of DejaVu Sans (what ``system-ui``/``sans-serif`` resolve to on most Linux
+systems, and wider than Segoe UI, San Francisco, Roboto, Helvetica or Arial), so margins, wrapped titles
+and point labels fit whichever of those fonts the page gets. Titles are wrapped and kept inside the
+figure; point labels are placed around their points where they cover no other label, point or the legend
+(:meth:`Axes.label_points`). Text the browser tests check carries a class: ``title`` (plot titles) and
+``label`` (point labels, thumbnail captions and headers: no two may overlap).
 
 Coordinates are SVG user units (≈ CSS px before the page scales the figure to its box), rounded to 0.1.
 """
@@ -18,7 +23,7 @@ import html
 import math
 import re
 import struct
-import textwrap
+import unicodedata
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["Axes", "Canvas", "LegendEntry", "Scale", "Ticks", "blues", "legend_items", "legend_size", "png_data_uri",
-           "text_width"]
+           "shorten", "text_width", "wrap"]
 
 FONT_STACK = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 FONT = 13.0  # tick labels, axis labels
@@ -35,9 +40,20 @@ LEGEND_FONT = 12.0
 TEXT = "#1f2328"
 AXIS = "#374151"
 GRID = "#e5e7eb"
-EM_PER_CHAR = 0.6  # average advance of a sans-serif character, in em (digits are ~0.56-0.64)
+GRID_DARK = "#9ca3af"
 TICK = 4.0
 PAD = 4.0
+WIDE = 700.0  # figures wider than this get the class "wide": the page gives them a whole row
+
+#: Advance widths of DejaVu Sans (Book) for ASCII 32..126, in 1/1000 em (its hmtx table, 2048 units per em).
+_ASCII_ADVANCE = (
+    318, 401, 460, 838, 636, 950, 780, 275, 390, 390, 500, 838, 318, 361, 318, 337, 636, 636, 636, 636, 636, 636,
+    636, 636, 636, 636, 337, 337, 838, 838, 838, 531, 1000, 684, 686, 698, 770, 632, 575, 775, 752, 295, 295, 656,
+    557, 863, 748, 787, 603, 787, 695, 635, 611, 732, 684, 989, 685, 611, 685, 390, 337, 390, 838, 500, 500, 613,
+    635, 550, 635, 615, 352, 635, 634, 278, 278, 579, 278, 974, 634, 612, 635, 635, 411, 521, 392, 634, 592, 818,
+    592, 592, 525, 636, 337, 636, 838)
+_OTHER_ADVANCE = 838  # arrows, minus, multiplication sign and most other symbols in DejaVu Sans; letters are less
+_WIDE_ADVANCE = 1000  # East Asian wide and full-width characters
 
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _WHITESPACE = str.maketrans("\t\n\r", "   ")
@@ -58,16 +74,65 @@ def num(value: float) -> str:
     return "0" if text == "-0" else text
 
 
-def text_width(text: str, size: float = FONT) -> float:
-    return len(text) * size * EM_PER_CHAR
+def _advance(char: str) -> int:
+    code = ord(char)
+    if 32 <= code < 127:
+        return _ASCII_ADVANCE[code - 32]
+    if unicodedata.east_asian_width(char) in ("W", "F"):
+        return _WIDE_ADVANCE
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    return _OTHER_ADVANCE
 
 
-def wrap(text: object, width_px: float, size: float = TITLE_FONT) -> list[str]:
-    """Lines of ``text`` that fit ``width_px`` (by the 0.6 em estimate); empty text gives no lines."""
+def text_width(text: object, size: float = FONT) -> float:
+    """Width of ``text`` at ``size`` px in DejaVu Sans (see the module docstring); tabs and line breaks count
+    as spaces, as SVG shows them."""
+    return sum(_advance(c) for c in str(text).translate(_WHITESPACE)) * size / 1000.0
+
+
+def shorten(text: object, width_px: float, size: float = FONT) -> str:
+    """``text``, or its longest prefix that fits ``width_px`` with an ellipsis after it."""
+    text = str(text)
+    if text_width(text, size) <= width_px:
+        return text
+    room = width_px - text_width("\u2026", size)
+    used, end = 0.0, 0
+    for char in text:
+        used += _advance(char) * size / 1000.0
+        if used > room:
+            break
+        end += 1
+    return text[:end].rstrip() + "\u2026"
+
+
+def wrap(text: object, width_px: float, size: float = TITLE_FONT, max_lines: int | None = None) -> list[str]:
+    """Lines of ``text`` no wider than ``width_px`` (by :func:`text_width`), broken at spaces, a word longer
+    than a line cut inside it; at most ``max_lines`` (the last one ending in an ellipsis when text was left
+    out). Empty text gives no lines."""
     if not text:
         return []
-    chars = max(int(width_px / (size * EM_PER_CHAR)), 12)
-    return textwrap.wrap(str(text), chars) or [""]
+    lines: list[str] = []
+    current = ""
+    for word in str(text).translate(_WHITESPACE).split():
+        candidate = f"{current} {word}" if current else word
+        if text_width(candidate, size) <= width_px:
+            current = candidate
+            continue
+        if current:
+            lines.append(current)
+        rest = word
+        while len(rest) > 1 and text_width(rest, size) > width_px:  # a word wider than a line: cut it
+            head = rest[:max(len(shorten(rest, width_px, size)) - 1, 1)]
+            lines.append(head)
+            rest = rest[len(head):]
+        current = rest
+    if current or not lines:
+        lines.append(current)
+    if max_lines is not None and len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = shorten(lines[-1] + " \u2026", width_px, size)
+    return lines
 
 
 # ------------------------------------------------------------------------------------------ colours
@@ -301,9 +366,10 @@ class Canvas:
         self.body.append(element)
 
     def text(self, x: float, y: float, content: object, *, size: float = FONT, anchor: str = "start",
-             colour: str | None = None, rotate: float | None = None, weight: str | None = None) -> None:
-        """Text with its baseline at ``y``; ``rotate`` (degrees) turns it about (x, y)."""
-        attrs = [f'x="{num(x)}" y="{num(y)}"']
+             colour: str | None = None, rotate: float | None = None, weight: str | None = None,
+             cls: str | None = None) -> None:
+        """Text with its baseline at ``y``; ``rotate`` (degrees) turns it about (x, y); ``cls``: its class."""
+        attrs = [f'class="{cls}" x="{num(x)}" y="{num(y)}"' if cls else f'x="{num(x)}" y="{num(y)}"']
         if size != FONT:
             attrs.append(f'font-size="{num(size)}"')
         if anchor != "start":
@@ -322,7 +388,8 @@ class Canvas:
         y = top
         for line in lines:
             y += size * 1.2
-            self.text(self.width / 2 if x is None else x, y - size * 0.25, line, size=size, anchor="middle")
+            self.text(self.width / 2 if x is None else x, y - size * 0.25, line, size=size, anchor="middle",
+                      cls="title")
         return y
 
     def hatch(self, name: str, colour: str, opacity: float = 1.0, spacing: float = 6.0) -> str:
@@ -343,7 +410,8 @@ class Canvas:
 
     def render(self, label: str) -> str:
         style = f"font-family: {FONT_STACK}; font-size: {num(FONT)}px; stroke-linejoin: round; stroke-linecap: butt"
-        head = (f'<svg xmlns="http://www.w3.org/2000/svg" class="assay-plot" role="img" aria-label="{esc(label)}" '
+        kind = "assay-plot wide" if self.width > WIDE else "assay-plot"
+        head = (f'<svg xmlns="http://www.w3.org/2000/svg" class="{kind}" role="img" aria-label="{esc(label)}" '
                 f'width="{num(self.width)}" height="{num(self.height)}" '
                 f'viewBox="0 0 {num(self.width)} {num(self.height)}" style="{style}" fill="{TEXT}">')
         defs = f"<defs>{''.join(self.defs.values())}</defs>" if self.defs else ""
@@ -492,9 +560,15 @@ class Axes:
             self.canvas.text(x, cy, text, anchor="middle", rotate=-90)
 
     def title(self, lines: Sequence[str], size: float = TITLE_FONT) -> None:
+        """Title lines above the axes, centred on them (as matplotlib does) but moved sideways where a line
+        would otherwise stick out of the figure."""
         y = self.top - 6 - size * 1.2 * (len(lines) - 1)
         for line in lines:
-            self.canvas.text((self.left + self.right) / 2, y, line, size=size, anchor="middle")
+            half = text_width(line, size) / 2
+            lo, hi = half + PAD, self.canvas.width - half - PAD
+            centre = (self.left + self.right) / 2
+            x = min(max(centre, lo), hi) if lo <= hi else self.canvas.width / 2
+            self.canvas.text(x, y, line, size=size, anchor="middle", cls="title")
             y += size * 1.2
 
     # -- data
@@ -502,12 +576,13 @@ class Axes:
     def clipped(self, content: str) -> None:
         self.canvas.add(f'<g clip-path="url(#{self.clip_id})">{content}</g>')
 
-    def legend(self, where: str = "best", font: float = LEGEND_FONT) -> None:
+    def legend(self, where: str = "best", font: float = LEGEND_FONT) -> tuple[float, float, float, float] | None:
         """Draw the legend entries: ``best`` (inside, over the fewest data points) or ``outside`` (to the
-        right of the axes; the layout must have left room: :func:`legend_size`)."""
+        right of the axes; the layout must have left room: :func:`legend_size`). Returns its box (x, y, w, h),
+        None when there is no legend (fewer than two entries inside)."""
         entries = self.legend_entries
         if len(entries) < 2 and not (entries and where == "outside"):
-            return
+            return None
         width, height = legend_size(entries, font)
         if where == "outside":
             x, y = self.right + 10, self.top
@@ -519,6 +594,65 @@ class Axes:
                          f'fill="#ffffff" fill-opacity="0.8"/>')
         parts.extend(legend_items(entries, x, y, font))
         self.canvas.add(f'<g class="legend">{"".join(parts)}</g>')
+        return x, y, width, height
+
+    def label_points(self, px: np.ndarray, py: np.ndarray, texts: Sequence[str], *, size: float = 10.0,
+                     clearance: float = 6.0, avoid: Sequence[tuple[float, float, float, float]] = ()) -> str:
+        """Markup of one label per point (``class="label"``), none overlapping another.
+
+        Each label goes to the first of a set of candidate spots around its point -- right, left, the four
+        diagonals, above, below (Imhof's order of preference for point labels), on rings of growing distance --
+        that lies inside the axes, overlaps no label placed before it and no box in ``avoid`` (the legend),
+        and covers the fewest data points (``obstacles``); nearer rings win ties. Beyond the first ring a thin
+        leader line joins label and point. A label with no free spot is left out rather than drawn over
+        another (the point's tooltip still names it). ``clearance``: the marker radius plus a gap.
+        """
+        height = size * 1.2  # ascent + descent of DejaVu Sans (0.93 + 0.24 em)
+        obstacles = np.concatenate(self.obstacles) if self.obstacles else np.empty((0, 2))
+        placed: list[tuple[float, float, float, float]] = list(avoid)
+        marks, leaders = [], []
+        rings = (clearance, clearance + 12, clearance + 26, clearance + 44, clearance + 68)
+        for x, y, text in zip(np.asarray(px, float), np.asarray(py, float), texts, strict=True):
+            if not (np.isfinite(x) and np.isfinite(y)) or not str(text):
+                continue
+            w = text_width(text, size)
+            best: tuple[float, float, float, float] | None = None
+            best_cost = math.inf
+            for ring, d in enumerate(rings):
+                diag = d * 0.7
+                spots = ((x + d, y - height / 2), (x - d - w, y - height / 2), (x + diag, y - diag - height),
+                         (x - diag - w, y - diag - height), (x + diag, y + diag), (x - diag - w, y + diag),
+                         (x - w / 2, y - d - height), (x - w / 2, y + d))
+                for order, (bx, by) in enumerate(spots):
+                    inside = self.left + 1 <= bx and bx + w <= self.right - 1 and self.top + 1 <= by \
+                        and by + height <= self.bottom - 1
+                    if not inside:
+                        continue
+                    if any(bx < ox + ow + 2 and ox < bx + w + 2 and by < oy + oh + 1 and oy < by + height + 1
+                           for ox, oy, ow, oh in placed):
+                        continue
+                    covered = ((obstacles[:, 0] > bx - 4) & (obstacles[:, 0] < bx + w + 4)
+                               & (obstacles[:, 1] > by - 4) & (obstacles[:, 1] < by + height + 4))
+                    cost = 100.0 * int(covered.sum()) + 20.0 * ring + order
+                    if cost < best_cost:
+                        best, best_cost = (bx, by, w, height), cost
+                if best is not None and best_cost < 20.0 * (ring + 1):  # free spot on this ring: no farther
+                    break
+            if best is None:
+                continue
+            bx, by, _, _ = best
+            placed.append(best)
+            self.obstacles.append(sample_rect(bx, by, w, height))
+            marks.append(f'<text class="label" x="{num(bx)}" y="{num(by + size * 0.93)}">{esc(text)}</text>')
+            nx, ny = min(max(x, bx), bx + w), min(max(y, by), by + height)  # nearest point of the label's box
+            gap = math.hypot(nx - x, ny - y)
+            if gap > clearance + 6:
+                sx, sy = x + (nx - x) * (clearance - 2) / gap, y + (ny - y) * (clearance - 2) / gap
+                leaders.append(f"M{num(sx)} {num(sy)}L{num(nx)} {num(ny)}")
+        out = f'<path d="{"".join(leaders)}" stroke="{GRID_DARK}" stroke-width="0.8" fill="none"/>' if leaders else ""
+        if marks:
+            out += f'<g font-size="{num(size)}" fill="{AXIS}">{"".join(marks)}</g>'
+        return out
 
     def _best_spot(self, width: float, height: float) -> tuple[float, float]:
         """matplotlib's ``loc="best"``: of nine places inside the axes, the one covering the fewest data
