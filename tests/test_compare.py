@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -15,6 +16,8 @@ from assay.compare.gate import Side, compare_sides
 from assay.compare.policy import DEFAULT_POLICY, parse_policy
 from assay.compare.run import compare
 from assay.errors import UserError
+from assay.evidence.schema import Metric, Section
+from assay.stats.paired import group_delta_p_below
 from conftest import make_blobs_dataset
 
 N, C = 2000, 10
@@ -42,22 +45,11 @@ def _side(name, evidence, ids, labels, logits):
 
 
 def test_planted_single_class_regression_fails_the_per_class_rule(evidence):
-    ev, ids, labels, _ = evidence
-    rng = np.random.default_rng(1)
-    correct_a = rng.random(N) < 0.9
-    correct_b = correct_a.copy()
-    target = np.flatnonzero((labels == 3) & correct_a)
-    drop = rng.choice(target, size=int(round(0.10 * (labels == 3).sum())), replace=False)
-    correct_b[drop] = False  # class 3 loses 10 points ...
-    fixable = np.flatnonzero((labels != 3) & ~correct_a)
-    correct_b[rng.choice(fixable, size=len(drop), replace=False)] = True  # ... the others gain them back
-    logits_a = _logits(labels, correct_a, rng)
-    logits_b = logits_a.copy()
-    changed = np.flatnonzero(correct_a != correct_b)
-    logits_b[changed] = _logits(labels[changed], correct_b[changed], rng)
+    ids = evidence[1]
+    a, b, correct_a, correct_b = _planted_class_drop(evidence)  # class 3 loses 10 points, the others gain them
+    drop = np.flatnonzero(correct_a & ~correct_b)
     policy = parse_policy("accuracy: {max_drop: 0.005}\nper_class_accuracy: {max_drop: 0.03}\n")
-    result = compare_sides(_side("a", ev, ids, labels, logits_a), _side("b", ev, ids, labels, logits_b), policy,
-                           n_bootstrap=1000, seed=0)
+    result = compare_sides(a, b, policy, n_bootstrap=1000, seed=0)
     rules = {r.metric: r for r in result.rules}
     assert abs(result.metrics["accuracy_delta"].value) < 1e-9  # overall accuracy unchanged
     assert rules["accuracy"].status != "fail"
@@ -193,3 +185,120 @@ def test_per_slice_rule_reads_slice_columns_from_both_bundles(tmp_path):
     assert rows["south"]["delta"] < -0.2 and abs(rows["north"]["delta"]) < 1e-12
     rule = result.rules[0]
     assert rule.status == "fail" and rule.group == "region=south"
+
+
+# ------------------------------------------------------------------------------------------- numbers
+
+
+def _with_latency(ev, p95, lo, hi, runs=72, stop="budget", elapsed_s=1.44, budget_s=2.0):
+    """``ev`` with an efficiency section whose batch-1 p95 latency is ``p95`` [lo, hi] from ``runs`` timed calls."""
+    metric = Metric(value=p95, ci_low=lo, ci_high=hi, n=runs, method="order-statistic CI, 95%",
+                    config={"batch_size": 1, "quantile": 0.95, "threads": 2, "stop_reason": stop})
+    section = Section(name="efficiency", title="Efficiency", verdict="info", metrics={"latency_p95_ms": metric},
+                      tables={"latency": [{"batch_size": 1, "n_runs": runs, "stop_reason": stop,
+                                           "elapsed_s": elapsed_s}]},
+                      config={"budget_s_per_batch_size": budget_s})
+    return ev.model_copy(update={"sections": {**ev.sections, "efficiency": section}})
+
+
+def test_inconclusive_latency_rule_asks_for_timing_runs_not_samples(evidence):
+    ev, ids, labels, rng = evidence
+    la = _logits(labels, rng.random(N) < 0.9, rng)
+    policy = parse_policy("latency_p95_ms: {max_increase_pct: 20}\n")
+    a = _side("a", _with_latency(ev, 1.00, 0.95, 1.10), ids, labels, la)
+    b = _side("b", _with_latency(ev, 1.10, 1.00, 1.30), ids, labels, la)
+    rule = compare_sides(a, b, policy, n_bootstrap=100).rules[0]
+    # By hand: change +10% with CI (1.00/1.10 - 1, 1.30/0.95 - 1) = (-9.09%, +36.84%) around the limit +20%;
+    # the upper half-width 26.84 must shrink to the distance 10: (26.84/10)^2 = 7.205 times the 72 runs.
+    assert rule.status == "inconclusive" and rule.n_needed_unit == "timing runs"
+    assert rule.n_needed == 519
+    assert "about 519 timing runs per model" in rule.message and "samples" not in rule.message
+    assert f"({N:,})" not in rule.message  # not the evaluation set's size
+    # Both timings ran out of their 2 s budget at 0.02 s per run: 519 runs take 10.4 s.
+    assert "--latency-budget 11 or more" in rule.message
+    # Timing that stopped because the median was precise: more budget would not add runs; the message says so.
+    b_precise = _side("b", _with_latency(ev, 1.10, 1.00, 1.30, stop="precise"), ids, labels, la)
+    a_precise = _side("a", _with_latency(ev, 1.00, 0.95, 1.10, stop="precise"), ids, labels, la)
+    rule = compare_sides(a_precise, b_precise, policy, n_bootstrap=100).rules[0]
+    assert "--latency-budget 11" not in rule.message and "adds no runs" in rule.message
+    # Accuracy rules still count evaluation samples.
+    acc = compare_sides(a, b, parse_policy("accuracy: {max_drop: 0.0}\n"), n_bootstrap=100).rules[0]
+    assert acc.n_needed_unit in ("samples", None)
+
+
+def test_order_statistic_latency_intervals_narrow_like_one_over_sqrt_runs():
+    """The premise of the timing-run count: the p95's order-statistic CI width scales like 1/sqrt(runs)."""
+    from assay.stats.order import quantile_ci
+
+    rng = np.random.default_rng(0)
+
+    def width(runs):
+        widths = []
+        for _ in range(300):
+            lo, hi, _ = quantile_ci(np.sort(rng.lognormal(0.0, 0.3, size=runs)), 0.95, 0.95)
+            widths.append(hi - lo)
+        return float(np.mean(widths))
+
+    assert width(72 * 4) / width(72) == pytest.approx(0.5, abs=0.08)
+
+
+def _planted_class_drop(evidence, drop_share=0.10):
+    """Logits of two models: class 3 loses ``drop_share`` of its samples, others gain them back."""
+    ev, ids, labels, _ = evidence
+    rng = np.random.default_rng(1)
+    correct_a = rng.random(N) < 0.9
+    correct_b = correct_a.copy()
+    target = np.flatnonzero((labels == 3) & correct_a)
+    drop = rng.choice(target, size=int(round(drop_share * (labels == 3).sum())), replace=False)
+    correct_b[drop] = False
+    fixable = np.flatnonzero((labels != 3) & ~correct_a)
+    correct_b[rng.choice(fixable, size=len(drop), replace=False)] = True
+    logits_a = _logits(labels, correct_a, rng)
+    logits_b = logits_a.copy()
+    changed = np.flatnonzero(correct_a != correct_b)
+    logits_b[changed] = _logits(labels[changed], correct_b[changed], rng)
+    return _side("a", ev, ids, labels, logits_a), _side("b", ev, ids, labels, logits_b), correct_a, correct_b
+
+
+def test_per_class_p_values_are_exact_below_the_bootstrap_floor(evidence):
+    from scipy.stats import binomtest
+
+    a, b, correct_a, correct_b = _planted_class_drop(evidence)
+    labels = evidence[2]
+    in3 = labels == 3
+    n10, n01 = int((in3 & correct_a & ~correct_b).sum()), int((in3 & ~correct_a & correct_b).sum())
+    n3 = int(in3.sum())
+    b_resamples = 200  # the bootstrap floor would be 1/201
+    # Limit 0: the exact one-sided McNemar test on the class's discordant pairs (scipy as the reference).
+    result = compare_sides(a, b, parse_policy("per_class_accuracy: {max_drop: 0.0}\n"), n_bootstrap=b_resamples)
+    row = next(r for r in result.per_class if r["group"] == result.class_names[3])
+    assert (row["negative_flips"], row["positive_flips"]) == (n10, n01)
+    assert row["p"] == pytest.approx(binomtest(n10, n10 + n01, 0.5, alternative="greater").pvalue, rel=1e-12)
+    assert row["p"] < 1e-4 < 1 / (1 + b_resamples)
+    # Limit 0.03: the bootstrap p-value computed exactly, never below McNemar's.
+    result = compare_sides(a, b, parse_policy("per_class_accuracy: {max_drop: 0.03}\n"), n_bootstrap=b_resamples)
+    row = next(r for r in result.per_class if r["group"] == result.class_names[3])
+    expected = max(group_delta_p_below(n01, n10, n3, -0.03),
+                   binomtest(n10, n10 + n01, 0.5, alternative="greater").pvalue)
+    assert row["p"] == pytest.approx(expected, rel=1e-12) and row["p"] < 1 / (1 + b_resamples)
+    tested = sum(not r["insufficient"] for r in result.per_class)
+    assert row["p_adjusted"] == pytest.approx(min(1.0, tested * row["p"]), rel=1e-9)  # Holm: the smallest p
+    assert result.rules[0].status == "fail" and result.rules[0].group == result.class_names[3]
+
+
+def test_comparison_markdown_tables_share_one_format_per_column(evidence):
+    from assay.report.comparison import render_markdown
+
+    a, b, _, _ = _planted_class_drop(evidence)
+    policy = parse_policy("accuracy: {max_drop: 0.005}\nper_class_accuracy: {max_drop: 0.03}\n")
+    md = render_markdown(compare_sides(a, b, policy, n_bootstrap=200))
+    for header in ("| rule | result |", "| metric | candidate", "| class | n |"):
+        block = md[md.index(header):].split("\n\n")[0].splitlines()[2:]
+        cells = [[c.strip() for c in line.strip("|").split("|")] for line in block]
+        for column in zip(*cells, strict=True):
+            numbers = [c for c in column if re.fullmatch(r"[-+]?\d[\d.e+-]*|\[.*\]", c)]
+            notations = {"sci" if "e" in c else "fixed" for c in numbers}
+            assert len(notations) <= 1, (header, column)
+    assert "McNemar exact test (two-sided, all samples): p = " in md
+    assert "| McNemar" not in md  # a p-value is not a delta: it is not in the delta table
+

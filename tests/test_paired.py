@@ -24,7 +24,9 @@ from assay.stats.multiple_testing import holm
 from assay.stats.paired import (
     PairedEstimate,
     adjust_group_pvalues,
+    group_delta_p_below,
     mcnemar_exact,
+    mcnemar_one_sided,
     paired_classification,
     paired_ece_delta,
     paired_group_deltas,
@@ -377,3 +379,85 @@ def test_required_sample_size_hand_cases() -> None:
     assert required_sample_size(skewed, 1000, -0.02) == 4000
     assert required_sample_size(skewed, 1000, 0.0) == 1000
     assert required_sample_size(est, 1000, -0.01) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# Exact per-group p-values (no bootstrap floor)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n01", "n10"), [(0, 0), (0, 1), (3, 0), (2, 8), (8, 2), (5, 5), (1, 19), (40, 60), (3, 200)])
+def test_one_sided_mcnemar_equals_scipy_binomtest(n01: int, n10: int) -> None:
+    expected = 1.0 if n01 + n10 == 0 else binomtest(n10, n01 + n10, 0.5, alternative="greater").pvalue
+    assert mcnemar_one_sided(n01, n10) == pytest.approx(expected, rel=1e-12, abs=1e-300)
+
+
+def test_one_sided_mcnemar_hand_case_and_statsmodels_when_installed() -> None:
+    # 2 wrong -> right, 8 right -> wrong: P(X >= 8), X ~ Bin(10, 1/2) = (45 + 10 + 1) / 1024.
+    assert mcnemar_one_sided(2, 8) == pytest.approx(56 / 1024, rel=1e-14)
+    # The two-sided exact test is twice the smaller tail (statsmodels' mcnemar(exact=True) when present).
+    assert mcnemar_exact(2, 8) == pytest.approx(2 * 56 / 1024, rel=1e-14)
+    contingency = pytest.importorskip("statsmodels.stats.contingency_tables")
+    table = [[30, 2], [8, 60]]  # [[both right, one way], [the other way, both wrong]]: discordant 2 and 8
+    assert contingency.mcnemar(table, exact=True).pvalue == pytest.approx(mcnemar_exact(2, 8), rel=1e-12)
+
+
+def _trinomial_tail(n01: int, n10: int, n: int, threshold: float) -> float:
+    """P((N01 - N10) / n >= threshold) by enumerating every (N01, N10) of Multinomial(n; n01/n, n10/n, rest)."""
+    from math import comb
+
+    p01, p10 = n01 / n, n10 / n
+    total = 0.0
+    for a in range(n + 1):
+        for b in range(n + 1 - a):
+            if (a - b) / n >= threshold:
+                total += comb(n, a) * comb(n - a, b) * p01 ** a * p10 ** b * (1 - p01 - p10) ** (n - a - b)
+    return total
+
+
+@pytest.mark.parametrize(("n01", "n10", "n", "threshold"), [
+    (1, 3, 10, -0.1), (0, 4, 8, -0.25), (2, 2, 6, 0.0), (0, 0, 5, -0.2), (3, 0, 5, -0.2), (5, 0, 5, 0.5),
+    (2, 7, 12, -1 / 3), (0, 5, 5, -0.5), (4, 9, 30, -0.03), (1, 1, 2, -0.5)])
+def test_group_p_equals_the_enumerated_bootstrap_distribution(n01: int, n10: int, n: int, threshold: float) -> None:
+    assert group_delta_p_below(n01, n10, n, threshold) == pytest.approx(_trinomial_tail(n01, n10, n, threshold),
+                                                                        abs=1e-12)
+
+
+def test_group_p_is_the_limit_of_the_simulated_bootstrap_without_its_floor() -> None:
+    """Against paired_group_deltas' own resamples (B = 40,000): the same number within Monte Carlo error where
+    replicates reach the threshold; far below 1 / (1 + B) where none do."""
+    rng = np.random.default_rng(5)
+    n, b = 400, 40_000
+    for n01, n10, threshold in ((10, 22, -0.03), (5, 9, -0.02), (12, 12, -0.01), (2, 60, -0.05)):
+        correct_a = np.zeros(n, bool)
+        correct_b = np.zeros(n, bool)
+        correct_a[:n10], correct_b[n10:n10 + n01] = True, True  # n10: A right only; n01: B right only
+        both = n - n01 - n10 - 50
+        correct_a[n10 + n01:n10 + n01 + both] = correct_b[n10 + n01:n10 + n01 + both] = True
+        order = rng.permutation(n)
+        group = paired_group_deltas(correct_a[order], correct_b[order], np.zeros(n, int), n_resamples=b, seed=1)[0]
+        assert (group.n01, group.n10) == (n01, n10)
+        exact = group_delta_p_below(n01, n10, n, threshold)
+        simulated = group.delta.p_beyond(threshold, "below")
+        if exact > 20 / b:
+            assert abs(simulated - exact) < 4 * np.sqrt(exact * (1 - exact) / b) + 1 / b
+        else:
+            assert simulated <= 30 / b and exact < simulated  # the simulation floors; the exact value does not
+
+
+def test_group_p_rejects_impossible_counts() -> None:
+    for args in ((-1, 0, 5), (3, 3, 5), (0, 0, 0), (1.5, 0, 5)):
+        with pytest.raises(UserError):
+            group_delta_p_below(*args, threshold=-0.1)
+
+
+def test_group_p_holds_its_level_at_the_limit() -> None:
+    """At the boundary (true delta exactly at the limit) the gate's per-group p-value -- the exact bootstrap
+    p-value, never below one-sided McNemar -- rejects at about the nominal 2.5%, not more."""
+    rng = np.random.default_rng(0)
+    n, t, draws = 200, -0.05, 1500
+    for p01 in (0.03, 0.1):
+        counts = rng.multinomial(n, [p01, p01 - t, 1 - 2 * p01 + t], size=draws)
+        rate = np.mean([max(group_delta_p_below(a, b, n, t), mcnemar_one_sided(a, b)) < 0.025 for a, b, _ in counts])
+        assert rate <= 0.025 + 3 * np.sqrt(0.025 * 0.975 / draws), (p01, rate)
+

@@ -2,10 +2,13 @@
 
 Each rule ends **pass** (the whole CI is within the limit), **fail** (the whole CI is past it: the data
 shows the regression at the policy's confidence) or **inconclusive** (the CI contains the limit; we say
-how many samples would settle it). Per-class and per-slice rules test every group with a one-sided
-bootstrap p-value against the limit, corrected across the family (Holm by default); a group fails only
-when it stays significant after correction. Noise alone therefore fails a rule with probability at most
-``(1 - confidence) / 2`` per rule (per family for the group rules).
+how many evaluation samples would settle it -- for latency, whose CIs come from timing runs, how many
+timing runs). Per-class and per-slice rules test every group with a one-sided p-value against the limit,
+corrected across the family (Holm by default): the exact one-sided McNemar test on the group's discordant
+pairs at a limit of 0, else the paired bootstrap p-value computed exactly from the group's 2x2 table
+(no 1 / (1 + B) floor) and never below McNemar's; a group fails only when it stays significant after
+correction and its whole CI is past the limit. Noise alone therefore fails a rule with probability at
+most ``(1 - confidence) / 2`` per rule (per family for the group rules).
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ from assay.compare.policy import Policy, Rule
 from assay.errors import UserError
 from assay.evidence.bundle import read_evidence, read_predictions
 from assay.evidence.schema import Evidence, Metric
+from assay.report.formatting import NumberFormat
 from assay.stats.multiple_testing import benjamini_hochberg, holm
 from assay.stats.paired import (
+    GroupDelta,
     PairedEstimate,
+    group_delta_p_below,
+    mcnemar_one_sided,
     paired_classification,
     paired_ece_delta,
     paired_group_deltas,
@@ -68,7 +75,11 @@ class RuleResult(_Model):
     ci_high: float | None = None
     limit: float | None = Field(default=None, description="The threshold the CI is compared with, in value units.")
     message: str
-    n_needed: int | None = Field(default=None, description="Samples that would settle an inconclusive rule.")
+    n_needed: int | None = Field(default=None, description="What would settle an inconclusive rule, counted in "
+                                 "n_needed_unit.")
+    n_needed_unit: Literal["samples", "timing runs"] | None = Field(
+        default=None, description="'samples': evaluation samples; 'timing runs': timed calls per model (latency "
+        "rules, whose CIs come from timing runs, not from the evaluation data).")
     group: str | None = Field(default=None, description="The deciding class/slice for per-group rules.")
 
 
@@ -192,32 +203,101 @@ def _limit_of(rule: Rule) -> float:
     return -rule.limit if rule.kind == "max_drop" else rule.limit
 
 
+@dataclass(frozen=True)
+class _Timing:
+    """How one side's latency metric was timed (from its efficiency section): what an inconclusive latency
+    rule's message needs to say how many more runs, and how to get them."""
+
+    side: str
+    runs: int
+    stop_reason: str | None  # "precise" (the median's CI met its target), "budget" or "max_runs"
+    seconds_per_run: float | None
+    budget_s: float | None
+
+
+def _timing_of(side: Side, metric: Metric) -> _Timing:
+    section = side.evidence.sections.get("efficiency")
+    batch = metric.config.get("batch_size")
+    table = section.tables.get("latency", []) if section is not None else []
+    row = next((r for r in table if isinstance(r, dict) and r.get("batch_size") == batch), {})
+    runs = int(metric.n or row.get("n_runs") or 0)
+    elapsed, budget = row.get("elapsed_s"), section.config.get("budget_s_per_batch_size") if section else None
+    stop = metric.config.get("stop_reason", row.get("stop_reason"))
+    return _Timing(side.name, runs, stop if isinstance(stop, str) else None,
+                   elapsed / runs if isinstance(elapsed, (int, float)) and runs > 0 else None,
+                   float(budget) if isinstance(budget, (int, float)) else None)
+
+
+def _shrink_factor(value: float, lo: float, hi: float, t: float) -> float | None:
+    """How many times more data would move the CI off the limit ``t`` if the estimate stayed put and the
+    half-width facing the limit shrank like 1 / sqrt(data): (half / |value - t|)^2; None when no amount does."""
+    half = hi - value if t > value else value - lo
+    distance = abs(value - t)
+    if distance == 0 or not math.isfinite(half) or not math.isfinite(distance):
+        return None
+    return half / distance * half / distance
+
+
+def _more_timing(value: float, lo: float, hi: float, t: float, timings: tuple[_Timing, _Timing]
+                 ) -> tuple[int | None, str]:
+    """Timing runs per model that would settle an inconclusive latency rule, and the sentence saying how to
+    get them: an order-statistic CI of a latency quantile narrows like 1 / sqrt(runs)."""
+    runs = " and ".join(f"{tm.runs:,}" for tm in timings)
+    factor = _shrink_factor(value, lo, hi, t)
+    if factor is None:
+        return None, f"timing runs: {runs}; no number of runs settles it (the estimate sits on the limit)"
+    needed = max(1, *(math.ceil(tm.runs * factor * (1 - 1e-12)) for tm in timings))
+    text = (f"too few timing runs to tell ({runs}); about {needed:,} timing runs per model would settle it "
+            "(the CI narrows like 1/sqrt(runs))")
+    short = [tm for tm in timings if tm.stop_reason == "budget" and tm.seconds_per_run]
+    if short:
+        seconds = max(needed * tm.seconds_per_run for tm in short if tm.seconds_per_run)
+        now = max((tm.budget_s for tm in short if tm.budget_s), default=None)
+        text += (f": the {' and '.join(tm.side for tm in short)} timing ran out of its budget"
+                 + (f" ({now:g} s)" if now else "") + f"; re-run `assay evaluate --checks efficiency` with "
+                 f"--latency-budget {max(math.ceil(seconds), 1)} or more on the same machine")
+    precise = [tm.side for tm in timings if tm.stop_reason == "precise"]
+    if precise:
+        text += (f"; the {' and '.join(precise)} timing stopped as soon as the median's interval met its precision "
+                 "target, so a longer --latency-budget alone adds no runs there")
+    capped = [tm.side for tm in timings if tm.stop_reason == "max_runs"]
+    if capped:
+        text += f"; the {' and '.join(capped)} timing reached its maximum number of runs"
+    return needed, text
+
+
 def _decide(rule: Rule, value: float, lo: float, hi: float, n: int, estimate: PairedEstimate | None,
-            what: str) -> RuleResult:
+            what: str, timings: tuple[_Timing, _Timing] | None = None) -> RuleResult:
+    """The rule's status from the CI [lo, hi] against its limit; an inconclusive rule says how much more data
+    (evaluation samples; timing runs when ``timings`` are given) would settle it."""
     t = _limit_of(rule)
     higher_is_worse = rule.kind != "max_drop"
     bad = lo > t if higher_is_worse else hi < t
     good = hi <= t if higher_is_worse else lo >= t
     base: _RuleEstimate = {"metric": rule.metric, "rule": rule.describe(), "value": value, "ci_low": lo,
                            "ci_high": hi, "limit": t}
+    v, low, high, limit = NumberFormat(signed=True).row(value, lo, hi, t)
     if bad:
-        return RuleResult(**base, status="fail", message=f"{what} {value:+.4f} (CI {lo:+.4f} to {hi:+.4f}) is past "
-                          f"the limit {t:+.4f} with confidence")
+        return RuleResult(**base, status="fail", message=f"{what} {v} (CI {low} to {high}) is past "
+                          f"the limit {limit} with confidence")
     if good:
-        return RuleResult(**base, status="pass", message=f"{what} {value:+.4f} (CI {lo:+.4f} to {hi:+.4f}) is within "
-                          f"the limit {t:+.4f}")
+        return RuleResult(**base, status="pass", message=f"{what} {v} (CI {low} to {high}) is within "
+                          f"the limit {limit}")
+    head = f"{what} {v}, but the CI ({low} to {high}) contains the limit {limit}"
+    if timings is not None:
+        runs_needed, more = _more_timing(value, lo, hi, t, timings)
+        return RuleResult(**base, status="inconclusive", n_needed=runs_needed, n_needed_unit="timing runs",
+                          message=f"{head}: {more}")
     needed = required_sample_size(estimate, n, t) if estimate is not None else _needed_unpaired(value, lo, hi, n, t)
     more = (f"about {needed:,} samples would settle it" if needed
             else "no sample size settles it (the estimate sits on the limit)")
-    return RuleResult(**base, status="inconclusive", n_needed=needed, message=(
-        f"{what} {value:+.4f}, but the CI ({lo:+.4f} to {hi:+.4f}) contains the limit {t:+.4f}: too few samples "
-        f"to tell ({n:,}); {more}"))
+    return RuleResult(**base, status="inconclusive", n_needed=needed, n_needed_unit="samples", message=(
+        f"{head}: too few samples to tell ({n:,}); {more}"))
 
 
 def _needed_unpaired(value: float, lo: float, hi: float, n: int, t: float) -> int | None:
-    if value == t or not math.isfinite(lo + hi):
-        return None
-    return int(math.ceil(n * ((hi - lo) / 2 / abs(value - t)) ** 2))
+    factor = _shrink_factor(value, lo, hi, t)
+    return None if factor is None else max(1, math.ceil(n * factor * (1 - 1e-12)))
 
 
 def _adjust(pvalues: np.ndarray, correction: str) -> np.ndarray:
@@ -226,19 +306,31 @@ def _adjust(pvalues: np.ndarray, correction: str) -> np.ndarray:
     return (holm if correction == "holm" else benjamini_hochberg)(pvalues)[1]
 
 
+def _group_p(group: GroupDelta, t: float | None) -> float:
+    """A group's p-value: without a rule, the two-sided exact McNemar test (any difference). Against a drop
+    limit ``t`` (<= 0), one-sided "the group dropped beyond t": at t = 0 the exact McNemar test on the
+    group's discordant pairs; below, the paired bootstrap p-value computed exactly from the group's 2x2
+    table (:func:`group_delta_p_below`, no 1 / (1 + B) floor to hide small values from Holm's correction
+    over many groups), never below the exact McNemar p-value (a drop beyond t is no surer than a drop)."""
+    if t is None:
+        return group.mcnemar_p
+    drop = mcnemar_one_sided(group.n01, group.n10)
+    return drop if t >= 0 else max(group_delta_p_below(group.n01, group.n10, group.n, t), drop)
+
+
 def _group_rows(groups: list[Any], correction: str, rule: Rule | None, alpha_one_sided: float) -> list[dict[str, Any]]:
-    """Rows of per-group deltas; ``p_adjusted`` tests 'drop beyond the rule's limit' (or, without a rule,
-    McNemar's 'any difference'), corrected across the family."""
+    """Rows of per-group deltas; ``p`` tests 'drop beyond the rule's limit' (or, without a rule, McNemar's
+    'any difference'; see :func:`_group_p`), ``p_adjusted`` is it corrected across the family."""
     t = _limit_of(rule) if rule is not None else None
-    raw = np.array([(g.delta.p_beyond(t, "below") if t is not None else g.mcnemar_p)
-                    if g.n >= MIN_GROUP_SIZE else np.nan for g in groups], dtype=float)
+    raw = np.array([_group_p(g, t) if g.n >= MIN_GROUP_SIZE else np.nan for g in groups], dtype=float)
     adjusted = _adjust(raw, correction)
     rows = []
     for g, p, q in zip(groups, raw, adjusted, strict=True):
         rows.append({"group": g.group, "n": g.n, "accuracy_baseline": g.accuracy_a, "accuracy_candidate": g.accuracy_b,
                      "delta": g.delta.value, "ci_low": g.delta.ci_low, "ci_high": g.delta.ci_high,
                      "negative_flip_rate": g.negative_flip_rate, "positive_flip_rate": g.positive_flip_rate,
-                     "mcnemar_p": g.mcnemar_p, "p": None if np.isnan(p) else float(p),
+                     "negative_flips": g.n10, "positive_flips": g.n01, "mcnemar_p": g.mcnemar_p,
+                     "p": None if np.isnan(p) else float(p),
                      "p_adjusted": None if np.isnan(q) else float(q),
                      "significant_drop": bool(np.isfinite(q) and q < alpha_one_sided and g.delta.value < 0),
                      "insufficient": g.n < MIN_GROUP_SIZE, "_estimate": g.delta})
@@ -272,7 +364,7 @@ def _decide_groups(rule: Rule, rows: list[dict[str, Any]], what: str, correction
     needed = required_sample_size(w["_estimate"], w["n"], t)
     more = f"about {needed:,} samples in that {what} would settle it" if needed else "no sample size settles it"
     return RuleResult(**base, value=w["delta"], ci_low=w["ci_low"], ci_high=w["ci_high"], group=str(w["group"]),
-                      status="inconclusive", n_needed=needed, message=(
+                      status="inconclusive", n_needed=needed, n_needed_unit="samples", message=(
                           f"{len(undecided)} {what}(s) cannot be told apart from a drop of {-t:.4f}; e.g. "
                           f"{w['group']}: {w['delta']:+.4f} (CI {w['ci_low']:+.4f} to {w['ci_high']:+.4f}, "
                           f"n={w['n']}); {more}"))
@@ -291,7 +383,9 @@ def _unpaired(rule: Rule, baseline: Side, candidate: Side, section: str, key: st
         return RuleResult(metric=rule.metric, rule=rule.describe(), status="skipped",
                           message=f"no {section} section with {key} in the {which} bundle")
     assert a.value is not None and b.value is not None
+    timings = None
     if key.startswith("latency"):
+        timings = (_timing_of(baseline, a), _timing_of(candidate, b))
         machine_a, machine_b = _timing_setup(baseline.evidence, a), _timing_setup(candidate.evidence, b)
         if machine_a != machine_b:
             return RuleResult(metric=rule.metric, rule=rule.describe(), status="skipped", message=(
@@ -305,12 +399,13 @@ def _unpaired(rule: Rule, baseline: Side, candidate: Side, section: str, key: st
         b_lo, b_hi = (b.ci_low if b.ci_low is not None else b.value), (b.ci_high if b.ci_high is not None else b.value)
         value = (b.value / a.value - 1) * 100
         lo, hi = (b_lo / a_hi - 1) * 100, (b_hi / a_lo - 1) * 100 if a_lo > 0 else math.inf
-        return _decide(rule, value, lo, hi, n, None, f"{key} change (%, candidate {b.value:.4g} vs {a.value:.4g})")
+        return _decide(rule, value, lo, hi, n, None, f"{key} change (%, candidate {b.value:.4g} vs {a.value:.4g})",
+                       timings)
     # Unpaired delta: half-widths combined as independent normal errors.
     half_a = (a.ci_high - a.ci_low) / 2 if a.ci_low is not None and a.ci_high is not None else 0.0
     half_b = (b.ci_high - b.ci_low) / 2 if b.ci_low is not None and b.ci_high is not None else 0.0
     value, half = b.value - a.value, math.hypot(half_a, half_b)
-    return _decide(rule, value, value - half, value + half, n, None, f"{key} delta (unpaired)")
+    return _decide(rule, value, value - half, value + half, n, None, f"{key} delta (unpaired)", timings)
 
 
 # ------------------------------------------------------------------------------------------- compare
@@ -423,7 +518,10 @@ def compare_sides(baseline: Side, candidate: Side, policy: Policy, *, n_bootstra
         class_names=names, policy=policy.as_dict(), verdict=verdict, rules=results, metrics=metrics,
         per_class=per_class, per_slice=per_slice, flips=flips,
         notes=[f"paired bootstrap, B={n_bootstrap}, seed={seed}; a rule fails only when its whole "
-               f"{int(conf * 100)}% CI is past the limit (one-sided error <= {alpha:.3g} per rule/family)"])
+               f"{int(conf * 100)}% CI is past the limit (one-sided error <= {alpha:.3g} per rule/family)",
+               "per-class/per-slice p: exact one-sided McNemar test on the group's discordant pairs at a drop limit "
+               "of 0; at a non-zero limit the paired bootstrap p-value computed exactly from the group's 2x2 table "
+               "(no 1/(B+1) floor), never below McNemar's; without a rule, two-sided exact McNemar"])
 
 
 def _side_info(side: Side) -> SideInfo:

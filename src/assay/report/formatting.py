@@ -160,6 +160,10 @@ class NumberFormat:
         decimals = None if counts else decimals_for(max(finite) if finite else 0.0, self.digits)
         return [self._text(v, decimals) for v in row]
 
+    def row(self, *values: Any) -> list[str]:
+        """Numbers of one row (a value, its interval, its limit) with the row's shared decimals."""
+        return self._row(values, _integers(*values) or _counts(*values))
+
     def number(self, value: Any) -> str:
         """A lone number (its own row): integers by type stay integers; integral floats print like floats
         of their magnitude (``1234567``, ``0.0000``)."""

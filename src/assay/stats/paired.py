@@ -21,7 +21,10 @@ When every replicate is identical (no discordant pair; a flip count of 0), the p
 collapses to a point and would claim certainty; the interval and ``p_beyond`` then come from the exact
 binomial instead (Clopper & Pearson 1934), see :class:`BinomialFallback`.
 
-McNemar's test (McNemar 1947) is the exact conditional binomial test on the discordant pairs.
+McNemar's test (McNemar 1947) is the exact conditional binomial test on the discordant pairs. A group's
+(class's, slice's) one-sided p-value against a drop limit is the paired bootstrap's computed exactly
+from the group's 2x2 table (:func:`group_delta_p_below`: the B -> infinity limit, so no 1 / (1 + B)
+floor hides how small it is when many groups are corrected for).
 Flip rates follow Yan et al. (2021), "Positive-Congruent Training: Towards Regression-Free Model Updates".
 """
 
@@ -55,7 +58,9 @@ __all__ = [
     "PairedEstimate",
     "Scheme",
     "adjust_group_pvalues",
+    "group_delta_p_below",
     "mcnemar_exact",
+    "mcnemar_one_sided",
     "paired_classification",
     "paired_ece_delta",
     "paired_group_deltas",
@@ -275,6 +280,53 @@ def mcnemar_exact(n01: int, n10: int) -> float:
         raise UserError(f"discordant counts must be non-negative integers, got {n01} and {n10}",
                         where="mcnemar_exact", fix="pass the counts of (A wrong, B right) and (A right, B wrong)")
     return float(_mcnemar(np.int64(n01), np.int64(n10)))
+
+
+def mcnemar_one_sided(n01: int, n10: int) -> float:
+    """One-sided exact McNemar p-value of "B is worse than A": P(X >= n10), X ~ Bin(n01 + n10, 1/2), the
+    chance of at least ``n10`` of the discordant pairs going A's way if neither model were better; equals
+    ``scipy.stats.binomtest(n10, n01 + n10, 0.5, alternative="greater").pvalue``; 1 without discordant pairs."""
+    if int(n01) != n01 or int(n10) != n10 or n01 < 0 or n10 < 0:
+        raise UserError(f"discordant counts must be non-negative integers, got {n01} and {n10}",
+                        where="mcnemar_one_sided", fix="pass the counts of (A wrong, B right) and (A right, B wrong)")
+    if n01 + n10 == 0:
+        return 1.0
+    from scipy.stats import binom
+
+    return float(min(binom.sf(int(n10) - 1, int(n01) + int(n10), 0.5), 1.0))
+
+
+def group_delta_p_below(n01: int, n10: int, n: int, threshold: float) -> float:
+    """One-sided p-value that a group's accuracy delta (B - A) lies below ``threshold``: the paired
+    bootstrap's ``p_beyond(threshold, "below")`` computed exactly, without resampling.
+
+    The group's delta is (n01 - n10) / n, and its bootstrap resample draws (N01, N10, rest) from
+    Multinomial(n; n01/n, n10/n, rest/n), exactly as :func:`paired_group_deltas` does by simulation. The
+    p-value is P*(delta* >= threshold) = sum_j P(N10 = j) P(N01 >= k + j | N10 = j), with
+    N01 | N10 = j ~ Bin(n - j, p01 / (1 - p10)) and k the smallest integer with k / n >= threshold: what B
+    resamples estimate as (1 + #{delta* >= threshold}) / (1 + B), without that estimate's floor of
+    1 / (1 + B), which Holm's correction over many groups would otherwise never get below.
+    """
+    if min(n01, n10) < 0 or n01 + n10 > n or n < 1 or any(int(v) != v for v in (n01, n10, n)):
+        raise UserError(f"need integer counts with 0 <= n01 + n10 <= n and n >= 1, got n01={n01}, n10={n10}, n={n}",
+                        where="group_delta_p_below", fix="pass the group's discordant counts and its size")
+    from scipy.stats import binom
+
+    n01, n10, n = int(n01), int(n10), int(n)
+    t = float(threshold)
+    k = math.ceil(n * t)  # the smallest integer difference whose delta (as a float) reaches the threshold
+    while (k - 1) / n >= t:
+        k -= 1
+    while k / n < t:
+        k += 1
+    if n10 == 0 and k <= 0:
+        return 1.0  # no resample can lose a sample: every delta* >= 0 >= threshold
+    p01, p10 = n01 / n, n10 / n
+    j = np.arange(n + 1) if n10 else np.zeros(1, dtype=np.int64)
+    weight = binom.pmf(j, n, p10) if n10 else np.ones(1)
+    q = p01 / (1.0 - p10) if p10 < 1.0 else 0.0
+    tail = binom.sf(k + j - 1, n - j, q)
+    return float(min(max(float(np.dot(weight, tail)), 0.0), 1.0))
 
 
 # --------------------------------------------------------------------------------------------------
