@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -335,7 +336,13 @@ def test_evaluate_help_renders_the_panels(capsys):
     (["evaluate", "m.onnx", "--data", "d"], "out", "--out"),
     (["evaluate", "m.onnx", "--data", "d"], "model", "MODEL"),
     (["compress", "m.onnx", "--data", "d"], "latency_budget_s", "--latency-budget"),
-    (["profile", "m.onnx"], "budget_s", "--budget"),
+    (["profile", "m.onnx"], "budget_s", "--latency-budget"),
+    (["profile", "m.onnx"], "batch_sizes", "--latency-batch-sizes"),
+    (["profile", "m.onnx"], "sample", "--data"),  # the library's sample is what profile reads from --data
+    (["compress", "m.onnx", "--data", "d"], "calibration", "--quantization-data"),
+    (["compress", "m.onnx", "--data", "d"], "max-accuracy-drop", "--max-accuracy-drop"),
+    (["cache", "clear", "--older-than", "7x"], "older_than", "--older-than"),
+    (["cache", "info"], "cache_dir", "--cache-dir"),
     (["profile", "m.onnx"], "json_out", "--json"),
     (["select", "a", "b", "--data", "d"], "constraints", "--constraint"),
     (["-q", "compare", "a", "b"], "seed", "--seed"),  # the command is the first word that is not a flag
@@ -348,6 +355,7 @@ def test_evaluate_help_renders_the_panels(capsys):
     (["evaluate", "m.onnx", "--data", "d"], None, None),
     ([], "seed", "seed"),
     (["no-such-command"], "seed", "seed"),
+    (["cache"], "cache_dir", "cache_dir"),  # a group, not a command
 ])
 def test_where_names_the_flag_of_the_running_command(argv, where, shown):
     from assay.cli import cli_where
@@ -364,6 +372,9 @@ def test_library_error_naming_a_parameter_prints_the_flag(tmp_path, capsys, monk
         raise OptionError("n_bootstrap must be at least 100", where="n_bootstrap", fix="use n_bootstrap >= 100")
 
     monkeypatch.setattr(assay.compare.run, "compare", refuse)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     out = tmp_path / "o"
     code, _, err = _run(["compare", "a", "b", "--out", str(out)], capsys)
     _assert_user_error(code, err, out, "n_bootstrap must be at least 100.", "Where: --n-bootstrap.")
@@ -402,8 +413,213 @@ def test_cli_passes_library_parameters_under_their_own_names(module, function, a
         raise _StopError
 
     monkeypatch.setattr(importlib.import_module(module), function, record)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     main([*argv, "--out", str(tmp_path / "o")])
     capsys.readouterr()
     assert seen, "the library function was not called"
     flags = _parameter_flags(argv[0])
     assert set(seen) - derived <= set(flags), set(seen) - derived - set(flags)
+
+
+# ------------------------------------------------------------------ issue 12 item 5: consistent words
+ROOT = Path(__file__).parents[1]
+
+
+def _commands() -> list[tuple[list[str], object]]:
+    """Every command of the app as (words after `assay`, click command), groups walked into."""
+    import typer
+
+    from assay.cli import app
+
+    def walk(command, path):
+        subcommands = getattr(command, "commands", None)
+        if subcommands is None:
+            yield path, command
+        else:
+            for name, sub in subcommands.items():
+                yield from walk(sub, [*path, name])
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+@pytest.fixture(scope="module")
+def torchscript_model(tmp_path_factory) -> Path:
+    """A TorchScript model: it declares neither its input shape nor its number of classes."""
+    import warnings
+
+    path = tmp_path_factory.mktemp("ts") / "m.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script's: TorchScript files still load
+        torch.jit.script(DigitsCNN().eval()).save(str(path))
+    return path
+
+
+def test_help_shows_flags_without_a_value_and_arguments_as_metavars(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    usages = {}
+    for path in [[], ["cache"], *(p for p, _ in _commands())]:
+        assert main([*path, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "<bool>" not in out, path
+        usages[" ".join(path)] = " ".join(next(line for line in out.splitlines() if "Usage:" in line).split())
+        assert "{" not in usages[" ".join(path)], usages[" ".join(path)]
+        if path == ["compare"]:  # a flag's row runs from its name straight into its help text
+            assert re.search(r"--fail-on-inconclusive +Exit 1 also", out) and re.search(r"-q +No progress bar", out)
+            assert re.search(r"--policy +<path> +Gate policy", out)  # an option with a value keeps its type
+    assert usages["compare"] == "Usage: assay compare [OPTIONS] BASELINE CANDIDATE"
+    assert usages["select"] == "Usage: assay select [OPTIONS] MODELS..."
+    assert usages["profile"] == "Usage: assay profile [OPTIONS] MODEL"
+    assert usages["cache clear"] == "Usage: assay cache clear [OPTIONS]"
+    assert usages["cache"] == "Usage: assay cache [OPTIONS] COMMAND [ARGS]..."
+    assert main(["profile"]) == 2
+    assert "Missing argument 'MODEL'" in capsys.readouterr().err
+
+
+def test_cli_reference_shows_flags_without_a_value():
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert "<bool>" not in text and "{model}" not in text.lower()
+    assert "| `--quiet` / `-q` |  |  | No progress bar" in text
+    assert "| `BASELINE` | `<str>` | required |" in text
+    assert "1 the gate failed" in text.split("## `assay compare`")[1].split("## ")[0]  # compare's exit codes
+
+
+def test_one_name_per_concept_across_commands():
+    """The same flag means the same thing in every command: timing seconds and batch sizes are --latency-*, the
+    int8 calibration inputs (--quantization-data) are not the temperature-fitting data (--calibration-data)."""
+    flags = {" ".join(path): {o for p in command.params for o in getattr(p, "opts", [])}
+             for path, command in _commands()}
+    for name in ("evaluate", "compress"):
+        assert {"--latency-budget", "--latency-batch-sizes"} <= flags[name]
+    assert {"--latency-budget", "--latency-batch-sizes"} <= flags["profile"]
+    assert not any({"--budget", "--batch-sizes", "--calibration"} & f for f in flags.values())
+    assert "--quantization-data" in flags["compress"] and "--calibration-data" in flags["evaluate"]
+
+
+@pytest.mark.parametrize(("old", "new", "value", "keyword", "expected"), [
+    ("--calibration", "--quantization-data", "calib.npz", "calibration", "calib.npz"),
+    ("--batch-sizes", "--latency-batch-sizes", "1,4", "batch_sizes", (1, 4)),
+])
+def test_compress_renamed_flags_work_and_old_names_warn(old, new, value, keyword, expected, tmp_path, capsys,
+                                                        monkeypatch):
+    import assay.compress.run
+
+    seen: dict = {}
+
+    def record(*args, **kwargs):
+        seen.update(kwargs)
+        raise _StopError
+
+    monkeypatch.setattr(assay.compress.run, "compress", record)
+    for flag, deprecated in ((new, False), (old, True), (f"{old}={value}", True)):
+        seen.clear()
+        argv = ["compress", "m.onnx", "--data", "digits", "--out", str(tmp_path / "o")]
+        argv += [flag] if "=" in flag else [flag, value]
+        main(argv)
+        err = capsys.readouterr().err
+        assert seen[keyword] == expected, flag
+        assert (f"Warning: {old} is deprecated" in err) is deprecated
+        if deprecated:
+            assert f"now calls it {new}" in " ".join(err.split())
+    assert main(["compress", "--help"]) == 0
+    assert old not in capsys.readouterr().out.replace(new, "")  # hidden from --help
+
+
+def test_profile_renamed_flags_work_old_names_warn_after_the_error(digits_model, capsys, monkeypatch):
+    import assay.profiling.profile
+
+    seen: dict = {}
+
+    def record(model, sample, **kwargs):
+        seen.update(kwargs)
+        raise _StopError
+
+    monkeypatch.setattr(assay.profiling.profile, "profile_model", record)
+    main(["profile", str(digits_model), "--latency-budget", "0.5", "--latency-batch-sizes", "2,4"])
+    assert (seen["budget_s"], seen["batch_sizes"]) == (0.5, (2, 4))
+    assert "deprecated" not in capsys.readouterr().err
+    main(["profile", str(digits_model), "--budget=0.25", "--batch-sizes", "1,3"])
+    assert (seen["budget_s"], seen["batch_sizes"]) == (0.25, (1, 3))
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Warning: --budget is deprecated" in err and "Warning: --batch-sizes is deprecated" in err
+    code = main(["profile", str(digits_model), "--budget", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("Error: --latency-budget must be > 0") and "Fix:" in err
+    assert err.index("Error:") < err.index("Warning: --budget is deprecated")
+
+
+def test_library_messages_show_renamed_flags_by_their_new_names():
+    from assay.cli import _user_error_text
+    from assay.errors import OptionError
+
+    exc = OptionError("batch size 7 is not in --batch-sizes", where="calibration",
+                      fix="pass --calibration DATA or add 7 to --batch-sizes; --calibration-data is evaluate's")
+    assert _user_error_text(exc, ["compress", "m.onnx"]) == (
+        "batch size 7 is not in --latency-batch-sizes. Where: --quantization-data. Fix: pass --quantization-data "
+        "DATA or add 7 to --latency-batch-sizes; --calibration-data is evaluate's.")
+    assert _user_error_text(exc, ["evaluate", "m.onnx"]) == str(exc)  # evaluate renamed nothing
+
+
+def test_profile_without_data_names_the_data_flag(torchscript_model, capsys):
+    code = main(["profile", str(torchscript_model)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and err.startswith("Error:") and "Traceback" not in err
+    assert "Fix: pass --data" in err and "sample" not in err and "num_classes" not in err
+    assert f"Where: {torchscript_model}." in err
+
+
+@pytest.mark.parametrize("missing", ["baseline", "candidate"])
+def test_compare_on_a_path_that_does_not_exist(missing, tmp_path, capsys):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    gone = tmp_path / "no" / "such-bundle"
+    sides = [str(gone), str(bundle)] if missing == "baseline" else [str(bundle), str(gone)]
+    out = tmp_path / "o"
+    code, _, err = _run(["compare", *sides, "--out", str(out)], capsys)
+    _assert_user_error(code, err, out, f"the {missing} {gone} does not exist", f"Where: {gone}.",
+                       f"the nearest folder that exists is {tmp_path}", "evidence.json")
+
+
+# Per command, inputs that make it refuse: each printed Where: must be a flag or argument of that command, or a
+# path the user gave, never a Python parameter name. Every command that takes input has a case.
+WHERE_CASES = [
+    ("evaluate", ["m.onnx", "--data", "digits", "--severities", "9", "--out", "{tmp}/o"]),
+    ("evaluate", ["m.onnx", "--data", "digits", "--n-bootstrap", "5", "--out", "{tmp}/o"]),
+    ("evaluate", ["{ts}", "--data", "digits", "--threads", "0", "--out", "{tmp}/o"]),
+    ("evaluate", ["{ts}", "--data", "digits", "--checks", "nonsense", "--out", "{tmp}/o"]),
+    ("demo", ["--suite", "nonsense", "--out", "{tmp}/o"]),
+    ("compare", ["{tmp}/a", "{tmp}/b", "--n-bootstrap", "5", "--out", "{tmp}/o"]),
+    ("compare", ["{tmp}/a", "{tmp}/missing", "--out", "{tmp}/o"]),
+    ("select", ["{tmp}/a", "{tmp}/b", "--data", "digits", "--constraint", "x<=1", "--out", "{tmp}/o"]),
+    ("compress", ["{ts}", "--data", "digits", "--max-accuracy-drop", "1.5", "--out", "{tmp}/o"]),
+    ("compress", ["{ts}", "--data", "digits", "--methods", "int9", "--out", "{tmp}/o"]),
+    ("compress", ["{ts}", "--data", "digits", "--methods", "int8-static", "--out", "{tmp}/o"]),
+    ("profile", ["{ts}"]),
+    ("profile", ["{ts}", "--data", "digits", "--threads", "0"]),
+    ("profile", ["{ts}", "--latency-budget", "0"]),
+    ("cache info", ["--cache-dir", "{ts}"]),
+    ("cache clear", ["--older-than", "7x", "--cache-dir", "{tmp}/c"]),
+]
+NO_INPUT = {"schema", "version"}
+
+
+def test_every_command_that_takes_input_has_a_where_case():
+    assert {" ".join(path) for path, _ in _commands()} - NO_INPUT == {command for command, _ in WHERE_CASES}
+
+
+@pytest.mark.parametrize(("command", "args"), WHERE_CASES)
+def test_where_names_a_flag_of_the_command_or_a_path(command, args, torchscript_model, tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    args = [a.format(tmp=tmp_path, ts=torchscript_model) for a in args]
+    code, _, err = _run([*command.split(), *args], capsys)
+    flat = " ".join(err.split())
+    assert code == 2 and flat.startswith("Error:") and "Fix:" in flat and "Traceback" not in flat, flat
+    where = re.search(r" Where: (.+?)\. Fix: ", flat)
+    assert where, flat
+    params = next(c for p, c in _commands() if p == command.split()).params
+    flags = {o for p in params for o in getattr(p, "opts", []) if o.startswith("-")}
+    flags |= {p.name.upper() for p in params if p.param_type_name == "argument"}
+    assert where[1] in flags or where[1] in args, (where[1], flat)
+    assert where[1] not in {p.name for p in params} - flags

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from enum import Enum
@@ -23,7 +24,90 @@ from assay.errors import OptionError, UserError
 if TYPE_CHECKING:
     from assay.compare.gate import Comparison
 
-app = typer.Typer(
+# ------------------------------------------------------------------------- how commands read
+# Renamed flags, per command: old -> new. The old name keeps working for one release, hidden from --help; using
+# it prints a deprecation warning (after the command, so that an error still comes first). One concept, one
+# name across commands: --quantization-data (int8 calibration inputs) is not --calibration-data (temperature
+# fitting); seconds of timing and the batch sizes timed are --latency-budget and --latency-batch-sizes everywhere.
+RENAMED_FLAGS: dict[str, dict[str, str]] = {
+    "compress": {"--calibration": "--quantization-data", "--batch-sizes": "--latency-batch-sizes"},
+    "profile": {"--budget": "--latency-budget", "--batch-sizes": "--latency-batch-sizes"},
+}
+_deprecation_notes: list[str] = []  # filled while arguments are parsed, printed by main() at the end
+
+
+def _renamed(command: str, args: list[str]) -> list[str]:
+    """``args`` with the old names of ``command``'s renamed flags (``--budget 3``, ``--budget=3``) replaced by
+    the new ones, noting each use for the deprecation warning. Nothing after ``--`` is touched."""
+    renamed = RENAMED_FLAGS.get(command, {})
+    result: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return result + args[i:]
+        old, eq, value = arg.partition("=")
+        if old in renamed:
+            note = (f"{old} is deprecated: `assay {command}` now calls it {renamed[old]} (the same name in every "
+                    "command); the old name stops working in the next release")
+            if note not in _deprecation_notes:
+                _deprecation_notes.append(note)
+        result.append(renamed[old] + eq + value if old in renamed else arg)
+    return result
+
+
+class _ReadsAsACommandLine:
+    """Help that reads like a command line's: a flag shows no ``<bool>`` value (``--quiet``, not ``--quiet
+    true``) and arguments are upper-case metavars (``assay profile [OPTIONS] MODEL``, not ``{model}``)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]  # the click command this mixes into
+        for param in params:
+            if param.param_type_name == "option" and getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""  # the type column of --help shows the metavar: nothing, for a flag
+            elif param.param_type_name == "argument" and param.metavar is None:
+                param.metavar = param.name.upper() + ("..." if param.nargs != 1 else "")
+        return params
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []  # type: ignore[attr-defined]
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                pieces.append(param.metavar if param.required else f"[{param.metavar}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+
+class AssayCommand(_ReadsAsACommandLine, typer.core.TyperCommand):
+    """A command of ``assay``: reads as a command line (see :class:`_ReadsAsACommandLine`) and accepts the old
+    names of its renamed flags (:data:`RENAMED_FLAGS`)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _renamed(self.name or "", args))
+
+
+class AssayGroup(_ReadsAsACommandLine, typer.core.TyperGroup):
+    """``assay`` and its command groups (``assay cache``): help that reads as a command line."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [*super().collect_usage_pieces(ctx), self.subcommand_metavar]
+
+
+# What each exit code means, shown at the end of `--help` and in docs/cli.md; a command whose codes say more than
+# success / bad input gives its own epilog.
+EXIT_CODES = "Exit codes: 0 done; 1 internal error (a bug); 2 bad input (the message says what, where and how to fix it)."
+
+
+class AssayTyper(typer.Typer):
+    """A Typer app whose commands are :class:`AssayCommand` (unless a command asks for another class) and end their
+    help with their exit codes (:data:`EXIT_CODES` unless a command gives its own epilog)."""
+
+    def command(self, *args: Any, cls: type[typer.core.TyperCommand] | None = None, epilog: str | None = None,
+                **kwargs: Any) -> Any:
+        return super().command(*args, cls=cls or AssayCommand, epilog=epilog or EXIT_CODES, **kwargs)
+
+
+app = AssayTyper(
+    cls=AssayGroup,
     name="assay",
     help="Is this classifier fit to ship? Metrics with confidence intervals, calibration and an evidence bundle.",
     no_args_is_help=True,
@@ -85,7 +169,8 @@ Force = Annotated[bool, typer.Option(
     rich_help_panel=OUTPUT)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or console summary.", rich_help_panel=OUTPUT)]
 ModelFilesSuite = Annotated[str | None, typer.Option(help="Evaluation suite for model files: quick, standard or full.")]
-BatchSizes = Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.", rich_help_panel=EFFICIENCY)]
+BatchSizes = Annotated[str, typer.Option(
+    "--latency-batch-sizes", help="Batch sizes to time, comma-separated.", rich_help_panel=EFFICIENCY)]
 PricePerHour = Annotated[float | None, typer.Option(
     help="Machine price per hour: cost per 1M inferences.", rich_help_panel=EFFICIENCY)]
 
@@ -111,7 +196,8 @@ def _image_size(value: str | None) -> int | tuple[int, int] | None:
                       fix="give one positive integer (square) or HxW, e.g. 32 or 32x48")
 
 
-@app.command()
+@app.command(epilog="Exit codes: 0 the bundle was written, whatever its verdicts (gate them with `assay compare`); "
+             "1 internal error (a bug); 2 bad input (nothing written).")
 def evaluate(
     model: ModelArg,
     data: Annotated[str, typer.Option("--data", "-d", help="Evaluation data: .npz, image folder, .csv/.parquet, or 'digits'.", rich_help_panel=DATA)],
@@ -225,19 +311,20 @@ def demo(
 ) -> None:
     """Train a small CNN on the bundled digits, export it to ONNX, evaluate it, write the report."""
     from assay.demo import run_demo
+    from assay.engine.planning import apply_suite
     from assay.report import print_console
 
+    apply_suite(suite, {})  # an unknown suite is refused before the training starts
     console = Console()
-    if not quiet:
-        console.print("Training a small CNN on scikit-learn's digits (CPU, a few seconds)...")
-    run = run_demo(out, seed=seed, progress=not quiet, suite=suite, force=force)
+    run = run_demo(out, seed=seed, progress=not quiet, suite=suite, force=force)  # says what it trains, on stderr
     if not quiet:
         print_console(run.evidence)
         console.print(f"Demo model: {escape(str(Path(out) / 'model.onnx'))}")
         console.print(f"Report: [bold]{escape(str(Path(out) / 'report.html'))}[/]  (also report.md, evidence.json, predictions.npz, reference.npz)")
 
 
-@app.command()
+@app.command(epilog="Exit codes: 0 the gate passed; 1 the gate failed (with --fail-on-inconclusive, also when a rule "
+             "is inconclusive), and an internal error (a bug, printed as 'Internal error:'); 2 bad input.")
 def compare(
     baseline: Annotated[str, typer.Argument(help="Baseline: an evidence bundle directory, or a model file (with --data).")],
     candidate: Annotated[str, typer.Argument(help="Candidate: an evidence bundle directory, or a model file (with --data).")],
@@ -259,6 +346,8 @@ def compare(
 
     if n_bootstrap < 100:
         raise OptionError(f"--n-bootstrap {n_bootstrap} is too small", where="n_bootstrap", fix="use 100 or more (default 1000)")
+    _require_existing(baseline, "baseline")
+    _require_existing(candidate, "candidate")
     result = run_compare(baseline, candidate, data=data, policy=policy, out=out, n_bootstrap=n_bootstrap, seed=seed,
                          suite=suite, profile=profile, cache_dir=_cache(cache_dir, no_cache), progress=not quiet,
                          force=force)
@@ -267,6 +356,19 @@ def compare(
         Console().print(f"Comparison: [bold]{escape(str(out / 'comparison.md'))}[/]  (also comparison.json, comparison.html, junit.xml)")
     if result.verdict == "fail" or (fail_on_inconclusive and result.verdict == "inconclusive"):
         raise typer.Exit(1)
+
+
+def _require_existing(spec: str, role: str) -> None:
+    """A bundle or model path that does not exist is refused as such, naming it (a factory spec
+    ``package.module:callable`` is not a path; the loader judges it)."""
+    if os.path.lexists(spec) or ":" in spec:
+        return
+    path = Path(os.path.abspath(spec))
+    parent = next((p for p in path.parents if p.exists()), None)
+    hint = "" if parent is None or parent == path.parent else f" (the nearest folder that exists is {parent})"
+    raise OptionError(f"the {role} {spec} does not exist{hint}", where=spec,
+                      fix="give the folder `assay evaluate` wrote (it holds evidence.json), or a model file with "
+                          f"--data; check the path (relative paths start at {os.getcwd()})")
 
 
 def _print_rules(result: Comparison) -> None:
@@ -284,7 +386,8 @@ def _print_rules(result: Comparison) -> None:
     Console().print(table)
 
 
-@app.command()
+@app.command(epilog="Exit codes: 0 a model was picked; 1 no model meets every --constraint, and an internal error "
+             "(a bug, printed as 'Internal error:'); 2 bad input.")
 def select(
     models: Annotated[list[str], typer.Argument(help="Two or more model files or evidence bundles.")],
     data: Annotated[str, typer.Option("--data", "-d", help="Evaluation data shared by every model.")],
@@ -304,6 +407,8 @@ def select(
     """Leaderboard and pick: the best model on --objective among those meeting every --constraint."""
     from assay.compare.run import select as run_select
 
+    for spec in models:
+        _require_existing(spec, "model")
     selection = run_select(models, data, constraints=list(constraints or []), objective=objective, out=out, profile=profile,
                            evaluate_options={"slice_by": [c.strip() for c in slice_by.split(",")]} if slice_by else None,
                            n_bootstrap=n_bootstrap, seed=seed, suite=suite, cache_dir=_cache(cache_dir, no_cache),
@@ -343,11 +448,12 @@ def _float_list(value: str, option: str) -> list[float]:
                           fix="e.g. 0.3,0.5") from None
 
 
-@app.command()
+@app.command(epilog="Exit codes: 0 the audit was written, whatever it recommends (keeping the original "
+             "included); 1 internal error (a bug); 2 bad input (nothing written).")
 def compress(
     model: Annotated[str, typer.Argument(help="Model to compress: .onnx, TorchScript, torch.export, or pkg.module:factory with --weights.")],
     data: Annotated[str, typer.Option("--data", "-d", help="Labelled evaluation data for the damage audit.", rich_help_panel=DATA)],
-    calibration: Annotated[str | None, typer.Option(help="Calibration inputs, needed only for int8-static methods (default: --train-data).", rich_help_panel=DATA)] = None,
+    calibration: Annotated[str | None, typer.Option("--quantization-data", help="Inputs that calibrate int8-static quantization: a few hundred representative samples, labels not needed (default: --train-data).", rich_help_panel=DATA)] = None,
     train_data: Annotated[str | None, typer.Option(help="Training data: short fine-tune after pruning, and default calibration.", rich_help_panel=DATA)] = None,
     weights: Weights = None,
     untrained: Untrained = False,
@@ -377,7 +483,7 @@ def compress(
         model, data, calibration=calibration, methods=[m.strip() for m in methods.split(",") if m.strip()], out=out,
         prune_ratios=_float_list(prune_ratios, "--prune-ratios"), train_data=train_data,
         finetune_epochs=finetune_epochs, max_accuracy_drop=max_accuracy_drop, max_class_drop=max_class_drop,
-        batch_sizes=_int_list(batch_sizes, "--batch-sizes"), ranking_batch=ranking_batch,
+        batch_sizes=_int_list(batch_sizes, "--latency-batch-sizes"), ranking_batch=ranking_batch,
         latency_budget_s=latency_budget_s, threads=threads, suite=suite, n_bootstrap=n_bootstrap, seed=seed,
         slice_by=[c.strip() for c in slice_by.split(",")] if slice_by else None,
         cache_dir=_cache(cache_dir, no_cache), progress=not quiet,
@@ -412,7 +518,7 @@ def profile(
     weights: Weights = None,
     untrained: Untrained = False,
     batch_sizes: BatchSizes = "1,8,32",
-    budget_s: Annotated[float, typer.Option("--budget", help="Seconds of timing per batch size (at most).", rich_help_panel=EFFICIENCY)] = 10.0,
+    budget_s: Annotated[float, typer.Option("--latency-budget", help="Seconds of timing per batch size (at most).", rich_help_panel=EFFICIENCY)] = 10.0,
     price_per_hour: PricePerHour = None,
     seed: Seed = 0,
     threads: Threads = None,
@@ -425,11 +531,12 @@ def profile(
     from assay.profiling.profile import profile_model
     from assay.report.formatting import write_text_atomic
 
-    sizes = _int_list(batch_sizes, "--batch-sizes")
+    sizes = _int_list(batch_sizes, "--latency-batch-sizes")
     if not sizes or min(sizes) < 1:
-        raise OptionError(f"--batch-sizes {batch_sizes!r} must list positive integers", where="batch_sizes", fix="e.g. 1,8,32")
+        raise OptionError(f"--latency-batch-sizes {batch_sizes!r} must list positive integers", where="batch_sizes",
+                          fix="e.g. 1,8,32")
     if budget_s <= 0:
-        raise OptionError(f"--budget must be > 0, got {budget_s}", where="budget_s", fix="give seconds, e.g. 10")
+        raise OptionError(f"--latency-budget must be > 0, got {budget_s}", where="budget_s", fix="give seconds, e.g. 10")
     options: dict[str, Any] = {k: v for k, v in {"weights": weights, "threads": threads,
                                                  "untrained": untrained or None}.items() if v is not None}
     if json_out is not None:  # a bad output path fails before the timing, not after it
@@ -443,7 +550,16 @@ def profile(
         sample = np.asarray(load_data(data).x[: max(sizes)])
         loaded = load_model(model, sample=sample[:2], **options)
     else:
-        loaded = load_model(model, **options)
+        try:
+            loaded = load_model(model, **options)
+        except UserError as exc:
+            # The loader asks for its `sample` (or `num_classes`) when the model cannot tell its own shapes; on the
+            # command line the sample comes from --data, and profiling needs no class count.
+            if "sample" not in (exc.fix or ""):
+                raise
+            raise OptionError(f"{exc.what.rstrip('.')}, so `assay profile` needs inputs to run it on",
+                              where=exc.where, fix="pass --data with a few real inputs (e.g. --data test.npz): the "
+                              "model is run once on them, then timed on batches of them") from exc
         shape = [d for d in loaded.info.input_shape[1:] if d is not None]
         if len(shape) + 1 != len(loaded.info.input_shape) or loaded.info.input_dtype not in (
                 "float32", "float64", "float16"):
@@ -452,7 +568,7 @@ def profile(
         sample = np.random.default_rng(seed).random((max(sizes), *shape)).astype(loaded.info.input_dtype)
     path = loaded.info.path
     result = profile_model(loaded, sample, batch_sizes=tuple(sorted(set(sizes))), threads=threads, budget_s=budget_s,
-                           price_per_hour=price_per_hour, seed=seed,
+                           price_per_hour=price_per_hour, seed=seed, progress=True,
                            model_path=path if path and os.path.isfile(path) else None)
     if json_out is not None:
         write_text_atomic(json_out, result.model_dump_json(indent=2))
@@ -500,14 +616,117 @@ def version() -> None:
     typer.echo(__version__)
 
 
+# ------------------------------------------------------------------------------------------- cache
+cache_app = AssayTyper(
+    cls=AssayGroup, name="cache", no_args_is_help=True, add_completion=False,
+    help="The output cache of model outputs (default ~/.cache/assay, or ASSAY_CACHE_DIR): what it holds, and "
+         "clearing it. Only entries the cache wrote are ever deleted; other files in the folder are left alone. "
+         "Size cap: set ASSAY_CACHE_MAX_MB (megabytes) and every run deletes the least recently used entries "
+         "after each write until the cache fits.")
+app.add_typer(cache_app, name="cache")
+
+
+def _size_text(n_bytes: int) -> str:
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes} bytes"
+
+
+def _when_text(timestamp: float) -> str:
+    """Local time and how long ago: ``2024-05-03 09:12 (3 days ago)``."""
+    import time
+
+    age = max(0.0, time.time() - timestamp)
+    ago = next((f"{age / scale:.0f} {unit} ago" for unit, scale in (
+        ("days", 86400), ("hours", 3600), ("minutes", 60)) if age >= 2 * scale), "just now")
+    return f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(timestamp))} ({ago})"
+
+
+@cache_app.command("info")
+def cache_info(cache_dir: CacheDir = None) -> None:
+    """Where the output cache is, its entries and their total size, and when they were last used."""
+    from assay._paths import default_cache_dir
+    from assay.engine.cache import MAX_MB_ENV, summarize_cache
+
+    summary = summarize_cache(cache_dir if cache_dir is not None else default_cache_dir())
+    say = functools.partial(Console().print, soft_wrap=True)  # plain lines, never wrapped mid-path
+    say(f"Output cache: [bold]{escape(str(summary.directory))}[/]"
+                  + ("" if summary.exists else " (does not exist yet: nothing is cached)"))
+    say(f"Entries: {summary.entries} ({_size_text(summary.total_bytes)})")
+    if summary.least_recently_used is not None and summary.most_recently_used is not None:
+        say(f"Least recently used: {_when_text(summary.least_recently_used)}")
+        say(f"Most recently used: {_when_text(summary.most_recently_used)}")
+    if summary.max_bytes is None:
+        say(f"Size cap: none (set {MAX_MB_ENV} to a number of megabytes to cap the cache's size)")
+    else:
+        say(f"Size cap: {_size_text(summary.max_bytes)} ({MAX_MB_ENV}); the least recently used entries "
+                      "are deleted first")
+    if summary.other_files:
+        say(f"Other files: {summary.other_files} (not written by the cache; `assay cache clear` leaves "
+                      "them alone)")
+
+
+@cache_app.command("clear", epilog="Exit codes: 0 cleared (or nothing to clear); 1 internal error (a bug); 2 bad "
+                   "input, or entries that could not be deleted (the message names one).")
+def cache_clear(
+    older_than: Annotated[str | None, typer.Option(
+        help="Only entries last used longer ago than this: a number and a unit (s, m, h, d, w), e.g. 7d, 12h, "
+             "1d12h.")] = None,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Delete the cache's entries (all, or those unused for --older-than); other files in the folder stay."""
+    from assay._paths import default_cache_dir
+    from assay.engine.cache import clear_cache, parse_duration
+    from assay.errors import OutputError
+
+    seconds = parse_duration(older_than) if older_than is not None else None
+    directory = cache_dir if cache_dir is not None else default_cache_dir()
+    cleared = clear_cache(directory, older_than_s=seconds)
+    say = functools.partial(Console().print, soft_wrap=True)  # plain lines, never wrapped mid-path
+    say(f"Removed {cleared.entries} {'entry' if cleared.entries == 1 else 'entries'} "
+                  f"({_size_text(cleared.bytes)}) from {escape(str(directory))}"
+                  + (f"; kept {cleared.kept} used in the last {escape(older_than)}" if older_than is not None else "")
+                  + (f"; also {cleared.temp_files} temp files of interrupted writes" if cleared.temp_files else "")
+                  + ".")
+    if cleared.failed:
+        raise OutputError(f"{len(cleared.failed)} cache entries could not be deleted", where=str(cleared.failed[0]),
+                          fix="check that you may write to the cache folder (its owner and permissions)")
+
+
 # ------------------------------------------------------------------- parameter names -> flags
+# Library parameters a command fills from one of its own under another name: `assay profile` hands the library
+# a `sample` of the inputs its --data names.
+LIBRARY_NAMES: dict[str, dict[str, str]] = {"profile": {"sample": "data"}}
+
+
+def _command_path(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` runs, as its words (``compare``, ``cache clear``): the words that are not flags, taken
+    while they name a command of the group reached so far; None when they name no command."""
+    command: Any = typer.main.get_command(app)
+    words: list[str] = []
+    for arg in argv:
+        subcommands = getattr(command, "commands", None)
+        if subcommands is None:
+            break
+        if arg.startswith("-"):
+            continue
+        if arg not in subcommands:
+            return None
+        command = subcommands[arg]
+        words.append(arg)
+    return " ".join(words) if words and getattr(command, "commands", None) is None else None
+
+
 @functools.cache
 def _parameter_flags(command: str) -> dict[str, str]:
     """Python parameter name -> what sets it on the command line in ``command`` (``n_bootstrap`` ->
-    ``--n-bootstrap``, ``model`` -> ``MODEL``), read from the Typer app itself so that it cannot fall behind.
-    A command's parameters carry the library's names (``latency_budget_s`` behind ``--latency-budget``)."""
-    group = typer.main.get_command(app)
-    sub = getattr(group, "commands", {}).get(command)
+    ``--n-bootstrap``, ``model`` -> ``MODEL``; ``command`` may be a group's, ``cache clear``), read from the Typer
+    app itself so that it cannot fall behind. A command's parameters carry the library's names
+    (``latency_budget_s`` behind ``--latency-budget``); :data:`LIBRARY_NAMES` adds the others."""
+    sub: Any = typer.main.get_command(app)
+    for word in command.split():
+        sub = getattr(sub, "commands", {}).get(word)
     flags: dict[str, str] = {}
     for param in getattr(sub, "params", []):
         if param.name is None:
@@ -517,25 +736,42 @@ def _parameter_flags(command: str) -> dict[str, str]:
         else:
             long = [o for o in param.opts if o.startswith("--")]
             flags[param.name] = (long or list(param.opts))[0]
+    for library_name, own in LIBRARY_NAMES.get(command, {}).items():
+        flags.setdefault(library_name, flags[own])
     return flags
 
 
 def cli_where(where: str | None, argv: Sequence[str]) -> str | None:
     """The one place where a library error's ``where=`` (a Python parameter name, as library errors name
-    it) becomes the flag of the command ``argv`` runs. Anything else (a path, a file, a phrase) is left
-    alone, and so is a name the user typed as a value (a folder called ``data`` stays ``data``)."""
+    it; ``max-accuracy-drop`` is read as ``max_accuracy_drop``) becomes the flag of the command ``argv`` runs.
+    Anything else (a path, a file, a phrase) is left alone, and so is a name the user typed as a value (a
+    folder called ``data`` stays ``data``)."""
     if not where:
         return where
-    command = next((a for a in argv if not a.startswith("-")), None)
+    command = _command_path(argv)
     if command is None or where in argv:
         return where
-    return _parameter_flags(command).get(where, where)
+    flags = _parameter_flags(command)
+    return flags.get(where) or flags.get(where.replace("-", "_"), where)
+
+
+def _current_flags(text: str | None, argv: Sequence[str]) -> str | None:
+    """``text`` with the old names of the running command's renamed flags replaced by the new ones (a library
+    message written before a rename still points at the flag the command has now)."""
+    command = _command_path(argv)
+    if not text or command is None:
+        return text
+    for old, new in RENAMED_FLAGS.get(command, {}).items():
+        text = re.sub(rf"{re.escape(old)}(?![\w-])", new, text)
+    return text
 
 
 def _user_error_text(exc: UserError, argv: Sequence[str]) -> str:
-    """The message of a user error as the command line shows it: ``where`` in flags, not parameter names."""
-    where = cli_where(exc.where, argv)
-    return str(exc) if where == exc.where else str(UserError(exc.what, where=where, fix=exc.fix))
+    """The message of a user error as the command line shows it: ``where`` in flags, not parameter names, and
+    renamed flags by their current names."""
+    what, where, fix = (_current_flags(exc.what, argv), cli_where(exc.where, argv), _current_flags(exc.fix, argv))
+    unchanged = (what, where, fix) == (exc.what, exc.where, exc.fix)
+    return str(exc) if unchanged else str(UserError(what or exc.what, where=where, fix=fix))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -544,9 +780,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # The cache's warning also reaches the report and the console header as a run-level finding: once is enough.
     warnings.filterwarnings("ignore", category=UserWarning, module=r"assay\.engine\.")
+    _deprecation_notes.clear()
     try:
         # Without standalone mode, click returns the code of a typer.Exit instead of raising it.
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, prog_name="assay", standalone_mode=False)
     except UserError as exc:
         text = _user_error_text(exc, sys.argv[1:] if argv is None else argv)
         err_console.print(f"[bold red]Error:[/] {escape(text)}", soft_wrap=True)
@@ -570,6 +807,9 @@ def main(argv: list[str] | None = None) -> int:
             f"[bold red]Internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
             "This is a bug in Assay; re-run with ASSAY_DEBUG=1 for the traceback and please report it.")
         return 1
+    finally:  # after the command's own output and after any error, which stays the first line of stderr
+        for note in _deprecation_notes:
+            err_console.print(f"[bold yellow]Warning:[/] {escape(note)}.", soft_wrap=True)
     if code == 130:  # typer turns Ctrl-C into a silent exit code 130 (no command of ours returns it)
         err_console.print("Aborted.")
     return code if isinstance(code, int) else 0

@@ -10,32 +10,70 @@ A cache that cannot be written (read-only directory, full disk) never fails a ru
 without writing, says so once (a :class:`CacheWarning`, and a note in ``OutputCache.notes`` that
 ``run_views`` copies to ``Outputs.notes``). A cache path that exists and is not a directory is a user
 error (:class:`~assay.errors.OptionError`), raised before any inference.
+
+Housekeeping (``assay cache info|clear``) is pure functions over the folder: :func:`cache_entries` lists
+what the cache wrote, and nothing else: files named ``<key[:2]>/<key>.npz`` (a 64-hex key) that are numpy
+archives holding only the cache's arrays. A hit touches its entry, so an entry's modification time is
+when it was last used: :func:`older_than` selects by it, :func:`over_cap` picks the least recently used
+entries to drop under a size cap, and :func:`remove_entries` checks each file again before deleting it.
+An ``OutputCache`` with ``max_bytes`` (default: ``$ASSAY_CACHE_MAX_MB`` megabytes of 2**20 bytes, else no
+cap) evicts least-recently-used entries after each write until the entries fit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
+import time
 import warnings
 import zipfile
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from assay._paths import default_cache_dir
 from assay.errors import OptionError
 
-__all__ = ["CacheWarning", "OutputCache", "ViewOutput", "cache_key", "check_cache_dir", "default_cache_dir"]
+__all__ = [
+    "MAX_MB_ENV",
+    "CacheEntry",
+    "CacheSummary",
+    "CacheWarning",
+    "Cleared",
+    "OutputCache",
+    "Removed",
+    "ViewOutput",
+    "cache_entries",
+    "cache_key",
+    "check_cache_dir",
+    "clear_cache",
+    "default_cache_dir",
+    "max_bytes_from_env",
+    "older_than",
+    "over_cap",
+    "parse_duration",
+    "remove_entries",
+    "stale_temp_files",
+    "summarize_cache",
+]
 
 # Bump when the meaning of cached arrays or the entry layout changes (2: checksummed record).
 CACHE_FORMAT = "2"
 _RECORD = "__record__"
 _ARRAYS = ("logits", "features", "feature_mean", "feature_std", "feature_sample", "examples", "example_index")
+# Names of what the cache writes: <key[:2]>/<key>.npz entries and, while one is written, .<key>.<random>.tmp.
+_SHARD_NAME = re.compile(r"[0-9a-f]{2}")
+_ENTRY_NAME = re.compile(r"([0-9a-f]{64})\.npz")
+_TEMP_NAME = re.compile(r"\.([0-9a-f]{64})\.[A-Za-z0-9_]+\.tmp")
+MAX_MB_ENV = "ASSAY_CACHE_MAX_MB"
 # Anything that reading a damaged or crafted .npz can raise: all of it makes the entry a miss.
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, EOFError, MemoryError, RecursionError, zipfile.BadZipFile,
                 zlib.error)
@@ -102,11 +140,17 @@ class OutputCache:
     """A directory of ``<key[:2]>/<key>.npz`` entries; writes are atomic (temp file + rename).
 
     ``notes`` collects what a run should report: entries found damaged and recomputed, and the
-    cache falling back to read-only (warned once per cache object).
+    cache falling back to read-only (warned once per cache object). ``max_bytes``: after each write, the
+    least recently used entries are deleted until the entries fit (the one just written is kept); None reads
+    ``$ASSAY_CACHE_MAX_MB`` (no cap when unset).
     """
 
-    def __init__(self, directory: str | os.PathLike[str] | None) -> None:
+    def __init__(self, directory: str | os.PathLike[str] | None, *, max_bytes: int | None = None) -> None:
         self.directory = check_cache_dir(directory) if directory is not None else None
+        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
+            raise OptionError(f"max_bytes must be a positive number of bytes, got {max_bytes!r}", where="max_bytes",
+                              fix="give the cap in bytes, e.g. 2 * 2**30 for 2 GiB, or None for no cap")
+        self.max_bytes = max_bytes if max_bytes is not None else max_bytes_from_env()
         self.notes: list[str] = []
         self._writable = True
 
@@ -139,6 +183,8 @@ class OutputCache:
         if problem is not None:
             self._note(f"cache entry {path.name} was {problem}: recomputed and replaced")
             return None
+        with contextlib.suppress(OSError):  # a read-only cache still serves its entries
+            os.utime(path)  # last used now: the size cap and `assay cache clear --older-than` go by it
         return ViewOutput(**{name: arrays.get(name) for name in _ARRAYS})  # type: ignore[arg-type]
 
     @staticmethod
@@ -173,7 +219,7 @@ class OutputCache:
         tmp: str | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
             with os.fdopen(fd, "wb") as fh:
                 np.savez(fh, **arrays)
             os.replace(tmp, path)
@@ -181,10 +227,21 @@ class OutputCache:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
             self._read_only(exc)
+            return
         except BaseException:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
             raise
+        if self.max_bytes is not None:
+            self._evict(keep=path)
+
+    def _evict(self, keep: Path) -> None:
+        """Delete least-recently-used entries until the cache fits ``max_bytes`` (never ``keep``). Cheap when
+        under the cap: names and sizes only; each file is checked to be an entry before it is deleted."""
+        assert self.directory is not None and self.max_bytes is not None
+        candidates = _named_entries(self.directory)
+        if sum(e.size for e in candidates) > self.max_bytes:
+            remove_entries(over_cap(candidates, self.max_bytes, keep={keep}))  # never raises: the run goes on
 
     def _read_only(self, exc: OSError) -> None:
         self._writable = False
@@ -194,3 +251,235 @@ class OutputCache:
                    "--cache-dir, or pass --no-cache)")
         self._note(message)
         warnings.warn(message, CacheWarning, stacklevel=2)  # one location: Python shows it once
+
+
+# ------------------------------------------------------------------------------------- housekeeping
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One entry on disk: its file, its size in bytes and when it was last used (written or read: a hit
+    touches the file), in seconds since the epoch."""
+
+    path: Path
+    size: int
+    last_used: float
+
+
+@dataclass(frozen=True)
+class CacheSummary:
+    """What ``assay cache info`` shows: the folder, whether it exists, its entries (count, bytes, least and
+    most recently used), the size cap in force, and how many other files lie there (never touched)."""
+
+    directory: Path
+    exists: bool
+    entries: int
+    total_bytes: int
+    least_recently_used: float | None
+    most_recently_used: float | None
+    max_bytes: int | None
+    other_files: int
+
+
+def max_bytes_from_env() -> int | None:
+    """The size cap set by ``$ASSAY_CACHE_MAX_MB`` (megabytes of 2**20 bytes) in bytes; None when unset."""
+    text = os.environ.get(MAX_MB_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        megabytes = float(text)
+    except ValueError:
+        megabytes = float("nan")
+    if not megabytes > 0 or megabytes == float("inf"):
+        raise OptionError(f"{MAX_MB_ENV}={text!r} is not a size in megabytes", where=MAX_MB_ENV,
+                          fix=f"set {MAX_MB_ENV} to a positive number of megabytes, e.g. 2000, or unset it for no cap")
+    return max(1, int(megabytes * 2**20))
+
+
+def _named_entries(directory: Path) -> list[CacheEntry]:
+    """Files named like entries (``<key[:2]>/<key>.npz``), least recently used first; contents unchecked."""
+    found: list[CacheEntry] = []
+    try:
+        shards = [d for d in os.scandir(directory) if _SHARD_NAME.fullmatch(d.name) and d.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    for shard in shards:
+        try:
+            files = list(os.scandir(shard.path))
+        except OSError:
+            continue
+        for file in files:
+            match = _ENTRY_NAME.fullmatch(file.name)
+            if match is None or not match[1].startswith(shard.name) or not file.is_file(follow_symlinks=False):
+                continue
+            try:
+                stat = file.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            found.append(CacheEntry(Path(file.path), stat.st_size, stat.st_mtime))
+    return sorted(found, key=lambda e: (e.last_used, str(e.path)))
+
+
+def _written_by_cache(path: Path) -> bool:
+    """True for an archive the cache wrote: a zip (``np.savez``) whose members are the cache's arrays, logits
+    among them (every entry format so far). A damaged entry fails this and is left alone, like any other file."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return False
+    return "logits.npy" in members and members <= {f"{name}.npy" for name in (*_ARRAYS, _RECORD)}
+
+
+def cache_entries(directory: str | os.PathLike[str]) -> list[CacheEntry]:
+    """The entries the cache wrote in ``directory``, least recently used first (nothing else in the folder is
+    listed, so nothing else is ever selected for deletion); [] when the folder does not exist."""
+    return [e for e in _named_entries(check_cache_dir(directory)) if _written_by_cache(e.path)]
+
+
+def stale_temp_files(directory: str | os.PathLike[str], *, min_age_s: float = 3600.0,
+                     now: float | None = None) -> list[Path]:
+    """Temp files a write left behind (``<key[:2]>/.<key>.<random>.tmp``, from an interrupted run) that are
+    older than ``min_age_s`` (a younger one may be a write in progress)."""
+    now = time.time() if now is None else now
+    path = check_cache_dir(directory)
+    stale: list[Path] = []
+    if not path.is_dir():
+        return stale
+    for shard in path.iterdir():
+        if not _SHARD_NAME.fullmatch(shard.name) or shard.is_symlink() or not shard.is_dir():
+            continue
+        for file in shard.iterdir():
+            match = _TEMP_NAME.fullmatch(file.name)
+            try:
+                if (match and match[1].startswith(shard.name) and not file.is_symlink() and file.is_file()
+                        and file.stat().st_mtime < now - min_age_s):
+                    stale.append(file)
+            except OSError:
+                continue
+    return stale
+
+
+def older_than(entries: Iterable[CacheEntry], seconds: float, *, now: float | None = None) -> list[CacheEntry]:
+    """The entries last used more than ``seconds`` ago."""
+    cutoff = (time.time() if now is None else now) - seconds
+    return [e for e in entries if e.last_used < cutoff]
+
+
+def over_cap(entries: Iterable[CacheEntry], max_bytes: int, *, keep: Iterable[Path] = ()) -> list[CacheEntry]:
+    """The least recently used entries to delete so that the rest take at most ``max_bytes`` (entries in
+    ``keep`` stay, even when they alone exceed the cap)."""
+    kept = {Path(p) for p in keep}
+    ordered = sorted(entries, key=lambda e: (e.last_used, str(e.path)))
+    total = sum(e.size for e in ordered)
+    drop: list[CacheEntry] = []
+    for entry in ordered:
+        if total <= max_bytes:
+            break
+        if entry.path in kept:
+            continue
+        drop.append(entry)
+        total -= entry.size
+    return drop
+
+
+class Removed(NamedTuple):
+    """What :func:`remove_entries` did: entries deleted, bytes freed, and entries that could not be deleted."""
+
+    entries: int
+    bytes: int
+    failed: list[Path]
+
+
+def remove_entries(entries: Iterable[CacheEntry]) -> Removed:
+    """Delete ``entries``, each checked again to be a cache entry first (a file that is not, or that is gone,
+    is skipped; one that cannot be deleted is listed in ``failed``), then the shard folders they leave empty.
+    Never raises for I/O."""
+    count = freed = 0
+    failed: list[Path] = []
+    shards: set[Path] = set()
+    for entry in entries:
+        if not (_ENTRY_NAME.fullmatch(entry.path.name) and _SHARD_NAME.fullmatch(entry.path.parent.name)
+                and _written_by_cache(entry.path)):
+            continue
+        try:
+            entry.path.unlink()
+        except FileNotFoundError:
+            continue  # another process evicted it first
+        except OSError:
+            failed.append(entry.path)
+            continue
+        count += 1
+        freed += entry.size
+        shards.add(entry.path.parent)
+    for shard in shards:
+        with contextlib.suppress(OSError):
+            shard.rmdir()  # only when empty: anything else in it stays
+    return Removed(count, freed, failed)
+
+
+class Cleared(NamedTuple):
+    """What :func:`clear_cache` did: entries deleted, bytes freed, entries kept (used more recently than asked),
+    left-over temp files deleted, and entries that could not be deleted."""
+
+    entries: int
+    bytes: int
+    kept: int
+    temp_files: int
+    failed: list[Path]
+
+
+def clear_cache(directory: str | os.PathLike[str], *, older_than_s: float | None = None,
+                now: float | None = None) -> Cleared:
+    """Delete the cache's entries in ``directory`` (only those last used more than ``older_than_s`` ago, when
+    given) and the temp files interrupted writes left there over an hour ago. Nothing else in the folder is
+    touched."""
+    path = check_cache_dir(directory)
+    if not path.is_dir():
+        return Cleared(0, 0, 0, 0, [])
+    entries = cache_entries(path)
+    selected = entries if older_than_s is None else older_than(entries, older_than_s, now=now)
+    removed = remove_entries(selected)
+    temp_files = 0
+    for temp in stale_temp_files(path, now=now):
+        with contextlib.suppress(OSError):
+            temp.unlink()
+            temp_files += 1
+    return Cleared(removed.entries, removed.bytes, len(entries) - len(selected), temp_files, removed.failed)
+
+
+def summarize_cache(directory: str | os.PathLike[str]) -> CacheSummary:
+    """:class:`CacheSummary` of ``directory`` (the size cap from ``$ASSAY_CACHE_MAX_MB``). Other files are
+    counted at the top of the folder and inside its shard folders, not below."""
+    path = check_cache_dir(directory)
+    max_bytes = max_bytes_from_env()
+    if not path.is_dir():
+        return CacheSummary(path, False, 0, 0, None, None, max_bytes, 0)
+    entries = cache_entries(path)
+    ours = {e.path for e in entries}
+    other = 0
+    for item in path.iterdir():
+        if _SHARD_NAME.fullmatch(item.name) and item.is_dir() and not item.is_symlink():
+            other += sum(1 for f in item.iterdir() if f not in ours and not _TEMP_NAME.fullmatch(f.name))
+        else:
+            other += 1
+    return CacheSummary(path, True, len(entries), sum(e.size for e in entries),
+                        entries[0].last_used if entries else None, entries[-1].last_used if entries else None,
+                        max_bytes, other)
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+
+
+def parse_duration(text: str, *, where: str = "older_than") -> float:
+    """Seconds in a duration such as ``7d``, ``12h``, ``30m``, ``45s``, ``2w`` or ``1d12h``; OptionError
+    naming ``where`` otherwise."""
+    compact = "".join(str(text).lower().split())
+    parts = _DURATION.findall(compact)
+    if not compact or "".join(n + u for n, u in parts) != compact:
+        raise OptionError(f"{text!r} is not a duration", where=where,
+                          fix="give a number and a unit (s, m, h, d or w), e.g. 7d, 12h or 1d12h")
+    return float(sum(float(n) * _DURATION_UNITS[u] for n, u in parts))
