@@ -4,12 +4,12 @@ rule) and comparison.html (the evaluate report's page, with gate, per-class, per
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
 
-import numpy as np
-
 from assay.evidence.schema import Evidence, Finding, Section, Severity, Verdict
+from assay.report.formatting import MISSING, NumberFormat, format_number, interval_note
 
 if TYPE_CHECKING:
     from assay.compare.gate import Comparison
@@ -22,14 +22,9 @@ _SEVERITY: dict[str, Severity] = {"pass": "info", "skipped": "info", "inconclusi
 _VERDICT: dict[str, Verdict] = {"pass": "pass", "fail": "fail", "inconclusive": "warn"}
 
 
-def _num(value: float | None, signed: bool = True) -> str:
-    if value is None or not np.isfinite(value):
-        return "—"
-    return f"{value:+.4f}" if signed else f"{value:.4f}"
-
-
-def _ci(lo: float | None, hi: float | None) -> str:
-    return f"[{_num(lo)}, {_num(hi)}]" if lo is not None and hi is not None else "—"
+def _ci(text: str) -> str:
+    """An interval cell: the em dash for none."""
+    return text or MISSING
 
 
 def _cell(text: Any) -> str:
@@ -49,27 +44,43 @@ def render_markdown(c: Comparison, max_rows: int = 10) -> str:
         "| rule | result | value | CI | limit | detail |",
         "|---|---|---|---|---|---|",
     ]
+    # One NumberFormat per table column (value, CI and limit of a rule share the row's decimals).
+    rule_fmt = NumberFormat.for_rows([(r.value, r.ci_low, r.ci_high, r.limit) for r in c.rules], signed=True)
     for r in c.rules:
-        lines.append(f"| {_cell(r.rule)} | {_MARK[r.status]} | {_num(r.value)} | {_ci(r.ci_low, r.ci_high)} | "
-                     f"{_num(r.limit)} | {_cell(r.message)} |")
+        value, lo, hi, limit = rule_fmt.row(r.value, r.ci_low, r.ci_high, r.limit)
+        ci = f"[{lo}, {hi}]" if r.ci_low is not None and r.ci_high is not None else MISSING
+        lines.append(f"| {_cell(r.rule)} | {_MARK[r.status]} | {value} | {ci} | {limit} | {_cell(r.message)} |")
+    shown = [key for key in ("accuracy_delta", "macro_f1_delta", "ece_delta", "nll_delta", "negative_flip_rate",
+                             "positive_flip_rate") if key in m]
+    delta_fmt = NumberFormat.for_metrics([m[key] for key in shown], signed=True)
+    notes = {key: interval_note(key, m[key], delta_fmt) for key in shown}
     lines += ["", "| metric | candidate − baseline | CI |", "|---|---|---|"]
-    for key in ("accuracy_delta", "macro_f1_delta", "ece_delta", "nll_delta", "negative_flip_rate",
-                "positive_flip_rate"):
-        if key in m:
-            lines.append(f"| {key} | {_num(m[key].value)} | {_ci(m[key].ci_low, m[key].ci_high)} |")
-    if "mcnemar_p" in m and m["mcnemar_p"].value is not None:
-        lines.append(f"| McNemar exact p | {m['mcnemar_p'].value:.3g} | — |")
+    for key in shown:
+        value, ci = delta_fmt.metric(m[key])
+        lines.append(f"| {key} | {value}{'†' if notes[key] else ''} | {_ci(ci)} |")
+    if any(notes.values()):
+        lines += ["", *(f"† {_cell(note)}" for note in notes.values() if note)]
+    mcnemar = m.get("mcnemar_p")
+    if mcnemar is not None and mcnemar.value is not None:  # a p-value: not a delta, so not in the delta table
+        broken, fixed = (mcnemar.config.get(k) for k in ("n10_baseline_right_candidate_wrong",
+                                                          "n01_baseline_wrong_candidate_right"))
+        counts = f" ({broken:,} right → wrong, {fixed:,} wrong → right)" if isinstance(broken, int) and \
+            isinstance(fixed, int) else ""
+        lines += ["", f"McNemar exact test (two-sided, all samples): p = {format_number(mcnemar.value)}{counts}."]
     worst = sorted(c.per_class, key=lambda r: r["delta"])[:max_rows]
     drops = [r for r in worst if r["delta"] < 0]
     if drops:
+        accuracy_fmt = NumberFormat.for_rows(v for r in drops for v in (r["accuracy_baseline"],
+                                                                         r["accuracy_candidate"]))
+        class_fmt = NumberFormat.for_rows([(r["delta"], r["ci_low"], r["ci_high"]) for r in drops], signed=True)
+        p_fmt = NumberFormat.for_rows([r["p_adjusted"] for r in drops])
         lines += ["", "<details><summary>Largest per-class drops</summary>", "",
                   "| class | n | baseline | candidate | delta | CI | adj. p |", "|---|---|---|---|---|---|---|"]
         for row in drops:
-            p = "—" if row["p_adjusted"] is None else f"{row['p_adjusted']:.3g}"
-            lines.append(f"| {_cell(row['group'])} | {row['n']} | {row['accuracy_baseline']:.3f} | "
-                         f"{row['accuracy_candidate']:.3f} | {_num(row['delta'])} | "
-                         f"{_ci(row['ci_low'], row['ci_high'])} | "
-                         f"{p} |")
+            delta, ci = class_fmt.estimate(row["delta"], row["ci_low"], row["ci_high"])
+            lines.append(f"| {_cell(row['group'])} | {row['n']} | {accuracy_fmt.number(row['accuracy_baseline'])} | "
+                         f"{accuracy_fmt.number(row['accuracy_candidate'])} | {delta} | {_ci(ci)} | "
+                         f"{p_fmt.number(row['p_adjusted'])} |")
         lines += ["", "</details>"]
     neg = c.flips.get("negative", [])
     if neg:
@@ -117,7 +128,8 @@ def comparison_sections(c: Comparison, thumbnails: dict[str, list[dict[str, Any]
     findings = [Finding(severity=_SEVERITY[r.status], message=f"{r.rule}: {r.status.upper()} — {r.message}",
                         evidence="gate.tables.rules") for r in c.rules]
     rules = [{"rule": r.rule, "status": r.status, "value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high,
-              "limit": r.limit, "group": r.group, "n_needed": r.n_needed} for r in c.rules]
+              "limit": r.limit, "group": r.group, "n_needed": r.n_needed, "n_needed_unit": r.n_needed_unit}
+             for r in c.rules]
     counts = {s: sum(r.status == s for r in c.rules) for s in ("pass", "fail", "inconclusive", "skipped")}
     sections = {"gate": Section(
         name="gate", title="Regression gate", verdict=_VERDICT[c.verdict],
@@ -159,7 +171,8 @@ def render_comparison_html(c: Comparison, candidate: Evidence,
 
     page = candidate.model_copy(update={"sections": comparison_sections(c, thumbnails)})
     text = {"pass": "Every gate rule passed.", "fail": "At least one gate rule failed: the candidate regressed.",
-            "inconclusive": "No rule failed, but at least one is inconclusive: too few samples to tell."}[c.verdict]
+            "inconclusive": "No rule failed, but at least one is inconclusive: too few samples (or timing runs) "
+                            "to tell."}[c.verdict]
     return render_html(page, title="Assay comparison", verdict_text=text)
 
 
@@ -189,7 +202,7 @@ def render_selection_markdown(selection: Any) -> str:
 
 
 def selection_sections(selection: Any) -> dict[str, Section]:
-    """Leaderboard (table, Pareto scatter) and the pick as report sections."""
+    """Leaderboard (table, Pareto scatter) and the pick as report sections; the pick is marked in both."""
     plots = {}
     if selection.cost_metric is not None:
         rows = selection.rows
@@ -198,8 +211,10 @@ def selection_sections(selection: Any) -> dict[str, Section]:
             "xlabel": selection.cost_metric, "ylabel": "accuracy", "front": list(selection.front),
             "series": [{"label": "models", "x": [r[selection.cost_metric] for r in rows],
                         "y": [r["accuracy"] if r["accuracy"] is not None else float("nan") for r in rows],
-                        "text": [r["model"] for r in rows]}]}
-    table = [{k: v for k, v in r.items() if k not in ("sha256",)} for r in selection.rows]
+                        "text": [f"pick: {r['model']}" if r["model"] == selection.pick else r["model"]
+                                 for r in rows]}]}
+    table = [{"model": r["model"], "picked": r["model"] == selection.pick,
+              **{k: v for k, v in r.items() if k not in ("sha256", "model")}} for r in selection.rows]
     findings = [Finding(severity="info", message=reason, evidence="selection.tables.leaderboard")
                 for reason in selection.reasons]
     return {"selection": Section(
@@ -211,10 +226,24 @@ def selection_sections(selection: Any) -> dict[str, Section]:
                 "cost_metric": selection.cost_metric})}
 
 
-def render_selection_html(selection: Any, header: Evidence) -> str:
+def _selection_header(selection: Any, evidence: Mapping[str, Evidence]) -> Evidence:
+    """The evidence that heads the page: the picked model's. With no pick, the data and input (shared by all
+    the models) with, in the model's place, the statement that no model was picked."""
+    if selection.pick is not None and selection.pick in evidence:
+        return evidence[selection.pick]
+    first = next(iter(evidence.values()))
+    nobody = first.model.model_copy(update={"path": "no model picked: none meets every constraint", "weights": None,
+                                            "format": "\u2014", "sha256": ""})
+    return first.model_copy(update={"model": nobody})
+
+
+def render_selection_html(selection: Any, evidence: Mapping[str, Evidence] | Evidence) -> str:
+    """selection.html: headed by the picked model (``evidence``: each model's evidence by its leaderboard
+    name), or by "no model picked" when none meets the constraints; the leaderboard and Pareto sections."""
     from assay.report.html import render_html
 
-    page = header.model_copy(update={"sections": selection_sections(selection)})
-    text = (f"Pick: {selection.pick}. " + " ".join(selection.reasons)) if selection.pick else \
-        "No model meets every constraint."
+    by_name = {selection.pick or "": evidence} if isinstance(evidence, Evidence) else dict(evidence)
+    page = _selection_header(selection, by_name).model_copy(update={"sections": selection_sections(selection)})
+    text = f"Pick: {selection.pick}. " if selection.pick else "No model picked: "
+    text += "; ".join(selection.reasons) + "."
     return render_html(page, title="Assay selection", verdict_text=text)
