@@ -16,7 +16,14 @@ from rich.console import Console
 
 from assay.evidence.schema import DataInfo, EnvironmentInfo, Evidence, Metric, ModelInfo, Section
 from assay.report import print_console
-from assay.report.formatting import MISSING, NumberFormat, decimals_for, format_estimate, interval_note
+from assay.report.formatting import (
+    MISSING,
+    NumberFormat,
+    decimals_for,
+    format_estimate,
+    interval_note,
+    table_cells,
+)
 
 BOOT = "bootstrap percentile, 95% (B=1000, seed=0)"
 
@@ -166,3 +173,20 @@ def test_one_row_keeps_its_numbers_readable_against_each_other():
     # An interval shares its value's decimals, so 0.0037 [0.0005, 0.0135] is not 0.0037 [5.4e-04, 0.0135].
     assert format_estimate(0.0037, 0.00054, 0.0135) == ("0.0037", "[0.0005, 0.0135]")
     assert format_estimate(12.5511, 7.2381, 36.3611) == ("12.55", "[7.24, 36.36]")
+
+
+def test_table_cells_give_every_numeric_column_one_format():
+    rows = [{"class": "cat", "support": 100, "recall": 0.61, "recall_ci_low": 0.56, "recall_ci_high": 0.66, "p": 0.5,
+             "ok": True},
+            {"class": "dog", "support": 3, "recall": 1.0, "recall_ci_low": 0.29, "recall_ci_high": 1.0, "p": 3e-7,
+             "ok": False},
+            {"class": "emu", "support": 12, "recall": None, "recall_ci_low": None, "recall_ci_high": None, "p": 0.02,
+             "ok": None}]
+    cells = table_cells(rows, ["class", "support", "recall", "p", "ok"])
+    assert [c[0] for c in cells] == [("cat", ""), ("dog", ""), ("emu", "")]
+    assert [c[1] for c in cells] == [("100", ""), ("3", ""), ("12", "")]
+    assert [c[2] for c in cells] == [("0.6100", "[0.5600, 0.6600]"), ("1.0000", "[0.2900, 1.0000]"), (MISSING, "")]
+    # 3e-7 needs scientific notation, so the whole p column uses it (not 0.5000 next to 3.000e-07).
+    assert [c[3] for c in cells] == [("5.000e-01", ""), ("3.000e-07", ""), ("2.000e-02", "")]
+    assert [c[4][0] for c in cells] == ["yes", "no", MISSING]
+

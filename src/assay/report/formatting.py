@@ -40,6 +40,7 @@ __all__ = [
     "key_metrics",
     "metric_parts",
     "short_hash",
+    "table_cells",
     "write_text_atomic",
 ]
 
@@ -264,6 +265,46 @@ def ci_columns(columns: Iterable[str]) -> dict[str, tuple[str, str]]:
         for c in cols
         if f"{c}_ci_low" in present and f"{c}_ci_high" in present
     }
+
+
+def _number_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, Real) and not isinstance(value, bool))
+
+
+def table_cells(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
+                merged: Mapping[str, tuple[str, str]] | None = None) -> list[list[tuple[str, str]]]:
+    """The cells of a row-oriented table as ``(text, "[lo, hi]" or "")``, one :class:`NumberFormat` per column.
+
+    ``merged``: columns ``c`` shown with their ``c_ci_low``/``c_ci_high`` companions (default: those of
+    ``columns`` whose companions occur in the rows, see :func:`ci_columns`); their numbers print as estimates
+    (value and interval sharing a row's decimals; integral triples as counts). Other numeric cells print as
+    lone numbers of their column's format; anything else (text, containers, booleans) through
+    :func:`format_value`. So no column mixes notations.
+    """
+    if merged is None:
+        keys: dict[str, None] = {}
+        for row in rows:
+            keys.update(dict.fromkeys(row))
+        merged = {c: pair for c, pair in ci_columns(keys).items() if c in columns}
+    formats = {}
+    for c in columns:
+        low, high = merged.get(c, ("", ""))
+        triples = [(r.get(c), r.get(low), r.get(high)) if low else r.get(c) for r in rows
+                   if _number_or_none(r.get(c))]
+        formats[c] = NumberFormat.for_rows(triples)
+    out = []
+    for row in rows:
+        cells = []
+        for c in columns:
+            value = row.get(c)
+            if c in merged and _number_or_none(value):
+                cells.append(formats[c].estimate(value, row.get(merged[c][0]), row.get(merged[c][1])))
+            elif value is not None and _number_or_none(value):
+                cells.append((formats[c].number(value), ""))
+            else:
+                cells.append((format_value(value), ""))
+        out.append(cells)
+    return out
 
 
 def short_hash(value: str | None, length: int = 12) -> str:
