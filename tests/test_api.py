@@ -151,3 +151,44 @@ def test_the_public_facade_validates_its_parameters_by_name(tmp_path):
         with pytest.raises(OptionError) as info:
             call()
         assert info.value.where == where, (where, info.value)
+
+
+@pytest.mark.parametrize("call, where", [
+    (lambda: assay.evaluate(42, "digits"), "model"),
+    (lambda: assay.evaluate("m.onnx", 42), "data"),
+    (lambda: assay.evaluate("m.onnx", "digits", calibration_data={"x": 1}), "calibration_data"),
+    (lambda: assay.evaluate("m.onnx", "digits", ood=["digits", 7]), "ood[1]"),
+    (lambda: assay.select(["a.onnx", 42], "digits", out=None), "models[1]"),
+    (lambda: assay.select(["a.onnx", "b.onnx"], 42, out=None), "data"),
+    (lambda: assay.compare(42, "b"), "baseline"),
+    (lambda: assay.compare("a", "b", data=42, out=None), "data"),
+    (lambda: assay.compress(42, "digits", out=None), "model"),
+    (lambda: assay.compress("m.onnx", 42, methods=["fp16"], out=None), "data"),
+    (lambda: assay.profile(42, np.zeros((2, 3))), "model"),
+    (lambda: assay.profile("m.onnx", 42), "sample"),
+])
+def test_every_public_entry_refuses_an_object_it_cannot_use_by_parameter(call, where, tmp_path, monkeypatch):
+    """Neither a path, a model, an nn.Module, arrays nor a Dataset: a UserError naming the parameter (never a
+    raw TypeError/OSError/AttributeError), before any work."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError) as info:
+        call()
+    assert info.value.where == where, info.value
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_the_facade_functions_accept_in_memory_models_and_arrays():
+    """select/compare from the facade take nn.Modules and (x, y) arrays (the rest is in test_inmemory.py)."""
+    from assay.api import compare
+
+    ds, _ = make_blobs_dataset(n=120)
+    good, bad = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    centers = np.stack([ds.x[ds.y == k].mean(axis=0) for k in range(3)])
+    with torch.no_grad():
+        good.weight.copy_(torch.from_numpy(centers))
+        good.bias.copy_(torch.from_numpy(-0.5 * (centers**2).sum(axis=1)))
+        bad.weight.zero_()
+        bad.bias.copy_(torch.tensor([2.0, 0.5, -1.0]))  # always class 0
+    selection = assay.select([bad, good], (ds.x, ds.y), out=None, cache_dir=None, n_bootstrap=100)
+    assert selection.pick == "<in-memory Linear #2>"
+    assert compare(good, bad, data=(ds.x, ds.y), out=None, cache_dir=None, n_bootstrap=100).exit_code == 1
