@@ -121,6 +121,27 @@ def test_note_is_said_up_front():
     assert buffer.getvalue().splitlines()[0] == "assay: training started (40 epochs, usually ~10 s)"
 
 
+def test_a_nested_stage_names_where_it_runs():
+    console, buffer = plain_console()
+    with stage("auditing variants", total=2, unit="variants", enabled=True, console=console) as outer:
+        for name in ("fp16", "int8"):
+            outer.detail(f"[{name}]")
+            with stage("inference", total=1, unit="batches", enabled=True, console=console) as inner:
+                inner()
+            outer()
+        with stage("after", enabled=False, console=console):
+            pass
+    lines = [re.sub(r"\d+\.\d s", "T", line) for line in buffer.getvalue().splitlines()]
+    assert lines == [
+        "assay: auditing variants started (2 variants)",
+        "assay: auditing variants [fp16] > inference started (1 batches)",
+        "assay: auditing variants [fp16] > inference done in T (1 batches)",
+        "assay: auditing variants [int8] > inference started (1 batches)",
+        "assay: auditing variants [int8] > inference done in T (1 batches)",
+        "assay: auditing variants done in T (2 variants)",
+    ]
+
+
 @pytest.mark.parametrize(("seconds", "text"), [
     (0.0, "0.0 s"), (3.14, "3.1 s"), (59.94, "59.9 s"), (59.96, "1 min 00 s"), (95.0, "1 min 35 s"),
     (3599.4, "59 min 59 s"), (3725.0, "1 h 02 min"), (float("nan"), "?"), (-1.0, "?"),

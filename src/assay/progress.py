@@ -15,7 +15,8 @@ lines to stderr -- no ANSI codes, no carriage returns -- so a log shows what ran
     assay: inference done in 12.1 s (152 batches)
 
 a start line, then at most one progress line per ``interval`` (5 s) with the elapsed time and a linear
-ETA, then a done line (or "stopped after" when the work raised). On an interactive terminal (Rich's
+ETA, then a done line (or "stopped after" when the work raised). A stage opened inside another one says
+where it runs (``assay: auditing variants [fp16] > inference started (...)``). On an interactive terminal (Rich's
 ``Console.is_interactive``: a TTY that is not dumb; ``FORCE_COLOR``/``TTY_INTERACTIVE`` as Rich reads them)
 the stage is a Rich progress bar; stages opened inside another one join its display as extra rows and
 vanish when they end, so only top-level stages leave their final bar.
@@ -208,12 +209,16 @@ class _Bar(Advance):
             self.current = ""
             suffix = " (stopped)" if failed else ""
             self.bars.progress.update(self.task, description=escape(self.name) + suffix)
+            if self.total is None and not failed:  # a full bar, not a pulsing one, for work of unknown size
+                steps = max(self.completed, 1.0)
+                self.bars.progress.update(self.task, total=steps, completed=steps)
         else:
             self.bars.progress.remove_task(self.task)
         self.bars.redraw(force=True)
 
 
 _bars: _Bars | None = None
+_open_lines: list[_PlainLines] = []  # plain stages open now, innermost last: a nested stage's lines name its parent
 _bars_lock = threading.Lock()
 
 
@@ -242,13 +247,17 @@ def stage(name: str, total: float | None = None, *, unit: str = "steps", enabled
         advance: Advance = _Bar(name, total, unit, bars, note)
     else:
         file = (console or Console(stderr=True)).file
-        advance = _PlainLines(name, total, unit, clock, file, interval, note)
+        within = f"{_open_lines[-1].label()} > " if _open_lines else ""  # what the enclosing stage is on
+        advance = _PlainLines(within + name, total, unit, clock, file, interval, note)
+        _open_lines.append(advance)
     failed = True
     try:
         yield advance
         failed = False
     finally:
         advance._finish(failed)
+        if isinstance(advance, _PlainLines):
+            _open_lines.remove(advance)
         if bars is not None and bars.depth == 0:
             with _bars_lock:
                 bars.progress.stop()
