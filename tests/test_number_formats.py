@@ -163,8 +163,9 @@ def test_a_column_never_mixes_notations(rows):
         texts += [text, *(p.strip() for p in ci.strip("[]").split(",") if ci)]
     float_texts = [t for t in texts if not re.fullmatch(r"[-+]?\d+", t)]  # integers (counts) are no notation
     assert len({_notation(t) for t in float_texts} - {None}) <= 1, texts
-    # Fixed notation never prints more than 4 significant digits of spurious precision above 10.
-    for t in texts:
+    # A value from 10 up never shows more than 4 significant digits (no 185019.2247).
+    for value, lo, hi in rows:
+        t = fmt.estimate(value, lo, hi)[0]
         if _notation(t) == "fixed" and "." in t and abs(float(t)) >= 10:
             assert len(t.lstrip("+-").replace(".", "").lstrip("0")) <= 4, t
 
@@ -173,6 +174,8 @@ def test_one_row_keeps_its_numbers_readable_against_each_other():
     # An interval shares its value's decimals, so 0.0037 [0.0005, 0.0135] is not 0.0037 [5.4e-04, 0.0135].
     assert format_estimate(0.0037, 0.00054, 0.0135) == ("0.0037", "[0.0005, 0.0135]")
     assert format_estimate(12.5511, 7.2381, 36.3611) == ("12.55", "[7.24, 36.36]")
+    # A skewed interval does not cost the value its digits (a p95 latency with a long upper tail).
+    assert format_estimate(0.078687, 0.068638, 16.104) == ("0.0787", "[0.0686, 16.1040]")
 
 
 def test_table_cells_give_every_numeric_column_one_format():

@@ -109,10 +109,11 @@ class NumberFormat:
     """How the numbers of one table column print, so that a column never mixes notations.
 
     A row is a number or a ``(value, ci_low, ci_high)`` triple, and the numbers of one row share their
-    decimals (:func:`decimals_for` of the row's largest magnitude). Counts (integers by type, or integral
-    floats with one above 1) print as integers. ``scientific``: the whole column uses ``digits``
-    significant digits in scientific notation -- chosen by :meth:`for_rows` when some row needs more than
-    ``MAX_DECIMALS`` decimals or reaches ``SCIENTIFIC_FROM``. ``signed``: a sign on every number (deltas).
+    decimals (:func:`decimals_for` of the row's largest magnitude, more where the value needs them).
+    Counts (integers by type, or integral floats with one above 1) print as integers. ``scientific``: the
+    whole column uses ``digits`` significant digits in scientific notation -- chosen by :meth:`for_rows`
+    when some row needs more than ``MAX_DECIMALS`` decimals or reaches ``SCIENTIFIC_FROM``. ``signed``: a
+    sign on every number (deltas).
     """
 
     scientific: bool = False
@@ -157,8 +158,16 @@ class NumberFormat:
         return f"{x:{sign}.{decimals}f}"
 
     def _row(self, row: Sequence[Any], counts: bool) -> list[str]:
+        """The row's numbers with shared decimals: those of its largest magnitude, or more where the row's first
+        number (its value) needs them, up to ``digits`` (a p95 of 0.0787 with an interval up to 16.1 stays
+        0.0787 [0.0686, 16.1040], not 0.08 [0.07, 16.10])."""
         finite = [abs(x) for x in map(_real, row) if x is not None]
-        decimals = None if counts else decimals_for(max(finite) if finite else 0.0, self.digits)
+        decimals = None
+        if not counts:
+            decimals = decimals_for(max(finite) if finite else 0.0, self.digits)
+            value = _real(row[0]) if row else None
+            if value is not None:
+                decimals = max(decimals, min(decimals_for(abs(value), self.digits), self.digits))
         return [self._text(v, decimals) for v in row]
 
     def row(self, *values: Any) -> list[str]:
