@@ -312,3 +312,32 @@ def test_evaluate_off_a_terminal_writes_plain_stage_lines(digits_onnx, tmp_path)
     quiet = assay("quiet", "--no-cache", "--quiet")
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stderr == ""
+
+
+def test_profile_shows_its_timing_stages(digits_onnx, capsys):
+    from assay.cli import main
+
+    code = main(["profile", str(digits_onnx), "--data", "digits", "--latency-batch-sizes", "1,4",
+                 "--latency-budget", "0.2"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    lines = captured.err.splitlines()
+    assert "assay: latency timing started (2 batch sizes, at most 0.2 s each)" in lines
+    assert any(re.fullmatch(r"assay: latency timing done in \d+\.\d s \(2 batch sizes\)", line) for line in lines)
+    assert "assay: peak memory in a fresh process started" in lines
+    assert "assay: " not in captured.out and not ANSI.search(captured.err)
+
+
+def test_compare_names_the_model_each_inference_belongs_to(digits_onnx, tmp_path, capsys):
+    from assay.cli import main
+
+    code = main(["compare", str(digits_onnx), str(digits_onnx), "--data", "digits", "--out", str(tmp_path / "cmp"),
+                 "--cache-dir", str(tmp_path / "cache"), "--n-bootstrap", "100"])
+    captured = capsys.readouterr()
+    assert code in (0, 1), captured.err
+    lines = captured.err.splitlines()
+    assert lines[0] == "assay: evaluating models started (2 models)"
+    assert "assay: evaluating models [baseline] > inference started (3 batches, view clean)" in lines
+    assert any(re.fullmatch(r"assay: evaluating models done in \d+\.\d s \(2 models\)", line) for line in lines)
+    # the candidate is the same file: its outputs come from the cache, so no inference stage opens for it
+    assert not any(line.startswith("assay: evaluating models [candidate] > inference") for line in lines)
