@@ -193,3 +193,38 @@ def test_table_cells_give_every_numeric_column_one_format():
     assert [c[3] for c in cells] == [("5.000e-01", ""), ("3.000e-07", ""), ("2.000e-02", "")]
     assert [c[4][0] for c in cells] == ["yes", "no", MISSING]
 
+
+def test_evaluate_piped_prints_whole_cells(tmp_path, capsys, monkeypatch):
+    """End to end: `assay evaluate ... | cat` (stdout not a terminal, 80 columns) prints every section title,
+    metric name, value and interval of its summary table on one line."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from assay.cli import main
+    from assay.models.export import export_onnx
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * rng.normal(size=300) > 0).astype(np.int64)
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    net = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[-2.0, 0, 0, 0], [2.0, 0, 0, 0]]))
+    export_onnx(net, torch.from_numpy(x[:2]), tmp_path / "model.onnx", class_names=["no", "yes"])
+    code = main(["evaluate", str(tmp_path / "model.onnx"), "--data", str(tmp_path / "data.npz"), "--out",
+                 str(tmp_path / "out"), "--checks", "performance,calibration,efficiency", "--n-bootstrap", "100",
+                 "--latency-budget", "0.2", "--cache-dir", str(tmp_path / "cache")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    lines = captured.out.splitlines()
+    evidence = json.loads((tmp_path / "out" / "evidence.json").read_text())
+    for section in evidence["sections"].values():
+        assert any(section["title"] in line for line in lines), section["title"]
+        for name in section["config"].get("key_metrics") or list(section["metrics"])[:4]:
+            # The metric's row: its name, value, interval (if any) and n, all on one line.
+            row = re.compile(rf"(^|\s){re.escape(name)}\s+[-+]?\d[\d.e+-]*\S?(\s+\[[^\]]+\])?\s+\d+\s*$")
+            assert any(row.search(line) for line in lines), f"metric {name!r} split across lines or missing"
+
