@@ -302,3 +302,25 @@ def test_comparison_markdown_tables_share_one_format_per_column(evidence):
     assert "McNemar exact test (two-sided, all samples): p = " in md
     assert "| McNemar" not in md  # a p-value is not a delta: it is not in the delta table
 
+
+def test_cli_compare_latency_rule_reports_timing_runs(tmp_path, capsys):
+    """End to end: bundles whose p95 latencies overlap the limit -> comparison.md and comparison.json speak of
+    timing runs (and a --latency-budget), never of evaluation samples, for the latency rule."""
+    ds, model = make_blobs_dataset(n=600, num_classes=3, dim=4)
+    bundles = {}
+    for name, (p95, lo, hi) in {"a": (1.00, 0.95, 1.10), "b": (1.10, 1.00, 1.30)}.items():
+        run = run_evaluation(model, ds, checks=["performance"], config=EvaluateConfig(n_bootstrap=100), cache_dir=None)
+        run.evidence = _with_latency(run.evidence, p95, lo, hi)
+        bundles[name] = write_evaluation(run, tmp_path / name)
+    policy = tmp_path / "gate.yaml"
+    policy.write_text("latency_p95_ms: {max_increase_pct: 20}\n")
+    code = main(["compare", str(bundles["a"]), str(bundles["b"]), "--policy", str(policy), "-q",
+                 "--out", str(tmp_path / "cmp")])
+    assert code == 0  # inconclusive is not a failed gate
+    result = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    rule = result["rules"][0]
+    assert rule["status"] == "inconclusive" and rule["n_needed"] == 519 and rule["n_needed_unit"] == "timing runs"
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    line = next(line for line in md.splitlines() if line.startswith("| latency_p95_ms"))
+    assert "about 519 timing runs per model" in line and "--latency-budget 11" in line and "samples" not in line
+
