@@ -217,6 +217,19 @@ def test_a_scripted_module_in_memory_reads_its_features_through_the_graph(digits
     assert model.info.path == "<in-memory CentroidNet>" and model.eager_module() is None and model.spec() is None
 
 
+def test_a_module_without_values_or_that_cannot_be_copied_is_a_model_error():
+    import threading
+
+    sample = np.zeros((2, 3), np.float32)
+    with pytest.raises(ModelError, match="'meta' device"):
+        wrap_module(nn.Linear(3, 2).to("meta"), sample=sample)
+    locked = nn.Linear(3, 2)
+    locked.lock = threading.Lock()  # deepcopy cannot copy a lock
+    with pytest.raises(ModelError, match="cannot be copied") as info:
+        assay.evaluate(locked, (sample, [0, 1]), cache_dir=None)
+    assert "torch.jit.save" in info.value.fix
+
+
 def test_a_module_in_memory_cannot_go_to_worker_processes(digits, net):
     _, test = digits
     with pytest.raises(ModelError, match="built in memory cannot be reloaded"):

@@ -814,13 +814,18 @@ def _cpu_copy(module: torch.nn.Module, where: str) -> torch.nn.Module:
     import torch
 
     memo: dict[int, Any] = {}
-    elsewhere = any(t.device.type != "cpu" for t in itertools.chain(module.parameters(), module.buffers()))
-    if elsewhere:
-        for tensor in itertools.chain(module.parameters(), module.buffers()):
-            data = tensor.detach().to("cpu", copy=True)
-            memo[id(tensor)] = (torch.nn.Parameter(data, requires_grad=tensor.requires_grad)
-                                if isinstance(tensor, torch.nn.Parameter) else data)
+    devices = {t.device.type for t in itertools.chain(module.parameters(), module.buffers())}
+    if "meta" in devices:
+        raise ModelError("the module's tensors are on the 'meta' device: they hold no values to evaluate",
+                         where=where, fix="materialize the weights first, e.g. module.to_empty(device='cpu') and "
+                         "module.load_state_dict(state)")
+    elsewhere = bool(devices - {"cpu"})
     try:
+        if elsewhere:
+            for tensor in itertools.chain(module.parameters(), module.buffers()):
+                data = tensor.detach().to("cpu", copy=True)
+                memo[id(tensor)] = (torch.nn.Parameter(data, requires_grad=tensor.requires_grad)
+                                    if isinstance(tensor, torch.nn.Parameter) else data)
         copied = copy.deepcopy(module, memo)
         if elsewhere:  # what the memo did not reach (a ScriptModule copies in C++)
             with warnings.catch_warnings():
