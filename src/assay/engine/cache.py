@@ -153,6 +153,7 @@ class OutputCache:
         self.max_bytes = max_bytes if max_bytes is not None else max_bytes_from_env()
         self.notes: list[str] = []
         self._writable = True
+        self._bytes_known: int | None = None  # entry bytes in the folder as of the last listing plus writes since
 
     def _path(self, key: str) -> Path:
         assert self.directory is not None
@@ -236,12 +237,22 @@ class OutputCache:
             self._evict(keep=path)
 
     def _evict(self, keep: Path) -> None:
-        """Delete least-recently-used entries until the cache fits ``max_bytes`` (never ``keep``). Cheap when
-        under the cap: names and sizes only; each file is checked to be an entry before it is deleted."""
+        """Delete least-recently-used entries until the cache fits ``max_bytes`` (never ``keep``). The folder is
+        listed (names and sizes) on the first write and whenever the running total says the cap may be passed,
+        not on every write; each file is checked to be an entry before it is deleted."""
         assert self.directory is not None and self.max_bytes is not None
+        if self._bytes_known is not None:
+            try:
+                self._bytes_known += keep.stat().st_size  # a replaced entry counts twice: a listing comes sooner
+            except OSError:
+                self._bytes_known = None
+        if self._bytes_known is not None and self._bytes_known <= self.max_bytes:
+            return
         candidates = _named_entries(self.directory)
-        if sum(e.size for e in candidates) > self.max_bytes:
-            remove_entries(over_cap(candidates, self.max_bytes, keep={keep}))  # never raises: the run goes on
+        total = sum(e.size for e in candidates)
+        if total > self.max_bytes:
+            total -= remove_entries(over_cap(candidates, self.max_bytes, keep={keep})).bytes  # never raises
+        self._bytes_known = total
 
     def _read_only(self, exc: OSError) -> None:
         self._writable = False
