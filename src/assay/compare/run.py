@@ -13,6 +13,7 @@ from assay.compare.gate import Comparison, Side, compare_sides, side_from_bundle
 from assay.compare.policy import Policy, load_policy
 from assay.data.dataset import Dataset
 from assay.errors import OptionError, UserError
+from assay.progress import track
 
 __all__ = ["compare", "evaluate_side", "flip_thumbnails", "is_bundle", "resolve_side", "select", "write_comparison"]
 
@@ -149,7 +150,9 @@ def compare(
     dataset = as_dataset(data, data_options or {}) if data is not None else None
     sides: dict[str, Side] = {}
     runs: dict[str, Any] = {}
-    for name, spec in (("baseline", baseline), ("candidate", candidate)):
+    pair = (("baseline", baseline), ("candidate", candidate))
+    for name, spec in track(pair, "evaluating models", unit="models",
+                            enabled=progress and not all(is_bundle(s) for _, s in pair), label=lambda m: m[0]):
         sides[name], run = resolve_side(spec, name, dataset, seed=seed, n_bootstrap=n_bootstrap, suite=suite,
                                         cache_dir=cache_dir, progress=progress, model_options=model_options,
                                         evaluate_options=evaluate_options, profile=profile)
@@ -203,7 +206,8 @@ def select(
         raise UserError("the same model is listed twice", where="MODELS", fix="list each model once")
     dataset = as_dataset(data, data_options or {})
     sides = []
-    for name, spec in zip(names, models, strict=True):
+    for name, spec in track(list(zip(names, models, strict=True)), "evaluating models", unit="models",
+                            enabled=progress and not all(map(is_bundle, models)), label=lambda m: m[0]):
         side, evaluated = resolve_side(spec, name, dataset, seed=seed, n_bootstrap=n_bootstrap, suite=suite,
                                   cache_dir=cache_dir, progress=progress, model_options=model_options,
                                   evaluate_options=evaluate_options, profile=profile)
@@ -225,5 +229,6 @@ def select(
             (tmp / "selection.json").write_text(json.dumps(selection.as_dict(), indent=2, default=float),
                                                 encoding="utf-8")
             (tmp / "selection.md").write_text(render_selection_markdown(selection), encoding="utf-8")
-            (tmp / "selection.html").write_text(render_selection_html(selection, sides[0].evidence), encoding="utf-8")
+            (tmp / "selection.html").write_text(render_selection_html(selection, {s.name: s.evidence for s in sides}),
+                                                encoding="utf-8")
     return selection

@@ -37,6 +37,7 @@ from assay.compare.select import pareto_front, worst_class_accuracy
 from assay.data.dataset import Dataset
 from assay.errors import DataError, OptionError
 from assay.profiling.latency import interleaved_latency
+from assay.progress import track
 
 __all__ = ["CompressionResult", "VariantAudit", "compress"]
 
@@ -326,7 +327,9 @@ def compress(
         calib, notes = train, ["quantization calibrated on --train-data (no --calibration given)"]
     if calib is not None and calib.fingerprint == dataset.fingerprint:
         notes.append("the calibration set is the evaluation set: int8 ranges were fitted on the audited samples")
-    original = load_model(str(model), sample=dataset.x[:2],
+    # The data's class names, as evaluate gives them: the damage tables, console and exemplars name classes,
+    # not output indices.
+    original = load_model(str(model), sample=dataset.x[:2], class_names=dataset.class_names,
                           **{**(model_options or {}), **({"threads": threads} if threads else {})})
     if calib is not None and tuple(np.asarray(calib.x).shape[1:]) != tuple(np.asarray(dataset.x).shape[1:]):
         raise DataError(f"the calibration inputs have shape {tuple(np.asarray(calib.x).shape[1:])} per sample, "
@@ -344,16 +347,16 @@ def compress(
     try:
         variants = make_variants(original, calib, methods, out_dir=work / "variants",
                                  prune_ratios=prune_ratios or [0.5], train_data=train, finetune_epochs=finetune_epochs,
-                                 seed=seed, example=dataset.x[:2], keep_going=True)
+                                 seed=seed, example=dataset.x[:2], keep_going=True, progress=progress)
         base_run = run_evaluation(original, dataset, config=config, cache_dir=cache_dir, progress=progress)
         base_side = _side_of(base_run, "original", str(model))
         base_path = str(model) if Path(str(model)).is_file() else None
         base_profile = profile_model(original, sample, batch_sizes=batch_sizes, budget_s=latency_budget_s,
-                                     model_path=base_path, threads=threads)
+                                     model_path=base_path, threads=threads, progress=progress)
         base_flops = base_profile.flops
         audits: list[VariantAudit] = []
         timed: dict[str, Any] = {"original": original}
-        for variant in variants:
+        for variant in track(variants, "auditing variants", unit="variants", enabled=progress, label=lambda v: v.name):
             vnotes = list(variant.notes)
             if variant.name.startswith("int8-dynamic"):
                 vnotes.append("dynamic quantization computes activation scales per batch: a sample's prediction can "
@@ -366,7 +369,8 @@ def compress(
                 continue
             stage = "loading"
             try:  # one variant's failure is reported in its row; the others go on
-                vmodel = load_model(str(variant.path), sample=dataset.x[:2], threads=threads or None)
+                vmodel = load_model(str(variant.path), sample=dataset.x[:2], threads=threads or None,
+                                    class_names=dataset.class_names)
                 stage = "evaluating"
                 audit.run = run_evaluation(vmodel, dataset, config=config, cache_dir=cache_dir, progress=progress)
                 audit.evidence = audit.run.evidence
@@ -376,14 +380,14 @@ def compress(
                 audit.changed = np.flatnonzero(base_run.outputs.clean.logits.argmax(1) != audit.predictions)
                 stage = "timing"
                 audit.profile = profile_model(vmodel, sample, batch_sizes=batch_sizes, budget_s=latency_budget_s,
-                                              model_path=str(variant.path), threads=threads)
+                                              model_path=str(variant.path), threads=threads, progress=progress)
             except Exception as exc:
                 audit.fail(f"{stage} the {variant.name} variant failed: {describe_error(exc)}")
                 continue
             timed[variant.name] = vmodel
         timing_failures: dict[str, str] = {}
         head = interleaved_latency(timed, sample[:rank_batch], rank_batch, budget_s=latency_budget_s * len(timed),
-                                   confidence=confidence, failures=timing_failures)
+                                   confidence=confidence, failures=timing_failures, progress=progress)
         if "original" in timing_failures:
             raise RuntimeError(f"timing the original failed: {timing_failures['original']}")
         for audit in audits:
