@@ -79,3 +79,31 @@ def test_ctrl_c_during_start_up_never_prints_a_traceback(slow_job, fraction):
     code, err = _interrupt(slow_job, delay)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert code == 130 and "Aborted." in err, (code, err)
+
+
+def _run_with_entry_handler(tmp_path: Path, body: str) -> tuple[int, str, str]:
+    """Run ``body`` in a fresh interpreter with the console script's SIGINT handler, interrupting it once it
+    printed "ready"."""
+    (tmp_path / "slow_module.py").write_text("import time\nfor _ in range(200):\n    time.sleep(0.05)\n")
+    code = ("import signal\nfrom assay import _entry\nsignal.signal(signal.SIGINT, _entry._on_sigint)\n"
+            "print('ready', flush=True)\n" + body)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    return proc.returncode, out, err
+
+
+def test_ctrl_c_inside_an_import_ends_the_process_at_once(tmp_path):
+    """No KeyboardInterrupt is raised into a half-imported module (an interpreter that then finalises a
+    half-initialised extension can crash): the process writes "Aborted." and exits 130 right away."""
+    code, out, err = _run_with_entry_handler(tmp_path, "import slow_module\nprint('imported')\n")
+    assert (code, out, err) == (130, "", "Aborted.\n")
+
+
+def test_ctrl_c_outside_an_import_is_a_keyboard_interrupt(tmp_path):
+    body = "import time\ntry:\n    time.sleep(20)\nexcept KeyboardInterrupt:\n    print('cleaned up')\n"
+    code, out, err = _run_with_entry_handler(tmp_path, body)
+    assert (code, out.strip(), err) == (0, "cleaned up", "")

@@ -24,7 +24,7 @@ def onnx_model(tmp_path_factory):
 
 def test_profile_command_writes_a_consistent_profile(onnx_model, tmp_path, capsys):
     out = tmp_path / "profile.json"
-    code = main(["profile", str(onnx_model), "--budget", "0.2", "--batch-sizes", "1,4", "--json", str(out),
+    code = main(["profile", str(onnx_model), "--latency-budget", "0.2", "--latency-batch-sizes", "1,4", "--json", str(out),
                  "--price-per-hour", "1.0"])
     assert code == 0
     profile = json.loads(out.read_text())
@@ -37,9 +37,9 @@ def test_profile_command_writes_a_consistent_profile(onnx_model, tmp_path, capsy
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--batch-sizes", "0"], "positive integers"),
-    (["--batch-sizes", "one"], "comma-separated list of integers"),
-    (["--budget", "0"], "--budget must be > 0"),
+    (["--latency-batch-sizes", "0"], "positive integers"),
+    (["--latency-batch-sizes", "one"], "comma-separated list of integers"),
+    (["--latency-budget", "0"], "--latency-budget must be > 0"),
 ])
 def test_profile_bad_options(onnx_model, capsys, args, message):
     assert main(["profile", str(onnx_model), *args]) == 2
