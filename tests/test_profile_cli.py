@@ -24,8 +24,8 @@ def onnx_model(tmp_path_factory):
 
 def test_profile_command_writes_a_consistent_profile(onnx_model, tmp_path, capsys):
     out = tmp_path / "profile.json"
-    code = main(["profile", str(onnx_model), "--latency-budget", "0.2", "--latency-batch-sizes", "1,4", "--json", str(out),
-                 "--price-per-hour", "1.0"])
+    code = main(["profile", str(onnx_model), "--latency-budget", "0.2", "--latency-batch-sizes", "1,4",
+                 "--json", str(out), "--price-per-hour", "1.0"])
     assert code == 0
     profile = json.loads(out.read_text())
     assert [b["batch_size"] for b in profile["latency"]["batches"]] == [1, 4]

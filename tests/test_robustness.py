@@ -145,6 +145,13 @@ def test_adversarial_worst_case_protocol(digits, nets):
     text = " ".join(f.message for f in section.findings)
     assert "eval mode" in text and "not AutoAttack" in text
     assert "non-zero" in text
+    # The robust/clean ratio rule: its finding's severity follows the verdict it gives, and it is the cause.
+    ratio = m.value / section.metrics["clean_accuracy"].value
+    (rule,) = [f for f in section.findings if "verdict: warn below" in f.message]
+    expected = "critical" if ratio < 0.1 else "warning" if ratio < 0.5 else "info"
+    assert rule.severity == expected and rule.sets_verdict == (expected != "info")
+    if section.verdict != "pass":
+        assert rule in section.verdict_reasons()
 
 
 def test_gradient_masking_is_reported(digits, nets):
@@ -156,6 +163,7 @@ def test_gradient_masking_is_reported(digits, nets):
     critical = [f.message for f in section.findings if f.severity == "critical"]
     assert any("gradient masking" in msg for msg in critical), section.findings
     assert section.verdict == "fail"
+    assert any("gradient masking" in f.message for f in section.verdict_reasons())
 
 
 def test_white_box_on_onnx_offers_blackbox(digits, nets, tmp_path):

@@ -79,3 +79,19 @@ def test_fairness_section_and_bad_columns():
         run_evaluation(model, ds, config=EvaluateConfig(slice_by=["regoin"]), cache_dir=None)
     with pytest.raises(UserError, match="single group"):
         run_evaluation(model, ds, config=EvaluateConfig(sensitive=["one"]), cache_dir=None)
+
+
+def test_a_fairness_warning_names_the_column_and_the_value_as_its_cause():
+    ds, model = _with_meta()
+    region = ds.meta["region"].to_numpy().copy()
+    predicted = (ds.x @ model.weight + model.bias).argmax(1)
+    region[predicted == 0] = "west"  # every prediction of class 0 in one group: a large parity gap
+    ds.meta["region"] = region
+    section = run_evaluation(model, ds, config=EvaluateConfig(sensitive=["region"], n_bootstrap=100),
+                             cache_dir=None).evidence.sections["fairness"]
+    dp = section.metrics["demographic_parity_difference[region]"].value
+    assert section.verdict == "warn" and dp > 0.1
+    (cause,) = section.verdict_reasons()
+    assert cause.sets_verdict and cause.severity == "warning"
+    assert f"{dp:.3f}" in cause.message and "'region'" in cause.message
+    assert cause.evidence == "fairness.metrics.demographic_parity_difference[region]"

@@ -22,7 +22,7 @@ from assay.checks.base import (
 )
 from assay.engine.robust_views import AdversarialView
 from assay.errors import UserError
-from assay.evidence.schema import Finding, Metric, Section, Verdict
+from assay.evidence.schema import Finding, Metric, Section, Severity, Verdict
 from assay.stats.bootstrap import bootstrap_cell_counts, clopper_pearson, spawn_seed
 
 __all__ = ["AdversarialCheck", "AdversarialConfig", "attack_plan", "check_adversarial", "robust_correct"]
@@ -104,12 +104,17 @@ def check_adversarial(ctx: CheckContext) -> Section:
     findings = _sanity_findings(ctx, curve, per_attack_at_main, clean_correct)
     clean_acc = float(clean_correct.mean())
     ratio = float(robust_main.mean()) / clean_acc if clean_acc else 0.0
-    verdict: Verdict = "fail" if ratio < FAIL_ROBUST_RATIO else "warn" if ratio < WARN_ROBUST_RATIO else "pass"
-    if any(f.severity == "critical" for f in findings):
+    ratio_verdict: Verdict = ("fail" if ratio < FAIL_ROBUST_RATIO else "warn" if ratio < WARN_ROBUST_RATIO
+                              else "pass")
+    verdict = ratio_verdict
+    if any(f.severity == "critical" for f in findings):  # a broken set-up makes every number meaningless
         verdict = "fail"
+        findings = [f.model_copy(update={"sets_verdict": True}) if f.severity == "critical" else f for f in findings]
     preset_note = ("not AutoAttack: its standard version runs APGD-CE, APGD-T, FAB-T and Square with 5000 "
                    "queries; report these numbers under the attacks listed")
-    findings.append(Finding(severity="info", message=(
+    ratio_severity: Severity = ("info" if ratio_verdict == "pass" else "warning" if ratio_verdict == "warn"
+                                else "critical")
+    findings.append(Finding(severity=ratio_severity, sets_verdict=ratio_verdict != "pass", message=(
         f"robust accuracy {robust_main.mean():.3f} at {norm} eps={main_eps:.4g} vs clean {clean_acc:.3f} "
         f"(verdict: warn below {WARN_ROBUST_RATIO:.0%} of clean, fail below {FAIL_ROBUST_RATIO:.0%}); "
         f"attacks: {', '.join(attacks)}; n={n}; {preset_note}"), evidence="adversarial.metrics.robust_accuracy"))

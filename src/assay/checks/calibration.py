@@ -368,6 +368,7 @@ def _findings(
     severity = {"pass": "info", "warn": "warning", "fail": "critical"}[verdict]
     findings.append(Finding(
         severity=severity,  # type: ignore[arg-type]
+        sets_verdict=verdict != "pass",
         message=f"ECE {e.value:.4f} ({pct}% CI {_fmt(e.ci_low)}–{_fmt(e.ci_high)}) gives '{verdict}': {rule}",
         evidence="calibration.metrics.ece",
     ))

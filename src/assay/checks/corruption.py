@@ -317,6 +317,7 @@ def check_corruption(ctx: CheckContext) -> Section:
     verdict: Verdict = "fail" if drop > FAIL_RELATIVE_DROP else "warn" if drop > WARN_RELATIVE_DROP else "pass"
     findings = [
         Finding(severity="info" if verdict == "pass" else "warning" if verdict == "warn" else "critical",
+                sets_verdict=verdict != "pass",
                 message=f"mean corruption accuracy {mean_acc:.3f} vs clean {clean:.3f}: a {drop:.0%} relative drop "
                 f"(warn above {WARN_RELATIVE_DROP:.0%}, fail above {FAIL_RELATIVE_DROP:.0%})",
                 evidence="corruption.metrics.mean_corruption_accuracy"),

@@ -263,7 +263,7 @@ def _chance_finding(acc: Metric, support: np.ndarray, names: list[str]) -> Findi
     if acc.ci_high > chance:
         return None
     return Finding(
-        severity="critical",
+        severity="critical", sets_verdict=True,
         message=(f"accuracy {acc.value:.3f} (CI {acc.ci_low:.3f}-{acc.ci_high:.3f}) is no better than chance: always "
                  f"predicting the most frequent class ({names[majority]!r}) scores {chance:.3f}. The likely cause is "
                  "the label order (the model's classes in another order than the data's: see the notes on how the "

@@ -144,14 +144,21 @@ def check_fairness(ctx: CheckContext) -> Section:
                 value=est.value, ci_low=est.ci_low, ci_high=est.ci_high, n=len(pred), method=method,
                 config={"column": column, "scope": "positive class" if result.binary else "worst class, one-vs-rest"})
         tables[column] = [_group_row(g, v) for g, v in result.per_group.items()]
-    worst = max((m.value for k, m in metrics.items()
-                 if k.startswith("demographic_parity_difference") and m.value is not None), default=0.0)
+    parity = {k: m.value for k, m in metrics.items()
+              if k.startswith("demographic_parity_difference") and m.value is not None}
+    worst_key = max(parity, key=lambda k: parity[k], default=None)
+    worst = parity[worst_key] if worst_key is not None else 0.0
+    findings = [Finding(severity="info", message="metrics follow fairlearn's definitions (tested equal); "
+                        "multiclass models are assessed one-vs-rest per class, and the worst class is reported")]
+    if worst_key is not None and worst > 0.1:
+        findings.insert(0, Finding(
+            severity="warning", sets_verdict=True, evidence=f"fairness.metrics.{worst_key}",
+            message=f"demographic parity difference {worst:.3f} over {metrics[worst_key].config['column']!r} is "
+                    "above 0.1: the groups receive the positive prediction at rates more than 10 points apart"))
     return Section(
         name="fairness", title="Fairness", verdict="warn" if worst > 0.1 else "pass",
         summary=f"Largest demographic parity difference {worst:.3f} over {', '.join(cfg.sensitive)}.",
-        metrics=metrics, tables=tables,
-        findings=[Finding(severity="info", message="metrics follow fairlearn's definitions (tested equal); "
-                          "multiclass models are assessed one-vs-rest per class, and the worst class is reported")],
+        metrics=metrics, tables=tables, findings=findings,
         config={"sensitive": cfg.sensitive, "warn_above_demographic_parity_difference": 0.1})
 
 
