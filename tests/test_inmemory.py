@@ -282,6 +282,9 @@ def test_select_compare_and_profile_take_modules(digits, net):
 
     comparison = compare(net, weak, data=data, out=None, cache_dir=None, n_bootstrap=200)
     assert comparison.exit_code == 1  # the weak candidate regresses
+    # The package is callable too (``assay.compare`` is both the function and the package) and takes modules.
+    same = assay.compare(net, weak, data=data, out=None, cache_dir=None, n_bootstrap=200)
+    assert (same.verdict, same.rules, same.per_class) == (comparison.verdict, comparison.rules, comparison.per_class)
     cost = assay.profile(net, torch.from_numpy(test.x[:8]), batch_sizes=(1,), budget_s=0.05, measure_rss=False)
     assert cost.parameters == sum(p.numel() for p in net.parameters())
 
@@ -290,9 +293,10 @@ def test_compress_refuses_a_module_and_says_how_to_save_it(digits, net):
     from assay.api import compress
 
     _, test = digits
-    with pytest.raises(OptionError, match="file or factory spec") as info:
-        compress(net, (test.x, test.y), out=None)
-    assert info.value.where == "model" and "torch.jit.save" in info.value.fix
+    for call in (compress, assay.compress):  # the library function and the callable package
+        with pytest.raises(OptionError, match="file or factory spec") as info:
+            call(net, (test.x, test.y), out=None)
+        assert info.value.where == "model" and "torch.jit.save" in info.value.fix
 
 
 # --------------------------------------------------------------------------- Dataset.from_arrays

@@ -2,7 +2,8 @@
 harness lives in :mod:`assay.profiling`.
 
 The package is callable: ``assay.compress(model, data, ...)`` is the public facade
-(:func:`assay.compress.run.compress`, its parameters validated), so the name works both as the function and as this
+(:func:`assay.compress.run.compress`, its parameters validated; data may be arrays in memory, the model must be
+a file or factory spec because the variants are rebuilt from it), so the name works both as the function and as this
 package's import path.
 """
 
@@ -13,10 +14,10 @@ from typing import Any
 
 class _CallablePackage(types.ModuleType):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from assay._validation import validated_call
         from assay.compress.run import compress
+        from assay.evaluation.inputs import call_with_in_memory_inputs
 
-        return validated_call(compress, *args, **kwargs)
+        return call_with_in_memory_inputs(compress, *args, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallablePackage
