@@ -228,3 +228,31 @@ def test_evaluate_piped_prints_whole_cells(tmp_path, capsys, monkeypatch):
             row = re.compile(rf"(^|\s){re.escape(name)}\s+[-+]?\d[\d.e+-]*\S?(\s+\[[^\]]+\])?\s+\d+\s*$")
             assert any(row.search(line) for line in lines), f"metric {name!r} split across lines or missing"
 
+
+
+def test_markdown_and_html_explain_an_estimate_outside_its_interval():
+    from assay.report import render_html, render_markdown
+
+    evidence = _evidence()
+    markdown = render_markdown(evidence)
+    assert "[0.0150, 0.0300] \u2020" in markdown
+    assert "\u2020 mce 0.0123 lies outside its own bootstrap interval \\[0.0150, 0.0300\\]: binned" in markdown
+    assert "ece 0.0095 lies" not in markdown
+    html = render_html(evidence)
+    assert "[0.0150, 0.0300] \u2020" in html and "mce 0.0123 lies outside its own bootstrap interval" in html
+    assert "ece 0.0095 lies" not in html
+
+
+def test_a_metric_list_keeps_one_notation_in_markdown_and_html():
+    """A metric list is one column: next to a value that needs scientific notation (3e-7) an accuracy prints
+    in scientific notation too, not 0.9123 under 3.000e-07."""
+    from assay.report import render_markdown
+
+    evidence = _evidence()
+    evidence.sections["ood"].metrics = {"p_value": _metric(3e-7), "auroc": _metric(0.91234, 0.9, 0.93)}
+    markdown = render_markdown(evidence)
+    ood = markdown[markdown.index("Out-of-distribution detection: PASS"):]
+    rows = [line for line in ood.splitlines() if line.startswith("| `")][:2]
+    assert len(rows) == 2
+    cells = [cell.strip() for row in rows for cell in row.split("|")[2:4]]
+    assert cells == ["3.000e-07", MISSING, "9.123e-01", "[9.000e-01, 9.300e-01]"]

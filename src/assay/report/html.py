@@ -29,8 +29,10 @@ from assay.report.formatting import (
     format_number,
     format_value,
     headline_metrics,
+    interval_note,
     metric_parts,
     short_hash,
+    table_cells,
     write_text_atomic,
 )
 from assay.report.plots import UnsupportedPlotError, render_plot
@@ -73,13 +75,15 @@ def _is_number(value: Any) -> bool:
 
 def _metric_rows(section: Section) -> list[dict[str, Any]]:
     rows = []
+    fmt = NumberFormat.for_metrics(section.metrics.values())  # the list is one column: one notation
     for name, metric in section.metrics.items():
-        value, ci = metric_parts(metric)
+        value, ci = fmt.metric(metric)
         rows.append({
             "name": name,
             "id": _anchor(f"{section.name}.metrics.{name}"),
             "value": value,
             "ci": ci,
+            "note": interval_note(name, metric, fmt),  # why the estimate lies outside its interval, if it does
             "n": format_number(metric.n),
             "method": metric.method,
             "config": [(str(k), format_value(v, 400)) for k, v in metric.config.items()],
@@ -102,20 +106,11 @@ def _table_view(section_name: str, name: str, rows: Sequence[Mapping[str, Any]])
     omitted_columns = max(len(shown) - MAX_TABLE_COLUMNS, 0)
     shown = shown[:MAX_TABLE_COLUMNS]
     max_rows = max(MAX_TABLE_CELLS // max(len(shown), 1), HEAD_ROWS)
-    # One format per value-with-interval column, so a column never mixes notations.
-    formats = {c: NumberFormat.for_rows((r.get(c), r.get(lo), r.get(hi)) for r in rows[:max_rows])
-               for c, (lo, hi) in merged.items()}
-    body = []
-    for row in rows[:max_rows]:
-        cells = []
-        for column in shown:
-            value = row.get(column)
-            if column in merged and (_is_number(value) or value is None):
-                text, ci = formats[column].estimate(value, row.get(merged[column][0]), row.get(merged[column][1]))
-            else:
-                text, ci = format_value(value), ""
-            cells.append({"text": text, "ci": ci, "numeric": _is_number(value)})
-        body.append(cells)
+    # One format per column (numbers with or without an interval), so a column never mixes notations.
+    texts = table_cells(rows[:max_rows], shown, {c: pair for c, pair in merged.items() if c in shown})
+    body = [[{"text": text, "ci": ci, "numeric": _is_number(row.get(column))}
+             for column, (text, ci) in zip(shown, cells, strict=True)]
+            for row, cells in zip(rows[:max_rows], texts, strict=True)]
     return {
         "name": name,
         "id": _anchor(f"{section_name}.tables.{name}"),

@@ -22,10 +22,11 @@ from assay.report.formatting import (
     NumberFormat,
     ci_columns,
     format_number,
-    format_value,
     headline_metrics,
+    interval_note,
     metric_parts,
     short_hash,
+    table_cells,
     write_text_atomic,
 )
 from assay.report.verdicts import INFO_NOTE, plural, verdict_headline
@@ -58,6 +59,10 @@ def _code(text: object, in_table: bool = False) -> str:
     return f"{fence}{body}{fence}" if fence == "`" else f"{fence} {body} {fence}"
 
 
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, Real) and not isinstance(value, bool))
+
+
 def _table_lines(name: str, rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """A row-oriented table (``c``/``c_ci_low``/``c_ci_high`` merged into one ``value [lo, hi]`` cell)."""
     seen: dict[str, None] = {}
@@ -70,18 +75,10 @@ def _table_lines(name: str, rows: Sequence[Mapping[str, Any]]) -> list[str]:
         return []
     lines = [f"**{escape_markdown(name)}**", "", "| " + " | ".join(escape_markdown(c) for c in columns) + " |",
              "|" + "|".join("---:" if c in merged else "---" for c in columns) + "|"]
-    formats = {c: NumberFormat.for_rows((r.get(c), r.get(lo), r.get(hi)) for r in rows[:MAX_TABLE_ROWS])
-               for c, (lo, hi) in merged.items()}  # one notation per column
-    for row in rows[:MAX_TABLE_ROWS]:
-        cells = []
-        for c in columns:
-            value = row.get(c)
-            if c in merged and (value is None or (isinstance(value, Real) and not isinstance(value, bool))):
-                text, ci = formats[c].estimate(value, row.get(merged[c][0]), row.get(merged[c][1]))
-                cells.append(f"{text} {ci}".strip())
-            else:
-                cells.append(escape_markdown(format_value(value)))
-        lines.append("| " + " | ".join(cells) + " |")
+    shown = rows[:MAX_TABLE_ROWS]
+    for row, cells in zip(shown, table_cells(shown, columns, merged), strict=True):  # one notation per column
+        lines.append("| " + " | ".join(f"{text} {ci}".strip() if _is_number(row.get(c)) else escape_markdown(text)
+                                       for c, (text, ci) in zip(columns, cells, strict=True)) + " |")
     if len(rows) > MAX_TABLE_ROWS:
         lines.append(f"| \u2026 {len(rows) - MAX_TABLE_ROWS} more rows in evidence.json |" + " |" * (len(columns) - 1))
     return [*lines, ""]
@@ -112,14 +109,21 @@ def _section_lines(section: Section) -> list[str]:
         lines += [f"All {plural(len(section.metrics), 'metric')} are in evidence.json and the HTML report.", ""]
     elif section.metrics:
         lines += ["| metric | value | CI | n |", "|---|---:|---:|---:|"]
-        for name, metric in list(section.metrics.items())[:MAX_METRICS]:
+        shown = list(section.metrics.items())[:MAX_METRICS]
+        fmt = NumberFormat.for_metrics(metric for _, metric in shown)  # one column: one notation
+        notes = []
+        for name, metric in shown:
             arrow = " \u2193" if metric.config.get("lower_is_better") else ""
-            value, ci = metric_parts(metric)
+            value, ci = fmt.metric(metric)
+            note = interval_note(name, metric, fmt)
+            dagger = " \u2020" if note else ""
+            notes += [note] if note else []
             name_cell = _code(name, in_table=True) + arrow
-            lines.append(f"| {name_cell} | {value} | {ci or MISSING} | {format_number(metric.n)} |")
+            lines.append(f"| {name_cell} | {value} | {ci or MISSING}{dagger} | {format_number(metric.n)} |")
         if len(section.metrics) > MAX_METRICS:
             lines.append(f"| \u2026 {len(section.metrics) - MAX_METRICS} more in evidence.json | | | |")
         lines.append("")
+        lines += [f"\u2020 {escape_markdown(note)}." for note in notes] + ([""] if notes else [])
     findings = sorted(section.findings, key=lambda f: SEVERITY_ORDER.get(f.severity, 9))
     for finding in findings[:MAX_FINDINGS]:
         pointer = f" ({_code(finding.evidence)})" if finding.evidence else ""
