@@ -468,7 +468,7 @@ def test_check_flags_an_overconfident_model_and_temperature_fixes_it():
     assert section.metrics["ece"].value >= 0.15
     messages = " | ".join(f.message for f in section.findings)
     assert "overconfident: mean confidence" in messages
-    assert "temperature scaling reduces ECE" in messages
+    assert "lowers ECE from" in messages and "lowers NLL from" in messages
     assert section.metrics["temperature"].value == pytest.approx(3.0, rel=0.1)
     assert section.metrics["ece_after_temperature"].value < 0.03 < section.metrics["ece_before_temperature"].value
     assert section.metrics["nll_after_temperature"].value < section.metrics["nll_before_temperature"].value
@@ -522,6 +522,111 @@ def test_check_on_tiny_data_skips_temperature_scaling():
     assert [s["label"] for s in section.plots["reliability"]["series"]] == ["uncalibrated"]
     assert section.verdict in {"warn", "fail"}  # 12 samples cannot show a CI below 0.05
     assert any("temperature scaling skipped" in f.message for f in section.findings)
+
+
+# --------------------------------------------------------------------------------------------------
+# Temperature-scaling findings say what the numbers say (issue 20, item 6). Reference: scipy's bounded
+# scalar minimizer on the NLL (scipy.special.log_softmax), independent of TemperatureScaler's grid + Brent.
+# --------------------------------------------------------------------------------------------------
+
+
+def _scipy_nll(logits: np.ndarray, labels: np.ndarray, t: float = 1.0) -> float:
+    from scipy.special import log_softmax
+
+    return float(-log_softmax(np.asarray(logits, np.float64) / t, axis=1)[np.arange(len(labels)), labels].mean())
+
+
+def _scipy_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    from scipy.optimize import minimize_scalar
+
+    res = minimize_scalar(lambda log_t: _scipy_nll(logits, labels, float(np.exp(log_t))),
+                          bounds=(np.log(0.01), np.log(100.0)), method="bounded", options={"xatol": 1e-7})
+    return float(np.exp(res.x))
+
+
+def _temperature_messages(section) -> str:
+    return " | ".join(f.message for f in section.findings if f.evidence in (
+        "calibration.metrics.ece_after_temperature", "calibration.metrics.temperature"))
+
+
+def test_temperature_finding_says_nll_fell_with_the_numbers_and_t_matches_scipy():
+    logits, y = calibrated_sample(6000, 5, seed=21)
+    z = logits * 2.5  # NLL-optimal T = 2.5 by construction: overconfident
+    section = check_calibration(make_ctx(z, y))
+    fit, rest, _ = stratified_split(y, 0.5, spawn_seed(0, "calibration/split"))
+    t_ref = _scipy_temperature(z[fit], y[fit])
+    t = section.metrics["temperature"].value
+    assert t == pytest.approx(t_ref, rel=1e-4) and t == pytest.approx(2.5, rel=0.1)
+    before, after = _scipy_nll(z[rest], y[rest]), _scipy_nll(z[rest], y[rest], t)
+    assert section.metrics["nll_before_temperature"].value == pytest.approx(before, rel=1e-6)
+    assert section.metrics["nll_after_temperature"].value == pytest.approx(after, rel=1e-6)
+    message = _temperature_messages(section)
+    assert f"lowers NLL from {before:.4f} to {after:.4f}" in message
+    assert "lowered the held-out NLL: the model is overconfident" in message
+    assert "hit its bound" not in message
+
+
+def test_temperature_finding_says_nll_rose_when_it_rose():
+    """T fitted on overconfident calibration data (T ~ 3) applied to a calibrated evaluation set: NLL rises,
+    and the finding must say so instead of calling the model overconfident."""
+    logits, y = calibrated_sample(4000, 4, seed=22)
+    cal_logits, cal_y = calibrated_sample(4000, 4, seed=23)
+    section = check_calibration(make_ctx(logits, y, calibration=(cal_logits * 3.0, cal_y)))
+    t = section.metrics["temperature"].value
+    assert t == pytest.approx(_scipy_temperature(cal_logits * 3.0, cal_y), rel=1e-4)
+    before, after = _scipy_nll(logits, y), _scipy_nll(logits, y, t)
+    assert after > before + 1e-3  # softening calibrated logits by ~3 costs NLL
+    message = _temperature_messages(section)
+    assert f"raises NLL from {before:.4f} to {after:.4f}" in message
+    assert "the model is overconfident" not in message and "lowers NLL" not in message
+    assert "looked overconfident on the fitting data only" in message
+
+
+@pytest.mark.parametrize(("before", "after", "verb"), [
+    (0.0631, 0.0607, "lowers"), (0.0607, 0.0631, "raises"), (0.06310, 0.06305, "leaves")])
+def test_change_wording_on_the_issue_numbers(before, after, verb):
+    from assay.checks.calibration import _change
+
+    text = _change("NLL", before, after)
+    assert text.startswith(verb) and f"{before:.4f}" in text and f"{after:.4f}" in text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(0, 5), st.floats(0, 5))
+def test_change_wording_never_contradicts_the_printed_values(before, after):
+    import re
+
+    from assay.checks.calibration import UNCHANGED_WITHIN, _change
+
+    text = _change("NLL", before, after)
+    printed_before, printed_after = (float(v) for v in re.findall(r"\d+\.\d{4}", text)[:2])
+    if text.startswith("lowers"):
+        assert printed_after < printed_before
+    elif text.startswith("raises"):
+        assert printed_after > printed_before
+    else:
+        assert text.startswith("leaves NLL unchanged") and abs(after - before) <= UNCHANGED_WITHIN
+
+
+@pytest.mark.parametrize(("labels_of", "bound"), [("argmax", 0.01), ("argmin", 100.0)])
+def test_temperature_at_its_bound_is_not_called_over_or_underconfident(labels_of, bound):
+    """Every fitting prediction right with a margin (NLL falls as T -> 0) or every one wrong with the label the
+    lowest logit (NLL falls as T -> infinity): the optimum lies beyond the search range (a dense grid agrees),
+    and the finding says the fit hit its bound instead of naming a direction."""
+    rng = np.random.default_rng(24)
+    cal_logits = rng.normal(size=(200, 3)) * 0.5 + np.eye(3)[rng.integers(0, 3, 200)] * 4.0
+    cal_y = cal_logits.argmax(1) if labels_of == "argmax" else cal_logits.argmin(1)
+    logits, y = calibrated_sample(2000, 3, seed=25)
+    section = check_calibration(make_ctx(logits, y, calibration=(cal_logits, cal_y)))
+    t = section.metrics["temperature"].value
+    assert t == pytest.approx(bound, rel=0.01)
+    grid = np.geomspace(0.01, 100.0, 201)  # reference: NLL (scipy log_softmax) on a dense grid is least at the bound
+    assert grid[int(np.argmin([_scipy_nll(cal_logits, cal_y, g) for g in grid]))] == pytest.approx(bound)
+    message = _temperature_messages(section)
+    assert f"the fit hit its bound T={bound:g}: the true optimum lies beyond" in message
+    assert "calibration data may be too small" in message and "model degenerate" in message
+    assert "overconfident" not in message and "underconfident" not in message
+    assert any(f.severity == "warning" and "hit its bound" in f.message for f in section.findings)
 
 
 # --------------------------------------------------------------------------------------------------

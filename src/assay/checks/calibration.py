@@ -39,6 +39,9 @@ CLASSWISE_BOOTSTRAP_MAX_CELLS = 10_000_000
 # Bootstrap multiplicities of the temperature-scaling comparison are drawn in arrays of at most this many
 # (2M float32 = 8 MB; the values do not depend on it).
 _WEIGHTS_PER_ARRAY = 2_000_000
+# Temperature-scaling findings call a change in ECE or NLL smaller than this "unchanged" (they print 4 decimals,
+# so "lowers"/"raises" always come with printed values that differ).
+UNCHANGED_WITHIN = 1e-4
 
 _EQUAL_WIDTH = "equal-width; left-closed [lo, hi), last bin [lo, 1] (np.histogram, netcal)"
 _EQUAL_MASS = (
@@ -231,6 +234,16 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def _change(name: str, before: float, after: float) -> str:
+    """What temperature scaling did to a lower-is-better number, in words that match the printed values:
+    a change within :data:`UNCHANGED_WITHIN` (the printed precision) is "unchanged"."""
+    if before - after > UNCHANGED_WITHIN:
+        return f"lowers {name} from {before:.4f} to {after:.4f}"
+    if after - before > UNCHANGED_WITHIN:
+        return f"raises {name} from {before:.4f} to {after:.4f}"
+    return f"leaves {name} unchanged ({before:.4f} to {after:.4f}, within {UNCHANGED_WITHIN:g})"
+
+
 @dataclass
 class _TemperatureResult:
     metrics: dict[str, Metric]
@@ -320,29 +333,48 @@ def _temperature_scaling(
             "definition": "mean -log softmax(z / T)[label], natural log", "lower_is_better": True, **subset})
     config["temperature"] = t
 
-    reduction = boot["ece_before_temperature"] - boot["ece_after_temperature"]
-    before, after = point["ece_before_temperature"], point["ece_after_temperature"]
-    red = make_metric(before - after, reduction, n=n_eval, config=cfg)
-    direction = ("T > 1 softens the predictions: the model is overconfident" if t > 1
-                 else "T < 1 sharpens the predictions: the model is underconfident" if t < 1 else "T = 1")
-    verb = "reduces" if after < before else "does not reduce"
+    pct = int(cfg.confidence * 100)
+    ece_before, ece_after = point["ece_before_temperature"], point["ece_after_temperature"]
+    nll_before, nll_after = point["nll_before_temperature"], point["nll_after_temperature"]
+    ece_change = make_metric(ece_before - ece_after, boot["ece_before_temperature"] - boot["ece_after_temperature"],
+                             n=n_eval, config=cfg)
+    nll_change = make_metric(nll_before - nll_after, boot["nll_before_temperature"] - boot["nll_after_temperature"],
+                             n=n_eval, config=cfg)
+    nll_fell = nll_before - nll_after > UNCHANGED_WITHIN
+    config["unchanged_within"] = UNCHANGED_WITHIN
+    bounds = f"[{scaler.min_temperature:g}, {scaler.max_temperature:g}]"
+    if scaler.at_bound_:
+        reading = (f"T={t:.4g} is at the edge of the search range {bounds}, so it says nothing about over- or "
+                   "underconfidence (see the warning)")
+    elif t == 1.0:
+        reading = "T = 1: no change"
+    elif nll_fell:
+        reading = ("T > 1 softens the predictions and lowered the held-out NLL: the model is overconfident" if t > 1
+                   else "T < 1 sharpens the predictions and lowered the held-out NLL: the model is underconfident")
+    else:
+        kind = "softens" if t > 1 else "sharpens"
+        looked = "overconfident" if t > 1 else "underconfident"
+        reading = (f"T {'>' if t > 1 else '<'} 1 {kind} the predictions, but the held-out NLL did not fall: the "
+                   f"model looked {looked} on the fitting data only")
     findings = [
         Finding(severity="info", message=f"temperature fitted on {where}",
                 evidence="calibration.config.temperature_scaling"),
         Finding(
             severity="info",
-            message=(f"temperature scaling {verb} ECE from {before:.4f} to {after:.4f} "
-                     f"(paired difference {red.value:.4f}, {int(cfg.confidence * 100)}% CI {_fmt(red.ci_low)}–"
-                     f"{_fmt(red.ci_high)}) and NLL from {point['nll_before_temperature']:.4f} to "
-                     f"{point['nll_after_temperature']:.4f}, T={t:.3f} ({direction})"),
+            message=(f"temperature scaling (T={t:.3f}) {_change('ECE', ece_before, ece_after)} (paired difference "
+                     f"{ece_change.value:.4f}, {pct}% CI {_fmt(ece_change.ci_low)}–{_fmt(ece_change.ci_high)}) and "
+                     f"{_change('NLL', nll_before, nll_after)} (paired difference {nll_change.value:.4f}, {pct}% CI "
+                     f"{_fmt(nll_change.ci_low)}–{_fmt(nll_change.ci_high)}) on the samples not used to fit T; "
+                     f"{reading}"),
             evidence="calibration.metrics.ece_after_temperature",
         ),
     ]
     if scaler.at_bound_:
         findings.append(Finding(
             severity="warning",
-            message=f"the fitted temperature T={t:.4g} sits at the edge of the search range [0.01, 100]: the NLL "
-            "keeps falling (e.g. every fitting prediction is correct, or the logits are constant)",
+            message=f"the fit hit its bound T={t:.4g}: the true optimum lies beyond the search range {bounds} (the "
+            "NLL keeps falling towards it); the calibration data may be too small (e.g. every fitting prediction is "
+            "correct) or the model degenerate (e.g. constant logits)",
             evidence="calibration.metrics.temperature",
         ))
     scaled = calibration_stats.reliability_from_stats(after_bins())
