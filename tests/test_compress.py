@@ -223,18 +223,24 @@ def test_whole_run_input_is_refused_up_front_without_calibration(demo, tmp_path,
     assert code == 2 and message in err
     if "unknown" in message:
         assert "calibration" not in err and "int8-static-entropy" in err and "int8-dynamic-all" in err
+    else:  # the flag the command has today, never the old --calibration
+        assert "pass --quantization-data DATA" in err and "--calibration " not in err
     assert not (tmp_path / "out").exists()
 
 
 def test_fp16_needs_no_calibration(demo, tmp_path):
     out = tmp_path / "out"
     code = main(["compress", str(demo / "cnn.onnx"), "--data", "digits:test", "--methods", "fp16",
-                 "--latency-budget", "0.2", "--batch-sizes", "1,8", "--n-bootstrap", "100", "--out", str(out),
-                 "--no-cache", "-q"])
+                 "--latency-budget", "0.2", "--latency-batch-sizes", "1,8", "--n-bootstrap", "100", "--out", str(out),
+                 "--quantization-data", "digits:train", "--no-cache", "-q"])
     assert code == 0
-    rows = {v["variant"]: v for v in json.loads((out / "compression.json").read_text())["variants"]}
+    report = json.loads((out / "compression.json").read_text())
+    rows = {v["variant"]: v for v in report["variants"]}
     assert set(rows) == {"fp32", "fp16"} and rows["fp16"]["status"] != "failed"
     assert abs(rows["fp16"]["accuracy_delta"]) <= 0.01
+    # The unused quantization data is named by today's flag (and the Python parameter), not the old --calibration.
+    assert ("the quantization data (--quantization-data, calibration=) was not used: only the int8-static methods "
+            "calibrate") in report["reasons"]
 
 
 def test_odd_calibration_size_and_one_failed_variant(demo, tmp_path, monkeypatch):

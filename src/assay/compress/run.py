@@ -176,7 +176,7 @@ def _latency(profile: Any) -> dict[int, dict[str, float]]:
 
 def _check_limit(value: float, name: str) -> None:
     if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
-        raise OptionError(f"{name} must be a fraction in [0, 1), got {value!r}", where=name.replace("_", "-"),
+        raise OptionError(f"{name} must be a fraction in [0, 1), got {value!r}", where=name,
                         fix="give the largest tolerable drop as a fraction, e.g. 0.01 for one accuracy point")
 
 
@@ -299,11 +299,11 @@ def compress(
     batch_sizes = tuple(sorted({int(b) for b in batch_sizes}))
     if not batch_sizes or min(batch_sizes) < 1:
         raise OptionError(f"batch sizes must be positive integers, got {batch_sizes}", where="batch_sizes",
-                        fix="e.g. --batch-sizes 1,32")
+                        fix="e.g. --latency-batch-sizes 1,32 (batch_sizes=(1, 32) in Python)")
     rank_batch = int(ranking_batch or max(batch_sizes))
     if rank_batch not in batch_sizes:
         raise OptionError(f"the ranking batch size {rank_batch} is not profiled", where="ranking_batch",
-                        fix=f"use one of {', '.join(map(str, batch_sizes))} or add it to --batch-sizes")
+                        fix=f"use one of {', '.join(map(str, batch_sizes))} or add it to the profiled batch sizes (--latency-batch-sizes)")
     calibrate = needs_calibration(methods)
     if calibrate and calibration is None and train_data is None:  # before any data is read
         raise missing_calibration_error(methods)
@@ -320,11 +320,13 @@ def compress(
     calib: Dataset | None = None
     if not calibrate:
         if calibration is not None:
-            notes.append("--calibration was not used: only the int8-static methods calibrate")
+            notes.append("the quantization data (--quantization-data, calibration=) was not used: only the int8-static "
+                         "methods calibrate")
     elif calibration is not None:
         calib = as_dataset(calibration, data_options or {})
     else:
-        calib, notes = train, ["quantization calibrated on --train-data (no --calibration given)"]
+        calib, notes = train, ["quantization calibrated on the training data (--train-data): no quantization data "
+                                "(--quantization-data, calibration=) was given"]
     if calib is not None and calib.fingerprint == dataset.fingerprint:
         notes.append("the calibration set is the evaluation set: int8 ranges were fitted on the audited samples")
     # The data's class names, as evaluate gives them: the damage tables, console and exemplars name classes,
