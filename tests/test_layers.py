@@ -26,8 +26,10 @@ LAYERS: dict[str, int] = {
     "assay.engine": 4, "assay.profiling": 4,
     "assay.checks": 5,
     "assay.evaluation": 6,
-    "assay.compare": 7, "assay.compress": 7,
-    "assay.api": 8, "assay.demo": 8, "assay.cli": 9, "assay._entry": 10, "assay": 10,
+    "assay.compare": 7, "assay.compress": 7, "assay.govern": 7,
+    "assay.registry": 8,
+    "assay.serve": 9, "assay.monitor": 9,
+    "assay.api": 10, "assay.demo": 10, "assay.cli": 11, "assay._entry": 12, "assay": 12,
 }
 
 
