@@ -25,9 +25,9 @@ from assay.corruptions.base import sample_rng
 
 __all__ = ["bilinear_sample", "box_sum3", "canny", "capped_roots", "clipped_zoom", "correlate2d", "correlate3x3",
            "disk_kernel", "draws", "equalize_hist", "filter_matrix", "for_each_chunk", "for_each_image",
-           "gaussian_filter", "gaussian_weights", "generators", "hsv_to_rgb", "luma", "motion_blur", "pil_box_matrix",
-           "pil_box_resize", "plasma_fractal", "rgb_to_hsv", "separable_filter", "truncated_distance",
-           "truncated_squared_distance", "worker_threads"]
+           "gaussian_filter", "gaussian_weights", "generators", "glass_visits", "hsv_to_rgb", "luma", "motion_blur",
+           "neighbour_copies", "pil_box_matrix", "pil_box_resize", "plasma_fractal", "rgb_to_hsv", "separable_filter",
+           "truncated_distance", "truncated_squared_distance", "worker_threads"]
 
 FilterMode = Literal["reflect", "constant", "nearest", "mirror", "wrap"]
 """A boundary mode of scipy.ndimage's line filters."""
@@ -366,6 +366,65 @@ def motion_blur(x: np.ndarray, radius: float, sigma: float, angles: np.ndarray) 
         for k in range(width):
             r0, c0 = pad + int(dys[k]), pad + int(dxs[k])
             acc += kernel[k] * padded[i, :, r0:r0 + h, c0:c0 + w]
+    return out
+
+
+# -------------------------------------------------------------------------------------------- glass blur
+
+def glass_visits(size: int, delta: int) -> np.ndarray:
+    """Rows (or columns) the published glass-blur loop visits on an axis of ``size`` pixels, in its
+    order: ``range(size - delta, delta, -1)``."""
+    return np.arange(size - delta, delta, -1)
+
+
+def neighbour_copies(x: np.ndarray, offsets: np.ndarray, delta: int) -> np.ndarray:
+    """The pixel loop of the published glass blur (``make_imagenet_c.py`` / ``make_cifar_c.py``,
+    ``imagecorruptions``) on a batch (N, C, H, W), exactly.
+
+    The loop visits rows ``H - delta .. delta + 1`` and within each row columns ``W - delta .. delta + 1``
+    (both descending, :func:`glass_visits`) and runs ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` on an
+    (H, W, C) array. The right-hand side holds two *views*: the first assignment copies the partner into
+    ``x[h, w]``, the second writes that same value back into the partner. So each visit copies the
+    partner's current value into the visited pixel and leaves the partner as it was (on a 2-D array the
+    same line would swap two scalars; the scripts always run it on colour arrays).
+
+    ``offsets`` (N, iterations, rows, cols, 2) holds each visit's ``(dx, dy)``, in ``[-delta, delta)``.
+    A visit reads a pixel's *current* value: the pixel's new value if the loop visited it earlier in the
+    pass (it lies later in raster order and inside the visited rectangle), its value before the pass
+    otherwise. Each pass is resolved at once by following those chains with pointer jumping (each round
+    doubles the followed length), then one gather; the result equals the sequential loop exactly."""
+    n, c, h, w = x.shape
+    rows, cols = glass_visits(h, delta), glass_visits(w, delta)
+    out = np.array(x, dtype=np.float32, copy=True)
+    if not (rows.size and cols.size):
+        return out
+    inside = np.zeros(h * w, dtype=bool)  # pixels the loop visits
+    visits = (rows[:, None] * w + cols[None, :]).ravel()  # in visiting order: descending raster index
+    inside[visits] = True
+
+    def chunk(images: slice) -> None:
+        m = images.stop - images.start
+        pixels = np.ascontiguousarray(out[images].transpose(0, 2, 3, 1)).reshape(m * h * w, c)
+        start = (np.arange(m, dtype=np.int64) * (h * w))[:, None]
+        visited = (start + visits).ravel()
+        for step in range(offsets.shape[1]):
+            d = offsets[images, step].astype(np.int64)
+            partner = ((rows[None, :, None] + d[..., 1]) * w + (cols[None, None, :] + d[..., 0])).reshape(m, -1)
+            # Visited before this pixel in the pass: a visited pixel with a larger raster index.
+            ahead = (partner > visits) & inside[partner]
+            source = np.arange(m * h * w, dtype=np.int64)  # where each pixel's value comes from
+            final = np.ones(m * h * w, dtype=bool)  # source holds a value from before the pass
+            source[visited] = (start + partner).ravel()
+            final[visited] = ~ahead.ravel()
+            pending = np.flatnonzero(~final)
+            while pending.size:
+                via = source[pending]
+                source[pending], final[pending] = source[via], final[via]
+                pending = pending[~final[pending]]
+            pixels = pixels[source]
+        out[images] = pixels.reshape(m, h, w, c).transpose(0, 3, 1, 2)
+
+    for_each_chunk(chunk, n, h * w)
     return out
 
 
