@@ -8,7 +8,9 @@
         │   └── UnsafeModelError   a model file that would run code (pickle, sympy strings, native code)
         ├── PolicyError        a gate policy or constraint that cannot be parsed
         ├── OptionError        a command-line option / keyword argument out of range
-        └── OutputError        an output path Assay must not write (a user folder, an input, a file)
+        ├── OutputError        an output path Assay must not write (a user folder, an input, a file)
+        └── RegistryError      a model registry that cannot be opened or used, or an unknown name/version/alias
+            └── RegistryConflictError   an alias moved by someone else first (compare-and-swap lost)
 
 Anything else escaping the library is a bug (the CLI exits 1). Every leaf is a ``UserError``, so code
 that only needs "bad input or not" catches ``UserError``.
@@ -23,6 +25,8 @@ __all__ = [
     "OptionError",
     "OutputError",
     "PolicyError",
+    "RegistryConflictError",
+    "RegistryError",
     "UnsafeModelError",
     "UserError",
 ]
@@ -72,3 +76,12 @@ class OptionError(UserError):
 
 class OutputError(UserError):
     """An output path Assay refuses to write: a folder it did not write, an input, or a path below a file."""
+
+
+class RegistryError(UserError):
+    """A model registry that cannot be opened or written (not a registry, corrupted, unreachable, read-only),
+    or a name, version or alias it does not hold."""
+
+
+class RegistryConflictError(RegistryError):
+    """A compare-and-swap alias move that lost: the alias is no longer held by the version the caller expected."""
