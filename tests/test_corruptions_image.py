@@ -103,6 +103,14 @@ def test_registry_names_families_and_held_out_split():
         assert isinstance(info, CorruptionInfo) and info.name == name and info.description
 
 
+def test_every_corruption_has_a_revision_and_glass_blur_moved_on():
+    """Outputs made under an older definition must not be reused: glass_blur's copying loop is revision 2."""
+    from assay.corruptions.image import REVISIONS
+
+    assert set(REVISIONS) == set(IMAGE_CORRUPTIONS) and REVISIONS["glass_blur"] == 2
+    assert all(isinstance(r, int) and r >= 1 for r in REVISIONS.values())
+
+
 def test_parameter_tables_cover_every_corruption_with_five_severities():
     for table in (CIFAR_TABLE, IMAGENET_TABLE):
         assert set(table) == set(NAMES) == set(PARAMETER_NAMES)

@@ -6,14 +6,16 @@ flip rate) is resampled jointly with the clean accuracy it is compared with (a p
 
 Two warnings say when the severity scale itself cannot be trusted: images far smaller than the size the
 corruption table was made for (:data:`FAR_BELOW_DESIGN`), and a corruption whose accuracy rises with
-severity beyond chance (:func:`severity_pairs`, :func:`severity_reversals`).
+severity beyond chance (:func:`severity_pairs`, :func:`severity_reversals`). The worst-corruption ranking
+leaves out a corruption that gets easier from its lowest to its highest severity (:func:`rising_corruptions`),
+and says so; on images far below the table's design size it says the ranking holds at that size only.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from itertools import combinations
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import Field
@@ -29,7 +31,7 @@ from assay.stats.binning import equal_width_edges
 from assay.stats.bootstrap import percentile_ci
 from assay.stats.calibration import TopLabelBins, ece_from_stats, top_label
 from assay.stats.multiple_testing import holm
-from assay.stats.paired import mcnemar_exact
+from assay.stats.paired import mcnemar_exact, mcnemar_one_sided
 from assay.stats.probabilities import softmax
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "check_corruption",
     "corruption_error",
     "relative_corruption_error",
+    "rising_corruptions",
     "severity_pairs",
     "severity_reversals",
     "table_scale_findings",
@@ -114,6 +117,32 @@ def severity_reversals(pairs: list[dict[str, Any]], alpha: float) -> list[dict[s
         return []
     _, adjusted = holm(np.array([pair["p_mcnemar"] for pair in pairs]), alpha)
     return [{**pair, "p_holm": float(p)} for pair, p in zip(pairs, adjusted) if pair["rise"] > 0 and p < alpha]
+
+
+def rising_corruptions(pairs: list[dict[str, Any]], alpha: float) -> list[dict[str, Any]]:
+    """The corruptions whose accuracy is higher at their highest severity than at their lowest, beyond
+    chance: severity then no longer orders difficulty (a table used outside its design range), and the
+    corruption's mean over severities cannot be ranked against the others.
+
+    ``pairs``: :func:`severity_pairs` rows with a ``corruption`` key. Per corruption, its (lowest, highest)
+    pair is tested one-sided ("accuracy rose"), exact McNemar on the same samples: ``p_rise`` = P(X >= rose),
+    X ~ Bin(rose + fell, 1/2); Holm-adjusted over the corruptions tested (``p_rise_holm``; family-wise
+    error ``alpha``). Only the end points are compared: a dip in the middle of a curve is what some
+    published tables do at their design size (CIFAR glass blur's first three severities, spatter's water
+    and mud), while a curve that ends easier than it starts has lost its meaning as a severity scale."""
+    ends: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        best = ends.get(pair["corruption"])
+        if best is None or (pair["severity_low"], -pair["severity_high"]) < (best["severity_low"],
+                                                                           -best["severity_high"]):
+            ends[pair["corruption"]] = pair
+    if not ends:
+        return []
+    rows = list(ends.values())
+    p_rise = np.array([mcnemar_one_sided(row["fell"], row["rose"]) for row in rows])
+    _, adjusted = holm(p_rise, alpha)
+    return [{**row, "p_rise": float(p), "p_rise_holm": float(q), "corruptions_tested": len(rows)}
+            for row, p, q in zip(rows, p_rise, adjusted) if row["rise"] > 0 and q < alpha]
 
 
 def corruption_error(errors: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -230,7 +259,18 @@ def check_corruption(ctx: CheckContext) -> Section:
 
     point_agg = aggregates(point)
     boot_agg = aggregates(boot)
-    worst = int(np.nanargmin(point_agg["per_corruption_accuracy"]))
+    acc_boot = np.clip(boot[:, 1:1 + n_views], 0.0, 1.0)
+    pairs = []
+    for i, c in enumerate(names):
+        columns = [(s, grid[i, k]) for k, s in enumerate(severities) if grid[i, k] >= 0]
+        cols = [j for _, j in columns]
+        pairs += [{"corruption": c, **pair} for pair in severity_pairs(
+            correct[:, cols], acc_boot[:, cols], [s for s, _ in columns], cfg.confidence)]
+    scale_findings, table_scale = (table_scale_findings([v for _, v in views], ctx.dataset.x.shape)
+                                   if ctx.dataset.modality == "image" else ([], {}))
+    rising = {r["corruption"]: r for r in rising_corruptions(pairs, 1 - cfg.confidence)}
+    ranking = _rank(names, point_agg["per_corruption_accuracy"], rising)
+    worst = ranking.worst
 
     # ECE under each corruption, and its mean with a CI over the same resamples.
     edges = equal_width_edges(cfg.ece_bins)
@@ -256,8 +296,10 @@ def check_corruption(ctx: CheckContext) -> Section:
         add("mean_heldout_corruption_accuracy", point_agg["mean_heldout_corruption_accuracy"],
             boot_agg["mean_heldout_corruption_accuracy"], corruptions=[c for c, s in zip(names, standard) if not s])
     add("worst_corruption_accuracy", point_agg["per_corruption_accuracy"][worst],
-        boot_agg["per_corruption_accuracy"][:, worst], corruption=names[worst],
-        definition="mean over severities of the corruption with the lowest point estimate (chosen once)")
+        boot_agg["per_corruption_accuracy"][:, worst], corruption=names[worst], left_out=list(rising),
+        definition="mean over severities of the corruption with the lowest point estimate (chosen once), among "
+                   "those whose accuracy does not rise from their lowest to their highest severity beyond chance "
+                   "(all, when every one rises)")
     if "mce" in point_agg:
         add("mce", point_agg["mce"], boot_agg["mce"], normalizer=normalizer, lower_is_better=True,
             definition="mean over standard corruptions of CE_c = sum_s E_sc / sum_s E_ref_sc "
@@ -271,7 +313,6 @@ def check_corruption(ctx: CheckContext) -> Section:
         definition=f"mean over views of top-label ECE ({cfg.ece_bins} equal-width bins, L1; Guo et al. 2017)")
 
     alpha = (1 - cfg.confidence) / 2
-    acc_boot = np.clip(boot[:, 1:1 + n_views], 0.0, 1.0)
     flip_boot = boot_agg["per_view_flip_rate"]
     per_view: list[dict[str, Any]] = []
     for j, (_, v) in enumerate(views):
@@ -323,7 +364,8 @@ def check_corruption(ctx: CheckContext) -> Section:
                 evidence="corruption.metrics.mean_corruption_accuracy"),
         Finding(severity="warning" if per_corruption[worst]["mean_accuracy"] < 0.5 * clean else "info",
                 message=f"worst corruption: {names[worst]} at {per_corruption[worst]['mean_accuracy']:.3f} mean "
-                f"accuracy over severities {severities}", evidence="corruption.tables.per_corruption"),
+                f"accuracy over severities {severities}" + _ranking_caveat(ranking, table_scale),
+                evidence="corruption.tables.per_corruption"),
         Finding(severity="info", message=f"CE and mCE are normalized by {normalizer}",
                 evidence="corruption.metrics.mce"),
         Finding(severity="info", message=f"{point_agg['flip_rate']:.1%} of clean-correct predictions flip to wrong "
@@ -334,15 +376,8 @@ def check_corruption(ctx: CheckContext) -> Section:
         findings.append(Finding(severity="warning", message=f"the baseline lacks results for {missing}: "
                                 "they are left out of mCE", evidence="corruption.metrics.mce"))
 
-    scale_findings, table_scale = (table_scale_findings([v for _, v in views], ctx.dataset.x.shape)
-                                   if ctx.dataset.modality == "image" else ([], {}))
+    findings.extend(_left_out_findings(ranking, rising, point_agg["per_corruption_accuracy"], names))
     findings.extend(scale_findings)
-    pairs = []
-    for i, c in enumerate(names):
-        columns = [(s, grid[i, k]) for k, s in enumerate(severities) if grid[i, k] >= 0]
-        cols = [j for _, j in columns]
-        pairs += [{"corruption": c, **pair} for pair in severity_pairs(
-            correct[:, cols], acc_boot[:, cols], [s for s, _ in columns], cfg.confidence)]
     reversals = severity_reversals(pairs, 1 - cfg.confidence)
     for c in dict.fromkeys(r["corruption"] for r in reversals):
         rows = sorted((r for r in reversals if r["corruption"] == c), key=lambda r: -r["rise"])
@@ -368,6 +403,16 @@ def check_corruption(ctx: CheckContext) -> Section:
                 "normalizer": normalizer, "thresholds": {"warn_relative_drop": WARN_RELATIVE_DROP,
                                                          "fail_relative_drop": FAIL_RELATIVE_DROP},
                 "table_scale": table_scale,
+                "ranking": {
+                    "worst": names[worst],
+                    "left_out": [{k: rising[c][k] for k in ("corruption", "severity_low", "severity_high",
+                                                            "accuracy_low", "accuracy_high", "rose", "fell",
+                                                            "p_rise", "p_rise_holm")} for c in ranking.left_out],
+                    "every_corruption_rises": ranking.all_rising,
+                    "rule": "a corruption whose accuracy at its highest severity is above that at its lowest "
+                            "(one-sided exact McNemar on the same samples, Holm over the corruptions, family-wise "
+                            "error alpha) is left out of the worst-corruption ranking; when every one is, the "
+                            "lowest of all is named, with that caveat"},
                 "severity_order_test": {
                     "pairs_tested": len(pairs), "alpha": 1 - cfg.confidence,
                     "method": "every severity pair s < t of a corruption on the same samples: exact McNemar "
@@ -377,6 +422,66 @@ def check_corruption(ctx: CheckContext) -> Section:
                              "Corruptions and Perturbations (ICLR)",
                 "key_metrics": ["mean_corruption_accuracy", "worst_corruption_accuracy", "mce", "flip_rate"]},
     )
+
+
+class _Ranking(NamedTuple):
+    """Which corruption the findings name as worst: ``worst`` (an index into the corruption names), the
+    names left out of the ranking (accuracy rising with severity) and whether every corruption rose (then
+    nothing is left out and ``worst`` is the lowest of all, named with that caveat)."""
+
+    worst: int
+    left_out: list[str]
+    all_rising: bool
+
+
+def _rank(names: list[str], accuracy: np.ndarray, rising: dict[str, dict[str, Any]]) -> _Ranking:
+    values = np.asarray(accuracy, dtype=np.float64)
+    ranked = np.array([c not in rising for c in names])
+    if not ranked.any():
+        return _Ranking(int(np.nanargmin(values)), [], True)
+    return _Ranking(int(np.nanargmin(np.where(ranked, values, np.inf))), [c for c in names if c in rising], False)
+
+
+def _ranking_caveat(ranking: _Ranking, table_scale: dict[str, Any]) -> str:
+    """What the worst-corruption finding must add: that no corruption forms a severity scale here, and
+    that a ranking on images far below the table's design size holds at that size only."""
+    caveat = ""
+    if ranking.all_rising:
+        caveat += (" (but every corruption's accuracy rises from its lowest to its highest severity here, so "
+                   "severity does not order difficulty and the means over severities do not rank the corruptions)")
+    far = [t for t, v in table_scale.get("tables", {}).items() if v["far_below"]]
+    if far:
+        h, w = table_scale["image_size"]
+        design = ", ".join(f"{_TABLE_NAMES[t]}'s {table_scale['tables'][t]['design_size']} px" for t in far)
+        caveat += (f"; at {h}x{w} px, under half the image size the corruption table was made for ({design}), "
+                   "this ranking holds at this image size only")
+    return caveat
+
+
+def _left_out_findings(ranking: _Ranking, rising: dict[str, dict[str, Any]], accuracy: np.ndarray,
+                       names: list[str]) -> list[Finding]:
+    """One finding naming the corruptions left out of the ranking, with the test that put them out; a
+    warning when one of them would have been named worst."""
+    if not ranking.left_out:
+        return []
+    values = np.asarray(accuracy, dtype=np.float64)
+    details = []
+    for c in ranking.left_out:
+        r = rising[c]
+        details.append(
+            f"{c} (mean {values[names.index(c)]:.3f}; accuracy {r['accuracy_low']:.3f} at severity "
+            f"{r['severity_low']}, {r['accuracy_high']:.3f} at {r['severity_high']}: {r['rose']} samples turned "
+            f"right, {r['fell']} wrong; one-sided exact McNemar p = {r['p_rise']:.2g}, Holm over "
+            f"{r['corruptions_tested']} corruptions p = {r['p_rise_holm']:.2g})")
+    lowest = min(ranking.left_out, key=lambda c: values[names.index(c)])
+    changed = values[names.index(lowest)] < values[ranking.worst]
+    return [Finding(
+        severity="warning" if changed else "info",
+        message="left out of the worst-corruption ranking: " + "; ".join(details) + ". Accuracy that ends higher "
+        "at the top severity than at the lowest means severity does not order this corruption's difficulty here "
+        "(its table is used outside its design range), so its mean over severities does not rank against the "
+        "others" + (f"; ranked with them, {lowest} would have been named worst" if changed else ""),
+        evidence="corruption.config.ranking")]
 
 
 def _num(value: Any) -> float | None:
