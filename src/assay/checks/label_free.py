@@ -22,13 +22,22 @@ al.'s reference code (``find_ATC_threshold``); we count target scores strictly a
 Uncertainty (:func:`label_free_estimates`): percentile bootstrap over the target set and, by default,
 independently over the validation set (which re-fits the threshold per resample). The interval covers
 the sampling variability of the two finite sets only; it does NOT cover the estimator's bias under the
-shift at hand, which is the dominant error of every label-free estimator. :func:`estimator_errors`
-measures that bias on shifts whose labels are known (e.g. corruption views with labels hidden).
+shift at hand, which is the dominant error of every label-free estimator.
+
+Error under shift (:func:`shift_errors`): on shifts whose labels are known (corruption views with labels
+hidden) each estimator's signed errors are summarised by their tail (median, 90th percentile, worst) and
+direction (share too high, mean signed error). Their split-conformal quantile (Lei et al. 2018), locally
+weighted by :func:`error_scale` (a floor plus the accuracy drop the estimate itself predicts), is the band
+:func:`shift_aware_interval` adds to each side of the sampling interval; it covers a new shift's error at
+:data:`SHIFT_BAND_LEVEL` if that shift is exchangeable with the validation shifts, and
+:func:`leave_one_group_out_coverage` measures how it transfers to a kind of shift it was not calibrated on.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -40,14 +49,25 @@ from assay.stats.bootstrap import BootstrapResult, percentile_ci, spawn_seed
 
 __all__ = [
     "ESTIMATOR_NAMES",
+    "SHIFT_BAND_LEVEL",
+    "SHIFT_SCALE_FLOOR",
     "ATCEstimator",
+    "GroupOutCoverage",
+    "ShiftErrors",
     "atc_scores",
     "atc_threshold",
     "average_confidence",
+    "conformal_half_width",
+    "conformal_rank",
     "doc_estimate",
+    "error_scale",
     "estimator_errors",
     "label_free_estimates",
+    "leave_one_group_out_coverage",
     "max_confidence",
+    "min_scores_for_level",
+    "shift_aware_interval",
+    "shift_errors",
 ]
 
 Score = Literal["maxconf", "negentropy"]
@@ -257,3 +277,197 @@ def estimator_errors(
                             fix="estimate at least one shift")
         out[name] = float(np.mean(np.abs(est - truth)))
     return out
+
+
+#: Coverage level of the band that widens label-free intervals for estimator error under shift.
+SHIFT_BAND_LEVEL = 0.90
+#: The error scale of a label-free estimate is this floor plus the accuracy drop it predicts (see
+#: :func:`error_scale`); picked from 0.01-0.1 on the demo's corruption views, where every value gave
+#: about the same leave-one-corruption-out coverage.
+SHIFT_SCALE_FLOOR = 0.03
+
+
+def error_scale(estimate: np.ndarray | float, val_accuracy: float) -> np.ndarray:
+    """How large an estimator's error is expected to be, from unlabeled information only:
+    ``SHIFT_SCALE_FLOOR + max(0, val_accuracy - estimate)``. Label-free estimates are close when they
+    predict little change and err most when they predict a large drop (measured on corruption views:
+    median error 0.007, worst 0.57, the large errors all at large predicted drops), so errors divided by
+    this scale are closer to identically distributed than raw errors: the normalized score of locally
+    weighted split-conformal prediction (Lei et al. 2018, sec. 5.2)."""
+    return SHIFT_SCALE_FLOOR + np.maximum(0.0, val_accuracy - np.asarray(estimate, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class ShiftErrors:
+    """How far one estimator was from the true accuracy on shifts whose labels are known (hidden from it).
+
+    ``signed = estimate - true accuracy`` per shift (positive: too high); ``scale`` is each shift's
+    :func:`error_scale`. Median and 90th percentile of ``|signed|`` are numpy's default (linear)
+    quantiles; ``worst`` indexes the shift with the largest error. ``band`` is the split-conformal
+    quantile at ``level`` of the normalized scores ``|signed| / scale`` (:func:`conformal_half_width`):
+    a new shift's error lies within ``band * scale`` with probability >= ``level`` if it is exchangeable
+    with these; None when the shifts are too few to support that level.
+    """
+
+    signed: np.ndarray
+    scale: np.ndarray
+    level: float
+
+    @property
+    def n(self) -> int:
+        return int(self.signed.size)
+
+    @property
+    def absolute(self) -> np.ndarray:
+        return np.abs(self.signed)
+
+    @property
+    def scores(self) -> np.ndarray:
+        """Normalized conformity scores ``|signed| / scale``."""
+        return self.absolute / self.scale
+
+    @property
+    def band(self) -> float | None:
+        return conformal_half_width(self.scores, self.level)
+
+    @property
+    def band_rank(self) -> int:
+        return conformal_rank(self.n, self.level)
+
+    def widening(self, estimate: float, val_accuracy: float) -> float:
+        """Half-width to add on each side of a new estimate: ``band * error_scale(estimate)``, or the
+        largest normalized score times the scale when the shifts are too few for a band (no coverage
+        promised then)."""
+        multiplier = self.band if self.band is not None else float(self.scores.max())
+        return float(multiplier * error_scale(estimate, val_accuracy))
+
+    @property
+    def mean_abs(self) -> float:
+        return float(self.absolute.mean())
+
+    @property
+    def median_abs(self) -> float:
+        return float(np.median(self.absolute))
+
+    @property
+    def p90_abs(self) -> float:
+        return float(np.quantile(self.absolute, 0.9))
+
+    @property
+    def worst(self) -> int:
+        return int(np.argmax(self.absolute))
+
+    @property
+    def max_abs(self) -> float:
+        return float(self.absolute.max())
+
+    @property
+    def share_too_high(self) -> float:
+        return float(np.mean(self.signed > 0))
+
+    @property
+    def share_too_low(self) -> float:
+        return float(np.mean(self.signed < 0))
+
+    @property
+    def mean_signed(self) -> float:
+        return float(self.signed.mean())
+
+    @property
+    def lean(self) -> str:
+        """``high`` when at least two thirds of the shifts are overestimated, ``low`` for underestimated,
+        else ``none``: the direction of the bias, in words a finding can use."""
+        if self.share_too_high >= 2 / 3:
+            return "high"
+        if self.share_too_low >= 2 / 3:
+            return "low"
+        return "none"
+
+
+def conformal_rank(n: int, level: float = SHIFT_BAND_LEVEL) -> int:
+    """The split-conformal order statistic ``ceil(level (n + 1))`` (1-based; may exceed ``n``)."""
+    if not 0.0 < level < 1.0:
+        raise UserError(f"level must lie in (0, 1), got {level}", where="level", fix="use e.g. 0.9")
+    return math.ceil(level * (n + 1) - 1e-9)  # tolerance: 0.9 * 11 is 9.900000000000002
+
+
+def min_scores_for_level(level: float = SHIFT_BAND_LEVEL) -> int:
+    """The fewest scores whose split-conformal quantile is finite at ``level``: ``ceil(level / (1 - level))``."""
+    return math.ceil(level / (1.0 - level) - 1e-9)  # tolerance: 0.9 / 0.1 is 9.000000000000002
+
+
+def conformal_half_width(scores: np.ndarray, level: float = SHIFT_BAND_LEVEL) -> float | None:
+    """Split-conformal quantile: the ``ceil(level (n + 1))``-th smallest of ``n`` conformity scores.
+
+    For a new score exchangeable with these (Vovk, Gammerman & Shafer 2005; Lei, G'Sell, Rinaldo,
+    Tibshirani & Wasserman 2018, "Distribution-Free Predictive Inference for Regression", JASA),
+    ``P(new score <= quantile) >= level``, and at most ``level + 1 / (n + 1)`` for continuous scores.
+    None when that rank exceeds ``n`` (fewer than ``level / (1 - level)`` scores, 9 at 90%): no finite
+    band promises the level.
+    """
+    values = np.sort(np.asarray(scores, dtype=np.float64))
+    rank = conformal_rank(values.size, level)
+    return None if rank > values.size else float(values[rank - 1])
+
+
+def shift_errors(estimates: np.ndarray, true_accuracy: np.ndarray, val_accuracy: float,
+                 level: float = SHIFT_BAND_LEVEL) -> ShiftErrors:
+    """:class:`ShiftErrors` of one estimator's ``estimates`` against ``true_accuracy`` (aligned, per shift),
+    its error scale computed from ``val_accuracy`` (the validation set's accuracy)."""
+    est = np.asarray(estimates, dtype=np.float64)
+    truth = np.asarray(true_accuracy, dtype=np.float64)
+    if est.shape != truth.shape or est.ndim != 1 or est.size == 0:
+        raise UserError(f"{est.size} estimates for {truth.size} shifts", where="shift_errors",
+                        fix="give one estimate per shift, at least one shift")
+    return ShiftErrors(signed=est - truth, scale=error_scale(est, val_accuracy), level=level)
+
+
+@dataclass(frozen=True)
+class GroupOutCoverage:
+    """Leave-one-group-out check of the conformal band: for each group (e.g. a corruption type), the band
+    is calibrated on the other groups' shifts and tried on this group's. ``covered[i]`` says whether shift
+    i's score was within the band built without its group (an unbounded band covers)."""
+
+    covered: np.ndarray
+    per_group: dict[str, float]
+    unbounded_groups: list[str]
+
+    @property
+    def coverage(self) -> float:
+        return float(self.covered.mean())
+
+    @property
+    def worst_group(self) -> str:
+        return min(self.per_group, key=self.per_group.__getitem__)
+
+
+def leave_one_group_out_coverage(scores: np.ndarray, groups: Sequence[str],
+                                 level: float = SHIFT_BAND_LEVEL) -> GroupOutCoverage | None:
+    """How often the conformal band covers shifts of a kind it was not calibrated on; None with fewer than
+    two groups. Exchangeability fails across kinds of shift, so this can fall below ``level``: it measures
+    how the band transfers to an unfamiliar shift, which is what an unlabeled target may be."""
+    values = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(list(groups), dtype=object)
+    if labels.shape != values.shape:
+        raise UserError(f"{labels.size} groups for {values.size} scores", where="leave_one_group_out_coverage",
+                        fix="give one group per shift")
+    names = list(dict.fromkeys(labels.tolist()))
+    if len(names) < 2:
+        return None
+    covered = np.zeros(values.size, dtype=bool)
+    per_group, unbounded = {}, []
+    for name in names:
+        held = labels == name
+        band = conformal_half_width(values[~held], level)
+        if band is None:
+            unbounded.append(name)
+        covered[held] = True if band is None else values[held] <= band
+        per_group[name] = float(covered[held].mean())
+    return GroupOutCoverage(covered=covered, per_group=per_group, unbounded_groups=unbounded)
+
+
+def shift_aware_interval(value: float, ci_low: float, ci_high: float, half_width: float) -> tuple[float, float]:
+    """The sampling interval widened by the estimator's error band on each side, clipped to [0, 1]:
+    ``[min(ci_low, value) - half_width, max(ci_high, value) + half_width]``. Adding the widths (rather than
+    their root sum of squares) is conservative: the band's errors already contain some sampling noise."""
+    return max(0.0, min(ci_low, value) - half_width), min(1.0, max(ci_high, value) + half_width)
