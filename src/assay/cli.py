@@ -5,12 +5,13 @@ Exit codes: 0 success, 1 internal error (a bug: please report it), 2 user error 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -692,6 +693,293 @@ def cache_clear(
     if cleared.failed:
         raise OutputError(f"{len(cleared.failed)} cache entries could not be deleted", where=str(cleared.failed[0]),
                           fix="check that you may write to the cache folder (its owner and permissions)")
+
+
+# ------------------------------------------------------------------------------------------- registry
+registry_app = AssayTyper(
+    cls=AssayGroup, name="registry", no_args_is_help=True, add_completion=False,
+    help="The model registry: immutable versions of a model with the evidence behind them, aliases (production, "
+         "staging) moved only through the paired regression gate, one-command rollback, and a tamper-evident "
+         "history of every move. SQLite at .assay/registry.db by default; --registry postgresql+psycopg://... (or "
+         "ASSAY_REGISTRY) for a team.")
+app.add_typer(registry_app, name="registry")
+
+RegistryUrl = Annotated[str | None, typer.Option(
+    "--registry", envvar="ASSAY_REGISTRY", show_envvar=False,
+    help="Registry database: sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB (or ASSAY_REGISTRY; default "
+         ".assay/registry.db in the current folder).")]
+ArtifactsDir = Annotated[Path | None, typer.Option(
+    "--artifacts", help="Artifact store folder (or ASSAY_ARTIFACTS; default: artifacts/ beside a SQLite registry, "
+                        "else .assay/artifacts).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of a table.")]
+RegistryReason = Annotated[str | None, typer.Option(help="Why: recorded in the history.")]
+_REGISTRY_EXITS = "1 internal error (a bug); 2 bad input (unknown name, version or alias, a registry that cannot be " \
+    "opened or written; nothing is changed)"
+
+
+@contextlib.contextmanager
+def _registry(url: str | None, artifacts: Path | None) -> Iterator[Any]:
+    """The registry a command works on, closed (its connections released) when the command ends."""
+    from assay.registry import open_registry
+
+    reg = open_registry(url, artifacts=artifacts)
+    try:
+        yield reg
+    finally:
+        reg.close()
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def _move_row(m: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(m)
+
+
+@registry_app.command("register", epilog="Exit codes: 0 registered (or the same model and evidence already were: "
+                      f"that version is printed); {_REGISTRY_EXITS}.")
+def registry_register(
+    name: Annotated[str, typer.Argument(help="Model name: letters, digits, '.', '_' and '-'.")],
+    model: ModelArg,
+    evidence: Annotated[Path, typer.Option(help="Evidence bundle of this model (`assay evaluate MODEL --data DATA "
+                                           "--out BUNDLE`); with predictions.npz for gated promotion.")],
+    weights: Weights = None,
+    message: Annotated[str | None, typer.Option(help="What this version is (recorded with it).")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="A tag KEY=VALUE; repeat for more.")] = None,
+    registry: RegistryUrl = None,
+    artifacts: ArtifactsDir = None,
+) -> None:
+    """Register MODEL (and its evidence bundle) as the next version of NAME; identical bytes reuse the version."""
+    tags: dict[str, str] = {}
+    for item in tag or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise OptionError(f"--tag {item!r} is not KEY=VALUE", where="--tag", fix="write a tag as KEY=VALUE, "
+                              "e.g. --tag dataset=digits-v2")
+        tags[key.strip()] = value.strip()
+    with _registry(registry, artifacts) as reg:
+        mv = reg.register(name, model, weights=weights, evidence=evidence, message=message, tags=tags or None)
+    Console().print(f"{escape(mv.ref)}  model sha256 {mv.model_sha256[:12]}  evidence sha256 "
+                    f"{mv.evidence_sha256[:12]}  data {escape(', '.join(f[:12] for f in mv.data_fingerprints))}",
+                    soft_wrap=True)
+
+
+@registry_app.command("promote", epilog="Exit codes: 0 the alias moved (or the version already held it); 1 the gate "
+                      "failed, or was inconclusive without --allow-inconclusive (the alias did not move), and an "
+                      "internal error (a bug, printed as 'Internal error:'); 2 bad input (unknown name, version or "
+                      "alias, bundles the gate cannot pair, --force without --reason) or a conflict: the alias moved "
+                      "while the gate ran (nothing is overwritten; run it again).")
+def registry_promote(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[int, typer.Argument(help="Version to promote.")],
+    alias: Annotated[str, typer.Option(help="Alias to move, e.g. production.")],
+    policy: Annotated[Path | None, typer.Option(help="Gate policy YAML (default: the documented default policy).")
+                      ] = None,
+    allow_inconclusive: Annotated[bool, typer.Option(
+        "--allow-inconclusive", help="Move the alias also when the gate is inconclusive.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Move the alias whatever the gate says (needs --reason; the gate still runs when it can, "
+                        "and the move is logged as forced).")] = False,
+    reason: RegistryReason = None,
+    seed: Seed = 0,
+    n_bootstrap: NBootstrap = 1000,
+    registry: RegistryUrl = None,
+    artifacts: ArtifactsDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Move ALIAS of NAME to VERSION through the paired regression gate against the alias's current holder."""
+    from assay.registry.promotion import promote
+
+    if n_bootstrap < 100:
+        raise OptionError(f"--n-bootstrap {n_bootstrap} is too small", where="n_bootstrap",
+                          fix="use 100 or more (default 1000)")
+    with _registry(registry, artifacts) as reg:
+        result = promote(reg, name, version, alias, policy=policy, allow_inconclusive=allow_inconclusive, force=force,
+                         reason=reason, n_bootstrap=n_bootstrap, seed=seed)
+    say = functools.partial(Console().print, soft_wrap=True)
+    if result.comparison is not None and not quiet:
+        _print_rules(result.comparison)
+    if result.refused:
+        err_console.print(f"[bold red]Refused:[/] {escape(result.refused)}; {name}@{alias} stays at version "
+                          f"{result.previous}.", soft_wrap=True)
+        hint = "" if result.verdict == "fail" else "--allow-inconclusive, or "
+        err_console.print(f"To move it anyway: {hint}--force --reason TEXT (logged as forced).", soft_wrap=True)
+        raise typer.Exit(1)
+    if result.move is None:
+        say(f"{escape(name)}@{escape(alias)} already is version {version}: nothing moved.")
+        return
+    gate = (f"gate not run: {result.gate_error}" if result.gate_error else f"gate {result.verdict}"
+            if result.verdict else "no gate: first holder")
+    sha = f", comparison sha256 {result.comparison_sha256[:12]}" if result.comparison_sha256 else ""
+    say(f"{escape(name)}@{escape(alias)}: {result.previous if result.previous is not None else '-'} -> {version} "
+        f"({'FORCED, ' if result.forced else ''}{escape(gate)}{sha})")
+
+
+@registry_app.command("rollback", epilog="Exit codes: 0 rolled back; 1 internal error (a bug); 2 bad input (unknown "
+                      "name or alias, no earlier holder, --to a version that never held the alias, no --reason) or a "
+                      "conflict: the alias moved meanwhile (nothing is overwritten).")
+def registry_rollback(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Option(help="Alias to move back, e.g. production.")],
+    reason: Annotated[str | None, typer.Option(help="Why (required): recorded in the history.")] = None,
+    to: Annotated[int | None, typer.Option(help="A former holder to return to (default: the previous holder).")
+                  ] = None,
+    registry: RegistryUrl = None,
+    artifacts: ArtifactsDir = None,
+) -> None:
+    """Move ALIAS back to its previous holder (or --to a former one) at once, without a gate: the emergency path."""
+    from assay.registry.promotion import rollback
+
+    with _registry(registry, artifacts) as reg:
+        move = rollback(reg, name, alias, to=to, reason=reason or "")
+    Console().print(f"{escape(name)}@{escape(alias)}: {move.from_version} -> {move.to_version} (rollback)",
+                    soft_wrap=True)
+
+
+@registry_app.command("history", epilog=f"Exit codes: 0 listed; {_REGISTRY_EXITS}.")
+def registry_history(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str | None, typer.Option(help="Only this alias's moves.")] = None,
+    as_json: AsJson = False,
+    registry: RegistryUrl = None,
+    artifacts: ArtifactsDir = None,
+) -> None:
+    """Every alias move of NAME, oldest first: when, who, from, to, action, why, gate verdict, comparison hash."""
+    from rich.table import Table
+
+    with _registry(registry, artifacts) as reg:
+        moves = reg.history(name, alias)
+    if as_json:
+        _print_json([_move_row(m) for m in moves])
+        return
+    table = Table(title=f"History of {escape(name)}" + (f"@{escape(alias)}" if alias else ""))
+    for col in ("when", "alias", "from", "to", "action", "who", "why", "gate", "comparison"):
+        table.add_column(col, overflow="fold")
+    for m in moves:
+        action = f"[bold red]{m.action}[/]" if m.forced or m.action == "force" else m.action
+        table.add_row(m.created_at, escape(m.alias), "-" if m.from_version is None else str(m.from_version),
+                      str(m.to_version), action, escape(m.actor), escape(m.reason or ""), m.gate_verdict or "",
+                      (m.comparison_sha256 or "")[:12])
+    Console().print(table if moves else f"No alias of {escape(name)} has moved yet.")
+
+
+@registry_app.command("list", epilog=f"Exit codes: 0 listed; {_REGISTRY_EXITS}.")
+def registry_list(
+    as_json: AsJson = False,
+    registry: RegistryUrl = None,
+    artifacts: ArtifactsDir = None,
+) -> None:
+    """Every model in the registry: its number of versions, the latest, and where its aliases point."""
+    from rich.table import Table
+
+    rows = []
+    with _registry(registry, artifacts) as reg:
+        for name in reg.models():
+            versions = reg.versions(name)
+            rows.append({"name": name, "versions": len(versions),
+                         "latest": max((v.version for v in versions), default=None),
+                         "archived": sum(v.archived for v in versions), "aliases": reg.aliases(name)})
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="Registered models")
+    for col in ("model", "versions", "latest", "archived", "aliases"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(escape(r["name"]), str(r["versions"]), str(r["latest"]), str(r["archived"]),
+                      escape(", ".join(f"{a} -> {v}" for a, v in sorted(r["aliases"].items()))))
+    Console().print(table if rows else "The registry holds no model yet (`assay registry register NAME MODEL "
+                    "--evidence BUNDLE`).")
+
+
+@registry_app.command("show", epilog=f"Exit codes: 0 shown; {_REGISTRY_EXITS}.")
+def registry_show(
+    ref: Annotated[str, typer.Argument(metavar="NAME@VERSION|NAME@ALIAS", help="A version: NAME@3, NAME@production, "
+                                       "or NAME (its latest version).")],
+    as_json: AsJson = False,
+    registry: RegistryUrl = None,
+    artifacts: ArtifactsDir = None,
+) -> None:
+    """One version: its model and evidence hashes, data fingerprints, creator, message, tags and aliases."""
+    import dataclasses
+
+    from rich.table import Table
+
+    with _registry(registry, artifacts) as reg:
+        mv = reg.resolve(ref)
+        info = dataclasses.asdict(mv)
+        info["aliases"] = sorted(a for a, v in reg.aliases(mv.name).items() if v == mv.version)
+        info["evidence_dir"], info["model_path"] = str(reg.evidence_dir(mv)), str(reg.model_path(mv))
+    if as_json:
+        _print_json(info)
+        return
+    table = Table(title=escape(mv.ref), show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in info.items():
+        shown = (", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict)
+                 else ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else "" if value is None
+                 else str(value))
+        table.add_row(key, escape(shown))
+    Console().print(table)
+
+
+@registry_app.command("archive", epilog=f"Exit codes: 0 archived; {_REGISTRY_EXITS}.")
+def registry_archive(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[int, typer.Argument(help="Version to archive.")],
+    reason: Annotated[str | None, typer.Option(help="Why (required): recorded with the version.")] = None,
+    registry: RegistryUrl = None,
+    artifacts: ArtifactsDir = None,
+) -> None:
+    """Retire a version: it stays in the history and the store, but no alias may point to it again."""
+    if not (reason and reason.strip()):
+        raise OptionError("archiving a version needs a reason", where="--reason",
+                          fix="say why with --reason TEXT; it is recorded with the version")
+    with _registry(registry, artifacts) as reg:
+        reg.archive(name, version, reason=reason)
+    Console().print(f"{escape(name)}@{version} archived.", soft_wrap=True)
+
+
+@registry_app.command("gc", epilog=f"Exit codes: 0 done; {_REGISTRY_EXITS}.")
+def registry_gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
+    registry: RegistryUrl = None,
+    artifacts: ArtifactsDir = None,
+) -> None:
+    """Remove artifacts no version or alias move refers to (left by interrupted runs); nothing referenced."""
+    with _registry(registry, artifacts) as reg:
+        removed = reg.gc(dry_run=dry_run)
+    say = functools.partial(Console().print, soft_wrap=True)
+    for sha in removed:
+        say(f"{'would remove' if dry_run else 'removed'} {sha}")
+    say(f"{len(removed)} unreferenced artifact{'' if len(removed) == 1 else 's'} "
+        f"{'would be removed' if dry_run else 'removed'}.")
+
+
+@registry_app.command("verify", epilog="Exit codes: 0 every artifact and the audit chain check out; 1 something was "
+                      "changed or is missing (each problem is printed), and an internal error (a bug); 2 bad input "
+                      "(a registry that cannot be opened).")
+def registry_verify(
+    registry: RegistryUrl = None,
+    artifacts: ArtifactsDir = None,
+) -> None:
+    """Re-hash every artifact and the audit log's hash chain; name anything changed behind the registry's back."""
+    with _registry(registry, artifacts) as reg:
+        report = reg.verify()
+    say = functools.partial(Console().print, soft_wrap=True)
+    if report.ok:
+        say(f"Registry verified: {report.artifacts_checked} artifacts and {report.audit_rows_checked} audit rows "
+            "check out.")
+        return
+    for problem in report.problems:
+        say(f"[bold red]problem:[/] {escape(problem)}")
+    err_console.print(f"[bold red]Verification failed:[/] {len(report.problems)} problem"
+                      f"{'' if len(report.problems) == 1 else 's'} (listed above).", soft_wrap=True)
+    raise typer.Exit(1)
 
 
 # ------------------------------------------------------------------- parameter names -> flags
