@@ -198,8 +198,8 @@ def former_holders(moves: list[AliasMove]) -> list[int]:
 
 def rollback(registry: Registry, name: str, alias: str, *, to: int | None = None, reason: str,
              actor: str | None = None) -> AliasMove:
-    """Move ``alias`` back to the version that held it before the current holder (or to ``to``, a former
-    holder), without a gate (see the module docstring for why); compare-and-swap on the current holder."""
+    """Move ``alias`` back to the version that held it before the current holder (or to ``to``, any version that
+    held it once), without a gate (see the module docstring for why); compare-and-swap on the current holder."""
     if not (reason and reason.strip()):
         raise OptionError("a rollback needs a reason", where="reason",
                           fix="say why with --reason TEXT; it is recorded in the history")
@@ -211,7 +211,8 @@ def rollback(registry: Registry, name: str, alias: str, *, to: int | None = None
             where=f"{name}@{alias}",
             fix=f"promote a version first: `assay registry promote {name} VERSION --alias {alias}`; "
                 f"see `assay registry history {name}` for the aliases in use")
-    stack = former_holders(registry.history(name, alias))
+    moves = registry.history(name, alias)
+    stack = former_holders(moves)
     earlier = stack[:-1] if stack and stack[-1] == current else stack
     if to is None:
         if not earlier:
@@ -225,8 +226,9 @@ def rollback(registry: Registry, name: str, alias: str, *, to: int | None = None
         if to == current:
             raise RegistryError(f"{_label(name, to)} already holds {alias!r}", where=f"{name}@{alias}",
                                 fix="name an earlier holder with --to, or leave --to out to go one holder back")
-        if to not in earlier:
-            held = ", ".join(str(v) for v in dict.fromkeys(earlier)) or "none"
+        held_ever = sorted({m.to_version for m in moves} - {current})
+        if to not in held_ever:
+            held = ", ".join(map(str, held_ever)) or "none"
             raise RegistryError(
                 f"{_label(name, to)} never held {alias!r} (former holders: {held}); a rollback only returns to a "
                 "version that held the alias, because it runs no gate", where=f"--to {to}",
