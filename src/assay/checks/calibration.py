@@ -348,14 +348,17 @@ def _temperature_scaling(
                    "underconfidence (see the warning)")
     elif t == 1.0:
         reading = "T = 1: no change"
-    elif nll_fell:
-        reading = ("T > 1 softens the predictions and lowered the held-out NLL: the model is overconfident" if t > 1
-                   else "T < 1 sharpens the predictions and lowered the held-out NLL: the model is underconfident")
     else:
-        kind = "softens" if t > 1 else "sharpens"
-        looked = "overconfident" if t > 1 else "underconfident"
-        reading = (f"T {'>' if t > 1 else '<'} 1 {kind} the predictions, but the held-out NLL did not fall: the "
-                   f"model looked {looked} on the fitting data only")
+        # A direction is claimed only when the held-out NLL fell and its paired interval lies above 0.
+        kind, looked = ("T > 1 softens", "overconfident") if t > 1 else ("T < 1 sharpens", "underconfident")
+        if nll_fell and nll_change.ci_low is not None and nll_change.ci_low > 0:
+            reading = f"{kind} the predictions and lowered the held-out NLL: the model is {looked}"
+        elif nll_fell:
+            reading = (f"{kind} the predictions and the held-out NLL fell, but its interval includes no change: "
+                       f"no clear sign that the model is {looked}")
+        else:
+            reading = (f"{kind} the predictions, but the held-out NLL did not fall: the model looked {looked} on "
+                       "the fitting data only")
     findings = [
         Finding(severity="info", message=f"temperature fitted on {where}",
                 evidence="calibration.config.temperature_scaling"),
