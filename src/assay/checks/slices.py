@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from assay.checks.base import Check, CheckConfig, CheckContext, PlanContext, Preparation
-from assay.checks.fairness_metrics import Estimate, fairness_metrics
+from assay.checks.fairness_metrics import INTERVAL_METHOD, Estimate, fairness_metrics
 from assay.checks.performance import confusion_matrix, macro_f1_from_confusion
 from assay.checks.slice_metrics import bin_numeric, slice_table, worst_slice_gap
 from assay.errors import UserError
@@ -132,8 +132,7 @@ def check_fairness(ctx: CheckContext) -> Section:
     pred = ctx.logits.argmax(axis=1)
     metrics: dict[str, Metric] = {}
     tables: dict[str, list[dict[str, Any]]] = {}
-    method = (f"bias-corrected bootstrap percentile (BC), {int(cfg.confidence * 100)}% (B={cfg.n_bootstrap}, "
-              f"seed={cfg.seed})")
+    method = f"{INTERVAL_METHOD}, {int(cfg.confidence * 100)}% (B={cfg.n_bootstrap}, seed={cfg.seed})"
     for column in cfg.sensitive:
         groups = slice_groups(ctx, column, "--sensitive")
         result = fairness_metrics(ctx.labels, pred, groups, seed=spawn_seed(cfg.seed, f"fairness/{column}"),
