@@ -140,6 +140,8 @@ def test_error_tail_bias_and_shift_aware_intervals_against_independent_recomputa
         inside = [e for e in ("atc_mc", "atc_ne", "doc", "average_confidence")
                   if m[f"{e}[{name}]"].ci_low <= true <= m[f"{e}[{name}]"].ci_high]
         assert row["inside_interval"] == ", ".join(inside)
+        best = row["interval_estimator"]
+        assert row["interval"] == f"{m[f'{best}[{name}]'].ci_low:.3f}–{m[f'{best}[{name}]'].ci_high:.3f}"
     section.model_dump_json()
 
 

@@ -293,6 +293,7 @@ def check_label_free(ctx: CheckContext) -> Section:
         if validation is not None:
             best, res = validation.best, results[validation.best]
             lo, hi = intervals[best]
+            row.update(interval_estimator=best, interval=f"{lo:.3f}–{hi:.3f}")
             leans_high = validation.errors[best].lean == "high"
             findings.append(Finding(severity="info", message=(
                 f"{view.name}: {best} estimates accuracy {res.value:.3f}, interval {lo:.3f}–{hi:.3f} (the "
