@@ -17,8 +17,11 @@ where those assume 224x224 or 32x32 RGB, their generalization in the ``imagecorr
   chains of copies (:func:`assay.corruptions.image_ops.neighbour_copies`, equal to the sequential loop),
   not the true swap the comment describes (which Assay did before revision 2: it moves pixel values up to
   1.5x as much on natural 32 px images, and made glass-blur accuracies incomparable with published
-  CIFAR-10-C / ImageNet-C results). The offsets come from our per-sample generators, so images match the
-  scripts' in distribution, not draw for draw;
+  CIFAR-10-C / ImageNet-C results). Given the same offsets, outputs equal ``imagecorruptions`` 1.1.2's to
+  float32 precision, except where the first blur lands on an 8-bit boundary (flat areas and linear ramps,
+  where float32 here and float64 there floor to neighbouring values: one 8-bit step at those pixels). The
+  offsets come from our per-sample generators, so images match the scripts' in distribution, not draw
+  for draw;
 - ``motion_blur`` and ``snow``: ImageMagick's motion-blur kernel (as ``imagecorruptions`` re-implements
   it), without that re-implementation's early stop when a tap leaves the image (edges are repeated
   instead, as ImageMagick does);
