@@ -1,0 +1,336 @@
+"""`assay registry ...` end to end through `assay.cli.main` on real evidence bundles: register -> promote
+(through the gate: passes, refusals with exit 1, --force) -> rollback -> history, list, show, archive, gc,
+verify; and bad input, each exit 2 with "Error:" and a "Fix:", no traceback, nothing half-written: unknown
+name, version or alias, evidence of another model, a bundle without predictions, different data, a corrupted
+or foreign database file, PostgreSQL unreachable, a read-only registry, and two processes promoting from the
+same holder (exactly one wins)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from assay.cli import main
+from assay.registry import open_registry
+from test_registry_promotion import Candidate, copy_candidates, make_candidates, sha256_file
+
+SCRIPT = Path(sys.executable).parent / "assay"
+
+
+@pytest.fixture(scope="module")
+def candidates(tmp_path_factory) -> dict[str, Candidate]:
+    return make_candidates(tmp_path_factory.mktemp("candidates"))
+
+
+@pytest.fixture(scope="module")
+def postgres_server():
+    try:
+        import postgres
+    except ImportError:
+        pytest.skip("tests/postgres.py (the throw-away PostgreSQL fixture) is not there yet")
+    with postgres.server() as server:
+        yield server
+
+
+@pytest.fixture
+def where(tmp_path) -> list[str]:
+    """The registry options of every command in a test: a fresh SQLite registry and artifact folder."""
+    return ["--registry", f"sqlite:///{tmp_path / 'reg' / 'registry.db'}", "--artifacts", str(tmp_path / "reg" / "art")]
+
+
+def _run(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _assert_user_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2, err
+    assert err.startswith("Error:") and "Fix:" in err and "Traceback" not in err, err
+    flat = " ".join(err.split())
+    for fragment in fragments:
+        assert fragment in flat, (fragment, flat)
+
+
+def _json(args: list[str], capsys):
+    code, out, err = _run(args, capsys)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def _register(name: str, c: Candidate, where: list[str], capsys, *extra: str) -> int:
+    code, out, err = _run(["registry", "register", name, str(c.model), "--evidence", str(c.bundle), *where, *extra],
+                          capsys)
+    assert code == 0, err
+    ref = out.split()[0]
+    assert ref.startswith(f"{name}@"), out
+    return int(ref.split("@")[1])
+
+
+# ------------------------------------------------------------------------------------------- the workflow
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_register_promote_rollback_history_end_to_end(backend, candidates, tmp_path, capsys, request):
+    if backend == "sqlite":
+        where = ["--registry", f"sqlite:///{tmp_path / 'registry.db'}", "--artifacts", str(tmp_path / "art")]
+    else:
+        where = ["--registry", request.getfixturevalue("postgres_server").new_database(),
+                 "--artifacts", str(tmp_path / "art")]
+    v1 = _register("clf", candidates["base"], where, capsys, "--message", "baseline", "--tag", "data=blobs-0",
+                   "--tag", "owner=ml team")
+    v2 = _register("clf", candidates["better"], where, capsys)
+    v3 = _register("clf", candidates["worse"], where, capsys)
+    assert (v1, v2, v3) == (1, 2, 3)
+    assert _register("clf", candidates["better"], where, capsys) == 2  # identical bytes: the same version
+
+    shown = _json(["registry", "show", "clf@1", "--json", *where], capsys)
+    assert shown["message"] == "baseline" and shown["tags"] == {"data": "blobs-0", "owner": "ml team"}
+    assert shown["model_sha256"] == sha256_file(candidates["base"].model) and shown["aliases"] == []
+    assert (Path(shown["evidence_dir"]) / "evidence.json").read_bytes() == \
+        (candidates["base"].bundle / "evidence.json").read_bytes()
+
+    code, out, err = _run(["registry", "promote", "clf", "1", "--alias", "production", "-q", *where], capsys)
+    assert code == 0 and "no gate: first holder" in " ".join(out.split()), (out, err)
+    code, out, err = _run(["registry", "promote", "clf", "2", "--alias", "production", "--reason", "retrained",
+                           *where], capsys)
+    flat = " ".join(out.split())
+    assert code == 0 and "Regression gate: PASS" in flat and "1 -> 2" in flat and "gate pass" in flat, (out, err)
+
+    code, out, err = _run(["registry", "promote", "clf", "3", "--alias", "production", *where], capsys)
+    assert code == 1 and "Regression gate: FAIL" in " ".join(out.split()), (out, err)
+    assert err.startswith("Refused:") and "stays at version 2" in " ".join(err.split()) and "--force" in err
+    _assert_user_error(*_run(["registry", "promote", "clf", "3", "--alias", "production", "--force", *where],
+                             capsys)[::2], "needs a reason", "--reason")
+    assert _json(["registry", "show", "clf@production", "--json", *where], capsys)["version"] == 2
+
+    code, out, err = _run(["registry", "promote", "clf", "3", "--alias", "production", "--force", "--reason",
+                           "hotfix", "-q", *where], capsys)
+    assert code == 0 and "FORCED" in out and "gate fail" in out, (out, err)
+    code, out, err = _run(["registry", "rollback", "clf", "--alias", "production", "--reason", "class 0 in prod",
+                           *where], capsys)
+    assert code == 0 and "3 -> 2 (rollback)" in out, (out, err)
+    assert _json(["registry", "show", "clf@production", "--json", *where], capsys)["version"] == 2
+
+    history = _json(["registry", "history", "clf", "--alias", "production", "--json", *where], capsys)
+    assert [(h["from_version"], h["to_version"], h["action"], h["gate_verdict"], h["forced"], h["reason"])
+            for h in history] == [(None, 1, "promote", "none", False, None), (1, 2, "promote", "pass", False,
+                                   "retrained"), (2, 3, "force", "fail", True, "hotfix"),
+                                  (3, 2, "rollback", None, False, "class 0 in prod")]
+    reg = open_registry(where[1], artifacts=where[3])
+    try:  # each recorded comparison is a stored file with that hash, saying the recorded verdict
+        for h in history:
+            if h["comparison_sha256"]:
+                stored = reg.artifact_path(h["comparison_sha256"])
+                assert sha256_file(stored) == h["comparison_sha256"]
+                assert json.loads(stored.read_text())["verdict"] == h["gate_verdict"]
+    finally:
+        reg.close()
+    code, out, _ = _run(["registry", "history", "clf", *where], capsys)
+    table = " ".join(out.split())
+    assert code == 0 and "rollback" in table and "class 0 in prod" in table and "hotfix" in table
+
+    listing = _json(["registry", "list", "--json", *where], capsys)
+    assert listing == [{"name": "clf", "versions": 3, "latest": 3, "archived": 0, "aliases": {"production": 2}}]
+    code, out, err = _run(["registry", "archive", "clf", "1", "--reason", "superseded", *where], capsys)
+    assert code == 0, err
+    assert _json(["registry", "show", "clf@1", "--json", *where], capsys)["archived"] is True
+    code, out, err = _run(["registry", "verify", *where], capsys)
+    assert code == 0 and "check out" in out, out + err
+    code, out, err = _run(["registry", "gc", "--dry-run", *where], capsys)
+    assert code == 0 and "0 unreferenced artifacts would be removed" in out, out + err
+
+
+def test_verify_exits_1_and_names_a_changed_artifact(candidates, where, tmp_path, capsys):
+    _register("clf", candidates["base"], where, capsys)
+    reg = open_registry(where[1], artifacts=where[3])
+    try:
+        sha = reg.version("clf", 1).model_sha256
+    finally:
+        reg.close()
+    blob = next(p for p in Path(where[3]).rglob("*") if p.is_file() and p.name.endswith(sha[2:]))
+    os.chmod(blob, 0o644)
+    blob.write_bytes(blob.read_bytes() + b"tampered")
+    code, out, err = _run(["registry", "verify", *where], capsys)
+    assert code == 1 and sha[:12] in out and "Verification failed" in err, out + err
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+def test_unknown_name_version_and_alias(candidates, where, capsys):
+    _register("clf", candidates["base"], where, capsys)
+    for args, fragment in [
+        (["registry", "promote", "nosuch", "1", "--alias", "production"], "nosuch"),
+        (["registry", "promote", "clf", "7", "--alias", "production"], "7"),
+        (["registry", "show", "nosuch@1"], "nosuch"),
+        (["registry", "show", "clf@7"], "7"),
+        (["registry", "show", "clf@staging"], "staging"),
+        (["registry", "rollback", "clf", "--alias", "staging", "--reason", "r"], "staging"),
+        (["registry", "rollback", "nosuch", "--alias", "production", "--reason", "r"], "nosuch"),
+        (["registry", "archive", "clf", "7", "--reason", "r"], "7"),
+        (["registry", "history", "nosuch"], "nosuch"),
+    ]:
+        _assert_user_error(*_run([*args, *where], capsys)[::2], fragment)
+    assert _json(["registry", "history", "clf", "--json", *where], capsys) == []
+
+
+def test_evidence_of_another_model_is_refused_and_nothing_is_written(candidates, where, tmp_path, capsys):
+    code, _, err = _run(["registry", "register", "clf", str(candidates["better"].model), "--evidence",
+                         str(candidates["base"].bundle), *where], capsys)
+    _assert_user_error(code, err)
+    assert _json(["registry", "list", "--json", *where], capsys) == []
+    blobs = [p for p in Path(where[3]).rglob("*") if p.is_file()] if Path(where[3]).exists() else []
+    code, out, err = _run(["registry", "gc", "--dry-run", *where], capsys)
+    assert code == 0 and len(blobs) == sum(line.startswith("would remove") for line in out.splitlines()), out
+
+
+def test_gate_impossible_without_predictions_or_across_data(candidates, where, capsys):
+    for name in ("base", "no_predictions", "other_data"):
+        _register("clf", candidates[name], where, capsys)
+    assert main(["registry", "promote", "clf", "1", "--alias", "production", "-q", *where]) == 0
+    capsys.readouterr()
+    _assert_user_error(*_run(["registry", "promote", "clf", "2", "--alias", "production", *where], capsys)[::2],
+                       "clf@2", "predictions.npz", "assay evaluate MODEL --data DATA --out")
+    _assert_user_error(*_run(["registry", "promote", "clf", "3", "--alias", "production", *where], capsys)[::2],
+                       "different data", "re-evaluate")
+    history = _json(["registry", "history", "clf", "--json", *where], capsys)
+    assert [h["to_version"] for h in history] == [1]
+
+
+def test_corrupted_or_foreign_database_files(candidates, tmp_path, capsys):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(os.urandom(4096))
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as con:
+        con.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, amount REAL)")
+        con.execute("INSERT INTO invoices (amount) VALUES (12.5)")
+    con.close()
+    for db in (garbage, foreign):
+        before = sha256_file(db)
+        where = ["--registry", f"sqlite:///{db}", "--artifacts", str(tmp_path / "art")]
+        for args in (["registry", "list"], ["registry", "register", "clf", str(candidates["base"].model),
+                                            "--evidence", str(candidates["base"].bundle)], ["registry", "verify"]):
+            _assert_user_error(*_run([*args, *where], capsys)[::2], db.name)
+        assert sha256_file(db) == before  # nothing written into it: not migrated, not "repaired"
+    assert not list((tmp_path / "art").rglob("*.json")) if (tmp_path / "art").exists() else True
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_postgresql_unreachable_is_a_clear_error_not_a_hang(tmp_path):
+    url = f"postgresql+psycopg://assay@127.0.0.1:{_closed_port()}/registry"
+    start = time.monotonic()
+    proc = subprocess.run([str(SCRIPT), "registry", "list", "--registry", url, "--artifacts",
+                           str(tmp_path / "art")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    elapsed = time.monotonic() - start
+    _assert_user_error(proc.returncode, proc.stderr, "127.0.0.1")
+    print(f"unreachable PostgreSQL reported after {elapsed:.1f} s")
+
+
+def _as_nobody() -> None:
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+def test_read_only_registry_refuses_writes_and_keeps_its_contents(candidates, capsys):
+    """A registry folder the user may read but not write: as root (CI), the command runs as nobody."""
+    root = Path(tempfile.mkdtemp(prefix="assay-ro-"))
+    try:
+        os.chmod(root, 0o755)
+        mine = copy_candidates(candidates, root / "c")
+        where = ["--registry", f"sqlite:///{root / 'reg' / 'registry.db'}", "--artifacts", str(root / "reg" / "art")]
+        _register("clf", mine["base"], where, capsys)
+        assert main(["registry", "promote", "clf", "1", "--alias", "production", "-q", *where]) == 0
+        capsys.readouterr()
+        for p in [root, *root.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        snapshot = {p: sha256_file(p) for p in (root / "reg").rglob("*") if p.is_file()}
+        if os.geteuid() == 0:
+            preexec, env = _as_nobody, {**os.environ, "HOME": str(root), "COLUMNS": "200"}
+        else:
+            for p in [*(root / "reg").rglob("*"), root / "reg"]:
+                os.chmod(p, 0o555 if p.is_dir() else 0o444)
+            preexec, env = None, {**os.environ, "COLUMNS": "200"}
+        for args in (["registry", "register", "clf", str(mine["better"].model), "--evidence",
+                      str(mine["better"].bundle)], ["registry", "rollback", "clf", "--alias", "production",
+                                                     "--reason", "r"]):
+            proc = subprocess.run([str(SCRIPT), *args, *where], capture_output=True, text=True,
+                                  timeout=120, preexec_fn=preexec, env=env, cwd=root)
+            _assert_user_error(proc.returncode, proc.stderr)
+        after = {p: sha256_file(p) for p in (root / "reg").rglob("*") if p.is_file()}
+        assert after == snapshot
+    finally:
+        for p in [root, *root.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        shutil.rmtree(root)
+
+
+# ------------------------------------------------------------------------------------------- a race
+
+RACER = """
+import os, sys, time
+from pathlib import Path
+import assay.compare.gate as gate
+
+real = gate.compare_sides
+meeting = Path(os.environ["RACE_DIR"])
+
+def compare_after_both_read(*args, **kwargs):
+    # Both racers have read the alias's holder by now; wait for the other, then both move.
+    (meeting / os.environ["RACE_ME"]).touch()
+    deadline = time.monotonic() + 60
+    while len(list(meeting.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return real(*args, **kwargs)
+
+gate.compare_sides = compare_after_both_read
+from assay.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_processes_promoting_from_the_same_holder_exactly_one_wins(backend, candidates, tmp_path, capsys,
+                                                                       request):
+    url = f"sqlite:///{tmp_path / 'registry.db'}" if backend == "sqlite" else \
+        request.getfixturevalue("postgres_server").new_database()
+    where = ["--registry", url, "--artifacts", str(tmp_path / "art")]
+    _register("clf", candidates["base"], where, capsys)
+    _register("clf", candidates["better"], where, capsys)
+    assert main(["registry", "promote", "clf", "1", "--alias", "production", "-q", *where]) == 0
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, "registry", "promote", "clf", "2", "--alias",
+                               "production", "--reason", me, "-q", *where], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "RACE_DIR": str(meeting), "RACE_ME": me, "COLUMNS": "200"})
+             for me in ("A", "B")]
+    results = {me: (p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for me, p in zip("AB", procs)}
+    for p in procs:
+        p.stdout.close()
+        p.stderr.close()
+    codes = sorted(code for code, _, _ in results.values())
+    assert codes == [0, 2], results
+    loser = next(r for r in results.values() if r[0] == 2)
+    _assert_user_error(loser[0], loser[2], "production")
+    winner = next(me for me, r in results.items() if r[0] == 0)
+    history = _json(["registry", "history", "clf", "--json", *where], capsys)
+    assert [(h["from_version"], h["to_version"], h["reason"]) for h in history] == [(None, 1, None), (1, 2, winner)]
+    code, out, err = _run(["registry", "verify", *where], capsys)
+    assert code == 0, out + err
