@@ -11,6 +11,7 @@ import hashlib
 import json
 import shutil
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,13 +39,15 @@ class Candidate:
     accuracy: float
 
 
-def _save_linear(weight: np.ndarray, bias: np.ndarray, path: Path) -> Path:
+def save_linear(weight: np.ndarray, bias: np.ndarray, path: Path) -> Path:
     """A linear classifier as a TorchScript file (loads in a fresh process without any factory)."""
     layer = torch.nn.Linear(weight.shape[0], weight.shape[1])
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight.T)))
         layer.bias.copy_(torch.from_numpy(bias))
-    torch.jit.save(torch.jit.trace(layer.eval(), torch.zeros(2, weight.shape[0])), str(path))
+    with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.export, still a format we load
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.trace(layer.eval(), torch.zeros(2, weight.shape[0])), str(path))
     return path
 
 
@@ -74,13 +77,30 @@ def make_candidates(folder: Path, names: tuple[str, ...] = ("base", "better", "w
     out = {}
     for name in names:
         weight, bias, data = rules[name]
-        model = _save_linear(weight, bias, folder / f"{name}.pt")
+        model = save_linear(weight, bias, folder / f"{name}.pt")
         run = run_evaluation(str(model), data, config=EvaluateConfig(n_bootstrap=100), cache_dir=None)
         bundle = write_evaluation(run, folder / f"{name}-bundle")
         logits = np.asarray(run.predictions()["logits"])
         out[name] = Candidate(model, bundle, float(accuracy_score(data.y, logits.argmax(1))))
     if "no_predictions" in out:
         (out["no_predictions"].bundle / "predictions.npz").unlink()
+    return out
+
+
+def make_variants(folder: Path, n: int, *, seed: int = 2) -> list[Candidate]:
+    """``n`` distinct models close to the nearest-centre rule (weights perturbed a little, each its own bytes),
+    each evaluated on the same blobs as :func:`make_candidates`' models (so the gate can pair any two)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ds, linear = make_blobs_dataset(n=800, num_classes=3, dim=4, seed=0, noise=2.0)
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        weight = linear.weight + rng.normal(0, 0.05, linear.weight.shape).astype(np.float32)
+        model = save_linear(weight, linear.bias, folder / f"variant{i}.pt")
+        run = run_evaluation(str(model), ds, config=EvaluateConfig(n_bootstrap=100), cache_dir=None)
+        bundle = write_evaluation(run, folder / f"variant{i}-bundle")
+        predicted = np.asarray(run.predictions()["logits"]).argmax(1)
+        out.append(Candidate(model, bundle, float(accuracy_score(ds.y, predicted))))
     return out
 
 
