@@ -84,4 +84,10 @@ class RegistryError(UserError):
 
 
 class RegistryConflictError(RegistryError):
-    """A compare-and-swap alias move that lost: the alias is no longer held by the version the caller expected."""
+    """A compare-and-swap alias move that lost: the alias is no longer held by the version the caller expected.
+    ``holder`` is the version that holds it now (None: the alias does not exist)."""
+
+    def __init__(self, what: str, *, where: str | None = None, fix: str | None = None,
+                 holder: int | None = None) -> None:
+        super().__init__(what, where=where, fix=fix)
+        self.holder = holder

@@ -92,9 +92,11 @@ class AliasMove:
 @dataclass(frozen=True)
 class VerifyReport:
     """What ``Registry.verify`` found: ``ok`` when nothing; each problem names the artifact (sha256 and what
-    refers to it) or the audit row (by id) that changed or went missing."""
+    refers to it) or the audit row (by id) that changed or went missing. ``head_hash``: the last audit row's
+    hash; recorded elsewhere, it also catches a rewrite of the whole chain after the point it was taken."""
 
     ok: bool
     problems: list[str]
     artifacts_checked: int = 0
     audit_rows_checked: int = 0
+    head_hash: str = ""
