@@ -407,3 +407,41 @@ def test_cli_cache_dir_that_is_a_file(blobs_files, tmp_path, capsys):
     flat = " ".join(err.split())
     assert "is not a directory" in flat and "Fix:" in flat and "--no-cache" in flat
     assert not out.exists()
+
+
+def test_a_revised_view_definition_is_a_cache_miss_and_old_keys_stay(blobs, tmp_path):
+    """A view whose definition changed (glass_blur now copies pixels as the published code does) must not
+    reuse outputs cached under the old one; views at their first revision keep the keys they always had."""
+    ds, model = blobs
+
+    class Scaled(View):
+        spec = ViewSpec.make("scaled", factor=2)
+
+        def transform(self, x, index):
+            return x * 2
+
+    first = Scaled()
+    run_views(model, ds, [first], cache_dir=tmp_path, progress=False)
+    calls = model.calls
+    assert run_views(model, ds, [Scaled()], cache_dir=tmp_path, progress=False).cache_hits == 1
+    revised = Scaled()
+    revised.revision = 2
+    out = run_views(model, ds, [revised], cache_dir=tmp_path, progress=False)
+    assert out.cache_hits == 0 and model.calls > calls
+    assert run_views(model, ds, [revised], cache_dir=tmp_path, progress=False).cache_hits == 1
+
+
+def test_glass_blur_carries_its_revision_into_the_cache_key():
+    from assay.corruptions.image import REVISIONS
+    from assay.engine.robust_views import CorruptionView
+    from assay.engine.run import _view_record
+    from assay.engine.views import View as BaseView
+
+    images, model = make_blobs_dataset(n=8, seed=0)
+    images.modality = "image"
+    glass, noise = CorruptionView(images, "glass_blur", 1), CorruptionView(images, "gaussian_noise", 1)
+    assert REVISIONS["glass_blur"] >= 2 and glass.revision == REVISIONS["glass_blur"] and noise.revision == 1
+    assert _view_record(model, images, glass)["view_revision"] == str(REVISIONS["glass_blur"])
+    assert "view_revision" not in _view_record(model, images, noise)
+    rebuilt = BaseView.from_spec(glass.spec, None)  # a worker rebuilds the view from its spec
+    assert rebuilt.revision == glass.revision

@@ -46,7 +46,10 @@ class CorruptionView(View):
         params: dict[str, Any] = {"name": name, "severity": self.severity, "seed": self.seed}
         state: dict[str, Any] = {"modality": modality}
         if modality == "image":
+            from assay.corruptions.image import REVISIONS
+
             params["table"] = table
+            self.revision = REVISIONS.get(name, 1)
         elif modality == "tabular":
             assert feature_mean is not None and feature_std is not None
             self.feature_mean, self.feature_std = feature_mean, feature_std

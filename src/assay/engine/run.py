@@ -58,8 +58,11 @@ class Outputs:
 def _view_record(model: Model, source: Dataset, view: View) -> dict[str, str]:
     """What a view's cached outputs depend on: the cache key is made of it, and each entry stores it."""
     info = model.info
-    return {"model": info.sha256, "outputs": info.outputs, "feature_source": str(info.feature_source),
-            "data": source.fingerprint, "view": view.spec.key()}
+    record = {"model": info.sha256, "outputs": info.outputs, "feature_source": str(info.feature_source),
+              "data": source.fingerprint, "view": view.spec.key()}
+    if view.revision != 1:  # first definitions keep the keys they always had
+        record["view_revision"] = str(view.revision)
+    return record
 
 
 #: Rows of features kept as a sample when the full (N, D) array is not (the monitoring reference's

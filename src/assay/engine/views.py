@@ -101,6 +101,9 @@ class View:
     (:func:`register_view_kind`) and rebuilds itself from its spec (:meth:`_from_spec`)."""
 
     spec: ViewSpec = ViewSpec("clean")
+    #: The revision of the view's definition: raised when the same spec would now produce other inputs (e.g. a
+    #: corruption reimplemented to match its published version), so outputs cached under the old one are misses.
+    revision: int = 1
 
     def source(self, dataset: Dataset) -> Dataset:
         """The dataset whose inputs this view feeds (OOD views return their own)."""
