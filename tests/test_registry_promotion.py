@@ -82,8 +82,12 @@ def make_candidates(folder: Path, names: tuple[str, ...] = ("base", "better", "w
         bundle = write_evaluation(run, folder / f"{name}-bundle")
         logits = np.asarray(run.predictions()["logits"])
         out[name] = Candidate(model, bundle, float(accuracy_score(data.y, logits.argmax(1))))
-    if "no_predictions" in out:
-        (out["no_predictions"].bundle / "predictions.npz").unlink()
+    if "no_predictions" in out:  # a bundle written without per-sample results (its manifest says so too)
+        folder = out["no_predictions"].bundle
+        (folder / "predictions.npz").unlink()
+        manifest = json.loads((folder / "assay-manifest.json").read_text())
+        del manifest["files"]["predictions.npz"]
+        (folder / "assay-manifest.json").write_text(json.dumps(manifest, indent=2))
     return out
 
 
