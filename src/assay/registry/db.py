@@ -32,6 +32,7 @@ __all__ = [
     "open_database",
     "resolve_url",
     "script_directory",
+    "upgrade",
 ]
 
 #: How long a SQLite writer waits for another writer's lock before giving up (seconds).
@@ -262,9 +263,10 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_connections_in_child)
 
 
-def open_database(url: str, sqlite_file: Path | None, *, create_folder: bool = False) -> Database:
+def open_database(url: str, sqlite_file: Path | None, *, create_folder: bool = False,
+                  revision: str | None = None) -> Database:
     """Open the registry database at ``url``, check it is a registry (or empty) and migrate it to the head
-    revision. Every failure is a RegistryError."""
+    revision (``revision``: an older one, for migration tests). Every failure is a RegistryError."""
     if sqlite_file is not None:
         if create_folder:
             with contextlib.suppress(OSError):
@@ -278,24 +280,23 @@ def open_database(url: str, sqlite_file: Path | None, *, create_folder: bool = F
         db = Database(_postgres_engine(url), url, None)
     _ENGINES.add(db.engine)
     try:
-        _migrate(db)
+        upgrade(db, revision or head_revision())
     except BaseException:
         db.dispose()
         raise
     return db
 
 
-def _migrate(db: Database) -> None:
-    """Check the database is an Assay registry (or empty) and upgrade it to the head revision, once, under the
-    write lock (two processes opening a new registry at once create it once)."""
+def upgrade(db: Database, target: str) -> None:
+    """Upgrade the registry to revision ``target`` (the head when opened; an older one only in migration tests),
+    once, under the write lock (two processes opening a new registry at once create it once)."""
     script = script_directory()
-    head = head_revision()
     with db.read() as conn:
         current = _identify(conn, script, db.where)
-    if current == head:
+    if current == target:
         return
     if db.read_only:
-        raise RegistryError(f"the read-only registry has schema {current or '(none)'}; this Assay needs {head}",
+        raise RegistryError(f"the read-only registry has schema {current or '(none)'}; this Assay needs {target}",
                             where=db.where, fix="open it writable once so it can be upgraded")
     from alembic.config import Config
     from alembic.runtime.environment import EnvironmentContext
@@ -304,13 +305,13 @@ def _migrate(db: Database) -> None:
     config.set_main_option("script_location", str(_MIGRATIONS))
     with db.write() as conn:
         current = _identify(conn, script, db.where)  # again, under the lock
-        if current == head:
+        if current == target:
             return
 
-        def upgrade(rev: Any, _context: Any) -> Any:
-            return script._upgrade_revs(head, rev)
+        def steps(rev: Any, _context: Any) -> Any:
+            return script._upgrade_revs(target, rev)
 
-        with EnvironmentContext(config, script, fn=upgrade, destination_rev=head) as env:
+        with EnvironmentContext(config, script, fn=steps, destination_rev=target) as env:
             env.configure(connection=conn, target_metadata=None)
             env.run_migrations()
 
