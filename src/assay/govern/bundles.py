@@ -1,0 +1,115 @@
+"""The evaluation bundles a card is built from, each with the sha256 of every file a number is taken from.
+
+A card states nothing that is not in a bundle, and says which file (by sha256) each number came from, so an
+auditor can check it against the bytes. Bundles are read as untrusted input
+(:func:`assay.evidence.bundle.read_evidence`); the hashes are of the bytes on disk, and a file that no longer
+matches the manifest Assay wrote with it is reported (it was changed afterwards).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from assay.errors import DataError
+from assay.evidence.bundle import read_evidence
+from assay.evidence.output import read_manifest
+from assay.evidence.schema import Evidence, Finding
+
+__all__ = ["BUNDLE_FILES", "LoadedBundle", "load_bundles", "sha256_file"]
+
+#: Files of an evaluation bundle the card cites, when present.
+BUNDLE_FILES = ("evidence.json", "predictions.npz", "reference.npz", "report.html", "report.md",
+                "assay-manifest.json")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class LoadedBundle:
+    """One evaluation bundle: its label in the card (``B1`` or a registry ref), folder, evidence, and the
+    sha256 of each of its :data:`BUNDLE_FILES` that exists."""
+
+    index: int
+    label: str
+    folder: Path
+    evidence: Evidence
+    files: dict[str, str] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def evidence_sha256(self) -> str:
+        return self.files["evidence.json"]
+
+    @property
+    def source_id(self) -> str:
+        """The short id the card's source notes use for this bundle's evidence.json (``E1``)."""
+        return f"E{self.index}"
+
+    def file_id(self, name: str) -> str:
+        """The card's source id of one of the bundle's files: E1 (evidence.json), P1, R1, H1 (report.html), ..."""
+        prefix = {"evidence.json": "E", "predictions.npz": "P", "reference.npz": "R", "report.html": "H",
+                  "report.md": "M", "assay-manifest.json": "A"}[name]
+        return f"{prefix}{self.index}"
+
+
+def _folder(path: Path) -> Path:
+    if path.is_file() and path.name == "evidence.json":
+        return path.parent
+    if not path.exists():
+        raise DataError(f"no evaluation bundle at {path}", where=str(path),
+                        fix="give the folder `assay evaluate` wrote (it holds evidence.json), or NAME@VERSION / "
+                            "NAME@ALIAS of a registered model")
+    if not path.is_dir():
+        raise DataError(f"{path} is neither a bundle folder nor an evidence.json", where=str(path),
+                        fix="give the folder `assay evaluate` wrote (it holds evidence.json)")
+    return path
+
+
+def _integrity(folder: Path, files: dict[str, str], label: str) -> list[Finding]:
+    """Findings about files that differ from the manifest Assay wrote with them (edited afterwards)."""
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return [Finding(severity="info", evidence=f"{label}:assay-manifest.json", message=(
+            f"bundle {label} has no Assay manifest: the card cannot tell whether its files were changed after "
+            "Assay wrote them"))]
+    out = []
+    for name, digest in files.items():
+        listed = manifest["files"].get(name)
+        if name != "assay-manifest.json" and isinstance(listed, dict) and listed.get("sha256") not in (None, digest):
+            out.append(Finding(severity="warning", evidence=f"{label}:{name}", message=(
+                f"{name} of bundle {label} no longer matches the sha256 in its manifest: it was changed after "
+                "Assay wrote it; the card cites the file as it is now")))
+    return out
+
+
+def load_bundles(paths: list[str | os.PathLike[str]], labels: list[str] | None = None) -> list[LoadedBundle]:
+    """Read each bundle (evidence validated as untrusted input) and hash its files. ``labels`` name the bundles
+    in the card (e.g. registry refs ``digits@3``); default ``B1``, ``B2``, ... ."""
+    if not paths:
+        raise DataError("no evaluation bundle given", where="bundles",
+                        fix="give at least one folder written by `assay evaluate` (or NAME@ALIAS of a registered "
+                            "model)")
+    if labels is not None and len(labels) != len(paths):
+        raise ValueError("labels must name every bundle")
+    loaded = []
+    seen: set[str] = set()
+    for i, raw in enumerate(paths, start=1):
+        folder = _folder(Path(raw))
+        evidence = read_evidence(folder)
+        files = {name: sha256_file(folder / name) for name in BUNDLE_FILES if (folder / name).is_file()}
+        label = labels[i - 1] if labels is not None else f"B{i}"
+        if label in seen:
+            label = f"{label} ({i})"
+        seen.add(label)
+        loaded.append(LoadedBundle(index=i, label=label, folder=folder.resolve(), evidence=evidence, files=files,
+                                   findings=_integrity(folder, files, label)))
+    return loaded
