@@ -848,6 +848,7 @@ def registry_history(
     artifacts: ArtifactsDir = None,
 ) -> None:
     """Every alias move of NAME, oldest first: when, who, from, to, action, why, gate verdict, comparison hash."""
+    from rich import box
     from rich.table import Table
 
     with _registry(registry, artifacts) as reg:
@@ -855,15 +856,22 @@ def registry_history(
     if as_json:
         _print_json([_move_row(m) for m in moves])
         return
-    table = Table(title=f"History of {escape(name)}" + (f"@{escape(alias)}" if alias else ""))
-    for col in ("when", "alias", "from", "to", "action", "who", "why", "gate", "comparison"):
-        table.add_column(col, overflow="fold")
-    for m in moves:
-        action = f"[bold red]{m.action}[/]" if m.forced or m.action == "force" else m.action
-        table.add_row(m.created_at, escape(m.alias), "-" if m.from_version is None else str(m.from_version),
-                      str(m.to_version), action, escape(m.actor), escape(m.reason or ""), m.gate_verdict or "",
-                      (m.comparison_sha256 or "")[:12])
-    Console().print(table if moves else f"No alias of {escape(name)} has moved yet.")
+    if not moves:
+        Console().print(f"No alias of {escape(name)} has moved yet.")
+    for shown in dict.fromkeys(m.alias for m in moves):  # one table per alias, in order of first move
+        table = Table(title=f"History of {escape(name)}@{escape(shown)} (times in UTC)", box=box.SIMPLE_HEAD)
+        for col in ("when", "move", "action", "who", "why", "gate", "comparison"):
+            # fixed-form columns stay on one line; when breaks between date and time; who and why fold
+            table.add_column(col, no_wrap=col not in ("when", "who", "why"), overflow="fold",
+                             min_width={"who": 4, "why": 12}.get(col))
+        for m in moves:
+            if m.alias != shown:
+                continue
+            action = f"[bold red]{m.action}[/]" if m.forced or m.action == "force" else m.action
+            move = f"{'-' if m.from_version is None else m.from_version} -> {m.to_version}"
+            table.add_row(m.created_at.replace("T", " ")[:16], move, action, escape(m.actor), escape(m.reason or ""),
+                          escape(m.gate_verdict or ""), (m.comparison_sha256 or "")[:12])
+        Console().print(table)
 
 
 @registry_app.command("list", epilog=f"Exit codes: 0 listed; {_REGISTRY_EXITS}.")

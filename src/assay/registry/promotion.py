@@ -101,21 +101,25 @@ def _check_gateable(baseline: Side, candidate: Side, holder: ModelVersion, mv: M
 
 
 def _run_gate(registry: Registry, holder: ModelVersion, mv: ModelVersion, alias: str, policy: Policy,
-              n_bootstrap: int, seed: int) -> tuple[Comparison, str]:
-    """The gate's comparison of ``mv`` against ``holder``, stored as an artifact: (comparison, its sha256)."""
+              n_bootstrap: int, seed: int) -> Comparison:
+    """The gate's comparison of ``mv`` (candidate) against ``holder`` (baseline), from their stored evidence."""
     from assay.compare.gate import compare_sides
 
     baseline, candidate = _side(registry, holder, "baseline"), _side(registry, mv, "candidate")
     _check_gateable(baseline, candidate, holder, mv, alias)
-    comparison = compare_sides(baseline, candidate, policy, n_bootstrap=n_bootstrap, seed=seed)
+    return compare_sides(baseline, candidate, policy, n_bootstrap=n_bootstrap, seed=seed)
+
+
+def _store_comparison(registry: Registry, comparison: Comparison) -> str:
+    """comparison.json into the artifact store (only for a move that will be recorded: a refused promotion
+    leaves nothing behind); its sha256."""
     fd, tmp = tempfile.mkstemp(prefix="comparison-", suffix=".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(comparison.model_dump_json(indent=2))
-        sha = registry.put_artifact(Path(tmp))
+        return registry.put_artifact(Path(tmp))
     finally:
         os.unlink(tmp)
-    return comparison, sha
 
 
 def promote(
@@ -155,12 +159,11 @@ def promote(
     if holder_version == version:
         return unmoved  # already there: nothing to gate, nothing to record
     comparison: Comparison | None = None
-    sha: str | None = None
     gate_error: str | None = None
     if holder_version is not None:
         holder = registry.version(name, holder_version)
         try:
-            comparison, sha = _run_gate(registry, holder, mv, alias, pol, n_bootstrap, seed)
+            comparison = _run_gate(registry, holder, mv, alias, pol, n_bootstrap, seed)
         except UserError as exc:
             if not force:
                 raise
@@ -173,7 +176,8 @@ def promote(
         refused = (f"the gate is inconclusive: the evidence cannot tell whether {_label(name, version)} regressed "
                    f"against {_label(name, holder_version or 0)}")
     if refused and not force:
-        return replace(unmoved, verdict=verdict, comparison=comparison, comparison_sha256=sha, refused=refused)
+        return replace(unmoved, verdict=verdict, comparison=comparison, refused=refused)
+    sha = _store_comparison(registry, comparison) if comparison is not None else None
     recorded_verdict = verdict if verdict is not None else ("none" if holder_version is None else "not run")
     move = registry.move_alias(
         name, alias, version, expected=holder_version, action="force" if force else "promote",
