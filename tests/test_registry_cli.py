@@ -23,21 +23,12 @@ from assay.registry import open_registry
 from test_registry_promotion import Candidate, make_candidates, sha256_file
 
 SCRIPT = Path(sys.executable).parent / "assay"
+pytest_plugins = ["postgres"]  # registry_url: SQLite and a real PostgreSQL server (tests/postgres.py)
 
 
 @pytest.fixture(scope="module")
 def candidates(tmp_path_factory) -> dict[str, Candidate]:
     return make_candidates(tmp_path_factory.mktemp("candidates"))
-
-
-@pytest.fixture(scope="module")
-def postgres_server():
-    try:
-        import postgres
-    except ImportError:
-        pytest.skip("tests/postgres.py (the throw-away PostgreSQL fixture) is not there yet")
-    with postgres.server() as server:
-        yield server
 
 
 @pytest.fixture
@@ -79,14 +70,9 @@ def _register(name: str, c: Candidate, where: list[str], capsys, *extra: str) ->
 # ------------------------------------------------------------------------------------------- the workflow
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_register_promote_rollback_history_end_to_end(backend, candidates, tmp_path, capsys, request, monkeypatch):
+def test_register_promote_rollback_history_end_to_end(registry_url, candidates, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "160")  # the history table's words unfolded
-    if backend == "sqlite":
-        where = ["--registry", f"sqlite:///{tmp_path / 'registry.db'}", "--artifacts", str(tmp_path / "art")]
-    else:
-        where = ["--registry", request.getfixturevalue("postgres_server").new_database(),
-                 "--artifacts", str(tmp_path / "art")]
+    where = ["--registry", registry_url, "--artifacts", str(tmp_path / "art")]
     v1 = _register("clf", candidates["base"], where, capsys, "--message", "baseline", "--tag", "data=blobs-0",
                    "--tag", "owner=ml team")
     v2 = _register("clf", candidates["better"], where, capsys)
@@ -332,12 +318,8 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_two_processes_promoting_from_the_same_holder_exactly_one_wins(backend, candidates, tmp_path, capsys,
-                                                                       request):
-    url = f"sqlite:///{tmp_path / 'registry.db'}" if backend == "sqlite" else \
-        request.getfixturevalue("postgres_server").new_database()
-    where = ["--registry", url, "--artifacts", str(tmp_path / "art")]
+def test_two_processes_promoting_from_the_same_holder_exactly_one_wins(registry_url, candidates, tmp_path, capsys):
+    where = ["--registry", registry_url, "--artifacts", str(tmp_path / "art")]
     _register("clf", candidates["base"], where, capsys)
     _register("clf", candidates["better"], where, capsys)
     assert main(["registry", "promote", "clf", "1", "--alias", "production", "-q", *where]) == 0

@@ -27,6 +27,8 @@ from assay.registry import open_registry
 from assay.registry.promotion import former_holders, promote, rollback
 from conftest import make_blobs_dataset
 
+pytest_plugins = ["postgres"]  # registry_url: each test on SQLite and on a real PostgreSQL server (tests/postgres.py)
+
 # ------------------------------------------------------------------------------------------- shared helpers
 
 
@@ -124,26 +126,6 @@ def sha256_file(path: Path) -> str:
 @pytest.fixture(scope="module")
 def candidates(tmp_path_factory) -> dict[str, Candidate]:
     return make_candidates(tmp_path_factory.mktemp("candidates"))
-
-
-@pytest.fixture(scope="module")
-def postgres_server():
-    """A throw-away PostgreSQL server (tests/postgres.py), or a skip saying why there is none."""
-    try:
-        import postgres
-    except ImportError:
-        pytest.skip("tests/postgres.py (the throw-away PostgreSQL fixture) is not there yet")
-    with postgres.server() as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def registry_url(request, tmp_path) -> str:
-    """A fresh, empty registry database on each back-end."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'registry.db'}"
-    server = request.getfixturevalue("postgres_server")
-    return server.new_database()
 
 
 @pytest.fixture
