@@ -34,6 +34,8 @@ TRUTHS = (0.0, 0.02, 0.075, 0.15, 0.3)
 SIZES = (300, 1000, 3000)
 GROUPS = {2: ((0.6, 0.4), (1,)), 4: ((0.35, 0.30, 0.20, 0.15), (2, 3))}
 METRICS = fm.SUMMARY_METRICS
+SHORT = {"demographic_parity_difference": "DPD", "demographic_parity_ratio": "DPR",
+         "equalized_odds_difference": "EOdds", "equal_opportunity_difference": "EOpp"}
 
 
 def design(classes: int, d: float, n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -99,7 +101,7 @@ def old_intervals(y: np.ndarray, pred: np.ndarray, group: np.ndarray, classes: i
 
 def fairness_rows(reps: int) -> Iterator[str]:
     header = (f"{'classes':>7} {'groups':>6} {'n':>5} {'true DP':>7} | " +
-              " | ".join(f"{m.split('_')[0][:4]}.{m.split('_')[-1][:4]} old/new cover, width" for m in METRICS))
+              " | ".join(f"{SHORT[m]:>5} old/new cover, width" for m in METRICS))
     yield header
     totals: dict[str, list[float]] = {f"{m}/{w}": [] for m in METRICS for w in ("old", "new")}
     widths: dict[str, list[float]] = {f"{m}/{w}": [] for m in METRICS for w in ("old", "new")}

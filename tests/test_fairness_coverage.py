@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from assay.checks.fairness_metrics import fairness_metrics
 from assay.checks.slice_metrics import worst_slice_gap
@@ -198,7 +200,6 @@ def test_max_abs_ci_union_by_hand() -> None:
     assert c_high == pytest.approx(1.959964)  # three statistics: the split choice (see _critical)
     assert lo == pytest.approx(max(0.0, 0.12 - c_low * 0.02, 0.05 - c_low * 0.01), rel=0.02)
     assert hi == pytest.approx(max(0.12 + c_high * 0.02, 0.0 + c_high * 0.03), rel=0.02)
-    assert max_abs_ci(np.array([np.nan, np.nan]), np.full((10, 2), np.nan)) != max_abs_ci(estimates, z)
     assert all(np.isnan(max_abs_ci(np.array([np.nan]), np.full((10, 1), np.nan))))
 
 
@@ -207,3 +208,53 @@ def test_degenerate_rates_are_not_certain() -> None:
     rate = np.zeros((1, 2))
     spread = rate_spread_intervals(rate, np.zeros((200, 1, 2)), np.array([[40, 60]]))
     assert spread.low[0] == 0.0 and 0.02 < spread.high[0] < 0.2
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), min_size=2, max_size=5), st.integers(0, 2**16))
+def test_interval_holds_the_estimate_and_stays_in_range(table: list[tuple[int, int]], seed: int) -> None:
+    """Any (group x selected/not) table: 0 <= low <= spread <= high (and the ratio's interval within [0, 1]
+    around the ratio), whatever the zero or full rates and empty groups."""
+    from assay.stats.bootstrap import bootstrap_cell_counts
+
+    counts = np.array(table)
+    if counts.sum() == 0:
+        return
+    n = counts.sum(axis=1).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(n > 0, counts[:, 1] / n, np.nan)
+        resampled = bootstrap_cell_counts(counts, 200, seed).astype(float)
+        rate_b = np.where(resampled.sum(axis=2) > 0, resampled[:, :, 1] / resampled.sum(axis=2), np.nan)
+    if np.isfinite(rate).sum() < 2:
+        return
+    spread = np.nanmax(rate) - np.nanmin(rate)
+    out = rate_spread_intervals(rate[None], rate_b[:, None], n[None])
+    assert 0.0 <= out.worst_low <= spread + 1e-12 and spread - 1e-12 <= out.worst_high
+    assert out.low[0] == out.worst_low and out.high[0] == out.worst_high  # one row: the worst is that row
+    y = np.repeat(np.array([0, 1] * len(table)), counts.ravel())
+    group = np.repeat(np.repeat(np.arange(len(table)), 2), counts.ravel())
+    dpr = fairness_metrics(y, y, group, seed=seed, n_bootstrap=200, num_classes=2).summary["demographic_parity_ratio"]
+    if np.isfinite(dpr.value):
+        assert 0.0 <= dpr.ci_low <= dpr.value <= dpr.ci_high <= 1.0
+
+
+def test_the_fairness_section_states_the_method_and_reports_these_intervals() -> None:
+    import pandas as pd
+
+    from assay.api import run_evaluation
+    from assay.checks.base import EvaluateConfig
+    from assay.checks.fairness_metrics import INTERVAL_METHOD
+    from assay.stats.bootstrap import spawn_seed
+    from conftest import make_blobs_dataset
+
+    ds, model = make_blobs_dataset(n=600, noise=2.0, seed=0)
+    ds.meta = pd.DataFrame({"region": np.random.default_rng(0).choice(["north", "south", "east"], size=600)})
+    section = run_evaluation(model, ds, config=EvaluateConfig(sensitive=["region"], n_bootstrap=200),
+                             cache_dir=None).evidence.sections["fairness"]
+    pred = (ds.x @ model.weight + model.bias).argmax(1)
+    expected = fairness_metrics(ds.y, pred, ds.meta["region"].to_numpy(), seed=spawn_seed(0, "fairness/region"),
+                                n_bootstrap=200, num_classes=model.weight.shape[1])
+    for name, est in expected.summary.items():
+        metric = section.metrics[f"{name}[region]"]
+        assert metric.method.startswith(INTERVAL_METHOD) and "BC" not in metric.method
+        assert (metric.value, metric.ci_low, metric.ci_high) == pytest.approx((est.value, est.ci_low, est.ci_high))
