@@ -97,9 +97,10 @@ def percentile_ci(samples: np.ndarray, confidence: float = 0.95) -> tuple[float,
 def bias_corrected_ci(samples: np.ndarray, estimate: float, confidence: float = 0.95) -> tuple[float, float]:
     """Bias-corrected (BC) percentile interval (Efron 1981; Efron & Tibshirani 1993, sec. 14.3, BCa with
     acceleration 0): percentiles ``Phi(2 z0 + z_alpha)`` with ``z0 = Phi^-1(share of replicates below the
-    estimate)``. For statistics whose resamples are biased (maxima and absolute differences such as a
-    demographic-parity difference or a worst-slice gap, pushed up by resampling noise), the plain percentile
-    interval can miss the estimate altogether; BC shifts it back. When the estimate lies outside the central
+    estimate)``. For statistics whose resamples are biased, the plain percentile interval can miss the
+    estimate altogether; BC shifts it back. Not for maxima of absolute differences (a demographic-parity
+    difference, a worst-slice gap): where differences tie or vanish BC collapses below the truth (issue 20);
+    use :func:`max_abs_ci` / :func:`rate_spread_intervals` there. When the estimate lies outside the central
     ``confidence`` share of the replicates, the percentile interval widened to include the estimate is
     returned instead (BC would collapse onto the extreme replicates there)."""
     from scipy.stats import norm
