@@ -148,6 +148,15 @@ class LocalArtifactStore:
             raise _store_error(exc, folder) from None
 
     def put_file(self, path: str | os.PathLike[str]) -> str:
+        try:  # hash first: a blob already stored costs one read, no copy and no fsync
+            known = sha256_of_file(path)
+            if self._present(known, os.stat(path).st_size):
+                return known
+        except FileNotFoundError:
+            raise RegistryError(f"cannot read {path}: no such file", where=str(path), fix="check the path") from None
+        except OSError as exc:
+            raise RegistryError(f"cannot read {path} ({exc.strerror or exc})", where=str(path),
+                                fix="check the file's permissions") from None
         self._mkdirs(self.temp_dir)
         temp = self._temp_name()
         digest = hashlib.sha256()
