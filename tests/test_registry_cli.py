@@ -166,6 +166,7 @@ def test_unknown_name_version_and_alias(candidates, where, capsys):
         (["registry", "rollback", "nosuch", "--alias", "production", "--reason", "r"], "nosuch"),
         (["registry", "archive", "clf", "7", "--reason", "r"], "7"),
         (["registry", "history", "nosuch"], "nosuch"),
+        (["registry", "history", "clf", "--alias", "staging"], "staging"),
     ]:
         _assert_user_error(*_run([*args, *where], capsys)[::2], fragment)
     assert _json(["registry", "history", "clf", "--json", *where], capsys) == []

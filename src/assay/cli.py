@@ -851,8 +851,15 @@ def registry_history(
     from rich import box
     from rich.table import Table
 
+    from assay.errors import RegistryError
+
     with _registry(registry, artifacts) as reg:
         moves = reg.history(name, alias)
+        held = sorted(reg.aliases(name)) if alias and not moves else []
+    if alias and not moves:  # aliases exist only through moves: one without any is unknown
+        raise RegistryError(f"{name} has no alias {alias!r}", where=f"{name}@{alias}",
+                            fix=f"its aliases: {', '.join(held)}" if held else
+                            f"promote a version first: `assay registry promote {name} VERSION --alias {alias}`")
     if as_json:
         _print_json([_move_row(m) for m in moves])
         return
@@ -988,6 +995,38 @@ def registry_verify(
     err_console.print(f"[bold red]Verification failed:[/] {len(report.problems)} problem"
                       f"{'' if len(report.problems) == 1 else 's'} (listed above).", soft_wrap=True)
     raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------------------------ card
+@app.command(epilog="Exit codes: 0 the card was written (facts card.yaml does not give are marked TODO and listed, "
+             "not an error); 1 internal error (a bug); 2 bad input (a bundle, card.yaml, registry reference or --out "
+             "Assay cannot use; nothing written).")
+def card(
+    sources: Annotated[list[str], typer.Argument(help="Evaluation bundles (folders `assay evaluate` wrote) or NAME@VERSION / NAME@ALIAS of registered models: one card, one results block each.")],
+    facts: Annotated[Path | None, typer.Option("--card", help="card.yaml: the facts no evaluation can know (intended use, licence, contact, authors, training data); missing ones are marked TODO.")] = None,
+    registry: RegistryUrl = None,
+    artifacts: ArtifactsDir = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: MODEL_CARD.md, model_card.html, crosswalk.json.", rich_help_panel=OUTPUT)] = Path("assay-card"),
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """Model card (Hugging Face metadata, CIs, every number traced to its evidence file by sha256) and the NIST AI RMF / EU AI Act Annex IV crosswalk."""
+    from assay.api import card as build_card
+
+    result = build_card(sources, facts=facts, out=out, registry=registry, artifacts=artifacts, force=force)
+    if quiet:
+        return
+    say = functools.partial(Console().print, soft_wrap=True)
+    summary = result.crosswalk["summary"]
+    say(f"Model card: [bold]{escape(str(out / 'MODEL_CARD.md'))}[/]  (also model_card.html, crosswalk.json)")
+    say(f"Crosswalk: {summary['full']} entries evidenced in full, {summary['partial']} in part, {summary['gap']} gaps "
+        "(listed in the card and crosswalk.json).")
+    if result.todos:
+        say(f"TODO in the card: {escape(', '.join(result.todos))} (facts no evaluation can know: give them in "
+            "card.yaml with --card).")
+    for finding in result.findings:
+        if finding.severity == "warning" and not (finding.evidence or "").startswith("card.yaml:"):
+            say(f"Warning: {escape(finding.message)}")
 
 
 # ------------------------------------------------------------------- parameter names -> flags

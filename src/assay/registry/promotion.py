@@ -11,7 +11,9 @@ moves the alias, the other gets a :class:`~assay.errors.RegistryConflictError` a
   artifact and its sha256, the verdict and the reason are recorded in the move, so every move can be
   re-checked later. The first holder of an alias has nothing to be compared with and needs no gate.
   ``force`` overrides a refusal but skips nothing silently: the gate still runs when it can, its verdict is
-  recorded, a reason is required, and the move is logged as ``force``.
+  recorded, a reason is required, and the move is logged as ``force``. The verdict a move records is the gate's
+  (``pass``, ``fail``, ``inconclusive``), ``none`` for a first holder (nothing to compare with) or ``not run``
+  for a forced move the gate could not judge (different data, no predictions: the reason says why).
 * :func:`rollback` moves the alias back to the version that held it before the current holder (walking back
   through promotions: a second rollback goes one further back), or to a named former holder. It runs no
   gate on purpose: rollback is the emergency path, used when the live version misbehaves in ways the stored
