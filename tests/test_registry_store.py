@@ -580,3 +580,10 @@ def test_version_records_are_frozen(reg, bundles):
     assert isinstance(version, ModelVersion)
     with pytest.raises(AttributeError):
         version.version = 2  # type: ignore[misc]
+
+
+def test_postgres_login_and_database_errors(postgres_server):
+    base = postgres_server.url("no_such_database")
+    error = _expect_registry_error("PostgreSQL database does not exist", base)
+    assert "createdb" in (error.fix or "")
+    _expect_registry_error("refused the login", base.replace(f"//{postgres_server.user}", "//nobody_here"))

@@ -186,6 +186,13 @@ def translate(error: exc.DBAPIError, where: str, postgres: bool) -> RegistryErro
     if "assay registry: rows of this table are never changed" in low:
         return RegistryError(f"the registry refused to change an append-only row ({first})", where=where,
                              fix="registry history is never edited: archive a version or move an alias instead")
+    if postgres and isinstance(error, exc.OperationalError) and (
+            "authentication" in low or "password" in low or ("role" in low and "does not exist" in low)):
+        return RegistryError(f"the PostgreSQL server refused the login ({first})", where=where,
+                             fix="check the user and password in the URL (or PGPASSWORD / ~/.pgpass)")
+    if postgres and isinstance(error, exc.OperationalError) and "does not exist" in low and "database" in low:
+        return RegistryError(f"the PostgreSQL database does not exist ({first})", where=where,
+                             fix="create it first (createdb NAME, or CREATE DATABASE NAME) or fix the name in the URL")
     if postgres and isinstance(error, exc.OperationalError):
         return RegistryError(f"cannot reach the PostgreSQL registry: {first}", where=where,
                              fix="check the host, port, database name and credentials in the URL and that the "
