@@ -12,6 +12,7 @@ Models may be objects in memory (a ``torch.nn.Module`` or a loaded Model) and da
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ from assay.evaluation.inputs import (
 from assay.evidence.schema import Evidence
 from assay.models.base import Model
 
-__all__ = ["CHECKS", "EvaluationRun", "compare", "compress", "evaluate", "evaluation_inputs", "profile",
+__all__ = ["CHECKS", "EvaluationRun", "card", "compare", "compress", "evaluate", "evaluation_inputs", "profile",
            "run_evaluation", "select", "write_evaluation"]
 
 #: The checks ``evaluate`` runs by default (every check whose input is given runs too).
@@ -151,3 +152,52 @@ def profile(model: Any, sample: Any, **options: Any) -> Any:
         load: dict[str, Any] = {k: options.pop(k) for k in ("weights", "untrained") if k in options}
         model = as_model(model, inputs[:2], None, {**load, "threads": options.get("threads")})
     return validated_call(profile_model, model, inputs, **options)
+
+
+def card(sources: Sequence[str | os.PathLike[str]], *, facts: Any = None, out: str | os.PathLike[str] | None = None,
+         registry: str | None = None, artifacts: str | os.PathLike[str] | None = None, force: bool = False) -> Any:
+    """Model card of the model evaluated in ``sources``; returns a ``ModelCard`` (``.markdown``, ``.html``,
+    ``.crosswalk``, ``.todos``, ``.findings``) and writes MODEL_CARD.md, model_card.html and crosswalk.json to
+    ``out`` when given (an Assay output folder of kind ``card``).
+
+    ``sources`` are evaluation bundle folders or ``NAME@VERSION`` / ``NAME@ALIAS`` of registered models (a
+    source that is not an existing path), resolved in ``registry`` (a database URL; default ASSAY_REGISTRY or
+    .assay/registry.db) whose history becomes the card's change log. ``facts``: a card.yaml path or a
+    ``CardFacts`` (intended use, licence, contact, ...; missing ones are marked TODO)."""
+    import re
+
+    from assay.evidence.output import check_output, input_paths
+    from assay.govern import CARD_KIND, CardFacts, build_card, load_card_facts, write_card
+
+    card_facts = load_card_facts(facts) if isinstance(facts, (str, os.PathLike)) else facts
+    if card_facts is not None and not isinstance(card_facts, CardFacts):
+        from assay.errors import OptionError
+
+        raise OptionError(f"facts must be a card.yaml path or CardFacts, got {type(card_facts).__name__}",
+                          where="facts", fix="pass the path of card.yaml")
+    items = [os.fspath(s) for s in sources]
+    ref = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}@[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+    refs = {s for s in items if not os.path.lexists(s) and ref.fullmatch(s)}
+    local = [s for s in items if s not in refs]
+    if out is not None:  # a bad output path fails before any work
+        check_output(out, CARD_KIND, inputs=input_paths(local, card_facts.source if card_facts else None),
+                     force=force)
+    paths: list[Any] = list(items)
+    labels, history, name = None, None, None
+    if refs:
+        from assay.registry import open_registry
+
+        reg = open_registry(registry, artifacts=artifacts)
+        try:
+            versions = {s: reg.resolve(s) for s in refs}
+            paths = [reg.evidence_dir(versions[s]) if s in versions else s for s in items]
+            labels = [versions[s].ref if s in versions else f"B{i}" for i, s in enumerate(items, start=1)]
+            names = list(dict.fromkeys(v.name for v in versions.values()))
+            history = [dataclasses.asdict(m) for n in names for m in reg.history(n)]
+            name = names[0] if len(names) == 1 else None
+        finally:
+            reg.close()
+    built = build_card(paths, card_facts, history, labels=labels, name=name)
+    if out is not None:
+        write_card(built, out, force=force)
+    return built

@@ -471,7 +471,8 @@ def _environment(bundles: list[LoadedBundle]) -> CardSection:
         env = b.evidence.environment
         hardware = f"{env.cpu_model or 'CPU'} ({_plural(env.cpu_count or 0, 'logical core')})"
         rows.append(("Hardware", hardware, f"{b.source_id} `environment.cpu_model`"))
-        sub: list[Any] = [Facts(rows)]
+        sub: list[Any] = [Paragraph(f"{section.title} ({b.label}): {section.summary}")] if section.summary else []
+        sub.append(Facts(rows))
         if energy is not None and energy.value is not None:
             sub.append(Paragraph(f"Energy method: {energy.method}", "note"))
         table = _metric_table(b, section, _matches(["energy_j_per_1000", "flops", "parameters", "throughput_per_s",

@@ -107,7 +107,7 @@ def load_crosswalk() -> Crosswalk:
 
 def metric_pattern(pattern: str) -> re.Pattern[str]:
     """A metric name or a pattern where ``*`` stands for any text (``auroc[*]``; brackets are literal)."""
-    return re.compile("".join(".*" if part == "*" else re.escape(part) for part in re.split(r"(\*)", pattern)))
+    return re.compile("".join(".*" if part == "*" else re.escape(part) for part in re.split(r"(\*)", pattern)), re.S)
 
 
 def _canonical_sha256(value: Any) -> str:

@@ -160,7 +160,7 @@ _CARD_CSS = """
   border-radius: 4px; }
 .card-page blockquote { margin: 8px 0; padding: 6px 12px; border-left: 4px solid var(--line); color: var(--muted); }
 .card-page nav.sections a { font-size: 13px; }
-.card-page td code, .card-page dd code { overflow-wrap: anywhere; }
+.card-page td code { white-space: nowrap; overflow-wrap: normal; }
 .card-page caption { text-align: left; color: var(--muted); font-size: 12px; padding: 4px 0; caption-side: top; }
 """
 _FALLBACK_CSS = """
