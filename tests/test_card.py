@@ -84,7 +84,8 @@ def _tables(markdown: str) -> list[tuple[list[str], list[list[str]]]]:
     tables, block = [], []
     for line in [*markdown.splitlines(), ""]:
         if line.startswith("|"):
-            block.append([c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]])
+            cells = re.split(r"(?<!\\)\|", line)[1:-1]
+            block.append([re.sub(r"\\([\\|<])", r"\1", c.strip()) for c in cells])
             continue
         if block:
             tables.append((block[0], block[2:]))
@@ -225,6 +226,10 @@ def test_todos_are_listed_when_card_yaml_is_missing_and_never_when_it_is_given(f
 def test_the_card_is_deterministic_and_the_html_self_contained_and_small(full: Path):
     first, second = build_card([full], None), build_card([full], None)
     assert first.markdown == second.markdown and first.html == second.html
+    # An in-memory model is named without angle brackets; any '<' of ours outside code is escaped for Markdown.
+    assert "# Model card: in-memory Sequential\n" in first.markdown
+    body = first.markdown.partition("\n---\n")[2]
+    assert not re.search(r"(?<!\\)<(?!/?code>)", re.sub(r"`[^`]*`", "", body))
     page = first.html
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert not re.search(r"https?://", page, re.I), re.search(r".{40}https?://.{40}", page, re.I)

@@ -175,7 +175,8 @@ def _section_blocks(bundle: LoadedBundle, name: str) -> list[Any]:
     names = _matches(patterns, section.metrics)
     blocks: list[Any] = []
     if section.summary:
-        blocks.append(Paragraph(f"{section.title} ({bundle.label}): verdict {section.verdict}. {section.summary}"))
+        blocks.append(Paragraph(f"{section.title} ({bundle.label}): verdict {section.verdict}. {section.summary} "
+                                f"({bundle.source_id} `{name}.summary`)"))
     table = _metric_table(bundle, section, names)
     if table is not None:
         blocks.append(table)
@@ -229,7 +230,7 @@ def _model_name(bundles: list[LoadedBundle], facts: CardFacts | None, name: str 
         return facts.name
     if name:
         return name
-    path = bundles[0].evidence.model.path
+    path = bundles[0].evidence.model.path.strip("<>")  # "<in-memory Net>" names no file
     return Path(path).stem if "/" in path or "." in Path(path).name else path
 
 
@@ -376,7 +377,7 @@ def _results(bundles: list[LoadedBundle]) -> CardSection:
             if shown:
                 sub.append(CardSection(title, f"results-{name}-{b.index}", shown))
         ev = b.evidence
-        blocks.append(CardSection(f"Results: {b.label} ({ev.data.name}, n={ev.data.n})", f"results-{b.index}", sub))
+        blocks.append(CardSection(f"Results: {b.label} ({ev.data.name})", f"results-{b.index}", sub))
     return CardSection("Quantitative analyses", "quantitative-analyses", blocks)
 
 
@@ -470,8 +471,9 @@ def _environment(bundles: list[LoadedBundle]) -> CardSection:
                 f"{b.source_id} `efficiency.metrics.energy_j_per_1000`"))
         env = b.evidence.environment
         hardware = f"{env.cpu_model or 'CPU'} ({_plural(env.cpu_count or 0, 'logical core')})"
-        rows.append(("Hardware", hardware, f"{b.source_id} `environment.cpu_model`"))
-        sub: list[Any] = [Paragraph(f"{section.title} ({b.label}): {section.summary}")] if section.summary else []
+        rows.append(("Hardware", hardware, f"{b.source_id} `environment`"))
+        sub: list[Any] = [Paragraph(f"{section.title} ({b.label}): {section.summary} ({b.source_id} "
+                                    "`efficiency.summary`)")] if section.summary else []
         sub.append(Facts(rows))
         if energy is not None and energy.value is not None:
             sub.append(Paragraph(f"Energy method: {energy.method}", "note"))

@@ -90,8 +90,15 @@ class CardDocument:
 # ----------------------------------------------------------------------------------------------- Markdown
 
 
+def _md_text(text: str) -> str:
+    """Our text for Markdown: ``<`` outside code spans escaped, so a name such as ``<in-memory Net>`` is not read
+    as an HTML tag (and hidden) by the Hub or GitHub."""
+    parts = re.split(r"(`[^`]+`)", text)
+    return "".join(p if i % 2 else p.replace("<", "\\<") for i, p in enumerate(parts))
+
+
 def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
+    return _md_text(text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip())
 
 
 def _md_value(value: str | Todo) -> str:
@@ -113,17 +120,18 @@ def _md_blocks(blocks: Sequence[Block], level: int) -> list[str]:
     out: list[str] = []
     for block in blocks:
         if isinstance(block, CardSection):
-            out += [f"{'#' * level} {block.title}", "", *_md_blocks(block.blocks, level + 1)]
+            out += [f"{'#' * level} {_md_text(block.title)}", "", *_md_blocks(block.blocks, level + 1)]
             continue
         if isinstance(block, Paragraph):
-            out.append(f"> {block.text}" if block.kind == "note" else block.text)
+            text = block.text if block.kind == "provider" else _md_text(block.text)
+            out.append(f"> {text}" if block.kind == "note" else text)
         elif isinstance(block, Todo):
             out.append(f"**{block.text()}**")
         elif isinstance(block, Facts):
             out += _md_table(["", "value", "source"],
                              [[f"**{label}**", _md_value(value), source] for label, value, source in block.rows])
         elif isinstance(block, Items):
-            out += [f"- {_md_value(item)}" for item in block.items]
+            out += [f"- {_md_value(item) if isinstance(item, Todo) else _md_text(item)}" for item in block.items]
         elif isinstance(block, Table):
             if block.caption:
                 out += [f"*{block.caption}*", ""]
@@ -140,8 +148,8 @@ def slug(title: str) -> str:
 
 def render_card_markdown(doc: CardDocument, front_matter: str) -> str:
     """MODEL_CARD.md: ``front_matter`` (YAML, without the ``---`` fences) then the document."""
-    lines = ["---", front_matter.rstrip("\n"), "---", "", f"# {doc.title}", "", doc.subtitle, "",
-             "## Contents", ""]
+    lines = ["---", front_matter.rstrip("\n"), "---", "", f"# {_md_text(doc.title)}", "", _md_text(doc.subtitle),
+             "", "## Contents", ""]
     lines += [f"{i}. [{s.title}](#{slug(s.title)})" for i, s in enumerate(doc.sections, start=1)] + [""]
     for section in doc.sections:
         lines += [f"## {section.title}", "", *_md_blocks(section.blocks, 3)]
