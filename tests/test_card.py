@@ -16,11 +16,14 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from assay.cli import main
 from assay.evidence import output
 from assay.evidence.output import read_manifest
 from assay.govern import CARD_KIND, REQUIRED_FACTS, CardFacts, build_card
+from assay.report.card import CardDocument, CardSection, Cell, Table, render_card_markdown
 from test_crosswalk import full_bundle
 
 FULL_FACTS = """\
@@ -82,7 +85,7 @@ def _front_matter(markdown: str) -> dict[str, Any]:
 def _tables(markdown: str) -> list[tuple[list[str], list[list[str]]]]:
     """Every Markdown table as (header, rows of cells), pipes escaped as \\| kept inside cells."""
     tables, block = [], []
-    for line in [*markdown.splitlines(), ""]:
+    for line in [*markdown.split("\n"), ""]:
         if line.startswith("|"):
             cells = re.split(r"(?<!\\)\|", line)[1:-1]
             block.append([re.sub(r"\\([\\|<])", r"\1", c.strip()) for c in cells])
@@ -236,6 +239,9 @@ def test_the_card_is_deterministic_and_the_html_self_contained_and_small(full: P
     assert "<script" not in page.lower() and "<link" not in page.lower() and "@import" not in page
     assert not re.search(r"""\bsrc\s*=""", page, re.I)
     assert len(page.encode()) < 400_000
+    # The provider's text is shown, never run: escaped in the page (Markdown keeps it as written, for the Hub).
+    hostile = build_card([full], CardFacts(intended_use='<script>alert(1)</script><img src="x">')).html
+    assert "<script" not in hostile and "&lt;script&gt;alert(1)&lt;/script&gt;" in hostile and "<img" not in hostile
     for title in ("Model details", "Intended use", "Factors", "Metrics", "Evaluation data", "Quantitative analyses",
                   "Calibration, robustness and OOD", "Bias", "Risks and limitations", "Environmental impact",
                   "Technical specifications", "Monitoring and rollback", "Change log", "Governance crosswalk",
@@ -393,3 +399,14 @@ def test_card_is_a_known_output_kind(monkeypatch: pytest.MonkeyPatch):
     error): the one-line change `OUTPUT_KINDS = (..., "card")` in src/assay/evidence/output.py."""
     monkeypatch.undo()
     assert CARD_KIND in output.OUTPUT_KINDS, "add 'card' to OUTPUT_KINDS in src/assay/evidence/output.py"
+
+
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="`\n\r", blacklist_categories=("Cs",)),
+                        max_size=30), min_size=1, max_size=4))
+def test_table_cells_survive_markdown_escaping(texts: list[str]):
+    """Any cell text (pipes, backslashes, '<', Markdown characters) reads back from the Markdown table."""
+    doc = CardDocument("t", "s", [CardSection("S", "s", [Table([f"c{i}" for i in range(len(texts))],
+                                                              [[Cell(t) for t in texts]])])])
+    (header, rows), = _tables(render_card_markdown(doc, "a: 1"))
+    assert rows == [[t.strip() for t in texts]]
+

@@ -175,7 +175,7 @@ def card(sources: Sequence[str | os.PathLike[str]], *, facts: Any = None, out: s
 
         raise OptionError(f"facts must be a card.yaml path or CardFacts, got {type(card_facts).__name__}",
                           where="facts", fix="pass the path of card.yaml")
-    items = [os.fspath(s) for s in sources]
+    items = [os.fspath(s) for s in ([sources] if isinstance(sources, (str, os.PathLike)) else sources)]
     ref = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}@[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
     refs = {s for s in items if not os.path.lexists(s) and ref.fullmatch(s)}
     local = [s for s in items if s not in refs]
