@@ -358,7 +358,8 @@ def test_a_missing_bundle_or_unknown_registry_reference_is_exit_2(tmp_path: Path
     code, _, stderr = _run(["card", "digits@production", "--registry", url, "--artifacts", str(tmp_path / "art"),
                             "--out", str(tmp_path / "c")], capsys)
     assert code == 2 and stderr.startswith("Error:") and "Traceback" not in stderr, stderr
-    assert not (tmp_path / "c").exists()
+    assert "no registry at" in " ".join(stderr.split())
+    assert not (tmp_path / "c").exists() and not (tmp_path / "reg.db").exists()  # a card never creates a registry
 
 
 def test_registry_references_resolve_to_the_versions_evidence_and_history(tmp_path: Path,
@@ -392,6 +393,10 @@ def test_registry_references_resolve_to_the_versions_evidence_and_history(tmp_pa
     assert [(r[1], r[2], r[3], r[6]) for r in log] == [("production", "promote", "— -> 1", "first ship")]
     crosswalk = json.loads((out / "crosswalk.json").read_text())
     assert "GOVERN 1.7" not in {g["id"] for g in crosswalk["gaps"]}
+    code, _, stderr = _run(["card", "sorter@staging", "--registry", url, "--artifacts", str(artifacts), "--out",
+                            str(tmp_path / "card2")], capsys)
+    assert code == 2 and stderr.startswith("Error:") and "staging" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "card2").exists()
 
 
 def test_card_is_a_known_output_kind(monkeypatch: pytest.MonkeyPatch):

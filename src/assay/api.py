@@ -185,8 +185,16 @@ def card(sources: Sequence[str | os.PathLike[str]], *, facts: Any = None, out: s
     paths: list[Any] = list(items)
     labels, history, name = None, None, None
     if refs:
+        from assay.errors import RegistryError
         from assay.registry import open_registry
+        from assay.registry.db import resolve_url
 
+        _, file = resolve_url(registry)
+        if file is not None and not file.exists():  # a card only reads: it never creates an empty registry
+            raise RegistryError(f"no registry at {file} to resolve {', '.join(sorted(refs))}", where=str(file),
+                                fix="give --registry (or ASSAY_REGISTRY), or register the model first: `assay "
+                                    "registry register NAME MODEL --evidence BUNDLE`; a bundle folder needs no "
+                                    "registry")
         reg = open_registry(registry, artifacts=artifacts)
         try:
             versions = {s: reg.resolve(s) for s in refs}
