@@ -525,7 +525,7 @@ class RegistryMachine(RuleBasedStateMachine):
             known[(name, source)] = version.version
 
     @rule(name=st.sampled_from(["x", "y"]), alias=st.sampled_from(["production", "staging"]),
-          to=st.integers(1, 5), expected=st.one_of(st.none(), st.integers(1, 5)))
+          to=st.integers(1, 3), expected=st.one_of(st.none(), st.integers(1, 3)))
     def move(self, name: str, alias: str, to: int, expected: int | None) -> None:
         holder = self.aliases.get((name, alias))
         try:
@@ -541,7 +541,7 @@ class RegistryMachine(RuleBasedStateMachine):
         self.aliases[(name, alias)] = to
         self.moves += 1
 
-    @rule(name=st.sampled_from(["x", "y"]), number=st.integers(1, 5))
+    @rule(name=st.sampled_from(["x", "y"]), number=st.integers(1, 4))
     def archive(self, name: str, number: int) -> None:
         try:
             self.reg.archive(name, number, reason="r")
@@ -570,7 +570,7 @@ def test_registry_agrees_with_a_model_of_it(bundles):
     global MACHINE_BUNDLES
     MACHINE_BUNDLES = bundles
     machine = RegistryMachine.TestCase
-    machine.settings = settings(max_examples=8, stateful_step_count=12, deadline=None,
+    machine.settings = settings(max_examples=12, stateful_step_count=15, deadline=None,
                                 suppress_health_check=list(HealthCheck))
     machine().runTest()
 
