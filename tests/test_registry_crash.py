@@ -101,7 +101,7 @@ def test_sigkill_during_register_and_promote_leaves_a_consistent_registry(tmp_pa
 
     def promote_args(version: int, trial: int) -> list[str]:
         how = ["--force", "--reason", f"crash trial {trial}"] if trial % 2 else ["--allow-inconclusive"]
-        return ["registry", "promote", "clf", str(version), "--alias", "production", "-q", "--n-bootstrap", "200",
+        return ["registry", "promote", "clf", str(version), "--alias", "production", "-q", "--n-bootstrap", "100",
                 *how, *where]
 
     # One uninterrupted run of each command sets the range the kill delays are drawn from.
