@@ -362,6 +362,18 @@ def test_checkouts_are_read_only_copies_checked_against_their_hashes(reg, bundle
         reg.evidence_dir(version)
 
 
+def test_checkouts_fall_back_to_a_temp_folder(reg, bundles):
+    """Where checkouts/ cannot be written (here: a file stands in its place), a private temp folder serves."""
+    version = reg.register("m", bundles.models["a"], evidence=bundles.bundles["a"])
+    reg.store.checkout_dir.parent.mkdir(parents=True, exist_ok=True)
+    reg.store.checkout_dir.write_text("in the way")
+    folder = reg.evidence_dir(version)
+    assert reg.store.root not in folder.parents
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == {
+        p.name: p.read_bytes() for p in bundles.bundles["a"].iterdir()}
+    assert reg.model_path(version).read_bytes() == bundles.models["a"].read_bytes()
+
+
 def test_gc_removes_only_unreferenced_blobs_the_store_wrote(reg, bundles, tmp_path):
     version = reg.register("m", bundles.models["a"], evidence=bundles.bundles["a"])
     reg.move_alias("m", "production", 1, expected=None, action="promote",

@@ -500,39 +500,37 @@ class Registry:
         return folder / main
 
     def _checkout(self, tree: str) -> Path:
-        """A read-only folder holding the stored tree: reused when every file still matches, else rebuilt."""
+        """A read-only folder holding the stored tree, every file checked against its hash: ``checkouts/<tree>``
+        in the artifact folder (reused while every file still matches, else rebuilt), or a new temp folder when
+        the artifact folder cannot be written (a read-only store)."""
         check_sha256(tree)
+        entries = read_tree(self.store, tree)
         if isinstance(self.store, LocalArtifactStore):
             base = self.store.checkout_dir
-        else:  # pragma: no cover - no other store yet
-            import tempfile
-
-            base = Path(tempfile.gettempdir()) / "assay-checkouts"
-        final = base / tree
-        entries = read_tree(self.store, tree)
-        if final.is_dir():
-            if _matches(final, entries):
-                return final
-            _remove_tree(final)
-        temp = base / f".tmp-{os.getpid()}-{secrets.token_hex(6)}"
-        try:
-            base.mkdir(parents=True, exist_ok=True)
-            materialize_tree(self.store, tree, temp)
-            for folder, _dirs, _files in os.walk(temp, topdown=False):
-                os.chmod(folder, stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH
-                         | stat.S_IXOTH)
+            final = base / tree
             try:
-                os.rename(temp, final)
-            except OSError:  # another process built it first
-                if not (final.is_dir() and _matches(final, entries)):
-                    raise
+                if final.is_dir():
+                    if _matches(final, entries):
+                        return final
+                    _remove_tree(final)
+                base.mkdir(parents=True, exist_ok=True)
+                temp = _build_checkout(self.store, tree, base / f".tmp-{os.getpid()}-{secrets.token_hex(6)}")
+                try:
+                    os.rename(temp, final)
+                except OSError:  # another process built it first
+                    _remove_tree(temp)
+                    if not (final.is_dir() and _matches(final, entries)):
+                        raise
+                return final
+            except OSError:
+                pass  # not writable: a private temp folder below
+        import tempfile
+
+        try:
+            return _build_checkout(self.store, tree, Path(tempfile.mkdtemp(prefix="assay-checkout-")) / tree[:12])
         except OSError as error:
             raise RegistryError(f"cannot write a checkout of {tree[:12]}... ({error.strerror or error})",
-                                where=str(base), fix="check that the artifact folder is writable") from None
-        finally:
-            if temp.exists():
-                _remove_tree(temp)
-        return final
+                                where=tempfile.gettempdir(), fix="check that the temp folder is writable") from None
 
     def _referenced(self, conn: Connection) -> dict[str, str]:
         """sha256 -> what refers to it, for every artifact a version or a move references."""
@@ -725,6 +723,18 @@ def _matches(folder: Path, entries: Mapping[str, Mapping[Any, Any]]) -> bool:
                    for name, entry in entries.items())
     except OSError:
         return False
+
+
+def _build_checkout(store: ArtifactStore, tree: str, dest: Path) -> Path:
+    """Materialize the tree into the new folder ``dest`` and make its folders read-only (removed on failure)."""
+    try:
+        materialize_tree(store, tree, dest)
+        for folder, _dirs, _files in os.walk(dest, topdown=False):
+            os.chmod(folder, stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+    except BaseException:
+        _remove_tree(dest)
+        raise
+    return dest
 
 
 def _remove_tree(folder: Path) -> None:
