@@ -78,7 +78,9 @@ def test_register_promote_rollback_history_end_to_end(registry_url, candidates, 
     v2 = _register("clf", candidates["better"], where, capsys)
     v3 = _register("clf", candidates["worse"], where, capsys)
     assert (v1, v2, v3) == (1, 2, 3)
-    assert _register("clf", candidates["better"], where, capsys) == 2  # identical bytes: the same version
+    code, out, err = _run(["registry", "register", "clf", str(candidates["better"].model), "--evidence",
+                           str(candidates["better"].bundle), *where], capsys)
+    assert code == 0 and out.startswith("clf@2 ") and "already registered" in out, (out, err)  # identical bytes
 
     shown = _json(["registry", "show", "clf@1", "--json", *where], capsys)
     assert shown["message"] == "baseline" and shown["tags"] == {"data": "blobs-0", "owner": "ml team"}

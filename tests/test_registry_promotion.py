@@ -53,28 +53,34 @@ def save_linear(weight: np.ndarray, bias: np.ndarray, path: Path) -> Path:
     return path
 
 
-def make_candidates(folder: Path, names: tuple[str, ...] = ("base", "better", "worse", "other_data", "no_predictions")
-                    ) -> dict[str, Candidate]:
-    """Models on noisy 3-class blobs (800 samples), each evaluated into a bundle:
+def make_candidates(folder: Path, names: tuple[str, ...] = ("base", "better", "worse", "close", "other_data",
+                                                            "no_predictions")) -> dict[str, Candidate]:
+    """Models on noisy 3-class blobs (800 samples), each evaluated into a bundle. Their differences are chosen
+    far from the default policy's limits relative to the intervals, so that the verdicts do not hinge on the
+    interval method, except where straddling a limit is the point:
 
     * ``better``: the nearest-centre classifier (the best linear rule for these blobs);
-    * ``base``: its weights perturbed (about 2 points less accurate): ``better`` passes the default gate
-      against it, while ``base`` against ``better`` is inconclusive;
-    * ``worse``: ``better`` with a bias that over-predicts class 0 (about 6 points less accurate): fails;
+    * ``base``: the nearest-centre rule blind to one feature: ~9 points less accurate, and worse on every
+      class, so ``better`` passes the default gate against it with margin;
+    * ``worse``: ``better`` with a bias that over-predicts class 0 (~6 points less accurate): fails;
+    * ``close``: ``better``'s weights perturbed: ~0.6 points less accurate, so the accuracy delta's interval
+      straddles the default 1-point limit: inconclusive against ``better``;
     * ``other_data``: ``better``'s rule evaluated on blobs drawn with another seed (another fingerprint);
-    * ``no_predictions``: a slightly perturbed rule whose bundle lost its predictions.npz.
+    * ``no_predictions``: another perturbed rule whose bundle lost its predictions.npz.
     """
     folder.mkdir(parents=True, exist_ok=True)
     ds, linear = make_blobs_dataset(n=800, num_classes=3, dim=4, seed=0, noise=2.0)
     other_ds, _ = make_blobs_dataset(n=800, num_classes=3, dim=4, seed=1, noise=2.0)
     w, b = linear.weight, linear.bias
-    rng = np.random.default_rng(1)
+    blind = w.T.copy()  # class centres, feature 2 unseen: the nearest-centre rule on the other three features
+    blind[:, 2] = 0
     rules = {
-        "base": (w + rng.normal(0, 0.6, w.shape).astype(np.float32), b, ds),
+        "base": (blind.T.copy(), -0.5 * (blind**2).sum(1).astype(np.float32), ds),
         "better": (w, b, ds),
         "worse": (w, b + np.array([6.0, 0.0, 0.0], np.float32), ds),
+        "close": (w + np.random.default_rng(5).normal(0, 0.3, w.shape).astype(np.float32), b, ds),
         "other_data": (w * np.float32(1.01), b, other_ds),
-        "no_predictions": (w + rng.normal(0, 0.2, w.shape).astype(np.float32), b, ds),
+        "no_predictions": (w + np.random.default_rng(1).normal(0, 0.2, w.shape).astype(np.float32), b, ds),
     }
     out = {}
     for name in names:
@@ -192,14 +198,15 @@ def test_a_worse_candidate_is_refused_and_the_alias_stays(reg, candidates):
 
 
 def test_inconclusive_is_refused_unless_allowed(reg, candidates):
-    v_better, v_base = _register(reg, candidates, "better", "base")
+    v_better, v_close = _register(reg, candidates, "better", "close")
     promote(reg, "clf", v_better.version, "production")
-    refused = promote(reg, "clf", v_base.version, "production")
+    refused = promote(reg, "clf", v_close.version, "production")
     assert refused.verdict == "inconclusive" and refused.exit_code == 1 and "inconclusive" in refused.refused
-    assert reg.alias_holder("clf", "production") == v_better.version
-    allowed = promote(reg, "clf", v_base.version, "production", allow_inconclusive=True, reason="smaller model")
+    assert refused.comparison_sha256 is None and reg.alias_holder("clf", "production") == v_better.version
+    assert reg.gc(dry_run=True) == []  # a refused promotion leaves nothing behind
+    allowed = promote(reg, "clf", v_close.version, "production", allow_inconclusive=True, reason="smaller model")
     assert allowed.promoted and allowed.move.gate_verdict == "inconclusive" and allowed.move.action == "promote"
-    assert reg.alias_holder("clf", "production") == v_base.version
+    assert reg.alias_holder("clf", "production") == v_close.version
 
 
 def test_force_needs_a_reason_still_runs_the_gate_and_is_logged_as_forced(reg, candidates):

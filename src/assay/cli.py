@@ -760,10 +760,16 @@ def registry_register(
             raise OptionError(f"--tag {item!r} is not KEY=VALUE", where="--tag", fix="write a tag as KEY=VALUE, "
                               "e.g. --tag dataset=digits-v2")
         tags[key.strip()] = value.strip()
+    from assay.errors import RegistryError
+
     with _registry(registry, artifacts) as reg:
+        before: set[int] = set()
+        with contextlib.suppress(RegistryError):  # a new name has no versions yet
+            before = {v.version for v in reg.versions(name)}
         mv = reg.register(name, model, weights=weights, evidence=evidence, message=message, tags=tags or None)
     Console().print(f"{escape(mv.ref)}  model sha256 {mv.model_sha256[:12]}  evidence sha256 "
-                    f"{mv.evidence_sha256[:12]}  data {escape(', '.join(f[:12] for f in mv.data_fingerprints))}",
+                    f"{mv.evidence_sha256[:12]}  data {escape(', '.join(f[:12] for f in mv.data_fingerprints))}"
+                    + ("  (already registered: the same model and evidence)" if mv.version in before else ""),
                     soft_wrap=True)
 
 
