@@ -10,14 +10,15 @@ from pathlib import Path
 HERE = Path(__file__).parent
 BENCHES = ["bench_startup.py", "bench_engine.py", "bench_bootstrap.py", "bench_report.py", "bench_suite.py",
            "bench_corruptions.py", "bench_attacks.py", "bench_ood.py", "bench_slices.py", "bench_compare_stats.py",
-           "bench_compare.py", "bench_latency.py", "bench_quantization.py", "bench_compress.py"]
+           "bench_compare.py", "bench_latency.py", "bench_quantization.py", "bench_compress.py",
+           "bench_fairness_coverage.py --reps 100", "bench_registry.py"]
 
 
 def main() -> int:
     sections = []
     for bench in BENCHES:
         print(f"== {bench}", flush=True)
-        proc = subprocess.run([sys.executable, bench], cwd=HERE, capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, *bench.split()], cwd=HERE, capture_output=True, text=True)
         output = (proc.stdout + (proc.stderr if proc.returncode else "")).strip()
         print(output, flush=True)
         sections.append(f"## {bench}\n\n```\n{output}\n```\n")

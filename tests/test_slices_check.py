@@ -95,3 +95,13 @@ def test_a_fairness_warning_names_the_column_and_the_value_as_its_cause():
     assert cause.sets_verdict and cause.severity == "warning"
     assert f"{dp:.3f}" in cause.message and "'region'" in cause.message
     assert cause.evidence == "fairness.metrics.demographic_parity_difference[region]"
+
+
+def test_the_gap_interval_names_the_method_that_computed_it():
+    from assay.checks.slice_metrics import GAP_INTERVAL_METHOD
+
+    ds, model = _with_meta()
+    section = run_evaluation(model, ds, config=EvaluateConfig(slice_by=["region"], n_bootstrap=100),
+                             cache_dir=None).evidence.sections["slices"]
+    method = section.metrics["worst_slice_gap[region]"].method
+    assert method.startswith(GAP_INTERVAL_METHOD) and "bias-corrected" not in method

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from assay._version import __version__
 
 if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
-    from assay.api import compare, compress, evaluate, profile, run_evaluation, select
+    from assay.api import card, compare, compress, evaluate, profile, run_evaluation, select
     from assay.data.dataset import Dataset
     from assay.errors import AssayError, UserError
     from assay.evidence.bundle import read_bundle, read_evidence
@@ -42,6 +42,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Section": ("assay.evidence.schema", "Section"),
     "Dataset": ("assay.data.dataset", "Dataset"),
     "evaluate": ("assay.api", "evaluate"),
+    "card": ("assay.api", "card"),
     "run_evaluation": ("assay.api", "run_evaluation"),
     "compare": ("assay.compare", None),
     "select": ("assay.api", "select"),
@@ -61,6 +62,7 @@ __all__ = [
     "Section",
     "UserError",
     "__version__",
+    "card",
     "compare",
     "compress",
     "evaluate",

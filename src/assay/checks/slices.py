@@ -16,7 +16,7 @@ from pydantic import Field
 from assay.checks.base import Check, CheckConfig, CheckContext, PlanContext, Preparation
 from assay.checks.fairness_metrics import INTERVAL_METHOD, Estimate, fairness_metrics
 from assay.checks.performance import confusion_matrix, macro_f1_from_confusion
-from assay.checks.slice_metrics import bin_numeric, slice_table, worst_slice_gap
+from assay.checks.slice_metrics import GAP_INTERVAL_METHOD, bin_numeric, slice_table, worst_slice_gap
 from assay.errors import UserError
 from assay.evidence.schema import Finding, Metric, Section
 from assay.stats.bootstrap import spawn_seed
@@ -94,7 +94,7 @@ def check_slices(ctx: CheckContext) -> Section:
                                   n_bootstrap=cfg.n_bootstrap, confidence=cfg.confidence)
             metrics[f"worst_slice_gap[{column}]"] = Metric(
                 value=gap.value, ci_low=gap.ci_low, ci_high=gap.ci_high, n=len(labels),
-                method=f"bias-corrected bootstrap percentile (BC), {int(cfg.confidence * 100)}% (B={cfg.n_bootstrap}, "
+                method=f"{GAP_INTERVAL_METHOD}, {int(cfg.confidence * 100)}% (B={cfg.n_bootstrap}, "
                        f"seed={cfg.seed})",
                 config={"definition": "best minus worst slice accuracy over slices with n >= min size",
                         "best": gap.best_slice, "worst": gap.worst_slice, "min_slice_size": cfg.min_slice_size})
