@@ -17,7 +17,7 @@ from assay.compare.policy import DEFAULT_POLICY, parse_policy
 from assay.compare.run import compare
 from assay.errors import UserError
 from assay.evidence.schema import Metric, Section
-from assay.stats.paired import group_delta_p_below
+from assay.stats.paired import group_delta_p_below, paired_delta_interval, paired_delta_p_below
 from conftest import make_blobs_dataset
 
 N, C = 2000, 10
@@ -275,15 +275,18 @@ def test_per_class_p_values_are_exact_below_the_bootstrap_floor(evidence):
     assert (row["negative_flips"], row["positive_flips"]) == (n10, n01)
     assert row["p"] == pytest.approx(binomtest(n10, n10 + n01, 0.5, alternative="greater").pvalue, rel=1e-12)
     assert row["p"] < 1e-4 < 1 / (1 + b_resamples)
-    # Limit 0.03: the bootstrap p-value computed exactly, never below McNemar's.
+    # Limit 0.03: the exact unconditional p-value the class's exact interval inverts; no bootstrap floor.
     result = compare_sides(a, b, parse_policy("per_class_accuracy: {max_drop: 0.03}\n"), n_bootstrap=b_resamples)
     row = next(r for r in result.per_class if r["group"] == result.class_names[3])
-    expected = max(group_delta_p_below(n01, n10, n3, -0.03),
-                   binomtest(n10, n10 + n01, 0.5, alternative="greater").pvalue)
-    assert row["p"] == pytest.approx(expected, rel=1e-12) and row["p"] < 1 / (1 + b_resamples)
+    assert row["p"] == pytest.approx(paired_delta_p_below(n01, n10, n3, -0.03), rel=1e-12)
+    assert row["p"] < 1 / (1 + b_resamples) and row["ci_high"] < -0.03
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(paired_delta_interval(n01, n10, n3), abs=1e-12)
+    # ... which is larger than the (invalid at a non-zero limit) bootstrap p-value, but still significant.
+    assert row["p"] > group_delta_p_below(n01, n10, n3, -0.03)
     tested = sum(not r["insufficient"] for r in result.per_class)
     assert row["p_adjusted"] == pytest.approx(min(1.0, tested * row["p"]), rel=1e-9)  # Holm: the smallest p
     assert result.rules[0].status == "fail" and result.rules[0].group == result.class_names[3]
+    assert row["status"] == "fail" and all(r["status"] == "pass" for r in result.per_class if r is not row)
 
 
 def test_comparison_markdown_tables_share_one_format_per_column(evidence):
@@ -323,4 +326,72 @@ def test_cli_compare_latency_rule_reports_timing_runs(tmp_path, capsys):
     md = (tmp_path / "cmp" / "comparison.md").read_text()
     line = next(line for line in md.splitlines() if line.startswith("| latency_p95_ms"))
     assert "about 519 timing runs per model" in line and "--latency-budget 11" in line and "samples" not in line
+    # The verdict says what it means for the exit code, and --fail-on-inconclusive turns it into a failure.
+    assert result["verdict"] == "inconclusive" and "No rule failed, so `assay compare` exits 0" in md
+    assert any("exit code 0" in note for note in result["notes"])
+    assert main(["compare", str(bundles["a"]), str(bundles["b"]), "--policy", str(policy), "-q", "--force",
+                 "--out", str(tmp_path / "cmp"), "--fail-on-inconclusive"]) == 1
+
+
+# ------------------------------------------------------------------------------------------- issue 20 item 4
+
+
+def _per_class_sides(ev, sizes, wrong, flips):
+    """Two sides over classes of the given sizes: ``wrong[k]`` samples of class k wrong in both models,
+    ``flips[k]`` = (right -> wrong, wrong -> right) changes of the candidate in class k."""
+    labels = np.concatenate([np.full(size, k) for k, size in enumerate(sizes)])
+    pred_a = labels.copy()
+    for k in range(len(sizes)):
+        idx = np.flatnonzero(labels == k)
+        pred_a[idx[:wrong[k]]] = (k + 1) % C
+    pred_b = pred_a.copy()
+    for k, (lost, gained) in flips.items():
+        idx = np.flatnonzero(labels == k)
+        pred_b[idx[wrong[k]:wrong[k] + lost]] = (k + 2) % C  # right -> wrong
+        pred_b[idx[:gained]] = k  # wrong -> right
+    rng = np.random.default_rng(0)
+    ids = np.array([f"s{i}" for i in range(len(labels))])
+
+    def logits(pred):
+        z = rng.normal(size=(len(labels), C)).astype(np.float32)
+        z[np.arange(len(labels)), pred] += 6.0
+        return z
+
+    return _side("a", ev, ids, labels, logits(pred_a)), _side("b", ev, ids, labels, logits(pred_b))
+
+
+def test_identical_classes_never_block_and_one_flip_of_70_is_not_a_pass(evidence):
+    """The two cases of issue 20: a class identical in both models (0 of 71 disagree) passes the per-class rule
+    (it was 'inconclusive' with +/-0.0506), a class with one right -> wrong flip of 70 is not shown within a
+    0.05 drop (the bootstrap said [-0.043, 0]; the exact lower end is Clopper-Pearson's -0.077, scipy)."""
+    from scipy.stats import binomtest
+
+    ev = evidence[0]
+    sizes, wrong = [71, 70] + [60] * 8, [6, 2] + [3] * 8
+    policy = parse_policy("per_class_accuracy: {max_drop: 0.05}\n")
+    a, b = _per_class_sides(ev, sizes, wrong, {1: (1, 0)})
+    result = compare_sides(a, b, policy, n_bootstrap=200)
+    rows = {r["group"]: r for r in result.per_class}
+    identical, flipped = rows[result.class_names[0]], rows[result.class_names[1]]
+    assert (identical["negative_flips"], identical["positive_flips"]) == (0, 0)
+    assert identical["ci_low"] == pytest.approx(-binomtest(0, 71).proportion_ci(0.95, "exact").high, abs=1e-3)
+    assert identical["ci_low"] < -0.05 and identical["status"] == "pass" and "no right -> wrong" in identical["basis"]
+    assert flipped["ci_low"] == pytest.approx(-binomtest(1, 70).proportion_ci(0.95, "exact").high, abs=1e-3)
+    assert flipped["ci_low"] < -0.077 + 1e-3 and flipped["status"] == "inconclusive"
+    rule = result.rules[0]
+    assert rule.status == "inconclusive" and rule.group == result.class_names[1] and rule.ci_low == flipped["ci_low"]
+    assert result.verdict == "inconclusive" and result.exit_code == 0
+    assert any("exit code 0" in note and "--fail-on-inconclusive" in note for note in result.notes)
+    # Without the flip, every class is identical: nothing holds the rule open, the gate passes.
+    a, b = _per_class_sides(ev, sizes, wrong, {})
+    result = compare_sides(a, b, policy, n_bootstrap=200)
+    assert result.rules[0].status == "pass" and result.verdict == "pass" and result.exit_code == 0
+    assert "right to wrong" in result.rules[0].message and result.rules[0].ci_low is None
+    # A class that only gained samples is no evidence of harm either; one that lost 15 of 70 fails (10 of 70,
+    # exact p 0.011, would not survive Holm over 10 classes).
+    a, b = _per_class_sides(ev, sizes, wrong, {0: (0, 3), 1: (15, 0)})
+    result = compare_sides(a, b, policy, n_bootstrap=200)
+    rows = {r["group"]: r for r in result.per_class}
+    assert rows[result.class_names[0]]["status"] == "pass" and rows[result.class_names[1]]["status"] == "fail"
+    assert result.rules[0].status == "fail" and result.verdict == "fail" and result.exit_code == 1
 

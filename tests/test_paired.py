@@ -28,6 +28,9 @@ from assay.stats.paired import (
     mcnemar_exact,
     mcnemar_one_sided,
     paired_classification,
+    paired_delta_interval,
+    paired_delta_p_above,
+    paired_delta_p_below,
     paired_ece_delta,
     paired_group_deltas,
     paired_mean_delta,
@@ -256,7 +259,9 @@ def test_group_deltas_match_hand_counts() -> None:
     assert (y.n, y.n01, y.n10, y.accuracy_a, y.accuracy_b) == (4, 3, 0, 0.25, 1.0)
     assert y.mcnemar_p == pytest.approx(0.25)  # 2 * 0.5^3
     assert np.isnan(z.mcnemar_p) and z.n == 1  # below min_size: not tested
-    assert (z.delta.ci_low, z.delta.ci_high) == pytest.approx((-0.975, 0.975))  # exact, no discordant pair
+    # One sample, no discordant pair: exact, Clopper-Pearson's 0 of 1 (0.975) to within the limits' 1e-5.
+    assert (z.delta.ci_low, z.delta.ci_high) == pytest.approx((-0.975, 0.975), abs=2e-5)
+    assert z.delta.ci_low <= -0.975 and "exact unconditional interval" in z.delta.method
     # Resampling within a group keeps its size: each replicate is a multiple of 1 / n_group.
     np.testing.assert_allclose(np.round(x.delta.samples * 5), x.delta.samples * 5, atol=1e-9)
     assert all(g.p_adjusted is None for g in out) and "within the group" in x.delta.method
@@ -459,5 +464,167 @@ def test_group_p_holds_its_level_at_the_limit() -> None:
     for p01 in (0.03, 0.1):
         counts = rng.multinomial(n, [p01, p01 - t, 1 - 2 * p01 + t], size=draws)
         rate = np.mean([max(group_delta_p_below(a, b, n, t), mcnemar_one_sided(a, b)) < 0.025 for a, b, _ in counts])
+        assert rate <= 0.025 + 3 * np.sqrt(0.025 * 0.975 / draws), (p01, rate)
+
+
+# --------------------------------------------------------------------------------------------------
+# Exact per-group intervals and p-values (issue 20 item 4)
+# --------------------------------------------------------------------------------------------------
+
+
+def _cp_upper(k: int, n: int, confidence: float = 0.95) -> float:
+    return float(binomtest(k, n).proportion_ci(confidence, method="exact").high)
+
+
+@pytest.mark.parametrize(("c", "n"), [(0, 71), (1, 70), (2, 55), (5, 200), (0, 30), (3, 1000), (10, 100)])
+def test_exact_interval_with_only_right_to_wrong_flips_is_clopper_pearsons_bound(c: int, n: int) -> None:
+    """With no wrong -> right flip, delta >= -p10 and the p01 = 0 edge alone decides the lower end: it is
+    Clopper-Pearson's bound on c / n (scipy's binomtest as the reference), never narrower, at most 1e-3 wider.
+    1 of 70: about -0.077 (the bootstrap said -0.043); 0 of 71: -0.0506, just past a 0.05 limit."""
+    lo, hi = paired_delta_interval(0, c, n)
+    assert -_cp_upper(c, n) - 1e-3 <= lo <= -_cp_upper(c, n) + 1e-7
+    assert lo < -c / n < hi
+    # Mirror image: swapping the flip directions negates the interval.
+    assert paired_delta_interval(c, 0, n) == pytest.approx((-hi, -lo), abs=1e-12)
+
+
+def test_one_flip_of_70_is_not_bounded_within_5_points_although_the_bootstrap_says_so() -> None:
+    correct_a = np.ones(70, bool)
+    correct_a[:2] = False
+    correct_b = correct_a.copy()
+    correct_b[5] = False  # one right -> wrong flip
+    group = paired_group_deltas(correct_a, correct_b, np.zeros(70, int), n_resamples=2000, seed=0)[0]
+    bootstrap_low = float(np.quantile(group.delta.samples, 0.025))
+    assert bootstrap_low == pytest.approx(-3 / 70)  # the percentile interval's lower end: -0.043
+    assert group.delta.ci_low == pytest.approx(-0.077, abs=1e-3) and group.delta.ci_low < -0.05
+    assert group.p_above(-0.05) > 0.025  # not shown within a 0.05 drop limit ...
+    assert paired_delta_interval(0, 0, 71)[0] == pytest.approx(-(1 - 0.025 ** (1 / 71)), abs=1e-4)  # 0 of 71
+
+
+def _exact_miss_probabilities(p01: float, p10: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """P(lower end > delta) and P(upper end < delta) under Multinomial(n; p01, p10, rest), summed exactly over
+    every outcome (N01, N10) of probability above 1e-10 (the rest is added to both)."""
+    from scipy.stats import multinomial
+
+    delta = p01 - p10
+    miss_low = miss_high = covered = 0.0
+    for b in range(n + 1):
+        for c in range(n + 1 - b):
+            probability = float(multinomial.pmf([b, c, n - b - c], n, [p01, p10, 1.0 - p01 - p10]))
+            if probability < 1e-10:
+                continue
+            covered += probability
+            lo, hi = paired_delta_interval(b, c, n, confidence)
+            miss_low += probability * (lo > delta)
+            miss_high += probability * (hi < delta)
+    return miss_low + (1.0 - covered), miss_high + (1.0 - covered)
+
+
+@pytest.mark.parametrize(("p01", "p10", "n"), [
+    (0.0, 0.0, 71),      # identical models: no discordant pair ever
+    (0.0, 0.01, 70),     # tiny discordance: 0, 1 or 2 flips, all one way
+    (0.0, 0.05, 70),     # a real 5-point drop seen through a handful of flips
+    (0.005, 0.02, 70),   # tiny discordance both ways
+    (0.165, 0.005, 70),  # the worst point of a 203 x 203 grid of (p01, p10) at n = 70 (miss 0.02499)
+    (0.335, 0.54, 30),   # the worst point of the same grid at n = 30 (0.02498)
+])
+def test_exact_interval_covers_at_least_nominally(p01: float, p10: float, n: int) -> None:
+    """Coverage computed exactly by enumerating the outcomes (a bootstrap interval misses 1 of 70 with
+    probability 0.095 + 0.028 at p10 = 0.05): each end misses with probability at most (1 - 0.95) / 2."""
+    miss_low, miss_high = _exact_miss_probabilities(p01, p10, n)
+    assert miss_low <= 0.025 + 1e-9 and miss_high <= 0.025 + 1e-9, (miss_low, miss_high)
+
+
+def test_exact_lower_end_covers_in_simulation_with_few_and_no_discordant_pairs() -> None:
+    """Monte Carlo at n = 300: no discordant pair (d = 0 always), tiny d (p10 = 0.003: 0-3 flips), and a
+    2-point drop; the lower end lies above the true delta in at most 2.5% of draws (+ 3 standard errors)."""
+    rng = np.random.default_rng(3)
+    n, draws = 300, 400
+    for p01, p10 in ((0.0, 0.0), (0.0, 0.003), (0.001, 0.004), (0.01, 0.03)):
+        counts = rng.multinomial(n, [p01, p10, 1 - p01 - p10], size=draws)
+        misses = sum(paired_delta_interval(int(b), int(c), n)[0] > p01 - p10 for b, c, _ in counts)
+        assert misses / draws <= 0.025 + 3 * np.sqrt(0.025 * 0.975 / draws), (p01, p10, misses)
+
+
+def _reference_lower_limit(b_obs: int, c_obs: int, n: int, alpha: float = 0.025, grid: int = 801) -> float:
+    """The definition, evaluated by brute force: order all outcomes by their asymptotic Tango limit (the score's
+    restricted MLE found by numerical maximization, the limit by root-finding), then take the smallest
+    p01 - p10 over a fine grid of the Berger-Boos box at which an outcome at least as favourable has
+    probability above alpha - gamma (the multinomial summed over all outcomes)."""
+    from scipy.optimize import brentq, minimize_scalar
+    from scipy.special import gammaln, ndtri, xlogy
+
+    from assay.stats.paired import BERGER_BOOS_GAMMA
+
+    z = ndtri(1 - alpha)
+
+    def score(b: int, c: int, d: float) -> float:
+        def neg_loglik(p10: float) -> float:
+            p01 = p10 + d
+            return -(xlogy(b, p01) + xlogy(c, p10) + xlogy(n - b - c, max(1 - p01 - p10, 1e-300)))
+        p10 = minimize_scalar(neg_loglik, bounds=(max(0.0, -d), (1 - d) / 2), method="bounded",
+                              options={"xatol": 1e-12}).x
+        variance = n * (2 * p10 + d * (1 - d))
+        return (b - c - n * d) / np.sqrt(variance) if variance > 0 else 0.0
+
+    def limit(b: int, c: int) -> float:
+        if score(b, c, -1 + 1e-9) <= z:
+            return -1.0
+        return brentq(lambda d: score(b, c, d) - z, -1 + 1e-9, (b - c) / n, xtol=1e-10)
+
+    outcomes = [(b, c) for b in range(n + 1) for c in range(n + 1 - b)]
+    limits = np.array([limit(b, c) for b, c in outcomes])
+    favourable = limits >= limits[outcomes.index((b_obs, c_obs))] - 1e-7
+    bs, cs = np.array(outcomes).T
+    (a0, a1), (c0, c1) = (binomtest(k, n).proportion_ci(1 - BERGER_BOOS_GAMMA / 2, method="exact")
+                          for k in (b_obs, c_obs))
+    p01, p10 = np.meshgrid(np.linspace(a0, a1, grid), np.linspace(c0, c1, grid), indexing="ij")
+    ok = p01 + p10 <= 1
+    p01, p10 = p01[ok], p10[ok]
+    log_pmf = (gammaln(n + 1) - gammaln(bs + 1) - gammaln(cs + 1) - gammaln(n - bs - cs + 1))[None, :] + \
+        xlogy(bs[None, :], p01[:, None]) + xlogy(cs[None, :], p10[:, None]) + \
+        xlogy((n - bs - cs)[None, :], np.maximum(1 - p01 - p10, 0)[:, None])
+    probability = np.exp(log_pmf)[:, favourable].sum(axis=1)
+    return float(np.min((p01 - p10)[probability > alpha - BERGER_BOOS_GAMMA]))
+
+
+@pytest.mark.parametrize(("b", "c", "n"), [(0, 1, 12), (1, 3, 12), (4, 1, 12), (0, 0, 10)])
+def test_lower_limit_matches_a_brute_force_evaluation_of_its_definition(b: int, c: int, n: int) -> None:
+    reference = _reference_lower_limit(b, c, n)
+    lo, _ = paired_delta_interval(b, c, n)
+    assert lo <= reference + 1e-6  # never narrower than the definition ...
+    assert lo == pytest.approx(reference, abs=1e-3)  # ... and as tight, up to the reference's grid
+
+
+def test_score_ordering_is_monotone_on_full_grids() -> None:
+    """The exactness argument needs Tango's score to rise with N01, fall with N10 and fall with delta."""
+    from assay.stats.paired import _score
+
+    for n in (30, 200):
+        b, c = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+        valid = b + c <= n
+        previous = None
+        for delta in np.linspace(-0.99, 0.99, 67):
+            score = np.where(valid, _score(b, c, n, float(delta)), np.nan)
+            assert np.nansum(np.diff(score, axis=0) < -1e-12) == 0 and np.nansum(np.diff(score, axis=1) > 1e-12) == 0
+            if previous is not None:
+                assert np.nansum(score > previous + 1e-12) == 0
+            previous = score
+
+
+@pytest.mark.parametrize(("b", "c", "n"), [(0, 19, 186), (3, 12, 150), (40, 60, 1000), (0, 1, 70)])
+def test_p_values_agree_with_the_interval_they_invert(b: int, c: int, n: int) -> None:
+    lo, hi = paired_delta_interval(b, c, n)
+    assert paired_delta_p_below(b, c, n, hi + 1e-4) <= 0.025 < paired_delta_p_below(b, c, n, hi - 1e-4)
+    assert paired_delta_p_above(b, c, n, lo - 1e-4) <= 0.025 < paired_delta_p_above(b, c, n, lo + 1e-4)
+
+
+def test_exact_p_below_holds_its_level_at_the_limit() -> None:
+    """At the boundary (true delta exactly at the limit -0.05) the exact p-value rejects at most 2.5%."""
+    rng = np.random.default_rng(0)
+    n, t, draws = 200, -0.05, 1000
+    for p01 in (0.0, 0.03, 0.1):
+        counts = rng.multinomial(n, [p01, p01 - t, 1 - 2 * p01 + t], size=draws)
+        rate = np.mean([paired_delta_p_below(int(a), int(b), n, t) < 0.025 for a, b, _ in counts])
         assert rate <= 0.025 + 3 * np.sqrt(0.025 * 0.975 / draws), (p01, rate)
 

@@ -3,12 +3,22 @@
 Each rule ends **pass** (the whole CI is within the limit), **fail** (the whole CI is past it: the data
 shows the regression at the policy's confidence) or **inconclusive** (the CI contains the limit; we say
 how many evaluation samples would settle it -- for latency, whose CIs come from timing runs, how many
-timing runs). Per-class and per-slice rules test every group with a one-sided p-value against the limit,
-corrected across the family (Holm by default): the exact one-sided McNemar test on the group's discordant
-pairs at a limit of 0, else the paired bootstrap p-value computed exactly from the group's 2x2 table
-(no 1 / (1 + B) floor) and never below McNemar's; a group fails only when it stays significant after
-correction and its whole CI is past the limit. Noise alone therefore fails a rule with probability at
-most ``(1 - confidence) / 2`` per rule (per family for the group rules).
+timing runs). The verdict is fail if any rule fails, else inconclusive if any rule is, else pass; the exit
+code of ``assay compare`` is 1 for fail and 0 otherwise (no regression shown; ``--fail-on-inconclusive``
+makes inconclusive exit 1 too).
+
+Per-class and per-slice rules work on each group's paired 2x2 table with exact statistics
+(:func:`assay.stats.paired.paired_delta_interval`: the accuracy delta's interval inverting exact
+unconditional score tests, coverage at least nominal also with no or one discordant pair, where a
+bootstrap interval collapses or understates). A group **fails** when its exact one-sided p-value of
+"dropped beyond the limit" stays significant after correction across the family (Holm by default; the
+p-value is the test the interval inverts, at a limit of 0 the exact McNemar test) and its whole interval
+is past the limit; it **passes** when its exact lower bound is within the limit, or when none of its
+samples went from right to wrong (such a group is no evidence of harm and never holds the rule open);
+otherwise it is inconclusive. The rule fails when a group fails, is inconclusive when a group is, and
+passes otherwise: passing needs every group's own bound (an intersection-union test, which needs no
+correction). Noise alone therefore fails a rule with probability at most ``(1 - confidence) / 2`` per rule
+(per family for the group rules).
 """
 
 from __future__ import annotations
@@ -32,7 +42,6 @@ from assay.stats.multiple_testing import benjamini_hochberg, holm
 from assay.stats.paired import (
     GroupDelta,
     PairedEstimate,
-    group_delta_p_below,
     mcnemar_one_sided,
     paired_classification,
     paired_ece_delta,
@@ -49,6 +58,13 @@ COMPARISON_SCHEMA_VERSION = "1.0"
 Status = Literal["pass", "fail", "inconclusive", "skipped"]
 MIN_GROUP_SIZE = 30
 MAX_FLIPS_LISTED = 50
+#: What each verdict means for the exit code of `assay compare` (said in comparison.json's notes and .md).
+_EXIT_NOTE = {
+    "pass": "exit code 0: every rule passed",
+    "fail": "exit code 1: at least one rule failed (the data show a regression at the policy's confidence)",
+    "inconclusive": "exit code 0: no rule failed, but at least one could not be settled with these samples (or "
+                    "timing runs); `assay compare --fail-on-inconclusive` exits 1 on this verdict",
+}
 
 
 @dataclass
@@ -143,6 +159,9 @@ class Comparison(_Model):
 
     @property
     def exit_code(self) -> int:
+        """1 when the gate failed (a rule showed a regression), else 0: "pass" and "inconclusive" (no
+        regression shown, but some rule could not be settled with these samples) both exit 0, unless the
+        caller treats inconclusive as failing (``assay compare --fail-on-inconclusive``)."""
         return 1 if self.verdict == "fail" else 0
 
 
@@ -306,26 +325,52 @@ def _adjust(pvalues: np.ndarray, correction: str) -> np.ndarray:
     return (holm if correction == "holm" else benjamini_hochberg)(pvalues)[1]
 
 
-def _group_p(group: GroupDelta, t: float | None) -> float:
+def _group_p(group: GroupDelta, t: float | None, confidence: float) -> float:
     """A group's p-value: without a rule, the two-sided exact McNemar test (any difference). Against a drop
-    limit ``t`` (<= 0), one-sided "the group dropped beyond t": at t = 0 the exact McNemar test on the
-    group's discordant pairs; below, the paired bootstrap p-value computed exactly from the group's 2x2
-    table (:func:`group_delta_p_below`, no 1 / (1 + B) floor to hide small values from Holm's correction
-    over many groups), never below the exact McNemar p-value (a drop beyond t is no surer than a drop)."""
+    limit ``t`` < 0, the exact unconditional one-sided p-value of "the group dropped beyond t"
+    (:meth:`GroupDelta.p_below`): the test the group's exact interval inverts, so a group whose interval ends
+    below t has p <= (1 - confidence) / 2 before correction. At t = 0, the exact one-sided McNemar test, the
+    uniformly most powerful unbiased test there (conditional on the discordant pairs). Neither has the
+    bootstrap's 1 / (1 + B) floor, which would hide small values from Holm's correction over many groups."""
     if t is None:
         return group.mcnemar_p
-    drop = mcnemar_one_sided(group.n01, group.n10)
-    return drop if t >= 0 else max(group_delta_p_below(group.n01, group.n10, group.n, t), drop)
+    return mcnemar_one_sided(group.n01, group.n10) if t >= 0 else group.p_below(t, confidence)
 
 
-def _group_rows(groups: list[Any], correction: str, rule: Rule | None, alpha_one_sided: float) -> list[dict[str, Any]]:
-    """Rows of per-group deltas; ``p`` tests 'drop beyond the rule's limit' (or, without a rule, McNemar's
-    'any difference'; see :func:`_group_p`), ``p_adjusted`` is it corrected across the family."""
+NO_NEGATIVE_FLIP = "no right -> wrong flip"
+
+
+def _group_status(g: GroupDelta, t: float | None, q: float, alpha_one_sided: float) -> tuple[str | None, str | None]:
+    """(status, basis) of one group under a drop limit ``t``: 'fail' when its drop beyond t is significant
+    after correction and its whole exact interval is past t; 'pass' when the interval's lower end is within
+    t, or when no sample of the group went from right to wrong (an unchanged group is no evidence of harm: it
+    never holds the rule open, although an exact bound needs ln(alpha) / ln(1 - |t|) samples, 72 at t = -0.05
+    and 95%, to reach the limit by itself); 'untested' below MIN_GROUP_SIZE; else 'inconclusive'."""
+    if t is None:
+        return None, None
+    if g.n < MIN_GROUP_SIZE:
+        return "untested", f"fewer than {MIN_GROUP_SIZE} samples"
+    lo, hi = g.delta.ci_low, g.delta.ci_high
+    if np.isfinite(q) and q < alpha_one_sided and hi < t:
+        return "fail", "dropped beyond the limit (significant after correction)"
+    if lo >= t:
+        return "pass", "exact lower bound within the limit"
+    if g.n10 == 0:
+        return "pass", NO_NEGATIVE_FLIP
+    return "inconclusive", "the exact interval contains the limit"
+
+
+def _group_rows(groups: list[GroupDelta], correction: str, rule: Rule | None, alpha_one_sided: float,
+                confidence: float) -> list[dict[str, Any]]:
+    """Rows of per-group deltas with exact intervals; ``p`` tests 'dropped beyond the rule's limit' (or,
+    without a rule, McNemar's 'any difference'; see :func:`_group_p`), ``p_adjusted`` is it corrected across
+    the family, ``status``/``basis`` the group's own verdict under the rule (see :func:`_group_status`)."""
     t = _limit_of(rule) if rule is not None else None
-    raw = np.array([_group_p(g, t) if g.n >= MIN_GROUP_SIZE else np.nan for g in groups], dtype=float)
+    raw = np.array([_group_p(g, t, confidence) if g.n >= MIN_GROUP_SIZE else np.nan for g in groups], dtype=float)
     adjusted = _adjust(raw, correction)
     rows = []
     for g, p, q in zip(groups, raw, adjusted, strict=True):
+        status, basis = _group_status(g, t, q, alpha_one_sided)
         rows.append({"group": g.group, "n": g.n, "accuracy_baseline": g.accuracy_a, "accuracy_candidate": g.accuracy_b,
                      "delta": g.delta.value, "ci_low": g.delta.ci_low, "ci_high": g.delta.ci_high,
                      "negative_flip_rate": g.negative_flip_rate, "positive_flip_rate": g.positive_flip_rate,
@@ -333,41 +378,55 @@ def _group_rows(groups: list[Any], correction: str, rule: Rule | None, alpha_one
                      "p": None if np.isnan(p) else float(p),
                      "p_adjusted": None if np.isnan(q) else float(q),
                      "significant_drop": bool(np.isfinite(q) and q < alpha_one_sided and g.delta.value < 0),
-                     "insufficient": g.n < MIN_GROUP_SIZE, "_estimate": g.delta})
+                     "insufficient": g.n < MIN_GROUP_SIZE, "status": status, "basis": basis})
     return rows
 
 
+def _group_ci(r: dict[str, Any]) -> str:
+    return (f"{r['delta']:+.4f} (exact CI {r['ci_low']:+.4f} to {r['ci_high']:+.4f}, n={r['n']}, "
+            f"{r['negative_flips']} right -> wrong, {r['positive_flips']} wrong -> right")
+
+
 def _decide_groups(rule: Rule, rows: list[dict[str, Any]], what: str, correction: str) -> RuleResult:
+    """The rule over a family of groups: fail when a group fails (Holm/BH-corrected); inconclusive when a group
+    that lost samples cannot be shown within the limit; else pass. Passing needs every such group's own exact
+    bound within the limit (an intersection-union test: no correction is needed for it, Berger 1982)."""
     t = _limit_of(rule)
     tested = [r for r in rows if not r["insufficient"]]
     base: _RuleHead = {"metric": rule.metric, "rule": rule.describe(), "limit": t}
     if not tested:
         return RuleResult(**base, status="skipped", message=f"no {what} has {MIN_GROUP_SIZE}+ samples to test")
-    worst = min(tested, key=lambda r: r["ci_high"])
-    fields: _GroupEstimate = {"value": worst["delta"], "ci_low": worst["ci_low"], "ci_high": worst["ci_high"],
-                              "group": str(worst["group"])}
-    failing = [r for r in tested if r["significant_drop"] and r["p_adjusted"] is not None and r["ci_high"] < t]
+    failing = [r for r in tested if r["status"] == "fail"]
     name = "Holm" if correction == "holm" else "Benjamini-Hochberg"
     if failing:
         w = min(failing, key=lambda r: r["delta"])
         return RuleResult(**base, value=w["delta"], ci_low=w["ci_low"], ci_high=w["ci_high"], group=str(w["group"]),
                           status="fail", message=(
                               f"{len(failing)} {what}(s) dropped beyond {t:+.4f} after {name} correction over "
-                              f"{len(tested)}; worst {w['group']}: {w['delta']:+.4f} (CI {w['ci_low']:+.4f} to "
-                              f"{w['ci_high']:+.4f}, n={w['n']}, adjusted p {w['p_adjusted']:.3g})"))
-    undecided = [r for r in tested if r["ci_low"] < t]
-    if not undecided:
-        return RuleResult(**base, **fields, status="pass", message=(
-            f"every {what} ({len(tested)} tested) is within the limit {t:+.4f}; "
-            f"lowest CI bound {min(r['ci_low'] for r in tested):+.4f}"))
-    w = min(undecided, key=lambda r: r["delta"])
-    needed = required_sample_size(w["_estimate"], w["n"], t)
-    more = f"about {needed:,} samples in that {what} would settle it" if needed else "no sample size settles it"
+                              f"{len(tested)}; worst {w['group']}: {_group_ci(w)}, adjusted p "
+                              f"{w['p_adjusted']:.3g})"))
+    undecided = [r for r in tested if r["status"] == "inconclusive"]
+    if undecided:
+        w = min(undecided, key=lambda r: r["ci_low"])
+        needed = _needed_unpaired(w["delta"], w["ci_low"], w["ci_high"], w["n"], t)
+        more = f"about {needed:,} samples in that {what} would settle it" if needed else "no sample size settles it"
+        return RuleResult(**base, value=w["delta"], ci_low=w["ci_low"], ci_high=w["ci_high"], group=str(w["group"]),
+                          status="inconclusive", n_needed=needed, n_needed_unit="samples", message=(
+                              f"{len(undecided)} {what}(s) that lost samples cannot be told apart from a drop of "
+                              f"{-t:.4f}; e.g. {w['group']}: {_group_ci(w)}); {more}"))
+    bounded = [r for r in tested if r["ci_low"] >= t]
+    unchanged = len(tested) - len(bounded)
+    aside = (f"; {unchanged} {what}(s) with no right -> wrong flip pass on that alone (too few samples for the "
+             "exact bound to reach the limit, but none of them got worse)") if unchanged else ""
+    if not bounded:
+        return RuleResult(**base, status="pass", message=(
+            f"no {what} ({len(tested)} tested) has a sample that went from right to wrong: the candidate is right "
+            f"wherever the baseline is{aside}"))
+    w = min(bounded, key=lambda r: r["ci_low"])
     return RuleResult(**base, value=w["delta"], ci_low=w["ci_low"], ci_high=w["ci_high"], group=str(w["group"]),
-                      status="inconclusive", n_needed=needed, n_needed_unit="samples", message=(
-                          f"{len(undecided)} {what}(s) cannot be told apart from a drop of {-t:.4f}; e.g. "
-                          f"{w['group']}: {w['delta']:+.4f} (CI {w['ci_low']:+.4f} to {w['ci_high']:+.4f}, "
-                          f"n={w['n']}); {more}"))
+                      status="pass", message=(
+                          f"every {what} ({len(tested)} tested) is within the limit {t:+.4f}; lowest exact bound "
+                          f"{w['ci_low']:+.4f} ({w['group']}){aside}"))
 
 
 def _timing_setup(evidence: Evidence, metric: Metric) -> str:
@@ -463,14 +522,14 @@ def compare_sides(baseline: Side, candidate: Side, policy: Policy, *, n_bootstra
     slice_rule = next((r for r in policy.rules if r.metric == "per_slice_accuracy"), None)
     class_groups = [replace(g, group=names[int(g.group)]) for g in paired_group_deltas(
         correct_a, correct_b, labels, seed=seed + 3, min_size=MIN_GROUP_SIZE, **opts)]
-    per_class = _group_rows(class_groups, policy.correction, class_rule, alpha)
+    per_class = _group_rows(class_groups, policy.correction, class_rule, alpha, conf)
     per_slice: dict[str, list[dict[str, Any]]] = {}
     pa_arrays, pb_arrays = baseline.predictions or {}, candidate.predictions or {}
     for key in sorted(k for k in pa_arrays if k.startswith("slice_") and k in pb_arrays):
         if np.array_equal(np.asarray(pa_arrays[key]).astype(str), np.asarray(pb_arrays[key]).astype(str)):
             groups = paired_group_deltas(correct_a, correct_b, np.asarray(pa_arrays[key]).astype(str),
                                          seed=seed + 4, min_size=MIN_GROUP_SIZE, **opts)
-            per_slice[key.removeprefix("slice_")] = _group_rows(groups, policy.correction, slice_rule, alpha)
+            per_slice[key.removeprefix("slice_")] = _group_rows(groups, policy.correction, slice_rule, alpha, conf)
 
     results: list[RuleResult] = []
     paired = {"accuracy": (pc.accuracy_delta, "accuracy delta"), "macro_f1": (pc.macro_f1_delta, "macro-F1 delta"),
@@ -508,9 +567,6 @@ def compare_sides(baseline: Side, candidate: Side, policy: Policy, *, n_bootstra
         "negative": _flip_rows(correct_a & ~correct_b, ids, labels, pred_a, pred_b, conf_a, conf_b, names, conf_b),
         "positive": _flip_rows(~correct_a & correct_b, ids, labels, pred_a, pred_b, conf_a, conf_b, names, conf_a),
     }
-    for rows in [per_class, *per_slice.values()]:
-        for r in rows:
-            r.pop("_estimate", None)
     return Comparison(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         baseline=_side_info(baseline), candidate=_side_info(candidate),
@@ -519,9 +575,13 @@ def compare_sides(baseline: Side, candidate: Side, policy: Policy, *, n_bootstra
         per_class=per_class, per_slice=per_slice, flips=flips,
         notes=[f"paired bootstrap, B={n_bootstrap}, seed={seed}; a rule fails only when its whole "
                f"{int(conf * 100)}% CI is past the limit (one-sided error <= {alpha:.3g} per rule/family)",
-               "per-class/per-slice p: exact one-sided McNemar test on the group's discordant pairs at a drop limit "
-               "of 0; at a non-zero limit the paired bootstrap p-value computed exactly from the group's 2x2 table "
-               "(no 1/(B+1) floor), never below McNemar's; without a rule, two-sided exact McNemar"])
+               "per-class/per-slice intervals: exact, inverting exact unconditional tests on the group's discordant "
+               "counts (Tango's score statistic, p-values maximized over the discordance rate, Berger-Boos gamma "
+               "1e-8); p: the exact one-sided p-value of 'dropped beyond the limit' that the interval inverts (at a "
+               f"limit of 0, exact one-sided McNemar), {policy.correction}-corrected across the family; without a "
+               "rule, "
+               "two-sided exact McNemar. A group with no right -> wrong flip passes on that alone",
+               _EXIT_NOTE[verdict]])
 
 
 def _side_info(side: Side) -> SideInfo:

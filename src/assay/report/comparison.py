@@ -20,6 +20,16 @@ __all__ = ["comparison_sections", "render_comparison_html", "render_junit", "ren
 _MARK = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "⚠️ inconclusive", "skipped": "➖ skipped"}
 _SEVERITY: dict[str, Severity] = {"pass": "info", "skipped": "info", "inconclusive": "warning", "fail": "critical"}
 _VERDICT: dict[str, Verdict] = {"pass": "pass", "fail": "fail", "inconclusive": "warn"}
+#: The verdict as the exit code of `assay compare` reads it, so that a green CI step and an inconclusive gate
+#: are not taken to mean the same thing.
+_EXIT_MEANING = {
+    "pass": "Every rule passed: `assay compare` exits 0.",
+    "fail": "At least one rule failed (the data show a regression at the policy's confidence): `assay compare` "
+            "exits 1.",
+    "inconclusive": "No rule failed, so `assay compare` exits 0, but at least one rule could not be settled with "
+                    "these samples (the table says how many would settle it): no regression is shown, and none is "
+                    "ruled out. `--fail-on-inconclusive` makes this verdict exit 1.",
+}
 
 
 def _ci(text: str) -> str:
@@ -36,6 +46,8 @@ def render_markdown(c: Comparison, max_rows: int = 10) -> str:
     m = c.metrics
     lines = [
         f"## Assay regression gate: {_MARK[c.verdict].upper() if c.verdict != 'pass' else '✅ PASS'}",
+        "",
+        _EXIT_MEANING[c.verdict],
         "",
         f"Baseline `{_cell(c.baseline.model_path)}` vs candidate `{_cell(c.candidate.model_path)}` on "
         f"**{_cell(c.data_name)}** ({c.n:,} samples, fingerprint `{c.data_fingerprint[:12]}`), "
@@ -75,12 +87,17 @@ def render_markdown(c: Comparison, max_rows: int = 10) -> str:
         class_fmt = NumberFormat.for_rows([(r["delta"], r["ci_low"], r["ci_high"]) for r in drops], signed=True)
         p_fmt = NumberFormat.for_rows([r["p_adjusted"] for r in drops])
         lines += ["", "<details><summary>Largest per-class drops</summary>", "",
-                  "| class | n | baseline | candidate | delta | CI | adj. p |", "|---|---|---|---|---|---|---|"]
+                  "| class | n | baseline | candidate | right → wrong | wrong → right | delta | exact CI | adj. p | "
+                  "status |", "|---|---|---|---|---|---|---|---|---|---|"]
         for row in drops:
             delta, ci = class_fmt.estimate(row["delta"], row["ci_low"], row["ci_high"])
+            status = _MARK.get(str(row.get("status")), MISSING)
+            if row.get("basis") and row.get("status") != "inconclusive":
+                status += f" ({_cell(row['basis'])})"
             lines.append(f"| {_cell(row['group'])} | {row['n']} | {accuracy_fmt.number(row['accuracy_baseline'])} | "
-                         f"{accuracy_fmt.number(row['accuracy_candidate'])} | {delta} | {_ci(ci)} | "
-                         f"{p_fmt.number(row['p_adjusted'])} |")
+                         f"{accuracy_fmt.number(row['accuracy_candidate'])} | {row['negative_flips']} | "
+                         f"{row['positive_flips']} | {delta} | {_ci(ci)} | {p_fmt.number(row['p_adjusted'])} | "
+                         f"{status} |")
         lines += ["", "</details>"]
     neg = c.flips.get("negative", [])
     if neg:
@@ -142,7 +159,11 @@ def comparison_sections(c: Comparison, thumbnails: dict[str, list[dict[str, Any]
     per_class = [dict(r.items()) for r in c.per_class]
     sections["per_class"] = Section(
         name="per_class", title="Per-class accuracy deltas", verdict="info",
-        summary=f"{sum(r['significant_drop'] for r in per_class)} class(es) with a significant drop after correction.",
+        summary=(f"{sum(r['significant_drop'] for r in per_class)} class(es) with a significant drop after correction"
+                 + "".join(f"; {k} {status}" for status in ("fail", "inconclusive", "pass", "untested")
+                           if (k := sum(r.get("status") == status for r in per_class)))
+                 + ". Exact intervals from each class's discordant counts; a class with no right → wrong flip "
+                   "passes on that alone."),
         tables={"classes": per_class}, plots={"delta": _group_plot(per_class, "Accuracy delta per class (CI; "
                                                                    "hatched: too few samples to test)")})
     if c.per_slice:
@@ -170,9 +191,7 @@ def render_comparison_html(c: Comparison, candidate: Evidence,
     from assay.report.html import render_html
 
     page = candidate.model_copy(update={"sections": comparison_sections(c, thumbnails)})
-    text = {"pass": "Every gate rule passed.", "fail": "At least one gate rule failed: the candidate regressed.",
-            "inconclusive": "No rule failed, but at least one is inconclusive: too few samples (or timing runs) "
-                            "to tell."}[c.verdict]
+    text = _EXIT_MEANING[c.verdict].replace("`", "")
     return render_html(page, title="Assay comparison", verdict_text=text)
 
 

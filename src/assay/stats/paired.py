@@ -11,7 +11,7 @@ with replacement (Efron 1979); intervals are percentile intervals (Efron & Tibsh
   (label, pred_A, pred_B): a resample is an exact Multinomial(n, cell counts / n) draw over the observed
   cells (``bootstrap_cell_counts``), so any n costs O(resamples x cells);
 * per-group accuracy deltas resample within each group (stratified), exactly, over the group's 2x2
-  table of (correct_A, correct_B);
+  table of (correct_A, correct_B) -- but their intervals are exact, not bootstrap (below);
 * means and ECE of continuous per-sample values use exact per-sample multiplicities up to
   ``EXACT_MAX_N`` samples; above, a stratified scheme — exact multinomial counts over strata, the
   within-stratum sums of the continuous part drawn from their normal approximation — whose bootstrap
@@ -21,15 +21,23 @@ When every replicate is identical (no discordant pair; a flip count of 0), the p
 collapses to a point and would claim certainty; the interval and ``p_beyond`` then come from the exact
 binomial instead (Clopper & Pearson 1934), see :class:`BinomialFallback`.
 
-McNemar's test (McNemar 1947) is the exact conditional binomial test on the discordant pairs. A group's
-(class's, slice's) one-sided p-value against a drop limit is the paired bootstrap's computed exactly
-from the group's 2x2 table (:func:`group_delta_p_below`: the B -> infinity limit, so no 1 / (1 + B)
-floor hides how small it is when many groups are corrected for).
+McNemar's test (McNemar 1947) is the exact conditional binomial test on the discordant pairs.
+
+A group (class, slice) is often small and its models often agree almost everywhere, where a bootstrap
+interval of its accuracy delta collapses (no discordant pair) or understates (one right -> wrong flip of
+70: -0.043, where 1 / 70 alone allows -0.077). Its interval (:func:`paired_delta_interval`) and one-sided
+p-values against a drop limit (:func:`paired_delta_p_below`) are therefore exact unconditional: outcomes
+(N01, N10) are ordered by their own asymptotic Tango (1998) score limits, and the probability of one at
+least as extreme is maximized over the nuisance parameter (the discordance rate) within a Berger & Boos
+(1994) confidence box; the interval's ends are Buehler (1957) limits. Coverage is at least nominal for every
+(p01, p10) (exactly computed on grids in the tests), and nothing is floored at 1 / (1 + B).
+(:func:`group_delta_p_below`, the paired bootstrap's p-value computed exactly, remains for comparison.)
 Flip rates follow Yan et al. (2021), "Positive-Congruent Training: Towards Regression-Free Model Updates".
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -51,6 +59,7 @@ from assay.stats.bootstrap import (
 from assay.stats.multiple_testing import benjamini_hochberg, holm
 
 __all__ = [
+    "BERGER_BOOS_GAMMA",
     "EXACT_MAX_N",
     "BinomialFallback",
     "GroupDelta",
@@ -62,6 +71,9 @@ __all__ = [
     "mcnemar_exact",
     "mcnemar_one_sided",
     "paired_classification",
+    "paired_delta_interval",
+    "paired_delta_p_above",
+    "paired_delta_p_below",
     "paired_ece_delta",
     "paired_group_deltas",
     "paired_mean_delta",
@@ -174,7 +186,8 @@ class PairedClassification:
 
 @dataclass(frozen=True)
 class GroupDelta:
-    """Accuracy delta of one group (a class, a slice), resampled within the group."""
+    """Accuracy delta of one group (a class, a slice): an exact interval from its discordant counts (bootstrap
+    replicates, resampled within the group, in ``delta.samples``)."""
 
     group: str
     n: int
@@ -187,6 +200,14 @@ class GroupDelta:
     p_adjusted: float | None  # filled by the caller-chosen correction (adjust_group_pvalues)
     n01: int = 0  # A wrong, B right
     n10: int = 0  # A right, B wrong
+
+    def p_below(self, threshold: float, confidence: float = 0.95) -> float:
+        """Exact one-sided p-value of "the group's delta lies below ``threshold``" (:func:`paired_delta_p_below`)."""
+        return paired_delta_p_below(self.n01, self.n10, self.n, threshold, confidence)
+
+    def p_above(self, threshold: float, confidence: float = 0.95) -> float:
+        """Exact one-sided p-value of "the group's delta lies above ``threshold``" (:func:`paired_delta_p_above`)."""
+        return paired_delta_p_above(self.n01, self.n10, self.n, threshold, confidence)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -330,6 +351,280 @@ def group_delta_p_below(n01: int, n10: int, n: int, threshold: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------------
+# Exact per-group accuracy deltas (exact unconditional tests on the group's paired 2x2 table)
+# --------------------------------------------------------------------------------------------------
+
+#: Berger & Boos (1994): the maximization over the nuisance parameter runs over a 1 - BERGER_BOOS_GAMMA
+#: confidence box for (p01, p10) (two Clopper-Pearson intervals), and gamma is added to the p-value, which
+#: keeps it exact while the search stays near the data. p-values are therefore never below gamma.
+BERGER_BOOS_GAMMA = 1e-8
+#: Confidence limits are found to within this, on the conservative (outer) side.
+_LIMIT_TOLERANCE = 1e-5
+#: Half-width, in binomial standard deviations, of the window of N01 values summed explicitly; the
+#: probability outside it is added whole (counted as "at least as extreme"), so nothing is dropped.
+_WINDOW_SD = 10.0
+#: Outcomes whose score is within this of the observed one count as ties (conservative).
+_TIE = 1e-9
+_COARSE_GRID = 33
+_ZOOM_GRID = 17
+_ZOOM_SEEDS = 3
+_ZOOM_WIDTH = 1e-5
+
+
+def _check_counts(n01: int, n10: int, n: int, where: str) -> tuple[int, int, int]:
+    if min(n01, n10) < 0 or n01 + n10 > n or n < 1 or any(int(v) != v for v in (n01, n10, n)):
+        raise UserError(f"need integer counts with 0 <= n01 + n10 <= n and n >= 1, got n01={n01}, n10={n10}, n={n}",
+                        where=where, fix="pass the group's discordant counts and its size")
+    return int(n01), int(n10), int(n)
+
+
+def _score(b: np.ndarray, c: np.ndarray, n: int, delta: float) -> np.ndarray:
+    """Tango's (1998) score statistic of H0 "p01 - p10 = delta" for b = N01, c = N10 of n pairs:
+    (b - c - n delta) / sqrt(n (2 p10~ + delta (1 - delta))), p10~ the maximum-likelihood p10 under H0 (the
+    root of a quadratic, Nam 1997). It rises with b and falls with c (checked on full grids in the tests),
+    which puts the maximum over the nuisance parameter on the boundary of H0. 0 where the variance is 0
+    (b = c = 0 at delta = 0)."""
+    b = np.asarray(b, dtype=np.float64)
+    c = np.asarray(c, dtype=np.float64)
+    a2 = 2.0 * n
+    b1 = -b - c + (2.0 * n - b + c) * delta
+    c0 = -c * delta * (1.0 - delta)
+    p10 = (-b1 + np.sqrt(np.maximum(b1 * b1 - 4.0 * a2 * c0, 0.0))) / (2.0 * a2)
+    variance = n * (2.0 * p10 + delta * (1.0 - delta))
+    numerator = b - c - n * delta
+    degenerate = variance <= 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = numerator / np.sqrt(np.where(degenerate, 1.0, variance))
+    return np.where(degenerate, np.where(numerator > 0, np.inf, np.where(numerator < 0, -np.inf, 0.0)), z)
+
+
+def _staircase(n: int, b_obs: int, c_obs: int, delta: float) -> np.ndarray:
+    """For every b in 0..n, the largest c <= n - b whose outcome (b, c) scores at least the observed one at
+    ``delta`` (ties included), -1 when none: the outcomes at least as favourable to "p01 - p10 > delta" are
+    {c <= staircase[b]}. Bisection over c (the score falls with c), all b at once."""
+    t = float(_score(np.array(b_obs), np.array(c_obs), n, delta)) - _TIE
+    b = np.arange(n + 1)
+    lo, hi = np.full(n + 1, -1), n - b  # lo: known to qualify (or -1: none), hi: the largest candidate
+    ok_hi = _score(b, hi, n, delta) >= t
+    lo = np.where(ok_hi, hi, lo)
+    hi = np.where(ok_hi, hi, hi - 1)  # from here on: candidates in (lo, hi], hi not yet known
+    while np.any(hi > lo):
+        mid = (lo + hi + 1) // 2
+        ok = (hi > lo) & (_score(b, np.maximum(mid, 0), n, delta) >= t)
+        lo = np.where(ok, mid, lo)
+        hi = np.where((hi > lo) & ~ok, mid - 1, hi)
+    return lo
+
+
+def _favourable_probability(n: int, staircase: np.ndarray, p01: np.ndarray, p10: np.ndarray) -> np.ndarray:
+    """P(outcome at least as favourable as the observed one) under Multinomial(n; p01, p10, 1 - p01 - p10),
+    for each pair (p01, p10): sum over b of P(N01 = b) P(N10 <= staircase[b] | N01 = b), with
+    N10 | N01 = b ~ Bin(n - b, p10 / (1 - p01)). Summed over a window of b values; the probability of N01
+    outside it is added whole (as is that of N10 above its window), so the result errs, by less than 1e-20,
+    towards larger p-values and wider limits."""
+    from scipy.special import bdtr, bdtrc, gammaln, xlog1py, xlogy
+
+    p01 = np.clip(np.asarray(p01, dtype=np.float64), 0.0, 1.0)
+    p10 = np.clip(np.asarray(p10, dtype=np.float64), 0.0, 1.0 - p01)
+    spread = _WINDOW_SD * np.sqrt(n * p01 * (1.0 - p01)) + 10.0
+    lo = np.clip(np.floor(n * p01 - spread), 0, n).astype(np.int64)
+    hi = np.clip(np.ceil(n * p01 + spread), 0, n).astype(np.int64)
+    b = lo[:, None] + np.arange(int((hi - lo).max()) + 1)[None, :]
+    inside = b <= hi[:, None]
+    b = np.minimum(b, n)
+    log_pmf = (gammaln(n + 1.0) - gammaln(b + 1.0) - gammaln(n - b + 1.0) + xlogy(b, p01[:, None])
+               + xlog1py(n - b, -p01[:, None]))
+    share = np.broadcast_to(np.divide(p10, 1.0 - p01, out=np.zeros_like(p10), where=p01 < 1.0)[:, None], b.shape)
+    k = staircase[b]
+    rest = n - b
+    # P(N10 <= k | b) is 1 where k is past the top of the window (counted as 1: an upper bound) or of the range.
+    past = (k >= rest) | (k >= rest * share + _WINDOW_SD * np.sqrt(rest * share * (1.0 - share)) + 10.0)
+    conditional = np.where(past, 1.0, 0.0)
+    needed = inside & ~past & (k >= 0)
+    with np.errstate(invalid="ignore"):
+        conditional[needed] = bdtr(k[needed], rest[needed], share[needed])
+        outside = (np.where(lo > 0, bdtr(np.maximum(lo - 1, 0), n, p01), 0.0)
+                   + np.where(hi < n, bdtrc(hi, n, p01), 0.0))
+    total = np.sum(np.where(inside, np.exp(log_pmf) * conditional, 0.0), axis=1)
+    return np.minimum(total + outside, 1.0)
+
+
+def _box(k: int, n: int) -> tuple[float, float]:
+    """The Clopper-Pearson interval of k / n with total error BERGER_BOOS_GAMMA / 2: one side of the box."""
+    from assay.stats.bootstrap import clopper_pearson
+
+    return clopper_pearson(k, n, 1.0 - BERGER_BOOS_GAMMA / 2)
+
+
+def _zoom_max(evaluate: Callable[[np.ndarray], np.ndarray], lo: float, hi: float) -> float:
+    """The maximum over [lo, hi] of a smooth function of the nuisance parameter: a grid, then finer grids
+    around its best few local maxima until they are narrower than _ZOOM_WIDTH (the numerical maximization
+    over the nuisance of exact unconditional tests, as in scipy.stats.barnard_exact)."""
+    grid = np.linspace(lo, hi, _COARSE_GRID)
+    values = evaluate(grid)
+    found = float(values.max())
+    padded = np.concatenate([[-np.inf], values, [-np.inf]])
+    local = np.flatnonzero((values >= padded[:-2]) & (values >= padded[2:]))
+    local = local[np.argsort(-values[local], kind="stable")][:_ZOOM_SEEDS]
+    last = grid.size - 1
+    brackets = [(grid[max(i - 1, 0)], grid[min(i + 1, last)]) for i in local]
+    while brackets and max(b - a for a, b in brackets) > _ZOOM_WIDTH:
+        grids = [np.linspace(a, b, _ZOOM_GRID) for a, b in brackets]
+        values = evaluate(np.concatenate(grids))
+        found = max(found, float(values.max()))
+        brackets = []
+        for k, g in enumerate(grids):
+            j = int(np.argmax(values[k * _ZOOM_GRID:(k + 1) * _ZOOM_GRID]))
+            brackets.append((g[max(j - 1, 0)], g[min(j + 1, _ZOOM_GRID - 1)]))
+    return found
+
+
+@functools.lru_cache(maxsize=8192)
+def _tango_limit(b: int, c: int, n: int, alpha: float) -> float:
+    """Tango's (1998) asymptotic lower confidence limit for p01 - p10 at one-sided level ``alpha``: the delta
+    at which the score statistic equals z_alpha (it falls with delta)."""
+    from scipy.optimize import brentq
+    from scipy.special import ndtri
+
+    z = float(ndtri(1.0 - alpha))
+    estimate = (b - c) / n
+
+    def excess(delta: float) -> float:
+        return float(_score(np.array(b), np.array(c), n, delta)) - z
+
+    low = -1.0 + 1e-12
+    if excess(low) <= 0:
+        return -1.0
+    if excess(estimate) > 0:  # only at the top of the range (b = n): the limit is 1
+        return estimate
+    return float(brentq(excess, low, estimate, xtol=1e-13))
+
+
+@functools.lru_cache(maxsize=8192)
+def _ordering(b_obs: int, c_obs: int, n: int, alpha: float) -> np.ndarray:
+    """The outcomes at least as favourable as (b_obs, c_obs) to "p01 - p10 is large", ordering every outcome by
+    its own asymptotic Tango limit at ``alpha`` (Buehler's designated statistic; Kabaila & Lloyd 2003): as the
+    score falls with delta, limit(b, c) >= limit(obs) = l exactly when score_l(b, c) >= z_alpha, so they are
+    {c <= staircase[b]} with the staircase of the score at l. A fixed ordering makes the exact p-value grow with
+    the threshold, so the interval is an interval and is found by root-finding."""
+    return _staircase(n, b_obs, c_obs, _tango_limit(b_obs, c_obs, n, alpha))
+
+
+@functools.lru_cache(maxsize=8192)
+def _p_at_most(b_obs: int, c_obs: int, n: int, threshold: float, alpha: float) -> float:
+    """Exact unconditional p-value of H0 "p01 - p10 <= threshold" (small: the data show the delta above it)
+    from one group's counts b = N01, c = N10: the largest probability, over H0 within the Berger-Boos box, of an
+    outcome at least as favourable as the observed one (:func:`_ordering` at ``alpha``), plus gamma (Berger &
+    Boos 1994). The ordering rises with b and falls with c, so that probability grows with p01 and falls with
+    p10 and its maximum lies on delta = threshold: a segment in p01, maximized numerically."""
+    if threshold >= 1.0:
+        return 1.0
+    threshold = max(threshold, -1.0)
+    (a0, a1), (c0, c1) = _box(b_obs, n), _box(c_obs, n)
+    if threshold < a0 - c1:
+        return BERGER_BOOS_GAMMA  # no point of the box is in H0
+    stairs = _ordering(b_obs, c_obs, n, alpha)
+    if threshold > a1 - c0:  # the whole box is in H0: the probability is largest at its corner
+        corner = _favourable_probability(n, stairs, np.array([a1]), np.array([c0]))[0]
+        return float(min(corner + BERGER_BOOS_GAMMA, 1.0))
+    start = max(a0, c0 + threshold, threshold, 0.0)
+    stop = min(a1, c1 + threshold, (1.0 + threshold) / 2.0)
+    if start > stop:
+        return 1.0  # the segment leaves the simplex inside the box (extreme counts): the trivial p-value
+
+    def probability(p01: np.ndarray) -> np.ndarray:
+        return _favourable_probability(n, stairs, p01, np.maximum(p01 - threshold, 0.0))
+
+    return min(_zoom_max(probability, start, stop) + BERGER_BOOS_GAMMA, 1.0)
+
+
+@functools.lru_cache(maxsize=8192)
+def _lower_limit(b_obs: int, c_obs: int, n: int, alpha: float) -> float:
+    """Exact lower confidence limit (one-sided level ``alpha``) for p01 - p10: the Buehler (1957) limit, the
+    smallest threshold whose H0 "delta <= threshold" :func:`_p_at_most` does not reject at ``alpha``. The
+    p-value grows with the threshold; regula falsi with the Illinois step on its probit (near-linear), keeping
+    a bracket [rejected, not rejected], returns the rejected end: within _LIMIT_TOLERANCE, never inside."""
+    from scipy.special import ndtri
+
+    def gap(threshold: float) -> float:
+        p = _p_at_most(b_obs, c_obs, n, threshold, alpha)
+        return float(ndtri(min(max(p, 1e-300), 1.0 - 1e-16)) - ndtri(alpha))
+
+    hi = _tango_limit(b_obs, c_obs, n, alpha)  # the asymptotic limit: the exact one is close by
+    f_hi = gap(hi)
+    step = 2.0 * math.sqrt(b_obs + c_obs + 4.0) / n
+    while f_hi <= 0 and hi < 1.0:
+        hi = min(1.0, hi + step)
+        f_hi = gap(hi)
+    if f_hi <= 0:
+        return hi
+    lo = max(-1.0, hi - step)
+    f_lo = gap(lo)
+    while f_lo > 0 and lo > -1.0:
+        hi, f_hi = lo, f_lo
+        lo = max(-1.0, lo - step)
+        f_lo = gap(lo)
+    if f_lo > 0:
+        return -1.0
+    previous = 0
+    while hi - lo > _LIMIT_TOLERANCE:
+        x = hi - f_hi * (hi - lo) / (f_hi - f_lo)
+        x = min(max(x, lo + _LIMIT_TOLERANCE / 4), hi - _LIMIT_TOLERANCE / 4)
+        f_x = gap(x)
+        if f_x > 0:
+            hi, f_hi = x, f_x
+            f_lo = f_lo / 2 if previous > 0 else f_lo  # Illinois (Dowell & Jarratt 1971): halve the end that stays
+            previous = 1
+        else:
+            lo, f_lo = x, f_x
+            f_hi = f_hi / 2 if previous < 0 else f_hi
+            previous = -1
+    return lo
+
+
+def paired_delta_interval(n01: int, n10: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact confidence interval for a group's paired accuracy delta p01 - p10 (B - A) from its counts: n01
+    samples wrong in A and right in B, n10 the reverse, n in all. Each end has one-sided error at most
+    (1 - confidence) / 2 whatever the discordance rate: coverage >= confidence also with no or one discordant
+    pair, where a bootstrap interval collapses (0 of 71: a point) or understates (1 right -> wrong flip of 70:
+    the bootstrap's lower end -0.043; this interval's -0.077, as Clopper-Pearson's bound on 1 / 70 says).
+
+    The interval inverts exact unconditional tests: Tango's (1998) score statistic, whose asymptotic interval
+    Fagerland, Lydersen & Laake (2014) recommend for paired proportions, with its p-value computed exactly,
+    maximized over the nuisance parameter (the discordance rate) within a Berger-Boos box (Berger & Boos 1994;
+    the exact unconditional non-inferiority test of Hsueh, Liu & Chen 2001 and Sidik 2003). Each end is
+    returned within 1e-5 of the limit, on its outer side.
+    """
+    b, c, size = _check_counts(n01, n10, n, "paired_delta_interval")
+    alpha = _one_sided(confidence, "paired_delta_interval")
+    return _lower_limit(b, c, size, alpha), -_lower_limit(c, b, size, alpha)
+
+
+def paired_delta_p_below(n01: int, n10: int, n: int, threshold: float, confidence: float = 0.95) -> float:
+    """Exact one-sided p-value that a group's accuracy delta (B - A) lies below ``threshold`` (H0: delta >=
+    threshold; small means "B dropped beyond the threshold"): the test whose inversion is the upper end of
+    :func:`paired_delta_interval` at ``confidence`` (which fixes the ordering of outcomes), so p <=
+    (1 - confidence) / 2 when, and only when, that end lies below the threshold (up to its 1e-5 tolerance). The
+    p-value is valid at any level. Never below BERGER_BOOS_GAMMA."""
+    b, c, size = _check_counts(n01, n10, n, "paired_delta_p_below")
+    return _p_at_most(c, b, size, -float(threshold), _one_sided(confidence, "paired_delta_p_below"))
+
+
+def paired_delta_p_above(n01: int, n10: int, n: int, threshold: float, confidence: float = 0.95) -> float:
+    """Exact one-sided p-value that a group's accuracy delta lies above ``threshold`` (H0: delta <= threshold;
+    small means "B is shown within a drop limit of -threshold"): the mirror image of
+    :func:`paired_delta_p_below`, inverted by the interval's lower end."""
+    b, c, size = _check_counts(n01, n10, n, "paired_delta_p_above")
+    return _p_at_most(b, c, size, float(threshold), _one_sided(confidence, "paired_delta_p_above"))
+
+
+def _one_sided(confidence: float, where: str) -> float:
+    if not 0.0 < confidence < 1.0:
+        raise UserError(f"confidence must lie in (0, 1), got {confidence}", where=where, fix="pass e.g. 0.95")
+    return (1.0 - confidence) / 2.0
+
+
+# --------------------------------------------------------------------------------------------------
 # Classification: accuracy, flips, macro-F1
 # --------------------------------------------------------------------------------------------------
 
@@ -454,14 +749,17 @@ def paired_group_deltas(
     confidence: float = 0.95,
     min_size: int = 1,
 ) -> list[GroupDelta]:
-    """Per-group accuracy deltas (B - A) with paired bootstrap CIs and exact McNemar p-values.
+    """Per-group accuracy deltas (B - A) with exact intervals and exact McNemar p-values.
 
     ``groups``: labels for per-class deltas, a metadata column for per-slice deltas (any values; groups
-    are named ``str(value)`` and returned in ``np.unique`` order). Each group is resampled within itself
-    (stratified): an exact multinomial over its 2x2 table of (correct_A, correct_B) counts, seeded from
-    (seed, group name) so a group's interval does not depend on which other groups exist. Groups with
-    fewer than ``min_size`` samples get an interval but a NaN p-value (not tested). ``p_adjusted`` is
-    left None: see :func:`adjust_group_pvalues`.
+    are named ``str(value)`` and returned in ``np.unique`` order). A group's interval is
+    :func:`paired_delta_interval` of its discordant counts: exact, so it covers also where a bootstrap
+    interval would not (no discordant pair; one flip of 70, whose bootstrap lower end -0.043 understates the
+    exact -0.077). ``delta.samples`` are still the stratified paired bootstrap's replicates (an exact
+    multinomial over the group's 2x2 table, seeded from (seed, group name)), kept for plots and
+    diagnostics; the exact one-sided p-values are :meth:`GroupDelta.p_below` / :meth:`GroupDelta.p_above`.
+    Groups with fewer than ``min_size`` samples get an interval but a NaN McNemar p-value (not tested).
+    ``p_adjusted`` is left None: see :func:`adjust_group_pvalues`.
     """
     _check_common(n_resamples, confidence)
     where = "paired_group_deltas"
@@ -474,21 +772,22 @@ def paired_group_deltas(
     # Table columns: 0 = both wrong, 1 = A wrong B right (n01), 2 = A right B wrong (n10), 3 = both right.
     sizes = tables.sum(axis=1)
     p_values = _mcnemar(tables[:, 1], tables[:, 2])
-    method = _method(confidence, n_resamples, seed,
-                     "stratified: exact multinomial over the group's 2x2 (correct_A, correct_B) table, "
-                     "resampled within the group")
+    method = (f"exact unconditional interval, {confidence * 100:g}% (Tango's score test on the group's discordant "
+              "counts, p-values maximized over the discordance rate, Berger-Boos gamma "
+              f"{BERGER_BOOS_GAMMA:g}); replicates: paired bootstrap (B={n_resamples}, seed={seed}), an exact "
+              "multinomial over the group's 2x2 (correct_A, correct_B) table, resampled within the group")
     out = []
     for g, name in enumerate(names):
         group, size, (_, n01, n10, both) = str(name), int(sizes[g]), (int(v) for v in tables[g])
         boot = bootstrap_cell_counts(tables[g], n_resamples, spawn_seed(seed, f"paired/group/{group}"))
-        samples = (boot[:, 1] - boot[:, 2]) / size
-        fallback = BinomialFallback("zero_discordant", 0, size) if n01 + n10 == 0 else None
+        lo, hi = paired_delta_interval(n01, n10, size, confidence)
         out.append(GroupDelta(
             group=group,
             n=size,
             accuracy_a=(n10 + both) / size,
             accuracy_b=(n01 + both) / size,
-            delta=_estimate((n01 - n10) / size, samples, method, confidence, fallback),
+            delta=PairedEstimate((n01 - n10) / size, lo, hi, ((boot[:, 1] - boot[:, 2]) / size).astype(np.float64),
+                                 method),
             negative_flip_rate=n10 / size,
             positive_flip_rate=n01 / size,
             mcnemar_p=float(p_values[g]) if size >= min_size else float("nan"),
