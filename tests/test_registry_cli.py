@@ -232,9 +232,6 @@ def test_corrupted_or_foreign_database_files(candidates, tmp_path, capsys):
     assert not (tmp_path / "art").exists() or not any(p.is_file() for p in (tmp_path / "art").rglob("*"))
 
 
-@pytest.mark.xfail(reason="the store sets PRAGMA journal_mode=WAL on connect, before it finds the database is not a "
-                          "registry, which rewrites the header of somebody else's file (see the registry promotion "
-                          "report)", strict=False)
 def test_a_foreign_database_is_left_byte_for_byte(candidates, tmp_path, capsys):
     foreign = _foreign_database(tmp_path / "foreign.db")
     before = sha256_file(foreign)

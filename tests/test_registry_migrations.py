@@ -16,7 +16,7 @@ from assay.registry import open_registry
 from assay.registry import schema as head_schema
 from assay.registry.artifacts import LocalArtifactStore, put_tree
 from assay.registry.audit import append, now
-from assay.registry.db import head_revision, open_database, resolve_url, script_directory
+from assay.registry.db import head_revision, known_revisions, open_database, resolve_url, script_directory
 from assay.registry.identity import bundle_files, model_files
 from registry_bundles import Bundles
 
@@ -53,6 +53,8 @@ def test_revisions_form_one_chain_and_ship_with_the_package():
     script = script_directory()
     assert [r.revision for r in script.walk_revisions()] == ["0002_tags_archive", FIRST]
     assert head_revision() == "0002_tags_archive"
+    # Opening a registry reads the revisions without importing Alembic: the same chain as Alembic's own view.
+    assert known_revisions() == {r.revision: r.down_revision for r in script.walk_revisions()}
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["assay"]
     package = ROOT / "src" / "assay"
@@ -181,3 +183,16 @@ def test_processes_opening_a_new_registry_at_once_create_it_once(registry_url, t
         p.join(30)
     assert results == [("ok", [])] * 4
     assert _revision(registry_url) == head_revision()
+
+
+def test_opening_an_up_to_date_registry_does_not_import_alembic(tmp_path):
+    """Alembic's machinery is ~0.5 s of every CLI start; a registry already at the head revision needs none."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom assay.registry import open_registry\nopen_registry(root=sys.argv[1]).close()\n"
+            "print(any(name.startswith('alembic') for name in sys.modules))\n")
+    first = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, capture_output=True, text=True)
+    second = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, capture_output=True, text=True)
+    assert first.stdout.strip() == "True"  # creating the registry ran the migrations
+    assert second.stdout.strip() == "False"

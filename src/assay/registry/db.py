@@ -11,7 +11,9 @@ time; reads never wait.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -96,11 +98,30 @@ def script_directory() -> Any:
     return ScriptDirectory.from_config(config)
 
 
+_REVISION_LINE = re.compile(r'^(down_revision|revision)(?:[ \t]*:[^=\n]*)?[ \t]*=[ \t]*(None|"[^"\n]*")[ \t]*$', re.M)
+
+
+@functools.cache
+def known_revisions() -> dict[str, str | None]:
+    """Revision -> the revision it upgrades from, read from the embedded scripts' ``revision`` and
+    ``down_revision`` lines without importing Alembic (opening an up-to-date registry needs no migration
+    machinery: ~0.5 s of every CLI start). A test checks this equals Alembic's own view."""
+    out: dict[str, str | None] = {}
+    for path in sorted((_MIGRATIONS / "versions").glob("r*.py")):
+        found = {key: None if value == "None" else value.strip('"')
+                 for key, value in _REVISION_LINE.findall(path.read_text(encoding="utf-8"))}
+        revision = found.get("revision")
+        assert revision is not None, f"{path.name} names no revision"
+        out[revision] = found.get("down_revision")
+    return out
+
+
 def head_revision() -> str:
-    """The newest schema revision this Assay knows."""
-    head = script_directory().get_current_head()
-    assert head is not None
-    return str(head)
+    """The newest schema revision this Assay knows: the one no other revision upgrades from."""
+    revisions = known_revisions()
+    heads = [r for r in revisions if r not in set(revisions.values())]
+    assert len(heads) == 1, f"the embedded migrations have {len(heads)} heads"
+    return heads[0]
 
 
 @dataclass
@@ -236,8 +257,6 @@ def _sqlite_engine(url: str, file: Path) -> tuple[Engine, bool]:
         try:
             cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             cursor.execute("PRAGMA foreign_keys = ON")
-            if not read_only:
-                cursor.execute("PRAGMA journal_mode = WAL")
         finally:
             cursor.close()
 
@@ -297,10 +316,10 @@ def open_database(url: str, sqlite_file: Path | None, *, create_folder: bool = F
 def upgrade(db: Database, target: str) -> None:
     """Upgrade the registry to revision ``target`` (the head when opened; an older one only in migration tests),
     once, under the write lock (two processes opening a new registry at once create it once)."""
-    script = script_directory()
     with db.read() as conn:
-        current = _identify(conn, script, db.where)
+        current = _identify(conn, db.where)
     if current == target:
+        _use_wal(db)
         return
     if db.read_only:
         raise RegistryError(f"the read-only registry has schema {current or '(none)'}; this Assay needs {target}",
@@ -308,10 +327,12 @@ def upgrade(db: Database, target: str) -> None:
     from alembic.config import Config
     from alembic.runtime.environment import EnvironmentContext
 
+    _use_wal(db)  # an empty database or an Assay registry (_identify refused anything else)
+    script = script_directory()
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     with db.write() as conn:
-        current = _identify(conn, script, db.where)  # again, under the lock
+        current = _identify(conn, db.where)  # again, under the lock
         if current == target:
             return
 
@@ -323,7 +344,27 @@ def upgrade(db: Database, target: str) -> None:
             env.run_migrations()
 
 
-def _identify(conn: Connection, script: Any, where: str) -> str | None:
+def _use_wal(db: Database) -> None:
+    """Put a writable SQLite registry in WAL mode (readers never wait for the writer). Only once the file is
+    known to be empty or an Assay registry: the journal mode is written into the file's header, and another
+    program's database must be left byte for byte."""
+    if db.sqlite_file is None or db.read_only:
+        return
+    raw = db.engine.raw_connection()  # autocommit (isolation_level None): the pragma cannot run in a transaction
+    try:
+        cursor = raw.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        finally:
+            cursor.close()
+    except Exception as error:
+        raise RegistryError(f"cannot switch the registry to WAL mode ({error})", where=db.where,
+                            fix="check that the registry's folder is writable") from None
+    finally:
+        raw.close()
+
+
+def _identify(conn: Connection, where: str) -> str | None:
     """The schema revision of an Assay registry; None for an empty database; RegistryError for anything else."""
     tables = set(sa.inspect(conn).get_table_names())
     if not tables:
@@ -342,11 +383,7 @@ def _identify(conn: Connection, script: Any, where: str) -> str | None:
         raise RegistryError(f"the registry's schema version is unreadable ({len(revisions)} revisions recorded)",
                             where=where, fix="restore the database from a backup")
     revision = revisions[0]
-    try:
-        known = script.get_revision(revision)
-    except Exception:
-        known = None
-    if known is None:
+    if revision not in known_revisions():
         raise RegistryError(f"the registry has schema revision {revision!r}, which this Assay does not know (it was "
                             "written by a newer Assay)", where=where, fix="upgrade Assay: pip install -U assay")
     return str(revision)
