@@ -324,15 +324,17 @@ def demo(
         console.print(f"Report: [bold]{escape(str(Path(out) / 'report.html'))}[/]  (also report.md, evidence.json, predictions.npz, reference.npz)")
 
 
-@app.command(epilog="Exit codes: 0 the gate passed; 1 the gate failed (with --fail-on-inconclusive, also when a rule "
-             "is inconclusive), and an internal error (a bug, printed as 'Internal error:'); 2 bad input.")
+@app.command(epilog="Exit codes: 0 no rule failed: the verdict is pass, or inconclusive (no regression shown, but "
+             "some rule could not be settled with these samples or timing runs; comparison.md says how many would "
+             "settle it); 1 the gate failed (a rule's whole CI is past its limit; with --fail-on-inconclusive, also "
+             "an inconclusive verdict), and an internal error (a bug, printed as 'Internal error:'); 2 bad input.")
 def compare(
     baseline: Annotated[str, typer.Argument(help="Baseline: an evidence bundle directory, or a model file (with --data).")],
     candidate: Annotated[str, typer.Argument(help="Candidate: an evidence bundle directory, or a model file (with --data).")],
     data: Annotated[str | None, typer.Option("--data", "-d", help="Evaluation data for model files (and thumbnails of flips).")] = None,
     policy: Annotated[Path | None, typer.Option(help="Gate policy YAML (default: the documented default policy).")] = None,
     suite: ModelFilesSuite = None,
-    fail_on_inconclusive: Annotated[bool, typer.Option("--fail-on-inconclusive", help="Exit 1 also when a rule is inconclusive.")] = False,
+    fail_on_inconclusive: Annotated[bool, typer.Option("--fail-on-inconclusive", help="Exit 1 also when the verdict is inconclusive (no rule failed, but one could not be settled).")] = False,
     profile: Annotated[bool, typer.Option("--profile", help="Model files: also measure latency/size (efficiency check) for the cost rules.")] = False,
     seed: Seed = 0,
     n_bootstrap: NBootstrap = 1000,
@@ -342,7 +344,7 @@ def compare(
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
-    """Regression gate: paired statistics of CANDIDATE vs BASELINE on the same data. Exit 0 pass, 1 gate failed."""
+    """Regression gate: paired statistics of CANDIDATE vs BASELINE on the same data. Exit 0 pass or inconclusive, 1 gate failed."""
     from assay.compare.run import compare as run_compare
 
     if n_bootstrap < 100:

@@ -503,7 +503,7 @@ def _tango_limit(b: int, c: int, n: int, alpha: float) -> float:
 @functools.lru_cache(maxsize=8192)
 def _ordering(b_obs: int, c_obs: int, n: int, alpha: float) -> np.ndarray:
     """The outcomes at least as favourable as (b_obs, c_obs) to "p01 - p10 is large", ordering every outcome by
-    its own asymptotic Tango limit at ``alpha`` (Buehler's designated statistic; Kabaila & Lloyd 2003): as the
+    its own asymptotic Tango limit at ``alpha`` (Buehler's designated statistic; Lloyd & Kabaila 2003): as the
     score falls with delta, limit(b, c) >= limit(obs) = l exactly when score_l(b, c) >= z_alpha, so they are
     {c <= staircase[b]} with the staircase of the score at l. A fixed ordering makes the exact p-value grow with
     the threshold, so the interval is an interval and is found by root-finding."""
