@@ -421,7 +421,8 @@ def _decide_groups(rule: Rule, rows: list[dict[str, Any]], what: str, correction
     if not bounded:
         return RuleResult(**base, status="pass", message=(
             f"no {what} ({len(tested)} tested) has a sample that went from right to wrong: the candidate is right "
-            f"wherever the baseline is{aside}"))
+            f"wherever the baseline is (an exact bound alone would need more samples per {what} to reach the "
+            "limit, but none got worse)"))
     w = min(bounded, key=lambda r: r["ci_low"])
     return RuleResult(**base, value=w["delta"], ci_low=w["ci_low"], ci_high=w["ci_high"], group=str(w["group"]),
                       status="pass", message=(

@@ -3,7 +3,7 @@
 A policy is a mapping of rules plus global settings::
 
     confidence: 0.95          # two-sided CI level; a rule fails only when its whole CI is past the limit
-    correction: holm          # per-class / per-slice family: holm (FWER) or bh (FDR)
+    correction: holm          # per-class / per-slice family: holm (FWER) or bh (FDR) over the exact p-values
     accuracy: {max_drop: 0.005}
     negative_flip_rate: {max: 0.01}
     per_class_accuracy: {max_drop: 0.03}
@@ -65,9 +65,10 @@ KNOWN_METRICS: dict[str, MetricSpec] = {
     "accuracy": MetricSpec("top-1 accuracy delta (paired bootstrap)", ("max_drop",)),
     "macro_f1": MetricSpec("macro-F1 delta (paired bootstrap)", ("max_drop",)),
     "negative_flip_rate": MetricSpec("share of samples the baseline got right and the candidate wrong", ("max",)),
-    "per_class_accuracy": MetricSpec("accuracy delta of every class (paired, family-corrected)", ("max_drop",)),
-    "per_slice_accuracy": MetricSpec("accuracy delta of every slice of every --slice-by column (paired, "
-                                     "family-corrected)", ("max_drop",)),
+    "per_class_accuracy": MetricSpec("accuracy delta of every class (paired, exact per class, family-corrected)",
+                                     ("max_drop",)),
+    "per_slice_accuracy": MetricSpec("accuracy delta of every slice of every --slice-by column (paired, exact per "
+                                     "slice, family-corrected)", ("max_drop",)),
     "ece": MetricSpec("expected calibration error delta (paired bootstrap)", ("max_increase",)),
     "nll": MetricSpec("mean negative log-likelihood delta (paired bootstrap)", ("max_increase",), fraction=False),
     "robust_accuracy": MetricSpec("adversarial robust accuracy delta (unpaired, from the adversarial sections)",
