@@ -93,10 +93,10 @@ def run_demo(out: str | Path = "assay-out", *, seed: int = 0, progress: bool = T
              force: bool = False) -> EvaluationRun:
     """Train on digits:train, export to ONNX, evaluate on digits:test (``suite``: quick = performance and
     calibration; standard adds the 15 ImageNet-C corruptions, OOD detection on the synthetic OOD sets
-    with detectors fitted on digits:train, slices by ink (low/mid/high), label-free accuracy estimates on the test digits shifted one pixel
-    (validated on the corruption views) and the efficiency profile (latency,
-    memory, FLOPs, energy); full adds held-out corruptions
-    and the black-box Square attack), write the bundle to ``out``.
+    with detectors fitted on digits:train, slices by ink (low/mid/high), label-free accuracy estimates on the
+    test digits shifted one pixel (validated on the corruption views) and the efficiency profile (latency,
+    memory, FLOPs, energy); full adds held-out corruptions and the black-box Square attack), write the bundle
+    to ``out``.
 
     Returns the :class:`~assay.evaluation.EvaluationRun`; the ONNX model is copied into the bundle.
     """

@@ -303,7 +303,8 @@ def compress(
     rank_batch = int(ranking_batch or max(batch_sizes))
     if rank_batch not in batch_sizes:
         raise OptionError(f"the ranking batch size {rank_batch} is not profiled", where="ranking_batch",
-                        fix=f"use one of {', '.join(map(str, batch_sizes))} or add it to the profiled batch sizes (--latency-batch-sizes)")
+                        fix=f"use one of {', '.join(map(str, batch_sizes))} or add it to the profiled batch sizes "
+                            "(--latency-batch-sizes)")
     calibrate = needs_calibration(methods)
     if calibrate and calibration is None and train_data is None:  # before any data is read
         raise missing_calibration_error(methods)

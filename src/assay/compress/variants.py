@@ -270,9 +270,9 @@ def missing_calibration_error(methods: Sequence[str]) -> OptionError:
     static = [name for name in parse_methods(methods) if name in STATIC_METHODS]
     return OptionError(f"no calibration data for static int8 quantization ({', '.join(static)})",
                        where="calibration",
-                       fix="pass --quantization-data DATA (calibration= in Python: a few hundred representative inputs, e.g. from the training set; "
-                           "never the evaluation set itself), or leave the int8-static methods out (int8-dynamic and "
-                           "fp16 need no calibration)")
+                       fix="pass --quantization-data DATA (calibration= in Python: a few hundred representative "
+                           "inputs, e.g. from the training set; never the evaluation set itself), or leave the "
+                           "int8-static methods out (int8-dynamic and fp16 need no calibration)")
 
 
 def calibration_batch_size(n: int, limit: int | None = None, fixed: int | None = None) -> int:
