@@ -29,7 +29,7 @@ LAYERS: dict[str, int] = {
     "assay.compare": 7, "assay.compress": 7, "assay.govern": 7,
     "assay.registry": 8,
     "assay.serve": 9, "assay.monitor": 9,
-    "assay.api": 10, "assay.demo": 10, "assay.cli": 11, "assay._entry": 12, "assay": 12,
+    "assay.api": 10, "assay.demo": 10, "assay.integrations": 10, "assay.cli": 11, "assay._entry": 12, "assay": 12,
 }
 
 

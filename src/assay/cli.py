@@ -1005,6 +1005,81 @@ def registry_verify(
     raise typer.Exit(1)
 
 
+TrackingUri = Annotated[str | None, typer.Option(
+    "--tracking-uri", help="MLflow tracking URI, e.g. sqlite:///mlflow.db or http://HOST:5000 (default: "
+                           "MLFLOW_TRACKING_URI, else MLflow's default); its model registry is used.")]
+_MLFLOW_EXITS = "1 internal error (a bug); 2 bad input (unknown name, a registry that cannot be opened, MLflow not " \
+    "installed or refusing a request)"
+
+
+def _print_transfer(result: Any, exported: bool) -> None:
+    """One line per version and alias of an export or import, then the notes and a summary."""
+    say = functools.partial(Console().print, soft_wrap=True)
+    name = escape(result.name)
+    for link in result.versions:
+        state = ("created" if exported else "registered") if link.created else "already there"
+        say(f"{name}@{link.assay_version} {'->' if exported else '<-'} MLflow {name} version {link.mlflow_version} "
+            f"({state})")
+    for a in result.aliases:
+        held = (f"{name}@{a.assay_version if a.assay_version is not None else '-'} = MLflow version "
+                f"{a.mlflow_version if a.mlflow_version is not None else '-'}")
+        say(f"alias {escape(a.alias)}: {held} ({a.action}{': ' + escape(a.note) if a.note else ''})")
+    for note in result.notes:
+        say(f"note: {escape(note)}")
+    made = sum(link.created for link in result.versions)
+    say(f"{'Exported' if exported else 'Imported'} {name} {'to' if exported else 'from'} "
+        f"{escape(result.tracking_uri)}: {len(result.versions)} version(s), {made} new; {len(result.aliases)} "
+        f"alias(es), {sum(a.action in ('set', 'forced') for a in result.aliases)} moved.")
+
+
+@registry_app.command("export-mlflow", epilog="Exit codes: 0 exported (versions and aliases MLflow already has are "
+                      "left as they are; aliases MLflow cannot name are listed as skipped); "
+                      f"{_MLFLOW_EXITS}: running it again completes an interrupted export.")
+def registry_export_mlflow(
+    name: Annotated[str, typer.Argument(help="Model name (the same in MLflow).")],
+    tracking_uri: TrackingUri = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment for the runs holding each version's files.")
+                          ] = "assay-registry",
+    registry: RegistryUrl = None,
+    artifacts: ArtifactsDir = None,
+) -> None:
+    """Copy every version of NAME (model files and evidence bundle as run artifacts, sha256 as tags) and its aliases
+    into MLflow's model registry; versions already there (same sha256) are not copied again."""
+    from assay.integrations.mlflow_registry import export_to_mlflow
+
+    with _registry(registry, artifacts) as reg:
+        result = export_to_mlflow(reg, name, tracking_uri=tracking_uri, experiment=experiment)
+    _print_transfer(result, exported=True)
+
+
+@registry_app.command("import-mlflow", epilog="Exit codes: 0 imported (versions and aliases already here are left "
+                      "as they are); 1 internal error (a bug); 2 bad input (unknown name, a version without Assay "
+                      "evidence unless --skip-unevaluated, a bundle of another model, a registry that cannot be "
+                      "opened, MLflow not installed or refusing a request; checked before anything is written).")
+def registry_import_mlflow(
+    name: Annotated[str, typer.Argument(help="Registered model name in MLflow (the same here).")],
+    tracking_uri: TrackingUri = None,
+    skip_unevaluated: Annotated[bool, typer.Option(
+        "--skip-unevaluated", help="Import the versions that carry Assay evidence and list the others, instead of "
+                                   "refusing the import.")] = False,
+    seed: Seed = 0,
+    n_bootstrap: NBootstrap = 1000,
+    registry: RegistryUrl = None,
+    artifacts: ArtifactsDir = None,
+) -> None:
+    """Register every MLflow version of NAME that carries Assay's files (model and evidence bundle in its run, as
+    export-mlflow writes them) and point NAME's aliases where MLflow's do (recorded in the history)."""
+    from assay.integrations.mlflow_registry import import_from_mlflow
+
+    if n_bootstrap < 100:
+        raise OptionError(f"--n-bootstrap {n_bootstrap} is too small", where="n_bootstrap",
+                          fix="use 100 or more (default 1000)")
+    with _registry(registry, artifacts) as reg:
+        result = import_from_mlflow(reg, name, tracking_uri=tracking_uri, skip_unevaluated=skip_unevaluated,
+                                    n_bootstrap=n_bootstrap, seed=seed)
+    _print_transfer(result, exported=False)
+
+
 # ------------------------------------------------------------------------------------------------ card
 @app.command(epilog="Exit codes: 0 the card was written (facts card.yaml does not give are marked TODO and listed, "
              "not an error); 1 internal error (a bug); 2 bad input (a bundle, card.yaml, registry reference or --out "
