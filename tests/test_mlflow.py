@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -179,6 +180,32 @@ def test_evaluator_refuses_labels_static_predictions_and_regressors(store):
                                evaluators=["assay"])
     assert not AssayEvaluator.can_evaluate(model_type="regressor", evaluator_config={})
     assert AssayEvaluator.can_evaluate(model_type="classifier", evaluator_config={})
+
+
+def test_the_entry_point_registers_the_evaluator_in_a_fresh_interpreter(tmp_path):
+    """MLflow finds evaluators through the ``mlflow.model_evaluator`` entry point group of installed
+    distributions: a distribution declaring exactly the line pyproject.toml needs makes ``"assay"`` a registered
+    evaluator, loaded by MLflow's own registry (``list_evaluators``), and the module imports without MLflow."""
+    import subprocess
+
+    info = tmp_path / "assay_entry_probe-0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: assay-entry-probe\nVersion: 0\n")
+    (info / "entry_points.txt").write_text(
+        "[mlflow.model_evaluator]\nassay = assay.integrations.mlflow_evaluator:AssayEvaluator\n")
+    code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+            "from mlflow.models.evaluation.evaluator_registry import _model_evaluation_registry as r\n"
+            "from mlflow.models import list_evaluators\n"
+            "print(sorted(list_evaluators()), r.get_evaluator('assay').__class__.__module__)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "'assay'" in done.stdout and "assay.integrations.mlflow_evaluator" in done.stdout, done.stdout
+    without = ("import sys; sys.modules['mlflow'] = None\n"
+               "import assay.integrations.mlflow_evaluator as m, assay.integrations.mlflow_registry\n"
+               "print(m.AssayEvaluator.can_evaluate(model_type='classifier', evaluator_config={}))\n")
+    done = subprocess.run([sys.executable, "-c", without], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-2000:]
 
 
 @settings(max_examples=300, deadline=None)
