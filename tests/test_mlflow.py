@@ -326,6 +326,40 @@ def test_export_then_import_round_trips_versions_sha256_and_aliases(store, tmp_p
         reg.close()
 
 
+def test_factory_and_external_data_versions_round_trip(store, tmp_path):
+    """A factory version (weights file + ``package.module:callable``, sha256 of both) and an ONNX model whose
+    weights live in an external data file come back with the same sha256 and files, through the library calls."""
+    import hashlib
+
+    from assay.integrations.mlflow_registry import export_to_mlflow, import_from_mlflow
+    from registry_bundles import evaluate, make_onnx, rewrite_evidence
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"bytes standing for weights")
+    spec = "somepkg.models:build"
+    sha = hashlib.sha256(spec.encode() + b"\0" + weights.read_bytes()).hexdigest()
+    factory_bundle = rewrite_evidence(store.bundles.bundles["a"], tmp_path / "factory_bundle", sha256=sha,
+                                      path=spec, weights=str(weights), format="factory")
+    external = make_onnx(tmp_path / "ext" / "model.onnx", seed=7, external=True)
+    external_bundle = evaluate(external, store.bundles.data, tmp_path / "ext_bundle")
+    with _open(tmp_path / "a") as reg:
+        reg.register("kinds", spec, weights=weights, evidence=factory_bundle)
+        reg.register("kinds", external, evidence=external_bundle)
+        sent = export_to_mlflow(reg, "kinds", tracking_uri=store.uri)
+        originals = reg.versions("kinds")
+    assert [(v.assay_version, v.mlflow_version, v.created) for v in sent.versions] == [(1, 1, True), (2, 2, True)]
+    with _open(tmp_path / "b") as reg:
+        got = import_from_mlflow(reg, "kinds", tracking_uri=store.uri)
+        copies = reg.versions("kinds")
+        files = sorted(p.name for p in reg.model_path(copies[1]).parent.iterdir())
+        assert reg.model_path(copies[0]).read_bytes() == weights.read_bytes()
+    assert [(v.assay_version, v.created) for v in got.versions] == [(1, True), (2, True)]
+    assert [(v.model_sha256, v.evidence_sha256, v.model_format) for v in copies] == \
+        [(v.model_sha256, v.evidence_sha256, v.model_format) for v in originals]
+    assert copies[0].model_spec["path"] == spec and copies[0].model_sha256 == sha
+    assert files == ["model.onnx", "model.onnx.data"]
+
+
 def test_import_refuses_versions_without_assay_evidence_unless_skipped(store, tmp_path, capsys):
     b = store.bundles
     a_dir, c_dir = tmp_path / "a", tmp_path / "c"
