@@ -600,6 +600,19 @@ WHERE_CASES = [
     ("profile", ["{ts}", "--latency-budget", "0"]),
     ("cache info", ["--cache-dir", "{ts}"]),
     ("cache clear", ["--older-than", "7x", "--cache-dir", "{tmp}/c"]),
+    ("card", ["{tmp}/missing", "--out", "{tmp}/o"]),
+    ("registry register", ["bad name", "{ts}", "--evidence", "{tmp}/a", "--registry", "{tmp}/r.db"]),
+    ("registry register", ["m", "{ts}", "--evidence", "{tmp}/a", "--tag", "bad key=v", "--registry", "{tmp}/r.db"]),
+    ("registry promote", ["m", "1", "--alias", "production", "--registry", "{tmp}/r.db"]),
+    ("registry rollback", ["m", "--alias", "production", "--reason", "x", "--registry", "{tmp}/r.db"]),
+    ("registry history", ["m", "--registry", "{tmp}/r.db"]),
+    ("registry list", ["--registry", "{tmp}/a"]),
+    ("registry show", ["bad name@1", "--registry", "{tmp}/r.db"]),
+    ("registry archive", ["m", "1", "--reason", "x", "--registry", "{tmp}/r.db"]),
+    ("registry gc", ["--registry", "{tmp}/a"]),
+    ("registry verify", ["--registry", "{tmp}/a"]),
+    ("registry export-mlflow", ["m", "--registry", "{tmp}/r.db", "--tracking-uri", "sqlite:///{tmp}/ml.db"]),
+    ("registry import-mlflow", ["m", "--registry", "{tmp}/r.db", "--tracking-uri", "sqlite:///{tmp}/ml.db"]),
 ]
 NO_INPUT = {"schema", "version"}
 

@@ -174,6 +174,8 @@ BatchSizes = Annotated[str, typer.Option(
     "--latency-batch-sizes", help="Batch sizes to time, comma-separated.", rich_help_panel=EFFICIENCY)]
 PricePerHour = Annotated[float | None, typer.Option(
     help="Machine price per hour: cost per 1M inferences.", rich_help_panel=EFFICIENCY)]
+GatePolicy = Annotated[Path | None, typer.Option(help="Gate policy YAML (default: the documented default policy).")]
+ModelName = Annotated[str, typer.Argument(help="Model name.")]
 
 
 def _cache(cache_dir: Path | None, no_cache: bool) -> Path | bool:
@@ -332,7 +334,7 @@ def compare(
     baseline: Annotated[str, typer.Argument(help="Baseline: an evidence bundle directory, or a model file (with --data).")],
     candidate: Annotated[str, typer.Argument(help="Candidate: an evidence bundle directory, or a model file (with --data).")],
     data: Annotated[str | None, typer.Option("--data", "-d", help="Evaluation data for model files (and thumbnails of flips).")] = None,
-    policy: Annotated[Path | None, typer.Option(help="Gate policy YAML (default: the documented default policy).")] = None,
+    policy: GatePolicy = None,
     suite: ModelFilesSuite = None,
     fail_on_inconclusive: Annotated[bool, typer.Option("--fail-on-inconclusive", help="Exit 1 also when the verdict is inconclusive (no rule failed, but one could not be settled).")] = False,
     profile: Annotated[bool, typer.Option("--profile", help="Model files: also measure latency/size (efficiency check) for the cost rules.")] = False,
@@ -781,11 +783,10 @@ def registry_register(
                       "alias, bundles the gate cannot pair, --force without --reason) or a conflict: the alias moved "
                       "while the gate ran (nothing is overwritten; run it again).")
 def registry_promote(
-    name: Annotated[str, typer.Argument(help="Model name.")],
+    name: ModelName,
     version: Annotated[int, typer.Argument(help="Version to promote.")],
     alias: Annotated[str, typer.Option(help="Alias to move, e.g. production.")],
-    policy: Annotated[Path | None, typer.Option(help="Gate policy YAML (default: the documented default policy).")
-                      ] = None,
+    policy: GatePolicy = None,
     allow_inconclusive: Annotated[bool, typer.Option(
         "--allow-inconclusive", help="Move the alias also when the gate is inconclusive.")] = False,
     force: Annotated[bool, typer.Option(
@@ -830,7 +831,7 @@ def registry_promote(
                       "name or alias, no earlier holder, --to a version that never held the alias, no --reason) or a "
                       "conflict: the alias moved meanwhile (nothing is overwritten).")
 def registry_rollback(
-    name: Annotated[str, typer.Argument(help="Model name.")],
+    name: ModelName,
     alias: Annotated[str, typer.Option(help="Alias to move back, e.g. production.")],
     reason: Annotated[str | None, typer.Option(help="Why (required): recorded in the history.")] = None,
     to: Annotated[int | None, typer.Option(help="A former holder to return to (default: the previous holder).")
@@ -849,7 +850,7 @@ def registry_rollback(
 
 @registry_app.command("history", epilog=f"Exit codes: 0 listed; {_REGISTRY_EXITS}.")
 def registry_history(
-    name: Annotated[str, typer.Argument(help="Model name.")],
+    name: ModelName,
     alias: Annotated[str | None, typer.Option(help="Only this alias's moves.")] = None,
     as_json: AsJson = False,
     registry: RegistryUrl = None,
@@ -952,7 +953,7 @@ def registry_show(
 
 @registry_app.command("archive", epilog=f"Exit codes: 0 archived; {_REGISTRY_EXITS}.")
 def registry_archive(
-    name: Annotated[str, typer.Argument(help="Model name.")],
+    name: ModelName,
     version: Annotated[int, typer.Argument(help="Version to archive.")],
     reason: Annotated[str | None, typer.Option(help="Why (required): recorded with the version.")] = None,
     registry: RegistryUrl = None,
@@ -1115,7 +1116,7 @@ def card(
 # ------------------------------------------------------------------- parameter names -> flags
 # Library parameters a command fills from one of its own under another name: `assay profile` hands the library
 # a `sample` of the inputs its --data names.
-LIBRARY_NAMES: dict[str, dict[str, str]] = {"profile": {"sample": "data"}}
+LIBRARY_NAMES: dict[str, dict[str, str]] = {"profile": {"sample": "data"}, "registry register": {"tags": "tag"}}
 
 
 def _command_path(argv: Sequence[str]) -> str | None:

@@ -16,22 +16,23 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 ACTIONS = ("promote", "rollback", "force")
 
 
-def check_name(name: object, *, what: str = "model name") -> str:
-    """``name`` when it matches :data:`NAME_PATTERN`, else a RegistryError saying which characters are allowed."""
+def check_name(name: object, *, what: str = "model name", where: str = "name") -> str:
+    """``name`` when it matches :data:`NAME_PATTERN`, else a RegistryError saying which characters are allowed
+    (``where``: the parameter that carried it, which the CLI shows as its argument or flag)."""
     if not isinstance(name, str) or NAME_PATTERN.fullmatch(name) is None:
         shown = repr(name)[:80]
-        raise RegistryError(f"{shown} is not a valid {what}", where=what,
+        raise RegistryError(f"{shown} is not a valid {what}", where=where,
                             fix="use 1-128 characters: letters, digits, '.', '_' and '-', starting with a letter "
                                 "or digit")
     return name
 
 
-def check_alias(alias: object) -> str:
+def check_alias(alias: object, *, where: str = "alias") -> str:
     """An alias name (same charset as model names; an all-digit alias would read as a version number)."""
-    check_name(alias, what="alias")
+    check_name(alias, what="alias", where=where)
     assert isinstance(alias, str)
     if alias.isdigit():
-        raise RegistryError(f"{alias!r} is not a valid alias: NAME@{alias} reads as version {alias}", where="alias",
+        raise RegistryError(f"{alias!r} is not a valid alias: NAME@{alias} reads as version {alias}", where=where,
                             fix="use a word such as 'production' or 'staging'")
     return alias
 

@@ -103,7 +103,7 @@ def _check_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
         raise RegistryError("tags must be a mapping of names to text", where="tags", fix="pass {'key': 'value'}")
     checked: dict[str, str] = {}
     for key, value in tags.items():
-        check_name(key, what="tag name")
+        check_name(key, what="tag name", where="tags")
         if not isinstance(value, str) or len(value) > _MAX_TAG_VALUE:
             raise RegistryError(f"the value of tag {key!r} must be text of at most {_MAX_TAG_VALUE} characters",
                                 where=f"tags[{key!r}]", fix="pass text")
@@ -303,7 +303,7 @@ class Registry:
             raise RegistryError(f"{ref!r} is not a model reference", where="reference",
                                 fix="write NAME, NAME@VERSION or NAME@ALIAS")
         name, _, selector = ref.partition("@")
-        check_name(name)
+        check_name(name, where=ref)
         with self.db.read() as conn:
             if selector == "" and "@" not in ref:
                 self._check_model(conn, name)
@@ -314,7 +314,7 @@ class Registry:
                 return live[-1]
             if selector.isdigit():
                 return self._version_from_row(conn, self._version_row(conn, name, int(selector)))
-            check_alias(selector)
+            check_alias(selector, where=ref)
             self._check_model(conn, name)
             held = conn.execute(sa.select(aliases.c.version).where(aliases.c.name == name,
                                                                    aliases.c.alias == selector)).scalar()
