@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import re
 import urllib.parse
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from assay.evidence.schema import Evidence
 
 __all__ = ["EVIDENCE_PATH", "INSTALL", "MODEL_PATH", "LoggedMetric", "client_for", "evidence_metrics", "log_metrics",
-           "metric_name", "mlflow_errors", "require_mlflow", "shown_uri"]
+           "metric_name", "mlflow_errors", "quiet_store_logs", "require_mlflow", "shown_uri"]
 
 INSTALL = "pip install 'assay[mlflow]'"
 #: Where a run keeps Assay's files (run artifact paths): the evidence bundle, and an exported version's model files.
@@ -67,6 +68,22 @@ def client_for(tracking_uri: str | None, what: str) -> tuple[MlflowClient, str]:
     with mlflow_errors(tracking_uri or "the default tracking URI"):
         uri = tracking_uri if tracking_uri is not None else mlflow.get_tracking_uri()
         return MlflowClient(tracking_uri=uri), shown_uri(uri)
+
+
+@contextlib.contextmanager
+def quiet_store_logs() -> Iterator[None]:
+    """MLflow's INFO lines about creating and migrating a tracking database ("Creating initial MLflow database
+    tables...") kept off stderr while Assay works, so that a command's error stays the first line there; its
+    warnings still show."""
+    loggers = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 @contextlib.contextmanager

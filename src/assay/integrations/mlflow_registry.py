@@ -57,6 +57,8 @@ from assay.integrations._mlflow import (
     evidence_metrics,
     log_metrics,
     mlflow_errors,
+    quiet_store_logs,
+    require_mlflow,
 )
 from assay.registry._types import check_alias, check_name
 
@@ -125,9 +127,16 @@ def export_to_mlflow(registry: Registry, name: str, *, tracking_uri: str | None 
     """Every version of ``name`` (model files, evidence bundle, sha256 and other tags) and every alias, into
     MLflow's model registry at ``tracking_uri`` (default: MLflow's, see :func:`~assay.integrations._mlflow.client_for`);
     versions already there (same sha256 pair) and aliases already in place are left alone."""
-    client, where = client_for(tracking_uri, "assay registry export-mlflow")
-    versions = registry.versions(name)
+    require_mlflow("assay registry export-mlflow")
+    versions = registry.versions(name)  # an unknown name fails before MLflow creates anything
     aliases = registry.aliases(name)
+    with quiet_store_logs():
+        return _export(registry, name, versions, aliases, tracking_uri, experiment)
+
+
+def _export(registry: Registry, name: str, versions: list[ModelVersion], aliases: dict[str, int],
+            tracking_uri: str | None, experiment: str) -> Transfer:
+    client, where = client_for(tracking_uri, "assay registry export-mlflow")
     links: list[VersionLink] = []
     with mlflow_errors(where):
         _ensure_registered_model(client, name)
@@ -301,6 +310,12 @@ def import_from_mlflow(registry: Registry, name: str, *, tracking_uri: str | Non
     written) unless ``skip_unevaluated``; a bundle that is not of the model beside it always does.
     ``n_bootstrap``/``seed``: the gate of an alias that moves over an Assay holder."""
     check_name(name)
+    with quiet_store_logs():
+        return _import(registry, name, tracking_uri, skip_unevaluated, n_bootstrap, seed, actor)
+
+
+def _import(registry: Registry, name: str, tracking_uri: str | None, skip_unevaluated: bool, n_bootstrap: int,
+            seed: int, actor: str | None) -> Transfer:
     client, where = client_for(tracking_uri, "assay registry import-mlflow")
     with mlflow_errors(where):
         if _registered_model(client, name) is None:
