@@ -165,6 +165,35 @@ def test_evaluate_a_logged_sklearn_model_agrees_with_mlflows_own_evaluator(store
     assert evidence["model"]["path"].startswith("models:/")
 
 
+def test_evaluator_config_input_shape_and_label_list(store):
+    """MLflow's rows reshaped to images for Assay (the model still gets MLflow's flat rows), and 1-based labels
+    mapped through label_list; without it they are refused with that fix."""
+    from assay.errors import DataError
+
+    rng = np.random.default_rng(0)
+    x = rng.random((120, 16)).astype(np.float32)
+    weight = rng.normal(size=(16, 3)).astype(np.float32)
+    seen_shapes = set()
+
+    def predict(rows):
+        rows = np.asarray(rows, dtype=np.float32)
+        seen_shapes.add(rows.shape[1:])
+        return rows @ weight
+
+    y = (x @ weight).argmax(1) + 1  # labels 1, 2, 3 for score columns 0, 1, 2
+    mlflow.set_experiment(experiment_id=store.experiment)
+    with mlflow.start_run():
+        result = mlflow.models.evaluate(predict, x, targets=y, model_type="classifier", evaluators=["assay"],
+                                        evaluator_config={"assay": {"input_shape": [1, 4, 4], "label_list": [1, 2, 3],
+                                                                    "n_bootstrap": 100}})
+    evidence = result.artifacts["assay_evidence"].content
+    assert evidence["model"]["input_shape"] == [None, 1, 4, 4] and evidence["data"]["modality"] == "image"
+    assert evidence["model"]["class_names"] == ["1", "2", "3"] and result.metrics["performance.accuracy"] == 1.0
+    assert seen_shapes == {(16,)}
+    with mlflow.start_run(), pytest.raises(DataError, match="targets 3 are not among the model's classes"):
+        mlflow.models.evaluate(predict, x, targets=y, model_type="classifier", evaluators=["assay"])
+
+
 def test_evaluator_refuses_labels_static_predictions_and_regressors(store):
     ds, _ = make_blobs_dataset(n=60)
     mlflow.set_experiment(experiment_id=store.experiment)

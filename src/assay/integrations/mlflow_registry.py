@@ -140,7 +140,11 @@ def _export(registry: Registry, name: str, versions: list[ModelVersion], aliases
     links: list[VersionLink] = []
     with mlflow_errors(where):
         _ensure_registered_model(client, name)
-        existing = {_pair(mv): mv for mv in _mlflow_versions(client, name) if _pair(mv) is not None}
+        existing: dict[tuple[str, str], MlflowVersion] = {}
+        for mv in _mlflow_versions(client, name):  # oldest first: a pair exported twice maps to its first version
+            pair = _pair(mv)
+            if pair is not None:
+                existing.setdefault(pair, mv)
         experiment_id: str | None = None
         for v in versions:
             found = existing.get((v.model_sha256, v.evidence_sha256))
