@@ -50,10 +50,11 @@ def _install() -> str | None:
     if shutil.which("apt-get") is None:
         return "PostgreSQL is not installed and there is no apt-get to install it"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "install", "-y", "-q", "postgresql"],
-                    ["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "postgresql"]):
+    wait = ["-o", "DPkg::Lock::Timeout=600"]  # two xdist workers may install at once: the second waits for dpkg
+    for command in (["apt-get", *wait, "install", "-y", "-q", "postgresql"],
+                    ["apt-get", *wait, "update", "-q"], ["apt-get", *wait, "install", "-y", "-q", "postgresql"]):
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
-        if done.returncode == 0 and command[1] == "install":
+        if done.returncode == 0 and "install" in command:
             return None
     return f"apt-get install postgresql failed: {done.stderr.strip()[-300:]}"
 
