@@ -204,7 +204,7 @@ def _version_tags(v: ModelVersion) -> dict[str, str]:
             TAG_CREATED: v.created_at}
     if v.data_fingerprints:
         tags[TAG_DATA] = v.data_fingerprints[0]
-    if v.model_format == "factory":
+    if v.model_spec.get("weights") is not None:  # a factory spec: its "path" is the import path, not a file
         tags[TAG_FACTORY] = str(v.model_spec.get("path", ""))
     if v.git_commit:
         tags[TAG_COMMIT] = v.git_commit
