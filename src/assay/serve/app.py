@@ -401,6 +401,7 @@ class ServeState:
     canary_fraction: float
     admin_token: str | None
     log_inputs: bool
+    log_features: bool
     poll_seconds: float | None
     ready: bool = False
     load_error: str | None = None
@@ -420,7 +421,7 @@ def _as_source(value: Any, registry: str | None, artifacts: str | None) -> Model
 
 
 def _prediction_rows(loaded: LoadedModel, logits: np.ndarray, probs: np.ndarray, x: np.ndarray, request_id: str,
-                     role: str, log_inputs: bool) -> list[dict[str, Any]]:
+                     role: str, log_inputs: bool, features: np.ndarray | None = None) -> list[dict[str, Any]]:
     now = time.time()
     rows = []
     for i in range(len(logits)):
@@ -432,6 +433,8 @@ def _prediction_rows(loaded: LoadedModel, logits: np.ndarray, probs: np.ndarray,
             "logits": logits[i].astype(np.float32), "top1": top, "confidence": float(probs[i, top])}
         if log_inputs:
             row["inputs"] = np.ascontiguousarray(x[i])
+        if features is not None:
+            row["features"] = features[i].astype(np.float32)
         rows.append(row)
     return rows
 
@@ -442,7 +445,8 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
                max_batch_rows: int = 1024, top_k: int = 5, sink: PredictionSink | None = None,
                cors_origins: Sequence[str] | None = None, registry: str | None = None,
                artifacts: str | None = None, poll_seconds: float | None = None, max_batch: int | None = None,
-               max_wait_ms: float = 2.0, log_inputs: bool = False) -> FastAPI:
+               max_wait_ms: float = 2.0, log_inputs: bool = False,
+               log_features: bool = False) -> FastAPI:
     """The FastAPI app serving ``model_source`` (a model file, a factory, a :class:`Model`, or ``NAME@ALIAS``
     in the registry at ``registry``). See the module docstring for what each option does; the model is loaded
     (and warmed) in the background at startup, ``/readyz`` says when it is ready."""
@@ -462,6 +466,7 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
     state = ServeState(roles=roles, sink=sink if sink is not None else NullSink(), top_k=top_k,
                        max_body_bytes=max_body_bytes, max_batch_rows=max_batch_rows,
                        canary_fraction=canary_fraction, admin_token=admin_token or None, log_inputs=log_inputs,
+                       log_features=log_features,
                        poll_seconds=poll_seconds)
     metrics = Metrics(state)
 
@@ -577,23 +582,31 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
         given = request.headers.get("x-request-id")
         return given if given is not None and REQUEST_ID.match(given) else str(uuid.uuid4())
 
-    async def run_model(role: str, loaded: LoadedModel, x: np.ndarray) -> np.ndarray:
+    async def run_model(role: str, loaded: LoadedModel, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         start = time.perf_counter()
-        logits, _ = await run_in_threadpool(loaded.model.forward, x)
+        logits, features = await run_in_threadpool(loaded.model.forward, x, state.log_features)
         metrics.model_latency.labels(role).observe(time.perf_counter() - start)
-        return logits
+        return logits, features
+
+    async def submit(rows: list[dict[str, Any]]) -> None:
+        """Hand rows to the sink; a blocking sink (on_full="block") waits in a worker thread, a strict one is
+        awaited until committed."""
+        if getattr(state.sink, "on_full", None) == "block":
+            waited = await run_in_threadpool(state.sink.submit, rows)
+        else:
+            waited = state.sink.submit(rows)
+        if waited is not None:
+            await waited
 
     async def score_shadow(x: np.ndarray, rid: str) -> None:
         loaded = roles["shadow"].slot.current
         if loaded is None:
             return
         with contextlib.suppress(Exception):  # the challenger never hurts the response path
-            logits = await run_model("shadow", loaded, x)
+            logits, features = await run_model("shadow", loaded, x)
             probs = softmax(logits)
             count_rows("shadow", loaded, probs)
-            waited = state.sink.submit(_prediction_rows(loaded, logits, probs, x, rid, "shadow", state.log_inputs))
-            if waited is not None:
-                await waited
+            await submit(_prediction_rows(loaded, logits, probs, x, rid, "shadow", state.log_inputs, features))
 
     def count_rows(role: str, loaded: LoadedModel, probs: np.ndarray) -> None:
         top = probs.argmax(axis=1)
@@ -627,10 +640,11 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
                                      loaded.model.info, state.max_batch_rows)
                 except BadRequestError as exc:
                     return exc.response()
+        features = None
         if role == "primary" and state.batcher is not None:
             loaded, logits = await state.batcher.predict(x)
         else:
-            logits = await run_model(role, loaded, x)
+            logits, features = await run_model(role, loaded, x)
         probs = softmax(logits)
         count_rows(role, loaded, probs)
         names = loaded.classes
@@ -641,9 +655,11 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
             "confidence": float(probs[i, order[i, 0]]),
             "top_k": [{"class_index": int(c), "class_name": names[int(c)], "probability": float(probs[i, c])}
                       for c in order[i]]} for i in range(len(probs))]
-        waited = state.sink.submit(_prediction_rows(loaded, logits, probs, x, rid, role, state.log_inputs))
-        if waited is not None:
-            await waited
+        try:
+            await submit(_prediction_rows(loaded, logits, probs, x, rid, role, state.log_inputs, features))
+        except Exception as exc:  # strict durability: the row could not be committed (log full or failing)
+            return BadRequestError(503, f"the prediction could not be logged: {exc}", "prediction log",
+                                   "retry later; the log is full or its store is failing").response()
         background = None
         if "shadow" in roles:
             background = BackgroundTask(score_shadow, x, rid)
@@ -677,9 +693,11 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
             return exc.response()
         row = {"kind": "feedback", "request_id": rid, "label": label, "time": time.time()}
         row["row"] = payload.get("row", 0) if isinstance(payload.get("row", 0), int) else 0
-        waited = state.sink.submit([row])
-        if waited is not None:
-            await waited
+        try:
+            await submit([row])
+        except Exception as exc:
+            return BadRequestError(503, f"the label could not be logged: {exc}", "prediction log",
+                                   "retry later").response()
         return JSONResponse({"request_id": rid, "label": label, "accepted": True})
 
     @app.get("/healthz")
