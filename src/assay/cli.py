@@ -1184,7 +1184,10 @@ def serve(
             continue
         source = ModelSource(value, registry=registry_url, artifacts=artifacts_dir)
         if source.is_registry:
-            source.current_version()  # an unknown name or alias fails here, before the server starts
+            try:
+                source.current_version()  # an unknown name or alias fails here, before the server starts
+            except UserError as exc:
+                raise UserError(exc.what, where=value, fix=exc.fix) from None
         elif not Path(value).exists() and ":" not in value:
             raise ModelError("model file not found", where=value, fix="check the path, or give NAME@ALIAS")
         sources[role] = source
