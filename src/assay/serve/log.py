@@ -105,6 +105,10 @@ class PredictionRow:
         if self.role not in ROLES:
             raise OptionError(f"prediction role {self.role!r} is not one of {', '.join(ROLES)}",
                               where="PredictionRow.role", fix="use 'primary', 'shadow' or 'canary'")
+        for name in ("request_id", "version", "input_sha256"):
+            if "\x00" in str(getattr(self, name)):  # PostgreSQL text cannot hold NUL; no real id or version has one
+                raise OptionError(f"prediction {name} contains a NUL character", where=f"PredictionRow.{name}",
+                                  fix="use printable ids and version names")
         object.__setattr__(self, "logits", np.ascontiguousarray(np.asarray(self.logits, np.float32).reshape(-1)))
         if self.features is not None:
             object.__setattr__(self, "features",
