@@ -329,3 +329,64 @@ def test_cli_refuses_bad_serve_options(models: dict[str, Path], tmp_path: Path, 
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("Error:") and "Fix:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("durability", ["fast", "strict"])
+def test_cli_serves_and_sigterm_flushes_the_prediction_log(models: dict[str, Path], tmp_path: Path,
+                                                           durability: str) -> None:
+    """`python -m assay.cli serve` with the real prediction log: after SIGTERM every answered row is in the log,
+    its logits equal ONNX Runtime's, and the feedback label is joined to its request."""
+    import os
+    import subprocess
+    import sys
+
+    from assay.serve.log import read_log
+    from serve_launcher import free_port
+
+    port, store = free_port(), tmp_path / "logs"
+    token = tmp_path / "token"
+    token.write_text("cli-token-456\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    env.pop("ASSAY_ADMIN_TOKEN", None)
+    proc = subprocess.Popen([sys.executable, "-m", "assay.cli", "serve", str(models["main"]), "--port", str(port),
+                             "--log-store", str(store), "--durability", durability, "--log-inputs",
+                             "--admin-token-file", str(token)], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout and proc.stdout.read()
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        xs = {f"cli-{i}": _rows(500 + i, 1 + i % 4) for i in range(40)}
+
+        async def run() -> None:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                answers = await asyncio.gather(*(client.post("/v1/predict", json={"inputs": x.tolist()},
+                                                             headers={"X-Request-ID": rid}) for rid, x in xs.items()))
+                assert [a.status_code for a in answers] == [200] * len(xs)
+                assert (await client.post("/v1/feedback", json={"request_id": "cli-3", "label": "fox"})).status_code \
+                    == 200
+                reload = await client.post("/admin/reload", headers={"Authorization": "Bearer cli-token-456"})
+                assert reload.status_code == 200
+
+        asyncio.run(run())
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = read_log(str(store))
+    assert len(log) == sum(len(x) for x in xs.values())
+    for rid, x in xs.items():
+        got = log[log["request_id"] == rid].sort_values("row")
+        np.testing.assert_allclose(np.stack(got["logits"].to_numpy()), _onnx_logits(models["main"], x), rtol=1e-5,
+                                   atol=1e-6)
+        assert got["inputs"].map(lambda b: np.frombuffer(b, np.float32)).map(list).tolist() == x.tolist()
+    labelled = log[log["label"].notna()]
+    assert labelled["request_id"].unique().tolist() == ["cli-3"] and set(labelled["label"]) == {2}
