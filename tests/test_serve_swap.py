@@ -125,3 +125,14 @@ def test_admin_reload_swaps_at_once_and_model_names_its_evidence(registry, tmp_p
         assert 'assay_model_swaps_total{role="primary"} 1.0' in metrics
         assert 'assay_model_info{role="primary",sha256="' in metrics and 'version="clf@1"' in metrics
         assert 'version="clf@2"' not in metrics
+
+
+def test_a_model_file_takes_its_evidence_from_a_matching_reference_bundle(registry, tmp_path: Path) -> None:
+    _, models = registry
+    (model_a, bundle_a), (_, bundle_b) = models["clf@1"], models["clf@2"]
+    with Server(tmp_path, str(model_a), reference=str(bundle_a)) as srv:
+        info = httpx.get(srv.url + "/v1/model").json()
+    evidence = read_evidence(bundle_a)
+    assert info["evidence"]["sections"] == {name: sec.verdict for name, sec in evidence.sections.items()}
+    with Server(tmp_path, str(model_a), reference=str(bundle_b)) as srv:  # another model's bundle: not claimed
+        assert httpx.get(srv.url + "/v1/model").json()["evidence"] is None

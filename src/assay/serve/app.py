@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import io
@@ -484,6 +485,10 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
                     if named == current.version:
                         continue
                 loaded = await run_in_threadpool(role.source.load)
+                if loaded.evidence is None and reference is not None:
+                    summary = await run_in_threadpool(_evidence_summary, Path(reference))
+                    if summary is not None and summary["model_sha256"] == loaded.model.info.sha256:
+                        loaded = dataclasses.replace(loaded, evidence=summary)  # the bundle is of this very model
                 if current is not None and loaded.version == current.version and not force:
                     continue
                 old = role.slot.swap(loaded)
