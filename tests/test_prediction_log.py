@@ -21,7 +21,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from assay.errors import OptionError
-from assay.serve.log import CommitTicket, LogFullError, PredictionLog, PredictionRow, open_log, read_log
+from assay.serve.log import (
+    CommitTicket,
+    LogFullError,
+    PredictionLog,
+    PredictionRow,
+    compact_log,
+    open_log,
+    read_log,
+)
 from assay.serve.log_stores import ParquetStore, Store
 
 pytest_plugins = ["postgres"]
@@ -303,3 +311,41 @@ def test_two_writer_processes_share_one_postgresql_table(postgres_url):
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     frame = read_log(postgres_url)
     assert sorted(frame["request_id"]) == sorted([f"a{i}" for i in range(400)] + [f"b{i}" for i in range(400)])
+
+
+def test_compaction_keeps_the_contents_and_order(tmp_path):
+    duckdb = pytest.importorskip("duckdb")
+    log = open_log(root=tmp_path, commit_interval_ms=0, compact_every_s=0.05)
+    for i in range(60):
+        log.submit([_row(i)])
+        if i % 20 == 0:
+            log.feedback(f"r{i}", 3)
+        time.sleep(0.005)
+    log.close()  # the compactor ran while the writer committed
+    compact_log(root=tmp_path)
+    folder = tmp_path / ".assay" / "logs"
+    store = ParquetStore(folder)
+    assert len(store.files("predictions")) == 1 and len(store.files("feedback")) == 1
+    frame = read_log(root=tmp_path)
+    assert list(frame["request_id"]) == [f"r{i}" for i in range(60)]
+    assert frame["label"].notna().sum() == 3
+    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{folder}/predictions-*.parquet')").fetchall()[0][0] == 60
+
+
+def test_a_compaction_interrupted_before_its_deletes_duplicates_nothing(tmp_path):
+    import shutil
+
+    with open_log(root=tmp_path, commit_interval_ms=0, compact_every_s=None) as log:
+        for i in range(5):
+            log.submit([_row(i)])
+            time.sleep(0.01)
+    folder = tmp_path / ".assay" / "logs"
+    saved = tmp_path / "saved"
+    shutil.copytree(folder, saved)
+    assert compact_log(root=tmp_path) == 5
+    for source in saved.glob("predictions-*.parquet"):  # as if the process died right after the rename
+        shutil.copy(source, folder / source.name)
+    assert list(read_log(root=tmp_path)["request_id"]) == [f"r{i}" for i in range(5)]
+    assert compact_log(root=tmp_path) == 5  # the leftovers are removed
+    assert len(list(folder.glob("predictions-*.parquet"))) == 1
+    assert list(read_log(root=tmp_path)["request_id"]) == [f"r{i}" for i in range(5)]
