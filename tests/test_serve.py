@@ -320,10 +320,14 @@ def test_sigterm_finishes_in_flight_requests_and_closes_the_sink(models: dict[st
 
 def test_cli_refuses_bad_serve_options(models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                        ) -> None:
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not an onnx model")
     cases = [
         ["serve", str(models["main"]), "--canary-fraction", "0.2"],
         ["serve", str(models["main"]), "--admin-token-file", str(tmp_path / "missing")],
         ["serve", str(tmp_path / "missing.onnx")],
+        ["serve", str(garbage)],
+        ["serve", str(models["main"]), "--canary", str(garbage), "--canary-fraction", "0.1"],
     ]
     for argv in cases:
         assert main(argv) == 2, argv

@@ -1190,6 +1190,7 @@ def serve(
                 raise UserError(exc.what, where=value, fix=exc.fix) from None
         elif not Path(value).exists() and ":" not in value:
             raise ModelError("model file not found", where=value, fix="check the path, or give NAME@ALIAS")
+        source.preload()  # a model that cannot be loaded fails here (exit 2), not behind a 503 from /readyz
         sources[role] = source
     if poll_seconds is None:
         poll_seconds = 10.0 if any(s.is_registry for s in sources.values()) else 0.0

@@ -140,6 +140,7 @@ class ModelSource:
         self.artifacts = artifacts
         self.weights = weights
         self._registry: Any = None
+        self._preloaded: LoadedModel | None = None
         self.is_registry = isinstance(source, str) and "@" in source and not Path(source).exists()
 
     def _open(self) -> Any:
@@ -155,8 +156,16 @@ class ModelSource:
             return "static"
         return str(self._open().resolve(str(self.source)).ref)
 
+    def preload(self) -> LoadedModel:
+        """Load now (a bad model fails here, e.g. before a server starts); the app's first load takes this one."""
+        self._preloaded = self.load()
+        return self._preloaded
+
     def load(self) -> LoadedModel:
         """Load and warm the model this source names now."""
+        if self._preloaded is not None:
+            loaded, self._preloaded = self._preloaded, None
+            return loaded
         if isinstance(self.source, Model):
             model = self.source
             warm(model)
