@@ -394,3 +394,56 @@ def test_cli_serves_and_sigterm_flushes_the_prediction_log(models: dict[str, Pat
         assert got["inputs"].map(lambda b: np.frombuffer(b, np.float32)).map(list).tolist() == x.tolist()
     labelled = log[log["label"].notna()]
     assert labelled["request_id"].unique().tolist() == ["cli-3"] and set(labelled["label"]) == {2}
+
+
+def test_bad_input_never_reaches_the_model_and_readyz_waits_for_the_load() -> None:
+    """In process (starlette's TestClient): a model that counts its forward passes is not called by any refused
+    request; /readyz answers 503 until the (slow) load and warm-up are done, then 200; with --log-features the
+    rows carry the model's features."""
+    from fastapi.testclient import TestClient
+
+    from assay.serve.app import ModelSource, create_app
+    from conftest import LinearModel
+
+    model = LinearModel(np.eye(4, 3), np.zeros(3), (4,))
+    release = threading.Event()
+
+    class SlowSource(ModelSource):
+        def load(self):  # type: ignore[no-untyped-def]
+            release.wait(10)
+            return super().load()
+
+    class ListSink:
+        def __init__(self) -> None:
+            self.rows: list[dict] = []
+
+        def submit(self, rows: list[dict]) -> None:
+            self.rows.extend(rows)
+
+        def close(self) -> None:
+            pass
+
+    sink = ListSink()
+    app = create_app(SlowSource(model), sink=sink, max_body_bytes=2000, max_batch_rows=8, log_features=True)
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 503
+        assert client.post("/v1/predict", json={"inputs": [[0, 0, 0, 0]]}).status_code == 503
+        release.set()
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.get("/readyz").status_code == 200
+        warmed = model.calls
+        assert warmed == 1  # the warm-up pass
+        refused = [b"{", b'{"inputs": [[1, 2, 3]]}', b'{"inputs": [[1, 2, 3, NaN]]}', b'{"inputs": [[1, 2, 3, "4"]]}',
+                   json.dumps({"inputs": [[0] * 4] * 9}).encode(), b"[" * 3000, _npy(np.zeros((1, 4), complex))]
+        for body in refused:
+            answer = client.post("/v1/predict", content=body, headers={"Content-Type": "application/json"
+                                                                      if not body.startswith(b"\x93") else
+                                                                      "application/x-npy"})
+            assert 400 <= answer.status_code < 500, (body[:40], answer.text)
+        assert model.calls == warmed
+        ok = client.post("/v1/predict", json={"inputs": [[1, 2, 3, 4]]})
+        assert ok.status_code == 200 and model.calls == warmed + 1
+    assert sink.rows[-1]["features"].tolist() == [1, 2, 3, 4]
+    np.testing.assert_allclose(sink.rows[-1]["logits"], [1, 2, 3])

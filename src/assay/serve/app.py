@@ -234,10 +234,13 @@ def parse_inputs(body: bytes, content_type: str, info: Any, max_rows: int) -> np
             raise BadRequestError(422, 'the JSON body has no "inputs" field', "body",
                              'send {"inputs": [[...], ...]}: one list of numbers per row')
         try:
-            array = np.asarray(payload["inputs"], dtype=np.float64)
+            array = np.asarray(payload["inputs"])  # no dtype: strings stay strings (not parsed as numbers)
         except (ValueError, TypeError, OverflowError, RecursionError):
+            array = np.asarray(None, dtype=object)
+        if array.dtype.kind not in "fiu":
             raise BadRequestError(422, f"inputs are not a rectangular array of numbers {expected}", "inputs",
-                             "send nested lists of numbers, every row the same shape") from None
+                                  "send nested lists of numbers (not strings or booleans), every row the same shape")
+        array = array.astype(np.float64)
     if array.ndim == len(row_shape):
         array = array[None, ...]
     if array.ndim != len(row_shape) + 1 or any(d is not None and d != a for d, a in zip(row_shape, array.shape[1:],
