@@ -240,7 +240,7 @@ def test_batching_equals_unbatched(models: dict[str, Path], tmp_path: Path) -> N
             answers = await asyncio.gather(*(client.post("/v1/predict", json={"inputs": x.tolist()}) for x in xs))
         return [a.json() for a in answers]
 
-    with Server(tmp_path, str(models["main"]), top_k=2, max_batch=16, max_wait_ms=50) as srv:
+    with Server(tmp_path, str(models["main"]), top_k=2, max_batch=16, max_wait_ms=200) as srv:
         batched = asyncio.run(run(srv.url))
         calls = _metrics(srv.url)[("assay_model_latency_seconds_count", (("role", "primary"),))]
     with Server(tmp_path, str(models["main"]), top_k=2) as srv:
