@@ -354,7 +354,8 @@ def test_cli_serves_and_sigterm_flushes_the_prediction_log(models: dict[str, Pat
     env.pop("ASSAY_ADMIN_TOKEN", None)
     proc = subprocess.Popen([sys.executable, "-m", "assay.cli", "serve", str(models["main"]), "--port", str(port),
                              "--log-store", str(store), "--durability", durability, "--log-inputs",
-                             "--admin-token-file", str(token)], env=env, cwd=tmp_path,
+                             "--admin-token-file", str(token),
+                             *(["--log-on-full", "block"] if durability == "fast" else [])], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -1159,6 +1159,8 @@ def serve(
     cors_origin: Annotated[list[str] | None, typer.Option(help="Allow browser requests from this origin; repeat for more (CORS is off by default).", rich_help_panel=SERVE)] = None,
     log_store: Annotated[str | None, typer.Option(help="Prediction log store: a folder (Parquet segments), sqlite:///FILE or postgresql+psycopg://... (default .assay/logs/).", rich_help_panel=SERVE)] = None,
     durability: Annotated[str, typer.Option(help="fast: answer at once, rows committed within a commit window; strict: answer only once the row is committed.", rich_help_panel=SERVE)] = "fast",
+    log_queue_size: Annotated[int, typer.Option(help="Prediction log rows that may wait to be committed.", rich_help_panel=SERVE)] = 10_000,
+    log_on_full: Annotated[str, typer.Option(help="When the log queue is full: shed (drop the rows, counted in /metrics as assay_log_dropped_total; the answer is not delayed) or block (the request waits for room).", rich_help_panel=SERVE)] = "shed",
     log_inputs: Annotated[bool, typer.Option("--log-inputs", help="Keep each request's inputs in the prediction log.", rich_help_panel=SERVE)] = False,
     log_features: Annotated[bool, typer.Option("--log-features", help="Keep the model's embedding of each row in the prediction log (when the model exposes features).", rich_help_panel=SERVE)] = False,
 ) -> None:
@@ -1174,6 +1176,9 @@ def serve(
     if durability not in ("fast", "strict"):
         raise OptionError(f"--durability {durability!r} is not fast or strict", where="--durability",
                           fix="use --durability fast (default) or strict")
+    if log_on_full not in ("shed", "block"):
+        raise OptionError(f"--log-on-full {log_on_full!r} is not shed or block", where="--log-on-full",
+                          fix="use --log-on-full shed (default) or block")
     if max_body_mb <= 0 or max_batch_rows < 1 or top_k < 1:
         raise OptionError("--max-body-mb, --max-batch-rows and --top-k must be positive", where="--max-body-mb",
                           fix="give positive limits")
@@ -1196,7 +1201,8 @@ def serve(
         poll_seconds = 10.0 if any(s.is_registry for s in sources.values()) else 0.0
     from assay.serve.log import open_log
 
-    sink = open_log(log_store, durability="strict" if durability == "strict" else "fast")
+    sink = open_log(log_store, durability="strict" if durability == "strict" else "fast", queue_size=log_queue_size,
+                    on_full="block" if log_on_full == "block" else "shed")
     try:
         app_ = create_app(sources["model"], reference=None if reference is None else str(reference),
                           shadow=sources.get("--shadow"), canary=sources.get("--canary"),
