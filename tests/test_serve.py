@@ -417,6 +417,7 @@ def test_bad_input_never_reaches_the_model_and_readyz_waits_for_the_load() -> No
     class ListSink:
         def __init__(self) -> None:
             self.rows: list[dict] = []
+            self.queued, self.dropped, self.committed = 3, 7, 11  # what a prediction log reports
 
         def submit(self, rows: list[dict]) -> None:
             self.rows.extend(rows)
@@ -446,5 +447,9 @@ def test_bad_input_never_reaches_the_model_and_readyz_waits_for_the_load() -> No
         assert model.calls == warmed
         ok = client.post("/v1/predict", json={"inputs": [[1, 2, 3, 4]]})
         assert ok.status_code == 200 and model.calls == warmed + 1
+        samples = {sample.name: sample.value for family in text_string_to_metric_families(client.get("/metrics").text)
+                   for sample in family.samples}
+        assert (samples["assay_log_queue_depth"], samples["assay_log_dropped_total"],
+                samples["assay_log_committed_total"]) == (3, 7, 11)
     assert sink.rows[-1]["features"].tolist() == [1, 2, 3, 4]
     np.testing.assert_allclose(sink.rows[-1]["logits"], [1, 2, 3])

@@ -220,19 +220,19 @@ def parse_inputs(body: bytes, content_type: str, info: Any, max_rows: int) -> np
             array = np.load(io.BytesIO(body), allow_pickle=False)
         except Exception as exc:  # any malformed .npy: refused, never a 500
             raise BadRequestError(400, f"the body is not a readable .npy array ({type(exc).__name__})", "body",
-                             "send np.save(buffer, array) bytes with Content-Type: application/x-npy") from None
+                                  "send np.save(buffer, array) bytes with Content-Type: application/x-npy") from None
         if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiub":
             raise BadRequestError(422, f"the array's dtype {getattr(array, 'dtype', '?')} is not numeric", "body",
-                             f"send a {info.input_dtype} array")
+                                  f"send a {info.input_dtype} array")
     else:
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):
             raise BadRequestError(400, "the body is not valid JSON", "body",
-                             'send {"inputs": [[...], ...]} with Content-Type: application/json') from None
+                                  'send {"inputs": [[...], ...]} with Content-Type: application/json') from None
         if not isinstance(payload, dict) or "inputs" not in payload:
             raise BadRequestError(422, 'the JSON body has no "inputs" field', "body",
-                             'send {"inputs": [[...], ...]}: one list of numbers per row')
+                                  'send {"inputs": [[...], ...]}: one list of numbers per row')
         try:
             array = np.asarray(payload["inputs"])  # no dtype: strings stay strings (not parsed as numbers)
         except (ValueError, TypeError, OverflowError, RecursionError):
@@ -246,12 +246,12 @@ def parse_inputs(body: bytes, content_type: str, info: Any, max_rows: int) -> np
     if array.ndim != len(row_shape) + 1 or any(d is not None and d != a for d, a in zip(row_shape, array.shape[1:],
                                                                                      strict=True)):
         raise BadRequestError(422, f"inputs have shape {tuple(array.shape)}, the model takes {expected}", "inputs",
-                         f"send rows of shape {row_text}")
+                              f"send rows of shape {row_text}")
     if array.shape[0] == 0:
         raise BadRequestError(422, "inputs have no rows", "inputs", "send at least one row")
     if array.shape[0] > max_rows:
         raise BadRequestError(413, f"{array.shape[0]} rows in one request, the limit is {max_rows}", "inputs",
-                         f"split the batch into requests of at most {max_rows} rows")
+                              f"split the batch into requests of at most {max_rows} rows")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = int(np.argwhere(~np.isfinite(array))[0][0])
         raise BadRequestError(422, "inputs contain NaN or infinity", f"inputs[{bad}]", "send finite numbers only")
@@ -259,11 +259,11 @@ def parse_inputs(body: bytes, content_type: str, info: Any, max_rows: int) -> np
     if dtype.kind in "iu":
         if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
             raise BadRequestError(422, f"the model takes {dtype} inputs, got fractional numbers", "inputs",
-                             "send whole numbers")
+                                  "send whole numbers")
         limits = np.iinfo(dtype)
         if array.size and (array.min() < limits.min or array.max() > limits.max):
             raise BadRequestError(422, f"inputs outside the range of {dtype}", "inputs",
-                             f"send numbers in [{limits.min}, {limits.max}]")
+                                  f"send numbers in [{limits.min}, {limits.max}]")
     elif dtype.kind == "f":
         with np.errstate(over="ignore"):
             cast = array.astype(dtype)
@@ -593,13 +593,13 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
                 raise BadRequestError(400, "Content-Length is not a number", "Content-Length", "send a valid header")
             if int(length) > state.max_body_bytes:
                 raise BadRequestError(413, f"the body is {int(length)} bytes, the limit is {state.max_body_bytes}",
-                                 "body", "send fewer rows per request")
+                                      "body", "send fewer rows per request")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > state.max_body_bytes:
                 raise BadRequestError(413, f"the body is over the limit of {state.max_body_bytes} bytes", "body",
-                                 "send fewer rows per request")
+                                      "send fewer rows per request")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -654,7 +654,7 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
         primary = roles["primary"].slot.current
         if not state.ready or primary is None:
             return BadRequestError(503, "the model is not loaded yet", "server", "wait until GET /readyz answers 200"
-                              ).response()
+                                   ).response()
         try:
             body = await read_body(request)
             x = parse_inputs(body, request.headers.get("content-type", "application/json"), primary.model.info,
@@ -706,21 +706,21 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
                 payload = json.loads(body)
             except (ValueError, RecursionError):
                 raise BadRequestError(400, "the body is not valid JSON", "body",
-                                 'send {"request_id": "...", "label": 3}') from None
+                                      'send {"request_id": "...", "label": 3}') from None
             if not isinstance(payload, dict):
                 raise BadRequestError(422, "the body is not a JSON object", "body",
-                                 'send {"request_id": "...", "label": 3}')
+                                      'send {"request_id": "...", "label": 3}')
             rid, label = payload.get("request_id"), payload.get("label")
             if not isinstance(rid, str) or not REQUEST_ID.match(rid):
                 raise BadRequestError(422, "request_id is missing or not a request id", "request_id",
-                                 "send the request_id a /v1/predict answer gave")
+                                      "send the request_id a /v1/predict answer gave")
             loaded = roles["primary"].slot.current
             names = loaded.classes if loaded is not None else []
             if isinstance(label, str) and label in names:
                 label = names.index(label)
             if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < max(len(names), 1):
                 raise BadRequestError(422, f"label {label!r} is not a class index or name of the model", "label",
-                                 f"send an index in [0, {len(names) - 1}] or one of the class names")
+                                      f"send an index in [0, {len(names) - 1}] or one of the class names")
         except BadRequestError as exc:
             return exc.response()
         row = {"kind": "feedback", "request_id": rid, "label": label, "time": time.time()}
@@ -743,7 +743,7 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
                                                                  in roles.items() if r.slot.current is not None}})
         if state.load_error is not None:
             return BadRequestError(503, f"the model failed to load: {state.load_error}", "model",
-                              "check the model source and restart").response()
+                                   "check the model source and restart").response()
         return BadRequestError(503, "the model is loading", "model", "retry shortly").response()
 
     @app.get("/metrics")
@@ -763,7 +763,7 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
                                "classes": info.class_names, "evidence": loaded.evidence}
         if "primary" not in described:
             return BadRequestError(503, "the model is not loaded yet", "server", "wait until GET /readyz answers 200"
-                              ).response()
+                                   ).response()
         return JSONResponse({**described["primary"], "roles": described, "reference": reference,
                              "canary_fraction": state.canary_fraction})
 
@@ -771,18 +771,18 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
     async def admin_reload(request: Request) -> Response:
         if state.admin_token is None:
             return BadRequestError(404, "admin endpoints are off", "server",
-                              "start the server with --admin-token-file or ASSAY_ADMIN_TOKEN").response()
+                                   "start the server with --admin-token-file or ASSAY_ADMIN_TOKEN").response()
         given = request.headers.get("authorization", "")
         scheme, _, token = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode("utf-8"),
                                                                  state.admin_token.encode("utf-8")):
             return BadRequestError(403, "wrong or missing admin token", "Authorization",
-                              "send Authorization: Bearer TOKEN").response()
+                                   "send Authorization: Bearer TOKEN").response()
         try:
             changed = await refresh()
         except Exception as exc:  # the old model keeps serving
             return BadRequestError(409, f"the new model could not be loaded: {exc}", "model",
-                              "fix the registry version; the previous model is still serving").response()
+                                   "fix the registry version; the previous model is still serving").response()
         return JSONResponse({"changed": changed, "versions": {name: r.slot.current.version for name, r
                                                               in roles.items() if r.slot.current is not None}})
 
