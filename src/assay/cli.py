@@ -1136,9 +1136,9 @@ def _admin_token(path: Path | None) -> str | None:
     return os.environ.get("ASSAY_ADMIN_TOKEN") or None
 
 
-@app.command(epilog="Exit codes: 0 the server stopped (SIGTERM/SIGINT: in-flight requests finished, the prediction "
-             "log flushed); 1 internal error (a bug); 2 bad input (a model, registry reference or option Assay cannot "
-             "use; nothing started).")
+@app.command(epilog="Exit codes: on SIGTERM/SIGINT the server finishes in-flight requests, flushes the prediction log, "
+             "then ends by that signal (as uvicorn does: status 143 / 130 in a shell); 1 internal error (a bug); 2 bad "
+             "input (a model, registry reference or option Assay cannot use; nothing started).")
 def serve(
     model: Annotated[str, typer.Argument(help="Model file (.onnx, .pt, .pt2), or NAME@ALIAS / NAME@VERSION in the registry (an alias is followed: the server swaps to the version it points to).")],
     registry: RegistryUrl = None,
