@@ -58,10 +58,11 @@ floats = st.floats(allow_nan=False, allow_infinity=False, width=32)
 rows_strategy = st.lists(st.tuples(
     st.lists(floats, min_size=1, max_size=12),  # logits
     st.none() | st.lists(floats, min_size=0, max_size=6),  # features
-    st.none() | st.binary(max_size=40),  # inputs
+    st.none() | st.binary(max_size=40)  # inputs: raw bytes or an array
+    | st.lists(floats, min_size=1, max_size=12).map(lambda v: np.array(v, np.float32).reshape(len(v), 1)),
     st.sampled_from(["primary", "shadow", "canary"]),
     st.floats(0, 1), st.integers(0, 2**40), st.integers(0, 31),
-    st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=20)),
+    st.text(st.characters(blacklist_characters="\x00", blacklist_categories=["Cs"]), min_size=1, max_size=20)),
     min_size=0, max_size=25)
 
 
@@ -90,7 +91,12 @@ def _check_roundtrip(store: str | None, root: Path, drawn: list, commit_rows: in
             assert got.features is None
         else:
             assert np.array_equal(got.features, want.features)
-        assert got.inputs == want.inputs
+        if isinstance(want.inputs, np.ndarray):
+            assert (got.inputs_dtype, got.inputs_shape) == ("<f4", want.inputs.shape)
+            rebuilt = np.frombuffer(got.inputs, got.inputs_dtype).reshape(got.inputs_shape)
+            assert np.array_equal(rebuilt, want.inputs)
+        else:
+            assert got.inputs == want.inputs and got.inputs_dtype is None and got.inputs_shape is None
 
 
 def _as_app_dict(row: PredictionRow) -> dict:
@@ -288,6 +294,8 @@ def test_bad_options_are_user_errors(tmp_path):
         _row(1, role="leader")
     with pytest.raises(OptionError, match="NUL"):
         _row(1, version="a\x00b")
+    with pytest.raises(OptionError, match="UTF-8"):
+        _row(1, version="a\ud800")
     with pytest.raises(OptionError, match="no prediction log"):
         read_log(root=tmp_path / "nowhere")
 

@@ -91,6 +91,20 @@ class CommitTicket(concurrent.futures.Future):
         return asyncio.wrap_future(self).__await__()
 
 
+def _check_text(value: object, where: str) -> None:
+    """Refuse text no store can hold, here rather than in the writer (where it would fail the whole batch):
+    NUL (PostgreSQL text) and lone surrogates (not UTF-8)."""
+    if value is None:
+        return
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise OptionError(f"{where} is not valid UTF-8 text", where=where, fix="use printable ids and names") from None
+    if "\x00" in text:
+        raise OptionError(f"{where} contains a NUL character", where=where, fix="use printable ids and names")
+
+
 @dataclass(frozen=True)
 class PredictionRow:
     """One logged prediction. ``time`` is Unix seconds (``time.time()``); ``version`` e.g. ``"digits@3"`` or a sha256.
@@ -116,10 +130,8 @@ class PredictionRow:
         if self.role not in ROLES:
             raise OptionError(f"prediction role {self.role!r} is not one of {', '.join(ROLES)}",
                               where="PredictionRow.role", fix="use 'primary', 'shadow' or 'canary'")
-        for name in ("request_id", "version", "input_sha256"):
-            if "\x00" in str(getattr(self, name)):  # PostgreSQL text cannot hold NUL; no real id or version has one
-                raise OptionError(f"prediction {name} contains a NUL character", where=f"PredictionRow.{name}",
-                                  fix="use printable ids and version names")
+        for name in ("request_id", "version", "input_sha256", "model_sha256"):
+            _check_text(getattr(self, name), f"PredictionRow.{name}")
         object.__setattr__(self, "logits", np.ascontiguousarray(np.asarray(self.logits, np.float32).reshape(-1)))
         if self.features is not None:
             object.__setattr__(self, "features",
@@ -137,6 +149,13 @@ class PredictionRow:
                    input_sha256=str(row["input_sha256"]), logits=row["logits"], top1=row["top1"],
                    confidence=row["confidence"], inputs=row.get("inputs"), features=row.get("features"),
                    row=int(row.get("row", 0)), model_sha256=row.get("model_sha256"))
+
+    def inputs_layout(self) -> tuple[str | None, list[int] | None]:
+        """(numpy dtype string, shape) of array inputs, so ``np.frombuffer(inputs, dtype).reshape(shape)`` rebuilds
+        them; (None, None) for raw bytes or no inputs."""
+        if isinstance(self.inputs, np.ndarray):
+            return self.inputs.dtype.str, [int(d) for d in self.inputs.shape]
+        return None, None
 
     def inputs_bytes(self) -> bytes | None:
         if self.inputs is None:
@@ -236,6 +255,7 @@ class PredictionLog:
             if isinstance(row, PredictionRow):
                 predictions.append(row)
             elif row.get("kind") == "feedback":
+                _check_text(row["request_id"], "feedback request_id")
                 feedback.append(FeedbackRow(str(row["request_id"]), int(row["label"]),
                                             float(row.get("time") or time.time()), int(row.get("row", 0))))
             else:
@@ -244,6 +264,7 @@ class PredictionLog:
 
     def feedback(self, request_id: str, label: int, *, at: float | None = None, row: int = 0) -> CommitTicket | None:
         """Log a true label for a request id (same queue and durability as predictions)."""
+        _check_text(request_id, "feedback request_id")
         item = FeedbackRow(str(request_id), int(label), float(time.time() if at is None else at), int(row))
         return self._put(_Item((), [item], None))
 
@@ -431,7 +452,8 @@ def read_log(store: str | None = None, *, root: str | Path | None = None, since:
     """The logged predictions (``since <= time < until``, Unix seconds; one ``version``), in commit order, with
     ``label`` and ``label_time`` from the latest feedback for each request id (NaN/None when none arrived).
 
-    Columns: request_id, row, time, version, model_sha256, role, input_sha256, inputs (bytes or None), logits
+    Columns: request_id, row, time, version, model_sha256, role, input_sha256, inputs (bytes or None; an array's
+    C-order bytes, with inputs_dtype such as ``<f4`` and inputs_shape, a tuple, when it was logged as one), logits
     (float32 arrays), top1, confidence, features (float32 arrays or None), label (nullable Int64), label_time;
     the label joins on (request_id, row)."""
     if store is None and not default_log_dir(root).is_dir():

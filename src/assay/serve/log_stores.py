@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import itertools
+import json
 import os
 import time
 import uuid
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["PREDICTION_COLUMNS", "ParquetStore", "SqlStore", "Store"]
 
 PREDICTION_COLUMNS = ("request_id", "row", "time", "version", "model_sha256", "role", "input_sha256", "inputs",
-                      "logits", "top1", "confidence", "features")
+                      "inputs_dtype", "inputs_shape", "logits", "top1", "confidence", "features")
 
 
 class Store:
@@ -45,6 +46,10 @@ class Store:
 
 def _f32(values: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(values, dtype=np.float32).reshape(-1))
+
+
+def _from_f32(blob: Any) -> np.ndarray:
+    return np.frombuffer(bytes(blob), dtype="<f4").astype(np.float32)
 
 
 def _empty_predictions() -> pd.DataFrame:
@@ -78,6 +83,7 @@ class ParquetStore(Store):
         predictions = pa.schema([("request_id", pa.string()), ("row", pa.int64()), ("time", pa.float64()),
                                  ("version", pa.string()), ("model_sha256", pa.string()), ("role", pa.string()),
                                  ("input_sha256", pa.string()), ("inputs", pa.binary()),
+                                 ("inputs_dtype", pa.string()), ("inputs_shape", pa.list_(pa.int64())),
                                  ("logits", pa.list_(pa.float32())), ("top1", pa.int64()),
                                  ("confidence", pa.float64()), ("features", pa.list_(pa.float32()))])
         feedback = pa.schema([("request_id", pa.string()), ("row", pa.int64()), ("label", pa.int64()),
@@ -112,6 +118,8 @@ class ParquetStore(Store):
                 "model_sha256": [r.model_sha256 for r in predictions], "role": [r.role for r in predictions],
                 "input_sha256": [r.input_sha256 for r in predictions],
                 "inputs": [r.inputs_bytes() for r in predictions],
+                "inputs_dtype": [r.inputs_layout()[0] for r in predictions],
+                "inputs_shape": [r.inputs_layout()[1] for r in predictions],
                 "logits": _list_column([r.logits for r in predictions]),
                 "top1": [r.top1 for r in predictions], "confidence": [r.confidence for r in predictions],
                 "features": _list_column([r.features for r in predictions]),
@@ -133,8 +141,6 @@ class ParquetStore(Store):
 
     @staticmethod
     def _merged_sources(names: Sequence[str]) -> set[str]:
-        import json
-
         import pyarrow.parquet as pq
 
         merged: set[str] = set()
@@ -150,7 +156,6 @@ class ParquetStore(Store):
         sources; one compaction at a time per folder (an exclusive lock). Returns the number of files removed.
         Rows keep their commit order."""
         import fcntl
-        import json
 
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -193,6 +198,9 @@ class ParquetStore(Store):
             frame = table.drop_columns(["logits", "features"]).to_pandas()
             frame["logits"] = _decode_list(table.column("logits"))
             frame["features"] = _decode_list(table.column("features"))
+            frame["inputs_shape"] = [None if v is None else tuple(int(d) for d in v) for v in frame["inputs_shape"]]
+            for name in ("model_sha256", "inputs_dtype"):  # None, not NaN, when absent (as the SQL stores give)
+                frame[name] = pd.Series(table.column(name).to_pylist(), dtype=object, index=frame.index)
             frame = frame[list(PREDICTION_COLUMNS)]
         else:
             frame = _empty_predictions()
@@ -249,6 +257,8 @@ class SqlStore(Store):
             sa.Column("role", sa.String(16), nullable=False),
             sa.Column("input_sha256", sa.String(64), nullable=False),
             sa.Column("inputs", sa.LargeBinary(), nullable=True),
+            sa.Column("inputs_dtype", sa.String(32), nullable=True),
+            sa.Column("inputs_shape", sa.String(256), nullable=True),  # JSON list
             sa.Column("logits", sa.LargeBinary(), nullable=False),
             sa.Column("top1", sa.BigInteger(), nullable=False),
             sa.Column("confidence", sa.Float(precision=53), nullable=False),
@@ -290,6 +300,8 @@ class SqlStore(Store):
                     {"request_id": r.request_id, "row": r.row, "time": r.time, "version": r.version,
                      "model_sha256": r.model_sha256, "role": r.role,
                      "input_sha256": r.input_sha256, "inputs": r.inputs_bytes(),
+                     "inputs_dtype": r.inputs_layout()[0],
+                     "inputs_shape": None if r.inputs_layout()[1] is None else json.dumps(r.inputs_layout()[1]),
                      "logits": _f32(r.logits).astype("<f4").tobytes(), "top1": r.top1, "confidence": r.confidence,
                      "features": None if r.features is None else _f32(r.features).astype("<f4").tobytes()}
                     for r in predictions])
@@ -307,11 +319,17 @@ class SqlStore(Store):
                                         self.feedback.c.time)
                               .order_by(self.feedback.c.id)).all()
         if rows:
-            frame = pd.DataFrame([tuple(r) for r in rows], columns=list(PREDICTION_COLUMNS))
-            frame["inputs"] = [None if b is None else bytes(b) for b in frame["inputs"]]
-            frame["logits"] = [np.frombuffer(bytes(b), dtype="<f4").astype(np.float32) for b in frame["logits"]]
-            frame["features"] = [None if b is None else np.frombuffer(bytes(b), dtype="<f4").astype(np.float32)
-                                 for b in frame["features"]]
+            columns = dict(zip(PREDICTION_COLUMNS, zip(*rows)))  # column tuples straight from the driver
+            columns["inputs"] = tuple(None if b is None else bytes(b) for b in columns["inputs"])
+            columns["inputs_shape"] = tuple(None if v is None else tuple(json.loads(v))
+                                            for v in columns["inputs_shape"])
+            columns["logits"] = tuple(_from_f32(b) for b in columns["logits"])
+            columns["features"] = tuple(None if b is None else _from_f32(b) for b in columns["features"])
+            frame = pd.DataFrame({name: pd.Series(list(values), dtype=object) for name, values in columns.items()})
+            for name in ("row", "top1"):
+                frame[name] = frame[name].astype("int64")
+            for name in ("time", "confidence"):
+                frame[name] = frame[name].astype("float64")
         else:
             frame = _empty_predictions()
         feedback = (pd.DataFrame([tuple(r) for r in fb], columns=["request_id", "row", "label", "time"]) if fb
