@@ -7,7 +7,7 @@
    then ``close()``; rows/s from first submit to the last commit. Stores: Parquet segments (one zstd file per
    batch, temp + rename), SQLite WAL (synchronous=NORMAL), and a throw-away PostgreSQL server (tests/postgres.py).
    Also the store alone: batches of 2048 rows written straight to the store (the writer thread's ceiling).
-   A light-traffic case too: Parquet written 50 rows per commit (many small segments; no compaction yet).
+   A light-traffic case too: Parquet written 50 rows per commit (many small segments), then compacted.
 2. Read-back: the whole log as a DataFrame with `read_log` (arrays decoded), and an aggregate query in DuckDB
    (``read_parquet`` for segments; for SQLite DuckDB needs its ``sqlite`` extension, downloaded on first use:
    tried, and reported when unavailable).
@@ -163,6 +163,15 @@ def main() -> None:
     print(f"Parquet, light traffic (50 rows per commit, {small_files} segments): store-only {small_rate:,.0f} rows/s, "
           f"read_log {small_read:.3f} s, DuckDB {duck_text} s, "
           f"{folder_bytes(small) / 1e6:.1f} MB")
+    from assay.serve.log import compact_log
+
+    started = time.perf_counter()
+    removed = compact_log(root=small)
+    compact_s = time.perf_counter() - started
+    after_read, after_duck = readback(None, small)
+    after_text = after_duck if isinstance(after_duck, str) else f"{after_duck:.3f}"
+    print(f"  after compact_log ({compact_s:.2f} s, {removed} files merged): read_log {after_read:.3f} s, "
+          f"DuckDB {after_text} s")
     pq_, sq = results["Parquet segments"], results["SQLite WAL"]
     print(f"ratio SQLite / Parquet: log rows/s {sq[0] / pq_[0]:.2f}x, store-only rows/s {sq[1] / pq_[1]:.2f}x, "
           f"read_log time {sq[2] / pq_[2]:.2f}x  (> 1: SQLite faster / slower to read)")

@@ -10,7 +10,7 @@ Durability (`durability`):
   everything. On SIGKILL the rows still in the queue are lost: at most those submitted during the last commit
   window plus the commit in progress. Measured by ``tests/test_prediction_log_crash.py`` and
   ``bench/bench_prediction_log.py`` (numbers below): with the default 50 ms window, a writer killed at random
-  points loses the rows acknowledged in the last <= ~55 ms and never a committed one.
+  points loses the rows acknowledged in the last <= ~52 ms and never a committed one.
 - ``"strict"``: ``submit`` returns a `CommitTicket` (a ``concurrent.futures.Future`` that is also awaitable from
   asyncio: ``await log.submit(rows)``) resolved only after the batch holding the rows is committed (and, for
   Parquet/SQLite, fsynced); a row is readable as soon as its ticket resolves.
@@ -22,19 +22,21 @@ rows)``).
 
 Embedded store, chosen by measurement (``bench/bench_prediction_log.py``, bench/RESULTS.md, 50,000 rows of 10 logits
 + 64 features, 2-core machine): **Parquet segments** under ``<root>/.assay/logs/``. Through the log, Parquet
-committed 74k rows/s against 31k for SQLite WAL (0.42x) and 22k for PostgreSQL; the store alone 134k vs 40k rows/s;
-reading the log back took 0.23 s vs 1.0 s, on 0.44x the disk; and DuckDB reads Parquet natively (0.013 s for a
+committed 77k rows/s against 33k for SQLite WAL (0.43x) and 26k for PostgreSQL; the store alone 145k vs 41k rows/s;
+reading the log back took 0.23 s vs 0.86 s, on 0.44x the disk; and DuckDB reads Parquet natively (0.014 s for a
 GROUP BY over all rows) while reading SQLite needs DuckDB's ``sqlite`` extension, downloaded on first use (fails
 offline; monitoring, issue 15, must work without network). A segment is complete or absent (temp file + rename),
 several processes can write one folder, and logits/features are ``list<float32>`` columns (DuckDB ``FLOAT[]``). The
 cost: one file per commit, so light traffic makes many small segments (50 rows per commit: 1,000 files for 50,000
 rows, read back in 1.2 s), so a running log merges segments under 16 MB every ``compact_every_s`` (600 s) in a
-thread of its own (`compact_log` does it on demand). SQLite stays available (``store="sqlite:///path.db"``) and
-PostgreSQL (``store="postgresql+psycopg://..."``) takes several instances writing one table.
+thread of its own (`compact_log` does it on demand: 1.2 s for those 1,000 files, read back in 0.21 s afterwards).
+SQLite stays available (``store="sqlite:///path.db"``) and PostgreSQL (``store="postgresql+psycopg://..."``) takes
+several instances writing one table.
 
 SIGKILL, measured (12 kills at random points per store, writer at 2,000 rows/s, 50 ms window): Parquet lost median
-46, p90 89, max 110 acknowledged rows; the oldest lost row had been acknowledged at most 55 ms before the kill
-(SQLite: max 97 rows, 47 ms). No committed row was ever lost, and the log was always a prefix of what was submitted.
+43, p90 102, max 104 acknowledged rows; the oldest lost row had been acknowledged at most 52 ms before the kill
+(SQLite: max 103 rows, 50 ms; PostgreSQL in the tests: 74-96 rows, <= 46 ms). No committed row was ever lost, and
+the log was always a prefix of what was submitted.
 
 Query the embedded log with DuckDB::
 
