@@ -357,3 +357,32 @@ def test_a_compaction_interrupted_before_its_deletes_duplicates_nothing(tmp_path
     assert compact_log(root=tmp_path) == 5  # the leftovers are removed
     assert len(list(folder.glob("predictions-*.parquet"))) == 1
     assert list(read_log(root=tmp_path)["request_id"]) == [f"r{i}" for i in range(5)]
+
+
+def test_reads_during_compaction_never_duplicate_or_lose_rows(tmp_path):
+    log = open_log(root=tmp_path, commit_interval_ms=0, compact_every_s=None)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def compact_repeatedly() -> None:
+        while not stop.is_set():
+            try:
+                compact_log(root=tmp_path)
+            except BaseException as exc:
+                errors.append(exc)
+
+    compactor = threading.Thread(target=compact_repeatedly, daemon=True)
+    compactor.start()
+    seen = 0
+    for i in range(40):
+        log.submit([_row(i)])
+        time.sleep(0.01)
+        ids = list(read_log(root=tmp_path)["request_id"])
+        assert len(ids) == len(set(ids)) and len(ids) >= seen
+        assert ids == [f"r{k}" for k in range(len(ids))]
+        seen = len(ids)
+    log.close()
+    stop.set()
+    compactor.join(timeout=30)
+    assert not errors
+    assert list(read_log(root=tmp_path)["request_id"]) == [f"r{k}" for k in range(40)]

@@ -188,6 +188,16 @@ class ParquetStore(Store):
         return removed
 
     def read(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        for attempt in range(5):  # a compaction may delete a listed segment (its rows are in the merged file)
+            try:
+                return self._read_once()
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.05)
+        raise AssertionError("unreachable")
+
+    def _read_once(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
