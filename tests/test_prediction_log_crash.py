@@ -116,7 +116,7 @@ def test_strict_mode_sigkill_loses_no_acknowledged_row(tmp_path):
 def test_sigkill_on_postgresql_keeps_a_prefix_with_every_committed_row(tmp_path, postgres_server):
     rng = random.Random(3)
     results = []
-    for trial in range(3):
+    for _trial in range(3):
         url = postgres_server.create_database()
         try:
             results.append(kill_and_count(url, tmp_path, rng))
