@@ -613,6 +613,8 @@ WHERE_CASES = [
     ("registry verify", ["--registry", "{tmp}/a"]),
     ("registry export-mlflow", ["m", "--registry", "{tmp}/r.db", "--tracking-uri", "sqlite:///{tmp}/ml.db"]),
     ("registry import-mlflow", ["m", "--registry", "{tmp}/r.db", "--tracking-uri", "sqlite:///{tmp}/ml.db"]),
+    ("serve", ["{ts}", "--canary-fraction", "0.2"]),
+    ("serve", ["m@production", "--registry", "{tmp}/r.db"]),
 ]
 NO_INPUT = {"schema", "version"}
 

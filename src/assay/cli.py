@@ -1113,6 +1113,110 @@ def card(
             say(f"Warning: {escape(finding.message)}")
 
 
+# ------------------------------------------------------------------------------------------- serve
+SERVE = "Serving"
+
+
+def _admin_token(path: Path | None) -> str | None:
+    """The admin token from --admin-token-file, else ASSAY_ADMIN_TOKEN (never a command-line value: it would show
+    in the process list and shell history)."""
+    import os
+
+    from assay.errors import OptionError
+
+    if path is not None:
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise OptionError(f"cannot read the admin token file ({exc.strerror})", where=str(path),
+                              fix="give a readable file holding the token") from None
+        if not token:
+            raise OptionError("the admin token file is empty", where=str(path), fix="write a long random token in it")
+        return token
+    return os.environ.get("ASSAY_ADMIN_TOKEN") or None
+
+
+@app.command(epilog="Exit codes: on SIGTERM/SIGINT the server finishes in-flight requests, flushes the prediction log, "
+             "then ends by that signal (as uvicorn does: status 143 / 130 in a shell); 1 internal error (a bug); 2 bad "
+             "input (a model, registry reference or option Assay cannot use; nothing started).")
+def serve(
+    model: Annotated[str, typer.Argument(help="Model file (.onnx, .pt, .pt2), or NAME@ALIAS / NAME@VERSION in the registry (an alias is followed: the server swaps to the version it points to).")],
+    registry: RegistryUrl = None,
+    artifacts: ArtifactsDir = None,
+    reference: Annotated[Path | None, typer.Option(help="Evidence bundle whose reference monitoring compares live traffic with.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on (loopback by default; 0.0.0.0 exposes the server).", rich_help_panel=SERVE)] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", rich_help_panel=SERVE)] = 8000,
+    shadow: Annotated[str | None, typer.Option(help="Challenger NAME@ALIAS (or file) scoring every request off the response path; logged with role shadow.", rich_help_panel=SERVE)] = None,
+    canary: Annotated[str | None, typer.Option(help="Challenger NAME@ALIAS (or file) answering a sticky --canary-fraction of requests (by hash of X-Assay-Key, else the request id).", rich_help_panel=SERVE)] = None,
+    canary_fraction: Annotated[float, typer.Option(help="Share of requests the --canary answers, in [0, 1].", rich_help_panel=SERVE)] = 0.0,
+    max_batch: Annotated[int | None, typer.Option(help="Dynamic batching: group concurrent requests into model calls of up to this many rows (off by default).", rich_help_panel=SERVE)] = None,
+    max_wait_ms: Annotated[float, typer.Option(help="Dynamic batching: the longest a request waits for others to join its batch.", rich_help_panel=SERVE)] = 2.0,
+    max_batch_rows: Annotated[int, typer.Option(help="Most rows one request may send.", rich_help_panel=SERVE)] = 1024,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body, in MiB (refused before it is read).", rich_help_panel=SERVE)] = 16.0,
+    top_k: Annotated[int, typer.Option(help="Classes with their probabilities in each answer.", rich_help_panel=SERVE)] = 5,
+    admin_token_file: Annotated[Path | None, typer.Option(help="File holding the bearer token of POST /admin/reload (or ASSAY_ADMIN_TOKEN); without one the admin endpoint is off.", rich_help_panel=SERVE)] = None,
+    poll_seconds: Annotated[float | None, typer.Option(help="Check the registry alias this often and hot-swap when it moves (default: 10 s for NAME@ALIAS, 0 turns it off).", rich_help_panel=SERVE)] = None,
+    cors_origin: Annotated[list[str] | None, typer.Option(help="Allow browser requests from this origin; repeat for more (CORS is off by default).", rich_help_panel=SERVE)] = None,
+    log_store: Annotated[str | None, typer.Option(help="Prediction log store: a folder (Parquet segments), sqlite:///FILE or postgresql+psycopg://... (default .assay/logs/).", rich_help_panel=SERVE)] = None,
+    durability: Annotated[str, typer.Option(help="fast: answer at once, rows committed within a commit window; strict: answer only once the row is committed.", rich_help_panel=SERVE)] = "fast",
+    log_queue_size: Annotated[int, typer.Option(help="Prediction log rows that may wait to be committed.", rich_help_panel=SERVE)] = 10_000,
+    log_on_full: Annotated[str, typer.Option(help="When the log queue is full: shed (drop the rows, counted in /metrics as assay_log_dropped_total; the answer is not delayed) or block (the request waits for room).", rich_help_panel=SERVE)] = "shed",
+    log_inputs: Annotated[bool, typer.Option("--log-inputs", help="Keep each request's inputs in the prediction log.", rich_help_panel=SERVE)] = False,
+    log_features: Annotated[bool, typer.Option("--log-features", help="Keep the model's embedding of each row in the prediction log (when the model exposes features).", rich_help_panel=SERVE)] = False,
+) -> None:
+    """Serve MODEL over HTTP: predictions, feedback labels, health, Prometheus metrics, a prediction log, hot swap when a registry alias moves, shadow and canary challengers."""
+    from assay.errors import ModelError, OptionError
+    from assay.serve.app import ModelSource, create_app
+    from assay.serve.server import serve as run_server
+
+    token = _admin_token(admin_token_file)
+    if canary_fraction > 0 and canary is None:
+        raise OptionError("--canary-fraction was given without --canary", where="--canary-fraction",
+                          fix="name the challenger with --canary NAME@ALIAS")
+    if durability not in ("fast", "strict"):
+        raise OptionError(f"--durability {durability!r} is not fast or strict", where="--durability",
+                          fix="use --durability fast (default) or strict")
+    if log_on_full not in ("shed", "block"):
+        raise OptionError(f"--log-on-full {log_on_full!r} is not shed or block", where="--log-on-full",
+                          fix="use --log-on-full shed (default) or block")
+    if max_body_mb <= 0 or max_batch_rows < 1 or top_k < 1:
+        raise OptionError("--max-body-mb, --max-batch-rows and --top-k must be positive", where="--max-body-mb",
+                          fix="give positive limits")
+    registry_url, artifacts_dir = registry, None if artifacts is None else str(artifacts)
+    sources = {}
+    for role, value in (("model", model), ("--shadow", shadow), ("--canary", canary)):
+        if value is None:
+            continue
+        source = ModelSource(value, registry=registry_url, artifacts=artifacts_dir)
+        if source.is_registry:
+            try:
+                source.current_version()  # an unknown name or alias fails here, before the server starts
+            except UserError as exc:
+                raise UserError(exc.what, where=value, fix=exc.fix) from None
+        elif not Path(value).exists() and ":" not in value:
+            raise ModelError("model file not found", where=value, fix="check the path, or give NAME@ALIAS")
+        source.preload()  # a model that cannot be loaded fails here (exit 2), not behind a 503 from /readyz
+        sources[role] = source
+    if poll_seconds is None:
+        poll_seconds = 10.0 if any(s.is_registry for s in sources.values()) else 0.0
+    from assay.serve.log import open_log
+
+    sink = open_log(log_store, durability="strict" if durability == "strict" else "fast", queue_size=log_queue_size,
+                    on_full="block" if log_on_full == "block" else "shed")
+    try:
+        app_ = create_app(sources["model"], reference=None if reference is None else str(reference),
+                          shadow=sources.get("--shadow"), canary=sources.get("--canary"),
+                          canary_fraction=canary_fraction, admin_token=token, max_body_bytes=int(max_body_mb * 2**20),
+                          max_batch_rows=max_batch_rows, top_k=top_k, sink=sink, cors_origins=cors_origin,
+                          poll_seconds=poll_seconds or None, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                          log_inputs=log_inputs, log_features=log_features)
+    except BaseException:
+        sink.close()
+        raise
+    Console(stderr=True).print(f"Serving {escape(model)} on http://{host}:{port} (Ctrl-C or SIGTERM stops it).")
+    run_server(app_, host, port)
+
+
 # ------------------------------------------------------------------- parameter names -> flags
 # Library parameters a command fills from one of its own under another name: `assay profile` hands the library
 # a `sample` of the inputs its --data names.

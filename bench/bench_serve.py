@@ -1,0 +1,171 @@
+"""`assay serve` over loopback: requests/s and p50/p99 latency at concurrency 1, 8 and 32, for a small MLP and a
+larger one (a few ms per call), against two baselines measured in the same run: the ONNX Runtime session called
+in process (no HTTP) and a minimal FastAPI endpoint around the same session on the same uvicorn. Assay runs
+without a prediction log (the log has its own bench, bench_prediction_log.py), once plain and once with dynamic
+batching (--max-batch 32 --max-wait-ms 2). Bounded: each point stops after REQUESTS requests or SECONDS.
+
+The client (httpx, asyncio) runs on the same machine as the server, so on a small shared machine it competes
+for the cores: read the ratios between rows of one run, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import machine
+
+REQUESTS, SECONDS, CONCURRENCY = 400, 4.0, (1, 8, 32)
+
+MINIMAL = """
+import sys, numpy as np, onnxruntime as ort, uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+name = session.get_inputs()[0].name
+app = FastAPI()
+@app.get("/readyz")
+async def ready():
+    return {"ok": True}
+@app.post("/v1/predict")
+async def predict(request: Request):
+    x = np.asarray((await request.json())["inputs"], dtype=np.float32)
+    logits = session.run(None, {name: x})[0]
+    p = np.exp(logits - logits.max(1, keepdims=True)); p /= p.sum(1, keepdims=True)
+    return JSONResponse({"predictions": [{"class_index": int(i), "confidence": float(r[i])}
+                                         for r, i in zip(p, p.argmax(1))]})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+"""
+
+ASSAY = """
+import json, sys
+from assay.serve import create_app, serve
+serve(create_app(sys.argv[1], top_k=1, **json.loads(sys.argv[3])), "127.0.0.1", int(sys.argv[2]))
+"""
+
+
+def _models(folder: Path) -> dict[str, tuple[Path, int]]:
+    import torch
+
+    from assay.models import export_onnx
+
+    torch.manual_seed(0)
+    small = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    large = torch.nn.Sequential(torch.nn.Linear(3072, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 2048),
+                                torch.nn.ReLU(), torch.nn.Linear(2048, 10))
+    return {"small MLP 64-32-10": (export_onnx(small, torch.zeros(2, 64), folder / "small.onnx"), 64),
+            "larger MLP 3072-4096-2048-10": (export_onnx(large, torch.zeros(2, 3072), folder / "large.onnx"), 3072)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(code: str, model: Path, options: dict | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    import httpx
+
+    port = _free_port()
+    args = [sys.executable, "-c", code, str(model), str(port)] + ([json.dumps(options)] if options is not None else [])
+    proc = subprocess.Popen(args, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+async def _load(url: str, row: list[float], concurrency: int) -> tuple[float, np.ndarray]:
+    import httpx
+
+    latencies: list[float] = []
+    body = json.dumps({"inputs": [row]}).encode()
+    headers = {"Content-Type": "application/json"}
+    stop = time.monotonic() + SECONDS
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while len(latencies) < REQUESTS and time.monotonic() < stop:
+            start = time.perf_counter()
+            answer = await client.post(url + "/v1/predict", content=body, headers=headers)
+            latencies.append(time.perf_counter() - start)
+            assert answer.status_code == 200, answer.text
+
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
+        for _ in range(3):  # warm the connections
+            await client.post(url + "/v1/predict", content=body, headers=headers)
+        begin = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - begin
+    return len(latencies) / wall, np.asarray(latencies)
+
+
+def _in_process(model: Path, row: np.ndarray) -> tuple[float, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    x = row[None, :]
+    for _ in range(10):
+        session.run(None, {name: x})
+    times = []
+    begin = time.perf_counter()
+    while len(times) < REQUESTS and time.perf_counter() - begin < SECONDS:
+        start = time.perf_counter()
+        session.run(None, {name: x})
+        times.append(time.perf_counter() - start)
+    return len(times) / (time.perf_counter() - begin), np.asarray(times)
+
+
+def _line(label: str, rps: float, lat: np.ndarray, base_p99: float) -> str:
+    p50, p99 = np.percentile(lat, 50) * 1e3, np.percentile(lat, 99) * 1e3
+    return (f"  {label:<34} {rps:8.0f} req/s   p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   "
+            f"p99 over in-process {p99 - base_p99 * 1e3:+7.2f} ms  (n={len(lat)})")
+
+
+def main() -> None:
+    print(f"# bench_serve — {machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for title, (model, dim) in _models(Path(tmp)).items():
+            row = np.random.default_rng(0).normal(size=dim).astype(np.float32)
+            rps, lat = _in_process(model, row)
+            base_p99 = float(np.percentile(lat, 99))
+            print(f"## {title}")
+            print(_line("ORT session in process (c=1)", rps, lat, base_p99))
+            servers = {"minimal FastAPI + ORT": (MINIMAL, None), "assay serve": (ASSAY, {}),
+                       "assay serve --max-batch 32": (ASSAY, {"max_batch": 32, "max_wait_ms": 2})}
+            results: dict[tuple[str, int], float] = {}
+            for label, (code, options) in servers.items():
+                proc, url = _start(code, model, options)
+                try:
+                    for c in CONCURRENCY:
+                        rps, lat = asyncio.run(_load(url, row.tolist(), c))
+                        results[label, c] = rps
+                        print(_line(f"{label} c={c}", rps, lat, base_p99))
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
+            for c in CONCURRENCY:
+                plain, batched = results["assay serve", c], results["assay serve --max-batch 32", c]
+                minimal = results["minimal FastAPI + ORT", c]
+                print(f"  c={c}: assay / minimal FastAPI throughput {plain / minimal:.2f}x, "
+                      f"batched / unbatched {batched / plain:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,479 @@
+"""The prediction log: every prediction, through a bounded queue, to a store with group commit.
+
+``open_log`` starts one writer thread that drains the queue and commits a batch of rows per commit window
+(``commit_interval_ms``, or sooner when ``max_commit_rows`` are waiting) in one transaction: one Parquet segment
+renamed into place, or one SQL transaction. The request path only appends to the queue.
+
+Durability (`durability`):
+
+- ``"fast"`` (default): ``submit`` returns ``None`` at once. ``close()`` (called on SIGTERM) drains and commits
+  everything. On SIGKILL the rows still in the queue are lost: at most those submitted during the last commit
+  window plus the commit in progress. Measured by ``tests/test_prediction_log_crash.py`` and
+  ``bench/bench_prediction_log.py`` (numbers below): with the default 50 ms window, a writer killed at random
+  points loses the rows acknowledged in the last <= ~52 ms and never a committed one.
+- ``"strict"``: ``submit`` returns a `CommitTicket` (a ``concurrent.futures.Future`` that is also awaitable from
+  asyncio: ``await log.submit(rows)``) resolved only after the batch holding the rows is committed (and, for
+  Parquet/SQLite, fsynced); a row is readable as soon as its ticket resolves.
+
+When the queue is full (``queue_size`` rows): ``on_full="shed"`` drops the submitted rows, counts them in
+``dropped`` and never blocks the caller (a strict ticket fails with `LogFullError`); ``on_full="block"`` makes the
+caller's thread wait for room (from asyncio, call it in a worker thread: ``await asyncio.to_thread(log.submit,
+rows)``).
+
+Embedded store, chosen by measurement (``bench/bench_prediction_log.py``, bench/RESULTS.md, 50,000 rows of 10 logits
++ 64 features, 2-core machine): **Parquet segments** under ``<root>/.assay/logs/``. Through the log, Parquet
+committed 77k rows/s against 33k for SQLite WAL (0.43x) and 26k for PostgreSQL; the store alone 145k vs 41k rows/s;
+reading the log back took 0.23 s vs 0.86 s, on 0.44x the disk; and DuckDB reads Parquet natively (0.014 s for a
+GROUP BY over all rows) while reading SQLite needs DuckDB's ``sqlite`` extension, downloaded on first use (fails
+offline; monitoring, issue 15, must work without network). A segment is complete or absent (temp file + rename),
+several processes can write one folder, and logits/features are ``list<float32>`` columns (DuckDB ``FLOAT[]``). The
+cost: one file per commit, so light traffic makes many small segments (50 rows per commit: 1,000 files for 50,000
+rows, read back in 1.2 s), so a running log merges segments under 16 MB every ``compact_every_s`` (600 s) in a
+thread of its own (`compact_log` does it on demand: 1.2 s for those 1,000 files, read back in 0.21 s afterwards).
+SQLite stays available (``store="sqlite:///path.db"``) and PostgreSQL (``store="postgresql+psycopg://..."``) takes
+several instances writing one table.
+
+SIGKILL, measured (12 kills at random points per store, writer at 2,000 rows/s, 50 ms window): Parquet lost median
+43, p90 102, max 104 acknowledged rows; the oldest lost row had been acknowledged at most 52 ms before the kill
+(SQLite: max 103 rows, 50 ms; PostgreSQL in the tests: 74-96 rows, <= 46 ms). No committed row was ever lost, and
+the log was always a prefix of what was submitted.
+
+Query the embedded log with DuckDB::
+
+    import duckdb
+    duckdb.sql(\"\"\"
+        SELECT p.request_id, p.version, p.top1, p.confidence, f.label
+        FROM read_parquet('.assay/logs/predictions-*.parquet') p
+        LEFT JOIN (SELECT request_id, row, arg_max(label, time) AS label  -- the latest label wins
+                   FROM read_parquet('.assay/logs/feedback-*.parquet') GROUP BY ALL) f USING (request_id, row)
+        WHERE p.time >= epoch(TIMESTAMP '2026-01-01')
+    \"\"\").df()
+
+(`read_log` does the same join in pandas; ``time`` is Unix seconds; ``row`` is the index in the request's batch.
+DuckDB's ``read_parquet`` fails on a glob matching no file: before any feedback, query predictions alone.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from assay.errors import OptionError
+from assay.serve.log_stores import ParquetStore, SqlStore, Store
+
+__all__ = ["CommitTicket", "FeedbackRow", "LogFullError", "PredictionLog", "PredictionRow", "compact_log",
+           "default_log_dir", "open_log", "read_log"]
+
+_LOGGER = logging.getLogger(__name__)
+ROLES = ("primary", "shadow", "canary")
+
+
+class LogFullError(RuntimeError):
+    """The queue was full under ``on_full="shed"``: the rows were dropped (counted in ``dropped``)."""
+
+
+class CommitTicket(concurrent.futures.Future):
+    """Resolved when the submitted rows are committed: ``ticket.result(timeout)`` or ``await ticket``."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return asyncio.wrap_future(self).__await__()
+
+
+def _check_text(value: object, where: str) -> None:
+    """Refuse text no store can hold, here rather than in the writer (where it would fail the whole batch):
+    NUL (PostgreSQL text) and lone surrogates (not UTF-8)."""
+    if value is None:
+        return
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise OptionError(f"{where} is not valid UTF-8 text", where=where, fix="use printable ids and names") from None
+    if "\x00" in text:
+        raise OptionError(f"{where} contains a NUL character", where=where, fix="use printable ids and names")
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    """One logged prediction. ``time`` is Unix seconds (``time.time()``); ``version`` e.g. ``"digits@3"`` or a sha256.
+
+    ``inputs`` (bytes, or an array stored as its raw bytes) only with ``--log-inputs``; ``features`` (the
+    embedding) only with ``--log-features``. ``logits`` and ``features`` are stored as float32.
+    """
+
+    request_id: str
+    time: float
+    version: str
+    role: str
+    input_sha256: str
+    logits: Any
+    top1: int
+    confidence: float
+    inputs: bytes | np.ndarray | None = None
+    features: Any = None
+    row: int = 0
+    model_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise OptionError(f"prediction role {self.role!r} is not one of {', '.join(ROLES)}",
+                              where="PredictionRow.role", fix="use 'primary', 'shadow' or 'canary'")
+        for name in ("request_id", "version", "input_sha256", "model_sha256"):
+            _check_text(getattr(self, name), f"PredictionRow.{name}")
+        object.__setattr__(self, "logits", np.ascontiguousarray(np.asarray(self.logits, np.float32).reshape(-1)))
+        if self.features is not None:
+            object.__setattr__(self, "features",
+                               np.ascontiguousarray(np.asarray(self.features, np.float32).reshape(-1)))
+        object.__setattr__(self, "top1", int(self.top1))
+        object.__setattr__(self, "confidence", float(self.confidence))
+        object.__setattr__(self, "time", float(self.time))
+        object.__setattr__(self, "row", int(self.row))
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> PredictionRow:
+        """From the app's row dict (``model_version`` or ``version``; ``row`` = index in the request's batch)."""
+        return cls(request_id=str(row["request_id"]), time=row["time"],
+                   version=str(row.get("model_version", row.get("version"))), role=str(row.get("role", "primary")),
+                   input_sha256=str(row["input_sha256"]), logits=row["logits"], top1=row["top1"],
+                   confidence=row["confidence"], inputs=row.get("inputs"), features=row.get("features"),
+                   row=int(row.get("row", 0)), model_sha256=row.get("model_sha256"))
+
+    def inputs_layout(self) -> tuple[str | None, list[int] | None]:
+        """(numpy dtype string, shape) of array inputs, so ``np.frombuffer(inputs, dtype).reshape(shape)`` rebuilds
+        them; (None, None) for raw bytes or no inputs."""
+        if isinstance(self.inputs, np.ndarray):
+            return self.inputs.dtype.str, [int(d) for d in self.inputs.shape]
+        return None, None
+
+    def inputs_bytes(self) -> bytes | None:
+        if self.inputs is None:
+            return None
+        if isinstance(self.inputs, np.ndarray):
+            return np.ascontiguousarray(self.inputs).tobytes()
+        return bytes(self.inputs)
+
+
+@dataclass(frozen=True)
+class FeedbackRow:
+    """A true label that arrived later for a request id (``row``: the index in that request's batch)."""
+
+    request_id: str
+    label: int
+    time: float
+    row: int = 0
+
+
+@dataclass
+class _Item:
+    predictions: Sequence[PredictionRow]
+    feedback: Sequence[FeedbackRow]
+    ticket: CommitTicket | None
+
+    @property
+    def size(self) -> int:
+        return len(self.predictions) + len(self.feedback)
+
+
+def default_log_dir(root: str | Path | None = None) -> Path:
+    """``<root>/.assay/logs`` (root defaults to the working directory)."""
+    return Path(root if root is not None else Path.cwd()) / ".assay" / "logs"
+
+
+def _open_store(store: str | None, root: str | Path | None, *, fsync: bool) -> Store:
+    if store is None:
+        return ParquetStore(default_log_dir(root), fsync=fsync)
+    if store.startswith(("postgresql", "sqlite")):
+        if store.startswith("postgresql") and not store.startswith("postgresql+psycopg://"):
+            raise OptionError(f"log store {store!r} names another PostgreSQL driver", where="--log-store",
+                              fix="use a postgresql+psycopg://user@host:port/db URL")
+        return SqlStore(store, fsync=fsync)
+    if "://" in store:
+        raise OptionError(f"log store {store!r} is not a known kind", where="--log-store",
+                          fix="give a folder for Parquet segments, sqlite:///file.db or postgresql+psycopg://...")
+    return ParquetStore(Path(store), fsync=fsync)
+
+
+class PredictionLog:
+    """A bounded queue in front of a store, drained by one writer thread with group commit (see the module doc)."""
+
+    def __init__(self, store: Store, *, durability: Literal["fast", "strict"] = "fast", queue_size: int = 10_000,
+                 on_full: Literal["shed", "block"] = "shed", commit_interval_ms: float = 50,
+                 max_commit_rows: int = 2048, compact_every_s: float | None = 600) -> None:
+        if durability not in ("fast", "strict"):
+            raise OptionError(f"durability {durability!r} is not 'fast' or 'strict'", where="--durability",
+                              fix="use --durability fast (default) or strict")
+        if on_full not in ("shed", "block"):
+            raise OptionError(f"on_full {on_full!r} is not 'shed' or 'block'", where="--log-on-full",
+                              fix="use shed (default) or block")
+        if queue_size < 1 or max_commit_rows < 1 or not commit_interval_ms >= 0:
+            raise OptionError("queue_size and max_commit_rows must be >= 1 and commit_interval_ms >= 0",
+                              where="open_log", fix="pass positive sizes")
+        self.store, self.durability, self.queue_size, self.on_full = store, durability, queue_size, on_full
+        self.commit_interval = commit_interval_ms / 1000.0
+        self.max_commit_rows = max_commit_rows
+        self._items: collections.deque[_Item] = collections.deque()
+        self._depth = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self._closed = False
+        self._dropped = 0
+        self._committed = 0
+        self._failed = 0
+        self._commit_seconds = 0.0
+        self._commits = 0
+        self._thread = threading.Thread(target=self._run, name="assay-prediction-log", daemon=True)
+        self._thread.start()
+        self._stop_compacting = threading.Event()
+        self._compactor: threading.Thread | None = None
+        if compact_every_s is not None and isinstance(store, ParquetStore):
+            self._compactor = threading.Thread(target=self._compact_loop, args=(store, compact_every_s),
+                                               name="assay-prediction-log-compact", daemon=True)
+            self._compactor.start()
+        atexit.register(_close_at_exit, weakref.ref(self))
+
+    # -- the request side -------------------------------------------------------------------------------------
+    def submit(self, rows: Sequence[PredictionRow | dict[str, Any]]) -> CommitTicket | None:
+        """Queue rows; ``None`` in fast mode, a `CommitTicket` in strict mode (see the module doc).
+
+        Rows are `PredictionRow` or the app's dicts (`PredictionRow.from_dict`; a dict with ``"kind":
+        "feedback"`` is a label: request_id, label, time, row)."""
+        predictions: list[PredictionRow] = []
+        feedback: list[FeedbackRow] = []
+        for row in rows:
+            if isinstance(row, PredictionRow):
+                predictions.append(row)
+            elif row.get("kind") == "feedback":
+                _check_text(row["request_id"], "feedback request_id")
+                feedback.append(FeedbackRow(str(row["request_id"]), int(row["label"]),
+                                            float(row.get("time") or time.time()), int(row.get("row", 0))))
+            else:
+                predictions.append(PredictionRow.from_dict(row))
+        return self._put(_Item(predictions, feedback, None))
+
+    def feedback(self, request_id: str, label: int, *, at: float | None = None, row: int = 0) -> CommitTicket | None:
+        """Log a true label for a request id (same queue and durability as predictions)."""
+        _check_text(request_id, "feedback request_id")
+        item = FeedbackRow(str(request_id), int(label), float(time.time() if at is None else at), int(row))
+        return self._put(_Item((), [item], None))
+
+    def _put(self, item: _Item) -> CommitTicket | None:
+        ticket = CommitTicket() if self.durability == "strict" else None
+        item.ticket = ticket
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("the prediction log is closed")
+            need = min(item.size, self.queue_size)  # a batch larger than the queue waits for an empty queue
+            if self._depth + need > self.queue_size:
+                if self.on_full == "shed":
+                    self._dropped += item.size
+                    if ticket is not None:
+                        ticket.set_exception(LogFullError(f"log queue full ({self.queue_size} rows): rows dropped"))
+                    return ticket
+                while self._depth + need > self.queue_size and not self._closing:
+                    self._cond.wait()
+                if self._closing:
+                    raise RuntimeError("the prediction log is closed")
+            self._items.append(item)
+            self._depth += item.size
+            self._cond.notify_all()
+        return ticket
+
+    # -- the writer ---------------------------------------------------------------------------------------------
+    def _take(self) -> list[_Item] | None:
+        """Wait for a commit window's worth of items; None when closing and empty."""
+        with self._cond:
+            while not self._items and not self._closing:
+                self._cond.wait()
+            if not self._items:
+                return None
+            deadline = time.monotonic() + self.commit_interval
+            while self._depth < self.max_commit_rows and not self._closing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            batch: list[_Item] = []
+            size = 0
+            while self._items and (not batch or size + self._items[0].size <= self.max_commit_rows):
+                item = self._items.popleft()
+                batch.append(item)
+                size += item.size
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            predictions = [r for item in batch for r in item.predictions]
+            feedback = [f for item in batch for f in item.feedback]
+            started = time.perf_counter()
+            error: BaseException | None = None
+            for attempt in range(3):
+                try:
+                    self.store.write(predictions, feedback)
+                    error = None
+                    break
+                except Exception as exc:  # a failed commit is retried, then counted and reported
+                    error = exc
+                    time.sleep(0.05 * (attempt + 1))
+            elapsed = time.perf_counter() - started
+            size = len(predictions) + len(feedback)
+            with self._cond:
+                self._depth -= size
+                self._commit_seconds += elapsed
+                self._commits += 1
+                if error is None:
+                    self._committed += len(predictions)
+                else:
+                    self._failed += size
+                self._cond.notify_all()
+            if error is not None:
+                _LOGGER.error("prediction log: %d rows could not be committed: %s", size, error)
+            for item in batch:
+                if item.ticket is not None:
+                    if error is None:
+                        item.ticket.set_result(None)
+                    else:
+                        item.ticket.set_exception(error)
+
+    def _compact_loop(self, store: ParquetStore, every_s: float) -> None:
+        """Merge small segments every ``every_s`` seconds, off the writer thread (commits go on meanwhile)."""
+        while not self._stop_compacting.wait(every_s):
+            try:
+                store.compact()
+            except Exception as exc:  # a failed compaction leaves the segments as they were
+                _LOGGER.warning("prediction log: compaction failed: %s", exc)
+
+    # -- lifecycle and metrics ----------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Commit everything queued, stop the writer and release the store. Idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closing = True
+            self._cond.notify_all()
+        self._stop_compacting.set()
+        self._thread.join()
+        if self._compactor is not None:
+            self._compactor.join()
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+        self.store.close()
+
+    def __enter__(self) -> PredictionLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def queue_depth(self) -> int:
+        """Rows (predictions + feedback) queued or being committed."""
+        return self._depth
+
+    @property
+    def queued(self) -> int:
+        """Alias of `queue_depth` (the app's ``/metrics`` reads ``queued``)."""
+        return self._depth
+
+    @property
+    def dropped(self) -> int:
+        """Rows shed because the queue was full."""
+        return self._dropped
+
+    @property
+    def failed(self) -> int:
+        """Rows whose commit failed three times (logged as errors)."""
+        return self._failed
+
+    @property
+    def committed(self) -> int:
+        """Prediction rows committed."""
+        return self._committed
+
+    @property
+    def commit_seconds(self) -> float:
+        """Total seconds spent committing (with ``commits``: the mean commit time)."""
+        return self._commit_seconds
+
+    @property
+    def commits(self) -> int:
+        """Number of group commits."""
+        return self._commits
+
+
+def _close_at_exit(ref: weakref.ReferenceType[PredictionLog]) -> None:
+    log = ref()
+    if log is not None:
+        with contextlib.suppress(Exception):
+            log.close()
+
+
+def open_log(store: str | None = None, *, root: str | Path | None = None,
+             durability: Literal["fast", "strict"] = "fast", queue_size: int = 10_000,
+             on_full: Literal["shed", "block"] = "shed", commit_interval_ms: float = 50,
+             max_commit_rows: int = 2048, compact_every_s: float | None = 600) -> PredictionLog:
+    """A running `PredictionLog`: ``store`` None → Parquet segments under ``<root>/.assay/logs/``; a folder →
+    Parquet segments there; ``sqlite:///file.db``; ``postgresql+psycopg://...`` (several instances, one table).
+    ``compact_every_s``: how often small Parquet segments are merged (None: never)."""
+    return PredictionLog(_open_store(store, root, fsync=durability == "strict"), durability=durability,
+                         queue_size=queue_size, on_full=on_full, commit_interval_ms=commit_interval_ms,
+                         max_commit_rows=max_commit_rows, compact_every_s=compact_every_s)
+
+
+def compact_log(store: str | None = None, *, root: str | Path | None = None) -> int:
+    """Merge the small Parquet segments of an embedded log (what a running log does every ``compact_every_s``);
+    the number of files removed (0 for SQL stores). Safe while writers run; a reader listing files at that
+    moment may find one gone and must retry."""
+    backend = _open_store(store, root, fsync=False)
+    try:
+        return backend.compact() if isinstance(backend, ParquetStore) else 0
+    finally:
+        backend.close()
+
+
+def read_log(store: str | None = None, *, root: str | Path | None = None, since: float | None = None,
+             until: float | None = None, version: str | None = None) -> pd.DataFrame:
+    """The logged predictions (``since <= time < until``, Unix seconds; one ``version``), in commit order, with
+    ``label`` and ``label_time`` from the latest feedback for each request id (NaN/None when none arrived).
+
+    Columns: request_id, row, time, version, model_sha256, role, input_sha256, inputs (bytes or None; an array's
+    C-order bytes, with inputs_dtype such as ``<f4`` and inputs_shape, a tuple, when it was logged as one), logits
+    (float32 arrays), top1, confidence, features (float32 arrays or None), label (nullable Int64), label_time;
+    the label joins on (request_id, row)."""
+    if store is None and not default_log_dir(root).is_dir():
+        raise OptionError(f"there is no prediction log at {default_log_dir(root)}", where="read_log",
+                          fix="pass the store the server logged to (--log-store), or the root it ran in")
+    backend = _open_store(store, root, fsync=False)
+    try:
+        frame, feedback = backend.read()
+    finally:
+        backend.close()
+    if since is not None:
+        frame = frame[frame["time"].astype(float) >= since]
+    if until is not None:
+        frame = frame[frame["time"].astype(float) < until]
+    if version is not None:
+        frame = frame[frame["version"] == version]
+    latest = (feedback.sort_values("time", kind="stable").drop_duplicates(["request_id", "row"], keep="last")
+              .rename(columns={"time": "label_time"}))
+    merged = frame.reset_index(drop=True).merge(latest, on=["request_id", "row"], how="left")
+    merged["label"] = merged["label"].astype("Int64")
+    return merged
