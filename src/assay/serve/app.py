@@ -179,7 +179,7 @@ class ModelSource:
             spec = mv.model_spec
             outputs: Literal["logits", "probabilities"] = (
                 "probabilities" if spec.get("outputs") == "probabilities" else "logits")
-            if mv.model_format == "factory":
+            if spec.get("weights") is not None:  # a factory spec: "path" is its import path, the file its weights
                 model = load_model(str(spec["path"]), weights=path, outputs=outputs,
                                    class_names=spec.get("class_names"), num_classes=spec.get("num_classes"))
             else:
