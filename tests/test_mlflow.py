@@ -24,7 +24,6 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
-from assay.cli import main  # noqa: E402
 from assay.errors import ModelError  # noqa: E402
 from assay.integrations._mlflow import evidence_metrics, metric_name  # noqa: E402
 from assay.integrations.mlflow_evaluator import AssayEvaluator  # noqa: E402
@@ -32,6 +31,7 @@ from assay.registry import open_registry  # noqa: E402
 from assay.registry.promotion import promote  # noqa: E402
 from conftest import make_blobs_dataset  # noqa: E402
 from registry_bundles import Bundles  # noqa: E402
+from test_registry_cli import _assert_user_error, _run  # noqa: E402  (the registry CLI's test helpers)
 
 
 @pytest.fixture(scope="module")
@@ -67,20 +67,6 @@ def _open(path: Path):
 def _registry_args(path: Path) -> list[str]:
     path.mkdir(parents=True, exist_ok=True)
     return ["--registry", f"sqlite:///{path / 'registry.db'}", "--artifacts", str(path / "artifacts")]
-
-
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    code = main(args)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _assert_user_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    assert err.startswith("Error:") and "Fix:" in err and "Traceback" not in err, err
-    flat = " ".join(err.split())
-    for fragment in fragments:
-        assert fragment in flat, (fragment, flat)
 
 
 def _download_evidence(client: MlflowClient, run_id: str, dest: Path) -> dict:
