@@ -1,6 +1,8 @@
 """`assay serve` over loopback: requests/s and p50/p99 latency at concurrency 1, 8 and 32, for a small MLP and a
 larger one (a few ms per call), against two baselines measured in the same run: the ONNX Runtime session called
-in process (no HTTP) and a minimal FastAPI endpoint around the same session on the same uvicorn. Assay runs
+in process (no HTTP), a minimal FastAPI endpoint around the same session on the same uvicorn, and `mlflow models
+serve` (MLflow's scoring server, --env-manager local) on a pyfunc model wrapping the same session when mlflow is
+installed (`pip install 'assay[mlflow]'`). Assay runs
 without a prediction log (the log has its own bench, bench_prediction_log.py), once plain and once with dynamic
 batching (--max-batch 32 --max-wait-ms 2). Bounded: each point stops after REQUESTS requests or SECONDS.
 
@@ -11,8 +13,10 @@ for the cores: read the ratios between rows of one run, not the absolute numbers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -46,6 +50,27 @@ async def predict(request: Request):
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
 """
 
+MLFLOW_MODEL = """
+import mlflow
+import numpy as np
+import onnxruntime as ort
+from mlflow.pyfunc import PythonModel
+
+
+class OnnxClassifier(PythonModel):
+    def load_context(self, context):
+        self.session = ort.InferenceSession(context.artifacts["onnx"], providers=["CPUExecutionProvider"])
+        self.name = self.session.get_inputs()[0].name
+
+    def predict(self, context, model_input, params=None):
+        logits = self.session.run(None, {self.name: np.asarray(model_input, dtype=np.float32)})[0]
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        return p / p.sum(1, keepdims=True)
+
+
+mlflow.models.set_model(OnnxClassifier())
+"""
+
 ASSAY = """
 import json, sys
 from assay.serve import create_app, serve
@@ -72,26 +97,62 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(code: str, model: Path, options: dict | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def _launch(args: list[str], port: int, ready: str = "/readyz") -> tuple[subprocess.Popen[bytes], str]:
     import httpx
 
-    port = _free_port()
-    args = [sys.executable, "-c", code, str(model), str(port)] + ([json.dumps(options)] if options is not None else [])
-    proc = subprocess.Popen(args, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bin_dir = str(Path(sys.executable).parent)  # mlflow starts `uvicorn` from PATH
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"),
+           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+            if httpx.get(url + ready, timeout=1).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
             time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not start")
+    _stop(proc)
+    raise RuntimeError(f"server did not start: {' '.join(args[:3])}")
 
 
-async def _load(url: str, row: list[float], concurrency: int) -> tuple[float, np.ndarray]:
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)  # mlflow's CLI runs uvicorn as a child: stop the whole group
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+
+def _start(code: str, model: Path, options: dict | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    args = [sys.executable, "-c", code, str(model), str(port)] + ([json.dumps(options)] if options is not None else [])
+    return _launch(args, port)
+
+
+def _mlflow_model(model: Path) -> Path | None:
+    """A pyfunc model (models-from-code: nothing pickled) wrapping the same ONNX session; None without mlflow."""
+    try:
+        import mlflow.pyfunc
+    except ImportError:
+        return None
+    code = model.with_name(model.stem + "_mlflow_model.py")
+    code.write_text(MLFLOW_MODEL)
+    target = model.with_name(model.stem + "_mlflow")
+    mlflow.pyfunc.save_model(str(target), python_model=str(code), artifacts={"onnx": str(model)})
+    return target
+
+
+def _start_mlflow(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    args = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(folder), "-p", str(port),
+            "--env-manager", "local"]
+    return _launch(args, port, ready="/ping")
+
+
+async def _load(url: str, row: list[float], concurrency: int, path: str = "/v1/predict") -> tuple[float, np.ndarray]:
     import httpx
 
     latencies: list[float] = []
@@ -102,13 +163,13 @@ async def _load(url: str, row: list[float], concurrency: int) -> tuple[float, np
     async def worker(client: httpx.AsyncClient) -> None:
         while len(latencies) < REQUESTS and time.monotonic() < stop:
             start = time.perf_counter()
-            answer = await client.post(url + "/v1/predict", content=body, headers=headers)
+            answer = await client.post(url + path, content=body, headers=headers)
             latencies.append(time.perf_counter() - start)
             assert answer.status_code == 200, answer.text
 
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
         for _ in range(3):  # warm the connections
-            await client.post(url + "/v1/predict", content=body, headers=headers)
+            await client.post(url + path, content=body, headers=headers)
         begin = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall = time.perf_counter() - begin
@@ -158,13 +219,26 @@ def main() -> None:
                         results[label, c] = rps
                         print(_line(f"{label} c={c}", rps, lat, base_p99))
                 finally:
-                    proc.terminate()
-                    proc.wait(30)
+                    _stop(proc)
+            folder = _mlflow_model(model)
+            if folder is None:
+                print("  mlflow models serve: skipped (mlflow is not installed: pip install 'assay[mlflow]')")
+            else:
+                proc, url = _start_mlflow(folder)
+                try:
+                    for c in CONCURRENCY:
+                        rps, lat = asyncio.run(_load(url, row.tolist(), c, path="/invocations"))
+                        results["mlflow", c] = rps
+                        print(_line(f"mlflow models serve c={c}", rps, lat, base_p99))
+                finally:
+                    _stop(proc)
             for c in CONCURRENCY:
                 plain, batched = results["assay serve", c], results["assay serve --max-batch 32", c]
                 minimal = results["minimal FastAPI + ORT", c]
+                versus_mlflow = (f", assay / mlflow models serve {plain / results['mlflow', c]:.2f}x"
+                                 if ("mlflow", c) in results else "")
                 print(f"  c={c}: assay / minimal FastAPI throughput {plain / minimal:.2f}x, "
-                      f"batched / unbatched {batched / plain:.2f}x")
+                      f"batched / unbatched {batched / plain:.2f}x{versus_mlflow}")
 
 
 if __name__ == "__main__":

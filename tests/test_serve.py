@@ -453,3 +453,65 @@ def test_bad_input_never_reaches_the_model_and_readyz_waits_for_the_load() -> No
                 samples["assay_log_committed_total"]) == (3, 7, 11)
     assert sink.rows[-1]["features"].tolist() == [1, 2, 3, 4]
     np.testing.assert_allclose(sink.rows[-1]["logits"], [1, 2, 3])
+
+
+def test_batched_path_logs_features_and_failed_reloads_are_counted() -> None:
+    """With --max-batch and --log-features the batched rows carry the model's features (each request its own
+    rows); a poll that cannot load the new version keeps the old model serving, counts the failure in /metrics
+    (assay_model_reload_failures_total) and names it in /readyz; the log's failed and pruned rows are exported."""
+    from fastapi.testclient import TestClient
+
+    from assay.serve.app import LoadedModel, ModelSource, create_app
+    from conftest import LinearModel
+
+    model = LinearModel(np.eye(4, 3), np.zeros(3), (4,))
+
+    class FlakyRegistrySource(ModelSource):
+        """Claims to follow an alias that moved to v2, whose load fails."""
+
+        def __init__(self) -> None:
+            super().__init__(model)
+            self.is_registry = True
+            self.loads = 0
+
+        def current_version(self) -> str:
+            return "clf@1" if self.loads == 0 else "clf@2"
+
+        def load(self) -> LoadedModel:
+            self.loads += 1
+            if self.loads > 1:
+                raise RuntimeError("artifact clf@2 is damaged")
+            warm_model = super().load()
+            return LoadedModel("clf@1", warm_model.model)
+
+    class ListSink:
+        def __init__(self) -> None:
+            self.rows: list[dict] = []
+            self.failed, self.pruned_rows = 13, 17
+
+        def submit(self, rows: list[dict]) -> None:
+            self.rows.extend(rows)
+
+        def close(self) -> None:
+            pass
+
+    sink, source = ListSink(), FlakyRegistrySource()
+    app = create_app(source, sink=sink, max_batch=8, max_wait_ms=50, log_features=True, poll_seconds=0.02)
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        while source.loads < 3 and time.monotonic() < deadline:  # the poller tried (and failed) at least twice
+            time.sleep(0.02)
+        answer = client.post("/v1/predict", json={"inputs": x.tolist()})
+        assert answer.status_code == 200 and answer.json()["model_version"] == "clf@1"
+        ready = client.get("/readyz").json()
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(client.get("/metrics").text) for s in family.samples}
+    assert "artifact clf@2 is damaged" in ready["last_reload_error"]
+    assert samples[("assay_model_reload_failures_total", (("trigger", "poll"),))] >= 2
+    assert samples[("assay_log_failed_total", ())] == 13 and samples[("assay_log_pruned_total", ())] == 17
+    logged = [r for r in sink.rows if r["role"] == "primary"]
+    assert [r["features"].tolist() for r in logged] == x.tolist()  # the identity model's features are its inputs
+    np.testing.assert_allclose(np.stack([r["logits"] for r in logged]), x[:, :3])

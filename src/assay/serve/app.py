@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import re
 import time
 import uuid
@@ -50,6 +51,7 @@ __all__ = ["BadRequestError", "LoadedModel", "ModelSlot", "ModelSource", "NullSi
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 NPY_TYPES = ("application/x-npy", "application/octet-stream")
+_LOGGER = logging.getLogger("assay.serve")
 
 
 # ------------------------------------------------------------------------------------------- the log's interface
@@ -295,6 +297,10 @@ class _SinkCollector(Collector):
                                   value=float(getattr(sink, "dropped", 0) or 0))
         yield CounterMetricFamily("assay_log_committed", "Prediction log rows committed to the store.",
                                   value=float(getattr(sink, "committed", 0) or 0))
+        yield CounterMetricFamily("assay_log_failed", "Prediction log rows whose commit failed after retries.",
+                                  value=float(getattr(sink, "failed", 0) or 0))
+        yield CounterMetricFamily("assay_log_pruned", "Prediction log rows removed by the retention rules.",
+                                  value=float(getattr(sink, "pruned_rows", 0) or 0))
 
 
 class Metrics:
@@ -317,6 +323,9 @@ class Metrics:
         self.model_info = Gauge("assay_model_info", "The model version answering (1) per role.",
                                 ["role", "version", "sha256"], registry=r)
         self.swaps = Counter("assay_model_swaps", "Hot swaps of a role's model.", ["role"], registry=r)
+        self.reload_failures = Counter("assay_model_reload_failures",
+                                       "Loads of a new model version that failed (the previous model kept serving).",
+                                       ["trigger"], registry=r)
         r.register(_SinkCollector(state))
 
     def set_model(self, role: str, old: LoadedModel | None, new: LoadedModel) -> None:
@@ -327,11 +336,59 @@ class Metrics:
         self.model_info.labels(role, new.version, new.model.info.sha256).set(1)
 
 
+KNOWN = frozenset({"/v1/predict", "/v1/feedback", "/healthz", "/readyz", "/metrics", "/v1/model", "/admin/reload",
+                   "/dashboard"})
+
+
+class MetricsMiddleware:
+    """Counts requests, error statuses and latency (until the last body byte is handed to the server) per endpoint.
+
+    A plain ASGI middleware rather than Starlette's ``BaseHTTPMiddleware`` (``@app.middleware("http")``), which
+    runs the endpoint in a separate task and streams the response through a memory channel: bench_serve.py
+    measured that at ~0.3-0.5 ms per request on a small model. Paths outside ``known`` are counted as ``other``
+    (a scanner cannot blow up the label set)."""
+
+    def __init__(self, app: Any, metrics: Metrics, known: frozenset[str]) -> None:
+        self.app, self.metrics = app, metrics
+        self.children = {path: (metrics.requests.labels(path), metrics.latency.labels(path))
+                         for path in (*known, "other")}
+        self.known = known
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        endpoint = scope["path"] if scope["path"] in self.known else "other"
+        start = time.perf_counter()
+        status = 500
+        done = False
+
+        async def send_and_time(message: Any) -> None:
+            nonlocal status, done
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False) and not done:
+                done = True
+                requests, latency = self.children[endpoint]
+                requests.inc()
+                latency.observe(time.perf_counter() - start)
+                if status >= 400:
+                    self.metrics.errors.labels(endpoint, str(status)).inc()
+
+        try:
+            await self.app(scope, receive, send_and_time)
+        except Exception:
+            if not done:
+                self.metrics.errors.labels(endpoint, "500").inc()
+            raise
+
+
 # ------------------------------------------------------------------------------------------- dynamic batching
 @dataclass
 class _Pending:
     x: np.ndarray
-    future: asyncio.Future[tuple[LoadedModel, np.ndarray]]
+    future: asyncio.Future[tuple[LoadedModel, np.ndarray, np.ndarray | None]]
 
 
 class Batcher:
@@ -339,11 +396,12 @@ class Batcher:
     for more only while other predict requests are in flight (``in_flight()`` counts them), leaving when it holds
     ``max_batch`` rows or ``max_wait_ms`` after its first request; a lone request is never made to wait (bench_serve
     measured the window costing ~3 ms per request at concurrency 1). Each request gets its own rows of the logits
-    and the version that answered the whole batch."""
+    and the version that answered the whole batch (and its rows of the features when ``want_features``)."""
 
     def __init__(self, slot: ModelSlot, max_batch: int, max_wait_ms: float, observe: Any,
-                 in_flight: Any = None) -> None:
+                 in_flight: Any = None, want_features: bool = False) -> None:
         self.slot, self.max_batch, self.max_wait = slot, max_batch, max_wait_ms / 1000.0
+        self.want_features = want_features
         self.observe = observe
         self.in_flight = in_flight if in_flight is not None else (lambda: 1 << 30)
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -359,8 +417,9 @@ class Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
 
-    async def predict(self, x: np.ndarray) -> tuple[LoadedModel, np.ndarray]:
-        future: asyncio.Future[tuple[LoadedModel, np.ndarray]] = asyncio.get_running_loop().create_future()
+    async def predict(self, x: np.ndarray) -> tuple[LoadedModel, np.ndarray, np.ndarray | None]:
+        future: asyncio.Future[tuple[LoadedModel, np.ndarray, np.ndarray | None]] = (
+            asyncio.get_running_loop().create_future())
         await self.queue.put(_Pending(x, future))
         return await future
 
@@ -386,7 +445,8 @@ class Batcher:
             assert loaded is not None
             try:
                 start = time.perf_counter()
-                logits, _ = await run_in_threadpool(loaded.model.forward, np.concatenate([p.x for p in batch]))
+                logits, features = await run_in_threadpool(loaded.model.forward,
+                                                           np.concatenate([p.x for p in batch]), self.want_features)
                 self.observe(time.perf_counter() - start)
                 self.calls += 1
             except Exception as exc:  # the model failed: every waiting request gets the error
@@ -397,7 +457,8 @@ class Batcher:
             offset = 0
             for p in batch:
                 if not p.future.done():
-                    p.future.set_result((loaded, logits[offset:offset + len(p.x)]))
+                    mine = slice(offset, offset + len(p.x))
+                    p.future.set_result((loaded, logits[mine], None if features is None else features[mine]))
                 offset += len(p.x)
 
 
@@ -425,6 +486,7 @@ class ServeState:
     poll_seconds: float | None
     ready: bool = False
     load_error: str | None = None
+    reload_error: str | None = None  # the last failed reload (None once one succeeds); shown by /readyz
     batcher: Batcher | None = None
     reload_lock: asyncio.Lock | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -530,8 +592,15 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
             await asyncio.sleep(state.poll_seconds)
             if not state.ready:
                 continue
-            with contextlib.suppress(Exception):  # a registry briefly unreachable: keep serving, retry later
+            try:
                 await refresh()
+            except Exception as exc:  # a registry briefly unreachable or a bad version: keep serving, retry later
+                metrics.reload_failures.labels("poll").inc()
+                state.reload_error = f"{type(exc).__name__}: {exc}"
+                _LOGGER.warning("assay serve: reloading from the registry failed (the previous model keeps "
+                                "serving): %s", state.reload_error)
+            else:
+                state.reload_error = None
 
     def spawn(coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -543,7 +612,8 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
         state.reload_lock = asyncio.Lock()
         if max_batch is not None:
             state.batcher = Batcher(roles["primary"].slot, max_batch, max_wait_ms,
-                                    metrics.model_latency.labels("primary").observe, lambda: state.predicting)
+                                    metrics.model_latency.labels("primary").observe, lambda: state.predicting,
+                                    want_features=log_features)
             state.batcher.start()
         spawn(initial_load())
         if poll_seconds:
@@ -571,20 +641,7 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "X-Request-ID", "X-Assay-Key"])
 
-    @app.middleware("http")
-    async def count(request: Request, call_next: Any) -> Response:
-        endpoint = request.url.path if request.url.path in KNOWN else "other"
-        start = time.perf_counter()
-        try:
-            response: Response = await call_next(request)
-        except Exception:
-            metrics.errors.labels(endpoint, "500").inc()
-            raise
-        metrics.requests.labels(endpoint).inc()
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-        if response.status_code >= 400:
-            metrics.errors.labels(endpoint, str(response.status_code)).inc()
-        return response
+    app.add_middleware(MetricsMiddleware, metrics=metrics, known=KNOWN)
 
     async def read_body(request: Request) -> bytes:
         length = request.headers.get("content-length")
@@ -674,7 +731,7 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
                     return exc.response()
         features = None
         if role == "primary" and state.batcher is not None:
-            loaded, logits = await state.batcher.predict(x)
+            loaded, logits, features = await state.batcher.predict(x)
         else:
             logits, features = await run_model(role, loaded, x)
         probs = softmax(logits)
@@ -740,7 +797,8 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
     async def readyz() -> Response:
         if state.ready:
             return JSONResponse({"status": "ready", "versions": {name: r.slot.current.version for name, r
-                                                                 in roles.items() if r.slot.current is not None}})
+                                                                 in roles.items() if r.slot.current is not None},
+                                 "last_reload_error": state.reload_error})
         if state.load_error is not None:
             return BadRequestError(503, f"the model failed to load: {state.load_error}", "model",
                                    "check the model source and restart").response()
@@ -781,10 +839,11 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
         try:
             changed = await refresh()
         except Exception as exc:  # the old model keeps serving
+            metrics.reload_failures.labels("admin").inc()
+            state.reload_error = f"{type(exc).__name__}: {exc}"
             return BadRequestError(409, f"the new model could not be loaded: {exc}", "model",
                                    "fix the registry version; the previous model is still serving").response()
         return JSONResponse({"changed": changed, "versions": {name: r.slot.current.version for name, r
                                                               in roles.items() if r.slot.current is not None}})
 
-    KNOWN = {"/v1/predict", "/v1/feedback", "/healthz", "/readyz", "/metrics", "/v1/model", "/admin/reload"}
     return app
