@@ -52,6 +52,7 @@ import numpy as np
 from assay.errors import DataError, OptionError, OutputError
 from assay.stats.atc import atc_threshold
 from assay.stats.bootstrap import spawn_seed
+from assay.stats.drift import MIN_SCALE, binned_ks, chi2_homogeneity, js_distance, ks_wasserstein
 from assay.stats.probabilities import log_softmax
 
 if TYPE_CHECKING:
@@ -79,8 +80,6 @@ SCHEMA_VERSION = "1.0"
 REFERENCE_FILE = "reference.npz"
 #: The JSON header is a few kB (class names dominate); anything far larger is not a reference.
 MAX_HEADER_BYTES = 4 * 2**20
-#: Floor of the scale that normalises Wasserstein distances (Evidently's ``max(std, 0.001)``).
-MIN_SCALE = 1e-3
 #: Most chunks derived from ``chunk_size`` alone (the exact 1-D distances cost O(n) per chunk).
 MAX_DERIVED_CHUNKS = 100
 DEFAULT_CHUNKS = 10
@@ -167,62 +166,6 @@ def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Counts of ``values`` per bin of ``edges`` (:func:`bin_index`): ``numpy.histogram(values, edges)``
     for values inside the edges, with values outside them in the outer bins. int64."""
     return np.bincount(bin_index(values, edges), minlength=len(edges) - 1).astype(np.int64)
-
-
-def _shares(counts: np.ndarray) -> np.ndarray:
-    counts = np.asarray(counts, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.asarray(counts / counts.sum(axis=-1, keepdims=True))
-
-
-def js_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Jensen-Shannon distance, base 2 (in [0, 1]), between the distributions along the last axis of two
-    count (or probability) arrays, each normalised to sum to one; ``scipy.spatial.distance.jensenshannon``
-    with ``base=2``. NaN where either side is empty."""
-    a, b = _shares(p), _shares(q)
-    mid = (a + b) / 2
-
-    def kl(x: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            terms = np.where(x > 0, x * np.log2(x / np.where(mid > 0, mid, 1.0)), 0.0)
-        return np.asarray(terms.sum(axis=-1))
-
-    divergence = (kl(a) + kl(b)) / 2
-    return np.asarray(np.sqrt(np.maximum(divergence, 0.0)))
-
-
-def binned_ks(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Largest gap between the cumulative shares of two histograms over the same bins (last axis): the
-    two-sample KS statistic evaluated at the bin edges only (exact when every distinct value has its own
-    bin, a lower bound otherwise)."""
-    return np.asarray(np.abs(np.cumsum(_shares(p), axis=-1) - np.cumsum(_shares(q), axis=-1)).max(axis=-1))
-
-
-def chi2_homogeneity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson chi-squared statistic of homogeneity of two count vectors (last axis), the 2 x C table
-    without categories empty on both sides (``scipy.stats.chi2_contingency(..., correction=False)``)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    column = a + b
-    n_a, n_b = a.sum(axis=-1, keepdims=True), b.sum(axis=-1, keepdims=True)
-    total = n_a + n_b
-    with np.errstate(invalid="ignore", divide="ignore"):
-        exp_a, exp_b = column * n_a / total, column * n_b / total
-        terms = np.where(column > 0, (a - exp_a) ** 2 / np.where(exp_a > 0, exp_a, 1.0)
-                         + (b - exp_b) ** 2 / np.where(exp_b > 0, exp_b, 1.0), 0.0)
-    return np.asarray(terms.sum(axis=-1))
-
-
-def ks_wasserstein(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Exact two-sample KS statistic and Wasserstein-1 distance of two 1-D samples (what a monitor
-    computes for a window against the reference's per-sample values; ``scipy.stats.ks_2samp`` and
-    ``scipy.stats.wasserstein_distance``)."""
-    a = np.sort(np.asarray(a, dtype=np.float64).ravel())
-    b = np.sort(np.asarray(b, dtype=np.float64).ravel())
-    if a.size == 0 or b.size == 0:
-        raise DataError("two non-empty samples are needed", where="ks_wasserstein", fix="pass values on both sides")
-    points = np.union1d(a, b)
-    diff = (np.searchsorted(a, points, side="right") / a.size - np.searchsorted(b, points, side="right") / b.size)
-    return float(np.abs(diff).max()), float((np.abs(diff[:-1]) * np.diff(points)).sum())
 
 
 def _chunk_ks_wasserstein(values: np.ndarray, chunks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
