@@ -38,6 +38,27 @@ SIGKILL, measured (12 kills at random points per store, writer at 2,000 rows/s, 
 (SQLite: max 103 rows, 50 ms; PostgreSQL in the tests: 74-96 rows, <= 46 ms). No committed row was ever lost, and
 the log was always a prefix of what was submitted.
 
+Retention (``retention_s``, ``assay serve --log-retention 30d``) and a size cap (``max_bytes``, ``--log-max-size
+10GB``; Parquet only), applied by the maintenance thread (the compaction thread; never the writer or the request
+path) at start and every ``prune_every_s`` (60 s), each pass bounded (1,000 segment deletions, or 100,000 SQL rows
+in transactions of 10,000; a pass that stops at its bound is followed by another a second later). Counted in
+``pruned_rows`` and ``pruned_segments``. The cutoff is ``time.time() - retention_s`` against each row's ``time``;
+labels (feedback) follow the same age rule on their own ``time`` -- a label is logged after its prediction, so it
+is deleted no earlier than it.
+
+- Parquet: a segment whose newest row is older than the cutoff is deleted whole; each compaction also rewrites
+  the small segments holding expired rows without them (a quiet log's old rows do not live on inside its newest
+  segment). So a row older than the cutoff lives on at most while it shares a large (>= 16 MB) segment with
+  newer rows, and no row newer than the cutoff is ever deleted by the age rule. Beyond ``max_bytes`` (the
+  committed segments of both kinds; a write in progress is a hidden temp file, never counted nor touched) the
+  segment whose newest row is oldest goes first, until the rest fits: after a pass the log is within the cap.
+  With a cap, merged segments stay under ``max_bytes / 8``, so the cap never has to take a large share at once.
+- SQL: ``DELETE`` of the rows older than the cutoff, row-exact, in batches. No size cap: deleting rows does not
+  shrink a PostgreSQL table or a SQLite file (the space is reused for new rows), so ``max_bytes`` with a SQL store
+  is an `OptionError` -- cap a database log by age.
+
+`prune_log` applies both now, to completion.
+
 Query the embedded log with DuckDB::
 
     import duckdb
@@ -61,6 +82,8 @@ import collections
 import concurrent.futures
 import contextlib
 import logging
+import math
+import re
 import threading
 import time
 import weakref
@@ -76,10 +99,12 @@ from assay.errors import OptionError
 from assay.serve.log_stores import ParquetStore, SqlStore, Store
 
 __all__ = ["CommitTicket", "FeedbackRow", "LogFullError", "PredictionLog", "PredictionRow", "compact_log",
-           "default_log_dir", "open_log", "read_log"]
+           "default_log_dir", "open_log", "parse_size", "prune_log", "read_log"]
 
 _LOGGER = logging.getLogger(__name__)
 ROLES = ("primary", "shadow", "canary")
+_COMPACT_BYTES = 16 * 2**20
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgtp])(i)?)?b?")
 
 
 class LogFullError(RuntimeError):
@@ -212,7 +237,8 @@ class PredictionLog:
 
     def __init__(self, store: Store, *, durability: Literal["fast", "strict"] = "fast", queue_size: int = 10_000,
                  on_full: Literal["shed", "block"] = "shed", commit_interval_ms: float = 50,
-                 max_commit_rows: int = 2048, compact_every_s: float | None = 600) -> None:
+                 max_commit_rows: int = 2048, compact_every_s: float | None = 600, retention_s: float | None = None,
+                 max_bytes: int | None = None, prune_every_s: float = 60) -> None:
         if durability not in ("fast", "strict"):
             raise OptionError(f"durability {durability!r} is not 'fast' or 'strict'", where="--durability",
                               fix="use --durability fast (default) or strict")
@@ -222,7 +248,27 @@ class PredictionLog:
         if queue_size < 1 or max_commit_rows < 1 or not commit_interval_ms >= 0:
             raise OptionError("queue_size and max_commit_rows must be >= 1 and commit_interval_ms >= 0",
                               where="open_log", fix="pass positive sizes")
+        if retention_s is not None and not retention_s > 0:
+            raise OptionError(f"the log retention must be positive, not {retention_s} s", where="--log-retention",
+                              fix="give a duration such as 30d or 12h, or leave it out to keep every row")
+        if max_bytes is not None:
+            if not isinstance(store, ParquetStore):
+                raise OptionError("a size cap is only supported for the Parquet log (a database does not shrink "
+                                  "when rows are deleted)", where="--log-max-size",
+                                  fix="cap a SQL log by age with --log-retention, or log to a folder")
+            if max_bytes < 1:
+                raise OptionError(f"the log size cap must be positive, not {max_bytes} bytes", where="--log-max-size",
+                                  fix="give a size such as 10GB or 500MB")
+        if (retention_s is not None or max_bytes is not None) and not isinstance(store, ParquetStore | SqlStore):
+            raise OptionError(f"{type(store).__name__} cannot prune rows", where="PredictionLog",
+                              fix="use a Parquet or SQL store, or no retention")
+        if not prune_every_s > 0:
+            raise OptionError("prune_every_s must be positive", where="PredictionLog", fix="pass e.g. 60")
         self.store, self.durability, self.queue_size, self.on_full = store, durability, queue_size, on_full
+        self.retention_s, self.max_bytes, self.prune_every_s = retention_s, max_bytes, prune_every_s
+        self.compact_every_s = compact_every_s if isinstance(store, ParquetStore) else None
+        #: merged Parquet files grow to this size: a size cap deletes at most about 1/8 of it at once
+        self.compact_bytes = _COMPACT_BYTES if max_bytes is None else max(1, min(_COMPACT_BYTES, max_bytes // 8))
         self.commit_interval = commit_interval_ms / 1000.0
         self.max_commit_rows = max_commit_rows
         self._items: collections.deque[_Item] = collections.deque()
@@ -239,9 +285,10 @@ class PredictionLog:
         self._thread.start()
         self._stop_compacting = threading.Event()
         self._compactor: threading.Thread | None = None
-        if compact_every_s is not None and isinstance(store, ParquetStore):
-            self._compactor = threading.Thread(target=self._compact_loop, args=(store, compact_every_s),
-                                               name="assay-prediction-log-compact", daemon=True)
+        self._pruning = (retention_s is not None or max_bytes is not None) and math.isfinite(prune_every_s)
+        if self.compact_every_s is not None or self._pruning:
+            self._compactor = threading.Thread(target=self._maintain, name="assay-prediction-log-maintain",
+                                               daemon=True)
             self._compactor.start()
         atexit.register(_close_at_exit, weakref.ref(self))
 
@@ -351,13 +398,45 @@ class PredictionLog:
                     else:
                         item.ticket.set_exception(error)
 
-    def _compact_loop(self, store: ParquetStore, every_s: float) -> None:
-        """Merge small segments every ``every_s`` seconds, off the writer thread (commits go on meanwhile)."""
-        while not self._stop_compacting.wait(every_s):
-            try:
-                store.compact()
-            except Exception as exc:  # a failed compaction leaves the segments as they were
-                _LOGGER.warning("prediction log: compaction failed: %s", exc)
+    def _maintain(self) -> None:
+        """The maintenance thread, off the writer's (commits go on meanwhile): merge small Parquet segments every
+        ``compact_every_s``; prune (`prune_once`) at start and every ``prune_every_s``, again after a second while
+        a pass stopped at its bound."""
+        now = time.monotonic()
+        compact_due = math.inf if self.compact_every_s is None else now + self.compact_every_s
+        prune_due = now if self._pruning else math.inf
+        while not self._stop_compacting.wait(max(0.0, min(compact_due, prune_due) - time.monotonic())):
+            if time.monotonic() >= compact_due:
+                try:
+                    self.compact_once()
+                except Exception as exc:  # a failed compaction leaves the segments as they were
+                    _LOGGER.warning("prediction log: compaction failed: %s", exc)
+                compact_due = time.monotonic() + float(self.compact_every_s or 0.0)
+            if time.monotonic() >= prune_due:
+                done = True
+                try:
+                    done = self.prune_once()
+                except Exception as exc:  # a failed pass deletes nothing more; the next one retries
+                    _LOGGER.warning("prediction log: pruning failed: %s", exc)
+                prune_due = time.monotonic() + (self.prune_every_s if done else min(1.0, self.prune_every_s))
+
+    def cutoff(self) -> float | None:
+        """Unix time before which rows are expired (``now - retention_s``); None without retention."""
+        return None if self.retention_s is None else time.time() - self.retention_s
+
+    def compact_once(self) -> int:
+        """One compaction pass (Parquet; 0 otherwise): small segments merged, expired rows left out."""
+        if not isinstance(self.store, ParquetStore):
+            return 0
+        return self.store.compact(small_bytes=self.compact_bytes, older_than=self.cutoff())
+
+    def prune_once(self) -> bool:
+        """One bounded pruning pass (see the module doc, Retention); whether everything due was deleted."""
+        if isinstance(self.store, ParquetStore):
+            return self.store.prune(older_than=self.cutoff(), max_bytes=self.max_bytes)
+        if isinstance(self.store, SqlStore):
+            return self.store.prune(older_than=self.cutoff())
+        return True
 
     # -- lifecycle and metrics ----------------------------------------------------------------------------------
     def close(self) -> None:
@@ -418,6 +497,16 @@ class PredictionLog:
         """Number of group commits."""
         return self._commits
 
+    @property
+    def pruned_rows(self) -> int:
+        """Rows (predictions and labels) deleted by retention or the size cap since the log was opened."""
+        return int(self.store.pruned_rows)
+
+    @property
+    def pruned_segments(self) -> int:
+        """Parquet segments deleted by retention or the size cap (0 for SQL stores, which delete rows)."""
+        return int(self.store.pruned_segments)
+
 
 def _close_at_exit(ref: weakref.ReferenceType[PredictionLog]) -> None:
     log = ref()
@@ -429,13 +518,48 @@ def _close_at_exit(ref: weakref.ReferenceType[PredictionLog]) -> None:
 def open_log(store: str | None = None, *, root: str | Path | None = None,
              durability: Literal["fast", "strict"] = "fast", queue_size: int = 10_000,
              on_full: Literal["shed", "block"] = "shed", commit_interval_ms: float = 50,
-             max_commit_rows: int = 2048, compact_every_s: float | None = 600) -> PredictionLog:
+             max_commit_rows: int = 2048, compact_every_s: float | None = 600, retention_s: float | None = None,
+             max_bytes: int | None = None, prune_every_s: float = 60) -> PredictionLog:
     """A running `PredictionLog`: ``store`` None → Parquet segments under ``<root>/.assay/logs/``; a folder →
     Parquet segments there; ``sqlite:///file.db``; ``postgresql+psycopg://...`` (several instances, one table).
-    ``compact_every_s``: how often small Parquet segments are merged (None: never)."""
-    return PredictionLog(_open_store(store, root, fsync=durability == "strict"), durability=durability,
-                         queue_size=queue_size, on_full=on_full, commit_interval_ms=commit_interval_ms,
-                         max_commit_rows=max_commit_rows, compact_every_s=compact_every_s)
+    ``compact_every_s``: how often small Parquet segments are merged (None: never). ``retention_s`` /
+    ``max_bytes``: keep rows this many seconds / the Parquet log under this many bytes, checked every
+    ``prune_every_s`` (see the module doc, Retention)."""
+    backend = _open_store(store, root, fsync=durability == "strict")
+    try:
+        return PredictionLog(backend, durability=durability, queue_size=queue_size, on_full=on_full,
+                             commit_interval_ms=commit_interval_ms, max_commit_rows=max_commit_rows,
+                             compact_every_s=compact_every_s, retention_s=retention_s, max_bytes=max_bytes,
+                             prune_every_s=prune_every_s)
+    except BaseException:
+        backend.close()
+        raise
+
+
+def prune_log(store: str | None = None, *, root: str | Path | None = None, retention_s: float | None = None,
+              max_bytes: int | None = None) -> tuple[int, int]:
+    """Apply retention and the size cap to a log now, to completion (what a running log does in bounded passes
+    every ``prune_every_s``); (rows, segments) deleted. Safe while writers run."""
+    log = PredictionLog(_open_store(store, root, fsync=False), retention_s=retention_s, max_bytes=max_bytes,
+                        compact_every_s=None, prune_every_s=math.inf)
+    try:
+        while not log.prune_once():
+            pass
+        return log.pruned_rows, log.pruned_segments
+    finally:
+        log.close()
+
+
+def parse_size(text: str, *, where: str = "--log-max-size") -> int:
+    """Bytes in a size such as ``10GB``, ``500 MB``, ``1.5GiB`` or ``4096``: KB, MB, GB, TB, PB are powers of
+    1000, KiB ... PiB powers of 1024 (IEC 80000-13), ``B`` optional, any case; OptionError naming ``where``."""
+    match = _SIZE.fullmatch(str(text).strip().lower())
+    if match is None or float(match.group(1)) <= 0:
+        raise OptionError(f"{text!r} is not a size", where=where,
+                          fix="give a positive number with a unit, e.g. 10GB, 500MB or 2GiB")
+    number, prefix, binary = match.groups()
+    power = "kmgtp".index(prefix) + 1 if prefix else 0
+    return max(1, int(float(number) * (1024 if binary else 1000) ** power))
 
 
 def compact_log(store: str | None = None, *, root: str | Path | None = None) -> int:

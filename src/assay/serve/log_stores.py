@@ -8,18 +8,23 @@ are stored compactly: logits/features as float32 (Parquet ``list<float32>`` colu
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import json
+import math
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from assay.serve.log_migrations import upgrade_log_schema
 
 if TYPE_CHECKING:
     from assay.serve.log import FeedbackRow, PredictionRow
@@ -31,7 +36,11 @@ PREDICTION_COLUMNS = ("request_id", "row", "time", "version", "model_sha256", "r
 
 
 class Store:
-    """The interface: `write(predictions, feedback)` in one atomic step, `read()`, `close()`."""
+    """The interface: `write(predictions, feedback)` in one atomic step, `read()`, `close()`; ``pruned_rows`` and
+    ``pruned_segments`` count what retention deleted (the Parquet and SQL stores have a ``prune``)."""
+
+    pruned_rows = 0
+    pruned_segments = 0
 
     def write(self, predictions: Sequence[PredictionRow], feedback: Sequence[FeedbackRow]) -> None:
         raise NotImplementedError
@@ -42,6 +51,17 @@ class Store:
 
     def close(self) -> None:
         """Release connections."""
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """A committed Parquet segment: path, rows, bytes, and the oldest and newest row ``time``."""
+
+    name: str
+    rows: int
+    size: int
+    oldest: float
+    newest: float
 
 
 def _f32(values: Any) -> np.ndarray:
@@ -75,6 +95,9 @@ class ParquetStore(Store):
         self.fsync = fsync
         self._prefix = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._seq = itertools.count()
+        self._segments: dict[str, _Segment] = {}
+        self.pruned_rows = 0
+        self.pruned_segments = 0
 
     @staticmethod
     def _schemas() -> tuple[Any, Any]:
@@ -150,42 +173,143 @@ class ParquetStore(Store):
                 merged.update(json.loads(meta.get(b"assay.sources", b"[]")))
         return merged
 
-    def compact(self, *, min_files: int = 2, small_bytes: int = 16 * 2**20) -> int:
-        """Merge the committed segments smaller than ``small_bytes`` of each kind into one file
-        (``<kind>-<first ns>-c-<uuid>-0.parquet``, listing its sources in its metadata), then delete the
-        sources; one compaction at a time per folder (an exclusive lock). Returns the number of files removed.
-        Rows keep their commit order."""
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One compaction or prune at a time per folder, across processes (an exclusive ``flock``)."""
         import fcntl
 
+        with open(self.folder / ".compact.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _segment(self, name: str) -> _Segment:
+        """Rows, size and time range of a committed segment, from its Parquet footer (cached: segments never
+        change once renamed into place)."""
+        import pyarrow.parquet as pq
+
+        base = os.path.basename(name)
+        cached = self._segments.get(base)
+        if cached is None:
+            meta = pq.ParquetFile(name).metadata
+            column = meta.schema.names.index("time")
+            lows, highs = [], []
+            for group in range(meta.num_row_groups):
+                stats = meta.row_group(group).column(column).statistics
+                if meta.row_group(group).num_rows and (stats is None or not stats.has_min_max):
+                    times = pq.read_table(name, columns=["time"]).column("time").to_numpy()
+                    lows, highs = [float(times.min())], [float(times.max())]
+                    break
+                if meta.row_group(group).num_rows:
+                    lows.append(float(stats.min))
+                    highs.append(float(stats.max))
+            cached = _Segment(name, meta.num_rows, os.path.getsize(name), min(lows, default=-math.inf),
+                              max(highs, default=-math.inf))
+            self._segments[base] = cached
+        return cached
+
+    def _drop(self, names: Sequence[str]) -> None:
+        for name in names:
+            os.unlink(name)
+            self._segments.pop(os.path.basename(name), None)
+
+    def _live(self, kind: str) -> tuple[list[str], int]:
+        """The committed segments of ``kind`` in commit order, and how many sources a crashed compaction had
+        already merged were deleted first (call under `_exclusive`)."""
+        names = sorted(glob.glob(str(self.folder / f"{kind}-*.parquet")))
+        merged = self._merged_sources(names)
+        leftovers = [n for n in names if os.path.basename(n) in merged]
+        self._drop(leftovers)
+        return [n for n in names if os.path.basename(n) not in merged], len(leftovers)
+
+    def compact(self, *, min_files: int = 2, small_bytes: int = 16 * 2**20, older_than: float | None = None) -> int:
+        """Merge runs of consecutive committed segments smaller than ``small_bytes`` into files of about
+        ``small_bytes`` (``<kind>-<first ns>-c-<uuid>-0.parquet``, listing its sources in its metadata), then
+        delete the sources; one compaction at a time per folder (an exclusive lock). Rows keep their commit
+        order. With ``older_than`` (Unix seconds; the retention cutoff) the merged files leave out the rows older
+        than it (counted in ``pruned_rows``), and a small segment holding such rows is rewritten even alone, so a
+        quiet log's expired rows do not live on inside its newest segment. Returns the number of files removed."""
         import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         removed = 0
-        with open(self.folder / ".compact.lock", "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self._exclusive():
             for kind, schema in zip(("predictions", "feedback"), self._schemas()):
-                names = sorted(glob.glob(str(self.folder / f"{kind}-*.parquet")))
-                merged = self._merged_sources(names)
-                for leftover in [n for n in names if os.path.basename(n) in merged]:
-                    os.unlink(leftover)
-                    removed += 1
-                live = [n for n in names if os.path.basename(n) not in merged and os.path.getsize(n) < small_bytes]
-                if len(live) < min_files:
-                    continue
-                table = pa.concat_tables([pq.read_table(n, schema=schema) for n in live])
-                sources = [os.path.basename(n) for n in live]
-                first_ns = sources[0].split("-")[1]
-                name = f"{kind}-{first_ns}-c-{uuid.uuid4().hex[:8]}-00000000.parquet"
-                table = table.replace_schema_metadata({"assay.sources": json.dumps(sources)})
-                temp = self.folder / f".tmp-{name}"
-                pq.write_table(table, temp, compression="zstd")
-                with open(temp, "rb") as handle:
-                    os.fsync(handle.fileno())
-                os.replace(temp, self.folder / name)
-                for source in live:
-                    os.unlink(source)
-                    removed += 1
+                live, leftovers = self._live(kind)
+                removed += leftovers
+                for chunk in self._chunks(live, small_bytes):
+                    expired = older_than is not None and any(self._segment(n).oldest < older_than for n in chunk)
+                    if len(chunk) < min_files and not expired:
+                        continue
+                    table = pa.concat_tables([pq.read_table(n, schema=schema) for n in chunk])
+                    if older_than is not None:
+                        kept = table.filter(pc.greater_equal(table.column("time"), older_than))
+                        self.pruned_rows += table.num_rows - kept.num_rows
+                        table = kept
+                    if table.num_rows:
+                        sources = [os.path.basename(n) for n in chunk]
+                        first_ns = sources[0].split("-")[1]
+                        name = f"{kind}-{first_ns}-c-{uuid.uuid4().hex[:8]}-00000000.parquet"
+                        table = table.replace_schema_metadata({"assay.sources": json.dumps(sources)})
+                        temp = self.folder / f".tmp-{name}"
+                        pq.write_table(table, temp, compression="zstd")
+                        with open(temp, "rb") as handle:
+                            os.fsync(handle.fileno())
+                        os.replace(temp, self.folder / name)
+                    self._drop(chunk)  # all rows expired: no merged file, the sources simply go
+                    removed += len(chunk)
         return removed
+
+    def _chunks(self, names: Sequence[str], small_bytes: int) -> list[list[str]]:
+        """Runs of consecutive segments under ``small_bytes``, cut where a run reaches ``small_bytes`` (merging
+        only neighbours keeps the commit order; the cut bounds a merged file's size and a compaction's work)."""
+        chunks: list[list[str]] = [[]]
+        size = 0
+        for name in names:
+            nbytes = self._segment(name).size
+            if nbytes >= small_bytes or size >= small_bytes:
+                chunks.append([])
+                size = 0
+            if nbytes < small_bytes:
+                chunks[-1].append(name)
+                size += nbytes
+        return [c for c in chunks if c]
+
+    def prune(self, *, older_than: float | None = None, max_bytes: int | None = None,
+              max_segments: int = 1000) -> bool:
+        """Delete whole committed segments: those whose newest row is older than ``older_than`` (Unix seconds),
+        then, while the committed segments of both kinds hold more than ``max_bytes``, the one whose newest row is
+        oldest (so the size cap acts as the age rule with a later cutoff). Predictions and feedback segments
+        follow the same rule on their own rows' times (a label is logged after its prediction, so it outlives
+        it). Never touches a segment being written (a writer's hidden temp file, renamed in only when complete);
+        a writer's temp file older than an hour is a crashed writer's and is removed. At most ``max_segments``
+        deletions per call; returns whether it got through everything due (False: call again). Counted in
+        ``pruned_rows`` (predictions + labels) and ``pruned_segments``."""
+        with self._exclusive():
+            stale = time.time() - 3600
+            for temp in glob.glob(str(self.folder / ".tmp-*.parquet")):
+                with contextlib.suppress(FileNotFoundError):
+                    if os.path.getmtime(temp) < stale:
+                        os.unlink(temp)
+            segments = sorted((self._segment(n) for kind in ("predictions", "feedback") for n in self._live(kind)[0]),
+                              key=lambda s: (s.newest, os.path.basename(s.name).split("-")[1]))
+            doomed = [s for s in segments if older_than is not None and s.newest < older_than]
+            if max_bytes is not None:
+                left = sum(s.size for s in segments[len(doomed):])
+                for segment in segments[len(doomed):]:
+                    if left <= max_bytes:
+                        break
+                    doomed.append(segment)
+                    left -= segment.size
+            for segment in doomed[:max_segments]:
+                self._drop([segment.name])
+                self.pruned_rows += segment.rows
+                self.pruned_segments += 1
+            return len(doomed) <= max_segments
+
+    def size(self) -> int:
+        """Bytes in the committed segments (what ``max_bytes`` caps; temp files of writes in progress aside)."""
+        return sum(os.path.getsize(n) for kind in ("predictions", "feedback") for n in self.files(kind))
 
     def read(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         for attempt in range(5):  # a compaction may delete a listed segment (its rows are in the merged file)
@@ -284,24 +408,29 @@ class SqlStore(Store):
         sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}} if sqlite else {"pool_pre_ping": True}
         self.engine = sa.create_engine(url, **kwargs)
+        self.where = sa.engine.make_url(url).render_as_string(hide_password=True)
+        self.pruned_rows = 0
+        self.pruned_segments = 0  # always 0: rows are deleted, not segments
         if sqlite:
             synchronous = "FULL" if fsync else "NORMAL"
 
             @sa.event.listens_for(self.engine, "connect")
             def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.isolation_level = None  # transactions are begun explicitly (below), DDL included
                 cursor = dbapi_conn.cursor()
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute(f"PRAGMA synchronous={synchronous}")
                 cursor.execute("PRAGMA busy_timeout=30000")
                 cursor.close()
-        for attempt in range(3):  # two processes creating the tables at once: the loser retries and finds them
-            try:
-                metadata.create_all(self.engine, checkfirst=True)
-                break
-            except sa.exc.DBAPIError:
-                if attempt == 2:
-                    raise
-                time.sleep(0.2)
+
+            @sa.event.listens_for(self.engine, "begin")
+            def _begin(conn: Any) -> None:
+                conn.exec_driver_sql(conn.get_execution_options().get("assay_begin", "BEGIN"))
+        try:
+            upgrade_log_schema(self.engine, self.where)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def write(self, predictions: Sequence[PredictionRow], feedback: Sequence[FeedbackRow]) -> None:
         with self.engine.begin() as conn:
@@ -345,6 +474,30 @@ class SqlStore(Store):
         feedback = (pd.DataFrame([tuple(r) for r in fb], columns=["request_id", "row", "label", "time"]) if fb
                     else _empty_feedback())
         return frame, feedback
+
+    def prune(self, *, older_than: float | None = None, max_rows: int = 100_000, batch_rows: int = 10_000) -> bool:
+        """DELETE the rows (predictions, and labels by their own time) older than ``older_than`` (Unix seconds), at
+        most ``batch_rows`` per transaction (writers wait for one short transaction at a time, never for the whole
+        pass) and ``max_rows`` per call; returns whether nothing due is left (False: call again). Counted in
+        ``pruned_rows``. Row-exact: a row at or after the cutoff is never deleted. The database keeps the freed
+        pages for new rows (PostgreSQL's autovacuum, SQLite's free list): files do not shrink, which is why the
+        SQL stores take no size cap."""
+        import sqlalchemy as sa
+
+        if older_than is None:
+            return True
+        deleted = 0
+        for table in (self.predictions, self.feedback):
+            while deleted < max_rows:
+                limit = min(batch_rows, max_rows - deleted)
+                due = sa.select(table.c.id).where(table.c.time < older_than).limit(limit)
+                with self.engine.begin() as conn:
+                    count = conn.execute(table.delete().where(table.c.id.in_(due))).rowcount
+                deleted += count
+                self.pruned_rows += count
+                if count < limit:
+                    break
+        return deleted < max_rows
 
     def close(self) -> None:
         self.engine.dispose()
