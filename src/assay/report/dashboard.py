@@ -131,13 +131,14 @@ _TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10
 def time_ticks(lo: float, hi: float, target: int) -> Ticks:
     """Ticks of a UTC time axis over unix seconds ``lo..hi``: the first step of 1 s .. 1 year (the clock's own
     steps: 15 s, 5 min, 6 h, a week, ...) that gives at most ``target`` intervals, at its multiples; labelled
-    ``HH:MM:SS``, ``HH:MM``, ``MM-DD HH:MM`` (more than a day) or ``YYYY-MM-DD`` (steps of a day or more)."""
+    ``HH:MM:SS``, ``HH:MM``, ``MM-DD HH:MM`` (when the axis crosses midnight) or ``YYYY-MM-DD`` (steps of a day or
+    more)."""
     span = max(hi - lo, 1e-9)
     step = next((float(s) for s in _TIME_STEPS if span / s <= target), span / max(target, 1))
     values = [k * step for k in range(math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9) + 1)]
     if step >= 86400:
         pattern = "%Y-%m-%d"
-    elif span > 86400:
+    elif math.floor(lo / 86400) != math.floor(hi / 86400):  # the axis crosses midnight (UTC)
         pattern = "%m-%d %H:%M"
     else:
         pattern = "%H:%M" if step >= 60 else "%H:%M:%S"
@@ -552,7 +553,7 @@ def _context(snapshot: Mapping[str, Any], refresh_s: int | None) -> dict[str, An
                       "accuracy": format_number(reference.get("accuracy")), "n": format_number(reference.get("n"))},
         "window": {"kind": _text(window.get("kind")),
                    "size": MISSING if size is None else (_duration(size) if window.get("kind") == "time"
-                                                         else format_number(size))},
+                                                         else f"{size:g} rows")},
         "threshold_method": _text(snapshot.get("threshold_method")),
         "n_windows": len(every), "n_shown": len(windows),
         "n_insufficient": int(sum(w.get("insufficient") is True for w in every)),
