@@ -195,3 +195,33 @@ def test_verify_names_changed_and_missing_artifacts(reg, bundles):
     assert any(f"artifact {version.evidence_sha256}" not in p and "the evidence tree of m@1) is missing" in p
                for p in problems), problems
     assert len(problems) == 3
+
+
+def test_rollout_decisions_join_the_chain_and_carry_the_report_hash(reg, tmp_path):
+    """A stopped canary is an audit row (no alias moves) naming the monitor report by its stored sha256; verify
+    still passes, an edited rollout row is named, and bad input is refused before anything is written."""
+    from assay.errors import RegistryError
+
+    report = tmp_path / "monitor.json"
+    report.write_text('{"decision": "worse"}')
+    sha = reg.put_artifact(report)
+    assert sha == hashlib.sha256(report.read_bytes()).hexdigest()
+    before = reg.aliases("m")
+    recorded = reg.record_rollout("m", action="canary_stop", reason="challenger worse with confidence",
+                                  challenger="m@3", report_sha256=sha, detail={"n": 400}, actor="monitor")
+    assert reg.aliases("m") == before
+    [stored] = reg.rollouts("m")
+    assert stored["report_sha256"] == sha and stored["challenger"] == "m@3" and stored["detail"] == {"n": 400}
+    assert stored["id"] == recorded["id"] and stored["actor"] == "monitor"
+    assert reg.verify().ok
+    with pytest.raises(RegistryError, match="unknown rollout action"):
+        reg.record_rollout("m", action="delete_everything", reason="x")
+    with pytest.raises(RegistryError, match="not in the artifact store"):
+        reg.record_rollout("m", action="canary_stop", reason="x", report_sha256="0" * 64)
+    assert len(reg.rollouts("m")) == 1
+    with _attacker(reg) as conn:
+        _drop_guards(conn, "audit_log")
+        conn.execute(sa.text("UPDATE audit_log SET payload = replace(payload, 'canary_stop', 'shadow_stop') "
+                             "WHERE event = 'rollout'"))
+    problems = reg.verify().problems
+    assert any(f"row {recorded['id']}" in p for p in problems), problems

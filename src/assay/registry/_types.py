@@ -8,12 +8,15 @@ from typing import Any
 
 from assay.errors import RegistryError
 
-__all__ = ["ACTIONS", "NAME_PATTERN", "AliasMove", "ModelVersion", "VerifyReport", "check_alias", "check_name"]
+__all__ = ["ACTIONS", "NAME_PATTERN", "ROLLOUT_ACTIONS", "AliasMove", "ModelVersion", "VerifyReport", "check_alias",
+           "check_name"]
 
 #: Model and alias names: a letter or digit, then letters, digits, '.', '_' or '-' (at most 128 characters).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: What moved an alias: a gated promotion, a rollback to an earlier holder, a forced move (logged as forced).
 ACTIONS = ("promote", "rollback", "force")
+#: Rollout decisions recorded in the audit log without an alias move (``Registry.record_rollout``).
+ROLLOUT_ACTIONS = ("canary_stop", "shadow_stop", "auto_rollback", "auto_promote")
 
 
 def check_name(name: object, *, what: str = "model name", where: str = "name") -> str:

@@ -37,7 +37,15 @@ from sqlalchemy.engine import Connection
 from assay.errors import RegistryConflictError, RegistryError
 from assay.evidence.bundle import read_evidence
 from assay.registry import audit
-from assay.registry._types import ACTIONS, AliasMove, ModelVersion, VerifyReport, check_alias, check_name
+from assay.registry._types import (
+    ACTIONS,
+    ROLLOUT_ACTIONS,
+    AliasMove,
+    ModelVersion,
+    VerifyReport,
+    check_alias,
+    check_name,
+)
 from assay.registry.artifacts import (
     ArtifactStore,
     LocalArtifactStore,
@@ -466,6 +474,43 @@ class Registry:
         with self.db.read() as conn:
             self._check_model(conn, name)
             return [_move_from(r._mapping) for r in conn.execute(query.order_by(alias_moves.c.id))]
+
+    # -- rollout decisions ----------------------------------------------------------------------------------
+    def record_rollout(self, name: str, *, action: str, reason: str, challenger: str | None = None,
+                       report_sha256: str | None = None, detail: Mapping[str, Any] | None = None,
+                       actor: str | None = None) -> dict[str, Any]:
+        """Record a rollout decision that moves no alias (a canary or shadow stopped by the monitor, the reason
+        for an automatic rollback) as one row of the tamper-evident audit log, carrying the monitor report's
+        sha256 (a stored artifact, :meth:`put_artifact`), so the decision can be traced to the evidence behind it.
+        ``action``: one of :data:`ROLLOUT_ACTIONS`. Returns the recorded payload."""
+        name = check_name(name)
+        if action not in ROLLOUT_ACTIONS:
+            raise RegistryError(f"unknown rollout action {action!r}", where="action",
+                                fix=f"use one of: {', '.join(ROLLOUT_ACTIONS)}")
+        why = _check_text(reason, "reason", _MAX_MESSAGE, required=True)
+        who = _check_text(actor, "actor", 256) or _default_actor()
+        if report_sha256 is not None:
+            check_sha256(report_sha256)
+        body: dict[str, Any] = {"action": action, "reason": why,
+                                "challenger": _check_text(challenger, "challenger", 256),
+                                "report_sha256": report_sha256, "detail": dict(detail or {})}
+        with self.db.write() as conn:
+            self._check_model(conn, name)
+            if report_sha256 is not None and not self.store.has(report_sha256):
+                raise RegistryError(f"the report {report_sha256[:12]}... is not in the artifact store",
+                                    where="report_sha256", fix="store it first with put_artifact, then retry")
+            row = audit.append(conn, "rollout", name, who, body)
+        return {**body, "id": row["id"], "created_at": row["created_at"], "actor": who}
+
+    def rollouts(self, name: str) -> list[dict[str, Any]]:
+        """The rollout decisions recorded for ``name`` (:meth:`record_rollout`), oldest first."""
+        name = check_name(name)
+        with self.db.read() as conn:
+            self._check_model(conn, name)
+            rows = conn.execute(sa.select(audit_log).where(audit_log.c.event == "rollout", audit_log.c.name == name)
+                                .order_by(audit_log.c.id))
+            return [{**audit.payload(r._mapping), "id": int(r.id), "created_at": str(r.created_at),
+                     "actor": str(r.actor)} for r in rows]
 
     # -- artifacts ------------------------------------------------------------------------------------------
     def put_artifact(self, path: str | os.PathLike[str]) -> str:
