@@ -19,8 +19,8 @@ correction, and multivariate tests (MMD, a domain classifier) for embeddings.
   :data:`MIN_SCALE`).
 * :func:`mmd_permutation_test`: unbiased MMD^2 with a Gaussian kernel, bandwidth by the median heuristic,
   permutation p-value ``(b + 1) / (m + 1)`` (Gretton et al. 2012, "A kernel two-sample test", JMLR 13).
-* :func:`domain_classifier_test`: AUROC of out-of-fold logistic-regression scores that tell the current
-  window from the reference, with a DeLong interval (classifier two-sample tests: Lopez-Paz & Oquab 2017,
+* :func:`domain_classifier_test`: held-out AUROC of a logistic regression that tells the current window
+  from the reference, with a DeLong interval (classifier two-sample tests: Lopez-Paz & Oquab 2017,
   "Revisiting classifier two-sample tests", ICLR; Lipton et al. 2018 and Rabanser et al. 2019 use the same
   "domain classifier" for shift detection).
 
@@ -415,39 +415,47 @@ def delong_auroc_ci(negative_scores: Any, positive_scores: Any, *, confidence: f
     return value, max(0.0, value - z * se), min(1.0, value + z * se)
 
 
-def domain_classifier_test(x_reference: Any, x_current: Any, *, folds: int = 5, seed: int = 0,
+def domain_classifier_test(x_reference: Any, x_current: Any, *, test_share: float = 0.5, seed: int = 0,
                            confidence: float = 0.95, name: str = "domain_classifier") -> DriftTest:
-    """Can a classifier tell the current window from the reference? The statistic is the AUROC of
-    out-of-fold scores of an L2-regularised logistic regression (standardised features, stratified
-    ``folds``-fold cross-fitting: every row is scored by a model that never saw it), 0.5 when the two
-    samples are exchangeable; ``ci_low``/``ci_high`` is its DeLong interval at ``confidence``. The
-    p-value is the one-sided Mann-Whitney test of the out-of-fold scores (normal approximation with tie
-    correction): approximate, since the folds' models share training rows (conservative in our
-    simulations: cross-fitted AUROC sits slightly below 0.5 under no shift). Lopez-Paz & Oquab 2017;
-    Rabanser et al. 2019's domain classifier."""
-    folds = _positive_int(folds, "folds", minimum=2)
+    """Can a classifier tell the current window from the reference? A classifier two-sample test
+    (Lopez-Paz & Oquab 2017; the "domain classifier" of Lipton et al. 2018 and Rabanser et al. 2019): an
+    L2-regularised logistic regression (features standardised on its training rows) is fitted on a
+    stratified ``1 - test_share`` of both samples and scores the held-out rest. The statistic is the
+    held-out AUROC (0.5 when the samples are exchangeable), ``ci_low``/``ci_high`` its DeLong interval at
+    ``confidence``, and the p-value the one-sided Mann-Whitney test of the held-out scores (normal
+    approximation, tie-corrected).
+
+    Why a held-out split rather than out-of-fold scores from K-fold cross-fitting: pooled out-of-fold
+    scores come from K different models, whose training sets hold each other's test rows, and the
+    AUROC's null variance exceeds the Mann-Whitney/DeLong one; in our simulation (120 rows a side, 4
+    features, 5 folds) the cross-fitted p-value fell below 0.05 in 15% of no-shift runs and its 95%
+    interval covered 0.5 in 80%. With a held-out split the classifier is independent of the rows it
+    scores, so both are valid (tests/test_drift_stats.py checks the rates)."""
+    share = float(test_share)
+    if not 0.0 < share < 1.0:
+        raise OptionError(f"test_share must lie in (0, 1), got {test_share!r}", where="test_share",
+                          fix="use e.g. 0.5 (half of each sample trains, half is scored)")
     a, b = _row_pair(x_reference, x_current, "domain_classifier_test")
-    if min(a.shape[0], b.shape[0]) < folds:
-        raise DataError(f"each sample needs at least folds={folds} rows, got {a.shape[0]} and {b.shape[0]}",
-                        where="domain_classifier_test", fix="use a larger window or fewer folds")
+    smallest = min(a.shape[0], b.shape[0])
+    if min(math.floor(smallest * share), smallest - math.ceil(smallest * share)) < 2:
+        raise DataError(f"too few rows to split ({a.shape[0]} and {b.shape[0]}) at test_share={share}",
+                        where="domain_classifier_test", fix="use a larger window (at least 10 rows a side)")
     from scipy.stats import mannwhitneyu
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import train_test_split
 
     rows = np.concatenate([a, b])
     target = np.r_[np.zeros(a.shape[0], dtype=np.int64), np.ones(b.shape[0], dtype=np.int64)]
-    scores = np.empty(rows.shape[0])
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for train, test in splitter.split(rows, target):
-        mean = rows[train].mean(axis=0)
-        scale = rows[train].std(axis=0)
-        scale[scale == 0] = 1.0
-        model = LogisticRegression(C=1.0, max_iter=1000)
-        model.fit((rows[train] - mean) / scale, target[train])
-        scores[test] = model.decision_function((rows[test] - mean) / scale)
-    ref_scores, cur_scores = scores[: a.shape[0]], scores[a.shape[0]:]
+    train, test = train_test_split(np.arange(rows.shape[0]), test_size=share, stratify=target, random_state=seed)
+    mean = rows[train].mean(axis=0)
+    scale = rows[train].std(axis=0)
+    scale[scale == 0] = 1.0
+    model = LogisticRegression(C=1.0, max_iter=1000)
+    model.fit((rows[train] - mean) / scale, target[train])
+    scores = model.decision_function((rows[test] - mean) / scale)
+    ref_scores, cur_scores = scores[target[test] == 0], scores[target[test] == 1]
     value, low, high = delong_auroc_ci(ref_scores, cur_scores, confidence=confidence)
     p_value = float(mannwhitneyu(cur_scores, ref_scores, alternative="greater", method="asymptotic").pvalue)
-    method = (f"AUROC of out-of-fold logistic regression ({folds}-fold), DeLong {confidence:.0%} interval, "
-              "one-sided Mann-Whitney p-value")
+    method = (f"held-out AUROC of logistic regression ({share:.0%} of rows scored), DeLong {confidence:.0%} "
+              "interval, one-sided Mann-Whitney p-value")
     return DriftTest(name, value, p_value, method, a.shape[0], b.shape[0], low, high)
