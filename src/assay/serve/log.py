@@ -538,11 +538,14 @@ def open_log(store: str | None = None, *, root: str | Path | None = None,
 
 def prune_log(store: str | None = None, *, root: str | Path | None = None, retention_s: float | None = None,
               max_bytes: int | None = None) -> tuple[int, int]:
-    """Apply retention and the size cap to a log now, to completion (what a running log does in bounded passes
-    every ``prune_every_s``); (rows, segments) deleted. Safe while writers run."""
+    """Apply retention and the size cap to a log now, to completion (what a running log does in bounded passes):
+    with a retention, a Parquet log is first compacted (small segments rewritten without their expired rows),
+    then whole segments are pruned. (rows, segments) deleted. Safe while writers run."""
     log = PredictionLog(_open_store(store, root, fsync=False), retention_s=retention_s, max_bytes=max_bytes,
                         compact_every_s=None, prune_every_s=math.inf)
     try:
+        if retention_s is not None:
+            log.compact_once()
         while not log.prune_once():
             pass
         return log.pruned_rows, log.pruned_segments
