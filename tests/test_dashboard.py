@@ -181,6 +181,11 @@ def test_no_alarm_in_the_latest_window_mentions_the_earlier_ones():
     assert 'class="banner v-warn"' in html
     calm = render_dashboard(_snapshot([_window(0, tests=[quiet]), _window(1, tests=[quiet])]))
     assert "No alarm in the latest window (1)." in calm and 'class="banner v-pass"' in calm
+    filling = _window(2, tests=[loud])
+    filling["open"] = True  # the window still filling, evaluated as it stands
+    html = render_dashboard(_snapshot([_window(0, tests=[quiet]), _window(1, tests=[quiet]), filling], fdr=0.05))
+    assert "ALARM: 1 alarm in the latest window (2, still open)." in html
+    assert "Latest window (2, still open)" in html and "0.05 per window (Benjamini–Hochberg)" in html
 
 
 def _path_points(d: str) -> np.ndarray:

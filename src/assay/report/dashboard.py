@@ -69,12 +69,22 @@ _ROLLOUT_TONES = {"none": "info", "shadow": "info", "canary": "warn", "stopped":
 def _maps(value: Any) -> list[Mapping[str, Any]]:
     """The mappings of a list (anything else: an empty list; non-mapping items are skipped)."""
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        return [v for v in value if isinstance(v, Mapping)]
+        return [v for v in value if type(v) is dict or isinstance(v, Mapping)]  # (the abc check is slow)
     return []
 
 
 def _map(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _num(value: Any) -> float | None:
+    """``_real`` with a fast path for plain floats and ints (snapshots hold tens of thousands of numbers)."""
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is int:
+        return float(value)
+    return _real(value)
 
 
 def _text(value: Any) -> str:
@@ -83,19 +93,19 @@ def _text(value: Any) -> str:
 
 def _interval(value: Any) -> tuple[float | None, float | None]:
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) == 2:
-        return _real(value[0]), _real(value[1])
+        return _num(value[0]), _num(value[1])
     return None, None
 
 
 def _estimate(value: Any) -> tuple[float | None, float | None, float | None]:
     """(value, ci low, ci high) of an ``{"value", "ci": [lo, hi]}`` field (all None when it is missing)."""
     field_ = _map(value)
-    return (_real(field_.get("value")), *_interval(field_.get("ci")))
+    return (_num(field_.get("value")), *_interval(field_.get("ci")))
 
 
 def _time(value: Any) -> str:
     """A unix time as ``YYYY-MM-DD HH:MM:SSZ`` (UTC); anything else as text."""
-    seconds = _real(value)
+    seconds = _num(value)
     if seconds is None:
         return _text(value)
     try:
@@ -172,12 +182,12 @@ class _Axis:
 
 def _window_x(windows: list[Mapping[str, Any]]) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
     """(axis kind, x, left edge, right edge) of each window: its time span, else its index +- 0.5."""
-    starts = [_real(w.get("start")) for w in windows]
-    ends = [_real(w.get("end")) for w in windows]
+    starts = [_num(w.get("start")) for w in windows]
+    ends = [_num(w.get("end")) for w in windows]
     if windows and all(s is not None and e is not None and e >= s for s, e in zip(starts, ends, strict=True)):
         left, right = np.array(starts, dtype=float), np.array(ends, dtype=float)
         return "time", (left + right) / 2, left, right
-    index = np.array([_real(w.get("index")) if _real(w.get("index")) is not None else i
+    index = np.array([_num(w.get("index")) if _num(w.get("index")) is not None else i
                       for i, w in enumerate(windows)], dtype=float)
     return "index", index, index - 0.5, index + 0.5
 
@@ -306,19 +316,19 @@ def _traffic_figure(snapshot: Mapping[str, Any], windows: list[Mapping[str, Any]
     traffic = _maps(snapshot.get("traffic"))
     figures = []
     if axis.kind == "time" and traffic:
-        start = np.array([_real(t.get("start")) if _real(t.get("start")) is not None else np.nan for t in traffic])
-        end = np.array([_real(t.get("end")) if _real(t.get("end")) is not None else np.nan for t in traffic])
+        start = np.array([_num(t.get("start")) if _num(t.get("start")) is not None else np.nan for t in traffic])
+        end = np.array([_num(t.get("end")) if _num(t.get("end")) is not None else np.nan for t in traffic])
         keep = np.isfinite(start) & np.isfinite(end) & (end >= axis.lo) & (start <= axis.hi)
         rows = [t for t, k in zip(traffic, keep, strict=True) if k]
         start, end = start[keep], end[keep]
-        requests = np.array([_real(t.get("requests")) if _real(t.get("requests")) is not None else np.nan
+        requests = np.array([_num(t.get("requests")) if _num(t.get("requests")) is not None else np.nan
                              for t in rows])
         if rows:
             x = np.column_stack([start, end]).ravel()  # a step line: each bucket flat over its span
             y = np.repeat(requests, 2)
             figures.append(_figure("f-traffic", _panel("d-traffic", "Traffic", "requests per bucket", axis,
                                                        [_Line("requests", x, y, PALETTE[0], area=True)])))
-            lat = {k: np.array([_real(t.get(k)) if _real(t.get(k)) is not None else np.nan for t in rows])
+            lat = {k: np.array([_num(t.get(k)) if _num(t.get(k)) is not None else np.nan for t in rows])
                    for k in ("latency_p50_ms", "latency_p99_ms")}
             if any(np.isfinite(v).any() for v in lat.values()):
                 mid = (start + end) / 2
@@ -329,7 +339,7 @@ def _traffic_figure(snapshot: Mapping[str, Any], windows: list[Mapping[str, Any]
             return figures
     if windows:
         _, x, _, _ = _window_x(windows)
-        n = np.array([_real(w.get("n")) if _real(w.get("n")) is not None else np.nan for w in windows])
+        n = np.array([_num(w.get("n")) if _num(w.get("n")) is not None else np.nan for w in windows])
         figures.append(_figure("f-traffic", _panel("d-traffic", "Rows per window", "rows", axis,
                                                    [_Line("rows", x, n, PALETTE[0])]),
                                "The snapshot has no traffic buckets: rows each window holds."))
@@ -353,7 +363,7 @@ def _accuracy_figure(snapshot: Mapping[str, Any], windows: list[Mapping[str, Any
                            high[known] if has_ci else None))
     if not lines:
         return None
-    reference = _real(_map(snapshot.get("reference")).get("accuracy"))
+    reference = _num(_map(snapshot.get("reference")).get("accuracy"))
     if reference is not None:
         lines.append(_Line("reference accuracy", np.array([axis.lo, axis.hi]), np.array([reference] * 2), REFERENCE,
                            dashed=True))
@@ -369,7 +379,7 @@ def _ood_figure(windows: list[Mapping[str, Any]], axis: _Axis) -> dict[str, Any]
     value, low, high = (np.array([np.nan if v is None else v for v in column], dtype=float)
                         for column in zip(*parsed, strict=True))
     has_ci = bool(np.isfinite(low).any() and np.isfinite(high).any())
-    thresholds = {t for w in windows if (t := _real(_map(w.get("ood_rate")).get("threshold"))) is not None}
+    thresholds = {t for w in windows if (t := _num(_map(w.get("ood_rate")).get("threshold"))) is not None}
     caption = ("Share of rows the evaluated OOD detector flags at its threshold "
                + ", ".join(format_number(t) for t in sorted(thresholds)) + "." if thresholds else "")
     svg = _panel("d-ood", "OOD rate", "share of rows", axis,
@@ -379,50 +389,52 @@ def _ood_figure(windows: list[Mapping[str, Any]], axis: _Axis) -> dict[str, Any]
 
 @dataclass
 class _TestSeries:
+    """One drift test over the plotted windows: statistic, threshold (NaN where a window lacks the test),
+    alarm flags and the tooltips of its alarms."""
+
     name: str
-    methods: list[str] = field(default_factory=list)
-    statistic: list[float] = field(default_factory=list)
-    threshold: list[float] = field(default_factory=list)
-    alarm: list[bool] = field(default_factory=list)
-    tips: list[str] = field(default_factory=list)
+    statistic: np.ndarray
+    threshold: np.ndarray
+    alarm: np.ndarray
+    methods: set[str] = field(default_factory=set)
+    tips: dict[int, str] = field(default_factory=dict)
 
     def worst_ratio(self) -> float:
-        s, t = np.array(self.statistic), np.array(self.threshold)
         with np.errstate(all="ignore"):
-            ratio = s / t
+            ratio = self.statistic / self.threshold
         ratio = ratio[np.isfinite(ratio)]
         return float(ratio.max()) if ratio.size else -math.inf
 
 
 def _test_series(windows: list[Mapping[str, Any]]) -> dict[str, _TestSeries]:
-    """Each drift test's statistic, threshold and alarm per window (NaN where a window lacks the test)."""
-    series: dict[str, _TestSeries] = {}
+    """Each drift test's statistic, threshold and alarm per window (one pass over the tests, in lists: numpy
+    item assignment would cost more than the rest of the page)."""
+    n = len(windows)
+    columns: dict[str, tuple[list[float], list[float], list[bool], _TestSeries]] = {}
     for i, w in enumerate(windows):
         for test in _maps(w.get("tests")):
             name = _text(test.get("name"))
-            s = series.setdefault(name, _TestSeries(name, [""] * i, [math.nan] * i, [math.nan] * i, [False] * i,
-                                                    [""] * i))
-            if len(s.statistic) > i:  # the same name twice in one window: the first one is drawn
+            column = columns.get(name)
+            if column is None:
+                column = columns[name] = ([math.nan] * n, [math.nan] * n, [False] * n,
+                                          _TestSeries(name, np.empty(0), np.empty(0), np.empty(0, bool)))
+            statistics, thresholds, alarms, s = column
+            if statistics[i] == statistics[i] or alarms[i]:  # the same name twice in one window: the first counts
                 continue
-            statistic, threshold = _real(test.get("statistic")), _real(test.get("threshold"))
-            s.methods.append(_text(test.get("method")))
-            s.statistic.append(math.nan if statistic is None else statistic)
-            s.threshold.append(math.nan if threshold is None else threshold)
-            alarm = test.get("alarm") is True
-            s.alarm.append(alarm)
-            p_adjusted = _real(test.get("p_adjusted"))
-            s.tips.append(f"window {_text(w.get('index'))}: {name} = {format_number(statistic)}"
-                          + (f" (threshold {format_number(threshold)})" if threshold is not None else "")
-                          + (f", adjusted p {format_number(p_adjusted)}" if p_adjusted is not None else "")
-                          if alarm else "")  # a tooltip on alarm rings only (formatting every value is slow)
-        for s in series.values():  # tests this window lacks
-            if len(s.statistic) <= i:
-                s.methods.append("")
-                s.statistic.append(math.nan)
-                s.threshold.append(math.nan)
-                s.alarm.append(False)
-                s.tips.append("")
-    return series
+            statistic, threshold = _num(test.get("statistic")), _num(test.get("threshold"))
+            statistics[i] = math.nan if statistic is None else statistic
+            thresholds[i] = math.nan if threshold is None else threshold
+            if test.get("method") is not None:
+                s.methods.add(str(test.get("method")))
+            if test.get("alarm") is True:  # a tooltip on alarm rings only (formatting every value is slow)
+                alarms[i] = True
+                p_adjusted = _num(test.get("p_adjusted"))
+                s.tips[i] = (f"window {_text(w.get('index'))}: {name} = {format_number(statistic)}"
+                             + (f" (threshold {format_number(threshold)})" if threshold is not None else "")
+                             + (f", adjusted p {format_number(p_adjusted)}" if p_adjusted is not None else ""))
+    for statistics, thresholds, alarms, s in columns.values():
+        s.statistic, s.threshold, s.alarm = np.array(statistics), np.array(thresholds), np.array(alarms, dtype=bool)
+    return {name: column[3] for name, column in columns.items()}
 
 
 def _test_figures(windows: list[Mapping[str, Any]], axis: _Axis) -> tuple[list[dict[str, Any]], int]:
@@ -433,12 +445,12 @@ def _test_figures(windows: list[Mapping[str, Any]], axis: _Axis) -> tuple[list[d
     order = sorted(series.values(), key=lambda s: (-sum(s.alarm), -s.worst_ratio(), s.name))
     figures = []
     for k, s in enumerate(order[:MAX_TEST_PANELS]):
-        statistic, threshold, alarm = np.array(s.statistic), np.array(s.threshold), np.array(s.alarm)
-        methods = sorted({m for m in s.methods if m})
+        statistic, threshold, alarm = s.statistic, s.threshold, s.alarm
+        methods = sorted(s.methods)
         lines = [_Line("statistic", x, statistic, PALETTE[0])]
         if np.isfinite(threshold).any():
             lines.append(_Line("threshold", x, threshold, REFERENCE, dashed=True))
-        marks = _Marks("alarm", x[alarm], statistic[alarm], [t for t, a in zip(s.tips, alarm, strict=True) if a])
+        marks = _Marks("alarm", x[alarm], statistic[alarm], [s.tips[int(i)] for i in np.flatnonzero(alarm)])
         title = f"{s.name} ({', '.join(methods)})" if methods else s.name
         svg = _panel(f"d-test-{k}", title, "statistic", axis, lines, marks=marks)
         figures.append({**_figure(f"f-test-{k}", svg), "name": s.name, "alarms": int(alarm.sum())})
@@ -448,7 +460,7 @@ def _test_figures(windows: list[Mapping[str, Any]], axis: _Axis) -> tuple[list[d
 def _test_rows(window: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for test in _maps(window.get("tests")):
-        numbers = {key: format_number(_real(test.get(key))) for key in ("statistic", "threshold", "p_value",
+        numbers = {key: format_number(_num(test.get(key))) for key in ("statistic", "threshold", "p_value",
                                                                            "p_adjusted")}
         rows.append({"name": _text(test.get("name")), "method": _text(test.get("method")), **numbers,
                      "alarm": test.get("alarm") is True})
@@ -459,7 +471,7 @@ def _alarms_of(window: Mapping[str, Any]) -> list[str]:
     """The window's alarm messages, plus any test marked ``alarm`` that no message names."""
     raw = window.get("alarms")
     alarms = [_text(a) for a in raw if a is not None] if isinstance(raw, list) else []
-    alarms += [f"{_text(t.get('name'))}: {format_number(_real(t.get('statistic')))}" for t in _maps(window.get("tests"))
+    alarms += [f"{_text(t.get('name'))}: {format_number(_num(t.get('statistic')))}" for t in _maps(window.get("tests"))
                if t.get("alarm") is True and not any(_text(t.get("name")) in a for a in alarms)]
     return alarms
 
@@ -476,7 +488,7 @@ def _rollout_view(rollout: Any) -> dict[str, Any] | None:
         return None
     state = _text(rollout.get("state"))
     difference = _map(rollout.get("difference"))
-    fraction = _real(rollout.get("fraction"))
+    fraction = _num(rollout.get("fraction"))
     return {"state": state, "tone": _ROLLOUT_TONES.get(state, "info"), "challenger": _text(rollout.get("challenger")),
             "fraction": MISSING if fraction is None else f"{fraction:.1%}",
             "difference": _estimate_text(difference) if difference else MISSING,
@@ -485,12 +497,17 @@ def _rollout_view(rollout: Any) -> dict[str, Any] | None:
             "decision": _text(rollout.get("decision"))}
 
 
+def _window_name(window: Mapping[str, Any]) -> str:
+    """``12``, or ``12, still open`` for the window being filled (the monitor evaluates it as it stands)."""
+    return _text(window.get("index")) + (", still open" if window.get("open") is True else "")
+
+
 def _status(windows: list[Mapping[str, Any]]) -> tuple[str, str]:
     """(tone, sentence) of the banner: the latest window decides, earlier alarms are mentioned."""
     if not windows:
         return "info", "No monitoring window yet: the monitor has not seen enough traffic."
     latest = windows[-1]
-    index = _text(latest.get("index"))
+    index = _window_name(latest)
     alarms = _alarms_of(latest)
     if alarms:
         return "fail", f"ALARM: {len(alarms)} alarm{'s' if len(alarms) != 1 else ''} in the latest window ({index})."
@@ -505,7 +522,7 @@ def _axis(snapshot: Mapping[str, Any], windows: list[Mapping[str, Any]]) -> _Axi
     """The shared x axis: the windows' span (with the traffic buckets of the same period), or the traffic's
     span when there is no window yet."""
     kind, x, left, right = _window_x(windows)
-    spans = [(_real(t.get("start")), _real(t.get("end"))) for t in _maps(snapshot.get("traffic"))]
+    spans = [(_num(t.get("start")), _num(t.get("end"))) for t in _maps(snapshot.get("traffic"))]
     times = [v for pair in spans for v in pair if v is not None]
     if windows:
         lo, hi = float(np.nanmin(left)), float(np.nanmax(right))
@@ -536,7 +553,7 @@ def _context(snapshot: Mapping[str, Any], refresh_s: int | None) -> dict[str, An
     latest_tested = next((w for w in reversed(windows) if _maps(w.get("tests"))), None)
     tone, sentence = _status(every)
     schema = snapshot.get("schema")
-    size = _real(window.get("size"))
+    size = _num(window.get("size"))
     history = _maps(snapshot.get("alias_history"))
     events = _maps(snapshot.get("events"))
     latest = windows[-1] if windows else {}
@@ -555,15 +572,17 @@ def _context(snapshot: Mapping[str, Any], refresh_s: int | None) -> dict[str, An
                    "size": MISSING if size is None else (_duration(size) if window.get("kind") == "time"
                                                          else f"{size:g} rows")},
         "threshold_method": _text(snapshot.get("threshold_method")),
+        "fdr": None if _num(snapshot.get("fdr")) is None else f"{_num(snapshot.get('fdr')):g}",
+        "min_rows": None if _num(window.get("min")) is None else format_number(_num(window.get("min"))),
         "n_windows": len(every), "n_shown": len(windows),
         "n_insufficient": int(sum(w.get("insufficient") is True for w in every)),
         "tone": tone, "sentence": sentence,
-        "latest": {"index": _text(latest.get("index")), "n": format_number(latest.get("n")),
+        "latest": {"index": _window_name(latest), "n": format_number(_num(latest.get("n"))),
                    "estimated": _estimate_text(latest.get("estimated_accuracy")),
                    "doc": _estimate_text(latest.get("doc_accuracy")),
                    "realized": _estimate_text(latest.get("realized_accuracy")),
                    "n_labelled": format_number(_map(latest.get("realized_accuracy")).get("n_labelled")),
-                   "label_delay": _duration(_real(_map(latest.get("realized_accuracy")).get("label_delay_s_median"))),
+                   "label_delay": _duration(_num(_map(latest.get("realized_accuracy")).get("label_delay_s_median"))),
                    "ood": _estimate_text(latest.get("ood_rate"))} if windows else None,
         "alarms": alarm_rows, "alarms_more": alarm_more,
         "figures": figures,
