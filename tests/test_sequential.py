@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from assay.errors import DataError, OptionError
-from assay.stats.sequential import ConfidenceSequence, sequential_decision, stitched_boundary
+from assay.stats.sequential import ConfidenceSequence, msprt_p_value, sequential_decision, stitched_boundary
 
 # ------------------------------------------------------------------------------------------ boundary
 
@@ -238,3 +238,24 @@ def test_variance_process_is_the_sum_of_squared_prediction_errors():
     assert cs.variance == pytest.approx(variance, rel=1e-12)
     expected = float(stitched_boundary(max(variance, 0.5), 0.1, v_min=0.5, c=1.0)) / len(values)
     assert cs.radius() == pytest.approx(expected, rel=1e-12)
+
+
+def test_msprt_p_value_closed_form_and_always_valid_type_one_error():
+    # By hand: V = tau^2 = 1, n = 16, mean - null = 0.5: Lambda = sqrt(1/17) exp(256 * 0.25 / (2 * 17)) = 1.593...
+    assert msprt_p_value(0.5, 16, 1.0) == pytest.approx(math.sqrt(17) * math.exp(-64 / 34), rel=1e-12)
+    assert msprt_p_value(0.5, 4, 1.0) == 1.0  # Lambda = sqrt(1/5) exp(0.4) < 1
+    assert msprt_p_value(0.0, 0, 1.0) == 1.0 and msprt_p_value(0.0, 10, 1.0) == 1.0
+    # Normal observations with known variance, the running minimum checked after every one of 1,000 steps:
+    # rejections at 0.05 stay near or below 0.05, and a mean of 0.3 is found.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(400, 1000))
+    n = np.arange(1, 1001)
+    means = np.cumsum(x, axis=1) / n
+    p_null = np.array([[msprt_p_value(m, k, 1.0) for m, k in zip(row[::10], n[::10], strict=True)] for row in means])
+    assert np.mean(p_null.min(axis=1) <= 0.05) <= 0.05 + 0.03
+    shifted = np.cumsum(x[:20] + 0.3, axis=1) / n
+    assert all(min(msprt_p_value(m, k, 1.0) for m, k in zip(row, n, strict=True)) < 0.05 for row in shifted)
+    with pytest.raises(OptionError):
+        msprt_p_value(0.1, 5, 0.0)
+    with pytest.raises(OptionError):
+        msprt_p_value(0.1, -1, 1.0)

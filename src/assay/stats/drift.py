@@ -353,11 +353,11 @@ def mmd_permutation_test(x: Any, y: Any, *, n_permutations: int = 200, seed: int
     if bandwidth is None:
         # Median over all pairs, or over the pairs of a uniformly random subset of the pooled rows: either
         # way a function of the pooled sample whose law ignores the labels, so the test stays exact.
-        rows = np.arange(total_rows)
+        subset = np.arange(total_rows)
         if total_rows > _BANDWIDTH_ROWS:
-            rows = np.sort(rng.choice(total_rows, _BANDWIDTH_ROWS, replace=False))
-        first, second = np.triu_indices(rows.size, k=1)
-        sigma = float(np.sqrt(np.median(d2[rows[first], rows[second]])))
+            subset = np.sort(rng.choice(total_rows, _BANDWIDTH_ROWS, replace=False))
+        first, second = np.triu_indices(subset.size, k=1)
+        sigma = float(np.sqrt(np.median(d2[subset[first], subset[second]])))
         sigma = sigma if sigma > 0 else 1.0  # over half the pairs identical: any positive scale will do
     else:
         sigma = float(bandwidth)

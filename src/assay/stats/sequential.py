@@ -48,6 +48,7 @@ __all__ = [
     "SCHEMA",
     "ConfidenceSequence",
     "Decision",
+    "msprt_p_value",
     "sequential_decision",
     "stitched_boundary",
 ]
@@ -244,3 +245,29 @@ def sequential_decision(cs: ConfidenceSequence, *, margin: float = 0.0, worse_by
     if lower > -margin:
         return "non_inferior"
     return "undecided"
+
+
+def msprt_p_value(mean: float, n: int, variance: float, *, null: float = 0.0, mixing_variance: float | None = None
+                  ) -> float:
+    """Always-valid p-value of the mixture sequential probability ratio test (mSPRT) of ``H0: mu = null``
+    for a mean of n observations with per-observation variance ``variance`` (Johari, Koomen, Pekelis &
+    Walsh 2017, "Peeking at A/B tests", KDD; Robbins 1970): with a normal mixture N(null, tau^2) over the
+    alternative, ``Lambda_n = sqrt(V / (V + n tau^2)) exp(n^2 tau^2 (mean - null)^2 / (2 V (V + n tau^2)))``
+    and ``p_n = min(1, 1 / Lambda_n)``. The caller keeps the running minimum over looks (``p_n`` itself
+    is valid at any stopping time; the running minimum is the always-valid p-value). Exact for normal
+    observations with known variance, asymptotic with a plug-in variance; prefer
+    :class:`ConfidenceSequence` (nonasymptotic for bounded observations) where it applies.
+    ``mixing_variance`` tau^2 defaults to ``variance``."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise OptionError(f"n must be a non-negative integer, got {n!r}", where="msprt_p_value(n)",
+                          fix="pass the number of observations")
+    v = _finite(variance, "variance")
+    tau2 = v if mixing_variance is None else _finite(mixing_variance, "mixing_variance")
+    if v <= 0 or tau2 <= 0:
+        raise OptionError("variance and mixing_variance must be positive", where="msprt_p_value",
+                          fix="pass the per-observation variance (e.g. the sample variance, floored)")
+    if n == 0:
+        return 1.0
+    delta = _finite(mean, "mean") - _finite(null, "null")
+    log_lambda = 0.5 * math.log(v / (v + n * tau2)) + n * n * tau2 * delta * delta / (2.0 * v * (v + n * tau2))
+    return float(min(1.0, math.exp(-log_lambda)))
