@@ -31,7 +31,7 @@ import numpy as np
 from assay.errors import DataError, OptionError, OutputError
 from assay.monitor.evaluate import MonitorContext, WindowResult, accumulate, evaluate_window
 from assay.monitor.settings import MonitorSettings
-from assay.monitor.state import LabelStats, LogBatch, WindowState
+from assay.monitor.state import DELAY_EDGES, LabelStats, LogBatch, WindowState
 from assay.stats.bootstrap import clopper_pearson
 
 if TYPE_CHECKING:
@@ -326,7 +326,7 @@ class Monitor:
         arrays["label_counts"] = np.array([[self.labels[i].n, self.labels[i].correct] for i in label_index],
                                           dtype=np.int64).reshape(-1, 2)
         arrays["label_delays"] = np.array([self.labels[i].delays for i in label_index], dtype=np.int64).reshape(
-            len(label_index), -1)
+            len(label_index), DELAY_EDGES.size + 1)
         self._generation += 1
         npz_name = f"state-{self._generation}-{os.getpid()}.npz"
         previous = _named_npz(folder)
