@@ -48,16 +48,19 @@ is deleted no earlier than it.
 
 - Parquet: a segment whose newest row is older than the cutoff is deleted whole; each compaction also rewrites
   the small segments holding expired rows without them (a quiet log's old rows do not live on inside its newest
-  segment). So a row older than the cutoff lives on at most while it shares a large (>= 16 MB) segment with
-  newer rows, and no row newer than the cutoff is ever deleted by the age rule. Beyond ``max_bytes`` (the
-  committed segments of both kinds; a write in progress is a hidden temp file, never counted nor touched) the
-  segment whose newest row is oldest goes first, until the rest fits: after a pass the log is within the cap.
-  With a cap, merged segments stay under ``max_bytes / 8``, so the cap never has to take a large share at once.
+  segment). So a row older than the cutoff lives on only while it shares a segment with a newer row: a small
+  segment until the next compaction (``compact_every_s``), a merged one (about 16 MB, or ``max_bytes / 8``)
+  until its newest row expires; and no row at or after the cutoff is ever deleted by the age rule. Beyond
+  ``max_bytes`` (the committed segments of both kinds; a write in progress is a hidden temp file, never counted
+  nor touched) the segment whose newest row is oldest goes first, until the rest fits: after a pass the log is
+  within the cap (segments committed during the pass aside). With a cap, merged segments stay near
+  ``max_bytes / 8``, so the cap never has to take a large share at once. Deletes are unlinks under the
+  compaction lock: a crash mid-pass leaves a readable log, and readers retry a segment deleted under them.
 - SQL: ``DELETE`` of the rows older than the cutoff, row-exact, in batches. No size cap: deleting rows does not
   shrink a PostgreSQL table or a SQLite file (the space is reused for new rows), so ``max_bytes`` with a SQL store
   is an `OptionError` -- cap a database log by age.
 
-`prune_log` applies both now, to completion.
+`prune_log` applies both now, to completion. ``close()`` waits for a pass in progress (bounded, as above).
 
 Query the embedded log with DuckDB::
 
