@@ -92,6 +92,41 @@ def _planted_shift(n_windows: int = 24, shift_at: int = 16, rows: int = 300, see
     return _snapshot(windows)
 
 
+def _monitor_snapshot(seed: int = 5) -> dict[str, Any]:
+    """A real :class:`assay.monitor.Monitor` snapshot: Gaussian classes and a linear model (5 classes, 6
+    features); six windows of 300 rows like the reference, then three with every feature shifted by 0.6
+    (a covariate shift); every fifth row labelled."""
+    import pandas as pd
+
+    from assay.monitor import Monitor, MonitorSettings
+    from assay.reference import Reference
+
+    centers = np.eye(5, 6) * 2.5
+
+    def draw(rng: np.random.Generator, n: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        y = rng.integers(0, 5, n)
+        x = (centers[y] + rng.normal(0, 1, (n, 6)) + shift).astype(np.float32)
+        return (x @ centers.T / 2).astype(np.float32), y, x
+
+    logits, y, x = draw(np.random.default_rng(0), 4000)
+    reference = Reference.from_arrays(logits, y, x, class_names=[f"c{i}" for i in range(5)])
+    rng = np.random.default_rng(seed)
+    parts = [draw(rng, 1800), draw(rng, 900, shift=0.6)]
+    logits, y, x = (np.concatenate(column) for column in zip(*parts, strict=True))
+    n = len(y)
+    times = T0 + np.arange(n) * 0.5
+    labelled = np.arange(n) % 5 == 0
+    frame = pd.DataFrame({
+        "request_id": [f"r{i}" for i in range(n)], "row": np.zeros(n, dtype=np.int64), "time": times,
+        "role": "primary", "logits": list(logits), "features": list(x),
+        "label": pd.array([int(v) if k else None for v, k in zip(y, labelled, strict=True)], dtype="Int64"),
+        "label_time": np.where(labelled, times + 30.0, np.nan)})
+    monitor = Monitor(reference, MonitorSettings(window_size=300, min_window=100, sample_size=40, mmd_permutations=50),
+                      info={"model": {"name": "blobs", "version": "1", "alias": "production"}, "source": "test"})
+    monitor.update(frame)
+    return monitor.snapshot()
+
+
 class _Tags(HTMLParser):
     """Start tags, attributes and the text of an HTML page (the browser's tokenizer rules, in the stdlib)."""
 
@@ -186,6 +221,37 @@ def test_no_alarm_in_the_latest_window_mentions_the_earlier_ones():
     html = render_dashboard(_snapshot([_window(0, tests=[quiet]), _window(1, tests=[quiet]), filling], fdr=0.05))
     assert "ALARM: 1 alarm in the latest window (2, still open)." in html
     assert "Latest window (2, still open)" in html and "0.05 per window (Benjamini–Hochberg)" in html
+
+
+def test_a_real_monitor_snapshot_of_a_covariate_shift():
+    """The monitor's own snapshot (assay.monitor) of a planted shift: every window with alarms is listed with
+    every alarm message; a p-value test is drawn as -log10 of its BH-adjusted p-value against -log10(FDR),
+    and each of its rings (the monitor's alarms) lies on or above that line: the drawing agrees with the
+    Benjamini-Hochberg decision."""
+    snapshot = _monitor_snapshot()
+    windows = snapshot["windows"]
+    assert len(windows) == 9 and all(w["alarms"] for w in windows[6:]), "the shifted windows alarm"
+    html = render_dashboard(snapshot)
+    text = " ".join("".join(_parse(html).text).split())
+    assert f"ALARM: {len(windows[-1]['alarms'])} alarms in the latest window (8" in text
+    listed = re.findall(r'<li><span class="when">window (\d+) ', html)
+    assert [int(i) for i in listed] == [w["index"] for w in reversed(windows) if w["alarms"]]
+    for w in windows:
+        for message in w["alarms"]:
+            assert " ".join(message.split()) in text
+    name = "embedding[0]"
+    alarmed = [w["index"] for w in windows for t in w["tests"] if t["name"] == name and t["alarm"]]
+    assert alarmed
+    svg = next(g for g in _svgs(html) if (g.get("aria-label") or "").startswith(name + " "))
+    ns = "{http://www.w3.org/2000/svg}"
+    assert any(t.text == "\u2212log10 adjusted p" for t in svg.iter(f"{ns}text"))
+    rings = svg.find(f".//{ns}g[@class='alarms']")
+    assert rings is not None and len(rings) == len(alarmed)
+    line = svg.find(f".//{ns}path[@id='{rings.get('id', '').replace('alarms', 'series-1')}']")
+    assert line is not None
+    fdr_line = _path_points(line.get("d", ""))
+    assert np.ptp(fdr_line[:, 1]) < 0.11  # a horizontal line at -log10(FDR)
+    assert all(float(c.get("cy", "nan")) <= fdr_line[0, 1] + 0.1 for c in rings)  # SVG y grows downwards
 
 
 def _path_points(d: str) -> np.ndarray:
@@ -339,39 +405,55 @@ def _load(browser: Chromium, path: Path, width: int) -> tuple[Any, list[str]]:
     return page, _problems([e for e in log.seen if e.get("sessionId") == page.session])
 
 
+def _check_page(browser: Chromium, path: Path, name: str, alarmed_windows: int) -> list[str]:
+    """At 1400 and 800 px: no console error, exception or fetch; the alarm banner, the alarm list and the
+    visible rings of the first drift panel; a screenshot; and the layout problems found (test_pages' rules)."""
+    from test_pages import layout_problems
+
+    problems = []
+    for width in (1400, 800):
+        page, seen = _load(browser, path, width)
+        assert not seen, seen
+        assert page.evaluate("performance.getEntriesByType('resource').length") == 0  # nothing fetched
+        assert page.evaluate("document.querySelectorAll('script').length") == 0
+        assert page.evaluate("document.querySelector('#verdict').innerText").startswith("ALARM")
+        assert page.evaluate("document.querySelectorAll('#alarms li').length") == alarmed_windows
+        rings = page.evaluate("[...document.querySelectorAll('#d-test-0-alarms circle')].map(c => {"
+                              "const b = c.getBoundingClientRect(); return b.width > 0 && b.height > 0; })")
+        assert rings and all(rings), "every alarm ring is drawn, visible"
+        problems += layout_problems(page.evaluate(LAYOUT_PROBE), f"{name} at {width} px")
+        shot = page.screenshot(ARTIFACTS / "dashboard" / f"{name}-{width}.png")
+        assert shot.stat().st_size > 10_000
+    return problems
+
+
 @pytest.mark.skipif(not available(), reason="no headless browser: /usr/bin/chromium is not installed "
                                             "(apt-get install chromium; or set ASSAY_CHROMIUM)")
 def test_dashboard_in_a_real_browser_shows_the_planted_shift(tmp_path):
-    from test_pages import layout_problems
-
+    """The scipy-measured planted shift (every detail checked) and a real monitor's snapshot of a covariate
+    shift, each at two widths; an empty snapshot; and a deliberately broken page, to show the console check
+    catches errors."""
     snapshot = _planted_shift()
     snapshot["events"].append({"time": T0 + 999, "kind": "alarm", "message": EVIL})  # must stay text
     page_file = write_dashboard(snapshot, tmp_path / "dashboard.html", refresh_s=3600)
+    monitored = _monitor_snapshot()
+    monitor_file = write_dashboard(monitored, tmp_path / "monitor.html", refresh_s=3600)
     broken = tmp_path / "broken.html"  # the detector works: a page that logs an error and loads a missing file
     broken.write_text("<!DOCTYPE html><title>x</title><script>console.error('planted'); undefinedCall();</script>"
                       "<img src='missing.png'>")
     with Chromium() as browser:
         _, seen = _load(browser, broken, 800)
         assert any("planted" in p for p in seen) and any("exception" in p for p in seen), seen
-        problems = []
-        for width in (1400, 800):
-            page, seen = _load(browser, page_file, width)
-            assert not seen, seen
-            assert page.evaluate("performance.getEntriesByType('resource').length") == 0  # nothing fetched
-            assert page.evaluate("document.querySelector('meta[http-equiv=refresh]').content") == "3600"
-            banner = page.evaluate("document.querySelector('#verdict').innerText")
-            assert banner.startswith("ALARM") and "latest window (23)" in banner
-            alarms = page.evaluate("[...document.querySelectorAll('#alarms li')].map(li => li.innerText)")
-            assert len(alarms) == 8 and all("pixel_mean: drift" in a for a in alarms)
-            rings = page.evaluate("[...document.querySelectorAll('#d-test-0-alarms circle')].map(c => {"
-                                  "const b = c.getBoundingClientRect(); return b.width > 0 && b.height > 0; })")
-            assert rings == [True] * 8, "every alarm ring is drawn, visible"
-            assert page.evaluate("document.querySelectorAll('script').length") == 0
-            assert EVIL in page.evaluate("document.querySelector('#events').innerText")
-            measured = page.evaluate(LAYOUT_PROBE)
-            problems += layout_problems(measured, f"dashboard at {width} px")
-            shot = page.screenshot(ARTIFACTS / "dashboard" / f"planted-shift-{width}.png")
-            assert shot.stat().st_size > 10_000
+        problems = _check_page(browser, page_file, "planted-shift", 8)
+        page, _ = _load(browser, page_file, 1400)
+        assert page.evaluate("document.querySelector('meta[http-equiv=refresh]').content") == "3600"
+        banner = page.evaluate("document.querySelector('#verdict').innerText")
+        assert "latest window (23)" in banner
+        alarms = page.evaluate("[...document.querySelectorAll('#alarms li')].map(li => li.innerText)")
+        assert all("pixel_mean: drift" in a for a in alarms)
+        assert page.evaluate("document.querySelectorAll('#d-test-0-alarms circle').length") == 8
+        assert EVIL in page.evaluate("document.querySelector('#events').innerText")
+        problems += _check_page(browser, monitor_file, "monitor", sum(bool(w["alarms"]) for w in monitored["windows"]))
         empty, seen = _load(browser, write_dashboard({}, tmp_path / "empty.html"), 800)
         assert not seen, seen
         assert "No monitoring window yet" in empty.evaluate("document.body.innerText")

@@ -240,7 +240,7 @@ def _panel(gid: str, title: str, ylabel: str, axis: _Axis, lines: Sequence[_Line
         series_y.append(np.zeros(1))
     yscale = Scale("linear", *(ylim or auto_limits(series_y)))
     xscale = axis.scale()
-    title_lines = wrap(title, WIDTH - 40)
+    title_lines = wrap(title, WIDTH - 40, max_lines=2)
     xticks, yticks = axis.ticks(WIDTH - 100), yscale.ticks(HEIGHT - 90)
     layout = _Layout(title=title_lines, yticks=yticks, ylabel=ylabel, xticks=xticks, xrotate=False,
                      xlabel=axis.label)
@@ -389,71 +389,90 @@ def _ood_figure(windows: list[Mapping[str, Any]], axis: _Axis) -> dict[str, Any]
 
 @dataclass
 class _TestSeries:
-    """One drift test over the plotted windows: statistic, threshold (NaN where a window lacks the test),
-    alarm flags and the tooltips of its alarms."""
+    """One drift test over the plotted windows: statistic, threshold and BH-adjusted p-value (NaN where a
+    window lacks them), alarm flags, the latest method and the tooltips of its alarms."""
 
     name: str
     statistic: np.ndarray
     threshold: np.ndarray
+    p_adjusted: np.ndarray
     alarm: np.ndarray
-    methods: set[str] = field(default_factory=set)
+    method: str = ""
     tips: dict[int, str] = field(default_factory=dict)
 
-    def worst_ratio(self) -> float:
+    def plotted(self, fdr: float | None) -> tuple[str, np.ndarray, np.ndarray | None]:
+        """(y label, values, threshold) to draw: the statistic against its calibrated threshold; for a test
+        judged by its p-value (no threshold), -log10 of the adjusted p-value against -log10(FDR), where the
+        Benjamini-Hochberg decision is made (above the line: an alarm)."""
+        if np.isfinite(self.threshold).any():
+            return "statistic", self.statistic, self.threshold
+        if fdr is not None and 0 < fdr < 1 and np.isfinite(self.p_adjusted).any():
+            with np.errstate(all="ignore"):
+                logp = -np.log10(np.clip(self.p_adjusted, 1e-300, 1.0))
+            return "−log10 adjusted p", logp, np.full(self.statistic.shape, -math.log10(fdr))
+        return "statistic", self.statistic, None
+
+    def worst_ratio(self, fdr: float | None) -> float:
+        _, values, threshold = self.plotted(fdr)
+        if threshold is None:
+            return -math.inf
         with np.errstate(all="ignore"):
-            ratio = self.statistic / self.threshold
+            ratio = values / threshold
         ratio = ratio[np.isfinite(ratio)]
         return float(ratio.max()) if ratio.size else -math.inf
 
 
 def _test_series(windows: list[Mapping[str, Any]]) -> dict[str, _TestSeries]:
-    """Each drift test's statistic, threshold and alarm per window (one pass over the tests, in lists: numpy
-    item assignment would cost more than the rest of the page)."""
+    """Each drift test's statistic, threshold, adjusted p-value and alarm per window (one pass over the tests,
+    in lists: numpy item assignment would cost more than the rest of the page)."""
     n = len(windows)
-    columns: dict[str, tuple[list[float], list[float], list[bool], _TestSeries]] = {}
+    columns: dict[str, tuple[list[list[float]], list[bool], _TestSeries]] = {}
+    keys = ("statistic", "threshold", "p_adjusted")
     for i, w in enumerate(windows):
         for test in _maps(w.get("tests")):
             name = _text(test.get("name"))
             column = columns.get(name)
             if column is None:
-                column = columns[name] = ([math.nan] * n, [math.nan] * n, [False] * n,
-                                          _TestSeries(name, np.empty(0), np.empty(0), np.empty(0, bool)))
-            statistics, thresholds, alarms, s = column
-            if statistics[i] == statistics[i] or alarms[i]:  # the same name twice in one window: the first counts
+                column = columns[name] = ([[math.nan] * n for _ in keys], [False] * n,
+                                          _TestSeries(name, np.empty(0), np.empty(0), np.empty(0), np.empty(0, bool)))
+            values, alarms, s = column
+            if values[0][i] == values[0][i] or alarms[i]:  # the same name twice in one window: the first counts
                 continue
-            statistic, threshold = _num(test.get("statistic")), _num(test.get("threshold"))
-            statistics[i] = math.nan if statistic is None else statistic
-            thresholds[i] = math.nan if threshold is None else threshold
+            numbers = [_num(test.get(key)) for key in keys]
+            for row, number in zip(values, numbers, strict=True):
+                row[i] = math.nan if number is None else number
             if test.get("method") is not None:
-                s.methods.add(str(test.get("method")))
+                s.method = str(test.get("method"))  # the latest (its wording may carry per-window details)
             if test.get("alarm") is True:  # a tooltip on alarm rings only (formatting every value is slow)
                 alarms[i] = True
-                p_adjusted = _num(test.get("p_adjusted"))
+                statistic, threshold, p_adjusted = numbers
                 s.tips[i] = (f"window {_text(w.get('index'))}: {name} = {format_number(statistic)}"
                              + (f" (threshold {format_number(threshold)})" if threshold is not None else "")
                              + (f", adjusted p {format_number(p_adjusted)}" if p_adjusted is not None else ""))
-    for statistics, thresholds, alarms, s in columns.values():
-        s.statistic, s.threshold, s.alarm = np.array(statistics), np.array(thresholds), np.array(alarms, dtype=bool)
-    return {name: column[3] for name, column in columns.items()}
+    for values, alarms, s in columns.values():
+        s.statistic, s.threshold, s.p_adjusted = (np.array(v) for v in values)
+        s.alarm = np.array(alarms, dtype=bool)
+    return {name: column[2] for name, column in columns.items()}
 
 
-def _test_figures(windows: list[Mapping[str, Any]], axis: _Axis) -> tuple[list[dict[str, Any]], int]:
+def _test_figures(windows: list[Mapping[str, Any]], axis: _Axis, fdr: float | None
+                  ) -> tuple[list[dict[str, Any]], int]:
     """One figure per drift test (those with alarms first, then the closest to their thresholds), at most
     :data:`MAX_TEST_PANELS`; and how many tests were left out."""
     _, x, _, _ = _window_x(windows)
     series = _test_series(windows)
-    order = sorted(series.values(), key=lambda s: (-sum(s.alarm), -s.worst_ratio(), s.name))
+    order = sorted(series.values(), key=lambda s: (-int(s.alarm.sum()), -s.worst_ratio(fdr), s.name))
     figures = []
     for k, s in enumerate(order[:MAX_TEST_PANELS]):
-        statistic, threshold, alarm = s.statistic, s.threshold, s.alarm
-        methods = sorted(s.methods)
-        lines = [_Line("statistic", x, statistic, PALETTE[0])]
-        if np.isfinite(threshold).any():
-            lines.append(_Line("threshold", x, threshold, REFERENCE, dashed=True))
-        marks = _Marks("alarm", x[alarm], statistic[alarm], [s.tips[int(i)] for i in np.flatnonzero(alarm)])
-        title = f"{s.name} ({', '.join(methods)})" if methods else s.name
-        svg = _panel(f"d-test-{k}", title, "statistic", axis, lines, marks=marks)
-        figures.append({**_figure(f"f-test-{k}", svg), "name": s.name, "alarms": int(alarm.sum())})
+        ylabel, values, threshold = s.plotted(fdr)
+        lines = [_Line("statistic" if ylabel == "statistic" else "adjusted p", x, values, PALETTE[0])]
+        if threshold is not None:
+            lines.append(_Line("threshold" if ylabel == "statistic" else "FDR level", x, threshold, REFERENCE,
+                               dashed=True))
+        marks = _Marks("alarm", x[s.alarm], values[s.alarm], [s.tips[int(i)] for i in np.flatnonzero(s.alarm)])
+        title = f"{s.name} ({s.method})" if s.method else s.name
+        svg = _panel(f"d-test-{k}", title, ylabel, axis, lines, marks=marks)
+        figures.append({**_figure(f"f-test-{k}", svg), "name": s.name, "alarms": int(s.alarm.sum())})
     return figures, max(len(order) - MAX_TEST_PANELS, 0)
 
 
@@ -549,7 +568,7 @@ def _context(snapshot: Mapping[str, Any], refresh_s: int | None) -> dict[str, An
     axis = _axis(snapshot, windows)
     figures = _traffic_figure(snapshot, windows, axis)
     figures += [f for f in (_accuracy_figure(snapshot, windows, axis), _ood_figure(windows, axis)) if f is not None]
-    test_figures, tests_left_out = _test_figures(windows, axis)
+    test_figures, tests_left_out = _test_figures(windows, axis, _num(snapshot.get("fdr")))
     latest_tested = next((w for w in reversed(windows) if _maps(w.get("tests"))), None)
     tone, sentence = _status(every)
     schema = snapshot.get("schema")
