@@ -7,7 +7,9 @@ without a prediction log (the log has its own bench, bench_prediction_log.py), o
 batching (--max-batch 32 --max-wait-ms 2). Bounded: each point stops after REQUESTS requests or SECONDS.
 
 The client (httpx, asyncio) runs on the same machine as the server, so on a small shared machine it competes
-for the cores: read the ratios between rows of one run, not the absolute numbers.
+for the cores: read the ratios between rows of one run, not the absolute numbers. The overhead at concurrency 1 is
+also measured with the servers taking turns request by request (bare ASGI app on uvicorn, the minimal FastAPI
+endpoint, Assay; all three running at once), so that noise hits each alike.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 from _common import machine
 
 REQUESTS, SECONDS, CONCURRENCY = 400, 4.0, (1, 8, 32)
+INTERLEAVED_ROUNDS = 1000
 
 MINIMAL = """
 import sys, numpy as np, onnxruntime as ort, uvicorn
@@ -69,6 +72,28 @@ class OnnxClassifier(PythonModel):
 
 
 mlflow.models.set_model(OnnxClassifier())
+"""
+
+BARE_ASGI = """
+import json, sys, numpy as np, onnxruntime as ort, uvicorn
+session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+name = session.get_inputs()[0].name
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    if scope["path"] == "/readyz":
+        answer = b'{"ok": true}'
+    else:
+        logits = session.run(None, {name: np.asarray(json.loads(body)["inputs"], dtype=np.float32)})[0]
+        answer = json.dumps({"class_index": logits.argmax(1).tolist()}).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": answer})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
 """
 
 ASSAY = """
@@ -176,6 +201,27 @@ async def _load(url: str, row: list[float], concurrency: int, path: str = "/v1/p
     return len(latencies) / wall, np.asarray(latencies)
 
 
+def _interleaved(targets: dict[str, tuple[str, str]], row: list[float], rounds: int) -> dict[str, np.ndarray]:
+    """Concurrency 1, the servers taking turns request by request (all of them running at once): machine noise
+    hits every server alike, so the differences of their latencies are fair even on a busy machine."""
+    import httpx
+
+    body = json.dumps({"inputs": [row]}).encode()
+    headers = {"Content-Type": "application/json"}
+    latencies: dict[str, list[float]] = {label: [] for label in targets}
+    with httpx.Client(timeout=30) as client:
+        for url, path in targets.values():  # warm each connection
+            for _ in range(20):
+                client.post(url + path, content=body, headers=headers)
+        for _ in range(rounds):
+            for label, (url, path) in targets.items():
+                start = time.perf_counter()
+                answer = client.post(url + path, content=body, headers=headers)
+                latencies[label].append(time.perf_counter() - start)
+                assert answer.status_code == 200, answer.text
+    return {label: np.asarray(values) for label, values in latencies.items()}
+
+
 def _in_process(model: Path, row: np.ndarray) -> tuple[float, np.ndarray]:
     import onnxruntime as ort
 
@@ -232,6 +278,22 @@ def main() -> None:
                         print(_line(f"mlflow models serve c={c}", rps, lat, base_p99))
                 finally:
                     _stop(proc)
+            started = [(label, _start(code, model, options)) for label, code, options in
+                       (("bare ASGI on uvicorn", BARE_ASGI, None), ("minimal FastAPI + ORT", MINIMAL, None),
+                        ("assay serve", ASSAY, {}))]
+            try:
+                times = _interleaved({label: (url, "/v1/predict") for label, (_, url) in started}, row.tolist(),
+                                     INTERLEAVED_ROUNDS)
+            finally:
+                for _, (proc, _) in started:
+                    _stop(proc)
+            print(f"  interleaved, c=1, {INTERLEAVED_ROUNDS} requests each (servers taking turns):")
+            for label, lat in times.items():
+                print(_line(label, len(lat) / lat.sum(), lat, base_p99))
+            for base in ("bare ASGI on uvicorn", "minimal FastAPI + ORT"):
+                p50 = (np.percentile(times["assay serve"], 50) - np.percentile(times[base], 50)) * 1e3
+                p99 = (np.percentile(times["assay serve"], 99) - np.percentile(times[base], 99)) * 1e3
+                print(f"  assay serve over {base}: p50 {p50:+.2f} ms, p99 {p99:+.2f} ms")
             for c in CONCURRENCY:
                 plain, batched = results["assay serve", c], results["assay serve --max-batch 32", c]
                 minimal = results["minimal FastAPI + ORT", c]

@@ -436,7 +436,7 @@ def test_bad_input_never_reaches_the_model_and_readyz_waits_for_the_load() -> No
             time.sleep(0.02)
         assert client.get("/readyz").status_code == 200
         warmed = model.calls
-        assert warmed == 1  # the warm-up pass
+        assert warmed == 6  # the warm-up pass, then five timed ones (the inline decision)
         refused = [b"{", b'{"inputs": [[1, 2, 3]]}', b'{"inputs": [[1, 2, 3, NaN]]}', b'{"inputs": [[1, 2, 3, "4"]]}',
                    json.dumps({"inputs": [[0] * 4] * 9}).encode(), b"[" * 3000, _npy(np.zeros((1, 4), complex))]
         for body in refused:
@@ -515,3 +515,39 @@ def test_batched_path_logs_features_and_failed_reloads_are_counted() -> None:
     logged = [r for r in sink.rows if r["role"] == "primary"]
     assert [r["features"].tolist() for r in logged] == x.tolist()  # the identity model's features are its inputs
     np.testing.assert_allclose(np.stack([r["logits"] for r in logged]), x[:, :3])
+
+
+@pytest.mark.parametrize(("inline_below_ms", "on_loop"), [(1000.0, True), (0.0, False)])
+def test_fast_models_run_on_the_event_loop_slow_ones_in_the_pool(inline_below_ms: float, on_loop: bool) -> None:
+    """A model faster than inline_below_ms (one-row time measured at warm-up, times the rows) is called on the
+    event loop's thread (the pool hop costs more than the call); with 0 every call goes to a worker thread. The
+    answers are the same either way."""
+    from fastapi.testclient import TestClient
+
+    from assay.serve.app import create_app
+    from conftest import LinearModel
+
+    threads: list[int] = []
+
+    class Recording(LinearModel):
+        def _forward(self, x, want_features):  # type: ignore[no-untyped-def]
+            threads.append(threading.get_ident())
+            return super()._forward(x, want_features)
+
+    model = Recording(np.eye(4, 3), np.zeros(3), (4,))
+    app = create_app(model, inline_below_ms=inline_below_ms)
+    loop_thread: list[int] = []
+
+    @app.get("/loop-thread")
+    async def loop_thread_endpoint() -> dict:
+        loop_thread.append(threading.get_ident())
+        return {}
+
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        client.get("/loop-thread")
+        answer = client.post("/v1/predict", json={"inputs": [[0.1, 0.9, 0.3, 0.0]]}).json()
+    assert answer["predictions"][0]["class_index"] == 1
+    assert (threads[-1] == loop_thread[0]) is on_loop

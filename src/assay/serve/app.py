@@ -89,6 +89,8 @@ class LoadedModel:
     version: str
     model: Model
     evidence: dict[str, Any] | None = None
+    #: median seconds of a one-row forward pass, measured by :func:`warm` (None: not measured)
+    row_seconds: float | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -121,14 +123,22 @@ def _evidence_summary(folder: Path) -> dict[str, Any] | None:
             "model_sha256": ev.model.sha256}
 
 
-def warm(model: Model) -> None:
+def warm(model: Model, timed: int = 5) -> float | None:
     """One forward pass on zeros of the model's input shape (free dimensions: 1), so the first request does not
-    pay for lazy initialisation."""
+    pay for lazy initialisation; then ``timed`` more, whose median time (seconds) is returned: the server runs a
+    model that fast on the event loop rather than in a worker thread (see ``inline_below_ms``)."""
     shape = [1 if d is None else int(d) for d in model.info.input_shape]
     if not shape:
-        return
+        return None
     shape[0] = 1
-    model.forward(np.zeros(shape, dtype=np.dtype(model.info.input_dtype)))
+    x = np.zeros(shape, dtype=np.dtype(model.info.input_dtype))
+    model.forward(x)
+    times = []
+    for _ in range(timed):
+        start = time.perf_counter()
+        model.forward(x)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) if times else None
 
 
 class ModelSource:
@@ -170,8 +180,8 @@ class ModelSource:
             return loaded
         if isinstance(self.source, Model):
             model = self.source
-            warm(model)
-            return LoadedModel(f"{Path(model.info.path).name}@{model.info.sha256[:12]}", model)
+            return LoadedModel(f"{Path(model.info.path).name}@{model.info.sha256[:12]}", model,
+                               row_seconds=warm(model))
         from assay.models import load_model
 
         if self.is_registry:
@@ -186,11 +196,9 @@ class ModelSource:
                                    class_names=spec.get("class_names"), num_classes=spec.get("num_classes"))
             else:
                 model = load_model(path, outputs=outputs, class_names=spec.get("class_names"))
-            warm(model)
-            return LoadedModel(mv.ref, model, _evidence_summary(reg.evidence_dir(mv)))
+            return LoadedModel(mv.ref, model, _evidence_summary(reg.evidence_dir(mv)), row_seconds=warm(model))
         model = load_model(str(self.source), weights=self.weights)
-        warm(model)
-        return LoadedModel(f"{Path(model.info.path).name}@{model.info.sha256[:12]}", model)
+        return LoadedModel(f"{Path(model.info.path).name}@{model.info.sha256[:12]}", model, row_seconds=warm(model))
 
     def close(self) -> None:
         if self._registry is not None:
@@ -529,10 +537,16 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
                cors_origins: Sequence[str] | None = None, registry: str | None = None,
                artifacts: str | None = None, poll_seconds: float | None = None, max_batch: int | None = None,
                max_wait_ms: float = 2.0, log_inputs: bool = False,
-               log_features: bool = False) -> FastAPI:
+               log_features: bool = False, inline_below_ms: float = 0.5) -> FastAPI:
     """The FastAPI app serving ``model_source`` (a model file, a factory, a :class:`Model`, or ``NAME@ALIAS``
     in the registry at ``registry``). See the module docstring for what each option does; the model is loaded
-    (and warmed) in the background at startup, ``/readyz`` says when it is ready."""
+    (and warmed) in the background at startup, ``/readyz`` says when it is ready.
+
+    ``inline_below_ms``: a request whose rows the model answers faster than this (the one-row time measured at
+    warm-up, times the rows) runs on the event loop instead of a worker thread: the hop to the thread pool and
+    back costs ~0.5-1 ms on a busy 2-core machine (bench_serve.py, profiled), far more than a small model's
+    forward pass; slower calls go to the pool so they never stall other requests. 0 sends every call to the pool."""
+    inline_below_s = max(0.0, float(inline_below_ms)) / 1000.0
     if not 0.0 <= canary_fraction <= 1.0:
         raise OptionError(f"canary fraction {canary_fraction} is not in [0, 1]", where="canary_fraction",
                         fix="give a fraction such as 0.1")
@@ -666,7 +680,10 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
 
     async def run_model(role: str, loaded: LoadedModel, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         start = time.perf_counter()
-        logits, features = await run_in_threadpool(loaded.model.forward, x, state.log_features)
+        if loaded.row_seconds is not None and loaded.row_seconds * len(x) < inline_below_s:
+            logits, features = loaded.model.forward(x, state.log_features)  # cheaper than the thread hop
+        else:
+            logits, features = await run_in_threadpool(loaded.model.forward, x, state.log_features)
         metrics.model_latency.labels(role).observe(time.perf_counter() - start)
         return logits, features
 
@@ -690,13 +707,21 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
             count_rows("shadow", loaded, probs)
             await submit(_prediction_rows(loaded, logits, probs, x, rid, "shadow", state.log_inputs, features))
 
+    children: dict[tuple[str, str], Any] = {}  # prometheus children by (role, class name): labels() is not free
+
     def count_rows(role: str, loaded: LoadedModel, probs: np.ndarray) -> None:
         top = probs.argmax(axis=1)
-        names = loaded.classes
-        for cls, n in zip(*np.unique(top, return_counts=True), strict=True):
-            metrics.predictions.labels(role, names[int(cls)] if int(cls) < len(names) else str(cls)).inc(int(n))
-        for p in probs[np.arange(len(top)), top]:
-            metrics.confidence.labels(role).observe(float(p))
+        names = loaded.model.info.class_names
+        confidence = children.get((role, ""))
+        if confidence is None:
+            confidence = children[(role, "")] = metrics.confidence.labels(role)
+        for cls, p in zip(top.tolist(), probs[np.arange(len(top)), top].tolist(), strict=True):
+            name = names[cls] if cls < len(names) else str(cls)
+            counter = children.get((role, name))
+            if counter is None:
+                counter = children[(role, name)] = metrics.predictions.labels(role, name)
+            counter.inc()
+            confidence.observe(p)
 
     @app.post("/v1/predict")
     async def predict(request: Request) -> Response:
