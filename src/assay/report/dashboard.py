@@ -87,6 +87,11 @@ def _num(value: Any) -> float | None:
     return _real(value)
 
 
+def _column(rows: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
+    """``row[key]`` of each row as floats, NaN where it is missing or not a finite number."""
+    return np.array([np.nan if (v := _num(row.get(key))) is None else v for row in rows], dtype=float)
+
+
 def _text(value: Any) -> str:
     return MISSING if value is None else str(value)
 
@@ -187,8 +192,7 @@ def _window_x(windows: list[Mapping[str, Any]]) -> tuple[str, np.ndarray, np.nda
     if windows and all(s is not None and e is not None and e >= s for s, e in zip(starts, ends, strict=True)):
         left, right = np.array(starts, dtype=float), np.array(ends, dtype=float)
         return "time", (left + right) / 2, left, right
-    index = np.array([_num(w.get("index")) if _num(w.get("index")) is not None else i
-                      for i, w in enumerate(windows)], dtype=float)
+    index = np.array([i if (k := _num(w.get("index"))) is None else k for i, w in enumerate(windows)], dtype=float)
     return "index", index, index - 0.5, index + 0.5
 
 
@@ -316,20 +320,17 @@ def _traffic_figure(snapshot: Mapping[str, Any], windows: list[Mapping[str, Any]
     traffic = _maps(snapshot.get("traffic"))
     figures = []
     if axis.kind == "time" and traffic:
-        start = np.array([_num(t.get("start")) if _num(t.get("start")) is not None else np.nan for t in traffic])
-        end = np.array([_num(t.get("end")) if _num(t.get("end")) is not None else np.nan for t in traffic])
+        start, end = _column(traffic, "start"), _column(traffic, "end")
         keep = np.isfinite(start) & np.isfinite(end) & (end >= axis.lo) & (start <= axis.hi)
         rows = [t for t, k in zip(traffic, keep, strict=True) if k]
         start, end = start[keep], end[keep]
-        requests = np.array([_num(t.get("requests")) if _num(t.get("requests")) is not None else np.nan
-                             for t in rows])
+        requests = _column(rows, "requests")
         if rows:
             x = np.column_stack([start, end]).ravel()  # a step line: each bucket flat over its span
             y = np.repeat(requests, 2)
             figures.append(_figure("f-traffic", _panel("d-traffic", "Traffic", "requests per bucket", axis,
                                                        [_Line("requests", x, y, PALETTE[0], area=True)])))
-            lat = {k: np.array([_num(t.get(k)) if _num(t.get(k)) is not None else np.nan for t in rows])
-                   for k in ("latency_p50_ms", "latency_p99_ms")}
+            lat = {k: _column(rows, k) for k in ("latency_p50_ms", "latency_p99_ms")}
             if any(np.isfinite(v).any() for v in lat.values()):
                 mid = (start + end) / 2
                 lines = [_Line(name, mid, lat[key], colour) for name, key, colour in
@@ -339,7 +340,7 @@ def _traffic_figure(snapshot: Mapping[str, Any], windows: list[Mapping[str, Any]
             return figures
     if windows:
         _, x, _, _ = _window_x(windows)
-        n = np.array([_num(w.get("n")) if _num(w.get("n")) is not None else np.nan for w in windows])
+        n = _column(windows, "n")
         figures.append(_figure("f-traffic", _panel("d-traffic", "Rows per window", "rows", axis,
                                                    [_Line("rows", x, n, PALETTE[0])]),
                                "The snapshot has no traffic buckets: rows each window holds."))
