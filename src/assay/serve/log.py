@@ -41,7 +41,8 @@ the log was always a prefix of what was submitted.
 Retention (``retention_s``, ``assay serve --log-retention 30d``) and a size cap (``max_bytes``, ``--log-max-size
 10GB``; Parquet only), applied by the maintenance thread (the compaction thread; never the writer or the request
 path) at start and every ``prune_every_s`` (60 s), each pass bounded (1,000 segment deletions, or 100,000 SQL rows
-in transactions of 10,000; a pass that stops at its bound is followed by another a second later). Counted in
+in transactions of 2,000, each ~30 ms on SQLite, so a writer waits at most one; a pass that stops at its bound is
+followed by another a second later). Counted in
 ``pruned_rows`` and ``pruned_segments``. The cutoff is ``time.time() - retention_s`` against each row's ``time``;
 labels (feedback) follow the same age rule on their own ``time`` -- a label is logged after its prediction, so it
 is deleted no earlier than it.

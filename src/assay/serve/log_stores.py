@@ -475,7 +475,7 @@ class SqlStore(Store):
                     else _empty_feedback())
         return frame, feedback
 
-    def prune(self, *, older_than: float | None = None, max_rows: int = 100_000, batch_rows: int = 10_000) -> bool:
+    def prune(self, *, older_than: float | None = None, max_rows: int = 100_000, batch_rows: int = 2_000) -> bool:
         """DELETE the rows (predictions, and labels by their own time) older than ``older_than`` (Unix seconds), at
         most ``batch_rows`` per transaction (writers wait for one short transaction at a time, never for the whole
         pass) and ``max_rows`` per call; returns whether nothing due is left (False: call again). Counted in
