@@ -551,3 +551,31 @@ def test_fast_models_run_on_the_event_loop_slow_ones_in_the_pool(inline_below_ms
         answer = client.post("/v1/predict", json={"inputs": [[0.1, 0.9, 0.3, 0.0]]}).json()
     assert answer["predictions"][0]["class_index"] == 1
     assert (threads[-1] == loop_thread[0]) is on_loop
+
+
+def test_logits_that_look_like_probabilities_are_served_and_a_failing_model_is_a_json_500() -> None:
+    """The load-time refusal of probability outputs is not repeated per request (one row of logits may happen to
+    be non-negative and sum to 1); a model that raises on valid input answers a JSON 500 naming the model, not a
+    traceback."""
+    from fastapi.testclient import TestClient
+
+    from assay.serve.app import create_app
+    from conftest import LinearModel
+
+    class Fragile(LinearModel):
+        def _forward(self, x, want_features):  # type: ignore[no-untyped-def]
+            if x[0, 3] == 7:
+                raise FloatingPointError("planted failure")
+            return super()._forward(x, want_features)
+
+    app = create_app(Fragile(np.eye(4, 3), np.zeros(3), (4,)))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sums_to_one = client.post("/v1/predict", json={"inputs": [[0, 1, 0, 0]]})
+        failing = client.post("/v1/predict", json={"inputs": [[0, 1, 0, 7]]})
+    assert sums_to_one.status_code == 200 and sums_to_one.json()["predictions"][0]["class_index"] == 1
+    assert failing.status_code == 500
+    body = failing.json()
+    assert "FloatingPointError" in body["error"] and body["where"] == "model" and "Traceback" not in failing.text

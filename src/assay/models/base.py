@@ -176,8 +176,11 @@ class Model(ABC):
         """Give back memory the runtime keeps for the next forward pass (called by the engine after a run
         of batches, before the checks allocate theirs). Nothing to do unless a format overrides it."""
 
-    def forward(self, x: np.ndarray, want_features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """Logits (float32, shape (N, C)) and features (or None) in one pass."""
+    def forward(self, x: np.ndarray, want_features: bool = False, *,
+                check_outputs: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits (float32, shape (N, C)) and features (or None) in one pass. ``check_outputs=False`` skips the
+        "looks like probabilities" refusal: a server whose model passed it at load must not refuse a request
+        whose few rows happen to be non-negative and sum to 1."""
         raw, feats = self._forward(x, want_features and self.has_features)
         raw = np.asarray(raw)
         if raw.ndim != 2 or raw.shape[1] != self.info.num_classes:
@@ -189,7 +192,7 @@ class Model(ABC):
         if self.info.outputs == "probabilities":
             logits = probabilities_to_logits(raw)
         else:
-            if looks_like_probabilities(raw):
+            if check_outputs and looks_like_probabilities(raw):
                 raise UserError(
                     "the model's outputs look like probabilities (non-negative rows summing to 1), not logits",
                     where=self.info.path,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import hmac
 import io
@@ -453,8 +454,9 @@ class Batcher:
             assert loaded is not None
             try:
                 start = time.perf_counter()
-                logits, features = await run_in_threadpool(loaded.model.forward,
-                                                           np.concatenate([p.x for p in batch]), self.want_features)
+                logits, features = await run_in_threadpool(
+                    functools.partial(loaded.model.forward, check_outputs=False),
+                    np.concatenate([p.x for p in batch]), self.want_features)
                 self.observe(time.perf_counter() - start)
                 self.calls += 1
             except Exception as exc:  # the model failed: every waiting request gets the error
@@ -681,9 +683,10 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
     async def run_model(role: str, loaded: LoadedModel, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         start = time.perf_counter()
         if loaded.row_seconds is not None and loaded.row_seconds * len(x) < inline_below_s:
-            logits, features = loaded.model.forward(x, state.log_features)  # cheaper than the thread hop
+            logits, features = loaded.model.forward(x, state.log_features, check_outputs=False)  # no thread hop
         else:
-            logits, features = await run_in_threadpool(loaded.model.forward, x, state.log_features)
+            logits, features = await run_in_threadpool(
+                functools.partial(loaded.model.forward, check_outputs=False), x, state.log_features)
         metrics.model_latency.labels(role).observe(time.perf_counter() - start)
         return logits, features
 
@@ -755,10 +758,16 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
                 except BadRequestError as exc:
                     return exc.response()
         features = None
-        if role == "primary" and state.batcher is not None:
-            loaded, logits, features = await state.batcher.predict(x)
-        else:
-            logits, features = await run_model(role, loaded, x)
+        try:
+            if role == "primary" and state.batcher is not None:
+                loaded, logits, features = await state.batcher.predict(x)
+            else:
+                logits, features = await run_model(role, loaded, x)
+        except Exception as exc:  # the model itself failed on valid input: a JSON 500 naming it, no traceback
+            _LOGGER.error("assay serve: %s failed on request %s: %s", loaded.version, rid, exc)
+            return BadRequestError(500, f"the model {loaded.version} failed on this input: {type(exc).__name__}",
+                                   "model", "report it with the request id; the input passed validation"
+                                   ).response()
         probs = softmax(logits)
         count_rows(role, loaded, probs)
         names = loaded.classes
