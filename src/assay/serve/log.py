@@ -545,6 +545,9 @@ def prune_log(store: str | None = None, *, root: str | Path | None = None, reten
     """Apply retention and the size cap to a log now, to completion (what a running log does in bounded passes):
     with a retention, a Parquet log is first compacted (small segments rewritten without their expired rows),
     then whole segments are pruned. (rows, segments) deleted. Safe while writers run."""
+    if store is None and not default_log_dir(root).is_dir():
+        raise OptionError(f"there is no prediction log at {default_log_dir(root)}", where="prune_log",
+                          fix="pass the store the server logged to (--log-store), or the root it ran in")
     log = PredictionLog(_open_store(store, root, fsync=False), retention_s=retention_s, max_bytes=max_bytes,
                         compact_every_s=None, prune_every_s=math.inf)
     try:
