@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP_CORE := $(VENV)/.installed-core
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean
+.PHONY: demo loop-demo test lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ $(STAMP_DEV): pyproject.toml $(STAMP_CORE)
 
 demo: $(STAMP_CORE)
 	$(VENV)/bin/assay demo --out assay-out
+
+# The feedback loop on digits with a planted shift: serve, queue, label, import, dataset, fine-tune, compare, promote.
+loop-demo: $(STAMP_CORE)
+	$(PY) examples/feedback_loop.py
 
 test: $(STAMP_DEV)
 	$(VENV)/bin/ruff check src tests bench docs

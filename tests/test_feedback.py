@@ -399,7 +399,7 @@ def _load_example():
     return module
 
 
-@pytest.mark.skipif(not (ROOT / "examples" / "feedback_loop.py").exists(), reason="the example is not written yet")
+@pytest.mark.slow
 def test_loop_example_runs_end_to_end_in_reduced_size(tmp_path):
     example = _load_example()
     summary = example.run_loop(tmp_path, **example.SMALL)
@@ -409,3 +409,24 @@ def test_loop_example_runs_end_to_end_in_reduced_size(tmp_path):
     assert summary["promote_exit"] in (0, 1)
     # the candidate fine-tuned on labelled shifted traffic beats the champion on the held-out shifted slice
     assert summary["candidate_accuracy"] > summary["champion_accuracy"]
+
+
+def test_monitor_export_labeling_writes_the_same_queue(tmp_path, capsys):
+    from registry_bundles import evaluate, make_data
+
+    model = make_onnx(tmp_path / "m.onnx", 1)
+    bundle = evaluate(model, make_data(tmp_path / "ref.npz", n=200), tmp_path / "bundle")
+    store = tmp_path / "log"
+    _write_log(store, 60, seed=3)
+    queue = tmp_path / "queue.csv"
+    code, out, err = _run(["monitor", "--log", str(store), "--reference", str(bundle), "--export-labeling", "7",
+                           "--labeling-queue", str(queue)], capsys)
+    assert code in (0, 1), err  # 1: an alarm (the logged logits are random), not a usage error
+    assert "Labeling queue:" in " ".join(out.split())
+    from assay.reference import Reference
+
+    expected = select_for_labeling(read_log(str(store)), 7, reference=Reference.load(bundle))
+    written = pd.read_csv(queue, keep_default_na=False, dtype={"label": str})
+    assert written["request_id"].tolist() == expected["request_id"].tolist()
+    code, _, err = _run(["monitor", "--log", str(store), "--reference", str(bundle), "--export-labeling", "0"], capsys)
+    _assert_user_error(code, err, "--export-labeling")

@@ -1163,6 +1163,8 @@ def serve(
     log_on_full: Annotated[str, typer.Option(help="When the log queue is full: shed (drop the rows, counted in /metrics as assay_log_dropped_total; the answer is not delayed) or block (the request waits for room).", rich_help_panel=SERVE)] = "shed",
     log_inputs: Annotated[bool, typer.Option("--log-inputs", help="Keep each request's inputs in the prediction log.", rich_help_panel=SERVE)] = False,
     log_features: Annotated[bool, typer.Option("--log-features", help="Keep the model's embedding of each row in the prediction log (when the model exposes features).", rich_help_panel=SERVE)] = False,
+    log_retention: Annotated[str | None, typer.Option(help="Delete prediction log rows (and labels) older than this, e.g. 30d, 12h or 1d12h; checked every minute (default: keep every row).", rich_help_panel=SERVE)] = None,
+    log_max_size: Annotated[str | None, typer.Option(help="Keep the Parquet prediction log under this size, e.g. 10GB or 500MiB, the oldest segments deleted first (not for SQL stores: use --log-retention).", rich_help_panel=SERVE)] = None,
 ) -> None:
     """Serve MODEL over HTTP: predictions, feedback labels, health, Prometheus metrics, a prediction log, hot swap when a registry alias moves, shadow and canary challengers."""
     from assay.errors import ModelError, OptionError
@@ -1179,6 +1181,11 @@ def serve(
     if log_on_full not in ("shed", "block"):
         raise OptionError(f"--log-on-full {log_on_full!r} is not shed or block", where="--log-on-full",
                           fix="use --log-on-full shed (default) or block")
+    from assay.engine.cache import parse_duration
+    from assay.serve.log import parse_size
+
+    retention_s = None if log_retention is None else parse_duration(log_retention, where="--log-retention")
+    max_log_bytes = None if log_max_size is None else parse_size(log_max_size, where="--log-max-size")
     if max_body_mb <= 0 or max_batch_rows < 1 or top_k < 1:
         raise OptionError("--max-body-mb, --max-batch-rows and --top-k must be positive", where="--max-body-mb",
                           fix="give positive limits")
@@ -1202,7 +1209,8 @@ def serve(
     from assay.serve.log import open_log
 
     sink = open_log(log_store, durability="strict" if durability == "strict" else "fast", queue_size=log_queue_size,
-                    on_full="block" if log_on_full == "block" else "shed")
+                    on_full="block" if log_on_full == "block" else "shed", retention_s=retention_s,
+                    max_bytes=max_log_bytes)
     try:
         app_ = create_app(sources["model"], reference=None if reference is None else str(reference),
                           shadow=sources.get("--shadow"), canary=sources.get("--canary"),
@@ -1215,6 +1223,278 @@ def serve(
         raise
     Console(stderr=True).print(f"Serving {escape(model)} on http://{host}:{port} (Ctrl-C or SIGTERM stops it).")
     run_server(app_, host, port)
+
+
+# ------------------------------------------------------------------------------------------- feedback
+feedback_app = AssayTyper(
+    cls=AssayGroup, name="feedback", no_args_is_help=True, add_completion=False,
+    help="The feedback loop on the prediction log of `assay serve`: which logged predictions to label next "
+         "(queue), labels back into the log (import; also POST /v1/feedback), and the labelled slice of the log "
+         "as --data for `assay evaluate` and `assay compare` (dataset).")
+app.add_typer(feedback_app, name="feedback")
+
+LogStoreOption = Annotated[str | None, typer.Option(
+    "--log", help="The prediction log `assay serve` wrote: a folder (Parquet segments), sqlite:///FILE or "
+                  "postgresql+psycopg://... (default .assay/logs/ in the current folder).")]
+LogSince = Annotated[float | None, typer.Option(help="Only predictions logged at or after this time (Unix seconds).")]
+LogUntil = Annotated[float | None, typer.Option(help="Only predictions logged before this time (Unix seconds).")]
+LogVersion = Annotated[str | None, typer.Option(help="Only predictions of this model version (as logged, e.g. "
+                                                     "digits@3).")]
+ReferenceBundle = Annotated[Path | None, typer.Option(
+    "--reference", help="Evaluation bundle (or its reference.npz) of the served model: class names, and the "
+                        "sample of rows novelty is measured against.")]
+
+
+def _log_frame(log: str | None, since: float | None = None, until: float | None = None,
+               version: str | None = None) -> Any:
+    """The prediction log's frame; a folder that does not exist is an error (the store would create it)."""
+    from assay.serve.log import read_log
+
+    if log is not None and "://" not in log and not Path(log).is_dir():
+        raise OptionError(f"there is no prediction log at {log}", where="--log",
+                          fix="give the folder `assay serve --log-store` wrote to (or its sqlite:///... URL)")
+    return read_log(log, since=since, until=until, version=version)
+
+
+def _reference(path: Path | None) -> Any:
+    from assay.reference import Reference
+
+    return None if path is None else Reference.load(path)
+
+
+@feedback_app.command("queue", epilog="Exit codes: 0 the queue was written (it may be empty: everything is "
+                      "labelled); 1 internal error (a bug); 2 bad input (no log there, a bad --reference or --out; "
+                      "nothing written).")
+def feedback_queue(
+    n: Annotated[int, typer.Option("--n", "-n", help="How many samples to queue for labeling.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The queue: a CSV with a blank label column to fill "
+                                      "in and give to `assay feedback import`.", rich_help_panel=OUTPUT)],
+    log: LogStoreOption = None,
+    reference: ReferenceBundle = None,
+    version: LogVersion = None,
+    since: LogSince = None,
+    until: LogUntil = None,
+    seed: Seed = 0,
+) -> None:
+    """Queue the N logged samples most worth labeling: uncertain, unlike the reference, or where a shadow/canary
+    disagrees with the answer; one per distinct input, labelled ones skipped, each with its reason."""
+    from assay.evidence.output import check_output_file
+    from assay.monitor.labeling import is_labeling_queue, select_for_labeling, write_queue_csv
+
+    check_output_file(out, is_ours=is_labeling_queue, what="a labeling queue written by `assay feedback queue`")
+    ref = _reference(reference)
+    queue = select_for_labeling(_log_frame(log, since, until, version), n, reference=ref, seed=seed)
+    write_queue_csv(queue, out)
+    say = functools.partial(Console().print, soft_wrap=True)
+    for note in queue.attrs.get("notes", []):
+        say(f"note: {escape(note)}")
+    say(f"Queued {len(queue)} of {queue.attrs.get('candidates', 0)} unlabelled distinct inputs in "
+        f"[bold]{escape(str(out))}[/] (fill in the label column, then `assay feedback import {escape(str(out))}`).")
+    for row in queue.head(5).itertuples(index=False):
+        say(f"  {escape(str(row.request_id))} row {row.row}: score {row.score:.2f}: {escape(str(row.reason))}")
+
+
+@feedback_app.command("import", epilog="Exit codes: 0 imported (labels naming request rows that are not in the "
+                      "log are listed on stderr and not imported; lines with a blank label are skipped); 1 internal "
+                      "error (a bug); 2 bad input (a missing column, an unknown label, a file that is not UTF-8 CSV, "
+                      "a request row labelled twice differently, unknown request rows with --strict; nothing is "
+                      "written).")
+def feedback_import(
+    labels: Annotated[Path, typer.Argument(help="CSV with columns request_id, label and optionally row (the index "
+                                           "in the request's batch, default 0); labels are class names or indices; "
+                                           "a filled-in `assay feedback queue` file works as it is.")],
+    log: LogStoreOption = None,
+    reference: ReferenceBundle = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse the whole file when a label names a request row "
+                                         "that is not in the log.")] = False,
+) -> None:
+    """Import true labels into the prediction log (as POST /v1/feedback does): checked whole before anything is
+    written; the latest label of a request row wins."""
+    from assay.errors import DataError
+    from assay.monitor.labeling import import_labels, read_label_csv
+    from assay.serve.log import open_log
+
+    frame = _log_frame(log)
+    if frame.empty:
+        raise DataError("the prediction log holds no predictions to label", where=log or "--log",
+                        fix="give the store `assay serve` logged to")
+    num_classes = len(frame["logits"].iloc[0])
+    ref = _reference(reference)
+    names = ref.class_names if ref is not None else None
+    if names is not None and len(names) != num_classes:
+        raise DataError(f"the reference has {len(names)} classes, the logged model {num_classes}",
+                        where="--reference", fix="give the bundle of the model that served these predictions")
+    rows, blank = read_label_csv(labels, num_classes=num_classes, class_names=names)
+    if not rows:
+        raise DataError("no line of the file has a label" + (f" ({blank} blank)" if blank else ""),
+                        where=str(labels), fix="fill in the label column (a class name or index per line)")
+    with open_log(log, durability="strict", compact_every_s=None) as sink:
+        result = import_labels(rows, frame, sink, strict=strict)
+    say = functools.partial(Console().print, soft_wrap=True)
+    say(f"Imported {len(result.written)} labels into {escape(log or '.assay/logs')}"
+        + (f"; {blank} lines with a blank label skipped" if blank else "") + ".")
+    if result.unknown:
+        shown = ", ".join(f"{escape(u.request_id)} row {u.row} (line {u.line})" for u in result.unknown[:10])
+        more = f" and {len(result.unknown) - 10} more" if len(result.unknown) > 10 else ""
+        err_console.print(f"[bold yellow]Warning:[/] {len(result.unknown)} labels name request rows that are not in "
+                          f"the log and were not imported: {shown}{more}.", soft_wrap=True)
+
+
+@feedback_app.command("dataset", epilog="Exit codes: 0 the data set was written; 1 internal error (a bug); 2 bad "
+                      "input (no log there, predictions logged without --log-inputs, no labelled row with "
+                      "--labelled-only, an --out Assay must not overwrite; nothing written).")
+def feedback_dataset(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The .npz to write (x, y, ids request_id:row, "
+                                      "meta_version, meta_time).", rich_help_panel=OUTPUT)],
+    log: LogStoreOption = None,
+    labelled_only: Annotated[bool, typer.Option("--labelled-only", help="Only the labelled predictions (with y); "
+                                                "without it every logged prediction, with y only when all are "
+                                                "labelled (else unlabelled data for --unlabeled).")] = False,
+    version: LogVersion = None,
+    since: LogSince = None,
+    until: LogUntil = None,
+    reference: ReferenceBundle = None,
+) -> None:
+    """Write the logged inputs (served with --log-inputs) and their labels as an .npz that `assay evaluate --data`
+    and `assay compare --data` read: one sample per request row, in time order."""
+    from assay.evidence.output import check_output_file
+    from assay.monitor.labeling import is_feedback_dataset, labelled_arrays, write_dataset_npz
+
+    if out.suffix.lower() != ".npz":
+        raise OptionError(f"--out {out} does not end in .npz", where="--out", fix="name the file e.g. labelled.npz")
+    log_dir = [Path(log).resolve()] if log is not None and "://" not in log else []
+    check_output_file(out, is_ours=is_feedback_dataset, what="a data set written by `assay feedback dataset`",
+                      inputs=log_dir)
+    ref = _reference(reference)
+    data = labelled_arrays(_log_frame(log, since, until, version), labelled_only=labelled_only)
+    write_dataset_npz(data, out, class_names=None if ref is None else ref.class_names,
+                      source={"log": log or ".assay/logs", "version": version or ""})
+    say = functools.partial(Console().print, soft_wrap=True)
+    for note in data.notes:
+        say(f"note: {escape(note)}")
+    what = "labelled" if data.y is not None else "unlabelled"
+    say(f"Wrote {len(data.x)} {what} samples to [bold]{escape(str(out))}[/] (inputs {data.x.shape[1:]}, "
+        f"{data.x.dtype}); use it with `assay evaluate MODEL --data {escape(str(out))}`"
+        + (" or `assay compare BASELINE CANDIDATE --data ...`." if data.y is not None else
+           " --unlabeled, or --labelled-only for the labelled ones."))
+
+
+# -------------------------------------------------------------------------------------------- monitor
+MONITOR = "Monitoring"
+
+
+def _is_dashboard(path: Path) -> bool:
+    """An HTML file `assay monitor --html` wrote (so that it may be replaced)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return head.startswith("<!DOCTYPE html>") and "Content-Security-Policy" in head and "monitor" in head.lower()
+
+
+@app.command(epilog="Exit codes: 0 no alarm in the windows this run evaluated; 1 an alarm (a window's tests rejected "
+             "after Benjamini-Hochberg, or a calibrated threshold was crossed; see the report), or an internal "
+             "error (printed as 'Internal error:'); 2 bad input (no log there, a reference Assay cannot use, bad "
+             "options, a state folder built for another reference or settings; nothing written).")
+def monitor(
+    log: Annotated[str | None, typer.Option("--log", help="The prediction log `assay serve` wrote: a folder (Parquet segments), sqlite:///FILE or postgresql+psycopg://... (default .assay/logs/ in the current folder).")] = None,
+    reference: Annotated[str | None, typer.Option(metavar="NAME@ALIAS|BUNDLE", help="What traffic is compared with: the evaluation bundle of the served model (its reference.npz), or NAME@ALIAS / NAME@VERSION in the registry.")] = None,
+    window: Annotated[str, typer.Option(help="Window: a number of rows (1000) or a duration of log time (30s, 15m, 1h, 1d).", rich_help_panel=MONITOR)] = "1000",
+    min_window: Annotated[int, typer.Option(help="Fewer rows than this in a window: 'insufficient data', no test.", rich_help_panel=MONITOR)] = 100,
+    fdr: Annotated[float, typer.Option(help="False discovery rate of the Benjamini-Hochberg procedure across a window's tests (also its false-alarm rate under no drift).", rich_help_panel=MONITOR)] = 0.05,
+    threshold_rule: Annotated[str, typer.Option(help="Thresholds calibrated on reference chunks (class mix of large windows): quantile (conformal order statistic) or sigma (mean + 3 sd).", rich_help_panel=MONITOR)] = "quantile",
+    roles: Annotated[str, typer.Option(help="Logged roles to monitor, comma-separated: primary, shadow, canary.", rich_help_panel=MONITOR)] = "primary",
+    state: Annotated[Path | None, typer.Option(help="State folder: the next run continues where this one stopped (without it, the whole log is processed every run).", rich_help_panel=MONITOR)] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Report folder: monitor.json, monitor.md, dashboard.html.", rich_help_panel=OUTPUT)] = None,
+    html: Annotated[Path | None, typer.Option(help="Write the dashboard page (the one `assay serve` shows at /dashboard) to this file.", rich_help_panel=OUTPUT)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the snapshot as JSON instead of a summary.", rich_help_panel=OUTPUT)] = False,
+    export_labeling: Annotated[int | None, typer.Option(help="Also write the N logged samples most worth labeling (as `assay feedback queue` does) to --labeling-queue.", rich_help_panel=OUTPUT)] = None,
+    labeling_queue: Annotated[Path, typer.Option(help="Where --export-labeling writes its CSV (fill in the label column, then `assay feedback import`).", rich_help_panel=OUTPUT)] = Path("labeling-queue.csv"),
+    registry: RegistryUrl = None,
+    artifacts: ArtifactsDir = None,
+    seed: Seed = 0,
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """Monitor the prediction log against the reference, window by window: output drift (class mix, confidence, entropy, near-margin share), input drift (features, embeddings: MMD), label-free accuracy (ATC, DoC) with CIs, realized accuracy from feedback labels, OOD rate; alarms with a controlled false-alarm rate."""
+    from assay.evidence.output import check_output, check_output_file, input_paths
+    from assay.monitor import Monitor, MonitorSettings, load_monitor_reference, parse_window, write_monitor_report
+
+    if reference is None:
+        raise OptionError("--reference is required", where="--reference",
+                          fix="give the evaluation bundle of the served model, or NAME@ALIAS of a registered model")
+    if threshold_rule not in ("quantile", "sigma"):
+        raise OptionError(f"--threshold-rule {threshold_rule!r} is not quantile or sigma", where="--threshold-rule",
+                          fix="use --threshold-rule quantile (default) or sigma")
+    kind, size = parse_window(window)
+    settings = MonitorSettings(window_kind=kind, window_size=int(size) if kind == "count" else size,
+                               min_window=min_window, fdr=fdr, threshold_rule="sigma" if threshold_rule == "sigma"
+                               else "quantile", roles=tuple(r.strip() for r in roles.split(",") if r.strip()),
+                               seed=seed)
+    local_inputs = input_paths(reference, log, state)
+    if out is not None:  # bad output paths fail before any work
+        check_output(out, "monitor", inputs=local_inputs, force=force)
+    if html is not None:
+        check_output_file(html, is_ours=_is_dashboard, what="a dashboard written by `assay monitor --html`",
+                          inputs=local_inputs, where="--html")
+    if export_labeling is not None:
+        from assay.monitor.labeling import is_labeling_queue
+
+        if export_labeling < 1:
+            raise OptionError(f"--export-labeling {export_labeling} is not a positive number of samples",
+                              where="--export-labeling", fix="ask for e.g. --export-labeling 100")
+        check_output_file(labeling_queue, is_ours=is_labeling_queue, inputs=local_inputs, where="--labeling-queue",
+                          what="a labeling queue written by `assay feedback queue` or `assay monitor`")
+    source = load_monitor_reference(reference, registry=registry, artifacts=artifacts)
+    mon = Monitor(source.reference, settings, state_dir=state, reference_logits=source.logits, info=source.info)
+    frame = _log_frame(log)
+    before = mon.position
+    closed = mon.update(frame)
+    queue = None
+    if export_labeling is not None:  # the same selection as `assay feedback queue`, over the whole log
+        from assay.monitor.labeling import select_for_labeling, write_queue_csv
+
+        queue = select_for_labeling(frame, export_labeling, reference=source.reference, seed=seed)
+        write_queue_csv(queue, labeling_queue)
+    snapshot = mon.snapshot()
+    current = mon.open_result()
+    evaluated = [*closed, *([current] if current is not None else [])]
+    alarmed = [w for w in evaluated if w.alarms]
+    if out is not None:
+        write_monitor_report(snapshot, out, force=force, inputs=local_inputs)
+    if html is not None:
+        from assay.report.dashboard import write_dashboard
+
+        write_dashboard(snapshot, html)
+    if as_json:
+        typer.echo(json.dumps(snapshot, indent=1, allow_nan=False, default=str))
+    elif not quiet:
+        say = functools.partial(Console().print, soft_wrap=True)
+        say(f"Monitored {mon.position - before:,} new logged rows against {escape(reference)} ({mon.position:,} in "
+            f"all): {len(closed)} window(s) closed this run"
+            + (f", the open one holds {mon.open.n:,} rows" if mon.open is not None else "") + ".")
+        for w in evaluated:
+            if w.insufficient:
+                continue
+            est = w.estimated_accuracy
+            acc = f"ATC accuracy {est['value']:.3f} [{est['ci'][0]:.3f}, {est['ci'][1]:.3f}]" if est else ""
+            flag = "[bold red]ALARM[/]" if w.alarms else "ok"
+            say(f"  window {w.index} ({w.n:,} rows): {flag} {acc}")
+            for alarm in w.alarms[:5]:
+                say(f"    {escape(alarm)}")
+            if len(w.alarms) > 5:
+                say(f"    ... and {len(w.alarms) - 5} more (see the report)")
+        if out is not None:
+            say(f"Report: [bold]{escape(str(out))}[/] (monitor.json, monitor.md, dashboard.html)")
+        if html is not None:
+            say(f"Dashboard: [bold]{escape(str(html))}[/]")
+        if queue is not None:
+            say(f"Labeling queue: [bold]{escape(str(labeling_queue))}[/] ({len(queue)} of "
+                f"{queue.attrs.get('candidates', 0)} unlabelled distinct inputs; fill in the label column, then "
+                f"`assay feedback import {escape(str(labeling_queue))}`)")
+    if alarmed:
+        raise typer.Exit(1)
 
 
 # ------------------------------------------------------------------- parameter names -> flags

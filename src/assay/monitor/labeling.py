@@ -244,7 +244,7 @@ def _novelty(frame: pd.DataFrame, reference: Reference | None, k: int, seed: int
             else:
                 sample = ref_sample
                 notes.append(f"novelty: k-th nearest-neighbour distance to the reference's {len(sample)} sampled "
-                             f"{space} rows")
+                             f"{'embedding' if space == 'embeddings' else 'input'} rows")
     elif reference is not None:
         notes.append("the reference holds no sample of rows: novelty is measured against the pool instead")
     pooled: np.ndarray | None = None
