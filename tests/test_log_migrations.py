@@ -235,8 +235,6 @@ def test_a_registry_and_two_log_stores_share_one_postgresql_database(postgres_ur
         assert registry.models() == [] and registry.verify().ok
 
 
-@pytest.mark.xfail(strict=True, reason="the registry refuses a database holding other tables; needs "
-                   "assay.registry.db._identify to ignore the prediction log's tables (reported to the lead)")
 def test_a_registry_opens_a_postgresql_database_that_already_holds_a_log(postgres_url, tmp_path):
     from assay.registry import open_registry
 

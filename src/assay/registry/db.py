@@ -365,8 +365,10 @@ def _use_wal(db: Database) -> None:
 
 
 def _identify(conn: Connection, where: str) -> str | None:
-    """The schema revision of an Assay registry; None for an empty database; RegistryError for anything else."""
-    tables = set(sa.inspect(conn).get_table_names())
+    """The schema revision of an Assay registry; None for an empty database; RegistryError for anything else.
+    The prediction log's tables (``assay serve --log-store`` in the same database) are not "anything else"."""
+    tables = set(sa.inspect(conn).get_table_names()) - {"assay_predictions", "assay_feedback",
+                                                        "assay_log_alembic_version"}
     if not tables:
         return None
     if "alembic_version" not in tables or "registry_info" not in tables:

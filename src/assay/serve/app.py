@@ -92,6 +92,8 @@ class LoadedModel:
     evidence: dict[str, Any] | None = None
     #: median seconds of a one-row forward pass, measured by :func:`warm` (None: not measured)
     row_seconds: float | None = None
+    #: the evaluation bundle of this very model (its monitoring reference), when known
+    evidence_dir: str | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -197,7 +199,9 @@ class ModelSource:
                                    class_names=spec.get("class_names"), num_classes=spec.get("num_classes"))
             else:
                 model = load_model(path, outputs=outputs, class_names=spec.get("class_names"))
-            return LoadedModel(mv.ref, model, _evidence_summary(reg.evidence_dir(mv)), row_seconds=warm(model))
+            folder = reg.evidence_dir(mv)
+            return LoadedModel(mv.ref, model, _evidence_summary(folder), row_seconds=warm(model),
+                               evidence_dir=str(folder))
         model = load_model(str(self.source), weights=self.weights)
         return LoadedModel(f"{Path(model.info.path).name}@{model.info.sha256[:12]}", model, row_seconds=warm(model))
 
@@ -308,8 +312,11 @@ class _SinkCollector(Collector):
                                   value=float(getattr(sink, "committed", 0) or 0))
         yield CounterMetricFamily("assay_log_failed", "Prediction log rows whose commit failed after retries.",
                                   value=float(getattr(sink, "failed", 0) or 0))
-        yield CounterMetricFamily("assay_log_pruned", "Prediction log rows removed by the retention rules.",
-                                  value=float(getattr(sink, "pruned_rows", 0) or 0))
+        yield CounterMetricFamily("assay_log_pruned", "Prediction log rows (predictions and labels) removed by the "
+                                  "retention rules.", value=float(getattr(sink, "pruned_rows", 0) or 0))
+        yield CounterMetricFamily("assay_log_pruned_segments", "Parquet segments of the prediction log removed by the "
+                                  "retention rules (0 for SQL stores).",
+                                  value=float(getattr(sink, "pruned_segments", 0) or 0))
 
 
 class Metrics:
@@ -332,6 +339,10 @@ class Metrics:
         self.model_info = Gauge("assay_model_info", "The model version answering (1) per role.",
                                 ["role", "version", "sha256"], registry=r)
         self.swaps = Counter("assay_model_swaps", "Hot swaps of a role's model.", ["role"], registry=r)
+        self.rollout_actions = Counter("assay_rollout_actions", "Rollout decisions the monitor acted on.",
+                                       ["action"], registry=r)
+        self.monitor_errors = Counter("assay_monitor_errors", "Monitor steps that failed (the server kept serving).",
+                                      registry=r)
         self.reload_failures = Counter("assay_model_reload_failures",
                                        "Loads of a new model version that failed (the previous model kept serving).",
                                        ["trigger"], registry=r)
@@ -501,12 +512,23 @@ class ServeState:
     reload_lock: asyncio.Lock | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     predicting: int = 0
+    shadow_enabled: bool = True  # turned off when the monitor stops a worse shadow challenger
 
 
 def canary_share(key: str) -> float:
     """A key's position in [0, 1): the first 8 bytes of its sha256 over 2**64 (sticky: the same key, the same
     position, in every process)."""
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2.0**64
+
+
+def _registry_alias(source: Any) -> tuple[str, str] | None:
+    """(name, alias) when ``source`` (a ModelSource or what create_app was given) names ``NAME@ALIAS`` in a
+    registry (not a pinned ``NAME@3``)."""
+    text = source.source if isinstance(source, ModelSource) else source
+    if not isinstance(text, str) or "@" not in text or Path(text).exists():
+        return None
+    name, _, alias = text.partition("@")
+    return None if alias.isdigit() else (name, alias)
 
 
 def _as_source(value: Any, registry: str | None, artifacts: str | None) -> ModelSource:
@@ -539,7 +561,8 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
                cors_origins: Sequence[str] | None = None, registry: str | None = None,
                artifacts: str | None = None, poll_seconds: float | None = None, max_batch: int | None = None,
                max_wait_ms: float = 2.0, log_inputs: bool = False,
-               log_features: bool = False, inline_below_ms: float = 0.5) -> FastAPI:
+               log_features: bool = False, inline_below_ms: float = 0.5,
+               monitor: Any = None) -> FastAPI:
     """The FastAPI app serving ``model_source`` (a model file, a factory, a :class:`Model`, or ``NAME@ALIAS``
     in the registry at ``registry``). See the module docstring for what each option does; the model is loaded
     (and warmed) in the background at startup, ``/readyz`` says when it is ready.
@@ -549,6 +572,15 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
     back costs ~0.5-1 ms on a busy 2-core machine (bench_serve.py, profiled), far more than a small model's
     forward pass; slower calls go to the pool so they never stall other requests. 0 sends every call to the pool."""
     inline_below_s = max(0.0, float(inline_below_ms)) / 1000.0
+    live = None
+    if monitor is not None and monitor is not False:
+        from assay.serve.monitoring import LiveMonitor, LiveMonitorSettings
+
+        live = LiveMonitor(LiveMonitorSettings.coerce(monitor))
+        if (live.settings.auto_rollback or live.settings.auto_promote) and not _registry_alias(model_source):
+            raise OptionError("automatic rollback or promotion needs the model served from a registry alias",
+                              where="auto_rollback" if live.settings.auto_rollback else "auto_promote",
+                              fix="serve NAME@ALIAS (e.g. clf@production) with --registry")
     if not 0.0 <= canary_fraction <= 1.0:
         raise OptionError(f"canary fraction {canary_fraction} is not in [0, 1]", where="canary_fraction",
                         fix="give a fraction such as 0.1")
@@ -586,13 +618,153 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
                 if loaded.evidence is None and reference is not None:
                     summary = await run_in_threadpool(_evidence_summary, Path(reference))
                     if summary is not None and summary["model_sha256"] == loaded.model.info.sha256:
-                        loaded = dataclasses.replace(loaded, evidence=summary)  # the bundle is of this very model
+                        # the bundle is of this very model
+                        loaded = dataclasses.replace(loaded, evidence=summary, evidence_dir=str(reference))
                 if current is not None and loaded.version == current.version and not force:
                     continue
                 old = role.slot.swap(loaded)
                 metrics.set_model(role.name, old, loaded)
                 changed[role.name] = {"from": None if old is None else old.version, "to": loaded.version}
+            if live is not None and roles["primary"].slot.current is not None:
+                mode = "shadow" if "shadow" in roles else "canary" if "canary" in roles else "none"
+                challenger = roles[mode].slot.current if mode != "none" else None
+                live.attach(roles["primary"].slot.current, challenger, mode)
         return changed
+
+    # ------------------------------------------------------------------ the monitor's decisions (issue 15)
+    def registry_target() -> tuple[Any, str, str] | None:
+        """(registry, model name, alias) of the primary when it is served from a registry alias."""
+        source = roles["primary"].source
+        target = _registry_alias(source)
+        return None if target is None else (source._open(), *target)
+
+    async def record(action: str, reason: str, detail: dict[str, Any]) -> str | None:
+        """The decision in the registry's audit log, with the monitor report (snapshot) stored beside it."""
+        assert live is not None
+        target = registry_target()
+        if target is None:
+            return None
+        from assay.serve.monitoring import store_report
+
+        reg, name, _ = target
+        snapshot = live.snapshot()
+
+        def write() -> str:
+            sha = store_report(reg, snapshot)
+            reg.record_rollout(name, action=action, reason=reason, challenger=live.challenger, report_sha256=sha,
+                               detail=detail, actor="assay serve (monitor)")
+            return sha
+
+        try:
+            return await run_in_threadpool(write)
+        except Exception as exc:  # the decision stands; say that it could not be recorded
+            live.event("error", f"could not record {action} in the registry: {exc}")
+            return None
+
+    async def stop_challenger(decision: dict[str, Any]) -> None:
+        assert live is not None and live.tracker is not None
+        state.canary_fraction = 0.0
+        state.shadow_enabled = False
+        action = "shadow_stop" if live.mode == "shadow" else "canary_stop"
+        sha = await record(action, decision["reason"], {k: decision.get(k) for k in ("estimated", "realized",
+                                                                                   "negative_flips", "alpha")})
+        live.tracker.stopped = {"time": time.time(), "action": action, "reason": decision["reason"],
+                                "report_sha256": sha}
+        metrics.rollout_actions.labels(action).inc()
+        live.event(action, f"{live.challenger} stopped: {decision['reason']}"
+                   + (f" (monitor report {sha[:12]})" if sha else ""))
+        _LOGGER.warning("assay serve: %s stopped: %s", live.challenger, decision["reason"])
+
+    async def promote_challenger(decision: dict[str, Any]) -> None:
+        assert live is not None and live.tracker is not None
+        target = registry_target()
+        challenger = live.challenger
+        if target is None or challenger is None or "@" not in challenger:
+            return
+        reg, name, alias = target
+        cname, _, number = challenger.partition("@")
+        if cname != name or not number.isdigit():
+            live.event("error", f"cannot promote {challenger}: it is not a version of {name}")
+            live.tracker.stopped = {"time": time.time(), "action": "none", "reason": "not promotable"}
+            return
+        from assay.registry.promotion import promote
+
+        reason = f"monitor: {decision['reason']}"
+        result = await run_in_threadpool(lambda: promote(reg, name, int(number), alias, reason=reason,
+                                                         actor="assay serve (monitor)"))
+        if not result.promoted:
+            live.tracker.stopped = {"time": time.time(), "action": "promotion_refused", "reason": str(result.refused)}
+            live.event("promotion_refused", f"{challenger} is non-inferior live, but the gate refused it: "
+                       f"{result.refused}")
+            return
+        sha = await record("auto_promote", decision["reason"], {"estimated": decision.get("estimated"),
+                                                                "realized": decision.get("realized")})
+        state.canary_fraction = 0.0
+        state.shadow_enabled = False
+        live.tracker.stopped = {"time": time.time(), "action": "auto_promote", "reason": decision["reason"],
+                                "report_sha256": sha}
+        metrics.rollout_actions.labels("auto_promote").inc()
+        live.event("auto_promote", f"{challenger} promoted to {name}@{alias}: {decision['reason']}")
+        await refresh()
+
+    async def roll_back(breach: dict[str, Any]) -> None:
+        assert live is not None
+        target = registry_target()
+        if target is None:
+            return
+        reg, name, alias = target
+        from assay.registry.promotion import rollback
+
+        version = live.version
+        reason = (f"monitor: {breach['kind']} accuracy {breach['value']:.3f} (CI up to {breach['ci'][1]:.3f}) below "
+                  f"the floor {breach['floor']:g} with confidence, after {breach['n']} rows of epoch {breach['epoch']}")
+        try:
+            move = await run_in_threadpool(lambda: rollback(reg, name, alias, reason=reason,
+                                                            actor="assay serve (monitor)"))
+        except UserError as exc:  # nothing to roll back to: say so once and keep serving
+            live.event("rollback_refused", f"{version}: {exc}")
+            live.rollback_blocked = True
+            return
+        sha = await record("auto_rollback", reason, {"breach": breach, "from": version, "to": move.to_version})
+        metrics.rollout_actions.labels("auto_rollback").inc()
+        live.event("auto_rollback", f"{version} rolled back to {name}@{move.to_version}: {reason}"
+                   + (f" (monitor report {sha[:12]})" if sha else ""))
+        _LOGGER.warning("assay serve: %s rolled back: %s", version, reason)
+        await refresh()
+
+    async def watch() -> None:
+        """Step the monitor every interval and act on what it decides."""
+        assert live is not None
+        s = live.settings
+        history_at = 0.0
+        while True:
+            await asyncio.sleep(s.interval_s)
+            if not state.ready:
+                continue
+            try:
+                await run_in_threadpool(live.step)
+                tracker = live.tracker
+                if tracker is not None and tracker.stopped is None and live.mode != "none":
+                    decision = tracker.challenger_decision()
+                    if decision["decision"] == "worse" and s.auto_stop:
+                        await stop_challenger(decision)
+                    elif decision["decision"] == "non_inferior" and s.auto_promote:
+                        await promote_challenger(decision)
+                breach = None if tracker is None else tracker.floor_breach()
+                if breach is not None and s.auto_rollback and not live.rollback_blocked:
+                    await roll_back(breach)
+                if time.monotonic() - history_at > 30 or live.alias_history == []:
+                    history_at = time.monotonic()
+                    target = registry_target()
+                    if target is not None:
+                        reg, name, _ = target
+                        moves = await run_in_threadpool(reg.history, name)
+                        live.alias_history = [{"time": m.created_at, "alias": m.alias, "version": str(m.to_version),
+                                               "action": m.action, "actor": m.actor} for m in moves]
+            except Exception as exc:  # the monitor never takes the server down: count it and go on
+                metrics.monitor_errors.inc()
+                live.event("error", f"monitor step failed: {type(exc).__name__}: {exc}")
+                _LOGGER.error("assay serve: monitor step failed: %s", exc)
 
     async def initial_load() -> None:
         try:
@@ -634,6 +806,8 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
         spawn(initial_load())
         if poll_seconds:
             spawn(poll())
+        if live is not None:
+            spawn(watch())
         try:
             yield
         finally:
@@ -708,7 +882,10 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
             logits, features = await run_model("shadow", loaded, x)
             probs = softmax(logits)
             count_rows("shadow", loaded, probs)
-            await submit(_prediction_rows(loaded, logits, probs, x, rid, "shadow", state.log_inputs, features))
+            rows = _prediction_rows(loaded, logits, probs, x, rid, "shadow", state.log_inputs, features)
+            if live is not None:
+                live.observe(rows)
+            await submit(rows)
 
     children: dict[tuple[str, str], Any] = {}  # prometheus children by (role, class name): labels() is not free
 
@@ -778,13 +955,16 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
             "confidence": float(probs[i, order[i, 0]]),
             "top_k": [{"class_index": int(c), "class_name": names[int(c)], "probability": float(probs[i, c])}
                       for c in order[i]]} for i in range(len(probs))]
+        rows = _prediction_rows(loaded, logits, probs, x, rid, role, state.log_inputs, features)
         try:
-            await submit(_prediction_rows(loaded, logits, probs, x, rid, role, state.log_inputs, features))
+            await submit(rows)
         except Exception as exc:  # strict durability: the row could not be committed (log full or failing)
             return BadRequestError(503, f"the prediction could not be logged: {exc}", "prediction log",
                                    "retry later; the log is full or its store is failing").response()
+        if live is not None:
+            live.observe(rows)
         background = None
-        if "shadow" in roles:
+        if "shadow" in roles and state.shadow_enabled:
             background = BackgroundTask(score_shadow, x, rid)
         return JSONResponse({"request_id": rid, "model_version": loaded.version, "role": role,
                              "predictions": predictions}, headers={"X-Request-ID": rid}, background=background)
@@ -815,9 +995,12 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
         except BadRequestError as exc:
             return exc.response()
         row = {"kind": "feedback", "request_id": rid, "label": label, "time": time.time()}
-        row["row"] = payload.get("row", 0) if isinstance(payload.get("row", 0), int) else 0
+        row_index = payload.get("row", 0)
+        row["row"] = row_index = row_index if isinstance(row_index, int) and not isinstance(row_index, bool) else 0
         try:
             await submit([row])
+            if live is not None:
+                live.label(rid, row_index, label)
         except Exception as exc:
             return BadRequestError(503, f"the label could not be logged: {exc}", "prediction log",
                                    "retry later").response()
