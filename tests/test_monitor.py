@@ -20,6 +20,7 @@ from scipy import stats
 
 from assay.errors import DataError, OptionError
 from assay.monitor import LogBatch, Monitor, MonitorSettings, parse_window
+from assay.monitor.evaluate import FAMILY_WEIGHTS, family, feature_counts, near_margin
 from assay.monitor.state import row_priority
 from assay.reference import Reference
 
@@ -238,16 +239,37 @@ def test_window_numbers_match_scipy(reference: Reference) -> None:
     ref_above = int((reference.confidence.astype(np.float64) > reference.atc_threshold_maxconf).sum())
     expected_p = stats.fisher_exact([[atc, 500 - atc], [ref_above, reference.n - ref_above]], alternative="less").pvalue
     assert tests["estimated_accuracy"].p_value == pytest.approx(expected_p)
-    # Every p-value in the window went through one BH family.
-    with_p = [t for t in w.tests if t.p_value is not None]
-    p = np.array([t.p_value for t in with_p])
-    order = np.argsort(p)
-    bh = np.minimum.accumulate((p[order] * len(p) / np.arange(1, len(p) + 1))[::-1])[::-1]
-    adjusted = np.empty_like(p)
-    adjusted[order] = np.minimum(bh, 1)
-    assert [t.p_adjusted for t in with_p] == pytest.approx(adjusted.tolist())
+    # The p-values went through BH per family, each at its share of the FDR (statsmodels' BH as reference).
+    from statsmodels.stats.multitest import multipletests
+
+    for fam, weight in FAMILY_WEIGHTS.items():
+        members = [t for t in w.tests if t.p_value is not None and family(t.name) == fam]
+        reject, adjusted, _, _ = multipletests([t.p_value for t in members], alpha=0.05 * weight, method="fdr_bh")
+        assert [t.alarm for t in members] == reject.tolist()
+        assert [t.p_adjusted for t in members] == pytest.approx(np.minimum(adjusted / weight, 1).tolist())
     assert {t.name for t in w.tests} >= {"confidence_ks", "entropy_ks", "ood_rate", "embedding_mmd",
                                          *(f"embedding[{d}]" for d in range(D))}
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 400), st.sampled_from([np.float32, np.float64]))
+def test_fast_feature_counts_equal_the_reference_histogram(reference: Reference, seed: int, n: int, dtype) -> None:
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(n, D)) * rng.uniform(0.5, 2) + rng.normal()).astype(dtype)
+    x[: n // 3] = np.round(x[: n // 3], 1)  # ties and values on the edges
+    edges = reference.features.edges  # type: ignore[union-attr]
+    x[0] = np.where(np.isfinite(edges[:, 3]), edges[:, 3], 0)
+    assert np.array_equal(feature_counts(reference.features, x), reference.features.histogram(x))  # type: ignore[arg-type]
+
+
+def test_near_margin_against_sorted_probabilities() -> None:
+    from scipy.special import softmax
+
+    logits = np.random.default_rng(3).normal(size=(5000, 7)) * 3
+    top = np.sort(softmax(logits, axis=1), axis=1)
+    gap = top[:, -1] - top[:, -2]
+    keep = np.abs(gap - 0.1) > 1e-12  # rounding may decide rows exactly at the margin either way
+    assert np.array_equal(near_margin(logits, 0.1)[keep], (gap < 0.1)[keep])
 
 
 def test_false_alarms_on_fresh_no_drift_windows_within_the_fdr(reference: Reference) -> None:

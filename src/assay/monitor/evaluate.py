@@ -13,9 +13,11 @@ Tests per window, each against the reference (the statistics themselves live in 
   reference bins (continuous) or chi-squared with an unseen-category bin (discrete);
 * embeddings jointly: MMD with an RBF kernel and a permutation p-value (b + 1) / (m + 1) on a seeded sample.
 
-Every p-value of a window is one family, adjusted by Benjamini-Hochberg at the settings' FDR; under no
-drift the chance that a window raises any alarm is then at most the FDR level (BH controls the
-family-wise error under the global null, for independent or positively dependent tests).
+A window's p-values fall in three families: the output tests, the monitored features (one test each), and
+the multivariate embedding test. Each family is adjusted by Benjamini-Hochberg at its share of the settings'
+FDR (:data:`FAMILY_WEIGHTS`: 0.4, 0.5, 0.1), and the shares add up to the FDR: under no drift the chance that
+a window raises any alarm is at most the FDR level (BH controls the family-wise error under the global null,
+for independent or positively dependent tests; Bonferroni across the families).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 
 from assay.monitor.settings import MonitorSettings
 from assay.monitor.state import LogBatch, WindowState, row_priority
-from assay.reference import Reference, bin_counts, confidence_and_entropy
+from assay.reference import FeatureBins, Reference, bin_counts, confidence_and_entropy
 from assay.stats.bootstrap import clopper_pearson
 from assay.stats.drift import (
     DriftTest,
@@ -43,8 +45,8 @@ from assay.stats.multiple_testing import benjamini_hochberg
 #: Confidence sums are kept as integers in units of 2^-32.
 FIXED_POINT = 2.0**32
 
-__all__ = ["FIXED_POINT", "MonitorContext", "TestResult", "WindowResult", "accumulate", "evaluate_window",
-           "near_margin"]
+__all__ = ["FAMILY_WEIGHTS", "FIXED_POINT", "MonitorContext", "TestResult", "WindowResult", "accumulate",
+           "evaluate_window", "family", "feature_counts", "near_margin"]
 
 
 @dataclass(frozen=True)
@@ -161,12 +163,39 @@ class MonitorContext:
 
 
 def near_margin(logits: np.ndarray, margin: float) -> np.ndarray:
-    """Rows whose two largest softmax probabilities differ by less than ``margin``."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    p = np.exp(shifted)
-    p /= p.sum(axis=1, keepdims=True)
-    top2 = np.partition(p, p.shape[1] - 2, axis=1)[:, -2:]
-    return np.asarray((top2[:, 1] - top2[:, 0]) < margin)
+    """Rows whose two largest softmax probabilities differ by less than ``margin``: with l1 >= l2 the two
+    largest logits, p1 - p2 = p1 (1 - exp(l2 - l1)), from the top-label confidence alone."""
+    logits = np.asarray(logits, dtype=np.float64)
+    top2 = np.partition(logits, logits.shape[1] - 2, axis=1)[:, -2:]
+    shifted = logits - top2[:, 1:]
+    p1 = 1.0 / np.exp(shifted).sum(axis=1)
+    return np.asarray(p1 * -np.expm1(top2[:, 0] - top2[:, 1]) < margin)
+
+
+def feature_counts(bins: FeatureBins, x: np.ndarray) -> np.ndarray:
+    """``bins.histogram(x)`` for many rows, fast: per inner edge, how many values lie at or above it (one
+    comparison pass over the matrix each, in the features' own float32 against each edge rounded up to the
+    next float32: exact, since for a float32 v, v >= e iff v >= the smallest float32 >= e), then differences.
+    NaN padding of features with fewer bins compares False and gives empty bins, as in ``FeatureBins``."""
+    x = np.asarray(x)
+    width = bins.edges.shape[1] - 1
+    inner = bins.edges[:, 1:-1].copy()  # (D, width - 1): each feature's inner edges, then its last edge and NaN
+    inner[np.arange(width - 1) >= (bins.n_bins - 1)[:, None]] = np.nan
+    if x.dtype == np.float32:
+        rounded = inner.astype(np.float32)
+        below = np.isfinite(inner) & (rounded.astype(np.float64) < inner)
+        inner_cmp = np.where(below, np.nextafter(rounded, np.float32(np.inf)), rounded)
+    else:
+        x = x.astype(np.float64)
+        inner_cmp = inner
+    at_or_above = np.empty((width + 1, bins.n_features), dtype=np.int64)
+    at_or_above[0] = len(x)
+    at_or_above[width] = 0
+    for k in range(width - 1):
+        at_or_above[k + 1] = (x >= inner_cmp[:, k]).sum(axis=0)
+    counts = (at_or_above[:-1] - at_or_above[1:]).T
+    # Past a feature's inner edges the NaN ones count 0: its last bin holds what is at or above its last inner edge.
+    return np.ascontiguousarray(np.maximum(counts, 0))
 
 
 def accumulate(state: WindowState, batch: LogBatch, positions: np.ndarray, ctx: MonitorContext) -> None:
@@ -197,7 +226,7 @@ def accumulate(state: WindowState, batch: LogBatch, positions: np.ndarray, ctx: 
         x = features[has]
         if len(x):
             state.n_features += len(x)
-            state.feature_counts += ref.features.histogram(x)
+            state.feature_counts += feature_counts(ref.features, x)
             assert state.feature_unseen is not None
             for d in np.flatnonzero(ref.features.discrete):  # unseen categories: their own bin, not a level's
                 levels = ref.features.levels[d]
@@ -211,7 +240,11 @@ def accumulate(state: WindowState, batch: LogBatch, positions: np.ndarray, ctx: 
 
 
 def _keep_sample(state: WindowState, x: np.ndarray, priority: np.ndarray, k: int) -> None:
-    """Bottom-k by priority: the k rows of smallest priority among those seen, ordered by priority."""
+    """Bottom-k by priority: the k rows of smallest priority among those seen, ordered by priority (the new
+    rows are cut to their own k smallest first, so a large batch is never copied whole)."""
+    if len(priority) > k:
+        few = np.argpartition(priority, k - 1)[:k]
+        x, priority = x[few], priority[few]
     rows = np.concatenate([state.sample, x.astype(np.float32)])
     keys = np.concatenate([state.sample_priority, priority])
     order = np.argsort(keys, kind="stable")[:k]
@@ -323,7 +356,10 @@ def evaluate_window(state: WindowState, ctx: MonitorContext) -> WindowResult:
                 test = binned_ks_test(ref_counts, cur_counts)
             tests.append(_from_drift(test, f"{label}[{d}]"))
         if feats.sample is not None and state.sample.shape[0] >= 2 and s.sample_size:
-            reference_rows = feats.sample[: max(s.sample_size, 2)]
+            # A fresh seeded subset of the reference sample per window: one fixed subset would be compared with
+            # every window, and an atypical draw of it would make every window's p-value small together.
+            pick = np.random.default_rng([s.seed, state.index, 0x4D4D44]).permutation(len(feats.sample))
+            reference_rows = feats.sample[np.sort(pick[: max(s.sample_size, 2)])]
             mmd = mmd_permutation_test(reference_rows, state.sample, n_permutations=s.mmd_permutations,
                                        seed=s.seed * 1_000_003 + state.index)
             tests.append(_from_drift(mmd, f"{label}_mmd"))
@@ -336,17 +372,37 @@ def evaluate_window(state: WindowState, ctx: MonitorContext) -> WindowResult:
                         doc_accuracy=doc, ood_rate=ood, margin_share=margin_share, notes=tuple(notes))
 
 
+#: Shares of the window's false-alarm budget (the settings' FDR) per family of tests: the output tests, the
+#: monitored features one by one, the multivariate embedding test. Renormalised over the families present.
+FAMILY_WEIGHTS = {"output": 0.4, "features": 0.5, "multivariate": 0.1}
+
+
+def family(name: str) -> str:
+    if name.endswith("_mmd"):
+        return "multivariate"
+    return "features" if name.startswith(("input[", "embedding[")) else "output"
+
+
 def _adjust(tests: list[TestResult], fdr: float) -> list[TestResult]:
-    """Benjamini-Hochberg across the window's p-values; a test with a p-value alarms when rejected."""
+    """Benjamini-Hochberg within each family of p-values at ``fdr`` times the family's weight
+    (:data:`FAMILY_WEIGHTS`), families combined by Bonferroni: under no drift the chance of any alarm in the
+    window is at most ``fdr``. ``p_adjusted`` is the BH-adjusted p divided by the weight (capped at 1), so a
+    test alarms exactly when ``p_adjusted <= fdr``. Why families: a permutation p-value is never below
+    1 / (permutations + 1), which one BH ranking across ~70 tests would never reject on its own."""
     with_p = [i for i, t in enumerate(tests) if t.p_value is not None]
-    if not with_p:
-        return tests
-    reject, adjusted = benjamini_hochberg(np.array([tests[i].p_value for i in with_p], dtype=np.float64), fdr)
+    present = {family(tests[i].name) for i in with_p}
+    total = sum(FAMILY_WEIGHTS[f] for f in present)
     out = list(tests)
-    for j, i in enumerate(with_p):
-        t = tests[i]
-        out[i] = TestResult(name=t.name, statistic=t.statistic, method=t.method, threshold=t.threshold,
-                            p_value=t.p_value, p_adjusted=float(adjusted[j]), alarm=bool(reject[j]))
+    for fam in present:
+        members = [i for i in with_p if family(tests[i].name) == fam]
+        weight = FAMILY_WEIGHTS[fam] / total
+        reject, adjusted = benjamini_hochberg(np.array([tests[i].p_value for i in members], dtype=np.float64),
+                                              min(fdr * weight, 0.999))
+        for j, i in enumerate(members):
+            t = tests[i]
+            out[i] = TestResult(name=t.name, statistic=t.statistic, method=t.method, threshold=t.threshold,
+                                p_value=t.p_value, p_adjusted=min(1.0, float(adjusted[j]) / weight),
+                                alarm=bool(reject[j]))
     return out
 
 

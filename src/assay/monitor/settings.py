@@ -40,9 +40,11 @@ class MonitorSettings:
     (``"time"``: aligned buckets ``[k s, (k + 1) s)``). A window with fewer than ``min_window`` rows is
     reported as insufficient data and raises no alarm.
 
-    Alarms: every test with a p-value (chi-squared on the class mix of small windows, binned KS on
+    Alarms: the tests with a p-value (chi-squared on the class mix of small windows, binned KS on
     confidence, entropy and each monitored feature, Fisher's exact test on the ATC, near-margin and OOD
-    shares, MMD permutation test on embeddings) is one family, Benjamini-Hochberg at ``fdr`` per window; a
+    shares, MMD permutation test on embeddings) are adjusted by Benjamini-Hochberg per window, in three
+    families (output, features, multivariate) whose levels share ``fdr`` (0.4 / 0.5 / 0.1), so that under
+    no drift a window alarms with probability at most ``fdr``; a
     window of at least ``small_window`` rows judges its class mix by the Jensen-Shannon distance against a
     threshold calibrated on reference chunks of the window's size: the ``threshold_quantile`` order
     statistic (``threshold_rule="quantile"``, the conformal rule of ``ChunkStatistics.threshold``) or mean +
@@ -101,7 +103,9 @@ class MonitorSettings:
         """The alarm rules in words (the snapshot's ``threshold_method``)."""
         rule = (f"chunk quantile {self.threshold_quantile:g}" if self.threshold_rule == "quantile"
                 else f"mean+{self.n_sigma:g}sd")
-        return f"Benjamini-Hochberg at FDR {self.fdr:g} across tests; class-mix JS: {rule} of reference chunks"
+        return (f"Benjamini-Hochberg per window, false-alarm budget {self.fdr:g} shared by the output tests (0.4), the "
+                f"features (0.5) and the embedding MMD (0.1); class-mix JS of windows >= {self.small_window} rows: "
+                f"{rule} of reference chunks")
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
