@@ -37,7 +37,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -357,7 +357,7 @@ class Metrics:
 
 
 KNOWN = frozenset({"/v1/predict", "/v1/feedback", "/healthz", "/readyz", "/metrics", "/v1/model", "/admin/reload",
-                   "/dashboard"})
+                   "/dashboard", "/v1/monitor"})
 
 
 class MetricsMiddleware:
@@ -1024,6 +1024,22 @@ def create_app(model_source: str | Model | ModelSource, *, reference: str | None
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
         return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/v1/monitor")
+    async def monitor_endpoint() -> Response:
+        if live is None:
+            return BadRequestError(404, "the monitor is off", "server", "start the server with --monitor").response()
+        return JSONResponse(await run_in_threadpool(live.snapshot), headers={"Cache-Control": "no-store"})
+
+    @app.get("/dashboard")
+    async def dashboard() -> Response:
+        if live is None:
+            return BadRequestError(404, "the monitor is off", "server", "start the server with --monitor").response()
+        from assay.report.dashboard import render_dashboard
+
+        page = await run_in_threadpool(lambda: render_dashboard(live.snapshot(), refresh_s=10))
+        return HTMLResponse(page, headers={"Cache-Control": "no-store", "Content-Security-Policy":
+                                           "default-src 'none'; style-src 'unsafe-inline'; img-src data:"})
 
     @app.get("/v1/model")
     async def model_endpoint() -> Response:
