@@ -173,6 +173,40 @@ def test_selection_is_deterministic_and_independent_of_row_order():
     assert len(orders) > 1  # the seed decides ties
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 15), st.integers(0, 2**31 - 1), st.booleans())
+def test_selection_invariants(n_requests, n, seed, with_features):
+    """On random logs (several rows per request, shadow rows, repeated inputs, some labels): the queue is the
+    top of the combined score, one row per input, no labelled input, at most n rows, each score the sum of its
+    components, and the same whatever the row order."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_requests):
+        for r in range(int(rng.integers(1, 3))):
+            base = {"request_id": f"q{i}", "row": r, "input_sha256": f"in{rng.integers(0, max(2, n_requests))}",
+                    "logits": rng.normal(0, 3, 4), "features": rng.normal(size=3) if with_features else None}
+            if rng.random() < 0.2:
+                base["label"] = int(rng.integers(0, 4))
+            rows.append(base)
+            if rng.random() < 0.3:
+                rows.append({**base, "role": "shadow", "logits": rng.normal(0, 3, 4)})
+    frame = _frame(rows)
+    frame["label"] = frame.groupby(["request_id", "row"])["label"].transform("first")  # labels join per request row
+    queue = select_for_labeling(frame, n, seed=seed)
+    labelled = set(frame.loc[frame["label"].notna(), "input_sha256"])
+    assert len(queue) <= n and queue["input_sha256"].is_unique
+    assert not set(queue["input_sha256"]) & labelled
+    assert queue["score"].is_monotonic_decreasing
+    np.testing.assert_allclose(queue["score"], queue["uncertainty"] + queue["novelty"] + queue["disagreement"])
+    unlabelled_inputs = set(frame["input_sha256"]) - labelled
+    assert len(queue) == min(n, len(unlabelled_inputs)) == min(n, queue.attrs["candidates"])
+    shuffled = select_for_labeling(frame.sample(frac=1.0, random_state=seed % 1000), n, seed=seed)
+    pd.testing.assert_frame_equal(queue, shuffled)
+    # the top n of everything scored (no pruning when all are asked for): pruning changed nothing
+    everything = select_for_labeling(frame, 10_000, seed=seed)
+    pd.testing.assert_frame_equal(queue, everything.head(n).reset_index(drop=True), check_like=False)
+
+
 def test_novelty_against_the_reference_sample_picks_the_far_rows():
     from assay.reference import Reference
 
