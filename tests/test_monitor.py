@@ -197,6 +197,23 @@ def test_late_labels_reach_their_window(reference: Reference) -> None:
     assert got["label_delay_s_median"] == pytest.approx(float(np.median(delay)), rel=0.5)
     mon.update(labelled)  # the same labels again: not counted twice
     assert mon.realized(0)["n_labelled"] == 100  # type: ignore[index]
+    # A label stamped earlier than those already counted (another feedback writer, a client's own clock) still
+    # counts, in its own window; the state keeps which rows are counted across a restart.
+    labelled.loc[450:459, "label"] = y[450:460]
+    labelled.loc[450:459, "label_time"] = 500.0
+    mon.update(labelled)
+    assert mon.realized(2)["n_labelled"] == 10  # type: ignore[index]
+    assert mon.realized(0)["n_labelled"] == 100  # type: ignore[index]
+
+
+def test_labels_are_counted_once_across_a_restart(reference: Reference, tmp_path) -> None:
+    logits, y, x = draw(np.random.default_rng(14), 400)
+    s = MonitorSettings(window_size=200, min_window=50)
+    log = frame(logits, x, y)
+    Monitor(reference, s, state_dir=tmp_path).update(log.iloc[:250])
+    again = Monitor(reference, s, state_dir=tmp_path)
+    again.update(log)  # rows 0..249 and their labels again, then 150 new rows
+    assert again.realized(0)["n_labelled"] == 200 and again.realized(1)["n_labelled"] == 200  # type: ignore[index]
 
 
 def test_insufficient_data_raises_no_alarm(reference: Reference) -> None:

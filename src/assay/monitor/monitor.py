@@ -5,7 +5,9 @@ or any suffix that starts at or before the last row already seen), adds only the
 the open window's state, closes windows as they fill, and evaluates each closed window once
 (:func:`~assay.monitor.evaluate.evaluate_window`); history is never recomputed. Feedback labels that arrive
 for rows seen earlier are added to their window's label statistics (found by time) when the frame holds
-those rows again, so pass a frame reaching back as far as labels may be late.
+those rows again, so pass a frame reaching back as far as labels may be late; each (request id, row) is
+counted once (the keys of counted labels are kept with their windows), so re-reading the log counts nothing
+twice, and a corrected label does not replace the first.
 
 State (``state_dir``): ``state.json`` (settings, cursor, closed windows' results, label counts) and
 ``state-<generation>.npz`` (the open window's histograms and sample, label-delay histograms), plain JSON
@@ -79,7 +81,7 @@ class Monitor:
         self._sample_dims = None if feats is None or feats.sample is None else feats.n_features
         self.position = 0
         self.cursor: dict[str, Any] | None = None
-        self.label_watermark = -math.inf
+        self.label_keys: dict[str, int] = {}  # request_id US row -> window, of every label counted
         self.next_index = 0
         self.open: WindowState | None = None
         self.results: list[WindowResult] = []
@@ -109,8 +111,10 @@ class Monitor:
         self._open_result = None
         excess = len(self.results) - self.settings.keep_windows
         if excess > 0:
-            for old in self.results[:excess]:
-                self.labels.pop(old.index, None)
+            dropped = {old.index for old in self.results[:excess]}
+            for index in dropped:
+                self.labels.pop(index, None)
+            self.label_keys = {k: w for k, w in self.label_keys.items() if w not in dropped}
             del self.results[:excess]
         self.events = self.events[-10 * self.settings.keep_windows:]
         return result
@@ -160,7 +164,8 @@ class Monitor:
         if batch.label is not None:
             labelled = np.flatnonzero(batch.label >= 0)
             self._add_labels(window_of[labelled], batch.logits[labelled], batch.label[labelled],
-                             batch.time[labelled], _or_nan(batch.label_time, labelled))
+                             batch.time[labelled], _or_nan(batch.label_time, labelled),
+                             None if batch.keys is None else batch.keys[labelled])
         return closed
 
     def flush(self, now: float | None = None) -> WindowResult | None:
@@ -179,7 +184,14 @@ class Monitor:
     # ------------------------------------------------------------------------------ labels
 
     def _add_labels(self, windows: np.ndarray, logits: np.ndarray, labels: np.ndarray, times: np.ndarray,
-                    label_times: np.ndarray) -> None:
+                    label_times: np.ndarray, keys: np.ndarray | None) -> None:
+        """Count labels in their windows, each (request id, row) once: a label seen again (the log re-read)
+        is not counted twice, and a corrected label does not replace the first one."""
+        if keys is not None and labels.size:
+            fresh = np.array([k not in self.label_keys for k in keys], dtype=bool)
+            windows, logits, labels, times, label_times, keys = (
+                windows[fresh], logits[fresh], labels[fresh], times[fresh], label_times[fresh], keys[fresh])
+            self.label_keys.update(zip(keys.tolist(), windows.tolist(), strict=True))
         if labels.size == 0:
             return
         correct = logits.argmax(axis=1) == labels
@@ -187,20 +199,22 @@ class Monitor:
         for w in np.unique(windows):
             mine = windows == w
             self.labels.setdefault(int(w), LabelStats()).add(correct[mine], delay[mine])
-        finite = label_times[np.isfinite(label_times)]
-        if finite.size:
-            self.label_watermark = max(self.label_watermark, float(finite.max()))
 
     def _late_labels(self, frame: pd.DataFrame) -> None:
-        """Labels that arrived (after the watermark) for rows seen in earlier updates: each to the window
-        whose span holds the row's time."""
-        if "label" not in frame or "label_time" not in frame or not len(frame):
+        """Labels that arrived for rows seen in earlier updates (not counted yet): each to the window whose span
+        holds the row's time."""
+        if "label" not in frame or not len(frame):
             return
-        label_time = frame["label_time"].to_numpy(dtype=np.float64, na_value=np.nan)
-        has = frame["label"].notna().to_numpy() & (label_time > self.label_watermark)
+        has = frame["label"].notna().to_numpy()
         if not has.any():
             return
         rows = frame[has]
+        keys = np.array([f"{rid}\x1f{row}" for rid, row in zip(rows["request_id"], rows["row"], strict=True)],
+                        dtype=str)
+        fresh = np.array([k not in self.label_keys for k in keys], dtype=bool)
+        if not fresh.any():
+            return
+        rows = rows[fresh]
         known = [(r.start, r.index) for r in self.results if r.start is not None]
         if self.open is not None and math.isfinite(self.open.start):
             known.append((self.open.start, self.open.index))
@@ -212,7 +226,7 @@ class Monitor:
         windows = np.array([known[max(bisect.bisect_right(starts, t) - 1, 0)][1] for t in times], dtype=np.int64)
         batch = LogBatch.from_frame(rows, num_classes=self.reference.num_classes, feature_space=None, feature_dims=None)
         assert batch.label is not None and batch.label_time is not None
-        self._add_labels(windows, batch.logits, batch.label, batch.time, batch.label_time)
+        self._add_labels(windows, batch.logits, batch.label, batch.time, batch.label_time, batch.keys)
 
     # ------------------------------------------------------------------------------ the log
 
@@ -327,6 +341,8 @@ class Monitor:
                                           dtype=np.int64).reshape(-1, 2)
         arrays["label_delays"] = np.array([self.labels[i].delays for i in label_index], dtype=np.int64).reshape(
             len(label_index), DELAY_EDGES.size + 1)
+        arrays["label_keys"] = np.array(list(self.label_keys), dtype=str)
+        arrays["label_key_windows"] = np.array(list(self.label_keys.values()), dtype=np.int64)
         self._generation += 1
         npz_name = f"state-{self._generation}-{os.getpid()}.npz"
         previous = _named_npz(folder)
@@ -335,7 +351,6 @@ class Monitor:
             header = {
                 "schema": STATE_SCHEMA, "saved_at": time.time(), "reference_id": self.reference_id,
                 "settings": self.settings.to_dict(), "position": self.position, "cursor": self.cursor,
-                "label_watermark": None if not math.isfinite(self.label_watermark) else self.label_watermark,
                 "next_index": self.next_index, "generation": self._generation,
                 "open": None if self.open is None else self.open.header(),
                 "results": [r.to_dict() for r in self.results], "events": self.events,
@@ -382,8 +397,8 @@ class Monitor:
                 arrays = {k: data[k] for k in data.files}
             self.position = int(header["position"])
             self.cursor = header["cursor"]
-            watermark = header.get("label_watermark")
-            self.label_watermark = -math.inf if watermark is None else float(watermark)
+            self.label_keys = dict(zip(arrays["label_keys"].astype(str).tolist(),
+                                       arrays["label_key_windows"].astype(np.int64).tolist(), strict=True))
             self.next_index = int(header["next_index"])
             self._generation = int(header.get("generation", 0))
             self.results = [WindowResult.from_dict(r) for r in header["results"]]

@@ -42,7 +42,8 @@ class LogBatch:
     """Rows of the prediction log as arrays, in log order: ``time`` (n,), ``logits`` (n, C) float32, ``first``
     (n,) bool (the request's first row: counts requests), ``features`` (n, D) float32 or None (embeddings,
     or tabular inputs when those are monitored; rows without them are NaN), ``label`` (n,) int64 (-1: none
-    yet), ``label_time`` (n,) float64 (NaN: none), ``keys`` (request_id, row) of the last row (the cursor)."""
+    yet), ``label_time`` (n,) float64 (NaN: none), ``keys`` (n,) str ``request_id`` + US + ``row`` (a label is
+    counted once per key; None: no de-duplication)."""
 
     time: np.ndarray
     logits: np.ndarray
@@ -50,6 +51,7 @@ class LogBatch:
     features: np.ndarray | None = None
     label: np.ndarray | None = None
     label_time: np.ndarray | None = None
+    keys: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.time.size)
@@ -59,7 +61,8 @@ class LogBatch:
             return None if a is None else a[rows]
 
         return LogBatch(time=self.time[rows], logits=self.logits[rows], first=self.first[rows],
-                        features=cut(self.features), label=cut(self.label), label_time=cut(self.label_time))
+                        features=cut(self.features), label=cut(self.label), label_time=cut(self.label_time),
+                        keys=cut(self.keys))
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, *, num_classes: int, feature_space: str | None,
@@ -100,7 +103,11 @@ class LogBatch:
             label_time = np.full(n, np.nan)
             if "label_time" in frame:
                 label_time[present] = frame["label_time"][present].to_numpy(dtype=np.float64)
-        return cls(time=times, logits=logits, first=rows == 0, features=features, label=label, label_time=label_time)
+        keys = None
+        if "request_id" in frame:
+            keys = np.array([f"{rid}\x1f{row}" for rid, row in zip(frame["request_id"], rows, strict=True)], dtype=str)
+        return cls(time=times, logits=logits, first=rows == 0, features=features, label=label, label_time=label_time,
+                   keys=keys)
 
 
 def _feature_matrix(frame: pd.DataFrame, space: str, dims: int) -> np.ndarray | None:
