@@ -329,10 +329,18 @@ def test_cli_refuses_bad_serve_options(models: dict[str, Path], tmp_path: Path, 
         ["serve", str(garbage)],
         ["serve", str(models["main"]), "--canary", str(garbage), "--canary-fraction", "0.1"],
     ]
-    for argv in cases:
+    monitor_cases = {  # the flag each error must name
+        "--accuracy-floor": ["serve", str(models["main"]), "--monitor", "--auto-rollback"],
+        "--auto-rollback": ["serve", str(models["main"]), "--auto-rollback", "--accuracy-floor", "0.9"],
+        "--rollout-alpha": ["serve", str(models["main"]), "--monitor", "--rollout-alpha", "1.5"],
+        "--monitor-window": ["serve", str(models["main"]), "--monitor", "--monitor-window", "soon"],
+    }
+    for argv in [*cases, *monitor_cases.values()]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("Error:") and "Fix:" in err and "Traceback" not in err
+        flag = next((f for f, a in monitor_cases.items() if a is argv), None)
+        assert flag is None or flag in err, (argv, err)
 
 
 @pytest.mark.parametrize("durability", ["fast", "strict"])

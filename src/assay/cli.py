@@ -1115,6 +1115,7 @@ def card(
 
 # ------------------------------------------------------------------------------------------- serve
 SERVE = "Serving"
+MONITORING = "Live monitoring"
 
 
 def _admin_token(path: Path | None) -> str | None:
@@ -1165,8 +1166,16 @@ def serve(
     log_features: Annotated[bool, typer.Option("--log-features", help="Keep the model's embedding of each row in the prediction log (when the model exposes features).", rich_help_panel=SERVE)] = False,
     log_retention: Annotated[str | None, typer.Option(help="Delete prediction log rows (and labels) older than this, e.g. 30d, 12h or 1d12h; checked every minute (default: keep every row).", rich_help_panel=SERVE)] = None,
     log_max_size: Annotated[str | None, typer.Option(help="Keep the Parquet prediction log under this size, e.g. 10GB or 500MiB, the oldest segments deleted first (not for SQL stores: use --log-retention).", rich_help_panel=SERVE)] = None,
+    monitor: Annotated[bool, typer.Option("--monitor", help="Watch live traffic: drift windows against the model's evaluation reference, label-free and realized accuracy, the challenger's always-valid comparison; GET /dashboard and /v1/monitor.", rich_help_panel=MONITORING)] = False,
+    monitor_window: Annotated[str, typer.Option(help="Drift window: rows (1000) or time (10m, 1h).", rich_help_panel=MONITORING)] = "1000",
+    auto_stop: Annotated[bool, typer.Option("--auto-stop/--no-auto-stop", help="Stop the --shadow/--canary challenger once it is worse than the champion with confidence (routing off, alias unchanged, recorded in the registry's audit log).", rich_help_panel=MONITORING)] = True,
+    auto_promote: Annotated[bool, typer.Option("--auto-promote", help="Promote the challenger through the registry gate once it is non-inferior (within --rollout-margin) with confidence (off by default).", rich_help_panel=MONITORING)] = False,
+    auto_rollback: Annotated[bool, typer.Option("--auto-rollback", help="Roll the alias back (and hot-swap) once estimated or realized accuracy is below --accuracy-floor with confidence.", rich_help_panel=MONITORING)] = False,
+    accuracy_floor: Annotated[float | None, typer.Option(help="The accuracy the production model must keep (for --auto-rollback and the dashboard).", rich_help_panel=MONITORING)] = None,
+    rollout_alpha: Annotated[float, typer.Option(help="Error rate of each rollout decision over the rollout's whole life (always-valid confidence sequences).", rich_help_panel=MONITORING)] = 0.05,
+    rollout_margin: Annotated[float, typer.Option(help="Accuracy a challenger may lose and still count as non-inferior.", rich_help_panel=MONITORING)] = 0.02,
 ) -> None:
-    """Serve MODEL over HTTP: predictions, feedback labels, health, Prometheus metrics, a prediction log, hot swap when a registry alias moves, shadow and canary challengers."""
+    """Serve MODEL over HTTP: predictions, feedback labels, health, Prometheus metrics, a prediction log, hot swap when a registry alias moves, shadow and canary challengers, and (--monitor) live monitoring with automatic canary stop and rollback."""
     from assay.errors import ModelError, OptionError
     from assay.serve.app import ModelSource, create_app
     from assay.serve.server import serve as run_server
@@ -1189,6 +1198,18 @@ def serve(
     if max_body_mb <= 0 or max_batch_rows < 1 or top_k < 1:
         raise OptionError("--max-body-mb, --max-batch-rows and --top-k must be positive", where="--max-body-mb",
                           fix="give positive limits")
+    live = None
+    if monitor or auto_rollback or auto_promote:
+        from assay.serve.monitoring import LiveMonitorSettings
+
+        try:
+            live = LiveMonitorSettings(window=monitor_window, alpha=rollout_alpha, margin=rollout_margin,
+                                       accuracy_floor=accuracy_floor, auto_stop=auto_stop, auto_promote=auto_promote,
+                                       auto_rollback=auto_rollback)
+        except OptionError as exc:
+            flag = {"alpha": "--rollout-alpha", "margin": "--rollout-margin", "floor": "--accuracy-floor",
+                    "auto_rollback": "--auto-rollback", "window": "--monitor-window"}.get(exc.where or "", exc.where)
+            raise OptionError(exc.what, where=flag, fix=exc.fix) from None
     registry_url, artifacts_dir = registry, None if artifacts is None else str(artifacts)
     sources = {}
     for role, value in (("model", model), ("--shadow", shadow), ("--canary", canary)):
@@ -1217,7 +1238,7 @@ def serve(
                           canary_fraction=canary_fraction, admin_token=token, max_body_bytes=int(max_body_mb * 2**20),
                           max_batch_rows=max_batch_rows, top_k=top_k, sink=sink, cors_origins=cors_origin,
                           poll_seconds=poll_seconds or None, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                          log_inputs=log_inputs, log_features=log_features)
+                          log_inputs=log_inputs, log_features=log_features, monitor=live)
     except BaseException:
         sink.close()
         raise
