@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
+from scipy.spatial import distance
 
 from assay.errors import DataError, OptionError
 from assay.monitor import LogBatch, Monitor, MonitorSettings, parse_window
@@ -354,3 +355,29 @@ def test_doc_interval_covers_the_estimate(reference: Reference) -> None:
 def _mean_confidence(logits: np.ndarray) -> float:
     p = np.exp(logits - logits.max(1, keepdims=True))
     return float((p / p.sum(1, keepdims=True)).max(1).mean())
+
+
+def test_large_windows_judge_the_class_mix_by_js_against_chunk_thresholds() -> None:
+    """Windows of >= small_window rows: the JS distance against the 0.99 conformal quantile of reference chunks
+    of the window's size (the reference must hold 99 of them); no-drift windows stay under it, a prior shift
+    crosses it; with too few chunks the chi-squared p-value decides."""
+    rng = np.random.default_rng(15)
+    logits, y, _ = draw(rng, 250_000)
+    big = Reference.from_arrays(logits, y, class_names=[f"c{i}" for i in range(C)])
+    s = MonitorSettings(window_size=2500, min_window=100, small_window=2000)
+    fresh, _, _ = draw(rng, 2500 * 20)
+    shifted, _, _ = draw(rng, 2500, prior=np.array([0.3, 0.175, 0.175, 0.175, 0.175]))
+    closed = Monitor(big, s).update(frame(np.r_[fresh, shifted]))
+    mix = [next(t for t in w.tests if t.name == "class_mix") for w in closed]
+    assert all(t.p_value is None and t.threshold is not None and "quantile 0.99" in t.method for t in mix)
+    chunks = big.recompute_chunks(chunk_size=2500, n_chunks=1000)
+    assert chunks is not None and chunks.count == 100
+    assert mix[0].threshold == pytest.approx(chunks.threshold("prediction_js", quantile=0.99))
+    prediction = fresh[:2500].argmax(1)
+    expected = distance.jensenshannon(big.prediction_counts, np.bincount(prediction, minlength=C), base=2)
+    assert mix[0].statistic == pytest.approx(expected)
+    assert sum(t.alarm for t in mix[:20]) <= 2 and mix[20].alarm
+    small = Reference.from_arrays(logits[:50_000], y[:50_000], class_names=[f"c{i}" for i in range(C)])
+    (w,) = Monitor(small, s).update(frame(fresh[:2500]))
+    t = next(t for t in w.tests if t.name == "class_mix")
+    assert t.p_value is not None and t.threshold is None  # 20 chunks: too few for the 0.99 quantile

@@ -143,23 +143,28 @@ class MonitorContext:
 
     def js_threshold(self, size: int) -> tuple[float, str] | None:
         """Threshold of the class-mix JS distance for windows of ``size`` rows: reference chunks of that size
-        against the rest (``Reference.recompute_chunks``), by the settings' rule; None when two chunks do not
-        fit (then the chi-squared p-value decides)."""
+        against the rest (``Reference.recompute_chunks``), by the settings' rule; None when the reference holds
+        too few such chunks for the rule (the conformal quantile q needs q / (1 - q) chunks, 99 at 0.99; mean +
+        k sd at least :data:`MIN_SIGMA_CHUNKS`): then the chi-squared p-value decides."""
         if size not in self.js_thresholds:
             chunks = self.reference.recompute_chunks(chunk_size=size, n_chunks=1000)
             result = None
-            if chunks is not None and "prediction_js" in chunks.values and chunks.count >= 2:
-                s = self.settings
+            s = self.settings
+            if chunks is not None and "prediction_js" in chunks.values:
                 if s.threshold_rule == "quantile":
-                    q = min(s.threshold_quantile, chunks.count / (chunks.count + 1))
-                    value = chunks.threshold("prediction_js", quantile=q)
-                    method = f"chunk quantile {q:.3g} of {chunks.count} reference chunks of {size} rows"
-                else:
+                    if chunks.count >= math.ceil(s.threshold_quantile / (1 - s.threshold_quantile) - 1e-9):
+                        value = chunks.threshold("prediction_js", quantile=s.threshold_quantile)
+                        result = (float(value), f"chunk quantile {s.threshold_quantile:g} (conformal order statistic) "
+                                                f"of {chunks.count} reference chunks of {size} rows")
+                elif chunks.count >= MIN_SIGMA_CHUNKS:
                     value = chunks.threshold("prediction_js", n_sigma=s.n_sigma)
-                    method = f"mean+{s.n_sigma:g}sd of {chunks.count} reference chunks of {size} rows"
-                result = (float(value), method)
+                    result = (float(value), f"mean+{s.n_sigma:g}sd of {chunks.count} reference chunks of {size} rows")
             self.js_thresholds[size] = result
         return self.js_thresholds[size]
+
+
+#: Fewest reference chunks from which a mean + k sd threshold is set.
+MIN_SIGMA_CHUNKS = 20
 
 
 def near_margin(logits: np.ndarray, margin: float) -> np.ndarray:

@@ -47,9 +47,11 @@ class MonitorSettings:
     no drift a window alarms with probability at most ``fdr``; a
     window of at least ``small_window`` rows judges its class mix by the Jensen-Shannon distance against a
     threshold calibrated on reference chunks of the window's size: the ``threshold_quantile`` order
-    statistic (``threshold_rule="quantile"``, the conformal rule of ``ChunkStatistics.threshold``) or mean +
-    ``n_sigma`` standard deviations (``"sigma"``). ``margin``: a prediction is near the decision margin when
-    its top two probabilities differ by less than this. ``ood_tpr``: the OOD detector (max softmax
+    statistic (``threshold_rule="quantile"``, the conformal rule of ``ChunkStatistics.threshold``: a false
+    alarm rate of at most 1 - q, added to ``fdr``; it needs q / (1 - q) chunks of the window's size in the
+    reference) or mean + ``n_sigma`` standard deviations (``"sigma"``, at least 20 chunks); with fewer
+    chunks the chi-squared p-value is used as for small windows. ``margin``: a prediction is near the
+    decision margin when its top two probabilities differ by less than this. ``ood_tpr``: the OOD detector (max softmax
     probability) keeps this share of reference inputs. ``sample_size``: embedding rows kept per window
     (seeded bottom-k sample) for the MMD test (0: no MMD); ``mmd_permutations`` its permutations.
     ``roles``: which logged roles are monitored. ``keep_windows``: closed windows kept in the state.
