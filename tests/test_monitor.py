@@ -381,3 +381,26 @@ def test_large_windows_judge_the_class_mix_by_js_against_chunk_thresholds() -> N
     (w,) = Monitor(small, s).update(frame(fresh[:2500]))
     t = next(t for t in w.tests if t.name == "class_mix")
     assert t.p_value is not None and t.threshold is None  # 20 chunks: too few for the 0.99 quantile
+
+
+def test_an_unseen_category_of_a_tabular_feature_is_its_own_bin() -> None:
+    rng = np.random.default_rng(16)
+    n = 3000
+    x = np.c_[rng.normal(size=n), rng.integers(0, 3, n)].astype(np.float32)  # one numeric, one categorical column
+    logits = np.c_[x[:, 0], -x[:, 0], x[:, 1] - 1].astype(np.float32)
+    ref = Reference.from_arrays(logits, logits.argmax(1), inputs=x, class_names=["a", "b", "c"])
+    assert ref.features is not None and ref.features.space == "inputs"
+    assert ref.features.discrete.tolist() == [False, True]
+    live = np.c_[rng.normal(size=400), rng.integers(0, 3, 400)].astype(np.float32)
+    live[:40, 1] = 7  # a category the reference never held
+    live_logits = np.c_[live[:, 0], -live[:, 0], live[:, 1] - 1].astype(np.float32)
+    mon = Monitor(ref, MonitorSettings(window_size=400, min_window=100))
+    batch = LogBatch(time=np.arange(400.0), logits=live_logits, first=np.ones(400, bool), features=live)
+    (w,) = mon.update_batch(batch)
+    test = next(t for t in w.tests if t.name == "input[1]")
+    ref_counts = np.bincount(x[:, 1].astype(int), minlength=3)
+    cur_counts = np.bincount(live[40:, 1].astype(int), minlength=3)
+    table = np.array([[*ref_counts, 0], [*cur_counts, 40]])
+    assert test.statistic == pytest.approx(stats.chi2_contingency(table, correction=False).statistic)
+    assert test.alarm
+    assert not next(t for t in w.tests if t.name == "input[0]").alarm
