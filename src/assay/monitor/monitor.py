@@ -165,7 +165,7 @@ class Monitor:
             labelled = np.flatnonzero(batch.label >= 0)
             self._add_labels(window_of[labelled], batch.logits[labelled], batch.label[labelled],
                              batch.time[labelled], _or_nan(batch.label_time, labelled),
-                             None if batch.keys is None else batch.keys[labelled])
+                             batch.keys(labelled))
         return closed
 
     def flush(self, now: float | None = None) -> WindowResult | None:
@@ -226,7 +226,8 @@ class Monitor:
         windows = np.array([known[max(bisect.bisect_right(starts, t) - 1, 0)][1] for t in times], dtype=np.int64)
         batch = LogBatch.from_frame(rows, num_classes=self.reference.num_classes, feature_space=None, feature_dims=None)
         assert batch.label is not None and batch.label_time is not None
-        self._add_labels(windows, batch.logits, batch.label, batch.time, batch.label_time, batch.keys)
+        self._add_labels(windows, batch.logits, batch.label, batch.time, batch.label_time,
+                         batch.keys(np.arange(len(batch))))
 
     # ------------------------------------------------------------------------------ the log
 

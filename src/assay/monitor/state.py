@@ -42,8 +42,8 @@ class LogBatch:
     """Rows of the prediction log as arrays, in log order: ``time`` (n,), ``logits`` (n, C) float32, ``first``
     (n,) bool (the request's first row: counts requests), ``features`` (n, D) float32 or None (embeddings,
     or tabular inputs when those are monitored; rows without them are NaN), ``label`` (n,) int64 (-1: none
-    yet), ``label_time`` (n,) float64 (NaN: none), ``keys`` (n,) str ``request_id`` + US + ``row`` (a label is
-    counted once per key; None: no de-duplication)."""
+    yet), ``label_time`` (n,) float64 (NaN: none), ``request_id`` and ``row`` (n,) (labels are counted once per
+    request row; None: no de-duplication)."""
 
     time: np.ndarray
     logits: np.ndarray
@@ -51,7 +51,8 @@ class LogBatch:
     features: np.ndarray | None = None
     label: np.ndarray | None = None
     label_time: np.ndarray | None = None
-    keys: np.ndarray | None = None
+    request_id: np.ndarray | None = None
+    row: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.time.size)
@@ -62,7 +63,14 @@ class LogBatch:
 
         return LogBatch(time=self.time[rows], logits=self.logits[rows], first=self.first[rows],
                         features=cut(self.features), label=cut(self.label), label_time=cut(self.label_time),
-                        keys=cut(self.keys))
+                        request_id=cut(self.request_id), row=cut(self.row))
+
+    def keys(self, rows: np.ndarray) -> np.ndarray | None:
+        """``request_id`` US ``row`` of the given rows (a label is counted once per key), or None without ids."""
+        if self.request_id is None or self.row is None:
+            return None
+        return np.array([f"{rid}\x1f{r}" for rid, r in zip(self.request_id[rows], self.row[rows], strict=True)],
+                        dtype=str)
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, *, num_classes: int, feature_space: str | None,
@@ -103,11 +111,9 @@ class LogBatch:
             label_time = np.full(n, np.nan)
             if "label_time" in frame:
                 label_time[present] = frame["label_time"][present].to_numpy(dtype=np.float64)
-        keys = None
-        if "request_id" in frame:
-            keys = np.array([f"{rid}\x1f{row}" for rid, row in zip(frame["request_id"], rows, strict=True)], dtype=str)
+        ids = frame["request_id"].to_numpy(dtype=object) if "request_id" in frame else None
         return cls(time=times, logits=logits, first=rows == 0, features=features, label=label, label_time=label_time,
-                   keys=keys)
+                   request_id=ids, row=rows)
 
 
 def _feature_matrix(frame: pd.DataFrame, space: str, dims: int) -> np.ndarray | None:
