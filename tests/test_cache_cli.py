@@ -26,6 +26,7 @@ from assay.engine.cache import (
     parse_duration,
 )
 from assay.models.export import export_onnx
+from cli_helpers import assert_user_error, run_cli
 
 DAY = 86400.0
 
@@ -49,17 +50,12 @@ def _npz_files(directory: Path) -> list[Path]:
 
 
 def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    code = main(args)
-    captured = capsys.readouterr()
-    return code, " ".join(captured.out.split()), captured.err
+    """run_cli with stdout's whitespace flattened (the tables wrap with the terminal width)."""
+    code, out, err = run_cli(args, capsys)
+    return code, " ".join(out.split()), err
 
 
-def _assert_user_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    assert err.startswith("Error:") and "Fix:" in err and "Traceback" not in err, err
-    flat = " ".join(err.split())
-    for fragment in fragments:
-        assert fragment in flat, (fragment, flat)
+_assert_user_error = assert_user_error
 
 
 @pytest.fixture

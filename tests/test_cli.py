@@ -18,6 +18,7 @@ from assay.cli import main
 from assay.demo import DigitsCNN, train_digits_cnn
 from assay.evidence.schema import SCHEMA_VERSION
 from assay.models.export import export_onnx
+from cli_helpers import assert_user_error, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -32,20 +33,12 @@ def digits_model(tmp_path_factory) -> Path:
     return path
 
 
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    code = main(args)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+_run = run_cli
 
 
 def _assert_user_error(code: int, err: str, out_dir: Path, *fragments: str) -> None:
-    assert code == 2, err
-    assert "Traceback" not in err
-    assert err.startswith("Error:"), err
-    flat = " ".join(err.split())
-    for fragment in fragments:
-        assert fragment in flat, f"{fragment!r} not in {flat!r}"
-    assert "Fix:" in flat
+    """assert_user_error, and no output (nor a temporary one) left behind."""
+    assert_user_error(code, err, *fragments)
     assert not out_dir.exists(), "no partial output may be left behind"
     assert not list(out_dir.parent.glob(f".{out_dir.name}.tmp-*"))
 

@@ -20,6 +20,7 @@ import pytest
 
 from assay.cli import main
 from assay.registry import open_registry
+from cli_helpers import assert_user_error, run_cli
 from test_registry_promotion import Candidate, make_candidates, sha256_file
 
 SCRIPT = Path(sys.executable).parent / "assay"
@@ -38,18 +39,7 @@ def where(tmp_path) -> list[str]:
     return ["--registry", f"sqlite:///{tmp_path / 'reg' / 'registry.db'}", "--artifacts", str(tmp_path / "reg" / "art")]
 
 
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    code = main(args)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _assert_user_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    assert err.startswith("Error:") and "Fix:" in err and "Traceback" not in err, err
-    flat = " ".join(err.split())
-    for fragment in fragments:
-        assert fragment in flat, (fragment, flat)
+_run, _assert_user_error = run_cli, assert_user_error  # shared with the other CLI tests (tests/cli_helpers.py)
 
 
 def _json(args: list[str], capsys):
