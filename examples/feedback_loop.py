@@ -8,7 +8,8 @@
 6. label week 2 in full (the audit sample that will judge the candidate: never used for training);
 7. ``assay feedback dataset``: week 1's labelled slice (fine-tuning) and week 2's (evaluation) as .npz;
 8. fine-tune a candidate from the champion on digits:train plus the labelled week-1 slice;
-9. ``assay compare`` champion vs candidate on the week-2 audit slice (where the shift is);
+9. ``assay compare`` champion vs candidate on the week-2 audit slice (where the shift is), and, for scale, a
+   candidate fine-tuned on as many week-1 samples drawn at random;
 10. ``assay evaluate`` the candidate on digits:test, register it, and ``assay registry promote`` it through the
     paired gate against the champion's evidence (no regression on the clean test set); the server, polling its
     alias, hot-swaps to the new version.
@@ -37,8 +38,9 @@ from typing import Any
 import numpy as np
 
 #: Sizes of the full demo (`make loop-demo`) and of the reduced run tests/test_feedback.py makes.
-FULL: dict[str, int] = {"epochs": 20, "finetune_epochs": 8, "n_queue": 150, "week1": 340, "rows_per_request": 4}
-SMALL: dict[str, int] = {"epochs": 5, "finetune_epochs": 2, "n_queue": 80, "week1": 300, "rows_per_request": 10}
+FULL: dict[str, Any] = {"epochs": 20, "finetune_epochs": 8, "n_queue": 150, "week1": 340, "rows_per_request": 4}
+SMALL: dict[str, Any] = {"epochs": 5, "finetune_epochs": 2, "n_queue": 80, "week1": 300, "rows_per_request": 10,
+                         "random_baseline": False}
 
 
 def _cli(args: list[str], say: Callable[[str], None]) -> int:
@@ -158,7 +160,7 @@ def _accuracy(model_path: Path, data_path: Path) -> float:
 
 
 def run_loop(workdir: str | os.PathLike[str], *, epochs: int = 20, finetune_epochs: int = 8, n_queue: int = 150,
-             week1: int = 340, rows_per_request: int = 4, seed: int = 0,
+             week1: int = 340, rows_per_request: int = 4, seed: int = 0, random_baseline: bool = True,
              say: Callable[[str], None] = print) -> dict[str, Any]:
     """The whole loop in ``workdir`` (see the module docstring); a summary of what happened at each step."""
     import torch
@@ -268,6 +270,14 @@ def run_loop(workdir: str | os.PathLike[str], *, epochs: int = 20, finetune_epoc
         candidate_onnx = export_onnx(candidate, torch.from_numpy(test.x[:2]), work / "candidate.onnx",
                                      class_names=test.class_names)
 
+        if random_baseline:  # what the queue bought: the same budget of labels drawn at random from week 1
+            picked = np.random.default_rng(seed + 1).choice(len(week1_idx), size=len(tuned.x), replace=False)
+            xr = np.concatenate([train.x, np.repeat(shifted.x[week1_idx[picked]], 3, axis=0)])
+            yr = np.concatenate([train.y, np.repeat(shifted.y[week1_idx[picked]], 3)])
+            random_onnx = export_onnx(_fine_tune(champion, xr, yr, epochs=finetune_epochs, seed=seed),
+                                      torch.from_numpy(test.x[:2]), work / "random-candidate.onnx",
+                                      class_names=test.class_names)
+
         step("9. Compare champion and candidate on the week-2 audit slice")
         summary["compare_exit"] = run(["compare", str(champion_onnx), str(candidate_onnx), "--data", str(audit_npz),
                                        "--n-bootstrap", "500", "--out", str(work / "compare-audit"), "--quiet"],
@@ -280,6 +290,10 @@ def run_loop(workdir: str | os.PathLike[str], *, epochs: int = 20, finetune_epoc
         say(f"audit accuracy: champion {summary['champion_accuracy']:.3f}, candidate "
             f"{summary['candidate_accuracy']:.3f} (paired difference {delta['value']:+.3f}, 95% CI "
             f"[{delta['ci_low']:+.3f}, {delta['ci_high']:+.3f}]); verdict {comparison['verdict']}")
+        if random_baseline:
+            summary["random_labels_accuracy"] = _accuracy(random_onnx, audit_npz)
+            say(f"(a candidate fine-tuned on {len(tuned.x)} week-1 samples drawn at random instead of the queue: "
+                f"{summary['random_labels_accuracy']:.3f}; one seed, an illustration rather than a measurement)")
 
         step("10. Evaluate the candidate on digits:test, register it, promote it through the gate")
         run(["evaluate", str(candidate_onnx), "--data", "digits", "--checks", "performance,calibration",
