@@ -151,3 +151,17 @@ def test_bad_input_is_exit_2_with_a_fix(setup, tmp_path, capsys) -> None:
     code, _, err = _run(["monitor", "--log", str(log), "--reference", bundle, "--html", str(other)], capsys)
     _assert_user_error(code, err, "does not overwrite")
     assert other.read_text() == "<html>mine</html>"
+
+
+def test_realized_accuracy_below_the_reference_is_an_alarm(setup, tmp_path, capsys) -> None:
+    """No input drift, but the feedback says the model is wrong: the realized accuracy's interval lies below the
+    reference accuracy, an alarm (exit 1)."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(200, 4))
+    wrong = (setup["loaded"].logits(x.astype(np.float32)).argmax(1) + 1) % 3
+    log = tmp_path / "log"
+    _write_log(log, setup["loaded"], x, labels=wrong)
+    code, stdout, err = _run(["monitor", "--log", str(log), "--reference", str(setup["bundle"]), "--window", "200"],
+                             capsys)
+    assert code == 1, err + stdout
+    assert "realized_accuracy: 0.000" in stdout

@@ -1481,7 +1481,10 @@ def monitor(
     snapshot = mon.snapshot()
     current = mon.open_result()
     evaluated = [*closed, *([current] if current is not None else [])]
-    alarmed = [w for w in evaluated if w.alarms]
+    # The snapshot's alarms: the window's tests and, once labels arrived, realized accuracy below the reference.
+    shown = {w["index"]: w["alarms"] for w in snapshot["windows"]}
+    alarms_of = {w.index: shown.get(w.index, list(w.alarms)) for w in evaluated}
+    alarmed = [w for w in evaluated if alarms_of[w.index]]
     if out is not None:
         write_monitor_report(snapshot, out, force=force, inputs=local_inputs)
     if html is not None:
@@ -1500,12 +1503,13 @@ def monitor(
                 continue
             est = w.estimated_accuracy
             acc = f"ATC accuracy {est['value']:.3f} [{est['ci'][0]:.3f}, {est['ci'][1]:.3f}]" if est else ""
-            flag = "[bold red]ALARM[/]" if w.alarms else "ok"
+            alarms = alarms_of[w.index]
+            flag = "[bold red]ALARM[/]" if alarms else "ok"
             say(f"  window {w.index} ({w.n:,} rows): {flag} {acc}")
-            for alarm in w.alarms[:5]:
+            for alarm in alarms[:5]:
                 say(f"    {escape(alarm)}")
-            if len(w.alarms) > 5:
-                say(f"    ... and {len(w.alarms) - 5} more (see the report)")
+            if len(alarms) > 5:
+                say(f"    ... and {len(alarms) - 5} more (see the report)")
         if out is not None:
             say(f"Report: [bold]{escape(str(out))}[/] (monitor.json, monitor.md, dashboard.html)")
         if html is not None:
