@@ -1415,7 +1415,8 @@ def _is_dashboard(path: Path) -> bool:
 
 
 @app.command(epilog="Exit codes: 0 no alarm in the windows this run evaluated; 1 an alarm (a window's tests rejected "
-             "after Benjamini-Hochberg, or a calibrated threshold was crossed; see the report), or an internal "
+             "after Benjamini-Hochberg, a calibrated threshold crossed, or realized accuracy from feedback labels below "
+             "the reference's with confidence; see the report), or an internal "
              "error (printed as 'Internal error:'); 2 bad input (no log there, a reference Assay cannot use, bad "
              "options, a state folder built for another reference or settings; nothing written).")
 def monitor(
