@@ -465,3 +465,12 @@ def test_monitor_export_labeling_writes_the_same_queue(tmp_path, capsys):
     assert written["request_id"].tolist() == expected["request_id"].tolist()
     code, _, err = _run(["monitor", "--log", str(store), "--reference", str(bundle), "--export-labeling", "0"], capsys)
     _assert_user_error(code, err, "--export-labeling")
+
+
+def test_filters_that_match_nothing_are_a_user_error(tmp_path, capsys):
+    store = tmp_path / "log"
+    _write_log(store, 4)
+    for command in (["queue", "--n", "3", "--out", str(tmp_path / "q.csv")],
+                    ["dataset", "--out", str(tmp_path / "d.npz")]):
+        code, _, err = _run(["feedback", *command, "--log", str(store), "--version", "other@9"], capsys)
+        _assert_user_error(code, err, "none of the 4 logged predictions", "versions m@1")

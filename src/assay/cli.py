@@ -1274,7 +1274,16 @@ def _log_frame(log: str | None, since: float | None = None, until: float | None 
     if log is not None and "://" not in log and not Path(log).is_dir():
         raise OptionError(f"there is no prediction log at {log}", where="--log",
                           fix="give the folder `assay serve --log-store` wrote to (or its sqlite:///... URL)")
-    return read_log(log, since=since, until=until, version=version)
+    frame = read_log(log, since=since, until=until, version=version)
+    if frame.empty and (since, until, version) != (None, None, None):
+        everything = read_log(log)
+        if not everything.empty:  # the filters, not the log, left nothing
+            versions = ", ".join(sorted(map(str, everything["version"].unique()))[:10])
+            raise OptionError(f"none of the {len(everything):,} logged predictions (logged between "
+                              f"{everything['time'].min():.0f} and {everything['time'].max():.0f}, versions "
+                              f"{versions}) matches --version/--since/--until", where="--version",
+                              fix="widen the filters (times are Unix seconds) or leave them out")
+    return frame
 
 
 def _reference(path: Path | None) -> Any:
