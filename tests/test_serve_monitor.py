@@ -214,3 +214,36 @@ def test_monitor_settings_are_checked_before_serving(registry, tmp_path: Path) -
         create_app(str(root / "teacher.onnx"), monitor={"auto_rollback": True, "accuracy_floor": 0.8})
     with pytest.raises(OptionError, match="unknown monitor settings"):
         create_app(str(root / "teacher.onnx"), monitor={"windw": 10})
+
+
+def test_live_dashboard_shows_the_alarm_of_a_planted_shift_in_a_real_browser(registry, tmp_path: Path) -> None:
+    """GET /dashboard of a live server after traffic moved to the decision boundaries: in headless Chromium the
+    page loads with no console error, exception or fetch, and shows the alarm; the screenshot is kept."""
+    from chromium import Chromium, available
+    from test_dashboard import ARTIFACTS, _EventLog, _problems
+
+    if not available():
+        pytest.skip("no headless browser: /usr/bin/chromium is not installed (apt-get install chromium)")
+    url, root = registry
+    reg_url = _reset(url, root, [1])
+    with Server(tmp_path, "m@production", registry=reg_url, artifacts=str(root / "artifacts"),
+                monitor=MONITOR) as srv, httpx.Client(base_url=srv.url, timeout=30) as client:
+        rng = np.random.default_rng(6)
+        _traffic(client, rng, 200, labels=False, prefix="before-")
+        _traffic(client, rng, 400, shifted=True, labels=False, prefix="after-")
+        snap = _wait(client, lambda s: len(s["windows"]) >= 3 and s["windows"][-1]["alarms"], seconds=10)
+        assert not snap["windows"][0]["alarms"] and snap["windows"][-1]["alarms"], snap["windows"]
+        with Chromium() as browser:
+            log = _EventLog()
+            browser._events = log
+            page = browser.new_page(width=1400)
+            page.send("Runtime.enable")
+            page.send("Log.enable")
+            page.goto(srv.url + "/dashboard")
+            page.evaluate("new Promise(r => setTimeout(() => r(true), 200))")
+            browser.send("Browser.getVersion")
+            assert not _problems([e for e in log.seen if e.get("sessionId") == page.session])
+            assert page.evaluate("document.querySelector('#verdict').innerText").startswith("ALARM")
+            assert page.evaluate("document.querySelectorAll('#alarms li').length") >= 1
+            assert page.evaluate("document.querySelectorAll('script').length") == 0
+            page.screenshot(ARTIFACTS / "dashboard" / "live-server-shift-1400.png")

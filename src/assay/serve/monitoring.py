@@ -237,7 +237,10 @@ class LiveMonitor:
         else:
             snap = {"schema": "assay.monitor.snapshot/1", "generated_at": time.time(),
                     "model": {"name": None, "version": self.version, "alias": None}, "windows": [], "traffic": []}
-        snap["model"] = {**(snap.get("model") or {}), "serving": self.version}
+        model = dict(snap.get("model") or {})
+        if self.version is not None and "@" in self.version:  # a registry version answers: name it as such
+            model["name"], _, model["version"] = self.version.partition("@")
+        snap["model"] = {**model, "serving": self.version}
         snap["rollout"] = None if self.tracker is None else {**self.tracker.summary(), "mode": self.mode}
         snap["alias_history"] = self.alias_history or snap.get("alias_history", [])
         snap["events"] = sorted([*snap.get("events", []), *self.events], key=lambda e: e.get("time") or 0)
