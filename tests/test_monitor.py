@@ -288,6 +288,7 @@ def test_near_margin_against_sorted_probabilities() -> None:
     gap = top[:, -1] - top[:, -2]
     keep = np.abs(gap - 0.1) > 1e-12  # rounding may decide rows exactly at the margin either way
     assert np.array_equal(near_margin(logits, 0.1)[keep], (gap < 0.1)[keep])
+    assert np.array_equal(near_margin(logits, 0.1, top[:, -1])[keep], (gap < 0.1)[keep])
 
 
 def test_false_alarms_on_fresh_no_drift_windows_within_the_fdr(reference: Reference) -> None:

@@ -167,14 +167,15 @@ class MonitorContext:
 MIN_SIGMA_CHUNKS = 20
 
 
-def near_margin(logits: np.ndarray, margin: float) -> np.ndarray:
+def near_margin(logits: np.ndarray, margin: float, confidence: np.ndarray | None = None) -> np.ndarray:
     """Rows whose two largest softmax probabilities differ by less than ``margin``: with l1 >= l2 the two
-    largest logits, p1 - p2 = p1 (1 - exp(l2 - l1)), from the top-label confidence alone."""
+    largest logits, p1 - p2 = p1 (1 - exp(l2 - l1)), from the top-label confidence p1 (computed here unless
+    given)."""
     logits = np.asarray(logits, dtype=np.float64)
     top2 = np.partition(logits, logits.shape[1] - 2, axis=1)[:, -2:]
-    shifted = logits - top2[:, 1:]
-    p1 = 1.0 / np.exp(shifted).sum(axis=1)
-    return np.asarray(p1 * -np.expm1(top2[:, 0] - top2[:, 1]) < margin)
+    if confidence is None:
+        confidence = 1.0 / np.exp(logits - top2[:, 1:]).sum(axis=1)
+    return np.asarray(confidence * -np.expm1(top2[:, 0] - top2[:, 1]) < margin)
 
 
 def feature_counts(bins: FeatureBins, x: np.ndarray) -> np.ndarray:
@@ -223,7 +224,7 @@ def accumulate(state: WindowState, batch: LogBatch, positions: np.ndarray, ctx: 
     state.confidence_sq_sum += int(np.rint(confidence**2 * FIXED_POINT).astype(np.int64).sum())
     if ref.atc_threshold_maxconf is not None:
         state.atc_above += int((confidence > ref.atc_threshold_maxconf).sum())
-    state.near_margin += int(near_margin(logits, ctx.settings.margin).sum())
+    state.near_margin += int(near_margin(logits, ctx.settings.margin, confidence).sum())
     state.ood += int((confidence < ctx.ood_threshold).sum())
     features = batch.features
     if features is not None and ref.features is not None and state.feature_counts is not None:
