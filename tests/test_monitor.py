@@ -405,3 +405,21 @@ def test_an_unseen_category_of_a_tabular_feature_is_its_own_bin() -> None:
     assert test.statistic == pytest.approx(stats.chi2_contingency(table, correction=False).statistic)
     assert test.alarm
     assert not next(t for t in w.tests if t.name == "input[0]").alarm
+
+
+def test_save_every_s_saves_at_window_close_or_when_due(reference: Reference, tmp_path) -> None:
+    logits, _, x = draw(np.random.default_rng(17), 500)
+    log = frame(logits, x)
+    mon = Monitor(reference, MonitorSettings(window_size=300, min_window=50), state_dir=tmp_path, save_every_s=3600)
+
+    def generation() -> int:
+        return json.loads((tmp_path / "state.json").read_text())["generation"]
+
+    mon.update(log.iloc[:100])  # first update: due
+    assert generation() == 1
+    mon.update(log.iloc[:200])  # not due, no window closed: not saved
+    assert generation() == 1
+    mon.update(log.iloc[:350])  # window 0 closed: saved
+    assert generation() == 2
+    mon.save()
+    assert Monitor(reference, mon.settings, state_dir=tmp_path).position == 350

@@ -64,13 +64,17 @@ class Monitor:
     ``state_dir``: where the state persists (None: in memory only), loaded when it exists;
     ``reference_logits``: the bundle's clean logits (predictions.npz), for the near-margin share test;
     ``info``: snapshot metadata (``model``: name/version/alias, ``source``, ``sha256`` of the reference file,
-    ``alias_history``).
+    ``alias_history``); ``save_every_s``: ``update`` saves the state when a window closed, else at most this
+    often (0: after every update, as ``assay monitor`` does; a server feeding the monitor every second would
+    pass e.g. 30 and call :meth:`save` when it stops).
     """
 
     def __init__(self, reference: Reference, settings: MonitorSettings | None = None, *,
                  state_dir: str | os.PathLike[str] | None = None, reference_logits: np.ndarray | None = None,
-                 info: dict[str, Any] | None = None) -> None:
+                 info: dict[str, Any] | None = None, save_every_s: float = 0.0) -> None:
         self.reference = reference
+        self.save_every_s = float(save_every_s)
+        self._saved_at = -math.inf
         self.settings = settings or MonitorSettings()
         self.info = dict(info or {})
         self.context = MonitorContext.build(reference, self.settings, reference_logits)
@@ -259,7 +263,7 @@ class Monitor:
         if len(new):
             last = new.iloc[-1]
             self.cursor = {"request_id": str(last["request_id"]), "row": int(last["row"]), "time": float(last["time"])}
-        if self.state_dir is not None:
+        if self.state_dir is not None and (closed or time.monotonic() - self._saved_at >= self.save_every_s):
             self.save()
         return closed
 
@@ -364,6 +368,7 @@ class Monitor:
                               fix="free disk space or give another --state folder") from None
         if previous and previous != npz_name:
             (folder / previous).unlink(missing_ok=True)
+        self._saved_at = time.monotonic()
         return folder / STATE_FILE
 
     def _load(self) -> None:
