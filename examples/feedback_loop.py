@@ -26,6 +26,7 @@ import contextlib
 import csv
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -47,8 +48,23 @@ def _cli(args: list[str], say: Callable[[str], None]) -> int:
     """Run one `assay` command in this process (as the console script would), printing it first."""
     from assay.cli import main
 
-    say("$ assay " + " ".join(args))
+    say("$ assay " + shlex.join(args))
     return main(args)
+
+
+def _http(url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, Any]:
+    """(status, JSON answer) of a GET, or of a POST of ``body`` as JSON (the standard library: no client to
+    install for `make loop-demo`)."""
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
 
 
 def _free_port() -> int:
@@ -60,11 +76,9 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def _server(args: list[str], log_file: Path, say: Callable[[str], None]) -> Iterator[str]:
     """`assay serve ARGS` in a subprocess until /readyz answers; its URL; SIGTERM on exit."""
-    import httpx
-
     port = _free_port()
     command = [*args, "--port", str(port)]
-    say("$ assay " + " ".join(command) + " &")
+    say("$ assay " + shlex.join(command) + " &")
     with open(log_file, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", "from assay.cli import console_main; console_main()",
                                  *command], stdout=out, stderr=subprocess.STDOUT)
@@ -74,8 +88,8 @@ def _server(args: list[str], log_file: Path, say: Callable[[str], None]) -> Iter
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"assay serve exited: {log_file.read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+            with contextlib.suppress(OSError, ValueError):
+                if _http(url + "/readyz", timeout=1)[0] == 200:
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"assay serve did not become ready: {log_file.read_text()}")
@@ -93,17 +107,15 @@ def _server(args: list[str], log_file: Path, say: Callable[[str], None]) -> Iter
 def _send(url: str, x: np.ndarray, prefix: str, rows_per_request: int) -> dict[tuple[str, int], int]:
     """POST ``x`` in requests of ``rows_per_request`` rows with ids ``prefix-0000``...; (request_id, row) -> the
     index of the sample in ``x``."""
-    import httpx
-
     sent: dict[tuple[str, int], int] = {}
-    with httpx.Client(timeout=30) as client:
-        for number, start in enumerate(range(0, len(x), rows_per_request)):
-            rid = f"{prefix}-{number:04d}"
-            batch = x[start:start + rows_per_request]
-            answer = client.post(url + "/v1/predict", json={"inputs": batch.tolist()}, headers={"X-Request-ID": rid})
-            answer.raise_for_status()
-            for row in range(len(batch)):
-                sent[(rid, row)] = start + row
+    for number, start in enumerate(range(0, len(x), rows_per_request)):
+        rid = f"{prefix}-{number:04d}"
+        batch = x[start:start + rows_per_request]
+        status, answer = _http(url + "/v1/predict", {"inputs": batch.tolist()}, {"X-Request-ID": rid})
+        if status != 200:
+            raise RuntimeError(f"/v1/predict answered {status}: {answer}")
+        for row in range(len(batch)):
+            sent[(rid, row)] = start + row
     return sent
 
 
@@ -307,12 +319,10 @@ def run_loop(workdir: str | os.PathLike[str], *, epochs: int = 20, finetune_epoc
                                        "--allow-inconclusive", "--reason", "feedback loop: better on the shifted "
                                        "traffic, no regression shown on digits:test", *registry], ok=(0, 1))
         if summary["promote_exit"] == 0:
-            import httpx
-
             deadline = time.monotonic() + 20
             version = None
             while time.monotonic() < deadline:
-                version = httpx.get(url + "/v1/model", timeout=5).json().get("version")
+                version = _http(url + "/v1/model", timeout=5)[1].get("version")
                 if version is not None and str(version).endswith("2"):
                     break
                 time.sleep(0.5)
