@@ -284,6 +284,25 @@ def test_import_refuses_bad_csv(tmp_path, capsys, content, fragments):
     assert read_log(str(store))["label"].isna().all()  # nothing written
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.binary(max_size=300),
+                 st.lists(st.lists(st.text(max_size=12), max_size=4), max_size=6).map(
+                     lambda rows: "request_id,label,row\n" + "\n".join(",".join(r) for r in rows)),
+                 st.text(max_size=300)))
+def test_read_label_csv_fails_only_with_data_errors(tmp_path_factory, content):
+    """Whatever the bytes: labels that passed every check, or a DataError (never another exception)."""
+    path = tmp_path_factory.mktemp("csv") / "labels.csv"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8", "surrogatepass"))
+    try:
+        labels, blank = read_label_csv(path, num_classes=3, class_names=["a", "b", "c"])
+    except DataError as exc:
+        assert exc.fix
+        return
+    assert blank >= 0
+    for item in labels:
+        assert 0 <= item.label < 3 and item.row >= 0 and item.request_id.isprintable()
+
+
 def test_import_without_a_log_or_file_is_a_user_error(tmp_path, capsys):
     code, _, err = _run(["feedback", "import", str(tmp_path / "labels.csv"), "--log", str(tmp_path / "nope")], capsys)
     _assert_user_error(code, err, "no prediction log")
