@@ -423,3 +423,16 @@ def test_save_every_s_saves_at_window_close_or_when_due(reference: Reference, tm
     assert generation() == 2
     mon.save()
     assert Monitor(reference, mon.settings, state_dir=tmp_path).position == 350
+
+
+def test_late_labels_of_windows_no_longer_kept_are_ignored(reference: Reference) -> None:
+    logits, y, x = draw(np.random.default_rng(18), 1000)
+    mon = Monitor(reference, MonitorSettings(window_size=200, min_window=50, keep_windows=2))
+    log = frame(logits, x, step=1.0)
+    mon.update(log)
+    assert [r.index for r in mon.results] == [3, 4]
+    labelled = log.copy()
+    labelled["label"] = pd.array(y, dtype="Int64")
+    labelled["label_time"] = 5000.0
+    mon.update(labelled)
+    assert mon.labels.keys() == {3, 4} and mon.realized(3)["n_labelled"] == 200  # type: ignore[index]

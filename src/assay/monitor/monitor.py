@@ -227,7 +227,11 @@ class Monitor:
         known.sort()
         starts = [k[0] for k in known]
         times = rows["time"].to_numpy(dtype=np.float64)
-        windows = np.array([known[max(bisect.bisect_right(starts, t) - 1, 0)][1] for t in times], dtype=np.int64)
+        kept = times >= starts[0]  # earlier rows belong to windows no longer kept (keep_windows)
+        rows, times = rows[kept], times[kept]
+        if not len(rows):
+            return
+        windows = np.array([known[bisect.bisect_right(starts, t) - 1][1] for t in times], dtype=np.int64)
         batch = LogBatch.from_frame(rows, num_classes=self.reference.num_classes, feature_space=None, feature_dims=None)
         assert batch.label is not None and batch.label_time is not None
         self._add_labels(windows, batch.logits, batch.label, batch.time, batch.label_time,
