@@ -493,3 +493,24 @@ def test_filters_that_match_nothing_are_a_user_error(tmp_path, capsys):
                     ["dataset", "--out", str(tmp_path / "d.npz")]):
         code, _, err = _run(["feedback", *command, "--log", str(store), "--version", "other@9"], capsys)
         _assert_user_error(code, err, "none of the 4 logged predictions", "versions m@1")
+
+
+def test_queue_and_import_read_the_reference_of_a_registered_version(tmp_path, capsys):
+    from registry_bundles import evaluate, make_data
+
+    model = make_onnx(tmp_path / "m.onnx", 1)
+    bundle = evaluate(model, make_data(tmp_path / "ref.npz", n=200), tmp_path / "bundle")
+    registry = ["--registry", f"sqlite:///{tmp_path / 'reg.db'}", "--artifacts", str(tmp_path / "artifacts")]
+    assert _run(["registry", "register", "m", str(model), "--evidence", str(bundle), *registry], capsys)[0] == 0
+    assert _run(["registry", "promote", "m", "1", "--alias", "production", *registry], capsys)[0] == 0
+    store = tmp_path / "log"
+    _write_log(store, 20)
+    queue = tmp_path / "q.csv"
+    code, out, err = _run(["feedback", "queue", "--log", str(store), "--n", "4", "--out", str(queue), "--reference",
+                           "m@production", *registry], capsys)
+    assert code == 0, err
+    # the registered bundle's reference was read: a tabular one keeps no input rows, so the pool stands in
+    assert "the reference holds no sample of rows" in " ".join(out.split())
+    code, _, err = _run(["feedback", "queue", "--log", str(store), "--n", "4", "--out", str(queue), "--reference",
+                         "m@staging", *registry], capsys)
+    _assert_user_error(code, err, "staging")

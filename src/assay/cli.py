@@ -1261,9 +1261,9 @@ LogSince = Annotated[float | None, typer.Option(help="Only predictions logged at
 LogUntil = Annotated[float | None, typer.Option(help="Only predictions logged before this time (Unix seconds).")]
 LogVersion = Annotated[str | None, typer.Option(help="Only predictions of this model version (as logged, e.g. "
                                                      "digits@3).")]
-ReferenceBundle = Annotated[Path | None, typer.Option(
-    "--reference", help="Evaluation bundle (or its reference.npz) of the served model: class names, and the "
-                        "sample of rows novelty is measured against.")]
+ReferenceBundle = Annotated[str | None, typer.Option(
+    "--reference", metavar="NAME@ALIAS|BUNDLE", help="The served model's evaluation bundle (or its reference.npz), "
+    "or NAME@ALIAS / NAME@VERSION in the registry: class names, and the sample of rows novelty is measured against.")]
 
 
 def _log_frame(log: str | None, since: float | None = None, until: float | None = None,
@@ -1286,10 +1286,11 @@ def _log_frame(log: str | None, since: float | None = None, until: float | None 
     return frame
 
 
-def _reference(path: Path | None) -> Any:
-    from assay.reference import Reference
+def _reference(spec: str | None, registry: str | None, artifacts: Path | None) -> Any:
+    """The Reference of a bundle or registered version (as `assay monitor --reference` reads it), or None."""
+    from assay.monitor import load_monitor_reference
 
-    return None if path is None else Reference.load(path)
+    return None if spec is None else load_monitor_reference(spec, registry=registry, artifacts=artifacts).reference
 
 
 @feedback_app.command("queue", epilog="Exit codes: 0 the queue was written (it may be empty: everything is "
@@ -1305,6 +1306,8 @@ def feedback_queue(
     since: LogSince = None,
     until: LogUntil = None,
     seed: Seed = 0,
+    registry: RegistryUrl = None,
+    artifacts: ArtifactsDir = None,
 ) -> None:
     """Queue the N logged samples most worth labeling: uncertain, unlike the reference, or where a shadow/canary
     disagrees with the answer; one per distinct input, labelled ones skipped, each with its reason."""
@@ -1312,7 +1315,7 @@ def feedback_queue(
     from assay.monitor.labeling import is_labeling_queue, select_for_labeling, write_queue_csv
 
     check_output_file(out, is_ours=is_labeling_queue, what="a labeling queue written by `assay feedback queue`")
-    ref = _reference(reference)
+    ref = _reference(reference, registry, artifacts)
     queue = select_for_labeling(_log_frame(log, since, until, version), n, reference=ref, seed=seed)
     write_queue_csv(queue, out)
     say = functools.partial(Console().print, soft_wrap=True)
@@ -1337,6 +1340,8 @@ def feedback_import(
     reference: ReferenceBundle = None,
     strict: Annotated[bool, typer.Option("--strict", help="Refuse the whole file when a label names a request row "
                                          "that is not in the log.")] = False,
+    registry: RegistryUrl = None,
+    artifacts: ArtifactsDir = None,
 ) -> None:
     """Import true labels into the prediction log (as POST /v1/feedback does): checked whole before anything is
     written; the latest label of a request row wins."""
@@ -1349,7 +1354,7 @@ def feedback_import(
         raise DataError("the prediction log holds no predictions to label", where=log or "--log",
                         fix="give the store `assay serve` logged to")
     num_classes = len(frame["logits"].iloc[0])
-    ref = _reference(reference)
+    ref = _reference(reference, registry, artifacts)
     names = ref.class_names if ref is not None else None
     if names is not None and len(names) != num_classes:
         raise DataError(f"the reference has {len(names)} classes, the logged model {num_classes}",
@@ -1384,6 +1389,8 @@ def feedback_dataset(
     since: LogSince = None,
     until: LogUntil = None,
     reference: ReferenceBundle = None,
+    registry: RegistryUrl = None,
+    artifacts: ArtifactsDir = None,
 ) -> None:
     """Write the logged inputs (served with --log-inputs) and their labels as an .npz that `assay evaluate --data`
     and `assay compare --data` read: one sample per request row, in time order."""
@@ -1395,7 +1402,7 @@ def feedback_dataset(
     log_dir = [Path(log).resolve()] if log is not None and "://" not in log else []
     check_output_file(out, is_ours=is_feedback_dataset, what="a data set written by `assay feedback dataset`",
                       inputs=log_dir)
-    ref = _reference(reference)
+    ref = _reference(reference, registry, artifacts)
     data = labelled_arrays(_log_frame(log, since, until, version), labelled_only=labelled_only)
     write_dataset_npz(data, out, class_names=None if ref is None else ref.class_names,
                       source={"log": log or ".assay/logs", "version": version or ""})
