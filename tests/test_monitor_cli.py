@@ -75,7 +75,8 @@ def test_monitor_without_drift_exits_0_and_writes_the_report(setup, tmp_path, ca
     snapshot = report["snapshot"]
     assert snapshot["schema"] == "assay.monitor.snapshot/1" and snapshot["rows_processed"] == 600
     names = {t["name"] for t in snapshot["windows"][0]["tests"]}
-    assert {"class_mix", "confidence_ks", "ood_rate", "input[0]", "input[3]"} <= names  # tabular inputs logged
+    assert {"class_mix", "confidence_ks", "ood_rate", "near_margin_share", "estimated_accuracy", "input[0]",
+            "input[3]"} <= names  # tabular inputs logged; the bundle's clean logits give the near-margin share
     realized = snapshot["windows"][0]["realized_accuracy"]
     assert realized["n_labelled"] == 200  # every row labelled (at random: about a third right)
     assert read_manifest(out)["kind"] == "monitor"
