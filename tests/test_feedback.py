@@ -514,3 +514,17 @@ def test_queue_and_import_read_the_reference_of_a_registered_version(tmp_path, c
     code, _, err = _run(["feedback", "queue", "--log", str(store), "--n", "4", "--out", str(queue), "--reference",
                          "m@staging", *registry], capsys)
     _assert_user_error(code, err, "staging")
+
+
+def test_since_and_until_take_unix_seconds_or_iso_dates(tmp_path, capsys):
+    store = tmp_path / "log"
+    _write_log(store, 6)
+    out = tmp_path / "q.csv"
+    base = ["feedback", "queue", "--log", str(store), "--n", "10", "--out", str(out)]
+    for since in ("2000-01-01", "946684800", "2000-01-01T00:00:00+02:00"):
+        code, stdout, err = _run([*base, "--since", since], capsys)
+        assert code == 0 and "Queued 6 of 6" in stdout, err
+    code, _, err = _run([*base, "--until", "2000-01-01"], capsys)  # before every logged row
+    _assert_user_error(code, err, "none of the 6 logged predictions")
+    code, _, err = _run([*base, "--since", "last tuesday"], capsys)
+    _assert_user_error(code, err, "--since", "ISO 8601")

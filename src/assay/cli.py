@@ -1257,8 +1257,28 @@ app.add_typer(feedback_app, name="feedback")
 LogStoreOption = Annotated[str | None, typer.Option(
     "--log", help="The prediction log `assay serve` wrote: a folder (Parquet segments), sqlite:///FILE or "
                   "postgresql+psycopg://... (default .assay/logs/ in the current folder).")]
-LogSince = Annotated[float | None, typer.Option(help="Only predictions logged at or after this time (Unix seconds).")]
-LogUntil = Annotated[float | None, typer.Option(help="Only predictions logged before this time (Unix seconds).")]
+LogSince = Annotated[str | None, typer.Option(help="Only predictions logged at or after this time: Unix seconds or "
+                                                "an ISO 8601 date/time (UTC unless it names a zone).")]
+LogUntil = Annotated[str | None, typer.Option(help="Only predictions logged before this time: Unix seconds or an ISO "
+                                                "8601 date/time (UTC unless it names a zone).")]
+
+
+def _log_time(text: str | None, flag: str) -> float | None:
+    """Unix seconds from ``--since``/``--until``: a number, or an ISO 8601 date/time (naive = UTC)."""
+    from datetime import datetime, timezone
+
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise OptionError(f"{flag} {text!r} is neither Unix seconds nor an ISO 8601 date/time", where=flag,
+                          fix="write e.g. 1767225600 or 2026-01-01T00:00:00") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 LogVersion = Annotated[str | None, typer.Option(help="Only predictions of this model version (as logged, e.g. "
                                                      "digits@3).")]
 ReferenceBundle = Annotated[str | None, typer.Option(
@@ -1266,11 +1286,12 @@ ReferenceBundle = Annotated[str | None, typer.Option(
     "or NAME@ALIAS / NAME@VERSION in the registry: class names, and the sample of rows novelty is measured against.")]
 
 
-def _log_frame(log: str | None, since: float | None = None, until: float | None = None,
+def _log_frame(log: str | None, since_text: str | None = None, until_text: str | None = None,
                version: str | None = None) -> Any:
     """The prediction log's frame; a folder that does not exist is an error (the store would create it)."""
     from assay.serve.log import read_log
 
+    since, until = _log_time(since_text, "--since"), _log_time(until_text, "--until")
     if log is not None and "://" not in log and not Path(log).is_dir():
         raise OptionError(f"there is no prediction log at {log}", where="--log",
                           fix="give the folder `assay serve --log-store` wrote to (or its sqlite:///... URL)")
