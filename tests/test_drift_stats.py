@@ -106,6 +106,27 @@ def test_binned_ks_matches_ks_2samp_on_bin_indices(counts, seed):
     assert result.p_value == pytest.approx(reference.pvalue, rel=1e-6, abs=1e-12)
 
 
+@pytest.mark.parametrize("scale", [30, 300])
+def test_binned_ks_beyond_the_exact_size_is_conservative_and_close(scale):
+    """Above KS_EXACT_MAX the limiting Kolmogorov distribution: never below scipy's kstwo.sf p-value (what
+    ks_2samp computes), and within 4 % of it for p >= 1e-6."""
+    from scipy.stats import kstwo
+
+    from assay.stats.drift import KS_EXACT_MAX
+
+    rng = np.random.default_rng(scale)
+    for _ in range(20):
+        a = rng.multinomial(100 * scale, np.full(10, 0.1))
+        b = rng.multinomial(80 * scale, rng.dirichlet(np.full(10, 200.0)))
+        result = binned_ks_test(a, b)
+        n_eff = round(a.sum() * b.sum() / (a.sum() + b.sum()))
+        assert n_eff > KS_EXACT_MAX and "limiting distribution" in result.method
+        exact = kstwo.sf(result.statistic, n_eff)
+        assert result.p_value >= exact * (1 - 1e-9)
+        if exact >= 1e-6:
+            assert result.p_value <= exact * 1.04
+
+
 @settings(max_examples=60, deadline=None)
 @given(counts_strategy, st.integers(0, 1000), st.floats(0.0, 5.0))
 def test_binned_wasserstein_matches_scipy_on_bin_midpoints(counts, seed, std):
