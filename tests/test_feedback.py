@@ -34,8 +34,9 @@ from assay.monitor.labeling import (
     uncertainty_scores,
 )
 from assay.serve.log import PredictionRow, open_log, read_log
+from cli_helpers import assert_user_error as _assert_user_error
+from cli_helpers import run_cli as _run
 from registry_bundles import make_onnx
-from test_registry_cli import _assert_user_error, _run  # the CLI tests' helpers (exit code, Error:/Fix:)
 
 ROOT = Path(__file__).parents[1]
 
