@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "assay.engine": 4, "assay.profiling": 4,
     "assay.checks": 5,
     "assay.evaluation": 6,
+    "assay.audit": 6,
     "assay.compare": 7, "assay.compress": 7, "assay.govern": 7,
     "assay.registry": 8,
     "assay.serve": 9, "assay.monitor": 9,
