@@ -17,14 +17,18 @@ import difflib
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError
 
 from assay.errors import OptionError
 
-__all__ = ["MAX_FACTS_BYTES", "REQUIRED_FACTS", "CardFacts", "load_card_facts", "parse_card_facts"]
+__all__ = ["MAX_FACTS_BYTES", "REQUIRED_FACTS", "CardFacts", "load_card_facts", "parse_card_facts", "parse_facts",
+           "read_facts_file"]
+
+FactsModel = TypeVar("FactsModel", bound=BaseModel)
 
 #: A card.yaml is a few kilobytes of prose.
 MAX_FACTS_BYTES = 256 * 1024
@@ -96,7 +100,7 @@ class CardFacts(BaseModel):
 _FIX = "card.yaml is a mapping of facts, e.g. `license: apache-2.0` and `intended_use: ...` (see the README)"
 
 
-def _refuse_events(text: str, source: str) -> None:
+def _refuse_events(text: str, source: str, name: str = "card.yaml", fix: str = _FIX) -> None:
     """Refuse tags (``!!python/object``, ``!custom``), anchors and aliases before anything is built."""
     import yaml
 
@@ -106,17 +110,17 @@ def _refuse_events(text: str, source: str) -> None:
         mark = event.start_mark
         line = f"{source}:{mark.line + 1}" if mark is not None else source
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise OptionError("card.yaml uses a YAML anchor or alias (&name / *name)", where=line,
+            raise OptionError(f"{name} uses a YAML anchor or alias (&name / *name)", where=line,
                               fix="write each fact out in full")
         tag = getattr(event, "tag", None)
         if tag is not None and not (isinstance(event, yaml.ScalarEvent) and tag == "!"):
             shown = str(tag).replace("tag:yaml.org,2002:", "!!")[:60]
-            raise OptionError(f"card.yaml uses the YAML tag {shown!r}; tags are refused (nothing in a card.yaml is "
+            raise OptionError(f"{name} uses the YAML tag {shown!r}; tags are refused (nothing in a {name} is "
                               "ever turned into an object)", where=line, fix="remove the tag: facts are plain text")
         if isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)):
             nodes += 1
             if nodes > MAX_FACTS_NODES:
-                raise OptionError(f"card.yaml has more than {MAX_FACTS_NODES:,} YAML values", where=line, fix=_FIX)
+                raise OptionError(f"{name} has more than {MAX_FACTS_NODES:,} YAML values", where=line, fix=fix)
 
 
 def _key_lines(text: str) -> dict[str, int]:
@@ -132,27 +136,30 @@ def _key_lines(text: str) -> dict[str, int]:
     return {str(k.value): k.start_mark.line + 1 for k, _ in root.value if isinstance(k, yaml.ScalarNode)}
 
 
-def parse_card_facts(text: str, source: str = "card.yaml") -> CardFacts:
-    """Facts from card.yaml text; every problem an OptionError naming the key (with its line) and the fix."""
+def parse_facts(text: str, source: str, model: type[FactsModel], *, name: str, fix: str,
+                examples: Mapping[str, str] | None = None) -> FactsModel:
+    """A YAML file of facts validated into ``model`` (a pydantic model that forbids extra keys): the shared
+    safe loader of card.yaml and datasheet.yaml. Every problem is an OptionError naming the key (with its
+    line) and the fix; ``examples`` adds an example to the fix of a key given with the wrong type."""
     import yaml
 
     if len(text.encode("utf-8")) > MAX_FACTS_BYTES:
-        raise OptionError(f"card.yaml is larger than {MAX_FACTS_BYTES // 1024} KiB", where=source, fix=_FIX)
+        raise OptionError(f"{name} is larger than {MAX_FACTS_BYTES // 1024} KiB", where=source, fix=fix)
     try:
-        _refuse_events(text, source)
+        _refuse_events(text, source, name, fix)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise OptionError(f"card.yaml is not valid YAML: {problem}", where=where,
+        raise OptionError(f"{name} is not valid YAML: {problem}", where=where,
                           fix="check the indentation; quote text that holds ': '") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise OptionError(f"card.yaml must be a mapping of facts, got a {type(raw).__name__}", where=source, fix=_FIX)
+        raise OptionError(f"{name} must be a mapping of facts, got a {type(raw).__name__}", where=source, fix=fix)
     lines = _key_lines(text)
-    known = list(CardFacts.model_fields)
+    known = list(model.model_fields)
     unknown = [str(k) for k in raw if str(k) not in known]
     if unknown:
         hints = []
@@ -160,34 +167,43 @@ def parse_card_facts(text: str, source: str = "card.yaml") -> CardFacts:
             close = difflib.get_close_matches(key, known, n=1)
             hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
         first = lines.get(unknown[0])
-        raise OptionError(f"card.yaml has unknown key{'s' if len(unknown) > 1 else ''} {', '.join(hints)}",
+        raise OptionError(f"{name} has unknown key{'s' if len(unknown) > 1 else ''} {', '.join(hints)}",
                           where=f"{source}:{first}" if first else source,
                           fix=f"use only these keys: {', '.join(known)}")
     try:
-        facts = CardFacts.model_validate(raw)
+        facts = model.model_validate(raw)
     except ValidationError as exc:
         error = exc.errors()[0]
         key = str(error["loc"][0]) if error["loc"] else "?"
         path = ".".join(str(p) for p in error["loc"])
         line = lines.get(key)
-        expected = "a list of short texts" if "list" in str(CardFacts.model_fields[key].annotation) else "text"
-        raise OptionError(f"card.yaml key {path!r}: {error['msg']} (got {type(error.get('input')).__name__})",
+        annotation = str(model.model_fields[key].annotation) if key in model.model_fields else ""
+        expected = "a list of short texts" if "list" in annotation else "a whole number" if "int" in annotation \
+            else "text"
+        raise OptionError(f"{name} key {path!r}: {error['msg']} (got {type(error.get('input')).__name__})",
                           where=f"{source}:{line}" if line else source,
-                          fix=f"give {key!r} as {expected}" + (
-                              ", e.g. `license: apache-2.0`" if key == "license" else "")) from None
+                          fix=f"give {key!r} as {expected}" + (f", {(examples or {})[key]}" if key in (examples or {})
+                                                                 else "")) from None
     return facts
 
 
-def load_card_facts(path: str | os.PathLike[str]) -> CardFacts:
-    """Read and validate ``card.yaml`` (see the module docstring); remembers its path and sha256 for the card."""
+def parse_card_facts(text: str, source: str = "card.yaml") -> CardFacts:
+    """Facts from card.yaml text; every problem an OptionError naming the key (with its line) and the fix."""
+    return parse_facts(text, source, CardFacts, name="card.yaml", fix=_FIX,
+                       examples={"license": "e.g. `license: apache-2.0`"})
+
+
+def read_facts_file(path: str | os.PathLike[str], *, name: str, fix: str, option: str) -> tuple[str, bytes]:
+    """The text (UTF-8, no NUL, at most :data:`MAX_FACTS_BYTES`) and bytes of a facts file; ``option`` is the
+    command-line option that names it (for the fix when it is missing)."""
     file = Path(path)
     where = str(file)
     try:
         if not file.is_file():
-            raise OptionError(f"no card.yaml at {file}", where=where,
-                              fix="give the path of a YAML file of facts (--card card.yaml)")
+            raise OptionError(f"no {name} at {file}", where=where,
+                              fix=f"give the path of a YAML file of facts ({option} {name})")
         if file.stat().st_size > MAX_FACTS_BYTES:
-            raise OptionError(f"{file.name} is larger than {MAX_FACTS_BYTES // 1024} KiB", where=where, fix=_FIX)
+            raise OptionError(f"{file.name} is larger than {MAX_FACTS_BYTES // 1024} KiB", where=where, fix=fix)
         data = file.read_bytes()
     except OSError as exc:
         raise OptionError(f"cannot read {file} ({exc.strerror or exc})", where=where,
@@ -196,11 +212,17 @@ def load_card_facts(path: str | os.PathLike[str]) -> CardFacts:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise OptionError(f"{file.name} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
-                          where=where, fix="save card.yaml as UTF-8 text") from None
+                          where=where, fix=f"save {name} as UTF-8 text") from None
     if "\x00" in text:
-        raise OptionError(f"{file.name} holds NUL bytes: it is not a text file", where=where, fix=_FIX)
-    facts = parse_card_facts(text, where)
-    facts._source = str(file)
+        raise OptionError(f"{file.name} holds NUL bytes: it is not a text file", where=where, fix=fix)
+    return text, data
+
+
+def load_card_facts(path: str | os.PathLike[str]) -> CardFacts:
+    """Read and validate ``card.yaml`` (see the module docstring); remembers its path and sha256 for the card."""
+    text, data = read_facts_file(path, name="card.yaml", fix=_FIX, option="--card")
+    facts = parse_card_facts(text, str(Path(path)))
+    facts._source = str(Path(path))
     facts._sha256 = hashlib.sha256(data).hexdigest()
     return facts
 
