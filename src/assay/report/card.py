@@ -18,19 +18,30 @@ from functools import lru_cache
 from importlib import resources
 from typing import Literal, Union
 
-__all__ = ["CardDocument", "CardSection", "Cell", "Facts", "Items", "Paragraph", "Table", "Todo",
+__all__ = ["CardDocument", "CardSection", "Cell", "Facts", "Items", "Link", "Paragraph", "Table", "Todo",
            "render_card_html", "render_card_markdown", "slug"]
 
 
 @dataclass(frozen=True)
 class Todo:
-    """A fact the provider has not given: rendered as a visible TODO naming the card.yaml key."""
+    """A fact the provider has not given: rendered as a visible TODO naming the key of ``file`` (card.yaml,
+    datasheet.yaml) that would give it."""
 
     key: str
     what: str
+    file: str = "card.yaml"
 
     def text(self) -> str:
-        return f"TODO: {self.what} (card.yaml `{self.key}`)"
+        return f"TODO: {self.what} ({self.file} `{self.key}`)"
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link to another document (a relative path such as ``DATASHEET.md``, or a file path): ``[text](href)``
+    in Markdown, ``<a href>`` in HTML."""
+
+    text: str
+    href: str
 
 
 @dataclass(frozen=True)
@@ -52,9 +63,9 @@ class Paragraph:
 
 @dataclass(frozen=True)
 class Facts:
-    """Key-value rows (label, value, source); a value may be a :class:`Todo`."""
+    """Key-value rows (label, value, source); a value may be a :class:`Todo` or a :class:`Link`."""
 
-    rows: Sequence[tuple[str, str | Todo, str]]
+    rows: Sequence[tuple[str, str | Todo | Link, str]]
 
 
 @dataclass(frozen=True)
@@ -101,7 +112,11 @@ def _md_cell(text: str) -> str:
     return _md_text(text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip())
 
 
-def _md_value(value: str | Todo) -> str:
+def _md_value(value: str | Todo | Link) -> str:
+    if isinstance(value, Link):
+        text = value.text.replace("[", "(").replace("]", ")")
+        href = value.href.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
+        return f"[{text}]({href})"
     return f"**{value.text()}**" if isinstance(value, Todo) else value
 
 
@@ -202,7 +217,9 @@ def _inline(text: str) -> str:
     return "".join(f"<code>{html.escape(p)}</code>" if i % 2 else html.escape(p) for i, p in enumerate(parts))
 
 
-def _html_value(value: str | Todo) -> str:
+def _html_value(value: str | Todo | Link) -> str:
+    if isinstance(value, Link):
+        return f'<a href="{html.escape(value.href)}">{_inline(value.text)}</a>'
     if isinstance(value, Todo):
         return f'<span class="todo">{_inline(value.text())}</span>'
     return _inline(value)
