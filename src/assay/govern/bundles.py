@@ -18,11 +18,23 @@ from assay.evidence.bundle import read_evidence
 from assay.evidence.output import read_manifest
 from assay.evidence.schema import Evidence, Finding
 
-__all__ = ["BUNDLE_FILES", "LoadedBundle", "load_bundles", "sha256_file"]
+__all__ = ["AUDIT_FILES", "AUDIT_SECTIONS", "BUNDLE_FILES", "LoadedAudit", "LoadedBundle", "load_audit",
+           "load_bundles", "sha256_file"]
 
 #: Files of an evaluation bundle the card cites, when present.
 BUNDLE_FILES = ("evidence.json", "predictions.npz", "reference.npz", "report.html", "report.md",
                 "assay-manifest.json")
+
+
+#: Sections of an audit bundle (``assay audit``): what each says about the data.
+AUDIT_SECTIONS: dict[str, str] = {
+    "duplicates": "exact and near duplicates within and across splits",
+    "leakage": "test items with a training duplicate, and the accuracy they inflate",
+    "labels": "label issues found with out-of-sample predicted probabilities",
+    "integrity": "unreadable files, inconsistent shapes, constant columns, class balance, shift, PII",
+}
+#: Files of an audit bundle the card and the datasheet cite, when present.
+AUDIT_FILES = ("evidence.json", "flagged.csv", "report.html", "report.md", "DATASHEET.md", "assay-manifest.json")
 
 
 def sha256_file(path: Path) -> str:
@@ -113,3 +125,46 @@ def load_bundles(paths: list[str | os.PathLike[str]], labels: list[str] | None =
         loaded.append(LoadedBundle(index=i, label=label, folder=folder.resolve(), evidence=evidence, files=files,
                                    findings=_integrity(folder, files, label)))
     return loaded
+
+
+@dataclass(frozen=True)
+class LoadedAudit(LoadedBundle):
+    """An audit bundle (``assay audit``): like an evaluation bundle, with its own source ids (``AU`` for its
+    evidence.json, ``AU-H`` for its report, ...) and the :data:`AUDIT_SECTIONS` it lacks (a partial audit)."""
+
+    missing: tuple[str, ...] = ()
+
+    @property
+    def source_id(self) -> str:
+        return "AU"
+
+    def file_id(self, name: str) -> str:
+        prefix = {"evidence.json": "", "flagged.csv": "-F", "report.html": "-H", "report.md": "-M",
+                  "DATASHEET.md": "-D", "assay-manifest.json": "-A"}[name]
+        return f"AU{prefix}"
+
+
+def load_audit(path: str | os.PathLike[str]) -> LoadedAudit:
+    """Read an audit bundle (its evidence.json validated as untrusted input) and hash its files. A bundle with
+    none of the :data:`AUDIT_SECTIONS` is not an audit (DataError); one with some of them is a partial audit,
+    whose missing sections are listed in ``missing`` and its findings."""
+    given = Path(path)
+    folder = given.parent if given.is_file() and given.name == "evidence.json" else given
+    fix = "give the folder `assay audit --train TRAIN [--test TEST] --out DIR` wrote (it holds evidence.json)"
+    if not folder.is_dir():
+        raise DataError(f"no audit bundle at {given}", where=str(given), fix=fix)
+    evidence = read_evidence(folder)
+    present = [name for name in AUDIT_SECTIONS if name in evidence.sections]
+    if not present:
+        found = ", ".join(evidence.sections) or "none"
+        raise DataError(f"{folder} is not an audit bundle: it has none of the sections {', '.join(AUDIT_SECTIONS)} "
+                        f"(its sections: {found})", where=str(folder / "evidence.json"), fix=fix)
+    files = {name: sha256_file(folder / name) for name in AUDIT_FILES if (folder / name).is_file()}
+    missing = tuple(name for name in AUDIT_SECTIONS if name not in evidence.sections)
+    findings = _integrity(folder, files, "audit")
+    if missing:
+        findings.append(Finding(severity="warning", evidence="audit", message=(
+            f"the audit bundle has no {', '.join(missing)} section{'s' if len(missing) > 1 else ''} (a partial "
+            f"audit): what {'they measure is' if len(missing) > 1 else 'it measures is'} not known")))
+    return LoadedAudit(index=0, label="audit", folder=folder.resolve(), evidence=evidence, files=files,
+                       findings=findings, missing=missing)
