@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 from assay.checks.registry import CHECKS
 from assay.compare.gate import Comparison
 from assay.evidence.schema import Evidence
-from assay.govern.bundles import load_bundles
+from assay.govern.bundles import AUDIT_SECTIONS, load_bundles
 from assay.govern.crosswalk import build_crosswalk, load_crosswalk, metric_pattern
+from assay.govern.datasheet import Datasheet
 from assay.govern.facts import CardFacts
 from assay.registry._types import ACTIONS, AliasMove
 
@@ -140,6 +141,10 @@ def test_every_section_metric_table_field_and_file_the_mapping_names_exists(full
                 assert set(item.fields) <= move_fields and set(item.actions) <= set(ACTIONS), where
             elif item.kind == "comparison":
                 assert set(item.fields) <= set(Comparison.model_fields), where
+            elif item.kind == "datasheet":
+                assert set(item.fields) <= set(Datasheet.model_fields), where
+            elif item.kind == "audit":
+                assert item.section in AUDIT_SECTIONS, where
             else:
                 assert set(item.fields) <= set(CardFacts.model_fields), where
     assert named > 20

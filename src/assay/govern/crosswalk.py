@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from assay.govern.bundles import LoadedBundle
+from assay.govern.bundles import LoadedAudit, LoadedBundle
+from assay.govern.datasheet import Datasheet
 from assay.govern.facts import CardFacts
 
 __all__ = ["CROSSWALK_FILE", "CROSSWALK_SCHEMA", "Crosswalk", "EvidenceItem", "build_crosswalk", "load_crosswalk",
@@ -29,7 +30,7 @@ CROSSWALK_FILE = "crosswalk.yaml"
 #: Version of crosswalk.json's layout.
 CROSSWALK_SCHEMA = "assay-crosswalk/1"
 
-EvidenceKind = Literal["section", "evidence", "file", "change_log", "comparison", "card_facts"]
+EvidenceKind = Literal["section", "evidence", "file", "change_log", "comparison", "card_facts", "datasheet", "audit"]
 
 
 class _Strict(BaseModel):
@@ -51,10 +52,10 @@ class EvidenceItem(_Strict):
 
     @model_validator(mode="after")
     def _complete(self) -> EvidenceItem:
-        needs = {"section": self.section, "file": self.file}.get(self.kind, "ok")
+        needs = {"section": self.section, "audit": self.section, "file": self.file}.get(self.kind, "ok")
         if needs is None:
-            raise ValueError(f"a {self.kind!r} item needs {self.kind!r}")
-        if self.kind in ("evidence", "change_log", "comparison", "card_facts") and not self.fields:
+            raise ValueError(f"a {self.kind!r} item needs {'section' if self.kind == 'audit' else self.kind!r}")
+        if self.kind in ("evidence", "change_log", "comparison", "card_facts", "datasheet") and not self.fields:
             raise ValueError(f"a {self.kind!r} item needs `fields`")
         return self
 
@@ -130,10 +131,22 @@ def _section_pointers(bundle: LoadedBundle, item: EvidenceItem) -> list[str] | N
 
 
 def _rows_for(item: EvidenceItem, bundles: list[LoadedBundle], facts: CardFacts | None,
-              change_log: list[dict[str, Any]]) -> list[dict[str, Any]]:
+              change_log: list[dict[str, Any]], datasheet: Datasheet | None = None,
+              audit: LoadedAudit | None = None) -> list[dict[str, Any]]:
     """The evidence rows one item contributes: one per bundle (or per file, move, ...) that satisfies it."""
     rows: list[dict[str, Any]] = []
-    if item.kind in ("section", "evidence", "file"):
+    if item.kind == "audit":
+        pointers = _section_pointers(audit, item) if audit is not None else None
+        if audit is not None and pointers is not None:
+            rows.append({"bundle": audit.label, "source_id": audit.file_id("evidence.json"), "file": "evidence.json",
+                         "path": str(audit.folder / "evidence.json"), "sha256": audit.files["evidence.json"],
+                         "pointers": pointers})
+    elif item.kind == "datasheet":
+        given = [f for f in item.fields if datasheet is not None and getattr(datasheet, f, None) not in (None, [])]
+        if datasheet is not None and given:
+            rows.append({"bundle": None, "source_id": "DS", "file": "datasheet.yaml", "path": datasheet.source_file,
+                         "sha256": datasheet.sha256, "pointers": [f"datasheet.yaml:{f}" for f in given]})
+    elif item.kind in ("section", "evidence", "file"):
         for b in bundles:
             if item.kind == "section":
                 pointers = _section_pointers(b, item)
@@ -168,9 +181,12 @@ def _rows_for(item: EvidenceItem, bundles: list[LoadedBundle], facts: CardFacts 
 
 
 def build_crosswalk(bundles: list[LoadedBundle], facts: CardFacts | None = None,
-                    change_log: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                    change_log: list[dict[str, Any]] | None = None, *, datasheet: Datasheet | None = None,
+                    audit: LoadedAudit | None = None) -> dict[str, Any]:
     """crosswalk.json: ``rows`` (one per framework entry x piece of evidence, with the file's sha256 and the
-    pointers into it), ``entries`` (each entry's status: evidenced in full, partially, or a gap) and ``gaps``."""
+    pointers into it), ``entries`` (each entry's status: evidenced in full, partially, or a gap) and ``gaps``.
+    ``datasheet`` (datasheet.yaml) and ``audit`` (an ``assay audit`` bundle) speak to the data entries (MAP 2.3,
+    MEASURE 2.1, Annex IV 2(d))."""
     mapping = load_crosswalk()
     log = list(change_log or [])
     rows: list[dict[str, Any]] = []
@@ -179,7 +195,7 @@ def build_crosswalk(bundles: list[LoadedBundle], facts: CardFacts | None = None,
     for key, _fw, entry in mapping.entries():
         found = []
         for item in entry.evidence:
-            for row in _rows_for(item, bundles, facts, log):
+            for row in _rows_for(item, bundles, facts, log, datasheet, audit):
                 found.append({"framework": key, "id": entry.id, "label": entry.label, "kind": item.kind,
                               "coverage": item.coverage, "why": item.why, **row})
         status = "gap" if not found else ("full" if any(r["coverage"] == "full" for r in found) else "partial")
@@ -198,6 +214,10 @@ def build_crosswalk(bundles: list[LoadedBundle], facts: CardFacts | None = None,
         "bundles": [{"label": b.label, "path": str(b.folder), "files": dict(b.files),
                      "model_sha256": b.evidence.model.sha256, "data_fingerprint": b.evidence.data.fingerprint}
                     for b in bundles],
+        "datasheet": None if datasheet is None else {"path": datasheet.source_file, "sha256": datasheet.sha256,
+                                                     "license": datasheet.license},
+        "audit": None if audit is None else {"path": str(audit.folder), "files": dict(audit.files),
+                                             "missing_sections": list(audit.missing)},
         "summary": {status: sum(e["status"] == status for e in entries) for status in ("full", "partial", "gap")},
         "entries": entries,
         "rows": rows,
