@@ -1457,7 +1457,7 @@ def _is_dashboard(path: Path) -> bool:
              "error (printed as 'Internal error:'); 2 bad input (no log there, a reference Assay cannot use, bad "
              "options, a state folder built for another reference or settings; nothing written).")
 def monitor(
-    log: Annotated[str | None, typer.Option("--log", help="The prediction log `assay serve` wrote: a folder (Parquet segments), sqlite:///FILE or postgresql+psycopg://... (default .assay/logs/ in the current folder).")] = None,
+    log: LogStoreOption = None,
     reference: Annotated[str | None, typer.Option(metavar="NAME@ALIAS|BUNDLE", help="What traffic is compared with: the evaluation bundle of the served model (its reference.npz), or NAME@ALIAS / NAME@VERSION in the registry.")] = None,
     window: Annotated[str, typer.Option(help="Window: a number of rows (1000) or a duration of log time (30s, 15m, 1h, 1d).", rich_help_panel=MONITOR)] = "1000",
     min_window: Annotated[int, typer.Option(help="Fewer rows than this in a window: 'insufficient data', no test.", rich_help_panel=MONITOR)] = 100,
