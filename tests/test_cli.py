@@ -608,6 +608,11 @@ WHERE_CASES = [
     ("registry import-mlflow", ["m", "--registry", "{tmp}/r.db", "--tracking-uri", "sqlite:///{tmp}/ml.db"]),
     ("serve", ["{ts}", "--canary-fraction", "0.2"]),
     ("serve", ["m@production", "--registry", "{tmp}/r.db"]),
+    ("serve", ["{ts}", "--monitor", "--auto-rollback"]),
+    ("monitor", ["--log", "{tmp}/missing", "--reference", "{tmp}/a"]),
+    ("feedback queue", ["--log", "{tmp}/missing", "--n", "5", "--out", "{tmp}/q.csv"]),
+    ("feedback import", ["{tmp}/missing.csv", "--log", "{tmp}/a"]),
+    ("feedback dataset", ["--log", "{tmp}/missing", "--out", "{tmp}/d.npz"]),
 ]
 NO_INPUT = {"schema", "version"}
 
