@@ -33,7 +33,7 @@ loop-demo: $(STAMP_CORE)
 test: $(STAMP_DEV)
 	$(VENV)/bin/ruff check src tests bench docs
 	$(VENV)/bin/mypy src/assay
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 -q --durations=25
 
 lint: $(STAMP_DEV)
 	$(VENV)/bin/ruff check src tests bench docs
