@@ -155,7 +155,8 @@ def profile(model: Any, sample: Any, **options: Any) -> Any:
 
 
 def card(sources: Sequence[str | os.PathLike[str]], *, facts: Any = None, out: str | os.PathLike[str] | None = None,
-         registry: str | None = None, artifacts: str | os.PathLike[str] | None = None, force: bool = False) -> Any:
+         registry: str | None = None, artifacts: str | os.PathLike[str] | None = None, force: bool = False,
+         datasheet: Any = None, audit: str | os.PathLike[str] | None = None) -> Any:
     """Model card of the model evaluated in ``sources``; returns a ``ModelCard`` (``.markdown``, ``.html``,
     ``.crosswalk``, ``.todos``, ``.findings``) and writes MODEL_CARD.md, model_card.html and crosswalk.json to
     ``out`` when given (an Assay output folder of kind ``card``).
@@ -163,13 +164,22 @@ def card(sources: Sequence[str | os.PathLike[str]], *, facts: Any = None, out: s
     ``sources`` are evaluation bundle folders or ``NAME@VERSION`` / ``NAME@ALIAS`` of registered models (a
     source that is not an existing path), resolved in ``registry`` (a database URL; default ASSAY_REGISTRY or
     .assay/registry.db) whose history becomes the card's change log. ``facts``: a card.yaml path or a
-    ``CardFacts`` (intended use, licence, contact, ...; missing ones are marked TODO)."""
+    ``CardFacts`` (intended use, licence, contact, ...; missing ones are marked TODO). ``datasheet``: a
+    datasheet.yaml path or a ``Datasheet`` (rendered as DATASHEET.md next to the card, which links it);
+    ``audit``: a folder ``assay audit`` wrote (linked, quoted, and filling the crosswalk's data entries)."""
     import re
 
     from assay.evidence.output import check_output, input_paths
     from assay.govern import CARD_KIND, CardFacts, build_card, load_card_facts, write_card
+    from assay.govern.datasheet import Datasheet, load_datasheet
 
     card_facts = load_card_facts(facts) if isinstance(facts, (str, os.PathLike)) else facts
+    sheet = load_datasheet(datasheet) if isinstance(datasheet, (str, os.PathLike)) else datasheet
+    if sheet is not None and not isinstance(sheet, Datasheet):
+        from assay.errors import OptionError
+
+        raise OptionError(f"datasheet must be a datasheet.yaml path or a Datasheet, got {type(sheet).__name__}",
+                          where="datasheet", fix="pass the path of datasheet.yaml")
     if card_facts is not None and not isinstance(card_facts, CardFacts):
         from assay.errors import OptionError
 
@@ -180,8 +190,8 @@ def card(sources: Sequence[str | os.PathLike[str]], *, facts: Any = None, out: s
     refs = {s for s in items if not os.path.lexists(s) and ref.fullmatch(s)}
     local = [s for s in items if s not in refs]
     if out is not None:  # a bad output path fails before any work
-        check_output(out, CARD_KIND, inputs=input_paths(local, card_facts.source if card_facts else None),
-                     force=force)
+        check_output(out, CARD_KIND, inputs=input_paths(local, card_facts.source if card_facts else None,
+                                                        sheet.source_file if sheet else None, audit), force=force)
     paths: list[Any] = list(items)
     labels, history, name = None, None, None
     if refs:
@@ -205,7 +215,7 @@ def card(sources: Sequence[str | os.PathLike[str]], *, facts: Any = None, out: s
             name = names[0] if len(names) == 1 else None
         finally:
             reg.close()
-    built = build_card(paths, card_facts, history, labels=labels, name=name)
+    built = build_card(paths, card_facts, history, labels=labels, name=name, datasheet=sheet, audit=audit)
     if out is not None:
         write_card(built, out, force=force)
     return built

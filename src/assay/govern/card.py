@@ -25,8 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from assay.evidence.schema import Finding, Metric, Section
-from assay.govern.bundles import LoadedBundle, load_bundles
+from assay.govern.bundles import LoadedAudit, LoadedBundle, load_audit, load_bundles
 from assay.govern.crosswalk import build_crosswalk, metric_pattern
+from assay.govern.datasheet import (
+    DATASHEET_FILE,
+    REQUIRED_DATASHEET_FACTS,
+    Datasheet,
+    licence_obligations,
+    render_datasheet,
+)
 from assay.govern.facts import REQUIRED_FACTS, CardFacts
 from assay.report.card import (
     CardDocument,
@@ -34,6 +41,7 @@ from assay.report.card import (
     Cell,
     Facts,
     Items,
+    Link,
     Paragraph,
     Table,
     Todo,
@@ -90,8 +98,9 @@ _LIBRARIES = {"onnx": "onnx", "torchscript": "pytorch", "torch-export": "pytorch
 class ModelCard:
     """A built card: ``markdown`` (MODEL_CARD.md), ``html`` (model_card.html), ``crosswalk`` (crosswalk.json),
     ``front_matter`` (the parsed metadata), ``todos`` (card.yaml keys marked TODO) and ``findings`` (TODOs,
-    bundles changed after Assay wrote them, bundles of different models). ``inputs``: the files it was built
-    from (an output folder must not touch them)."""
+    bundles changed after Assay wrote them, bundles of different models, datasheet gaps, a partial audit).
+    ``inputs``: the files it was built from (an output folder must not touch them). ``datasheet``: DATASHEET.md,
+    written next to the card (which links it) when a datasheet was given."""
 
     name: str
     markdown: str
@@ -101,6 +110,7 @@ class ModelCard:
     todos: list[str]
     findings: list[Finding]
     inputs: tuple[Path, ...] = field(default_factory=tuple)
+    datasheet: str | None = None
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -336,7 +346,56 @@ def _metrics(bundles: list[LoadedBundle]) -> CardSection:
     return CardSection("Metrics", "metrics", blocks)
 
 
-def _data(bundles: list[LoadedBundle], facts: CardFacts | None) -> CardSection:
+def _datasheet_blocks(sheet: Datasheet) -> list[Any]:
+    """The datasheet's link, licence, licence obligations and gaps (the datasheet itself is DATASHEET.md)."""
+    rows: list[tuple[str, str | Todo | Link, str]] = [
+        ("Datasheet", Link(DATASHEET_FILE, DATASHEET_FILE),
+         f"DS `datasheet.yaml` (sha256 `{short_hash(sheet.sha256)}`)")]
+    if sheet.name:
+        rows.append(("Data set", sheet.name, "DS `datasheet.yaml:name`"))
+    rows.append(("Data licence (SPDX)", f"`{sheet.license}`" if sheet.license else
+                 Todo("license", REQUIRED_DATASHEET_FACTS["license"], "datasheet.yaml"),
+                 "DS `datasheet.yaml:license`" if sheet.license else ""))
+    blocks: list[Any] = [Facts(rows)]
+    if sheet.license:
+        blocks += [Paragraph("Obligations of the data licence (a summary from Assay's table, not legal advice; the "
+                             "licence text governs):"), Items(licence_obligations(sheet.license))]
+    missing = [key for key in REQUIRED_DATASHEET_FACTS if getattr(sheet, key) in (None, [])]
+    if missing:
+        blocks += [Paragraph("Gaps of the datasheet (facts datasheet.yaml does not give):"),
+                   Items([Todo(key, REQUIRED_DATASHEET_FACTS[key], "datasheet.yaml") for key in missing])]
+    return [CardSection("Datasheet", "datasheet", blocks)]
+
+
+def _audit_blocks(audit: LoadedAudit) -> list[Any]:
+    """The data audit: links to its report and evidence, and each audit section's numbers with their intervals."""
+    rows: list[tuple[str, str | Todo | Link, str]] = []
+    if "report.html" in audit.files:
+        rows.append(("Audit report", Link(str(audit.folder / "report.html"), str(audit.folder / "report.html")),
+                     f"{audit.file_id('report.html')} (sha256 `{short_hash(audit.files['report.html'])}`)"))
+    rows.append(("Audit evidence", f"`{audit.folder / 'evidence.json'}`",
+                 f"AU (sha256 `{short_hash(audit.files['evidence.json'])}`)"))
+    rows.append(("Audited data", f"{audit.evidence.data.name} ({format_number(audit.evidence.data.n)} items)",
+                 "AU `data`"))
+    blocks: list[Any] = [Facts(rows)]
+    if audit.missing:
+        blocks.append(Paragraph(f"Partial audit: no {', '.join(audit.missing)} section; what "
+                                f"{'they measure' if len(audit.missing) > 1 else 'it measures'} is not known.",
+                                "note"))
+    for name, section in audit.evidence.sections.items():
+        if name not in ("duplicates", "leakage", "labels", "integrity"):
+            continue
+        sub: list[Any] = [Paragraph(f"{section.title}: verdict {section.verdict}. {section.summary} "
+                                    f"(AU `{name}.summary`)")]
+        table = _metric_table(audit, section, list(section.metrics)[:MAX_TABLE_ROWS])
+        if table is not None:
+            sub.append(table)
+        blocks.append(CardSection(section.title, f"audit-{name}", sub))
+    return [CardSection("Data audit", "data-audit", blocks)]
+
+
+def _data(bundles: list[LoadedBundle], facts: CardFacts | None, sheet: Datasheet | None = None,
+          audit: LoadedAudit | None = None) -> CardSection:
     blocks: list[Any] = []
     for b in bundles:
         d, sid = b.evidence.data, b.source_id
@@ -361,6 +420,10 @@ def _data(bundles: list[LoadedBundle], facts: CardFacts | None) -> CardSection:
     if facts is not None and facts.datasheet:
         training.append(Facts([("Datasheet", f"`{facts.datasheet}`", _fact_source(facts, "datasheet"))]))
     training += _provider(facts, "training_data")
+    if sheet is not None:
+        training += _datasheet_blocks(sheet)
+    if audit is not None:
+        training += _audit_blocks(audit)
     blocks.append(CardSection("Training data", "training-data", training))
     return CardSection("Evaluation data", "evaluation-data", blocks)
 
@@ -602,15 +665,19 @@ def _crosswalk_section(crosswalk: dict[str, Any]) -> CardSection:
 
 
 def _sources(bundles: list[LoadedBundle], facts: CardFacts | None, change_log: list[dict[str, Any]],
-             crosswalk: dict[str, Any]) -> CardSection:
+             crosswalk: dict[str, Any], sheet: Datasheet | None = None,
+             audit: LoadedAudit | None = None) -> CardSection:
     rows = []
-    for b in bundles:
+    for b in [*bundles, *([audit] if audit is not None else [])]:
         for name, digest in b.files.items():
             rows.append([Cell(b.file_id(name)), Cell(b.label), Cell(str(b.folder / name), code=True),
                          Cell(f"sha256:{digest}", code=True)])
     if facts is not None:
         rows.append([Cell("F"), Cell("facts"), Cell(facts.source or "card facts (built in Python)", code=True),
                      Cell(f"sha256:{facts.sha256}", code=True)])
+    if sheet is not None:
+        rows.append([Cell("DS"), Cell("datasheet"), Cell(sheet.source_file or "datasheet (built in Python)", code=True),
+                     Cell(f"sha256:{sheet.sha256}", code=True)])
     if change_log:
         log_rows = [r for r in crosswalk["rows"] if r["source_id"] == "L" and r["file"].startswith("registry")]
         digest = log_rows[0]["sha256"] if log_rows else ""
@@ -703,23 +770,28 @@ def _card_findings(bundles: list[LoadedBundle], todos: list[str]) -> list[Findin
 
 
 def build_card(bundles: list[Path], facts: CardFacts | None, change_log: list[dict[str, Any]] | None = None, *,
-               labels: list[str] | None = None, name: str | None = None) -> ModelCard:
+               labels: list[str] | None = None, name: str | None = None, datasheet: Datasheet | None = None,
+               audit: str | os.PathLike[str] | LoadedAudit | None = None) -> ModelCard:
     """The card of the model evaluated in ``bundles`` (evaluation bundle folders), with the provider's ``facts``
     (None: every fact TODO) and the registry ``change_log`` (alias moves as dicts: actor, created_at, alias,
     from_version, to_version, action, reason, gate_verdict, comparison_sha256). ``labels`` name the bundles
     (e.g. registry refs ``digits@3``; default B1, B2, ...); ``name`` is the registry name, when there is one.
+    ``datasheet`` (datasheet.yaml) and ``audit`` (a folder `assay audit` wrote) are linked from Training data
+    and fill the crosswalk's data entries; the datasheet is rendered as DATASHEET.md (with the audit quoted).
     Pure: reads the files, returns the texts."""
     loaded = load_bundles([Path(b) for b in bundles], labels)
+    audited = audit if isinstance(audit, LoadedAudit) or audit is None else load_audit(audit)
     log = [dict(m) for m in (change_log or [])]
     title_name = _model_name(loaded, facts, name)
     todos = facts.missing() if facts is not None else list(REQUIRED_FACTS)
-    crosswalk = build_crosswalk(loaded, facts, log)
+    crosswalk = build_crosswalk(loaded, facts, log, datasheet=datasheet, audit=audited)
     front = _front_matter(loaded, facts, title_name)
     sections = [
         _details(loaded, facts, title_name), _uses(facts), _factors(loaded, facts), _metrics(loaded),
-        _data(loaded, facts), _results(loaded), _reliability(loaded), _bias(loaded, facts), _risks(loaded, facts),
+        _data(loaded, facts, datasheet, audited), _results(loaded), _reliability(loaded), _bias(loaded, facts),
+        _risks(loaded, facts),
         _environment(loaded), _technical(loaded), _monitoring(loaded, facts, title_name, name, log),
-        _change_log(log), _crosswalk_section(crosswalk), _sources(loaded, facts, log, crosswalk),
+        _change_log(log), _crosswalk_section(crosswalk), _sources(loaded, facts, log, crosswalk, datasheet, audited),
     ]
     if todos:
         sections.insert(0, _todo_section(todos))
@@ -732,9 +804,18 @@ def build_card(bundles: list[Path], facts: CardFacts | None, change_log: list[di
     doc = CardDocument(f"Model card: {title_name}", subtitle, sections,
                        generator=f"Assay {loaded[0].evidence.environment.assay}")
     inputs = tuple(b.folder for b in loaded) + ((Path(facts.source).resolve(),) if facts and facts.source else ())
+    inputs += (audited.folder,) if audited is not None else ()
+    inputs += (Path(datasheet.source_file).resolve(),) if datasheet is not None and datasheet.source_file else ()
+    findings = _card_findings(loaded, todos) + (list(audited.findings) if audited is not None else [])
+    if datasheet is not None:
+        missing = [k for k in REQUIRED_DATASHEET_FACTS if getattr(datasheet, k) in (None, [])]
+        if missing:
+            findings.append(Finding(severity="warning", evidence="datasheet.yaml", message=(
+                f"datasheet.yaml does not give {', '.join(missing)}: DATASHEET.md lists them as gaps")))
+    sheet_md = render_datasheet(datasheet, audited) if datasheet is not None else None
     return ModelCard(name=title_name, markdown=render_card_markdown(doc, _yaml(front)), html=render_card_html(doc),
-                     crosswalk=crosswalk, front_matter=front, todos=todos, findings=_card_findings(loaded, todos),
-                     inputs=inputs)
+                     crosswalk=crosswalk, front_matter=front, todos=todos, findings=findings, inputs=inputs,
+                     datasheet=sheet_md)
 
 
 def write_card(card: ModelCard, out_dir: str | os.PathLike[str], *, force: bool = False,
@@ -748,4 +829,6 @@ def write_card(card: ModelCard, out_dir: str | os.PathLike[str], *, force: bool 
         (tmp / "model_card.html").write_text(card.html, encoding="utf-8", newline="\n")
         (tmp / "crosswalk.json").write_text(json.dumps(card.crosswalk, indent=2, ensure_ascii=False) + "\n",
                                             encoding="utf-8", newline="\n")
+        if card.datasheet is not None:
+            (tmp / DATASHEET_FILE).write_text(card.datasheet, encoding="utf-8", newline="\n")
     return Path(os.path.abspath(out_dir))

@@ -381,9 +381,9 @@ def _hf_licence(expression: str) -> dict[str, Any]:
     parsed = _licensing().parse(expression)
     ids = []
     for symbol in _licensing().license_symbols(parsed, decompose=False):
-        key = str(symbol.key)
+        key = str(getattr(symbol, "key", symbol))  # a LicenseWithExceptionSymbol has no key: "X WITH Y"
         hub = _HF_RENAMES.get(key) or re.sub(r"-(only|or-later)$", "", key.lower())
-        if hub not in _HF_IDS or " WITH " in str(symbol):
+        if hub not in _HF_IDS or " WITH " in key:
             return {"license": "other", "license_name": re.sub(r"[^a-z0-9.-]+", "-", expression.lower()).strip("-"),
                     "license_details": expression}
         ids.append(hub)
