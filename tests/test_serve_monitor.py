@@ -114,36 +114,43 @@ def _wait(client: httpx.Client, condition, seconds: float = 10.0) -> dict:
 MONITOR = {"interval_s": 0.1, "window": 200, "min_window": 50}
 
 
-def test_a_bad_shadow_challenger_is_stopped_and_recorded(registry, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["shadow", "canary"])
+def test_a_bad_challenger_is_stopped_and_recorded(registry, tmp_path: Path, mode: str) -> None:
+    """Shadow: every request scored by both, paired differences; canary: half the requests answered by the
+    challenger, one sequence per arm. Either way the bad challenger is stopped within 400 labelled requests."""
     url, root = registry
     reg_url = _reset(url, root, [1])
-    with Server(tmp_path, "m@production", registry=reg_url, artifacts=str(root / "artifacts"), shadow="m@2",
+    challenger = {"shadow": "m@2"} if mode == "shadow" else {"canary": "m@2", "canary_fraction": 0.5}
+    with Server(tmp_path, "m@production", registry=reg_url, artifacts=str(root / "artifacts"), **challenger,
                 monitor=MONITOR) as srv, httpx.Client(base_url=srv.url, timeout=30) as client:
         rng = np.random.default_rng(2)
         stopped_after = None
         for batch in range(8):  # at most 400 labelled requests
-            _traffic(client, rng, 50, prefix=f"b{batch}-")
+            answers = _traffic(client, rng, 50, prefix=f"b{batch}-")
             snap = _wait(client, lambda s: s["rollout"]["state"] == "stopped", seconds=2)
             if snap["rollout"]["state"] == "stopped":
                 stopped_after = 50 * (batch + 1)
                 break
         assert stopped_after is not None and stopped_after <= 400, snap["rollout"]
-        assert snap["rollout"]["decision"] == "worse"
+        assert snap["rollout"]["decision"] == "worse" and snap["rollout"]["mode"] == mode
         lo, hi = snap["rollout"]["difference"]["ci"]
         assert hi < 0 and lo <= snap["rollout"]["difference"]["value"] <= hi
+        if mode == "canary":
+            assert {a["model_version"] for a in answers} == {"m@1", "m@2"}  # routed before the stop
         time.sleep(0.5)  # shadow tasks already scheduled finish
-        before = sum(1 for r in srv.rows() if r.get("role") == "shadow")
-        _traffic(client, rng, 20, labels=False, prefix="after-")
+        before = sum(1 for r in srv.rows() if r.get("role") == mode)
+        after = _traffic(client, rng, 20, labels=False, prefix="after-")
         time.sleep(0.5)
-        assert sum(1 for r in srv.rows() if r.get("role") == "shadow") == before  # shadow scoring is off
+        assert sum(1 for r in srv.rows() if r.get("role") == mode) == before  # the challenger answers no more
+        assert {a["model_version"] for a in after} == {"m@1"}
         page = client.get("/dashboard")
         assert page.status_code == 200 and "stopped" in page.text and "<script" not in page.text
         metrics = client.get("/metrics").text
-        assert 'assay_rollout_actions_total{action="shadow_stop"} 1.0' in metrics
+        assert f'assay_rollout_actions_total{{action="{mode}_stop"}} 1.0' in metrics
     with open_registry(reg_url, artifacts=root / "artifacts") as reg:
         assert reg.aliases("m") == {"production": 1}  # the alias did not move
         [row] = reg.rollouts("m")
-        assert row["action"] == "shadow_stop" and row["challenger"] == "m@2"
+        assert row["action"] == f"{mode}_stop" and row["challenger"] == "m@2"
         report = json.loads(reg.artifact_path(row["report_sha256"]).read_text())
         assert report["rollout"]["decision"] == "worse"
         assert reg.verify().ok
