@@ -344,6 +344,7 @@ def test_the_card_links_the_datasheet_and_audit_and_the_crosswalk_rows_are_fille
     assert f"[{audit_dir.resolve() / 'report.html'}]" in training and "`CC-BY-SA-4.0 AND CC-BY-4.0`" in training
     assert "share-alike:" in training and "leakage_share" in training
     assert card.datasheet is not None and card.datasheet.startswith("---\n") and plain.datasheet is None
+    assert '<a href="DATASHEET.md">DATASHEET.md</a>' in card.html and "DATASHEET.md" not in plain.markdown
     ds_sha = hashlib.sha256(ds_path.read_bytes()).hexdigest()
     au_sha = hashlib.sha256((audit_dir / "evidence.json").read_bytes()).hexdigest()
     for entry in DATA_ENTRIES:
@@ -368,6 +369,21 @@ def test_a_partial_audit_fills_only_what_it_has(bundle: Path, tmp_path: Path):
     assert audit_rows and {p.split(".")[0] for r in audit_rows for p in r["pointers"]} == {"integrity"}
     assert "Partial audit: no duplicates, leakage, labels section" in card.markdown
     assert any("partial" in f.message for f in card.findings)
+
+
+def test_the_api_writes_the_datasheet_into_the_card_folder_and_refuses_an_audit_as_output(bundle: Path,
+                                                                                          tmp_path: Path):
+    from assay.api import card
+    from assay.errors import OutputError
+
+    audit_dir = _audit_bundle(tmp_path, ["leakage"])
+    out = tmp_path / "card"
+    card([bundle], datasheet=_write(tmp_path, SPARSE), audit=audit_dir, out=out)
+    written = (out / "DATASHEET.md").read_text()
+    assert "TODO" in written and "Gap: the audit has no labels section" in written
+    assert "DATASHEET.md" in json.loads((out / "assay-manifest.json").read_text())["files"]
+    with pytest.raises(OutputError):  # the audit folder is an input: a card never overwrites it
+        card([bundle], audit=audit_dir, out=audit_dir, force=True)
 
 
 def _card_cli_has_datasheet() -> bool:
