@@ -364,7 +364,10 @@ def test_the_card_links_the_datasheet_and_audit_and_the_crosswalk_rows_are_fille
 
 
 def test_a_partial_audit_fills_only_what_it_has(bundle: Path, tmp_path: Path):
-    card = build_card([bundle], None, audit=_audit_bundle(tmp_path, ["integrity"]))
+    audit_dir = _audit_bundle(tmp_path, ["integrity"])
+    (audit_dir / "DATASHEET.md").write_text(render_datasheet(Datasheet(source="x")), encoding="utf-8")
+    card = build_card([bundle], None, audit=audit_dir)
+    assert f"[{audit_dir.resolve() / 'DATASHEET.md'}]({audit_dir.resolve() / 'DATASHEET.md'})" in card.markdown
     audit_rows = [r for r in card.crosswalk["rows"] if r["kind"] == "audit"]
     assert audit_rows and {p.split(".")[0] for r in audit_rows for p in r["pointers"]} == {"integrity"}
     assert "Partial audit: no duplicates, leakage, labels section" in card.markdown

@@ -373,6 +373,10 @@ def _audit_blocks(audit: LoadedAudit) -> list[Any]:
     if "report.html" in audit.files:
         rows.append(("Audit report", Link(str(audit.folder / "report.html"), str(audit.folder / "report.html")),
                      f"{audit.file_id('report.html')} (sha256 `{short_hash(audit.files['report.html'])}`)"))
+    if "DATASHEET.md" in audit.files:
+        rows.append(("Datasheet written with the audit", Link(str(audit.folder / DATASHEET_FILE),
+                                                              str(audit.folder / DATASHEET_FILE)),
+                     f"{audit.file_id(DATASHEET_FILE)} (sha256 `{short_hash(audit.files[DATASHEET_FILE])}`)"))
     rows.append(("Audit evidence", f"`{audit.folder / 'evidence.json'}`",
                  f"AU (sha256 `{short_hash(audit.files['evidence.json'])}`)"))
     rows.append(("Audited data", f"{audit.evidence.data.name} ({format_number(audit.evidence.data.n)} items)",

@@ -493,8 +493,10 @@ def datasheet_document(datasheet: Datasheet, audit_summary: AuditSummary | Evide
     rows = [[Cell("DS"), Cell(sheet.source_file or "datasheet facts (built in Python)", code=True),
              Cell(f"sha256:{sheet.sha256}", code=True)]]
     if audit is not None:
-        rows.append([Cell("AU"), Cell(audit.path or "audit evidence.json", code=True),
-                     Cell(f"sha256:{audit.sha256}" if audit.sha256 else "not given", code=bool(audit.sha256))])
+        rows.append([Cell("AU"), Cell(audit.path or "evidence.json (of the audit bundle this file was written with)",
+                                      code=bool(audit.path)),
+                     Cell(f"sha256:{audit.sha256}" if audit.sha256 else "in the bundle's assay-manifest.json",
+                          code=bool(audit.sha256))])
     sections.append(CardSection("Sources", "sources", [
         Paragraph("Every fact names its source: DS is datasheet.yaml (the key it was read from), AU the audit's "
                   "evidence.json (a pointer into it)."), Table(["id", "file", "sha256"], rows)]))
