@@ -135,6 +135,27 @@ def test_build_knn_graph_matches_sklearn_and_keeps_duplicates() -> None:
         assert np.all(np.diff(segment) >= 0)
 
 
+def test_ann_graph_agrees_with_exact_graph() -> None:
+    """Above ``exact_below`` the graph comes from the HNSW index: nearly the same neighbours as exact search."""
+    pytest.importorskip("assay.audit.ann")
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(20, 16))
+    x = (centres[rng.integers(0, 20, 2000)] + rng.normal(scale=0.3, size=(2000, 16))).astype(np.float32)
+    x[5] = x[4]
+    exact = build_knn_graph(x, k=5)
+    approximate = build_knn_graph(x, k=5, exact_below=1000)
+    assert approximate.shape == exact.shape and approximate.nnz == exact.nnz
+    overlap = np.mean([len(set(exact.indices[exact.indptr[i]:exact.indptr[i + 1]])
+                           & set(approximate.indices[approximate.indptr[i]:approximate.indptr[i + 1]])) / 5
+                       for i in range(2000)])
+    assert overlap >= 0.95
+    for row in range(2000):
+        segment = approximate.data[approximate.indptr[row]:approximate.indptr[row + 1]]
+        assert np.all(np.diff(segment) >= 0) and row not in approximate.indices[approximate.indptr[row]:
+                                                                               approximate.indptr[row + 1]]
+    assert approximate[4, 5] == 0.0 and 5 in approximate.indices[approximate.indptr[4]:approximate.indptr[5]]
+
+
 def test_knn_graph_from_neighbours_sorts_rows_and_refuses_self() -> None:
     graph = knn_graph_from_neighbours([[2, 1], [0, 2], [1, 0]], [[0.5, 0.1], [0.2, 0.3], [0.0, 0.4]])
     np.testing.assert_array_equal(graph.indices, [1, 2, 0, 2, 1, 0])

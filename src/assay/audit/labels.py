@@ -20,6 +20,7 @@ here) peaked at {PEAK} resident (``/usr/bin/time -v``, one process, ``pred_probs
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from scipy.sparse import csr_matrix
 
-__all__ = ["DATALAB_ISSUE_TYPES", "LabelFindings", "build_knn_graph", "knn_graph_from_neighbours", "label_issues",
-           "out_of_sample_probs", "stratified_folds"]
+__all__ = ["ANN_ABOVE", "DATALAB_ISSUE_TYPES", "LabelFindings", "build_knn_graph", "knn_graph_from_neighbours",
+           "label_issues", "out_of_sample_probs", "stratified_folds"]
 
 #: The Datalab issue types this audit asks for, in report order.
 DATALAB_ISSUE_TYPES = ("label", "outlier", "near_duplicate", "non_iid", "class_imbalance", "underperforming_group")
@@ -43,6 +44,8 @@ _GRAPH_TYPES = frozenset({"outlier", "near_duplicate", "non_iid", "underperformi
 DEFAULT_K = 10
 #: scikit-learn ``working_memory`` (MB) of the brute-force neighbour search: the distance chunk held at once.
 _KNN_WORKING_MEMORY_MB = 128
+#: From this many items on, cosine neighbour graphs come from the HNSW index (assay.audit.ann), not exact search.
+ANN_ABOVE = 20_000
 #: Probe problems (items x features x classes) below this fit with one BLAS thread (see out_of_sample_probs).
 _SMALL_PROBE_CELLS = 100_000_000
 
@@ -158,14 +161,18 @@ def out_of_sample_probs(features: Any, labels: Any, *, folds: int | np.ndarray =
     return probs
 
 
-def build_knn_graph(features: Any, *, k: int = DEFAULT_K, metric: str = "cosine") -> csr_matrix:
+def build_knn_graph(features: Any, *, k: int = DEFAULT_K, metric: str = "cosine",
+                    exact_below: int = ANN_ABOVE) -> csr_matrix:
     """Sparse ``(N, N)`` CSR k-nearest-neighbour distance graph as Datalab wants it: ``k`` stored distances per
-    row sorted ascending, self excluded, exact zeros stored for duplicates
-    (``sklearn.neighbors.NearestNeighbors(...).kneighbors_graph(mode="distance")``; brute force in chunks, so
-    memory is O(N k) plus one ``_KNN_WORKING_MEMORY_MB`` chunk of distances; scikit-learn's default is 1 GB).
-    ``metric``: ``"cosine"`` (cleanlab's default for more than 3 dimensions) or ``"euclidean"``."""
-    from sklearn.neighbors import NearestNeighbors
+    row sorted ascending, self excluded, exact zeros stored for duplicates.
 
+    Below ``exact_below`` items (or when :mod:`assay.audit.ann` is unavailable, or for ``"euclidean"``) exact
+    search: ``sklearn.neighbors.NearestNeighbors(...).kneighbors(mode="distance")`` brute force in chunks, so
+    memory is O(N k) plus one ``_KNN_WORKING_MEMORY_MB`` chunk of distances (scikit-learn's default is 1 GB).
+    From ``exact_below`` items on, cosine graphs come from the HNSW index of :class:`assay.audit.ann.NeighbourIndex`
+    (approximate; distance = 1 - cosine similarity), which avoids the O(N^2) all-pairs work; rows it leaves
+    short are completed by exact search. ``metric``: ``"cosine"`` (cleanlab's default above 3 dimensions) or
+    ``"euclidean"``."""
     x = _features(features, len(np.asarray(features)), "build_knn_graph(features)")
     if metric not in ("cosine", "euclidean"):
         raise OptionError(f"metric must be 'cosine' or 'euclidean', got {metric!r}", where="metric",
@@ -174,12 +181,40 @@ def build_knn_graph(features: Any, *, k: int = DEFAULT_K, metric: str = "cosine"
     if k < 1:
         raise DataError("a neighbour graph needs at least 2 items", where="build_knn_graph(features)",
                         fix="pass more items")
+    if metric == "cosine" and len(x) >= exact_below:
+        try:  # imported by name: the ANN module (H1's) may land after this one
+            ann = importlib.import_module("assay.audit.ann")
+        except ImportError:  # pragma: no cover - the ANN module ships with the audit package
+            pass
+        else:
+            index = ann.NeighbourIndex(x, metric="cos", exact_below=exact_below)
+            indices, similarities = index.self_neighbours(k)
+            distances = np.maximum(1.0 - similarities.astype(np.float64), 0.0)
+            short = np.flatnonzero((indices < 0).any(axis=1))
+            if len(short):
+                indices[short], distances[short] = _exact_neighbours(x, k, metric, rows=short)
+            return knn_graph_from_neighbours(indices, distances)
+    indices, distances = _exact_neighbours(x, k, metric)
+    return knn_graph_from_neighbours(indices, distances)
+
+
+def _exact_neighbours(x: np.ndarray, k: int, metric: str, rows: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``k`` nearest other items (indices, distances) of every item, or of ``rows`` only."""
     import sklearn
+    from sklearn.neighbors import NearestNeighbors
 
     index = NearestNeighbors(n_neighbors=k, metric=metric, algorithm="brute").fit(x)
     with sklearn.config_context(working_memory=_KNN_WORKING_MEMORY_MB):
-        distances, indices = index.kneighbors(n_neighbors=k, return_distance=True)  # self excluded by sklearn
-    return knn_graph_from_neighbours(indices, np.maximum(distances, 0.0))
+        if rows is None:  # querying the fitted data itself: scikit-learn leaves each item out of its own list
+            distances, indices = index.kneighbors(n_neighbors=k, return_distance=True)
+            return indices, np.maximum(distances, 0.0)
+        distances, indices = index.kneighbors(x[rows], n_neighbors=k + 1, return_distance=True)
+    own = indices == rows[:, None]
+    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)  # the item itself, else the farthest
+    keep = np.ones_like(own)
+    keep[np.arange(len(rows)), drop] = False
+    return indices[keep].reshape(len(rows), k), np.maximum(distances[keep].reshape(len(rows), k), 0.0)
 
 
 def knn_graph_from_neighbours(indices: Any, distances: Any) -> csr_matrix:
