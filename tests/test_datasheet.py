@@ -91,6 +91,10 @@ def test_valid_and_compound_spdx_expressions_are_normalised(expression: str, nor
     ("Foo-1.0 OR Bar-2", ["'Foo-1.0'", "'Bar-2'", "unknown licence ids"]),
     ("(MIT", ["'(MIT'", "not valid SPDX"]),
     ("MIT AND OR Apache-2.0", ["not valid SPDX"]),
+    ("MIT WITH MIT", ["'MIT WITH MIT'", "cannot be used as an exception"]),  # known id in the wrong place
+    ("Classpath-exception-2.0", ["can only be used as an exception"]),
+    ("MIT AND Apache2", ["'Apache2' (did you mean 'Apache-2.0'?)"]),
+    (" AND ".join(["MIT"] * 200), ["at most 1000"]),
 ])
 def test_an_invalid_expression_names_it_its_unknown_ids_and_the_fix(expression: str, fragments: list[str]):
     with pytest.raises(OptionError) as info:

@@ -122,6 +122,8 @@ class Datasheet(BaseModel):
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+#: An SPDX expression longer than this is not a licence statement.
+MAX_LICENCE_CHARS = 1000
 _FIX = "datasheet.yaml is a mapping of facts, e.g. `license: CC-BY-4.0` and `collection: ...` (see `assay card --help`)"
 _SPDX_FIX = ("write SPDX licence ids (https://spdx.org/licenses/) joined by AND, OR, WITH and parentheses, e.g. "
              "`CC-BY-4.0` or `MIT OR Apache-2.0`; a licence not on the SPDX list is `LicenseRef-<name>`")
@@ -148,15 +150,28 @@ def _is_custom(symbol: str) -> bool:
     return re.fullmatch(r"(DocumentRef-[A-Za-z0-9.-]+:)?LicenseRef-[A-Za-z0-9.-]+", symbol) is not None
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_known(symbol: str) -> bool:
+    """An id on the SPDX list, deprecated ids and exceptions included (``GPL-2.0``, ``Classpath-exception-2.0``),
+    whether or not it was used in the right place."""
+    return not any(str(e).startswith("Unknown license key") for e in _licensing().validate(symbol).errors)
+
+
 def validate_licence(expression: str, where: str = "license") -> str:
     """The SPDX expression normalised (``mit`` -> ``MIT``, ``GPL-2.0+`` -> ``GPL-2.0-or-later``); an OptionError
     naming the expression, every unknown id (with the id it was probably meant to be) and the fix otherwise."""
     text = str(expression).strip()
     if not text:
         raise OptionError("the licence expression is empty", where=where, fix=_SPDX_FIX)
+    if len(text) > MAX_LICENCE_CHARS:
+        raise OptionError(f"the licence expression is {len(text):,} characters long (at most {MAX_LICENCE_CHARS})",
+                          where=where, fix=_SPDX_FIX)
     result = _licensing().validate(text)
-    unknown = [str(s) for s in result.invalid_symbols if str(s).strip() and not _is_custom(str(s))]
+    unknown = [str(s) for s in result.invalid_symbols if str(s).strip() and not _is_custom(str(s))
+               and not _is_known(str(s))]
     syntax = [e for e in result.errors if not str(e).startswith("Unknown license key")]
+    if not syntax and result.errors and not unknown and not all(_is_custom(str(s)) for s in result.invalid_symbols):
+        syntax = [f"{', '.join(map(repr, map(str, result.invalid_symbols)))} used where SPDX does not allow it"]
     if unknown:
         hints = []
         for symbol in unknown:
