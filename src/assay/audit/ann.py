@@ -32,7 +32,7 @@ class NeighbourIndex:
     """k-nearest-neighbour index over ``vectors`` (n, d); ``exact`` is True when search is exact."""
 
     def __init__(self, vectors: np.ndarray, *, metric: Metric = "cos", exact_below: int = EXACT_BELOW,
-                 connectivity: int = 16, expansion_add: int = 128, expansion_search: int = 64,
+                 connectivity: int = 16, expansion_add: int = 64, expansion_search: int = 64,
                  threads: int = 0) -> None:
         if metric not in ("cos", "l2"):
             raise ValueError(f"metric must be 'cos' or 'l2', not {metric!r}")
