@@ -438,3 +438,21 @@ def test_cli_bad_datasheet_or_audit_is_exit_2(case: str, bundle: Path, tmp_path:
 def test_parse_datasheet_accepts_an_empty_file():
     sheet = parse_datasheet("")
     assert [g.split(":", 1)[0] for g in gaps(sheet)] == list(REQUIRED_DATASHEET_FACTS)
+
+
+_TOKENS = st.sampled_from(["MIT", "mit", "Apache-2.0", "CC-BY-4.0", "AND", "OR", "WITH", "(", ")", "and", "or",
+                           "Classpath-exception-2.0", "LicenseRef-x", "Foo", "+", "GPL-2.0", "", "DocumentRef-a:b"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.lists(_TOKENS, max_size=12).map(" ".join), st.text(max_size=80)))
+def test_any_text_is_a_licence_or_an_option_error(text: str):
+    """Whatever a datasheet says, the licence check answers with a normalised expression or a user error, never
+    an internal one; a normalised expression validates again to itself (idempotent)."""
+    try:
+        normalised = validate_licence(text)
+    except OptionError as exc:
+        assert exc.fix
+        return
+    assert validate_licence(normalised) == normalised
+    assert isinstance(licence_obligations(normalised), list) and licence_obligations(normalised)

@@ -154,7 +154,11 @@ def _is_custom(symbol: str) -> bool:
 def _is_known(symbol: str) -> bool:
     """An id on the SPDX list, deprecated ids and exceptions included (``GPL-2.0``, ``Classpath-exception-2.0``),
     whether or not it was used in the right place."""
-    return not any(str(e).startswith("Unknown license key") for e in _licensing().validate(symbol).errors)
+    try:
+        errors = _licensing().validate(symbol).errors
+    except Exception:  # license-expression raises AttributeError on some malformed input
+        return False
+    return not any(str(e).startswith("Unknown license key") for e in errors)
 
 
 def validate_licence(expression: str, where: str = "license") -> str:
@@ -166,7 +170,15 @@ def validate_licence(expression: str, where: str = "license") -> str:
     if len(text) > MAX_LICENCE_CHARS:
         raise OptionError(f"the licence expression is {len(text):,} characters long (at most {MAX_LICENCE_CHARS})",
                           where=where, fix=_SPDX_FIX)
-    result = _licensing().validate(text)
+    odd = re.search(r"[^A-Za-z0-9.+:()\s-]", text)
+    if odd is not None:
+        raise OptionError(f"licence expression {text!r} is not valid SPDX: the character {odd.group()!r} (position "
+                          f"{odd.start() + 1}) is not allowed", where=where, fix=_SPDX_FIX)
+    try:
+        result = _licensing().validate(text)
+    except Exception as exc:  # license-expression raises AttributeError on some malformed input
+        raise OptionError(f"licence expression {text!r} is not valid SPDX ({type(exc).__name__})", where=where,
+                          fix=_SPDX_FIX) from None
     unknown = [str(s) for s in result.invalid_symbols if str(s).strip() and not _is_custom(str(s))
                and not _is_known(str(s))]
     syntax = [e for e in result.errors if not str(e).startswith("Unknown license key")]
