@@ -374,7 +374,7 @@ def test_a_partial_audit_fills_only_what_it_has(bundle: Path, tmp_path: Path):
     assert f"[{audit_dir.resolve() / 'DATASHEET.md'}]({audit_dir.resolve() / 'DATASHEET.md'})" in card.markdown
     audit_rows = [r for r in card.crosswalk["rows"] if r["kind"] == "audit"]
     assert audit_rows and {p.split(".")[0] for r in audit_rows for p in r["pointers"]} == {"integrity"}
-    assert "Partial audit: no duplicates, leakage, labels section" in card.markdown
+    assert "Partial audit: no duplicates, leakage, labels sections;" in card.markdown
     assert any("partial" in f.message for f in card.findings)
 
 

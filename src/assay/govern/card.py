@@ -383,7 +383,8 @@ def _audit_blocks(audit: LoadedAudit) -> list[Any]:
                  "AU `data`"))
     blocks: list[Any] = [Facts(rows)]
     if audit.missing:
-        blocks.append(Paragraph(f"Partial audit: no {', '.join(audit.missing)} section; what "
+        blocks.append(Paragraph(f"Partial audit: no {', '.join(audit.missing)} section"
+                                f"{'s' if len(audit.missing) > 1 else ''}; what "
                                 f"{'they measure' if len(audit.missing) > 1 else 'it measures'} is not known.",
                                 "note"))
     for name, section in audit.evidence.sections.items():
