@@ -211,6 +211,8 @@ BAD = {
     "bad spdx": ("source: x\nlicense: CC-BY-SA-40\n", "did you mean 'CC-BY-SA-4.0'?"),
     "wrong type": ("instances: many\n", "'instances'"),
     "not a mapping": ("- MIT\n", "must be a mapping"),
+    "too large": ("source: " + "x" * (300 * 1024) + "\n", "larger than 256 KiB"),
+    "nul bytes": ("source: a\x00b\n", "NUL bytes"),
 }
 
 
