@@ -1,10 +1,10 @@
-"""`assay serve` over loopback: requests/s and p50/p99 latency at concurrency 1, 8 and 32, for a small MLP and a
-larger one (a few ms per call), against two baselines measured in the same run: the ONNX Runtime session called
-in process (no HTTP), a minimal FastAPI endpoint around the same session on the same uvicorn, and `mlflow models
-serve` (MLflow's scoring server, --env-manager local) on a pyfunc model wrapping the same session when mlflow is
-installed (`pip install 'assay[mlflow]'`). Assay runs
-without a prediction log (the log has its own bench, bench_prediction_log.py), once plain and once with dynamic
-batching (--max-batch 32 --max-wait-ms 2). Bounded: each point stops after REQUESTS requests or SECONDS.
+"""`assay serve` over loopback: requests/s and p50/p99 latency at concurrency 1, 8 and 32, for the demo model
+(DigitsCNN) and a larger MLP (a few ms per call), against baselines measured in the same run: the ONNX Runtime
+session called in process (no HTTP), a minimal FastAPI endpoint around the same session on the same uvicorn, and
+`mlflow models serve` (MLflow's scoring server, --env-manager local) on a pyfunc model wrapping the same session
+when mlflow is installed (`pip install 'assay[mlflow]'`). Assay runs without a prediction log (the log has its own
+bench, bench_prediction_log.py), once plain and once with dynamic batching (--max-batch 32 --max-wait-ms 2).
+Bounded: each point stops after REQUESTS requests or SECONDS.
 
 The client (httpx, asyncio) runs on the same machine as the server, so on a small shared machine it competes
 for the cores: read the ratios between rows of one run, not the absolute numbers. The overhead at concurrency 1 is
@@ -103,17 +103,21 @@ serve(create_app(sys.argv[1], top_k=1, **json.loads(sys.argv[3])), "127.0.0.1", 
 """
 
 
-def _models(folder: Path) -> dict[str, tuple[Path, int]]:
+def _models(folder: Path) -> dict[str, tuple[Path, tuple[int, ...]]]:
+    """The demo's model (`assay demo`'s DigitsCNN, 1x8x8 inputs; untrained weights: latency does not depend on
+    them) and a larger MLP whose forward pass takes ~5-15 ms here; each with the shape of one input row."""
     import torch
 
+    from assay.demo import DigitsCNN
     from assay.models import export_onnx
 
     torch.manual_seed(0)
-    small = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    demo = DigitsCNN().eval()
     large = torch.nn.Sequential(torch.nn.Linear(3072, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 2048),
                                 torch.nn.ReLU(), torch.nn.Linear(2048, 10))
-    return {"small MLP 64-32-10": (export_onnx(small, torch.zeros(2, 64), folder / "small.onnx"), 64),
-            "larger MLP 3072-4096-2048-10": (export_onnx(large, torch.zeros(2, 3072), folder / "large.onnx"), 3072)}
+    return {"demo DigitsCNN 1x8x8": (export_onnx(demo, torch.zeros(2, 1, 8, 8), folder / "demo.onnx"), (1, 8, 8)),
+            "larger MLP 3072-4096-2048-10": (export_onnx(large, torch.zeros(2, 3072), folder / "large.onnx"),
+                                             (3072,))}
 
 
 def _free_port() -> int:
@@ -227,7 +231,7 @@ def _in_process(model: Path, row: np.ndarray) -> tuple[float, np.ndarray]:
 
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    x = row[None, :]
+    x = row[None, ...]
     for _ in range(10):
         session.run(None, {name: x})
     times = []
@@ -245,15 +249,44 @@ def _line(label: str, rps: float, lat: np.ndarray, base_p99: float) -> str:
             f"p99 over in-process {p99 - base_p99 * 1e3:+7.2f} ms  (n={len(lat)})")
 
 
+def _overhead(model: Path, row: np.ndarray, base_p99: float) -> None:
+    """The c=1 overhead with the three servers running at once, taking turns request by request."""
+    started = [(label, _start(code, model, options)) for label, code, options in
+               (("bare ASGI on uvicorn", BARE_ASGI, None), ("minimal FastAPI + ORT", MINIMAL, None),
+                ("assay serve", ASSAY, {}))]
+    try:
+        times = _interleaved({label: (url, "/v1/predict") for label, (_, url) in started}, row.tolist(),
+                             INTERLEAVED_ROUNDS)
+    finally:
+        for _, (proc, _) in started:
+            _stop(proc)
+    print(f"  interleaved, c=1, {INTERLEAVED_ROUNDS} requests each (servers taking turns):")
+    for label, lat in times.items():
+        print(_line(label, len(lat) / lat.sum(), lat, base_p99))
+    for base in ("bare ASGI on uvicorn", "minimal FastAPI + ORT"):
+        p50 = (np.percentile(times["assay serve"], 50) - np.percentile(times[base], 50)) * 1e3
+        p99 = (np.percentile(times["assay serve"], 99) - np.percentile(times[base], 99)) * 1e3
+        print(f"  assay serve over {base}: p50 {p50:+.2f} ms, p99 {p99:+.2f} ms")
+
+
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--overhead-only", action="store_true",
+                        help="only the interleaved c=1 overhead of the demo model (about a minute)")
+    args = parser.parse_args()
     print(f"# bench_serve — {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
-        for title, (model, dim) in _models(Path(tmp)).items():
-            row = np.random.default_rng(0).normal(size=dim).astype(np.float32)
+        for title, (model, shape) in _models(Path(tmp)).items():
+            row = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
             rps, lat = _in_process(model, row)
             base_p99 = float(np.percentile(lat, 99))
             print(f"## {title}")
             print(_line("ORT session in process (c=1)", rps, lat, base_p99))
+            if args.overhead_only:
+                _overhead(model, row, base_p99)
+                return
             servers = {"minimal FastAPI + ORT": (MINIMAL, None), "assay serve": (ASSAY, {}),
                        "assay serve --max-batch 32": (ASSAY, {"max_batch": 32, "max_wait_ms": 2})}
             results: dict[tuple[str, int], float] = {}
@@ -278,22 +311,7 @@ def main() -> None:
                         print(_line(f"mlflow models serve c={c}", rps, lat, base_p99))
                 finally:
                     _stop(proc)
-            started = [(label, _start(code, model, options)) for label, code, options in
-                       (("bare ASGI on uvicorn", BARE_ASGI, None), ("minimal FastAPI + ORT", MINIMAL, None),
-                        ("assay serve", ASSAY, {}))]
-            try:
-                times = _interleaved({label: (url, "/v1/predict") for label, (_, url) in started}, row.tolist(),
-                                     INTERLEAVED_ROUNDS)
-            finally:
-                for _, (proc, _) in started:
-                    _stop(proc)
-            print(f"  interleaved, c=1, {INTERLEAVED_ROUNDS} requests each (servers taking turns):")
-            for label, lat in times.items():
-                print(_line(label, len(lat) / lat.sum(), lat, base_p99))
-            for base in ("bare ASGI on uvicorn", "minimal FastAPI + ORT"):
-                p50 = (np.percentile(times["assay serve"], 50) - np.percentile(times[base], 50)) * 1e3
-                p99 = (np.percentile(times["assay serve"], 99) - np.percentile(times[base], 99)) * 1e3
-                print(f"  assay serve over {base}: p50 {p50:+.2f} ms, p99 {p99:+.2f} ms")
+            _overhead(model, row, base_p99)
             for c in CONCURRENCY:
                 plain, batched = results["assay serve", c], results["assay serve --max-batch 32", c]
                 minimal = results["minimal FastAPI + ORT", c]
