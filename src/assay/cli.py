@@ -176,6 +176,11 @@ PricePerHour = Annotated[float | None, typer.Option(
     help="Machine price per hour: cost per 1M inferences.", rich_help_panel=EFFICIENCY)]
 GatePolicy = Annotated[Path | None, typer.Option(help="Gate policy YAML (default: the documented default policy).")]
 ModelName = Annotated[str, typer.Argument(help="Model name.")]
+# Options of how tables and image folders are read (evaluate, audit).
+LabelCol = Annotated[str | None, typer.Option(help="Label column of CSV/Parquet data (default 'label').", rich_help_panel=DATA)]
+TextCol = Annotated[str | None, typer.Option(help="Text column of CSV/Parquet data.", rich_help_panel=DATA)]
+FeatureCols = Annotated[str | None, typer.Option(help="Comma-separated feature columns of CSV/Parquet data.", rich_help_panel=DATA)]
+ImageSize = Annotated[str | None, typer.Option(help="Resize image-folder data to this size (32 or 32x48).", rich_help_panel=DATA)]
 
 
 def _cache(cache_dir: Path | None, no_cache: bool) -> Path | bool:
@@ -205,10 +210,10 @@ def evaluate(
     model: ModelArg,
     data: Annotated[str, typer.Option("--data", "-d", help="Evaluation data: .npz, image folder, .csv/.parquet, or 'digits'.", rich_help_panel=DATA)],
     calibration_data: Annotated[str | None, typer.Option(help="Held-out labelled data to fit the temperature (default: half of --data).", rich_help_panel=DATA)] = None,
-    label_col: Annotated[str | None, typer.Option(help="Label column of CSV/Parquet data (default 'label').", rich_help_panel=DATA)] = None,
-    text_col: Annotated[str | None, typer.Option(help="Text column of CSV/Parquet data.", rich_help_panel=DATA)] = None,
-    feature_cols: Annotated[str | None, typer.Option(help="Comma-separated feature columns of CSV/Parquet data.", rich_help_panel=DATA)] = None,
-    image_size: Annotated[str | None, typer.Option(help="Resize image-folder data to this size (32 or 32x48).", rich_help_panel=DATA)] = None,
+    label_col: LabelCol = None,
+    text_col: TextCol = None,
+    feature_cols: FeatureCols = None,
+    image_size: ImageSize = None,
     class_names: Annotated[str | None, typer.Option(help="Comma-separated class names in model output order (fixes folder/table label order).", rich_help_panel=DATA)] = None,
     weights: Weights = None,
     untrained: Untrained = False,
@@ -1088,6 +1093,8 @@ def registry_import_mlflow(
 def card(
     sources: Annotated[list[str], typer.Argument(help="Evaluation bundles (folders `assay evaluate` wrote) or NAME@VERSION / NAME@ALIAS of registered models: one card, one results block each.")],
     facts: Annotated[Path | None, typer.Option("--card", help="card.yaml: the facts no evaluation can know (intended use, licence, contact, authors, training data); missing ones are marked TODO.")] = None,
+    datasheet: Annotated[Path | None, typer.Option("--datasheet", help="datasheet.yaml of the training data (source, SPDX licence expression, collection, consent, preprocessing, uses, distribution, maintenance): written as DATASHEET.md next to the card, which links it; missing facts are listed as gaps.")] = None,
+    audit: Annotated[Path | None, typer.Option("--audit", help="Folder `assay audit` wrote: the card links it and quotes its duplicates, leakage, label-issue and integrity numbers; a partial audit's missing sections are listed.")] = None,
     registry: RegistryUrl = None,
     artifacts: ArtifactsDir = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: MODEL_CARD.md, model_card.html, crosswalk.json.", rich_help_panel=OUTPUT)] = Path("assay-card"),
@@ -1097,12 +1104,14 @@ def card(
     """Model card (Hugging Face metadata, CIs, every number traced to its evidence file by sha256) and the NIST AI RMF / EU AI Act Annex IV crosswalk."""
     from assay.api import card as build_card
 
-    result = build_card(sources, facts=facts, out=out, registry=registry, artifacts=artifacts, force=force)
+    result = build_card(sources, facts=facts, out=out, registry=registry, artifacts=artifacts, force=force,
+                        datasheet=datasheet, audit=audit)
     if quiet:
         return
     say = functools.partial(Console().print, soft_wrap=True)
     summary = result.crosswalk["summary"]
-    say(f"Model card: [bold]{escape(str(out / 'MODEL_CARD.md'))}[/]  (also model_card.html, crosswalk.json)")
+    say(f"Model card: [bold]{escape(str(out / 'MODEL_CARD.md'))}[/]  (also model_card.html, crosswalk.json"
+        + (", DATASHEET.md)" if result.datasheet is not None else ")"))
     say(f"Crosswalk: {summary['full']} entries evidenced in full, {summary['partial']} in part, {summary['gap']} gaps "
         "(listed in the card and crosswalk.json).")
     if result.todos:
@@ -1111,6 +1120,77 @@ def card(
     for finding in result.findings:
         if finding.severity == "warning" and not (finding.evidence or "").startswith("card.yaml:"):
             say(f"Warning: {escape(finding.message)}")
+
+
+# ------------------------------------------------------------------------------------------- audit
+AUDIT = "Audit"
+
+
+def _datasheet_input(path: Path) -> Any:
+    """The datasheet as the audit takes it (:class:`assay.audit.DatasheetInput`): read and validated by
+    :mod:`assay.govern.datasheet`, which sits above the audit in the layers."""
+    from assay.audit import DatasheetInput
+    from assay.govern.datasheet import gaps, licence_obligations, load_datasheet, render_datasheet
+
+    sheet = load_datasheet(path)
+    return DatasheetInput(source=str(path), licence=sheet.license, gaps=gaps(sheet),
+                          obligations=licence_obligations(sheet.license) if sheet.license else [],
+                          render=functools.partial(render_datasheet, sheet))
+
+
+@app.command(epilog="Exit codes: 0 the audit bundle was written, whatever it found (duplicates, leaks and label "
+             "issues are findings, not errors: real data nearly always holds some; the verdicts are in report.html "
+             "and evidence.json); 1 internal error (a bug); 2 bad input (train and test of another modality or "
+             "shape, a missing or unreadable file, a --pred-probs that is not plain probabilities, an invalid "
+             "datasheet, a --out Assay may not write; nothing written).")
+def audit(
+    train: Annotated[str, typer.Option("--train", help="Training data: .npz, image folder, .csv/.parquet, or 'digits:train'.", rich_help_panel=DATA)],
+    test: Annotated[str | None, typer.Option("--test", help="Test data, same modality and shape: test->train leakage.", rich_help_panel=DATA)] = None,
+    label_col: LabelCol = None,
+    text_col: TextCol = None,
+    feature_cols: FeatureCols = None,
+    image_size: ImageSize = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model whose features embed the data (near duplicates, label probe) and whose accuracy on leaked vs clean test items is compared (default: a model-free embedding).", rich_help_panel=MODEL)] = None,
+    weights: Weights = None,
+    pred_probs: Annotated[Path | None, typer.Option("--pred-probs", help="Out-of-sample predicted probabilities of the training items: .npy (n_train, K), or .npz with 'train' (and 'test' for the inflation estimate without a model); never unpickled (default: k-fold linear probe on the embeddings).", rich_help_panel=AUDIT)] = None,
+    datasheet: Annotated[Path | None, typer.Option("--datasheet", help="datasheet.yaml (source, SPDX licence, collection, consent, preprocessing): DATASHEET.md with the licence obligations and the gaps.", rich_help_panel=AUDIT)] = None,
+    folds: Annotated[int, typer.Option(help="Folds of the cross-validated linear probe (out-of-sample probabilities).", rich_help_panel=AUDIT)] = 5,
+    max_leaked_share: Annotated[float, typer.Option(help="A leaked share of the test set at or above this fails the leakage section (any leak warns).", rich_help_panel=AUDIT)] = 0.01,
+    examples: Annotated[int, typer.Option(help="Flagged items of each kind shown as thumbnails or snippets in the report.", rich_help_panel=OUTPUT)] = 12,
+    seed: Seed = 0,
+    confidence: Confidence = 0.95,
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: evidence.json, flagged.csv, report.html, report.md (DATASHEET.md with --datasheet).", rich_help_panel=OUTPUT)] = Path("assay-audit"),
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """Audit training (and test) data: exact and near duplicates, test->train leakage and the accuracy it inflates, label issues, integrity, datasheet."""
+    from assay.audit import AuditSettings, audit_inputs, flagged_summary, run_audit, write_audit
+    from assay.evidence.output import check_output
+    from assay.report import print_console
+
+    settings = AuditSettings(seed=seed, confidence=confidence, folds=folds, max_leaked_share=max_leaked_share,
+                             examples=examples, cache_dir=_cache(cache_dir, no_cache), progress=not quiet)
+    data_options = {k: v for k, v in {
+        "label_col": label_col, "text_col": text_col, "image_size": _image_size(image_size),
+        "feature_cols": [c.strip() for c in feature_cols.split(",")] if feature_cols else None,
+    }.items() if v is not None}
+    inputs = audit_inputs(train, test, model=model, pred_probs=pred_probs, datasheet=datasheet,
+                          cache_dir=settings.cache_dir if model is not None else None)
+    check_output(out, "audit", inputs=inputs, force=force)  # before the audit, not after it
+    sheet = None
+    if datasheet is not None:
+        sheet = _datasheet_input(datasheet)  # an invalid licence fails here, before any work
+    run = run_audit(train, test, model=model, pred_probs=pred_probs, datasheet=sheet, settings=settings,
+                    data_options=data_options, model_options={"weights": weights} if weights else None)
+    path = write_audit(run, out, force=force, inputs=inputs)
+    if not quiet:
+        print_console(run.evidence)
+        say = functools.partial(Console().print, soft_wrap=True)
+        say(escape(flagged_summary(run)) + ".")
+        say(f"Audit bundle: [bold]{escape(str(path))}[/]  (report: {escape(str(path / 'report.html'))}; every "
+            "flagged item in flagged.csv" + ("; DATASHEET.md" if sheet is not None else "") + ")")
 
 
 # ------------------------------------------------------------------------------------------- serve
