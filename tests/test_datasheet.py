@@ -395,18 +395,6 @@ def test_the_api_writes_the_datasheet_into_the_card_folder_and_refuses_an_audit_
         card([bundle], audit=audit_dir, out=audit_dir, force=True)
 
 
-def _card_cli_has_datasheet() -> bool:
-    import inspect
-
-    from assay import cli
-
-    return "datasheet" in inspect.signature(cli.card).parameters
-
-
-needs_cli = pytest.mark.skipif(not _card_cli_has_datasheet(), reason="`assay card --datasheet` not yet in cli.py")
-
-
-@needs_cli
 def test_cli_writes_the_datasheet_next_to_the_card(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     out = tmp_path / "card"
     code, stdout, stderr = run_cli(["card", str(bundle), "--datasheet", str(_write(tmp_path, FULL)), "--audit",
@@ -417,7 +405,6 @@ def test_cli_writes_the_datasheet_next_to_the_card(bundle: Path, tmp_path: Path,
     assert "DATASHEET.md" in json.loads((out / "assay-manifest.json").read_text())["files"]
 
 
-@needs_cli
 @pytest.mark.parametrize("case", ["bad spdx", "python tag", "not an audit", "missing datasheet"])
 def test_cli_bad_datasheet_or_audit_is_exit_2(case: str, bundle: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]):
