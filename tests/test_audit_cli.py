@@ -93,6 +93,40 @@ def test_a_model_gives_accuracy_on_leaked_and_clean_test_items(planted) -> None:
 
 
 @needs_finders
+def test_a_factory_model_on_the_command_line(planted, tmp_path, capsys) -> None:
+    """--model/--weights: the model's features embed the data and its test accuracy is split by leakage; the numbers
+    equal those computed from the model's own outputs and the bundle's flagged leaks."""
+    import torch
+
+    from assay.demo import train_digits_cnn
+    from assay.models import load_model
+
+    p, train, test = planted
+    assert p.train.y is not None and p.test.y is not None
+    net = train_digits_cnn(p.train.x, p.train.y, epochs=1, seed=0, progress=False)
+    weights = tmp_path / "digits.pt"
+    torch.save(net.state_dict(), weights)
+    out = tmp_path / "audit"
+    code, _, err = run_cli(["audit", "--train", train, "--test", test, "--model", "assay.demo:make_digits_cnn",
+                            "--weights", str(weights), "--no-cache", "--examples", "0", "--out", str(out), "-q"],
+                           capsys)
+    assert code == 0, err
+    evidence = Evidence.model_validate_json((out / "evidence.json").read_text())
+    assert evidence.config["embedding"] == "model features" and evidence.model.format == "factory"
+    model = load_model("assay.demo:make_digits_cnn", weights=weights, sample=p.test.x[:2])
+    correct = model.forward(p.test.x)[0].argmax(1) == p.test.y
+    flagged = pd.read_csv(out / "flagged.csv", keep_default_na=False)
+    leaked = np.zeros(len(p.test), bool)
+    leaked[flagged.loc[flagged["kind"] == "leak", "index"].astype(int).unique()] = True
+    metrics = evidence.sections["leakage"].metrics
+    assert metrics["accuracy_leaked"].value == pytest.approx(correct[leaked].mean())
+    assert metrics["accuracy_clean"].value == pytest.approx(correct[~leaked].mean())
+    diff = metrics["difference"]
+    assert diff.value == pytest.approx(correct[leaked].mean() - correct[~leaked].mean())
+    assert diff.ci_low is not None and diff.ci_high is not None and diff.ci_low <= diff.value <= diff.ci_high
+
+
+@needs_finders
 def test_given_probabilities_are_used_for_labels_and_the_inflation(planted, tmp_path, capsys) -> None:
     p, train, test = planted
     assert p.train.y is not None and p.test.y is not None
@@ -166,6 +200,26 @@ def test_unreadable_files_are_listed_not_fatal(tmp_path, capsys) -> None:
     listed = json.dumps(integrity.tables)
     assert "empty.png" in listed and "broken.png" in listed
     assert evidence.data.n == 60 and evidence.data.source == str(train)  # the readable files were audited
+
+
+@needs_finders
+def test_text_leaks_show_as_escaped_snippets(tmp_path) -> None:
+    """Text findings appear as snippets in the report, HTML-escaped (a text is data, never markup)."""
+    from assay.audit import write_audit
+    from assay.audit.planting import make_text_set, split_dataset
+
+    train, test = split_dataset(make_text_set(300, seed=1), seed=1)
+    texts = train.x.astype(object)
+    texts[:] = [f"<script>alert({i})</script> & <b>bold</b> " + str(t) for i, t in enumerate(texts)]
+    train = Dataset(x=np.array(texts, dtype=str), y=train.y, ids=train.ids, modality="text", name="t", source="t",
+                    class_names=train.class_names)
+    p = plant_issues(train, test, exact=2, near=2, leaks=20, flip_rate=0.0, seed=0)
+    run = run_audit(p.train, p.test, settings=AuditSettings(examples=5))
+    html = (write_audit(run, tmp_path / "audit") / "report.html").read_text()
+    snippets = run.evidence.sections["examples"].tables["leak"]
+    assert len(snippets) == 5 and all(len(r["text"]) <= 160 and r["partner_text"] for r in snippets)
+    assert "<script" not in html and "<b>bold" not in html
+    assert "&lt;script&gt;alert(" in html and "&lt;b&gt;bold&lt;/b&gt;" in html
 
 
 # ------------------------------------------------------------------------------------------------ bad input
