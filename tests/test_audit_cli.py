@@ -222,6 +222,27 @@ def test_text_leaks_show_as_escaped_snippets(tmp_path) -> None:
     assert "&lt;script&gt;alert(" in html and "&lt;b&gt;bold&lt;/b&gt;" in html
 
 
+@needs_finders
+def test_rows_with_missing_values_are_reported_and_left_out(tmp_path, capsys) -> None:
+    from assay.audit.planting import make_tabular_set
+
+    data = make_tabular_set(300, seed=0)
+    frame = pd.DataFrame(data.x, columns=[f"f{i}" for i in range(data.x.shape[1])]).assign(label=data.y)
+    frame.loc[[3, 17, 40], "f2"] = np.nan
+    frame.iloc[:200].to_csv(tmp_path / "train.csv", index=False)
+    frame.iloc[200:].to_csv(tmp_path / "test.csv", index=False)
+    out = tmp_path / "audit"
+    code, _, err = run_cli(["audit", "--train", str(tmp_path / "train.csv"), "--test", str(tmp_path / "test.csv"),
+                            "--out", str(out), "-q"], capsys)
+    assert code == 0, err
+    evidence = Evidence.model_validate_json((out / "evidence.json").read_text())
+    assert evidence.data.n == 197
+    assert any("3 of 200 rows miss a value" in f.message for f in evidence.findings)
+    assert "f2" in json.dumps(evidence.sections["integrity"].model_dump())
+    flagged = pd.read_csv(out / "flagged.csv", keep_default_na=False)
+    assert not ({"3", "17", "40"} & set(flagged.loc[flagged["split"] == "train", "id"].astype(str)))
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 def test_train_and_test_of_another_modality_name_both(tmp_path, capsys) -> None:
     images = _save(tmp_path / "images.npz", load_data("digits:test"))

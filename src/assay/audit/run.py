@@ -528,10 +528,36 @@ def _as_dataset(spec: Any, role: str, options: dict[str, Any] | None) -> tuple[D
     try:
         dataset = as_dataset(spec, options, role=role)
     except DataError:
-        if not (isinstance(spec, (str, os.PathLike)) and Path(spec).is_dir()):
+        if not isinstance(spec, (str, os.PathLike)):
             raise
-        return _readable_images(Path(spec), options), spec
+        if Path(spec).is_dir():
+            return _readable_images(Path(spec), options), spec
+        from assay.data.tabular import TABLE_EXTENSIONS
+
+        if Path(spec).suffix.lower() in TABLE_EXTENSIONS:
+            return _complete_rows(Path(spec), options), spec
+        raise
     return dataset, dataset
+
+
+def _complete_rows(path: Path, options: dict[str, Any] | None) -> Dataset:
+    """A table without its rows that miss a value (a Dataset refuses them; the integrity checks read the raw
+    table and list the columns): the other rows keep their row numbers as ids. Re-raises the loader's error when
+    no row misses a value (the problem was something else)."""
+    from assay.data.loader import load_data
+    from assay.data.tabular import ID_COLUMN, dataset_from_frame, read_table
+
+    frame = read_table(path)
+    complete = ~frame.isna().any(axis=1)
+    if complete.all() or not complete.any():
+        return load_data(path, **(options or {}))  # raises the loader's own error
+    if ID_COLUMN not in frame.columns:
+        frame.insert(0, ID_COLUMN, np.arange(len(frame)))
+    dataset = dataset_from_frame(frame[complete.to_numpy()], name=path.stem, source=str(path),
+                                 **{k: v for k, v in (options or {}).items() if k != "image_size"})
+    dataset.notes.append(f"{int((~complete).sum())} of {len(frame)} rows miss a value and were left out of the "
+                         "duplicate and label checks (the integrity section lists the columns)")
+    return dataset
 
 
 def _readable_images(folder: Path, options: dict[str, Any] | None) -> Dataset:
