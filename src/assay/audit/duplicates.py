@@ -116,6 +116,8 @@ def find_duplicates(train: Dataset, test: Dataset | None = None, *, train_embedd
     frames = [_exact_pairs(train, test)]
     if train.modality == "text":
         frames.append(_text_near(train, test, s, notes))
+        if train_embeddings is not None:
+            notes.append("text near duplicates come from 13-gram overlap; the given embeddings were not used")
     else:
         if train_embeddings is None:
             train_embeddings = model_free_embeddings(train)
