@@ -232,9 +232,10 @@ def test_rows_with_missing_values_are_reported_and_left_out(tmp_path, capsys) ->
     frame.iloc[:200].to_csv(tmp_path / "train.csv", index=False)
     frame.iloc[200:].to_csv(tmp_path / "test.csv", index=False)
     out = tmp_path / "audit"
-    code, _, err = run_cli(["audit", "--train", str(tmp_path / "train.csv"), "--test", str(tmp_path / "test.csv"),
-                            "--out", str(out), "-q"], capsys)
+    code, stdout, err = run_cli(["audit", "--train", str(tmp_path / "train.csv"), "--test",
+                                 str(tmp_path / "test.csv"), "--out", str(out), "-q"], capsys)
     assert code == 0, err
+    assert stdout == ""  # --quiet: nothing on stdout, not even what cleanlab prints (kept as notes)
     evidence = Evidence.model_validate_json((out / "evidence.json").read_text())
     assert evidence.data.n == 197
     assert any("3 of 200 rows miss a value" in f.message for f in evidence.findings)

@@ -25,6 +25,8 @@ caller (the CLI, :mod:`assay.api`) loads one and passes a :class:`DatasheetInput
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -677,7 +679,9 @@ def run_audit(
             with stage("label issues", total=None, unit="steps"):
                 if probs is None:
                     probs = out_of_sample_probs(train_emb, train_ds.y, folds=settings.folds, seed=settings.seed)
-                labels = label_issues(train_ds.y, probs, features=train_emb)
+                with contextlib.redirect_stdout(io.StringIO()) as said:  # cleanlab prints to stdout
+                    labels = label_issues(train_ds.y, probs, features=train_emb)
+            labels.notes.extend(f"cleanlab: {line}" for line in said.getvalue().splitlines() if line.strip())
             sections["labels"] = _labels_section(labels, train_ds, settings, probs_source)
         else:
             sections["labels"] = Section(name="labels", title="Label issues", verdict="info",
