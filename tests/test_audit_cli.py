@@ -271,6 +271,18 @@ def test_check_compatible_accepts_same_kind_and_shape() -> None:
         check_compatible(digits, Dataset.from_arrays(np.zeros((3, 64), np.float32)))
 
 
+def test_weights_without_a_model_and_bad_settings_are_option_errors(tmp_path, capsys) -> None:
+    code, _, err = run_cli(["audit", "--train", "digits:train", "--weights", "w.pt", "--out", str(tmp_path / "o")],
+                           capsys)
+    assert_user_error(code, err, "--weights", "--model")
+    code, _, err = run_cli(["audit", "--train", "digits:train", "--folds", "1", "--out", str(tmp_path / "o")], capsys)
+    assert_user_error(code, err, "--folds")
+    code, _, err = run_cli(["audit", "--train", "digits:train", "--max-leaked-share", "2", "--out",
+                            str(tmp_path / "o")], capsys)
+    assert_user_error(code, err, "--max-leaked-share")
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_missing_file_is_a_user_error(tmp_path, capsys) -> None:
     code, _, err = run_cli(["audit", "--train", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "o")], capsys)
     assert_user_error(code, err, "nope.npz")

@@ -1170,6 +1170,9 @@ def audit(
     from assay.evidence.output import check_output
     from assay.report import print_console
 
+    if weights is not None and model is None:
+        raise OptionError("--weights was given without --model", where="--weights",
+                          fix="give the factory with --model pkg.module:factory, or drop --weights")
     settings = AuditSettings(seed=seed, confidence=confidence, folds=folds, max_leaked_share=max_leaked_share,
                              examples=examples, cache_dir=_cache(cache_dir, no_cache), progress=not quiet)
     data_options = {k: v for k, v in {
