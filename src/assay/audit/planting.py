@@ -84,12 +84,13 @@ def make_text_set(n: int = 1200, *, classes: int = 4, words: int = 60, topic_sha
 
 
 def make_tabular_set(n: int = 1500, *, features: int = 12, classes: int = 3, seed: int = 0) -> Dataset:
-    """``n`` rows of scikit-learn's ``make_classification`` (6 informative features, class_sep 2): a table whose
-    classes a linear model separates well, so flipped labels stand out."""
+    """``n`` rows of scikit-learn's ``make_classification`` (6 informative features, class_sep 2, no label noise of
+    its own: ``flip_y=0``, so every wrong label is a planted one): a table whose classes a linear model separates
+    well, so flipped labels stand out."""
     from sklearn.datasets import make_classification
 
     x, y = make_classification(n_samples=n, n_features=features, n_informative=6, n_redundant=2, n_classes=classes,
-                               class_sep=2.0, random_state=seed)
+                               class_sep=2.0, flip_y=0.0, random_state=seed)
     return Dataset.from_arrays(x.astype(np.float32), y, class_names=[f"c{c}" for c in range(classes)],
                                name="synthetic-table")
 
