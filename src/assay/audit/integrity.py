@@ -215,10 +215,19 @@ def _from_folder(folder: Path, split: str) -> _Side:
 
 
 def _image_features(x: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    flat = x.reshape(len(x), x.shape[1], -1).astype(np.float64)
-    stats = {"mean": flat.mean(axis=2), "std": flat.std(axis=2), "min": flat.min(axis=2), "max": flat.max(axis=2)}
-    names = [f"channel{c}_{stat}" for stat in stats for c in range(x.shape[1])]
-    return np.concatenate(list(stats.values()), axis=1), names
+    """Per image and channel: mean, standard deviation, minimum, maximum (in blocks of about 32 MB of float64
+    temporaries, so a large image set is never copied whole)."""
+    channels = x.shape[1]
+    per_image = max(1, int(np.prod(x.shape[1:])))
+    block = max(1, (32 * 2**20) // (8 * per_image))
+    out = np.empty((len(x), 4 * channels), dtype=np.float64)
+    for start in range(0, len(x), block):
+        flat = x[start:start + block].reshape(-1, channels, per_image // channels)
+        out[start:start + len(flat)] = np.concatenate(
+            [flat.mean(axis=2, dtype=np.float64), flat.std(axis=2, dtype=np.float64), flat.min(axis=2),
+             flat.max(axis=2)], axis=1)
+    names = [f"channel{c}_{stat}" for stat in ("mean", "std", "min", "max") for c in range(channels)]
+    return out, names
 
 
 def _text_features(texts: np.ndarray) -> tuple[np.ndarray, list[str]]:

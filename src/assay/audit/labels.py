@@ -11,11 +11,16 @@
   pred_probs)`` and its ``label_quality`` equals ``cleanlab.rank.get_label_quality_scores`` (self-confidence),
   both tested. The feature-based types run on a sparse k-nearest-neighbour graph we build ourselves
   (:func:`build_knn_graph`, or :func:`knn_graph_from_neighbours` from an ANN index's answers) so that Datalab never
-  builds or holds a dense (N, N) matrix.
+  builds or holds a dense (N, N) matrix. Datalab needs cleanlab's ``datalab`` extra (Hugging Face ``datasets``).
 
-Memory (measured): ``label_issues`` on 100,000 items x 100 classes with 128-d features (k = 10 graph built
-here) peaked at {PEAK} resident (``/usr/bin/time -v``, one process, ``pred_probs`` float32 40 MB); see
-``tests/test_audit_labels.py`` for the smaller checks that run in the suite.
+Memory and time (measured 2026-12-03 on a shared, loaded 2-core CPU machine): ``label_issues`` on 100,000 items
+x 100 classes (synthetic Gaussian classes in 128-d, float32 ``pred_probs`` of 40 MB, 5 % flipped labels), with
+the k = 10 cosine graph built here through the HNSW index, peaked at 1.23 GB resident for the whole process
+(``/usr/bin/time -v``; 0.37 GB of it the data and imports before the call) and took 139 s (93 s CPU); it found
+the flips with recall 0.995 at precision 1.0. By stage: graph 73 s (to 0.56 GB), Datalab's label,
+class_imbalance, outlier, near_duplicate under 4 s each (0.60 GB), non_iid 3.7 s (raises the peak to 1.14 GB),
+underperforming_group 2.2 s. The exact all-pairs graph instead took 585 s at the same peak. No dense (N, N)
+matrix is ever built: the bound grows as N (k + K) plus cleanlab's per-item frames.
 """
 
 from __future__ import annotations
