@@ -594,6 +594,8 @@ WHERE_CASES = [
     ("cache info", ["--cache-dir", "{ts}"]),
     ("cache clear", ["--older-than", "7x", "--cache-dir", "{tmp}/c"]),
     ("card", ["{tmp}/missing", "--out", "{tmp}/o"]),
+    ("audit", ["--train", "{tmp}/missing.npz", "--out", "{tmp}/o"]),
+    ("audit", ["--train", "digits:train", "--folds", "1", "--out", "{tmp}/o"]),
     ("registry register", ["bad name", "{ts}", "--evidence", "{tmp}/a", "--registry", "{tmp}/r.db"]),
     ("registry register", ["m", "{ts}", "--evidence", "{tmp}/a", "--tag", "bad key=v", "--registry", "{tmp}/r.db"]),
     ("registry promote", ["m", "1", "--alias", "production", "--registry", "{tmp}/r.db"]),

@@ -15,12 +15,16 @@ This module only orders the work and turns their results into sections:
 * ``integrity``: unreadable files, shapes, columns, class balance, train/test shift, PII;
 * ``datasheet`` (when given) and ``examples`` (thumbnails of flagged pairs, or text snippets).
 
+Bad input is reported, not fatal, where the rest can still be audited: an image folder's unreadable files and
+a table's rows with missing values are left out of the other checks and listed by the integrity section. Train and
+test of another modality or input shape are a DataError naming both.
+
 Embeddings come from the model's features when a model is given (the input of its last linear layer),
 else from a model-free embedding. Predicted probabilities for label issues come from ``pred_probs`` when
 given (they must be out-of-sample), else from k-fold cross-validation of a linear probe on the embeddings.
 
 Datasheets are read by :mod:`assay.govern.datasheet`, which sits above this package in the layers; the
-caller (the CLI, :mod:`assay.api`) loads one and passes a :class:`DatasheetInput`.
+caller (the CLI) loads one and passes a :class:`DatasheetInput`.
 """
 
 from __future__ import annotations
