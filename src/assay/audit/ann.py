@@ -9,6 +9,11 @@ Memory bound of the HNSW index: the vectors (4·n·d bytes) plus the graph, abou
 bytes at the base layer and a geometrically shrinking share above it — for 1,000,000 x 128-d at connectivity 16
 about 0.5 GB + 0.2 GB. :attr:`NeighbourIndex.memory_bytes` reports the index's own figure.
 
+Search breadth ``expansion_search=128`` (usearch's default is 64): on 100,000 clustered 128-d items recall@11 rose
+from 0.993 to 0.999 for 1.35x the query time, and the kNN-distance outliers cleanlab's Datalab flags on the graph
+went from Jaccard 0.61 to 0.88 with the exact graph's (outlier scores average all k distances, so a few missed
+neighbours move many borderline items); build breadth ``expansion_add=64`` (default 128) halves the build.
+
 Metrics: ``"cos"`` returns cosine similarities (higher = closer); ``"l2"`` returns Euclidean distances
 (lower = closer). Missing neighbours (fewer than ``k`` items, or an approximate search that returned fewer) are
 index -1 with similarity NaN.
@@ -32,7 +37,7 @@ class NeighbourIndex:
     """k-nearest-neighbour index over ``vectors`` (n, d); ``exact`` is True when search is exact."""
 
     def __init__(self, vectors: np.ndarray, *, metric: Metric = "cos", exact_below: int = EXACT_BELOW,
-                 connectivity: int = 16, expansion_add: int = 64, expansion_search: int = 64,
+                 connectivity: int = 16, expansion_add: int = 64, expansion_search: int = 128,
                  threads: int = 0) -> None:
         if metric not in ("cos", "l2"):
             raise ValueError(f"metric must be 'cos' or 'l2', not {metric!r}")
