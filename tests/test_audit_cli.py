@@ -163,6 +163,22 @@ def test_a_datasheet_becomes_datasheet_md(planted, tmp_path, capsys) -> None:
     assert section["tables"]["gaps"]  # collection, consent, ... not given: listed, not invented
 
 
+def test_run_audit_takes_a_datasheet_path(planted, tmp_path) -> None:
+    """In Python, run_audit reads datasheet.yaml itself (govern/ and audit/ share a layer); an invalid licence is
+    refused before any work."""
+    from assay.audit import run_audit
+    from assay.errors import UserError
+
+    _, train, _ = planted
+    sheet = tmp_path / "datasheet.yaml"
+    sheet.write_text("license: MIT\nsource: made in the test\n")
+    run = run_audit(train, datasheet=sheet)
+    assert run.evidence.sections["datasheet"].config["licence"] == "MIT"
+    sheet.write_text("license: MIT OR NotALicence-9\n")
+    with pytest.raises(UserError, match="NotALicence-9"):
+        run_audit(train, datasheet=sheet)
+
+
 def test_an_invalid_licence_is_refused_before_any_work(planted, tmp_path, capsys) -> None:
     pytest.importorskip("assay.govern.datasheet")
     _, train, _ = planted

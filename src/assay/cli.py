@@ -1126,18 +1126,6 @@ def card(
 AUDIT = "Audit"
 
 
-def _datasheet_input(path: Path) -> Any:
-    """The datasheet as the audit takes it (:class:`assay.audit.DatasheetInput`): read and validated by
-    :mod:`assay.govern.datasheet`, which sits above the audit in the layers."""
-    from assay.audit import DatasheetInput
-    from assay.govern.datasheet import gaps, licence_obligations, load_datasheet, render_datasheet
-
-    sheet = load_datasheet(path)
-    return DatasheetInput(source=str(path), licence=sheet.license, gaps=gaps(sheet),
-                          obligations=licence_obligations(sheet.license) if sheet.license else [],
-                          render=functools.partial(render_datasheet, sheet))
-
-
 @app.command(epilog="Exit codes: 0 the audit bundle was written, whatever it found (duplicates, leaks and label "
              "issues are findings, not errors: real data nearly always holds some; the verdicts are in report.html "
              "and evidence.json); 1 internal error (a bug); 2 bad input (train and test of another modality or "
@@ -1166,7 +1154,7 @@ def audit(
     quiet: Quiet = False,
 ) -> None:
     """Audit training (and test) data: exact and near duplicates, test->train leakage and the accuracy it inflates, label issues, integrity, datasheet."""
-    from assay.audit import AuditSettings, audit_inputs, flagged_summary, run_audit, write_audit
+    from assay.audit import AuditSettings, audit_inputs, datasheet_input, flagged_summary, run_audit, write_audit
     from assay.evidence.output import check_output
     from assay.report import print_console
 
@@ -1184,7 +1172,7 @@ def audit(
     check_output(out, "audit", inputs=inputs, force=force)  # before the audit, not after it
     sheet = None
     if datasheet is not None:
-        sheet = _datasheet_input(datasheet)  # an invalid licence fails here, before any work
+        sheet = datasheet_input(datasheet)  # an invalid licence fails here, before any work
     run = run_audit(train, test, model=model, pred_probs=pred_probs, datasheet=sheet, settings=settings,
                     data_options=data_options, model_options={"weights": weights} if weights else None)
     path = write_audit(run, out, force=force, inputs=inputs)

@@ -23,8 +23,8 @@ Embeddings come from the model's features when a model is given (the input of it
 else from a model-free embedding. Predicted probabilities for label issues come from ``pred_probs`` when
 given (they must be out-of-sample), else from k-fold cross-validation of a linear probe on the embeddings.
 
-Datasheets are read by :mod:`assay.govern.datasheet`, which sits above this package in the layers; the
-caller (the CLI) loads one and passes a :class:`DatasheetInput`.
+Datasheets are read by :mod:`assay.govern.datasheet` (the same layer: :func:`datasheet_input`); ``run_audit``
+takes a ``datasheet.yaml`` path or a :class:`DatasheetInput`.
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ class AuditSettings:
 
 @dataclass(frozen=True)
 class DatasheetInput:
-    """What the audit takes from a datasheet (loaded by :func:`assay.govern.datasheet.load_datasheet`, a layer
-    above: the caller passes this). ``render`` turns the audit's evidence into DATASHEET.md (which quotes its
+    """What the audit takes from a datasheet (:func:`datasheet_input` builds it from datasheet.yaml).
+    ``render`` turns the audit's evidence into DATASHEET.md (which quotes its
     numbers); ``licence``, ``obligations`` and ``gaps`` fill the datasheet section."""
 
     source: str
@@ -116,6 +116,19 @@ class DatasheetInput:
     obligations: list[str]
     gaps: list[str]
     render: Callable[[Evidence], str]
+
+
+def datasheet_input(path: str | os.PathLike[str]) -> DatasheetInput:
+    """``datasheet.yaml`` read and validated by :mod:`assay.govern.datasheet` (an invalid SPDX licence is a
+    UserError naming it, before any work) as the audit takes it."""
+    import functools
+
+    from assay.govern.datasheet import gaps, licence_obligations, load_datasheet, render_datasheet
+
+    sheet = load_datasheet(path)
+    return DatasheetInput(source=os.fspath(path), licence=sheet.license, gaps=gaps(sheet),
+                          obligations=licence_obligations(sheet.license) if sheet.license else [],
+                          render=functools.partial(render_datasheet, sheet))
 
 
 @dataclass
@@ -598,7 +611,7 @@ def run_audit(
     *,
     model: Model | str | os.PathLike[str] | Any = None,
     pred_probs: np.ndarray | str | os.PathLike[str] | None = None,
-    datasheet: DatasheetInput | None = None,
+    datasheet: DatasheetInput | str | os.PathLike[str] | None = None,
     settings: AuditSettings | None = None,
     data_options: dict[str, Any] | None = None,
     model_options: dict[str, Any] | None = None,
@@ -608,6 +621,8 @@ def run_audit(
     docstring. ``pred_probs``: out-of-sample probabilities of the training items (an array, or a file as
     :func:`read_pred_probs` reads it)."""
     settings = settings or AuditSettings()
+    if datasheet is not None and not isinstance(datasheet, DatasheetInput):
+        datasheet = datasheet_input(datasheet)  # an invalid datasheet fails here, before any work
     timings: dict[str, float] = {}
     started = time.perf_counter()
     t = started
