@@ -15,12 +15,13 @@
 
 Memory and time (measured 2026-12-03 on a shared, loaded 2-core CPU machine): ``label_issues`` on 100,000 items
 x 100 classes (synthetic Gaussian classes in 128-d, float32 ``pred_probs`` of 40 MB, 5 % flipped labels), with
-the k = 10 cosine graph built here through the HNSW index, peaked at 1.23 GB resident for the whole process
-(``/usr/bin/time -v``; 0.37 GB of it the data and imports before the call) and took 139 s (93 s CPU); it found
-the flips with recall 0.995 at precision 1.0. By stage: graph 73 s (to 0.56 GB), Datalab's label,
-class_imbalance, outlier, near_duplicate under 4 s each (0.60 GB), non_iid 3.7 s (raises the peak to 1.14 GB),
-underperforming_group 2.2 s. The exact all-pairs graph instead took 585 s at the same peak. No dense (N, N)
-matrix is ever built: the bound grows as N (k + K) plus cleanlab's per-item frames.
+the k = 10 cosine graph built here through the HNSW index (beam 256), peaked at 1.23 GB resident for the whole
+process (``/usr/bin/time -v``; 0.37 GB of it the data and imports before the call) and took 146 s (117 s CPU);
+it found the flips with recall 0.995 at precision 1.0 and 407 outliers (382 on the exact graph). By stage (beam
+64): graph 73 s (to 0.56 GB), Datalab's label, class_imbalance, outlier and near_duplicate under 4 s each
+(0.60 GB), non_iid 3.7 s (raises the peak to 1.14 GB), underperforming_group 2.2 s. The exact all-pairs graph
+instead took 585 s at the same peak. No dense (N, N) matrix is ever built: memory grows as N (k + K) plus
+cleanlab's per-item frames.
 """
 
 from __future__ import annotations
