@@ -43,6 +43,7 @@ from assay.models._common import (
     short_list,
 )
 from assay.models.base import Model, OutputKind, ThreadSetting
+from assay.models.pickle_scan import check_pickles
 from assay.models.safety import (
     check_example_inputs,
     check_export_archive,
@@ -368,6 +369,7 @@ def load_torchscript(path: str, *, outputs: OutputKind = "logits", feature_layer
 
     if not zipfile.is_zipfile(path):
         raise _explain_unloadable_pt(path, ModelError("not a zip archive (torch.jit.save writes one)"))
+    check_pickles(path, fix=PICKLE_REFUSAL_FIX)  # data.pkl, constants.pkl: only tensors and the archive's classes
     check_torchscript_archive(path)
     try:
         with warnings.catch_warnings():
@@ -424,6 +426,10 @@ def _explain_unloadable_pt(path: str, exc: BaseException) -> UserError:
             fix="save the model with torch.jit.save(torch.jit.script(model), path) or torch.export.save "
             "(to a .pt2 file)",
         )
+    try:
+        check_pickles(path, fix=PICKLE_REFUSAL_FIX)
+    except UnsafeModelError as unsafe:
+        return unsafe
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as load_exc:
@@ -584,6 +590,8 @@ def load_torch_export(path: str, *, outputs: OutputKind = "logits", feature_laye
     import torch
 
     check_export_archive(path)
+    check_pickles(path, fix="re-export with tensor-only example inputs and weights: "
+                  "torch.export.save(torch.export.export(model, (example_tensor,)), 'model.pt2')")
     guard = _NoUnpickling()
     try:
         with guard:
@@ -690,6 +698,7 @@ def read_state_dict(weights: str) -> dict[str, torch.Tensor]:
         except Exception as exc:
             raise UserError(f"not a valid safetensors file: {first_line(exc)}", where=weights,
                             fix="write it with safetensors.torch.save_file(model.state_dict(), path)") from exc
+    check_pickles(weights, fix=PICKLE_REFUSAL_FIX)
     try:
         obj = torch.load(weights, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
