@@ -1184,6 +1184,46 @@ def audit(
             "flagged item in flagged.csv" + ("; DATASHEET.md" if sheet is not None else "") + ")")
 
 
+# -------------------------------------------------------------------------------------------- scan
+
+
+@app.command(epilog="Exit codes: 0 safe (every pickle imports only what torch.save writes for tensors and state dicts; "
+             "no archive field, TorchScript operator or ONNX data location that would run code or read files); 1 "
+             "unsafe or unknown (a dangerous finding, or something that cannot be shown safe: CI can gate on it), and "
+             "an internal error (a bug, printed as 'Internal error:'); 2 bad input (a missing file, a malformed or "
+             "mismatched --expect-sha256, a --out Assay may not write; nothing written).")
+def scan(
+    model: Annotated[str, typer.Argument(help="Model file, never loaded: .pt/.pth/.pt2 (every pickle inside), .onnx, .safetensors, a pickle or a zip.")],
+    expect_sha256: Annotated[str | None, typer.Option("--expect-sha256", help="The file's sha256 must be this (64 hex digits); a mismatch is an error naming both.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory: scan.json (an evidence section) and scan.md (default: nothing written).", rich_help_panel=OUTPUT)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout instead of the summary.", rich_help_panel=OUTPUT)] = False,
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """Scan a model file for code it would run when loaded (pickled globals, archive fields, ONNX external data and custom operators) without loading it. Exit 0 safe, 1 unsafe or unknown."""
+    from assay.security import check_scan_output, scan_model, write_scan
+
+    if out is not None:
+        check_scan_output(out, model, force=force)  # before the scan, not after it
+    report = scan_model(model, expect_sha256=expect_sha256)
+    if out is not None:
+        write_scan(report, out, force=force)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    elif not quiet:
+        say = functools.partial(Console().print, soft_wrap=True)
+        colour = {"safe": "green", "unsafe": "red", "unknown": "yellow"}[report.verdict]
+        say(f"[bold {colour}]{report.verdict.upper()}[/]  {escape(report.path)}  ({escape(report.file_kind)}, "
+            f"{report.pickles} pickle(s), sha256 {report.sha256})")
+        for finding in report.findings:
+            where = f"  ({escape(finding.where())})" if finding.where() else ""
+            say(f"  {finding.severity}: {escape(finding.message)}{where}")
+        if out is not None:
+            say(f"Scan report: [bold]{escape(str(out / 'scan.md'))}[/]  (also scan.json)")
+    if report.verdict != "safe":
+        raise typer.Exit(1)
+
+
 # ------------------------------------------------------------------------------------------- serve
 SERVE = "Serving"
 MONITORING = "Live monitoring"

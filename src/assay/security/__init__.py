@@ -5,6 +5,6 @@ external data and operator domains, a pinned sha256) and returns a :class:`ScanR
 :func:`write_scan` writes it as a bundle (``scan.json`` in the evidence ``Section`` shape, ``scan.md``).
 """
 
-from assay.security.scan import ScanFinding, ScanReport, scan_markdown, scan_model, write_scan
+from assay.security.scan import ScanFinding, ScanReport, check_scan_output, scan_markdown, scan_model, write_scan
 
-__all__ = ["ScanFinding", "ScanReport", "scan_markdown", "scan_model", "write_scan"]
+__all__ = ["ScanFinding", "ScanReport", "check_scan_output", "scan_markdown", "scan_model", "write_scan"]

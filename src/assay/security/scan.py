@@ -44,7 +44,8 @@ from assay.models.pickle_scan import (
 )
 from assay.models.safety import check_export_archive, check_torchscript_archive, external_data_problem, shorten
 
-__all__ = ["ONNX_STANDARD_DOMAINS", "ScanFinding", "ScanReport", "scan_markdown", "scan_model", "write_scan"]
+__all__ = ["ONNX_STANDARD_DOMAINS", "ScanFinding", "ScanReport", "check_scan_output", "scan_markdown", "scan_model",
+           "write_scan"]
 
 ScanVerdict = Literal["safe", "unsafe", "unknown"]
 ONNX_STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
@@ -320,13 +321,25 @@ def scan_markdown(report: ScanReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _output_kind() -> str:
+    from assay.evidence.output import OUTPUT_KINDS
+
+    return "scan" if "scan" in OUTPUT_KINDS else "audit"  # until evidence/output.py lists the kind "scan"
+
+
+def check_scan_output(out: str | os.PathLike[str], model: str | os.PathLike[str], *, force: bool = False) -> Path:
+    """Check ``out`` before scanning (:func:`assay.evidence.output.check_output`; the model file is an input)."""
+    from assay.evidence.output import check_output
+
+    return check_output(out, _output_kind(), inputs=[Path(model).resolve()], force=force)
+
+
 def write_scan(report: ScanReport, out: str | os.PathLike[str], *, force: bool = False) -> Path:
     """Write ``scan.json`` (the report as an evidence Section) and ``scan.md`` into the folder ``out``, through
     :func:`assay.evidence.output.atomic_directory` (the scanned file is an input: never the output)."""
-    from assay.evidence.output import OUTPUT_KINDS, atomic_directory
+    from assay.evidence.output import atomic_directory
 
-    kind = "scan" if "scan" in OUTPUT_KINDS else "audit"  # until evidence/output.py lists the kind "scan"
-    with atomic_directory(out, kind, inputs=[Path(report.path).resolve()], force=force) as tmp:
+    with atomic_directory(out, _output_kind(), inputs=[Path(report.path).resolve()], force=force) as tmp:
         (tmp / "scan.json").write_text(report.to_section().model_dump_json(indent=2), encoding="utf-8")
         (tmp / "scan.md").write_text(scan_markdown(report), encoding="utf-8")
     return Path(out)
