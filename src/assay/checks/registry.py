@@ -28,6 +28,7 @@ CHECKS: dict[str, str] = {
     "ood": "assay.checks.ood:OODCheck",
     "slices": "assay.checks.slices:SlicesCheck",
     "fairness": "assay.checks.slices:FairnessCheck",
+    "privacy": "assay.checks.privacy:PrivacyCheck",
 }
 
 #: What ``assay evaluate`` runs when no ``checks`` are given (plus every check whose input is given).
