@@ -137,6 +137,7 @@ DATA = "Data"
 MODEL = "Model"
 ROBUSTNESS = "Robustness"
 OOD = "OOD"
+PRIVACY = "Privacy"
 SLICES = "Slices & fairness"
 EFFICIENCY = "Efficiency"
 COMPRESSION = "Compression"
@@ -235,8 +236,10 @@ def evaluate(
     attack_restarts: Annotated[int, typer.Option(help="Random restarts of white-box attacks.", rich_help_panel=ROBUSTNESS)] = 1,
     square_queries: Annotated[int, typer.Option(help="Query budget of the Square attack.", rich_help_panel=ROBUSTNESS)] = 1000,
     ood: Annotated[list[str] | None, typer.Option(help="OOD set (repeatable): a data spec, or 'synthetic' for built-in noise/blob images.", rich_help_panel=OOD)] = None,
-    train_data: Annotated[str | None, typer.Option(help="Training data: fits the feature-based OOD detectors.", rich_help_panel=OOD)] = None,
+    train_data: Annotated[str | None, typer.Option(help="Training data: fits the feature-based OOD detectors; the members audited by --checks privacy.", rich_help_panel=OOD)] = None,
     unlabeled: Annotated[list[str] | None, typer.Option(help="Unlabeled target data (repeatable): label-free accuracy estimates.", rich_help_panel=OOD)] = None,
+    nonmember_data: Annotated[str | None, typer.Option(help="Non-members for membership inference (--checks privacy): labelled data the model was not trained on (default: --data).", rich_help_panel=PRIVACY)] = None,
+    reference_models: Annotated[list[str] | None, typer.Option(help="Reference model files for offline LiRA (--checks privacy): 2 or more, same task, trained WITHOUT --train-data (repeatable or comma-separated).", rich_help_panel=PRIVACY)] = None,
     slice_by: Annotated[str | None, typer.Option(help="Comma-separated metadata columns to slice by (numeric: quartiles).", rich_help_panel=SLICES)] = None,
     min_slice_size: Annotated[int, typer.Option(help="Slices smaller than this are reported as insufficient.", rich_help_panel=SLICES)] = 30,
     sensitive: Annotated[str | None, typer.Option(help="Comma-separated metadata columns for fairness metrics.", rich_help_panel=SLICES)] = None,
@@ -276,7 +279,8 @@ def evaluate(
                             attacks=parse_attacks(attacks) if attacks else [],
                             slice_by=[c.strip() for c in slice_by.split(",")] if slice_by else [],
                             min_slice_size=min_slice_size, ood=list(ood or []), train_data=train_data,
-                            unlabeled=list(unlabeled or []),
+                            unlabeled=list(unlabeled or []), nonmember_data=nonmember_data,
+                            reference_models=[p.strip() for v in reference_models or [] for p in v.split(",") if p.strip()],
                             sensitive=[c.strip() for c in sensitive.split(",")] if sensitive else [], attack_steps=attack_steps,
                             attack_restarts=attack_restarts, square_queries=square_queries,
                             latency_batch_sizes=list(_int_list(latency_batch_sizes, "--latency-batch-sizes")),
