@@ -360,21 +360,48 @@ def test_exact_search_matches_sklearn_brute_force(metric):
     np.testing.assert_allclose(score, expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("approximate", ["hnsw", "ivf"])
 @pytest.mark.parametrize("metric", ["cos", "l2"])
-def test_approximate_search_recall_at_10_is_high(metric):
+def test_approximate_search_recall_at_10_is_high(metric, approximate):
     rng = np.random.default_rng(15)
     centres = rng.normal(size=(50, 32))
     base = (centres[rng.integers(0, 50, 6000)] + 0.5 * rng.normal(size=(6000, 32))).astype(np.float32)
     queries = base[:300] + 0.05 * rng.normal(size=(300, 32)).astype(np.float32)
-    approximate = NeighbourIndex(base, metric=metric, exact_below=0)
+    index = NeighbourIndex(base, metric=metric, exact_below=0, approximate=approximate)
     exact = NeighbourIndex(base, metric=metric)
-    assert not approximate.exact and exact.exact
-    found, _ = approximate.query(queries, 10)
-    truth, _ = exact.query(queries, 10)
+    assert not index.exact and exact.exact and index.method == approximate
+    found, found_scores = index.query(queries, 10)
+    truth, truth_scores = exact.query(queries, 10)
     recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
-    print(metric, "recall@10", recall)
+    print(metric, approximate, "recall@10", recall)
     assert recall >= 0.95
-    assert approximate.memory_bytes > base.nbytes
+    assert index.memory_bytes > base.nbytes
+    # Scores are on the exact search's scale (cosine similarity / Euclidean distance), not a library's own.
+    same = found[:, 0] == truth[:, 0]
+    np.testing.assert_allclose(found_scores[same, 0], truth_scores[same, 0], rtol=1e-4, atol=1e-4)
+
+
+def test_ivf_finds_planted_near_duplicates_among_structureless_vectors():
+    """The near-duplicate index on its hardest case: random 64-d directions (every item near a cell boundary), 100
+    planted pairs at cosine ~0.9 — the audit's candidate threshold. Misses would be silent in the audit."""
+    rng = np.random.default_rng(16)
+    base = rng.normal(size=(30_000, 64)).astype(np.float32)
+    original, copy = rng.choice(len(base), size=(2, 100), replace=False)
+    base[copy] = base[original] + 0.5 * rng.normal(size=(100, 64)).astype(np.float32)
+    unit = base / np.linalg.norm(base, axis=1, keepdims=True)
+    cosines = (unit[original] * unit[copy]).sum(axis=1)
+    assert 0.85 < np.median(cosines) < 0.92
+    index = NeighbourIndex(base, exact_below=0, approximate="ivf")
+    idx, sim = index.self_neighbours(3)
+    found = [(c in idx[o]) or (o in idx[c]) for o, c in zip(original, copy, strict=True)]
+    assert np.mean(found) >= 0.97
+    np.testing.assert_allclose(sim[original[found], 0][idx[original[found], 0] == copy[found]],
+                               cosines[found][idx[original[found], 0] == copy[found]], atol=1e-4)
+
+
+def test_neighbour_index_refuses_an_unknown_method():
+    with pytest.raises(ValueError, match="approximate must be"):
+        NeighbourIndex(np.ones((3, 2)), approximate="annoy")  # type: ignore[arg-type]
 
 
 def test_self_neighbours_drop_the_item_even_when_a_copy_ties():

@@ -21,7 +21,10 @@ duplicates, per modality:
   distance is at most ``tabular_relative_distance`` times the typical (median) nearest-neighbour distance in train
   — a threshold relative to the data's own spacing rather than an absolute one in unknown units.
 
-Above ``exact_search_below`` items the neighbour search is approximate (:class:`assay.audit.ann.NeighbourIndex`).
+Above ``exact_search_below`` items the neighbour search is approximate: faiss IVF-Flat through
+:class:`assay.audit.ann.NeighbourIndex` (``approximate="ivf"``), which finds a near duplicate because it sits next to
+its original even where the index would miss an ordinary k-th neighbour — on 1,000,000 x 128-d structureless
+vectors 99.2 % of planted cosine-0.91 pairs in about 2.5 minutes on 2 cores (``bench/bench_audit.py --ann``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from assay.audit.ann import EXACT_BELOW, NeighbourIndex
+from assay.audit.ann import EXACT_BELOW, IVF_PROBES, NeighbourIndex
 from assay.audit.embeddings import area_downsample, model_free_embeddings, normalise_text
 from assay.data.dataset import Dataset
 from assay.errors import DataError
@@ -246,11 +249,11 @@ def _cosine_candidates(train_emb: np.ndarray, test_emb: np.ndarray | None, s: Du
                        *, min_similarity: float) -> pd.DataFrame:
     rows: list[tuple[str, int, str, int]] = []
     sims: list[float] = []
-    train_index = NeighbourIndex(train_emb, metric="cos", exact_below=s.exact_search_below)
+    train_index = NeighbourIndex(train_emb, metric="cos", exact_below=s.exact_search_below, approximate="ivf")
     _note_search(train_index, notes)
     searches = [("train", "train", train_index.self_neighbours(min(s.neighbours, len(train_emb) - 1)))]
     if test_emb is not None:
-        test_index = NeighbourIndex(test_emb, metric="cos", exact_below=s.exact_search_below)
+        test_index = NeighbourIndex(test_emb, metric="cos", exact_below=s.exact_search_below, approximate="ivf")
         searches += [("test", "train", train_index.query(test_emb, s.neighbours)),
                      ("test", "test", test_index.self_neighbours(min(s.neighbours, len(test_emb) - 1)))]
     for split_a, split_b, (idx, sim) in searches:
@@ -263,7 +266,7 @@ def _cosine_candidates(train_emb: np.ndarray, test_emb: np.ndarray | None, s: Du
 
 def _tabular_near(train: Dataset, test: Dataset | None, train_emb: np.ndarray, test_emb: np.ndarray | None,
                   s: DuplicateSettings, notes: list[str]) -> pd.DataFrame:
-    train_index = NeighbourIndex(train_emb, metric="l2", exact_below=s.exact_search_below)
+    train_index = NeighbourIndex(train_emb, metric="l2", exact_below=s.exact_search_below, approximate="ivf")
     _note_search(train_index, notes)
     k = min(s.neighbours, len(train_emb) - 1)
     idx, dist = train_index.self_neighbours(k) if k > 0 else (np.empty((len(train_emb), 0), np.int64),) * 2
@@ -282,7 +285,8 @@ def _tabular_near(train: Dataset, test: Dataset | None, train_emb: np.ndarray, t
         searches.append(("test", "train", train_index.query(test_emb, s.neighbours)))
         kt = min(s.neighbours, len(test_emb) - 1)
         if kt > 0:
-            test_index = NeighbourIndex(test_emb, metric="l2", exact_below=s.exact_search_below)
+            test_index = NeighbourIndex(test_emb, metric="l2", exact_below=s.exact_search_below,
+                                            approximate="ivf")
             searches.append(("test", "test", test_index.self_neighbours(kt)))
     for split_a, split_b, (found, d) in searches:
         _collect(rows, dists, split_a, split_b, found, d, keep=d <= limit)
@@ -367,8 +371,9 @@ def _collect(rows: list[tuple[str, int, str, int]], values: list[float], split_a
 
 def _note_search(index: NeighbourIndex, notes: list[str]) -> None:
     if not index.exact:
-        notes.append(f"neighbour search approximate (HNSW, usearch) over {index.size} items: a near duplicate may be "
-                     "missed; below the size threshold the search is exact")
+        notes.append(f"neighbour search approximate (faiss IVF-Flat, {IVF_PROBES} cells probed) over {index.size} "
+                     "items: a near duplicate may be missed (99 % of cosine-0.91 pairs found among 1,000,000 random "
+                     "vectors); below the size threshold the search is exact")
 
 
 def _pairs_frame(rows: Iterable[tuple[str, int, str, int]], kind: str, method: str, similarity: list[float]
