@@ -21,20 +21,18 @@ from __future__ import annotations
 
 import difflib
 import functools
-import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
 from assay.errors import OptionError
 from assay.evidence.schema import Evidence, Section
 from assay.govern.bundles import AUDIT_SECTIONS, LoadedAudit
-from assay.govern.facts import _key_lines, parse_facts, read_facts_file
+from assay.govern.facts import FactsFile, _key_lines, parse_facts, read_facts_file
 from assay.report.card import (
     CardDocument,
     CardSection,
@@ -73,7 +71,7 @@ REQUIRED_DATASHEET_FACTS: dict[str, str] = {
 }
 
 
-class Datasheet(BaseModel):
+class Datasheet(FactsFile):
     """What ``datasheet.yaml`` may say. Only :data:`REQUIRED_DATASHEET_FACTS` are gaps when missing."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -105,21 +103,6 @@ class Datasheet(BaseModel):
     version: _Word | None = Field(None, description="Version of the data set this datasheet describes.")
     citation: _Text | None = Field(None, description="How to cite the data set.")
 
-    _source: str | None = PrivateAttr(default=None)
-    _sha256: str | None = PrivateAttr(default=None)
-
-    @property
-    def source_file(self) -> str | None:
-        """The file the datasheet was read from (None when built in Python)."""
-        return self._source
-
-    @property
-    def sha256(self) -> str:
-        """sha256 of the datasheet.yaml bytes, or of the facts as canonical JSON when built in Python."""
-        if self._sha256 is not None:
-            return self._sha256
-        text = json.dumps(self.model_dump(exclude_none=True), sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 #: An SPDX expression longer than this is not a licence statement.
@@ -312,8 +295,7 @@ def load_datasheet(path: str | os.PathLike[str]) -> Datasheet:
     """Read and validate ``datasheet.yaml`` (see the module docstring); remembers its path and sha256."""
     text, data = read_facts_file(path, name="datasheet.yaml", fix=_FIX, option="--datasheet")
     sheet = parse_datasheet(text, str(Path(path)))
-    sheet._source = str(Path(path))
-    sheet._sha256 = hashlib.sha256(data).hexdigest()
+    sheet.remember_file(path, data)
     return sheet
 
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraint
 
 from assay.errors import OptionError
 
-__all__ = ["MAX_FACTS_BYTES", "REQUIRED_FACTS", "CardFacts", "load_card_facts", "parse_card_facts", "parse_facts",
+__all__ = ["MAX_FACTS_BYTES", "REQUIRED_FACTS", "CardFacts", "FactsFile", "load_card_facts", "parse_card_facts", "parse_facts",
            "read_facts_file"]
 
 FactsModel = TypeVar("FactsModel", bound=BaseModel)
@@ -49,7 +49,35 @@ REQUIRED_FACTS: dict[str, str] = {
 }
 
 
-class CardFacts(BaseModel):
+class FactsFile(BaseModel):
+    """Facts read from a YAML file the provider writes (``card.yaml``, ``datasheet.yaml``): remembers the file and
+    the sha256 of its bytes, so the card can cite exactly what it was built from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    _source: str | None = PrivateAttr(default=None)
+    _sha256: str | None = PrivateAttr(default=None)
+
+    @property
+    def source_file(self) -> str | None:
+        """The file the facts were read from (None when built in Python)."""
+        return self._source
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the file's bytes, or of the facts as canonical JSON when they were built in Python."""
+        if self._sha256 is not None:
+            return self._sha256
+        text = json.dumps(self.model_dump(exclude_none=True), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def remember_file(self, path: str | os.PathLike[str], data: bytes) -> None:
+        """Record that these facts were read from ``path`` holding ``data``."""
+        self._source = str(Path(path))
+        self._sha256 = hashlib.sha256(data).hexdigest()
+
+
+class CardFacts(FactsFile):
     """What ``card.yaml`` may say. Only :data:`REQUIRED_FACTS` are TODO when missing; the rest are optional."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -76,21 +104,10 @@ class CardFacts(BaseModel):
     monitoring: _Text | None = Field(None, description="Monitoring plan: who watches what, thresholds, escalation.")
     citation: _Text | None = Field(None, description="How to cite the model (BibTeX or APA).")
 
-    _source: str | None = PrivateAttr(default=None)
-    _sha256: str | None = PrivateAttr(default=None)
-
     @property
     def source(self) -> str | None:
         """The file the facts were read from (None when built in Python)."""
-        return self._source
-
-    @property
-    def sha256(self) -> str:
-        """sha256 of the card.yaml bytes, or of the facts as canonical JSON when they were built in Python."""
-        if self._sha256 is not None:
-            return self._sha256
-        text = json.dumps(self.model_dump(exclude_none=True), sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return self.source_file
 
     def missing(self) -> list[str]:
         """The :data:`REQUIRED_FACTS` these facts do not give, in the card's order."""
@@ -222,8 +239,7 @@ def load_card_facts(path: str | os.PathLike[str]) -> CardFacts:
     """Read and validate ``card.yaml`` (see the module docstring); remembers its path and sha256 for the card."""
     text, data = read_facts_file(path, name="card.yaml", fix=_FIX, option="--card")
     facts = parse_card_facts(text, str(Path(path)))
-    facts._source = str(Path(path))
-    facts._sha256 = hashlib.sha256(data).hexdigest()
+    facts.remember_file(path, data)
     return facts
 
 
