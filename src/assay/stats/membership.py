@@ -94,8 +94,14 @@ def _logits_labels(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, 
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
-    shifted = z - z.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    """Log-softmax with ``log1p`` of the non-maximal terms, so a confident class keeps ``log p ~ -sum(others)``
+    instead of rounding to 0 (a loss of exactly 0 would tie every confident sample at the top of the ranking)."""
+    top = z.argmax(axis=1)
+    rows = np.arange(len(z))
+    shifted = z - z[rows, top][:, None]
+    terms = np.exp(shifted)
+    terms[rows, top] = 0.0
+    return shifted - np.log1p(terms.sum(axis=1, keepdims=True))
 
 
 def true_class_log_probs(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -213,6 +219,8 @@ def lira_offline(target_phi: np.ndarray, reference_phi: np.ndarray, *, fixed_var
 
 def required_nonmembers(fpr: float, min_false_positives: int = MIN_FALSE_POSITIVES) -> int:
     """Non-members needed before TPR at ``fpr`` is reported: ``ceil(min_false_positives / fpr)``."""
+    if not 0.0 < fpr <= 1.0:
+        raise OptionError(f"an FPR must lie in (0, 1], got {fpr}", where="fprs", fix="use e.g. 0.01 or 0.001")
     return math.ceil(min_false_positives / fpr - 1e-9)
 
 
