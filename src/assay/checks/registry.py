@@ -28,6 +28,7 @@ CHECKS: dict[str, str] = {
     "ood": "assay.checks.ood:OODCheck",
     "slices": "assay.checks.slices:SlicesCheck",
     "fairness": "assay.checks.slices:FairnessCheck",
+    "backdoor": "assay.checks.backdoor:BackdoorCheck",
     "privacy": "assay.checks.privacy:PrivacyCheck",
 }
 

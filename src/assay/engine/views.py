@@ -160,6 +160,7 @@ VIEW_KINDS: dict[str, str] = {
     "ood": "assay.checks.ood:OODView",
     "odin": "assay.checks.ood:ODINView",
     "unlabeled": "assay.checks.label_free_check:UnlabeledView",
+    "strip": "assay.checks.backdoor:StripView",
 }
 
 
