@@ -248,6 +248,16 @@ _UNRESOLVED = _Global("<a name computed at load time>", ("dangerous", "module an
                                                                       "the callable cannot be known before loading"))
 
 
+def _effect(op: pickletools.OpcodeInfo) -> tuple[bool, int, int]:
+    """(pops to a mark, items popped below it, items pushed): the stack effect pickletools' table gives an opcode."""
+    uses_mark = pickletools.markobject in op.stack_before
+    below = [s for s in op.stack_before if s not in (pickletools.markobject, pickletools.stackslice)]
+    return uses_mark, len(below), len(op.stack_after)
+
+
+_EFFECTS = {op.name: _effect(op) for op in pickletools.opcodes}
+
+
 def _origin(value: object) -> _Global | None:
     while isinstance(value, _Result):
         value = value.callee
@@ -345,14 +355,12 @@ def _scan_one(ops: Iterator[tuple[pickletools.OpcodeInfo, object, int | None]], 
         elif name == "STOP":
             return
         else:  # generic stack effect from pickletools' opcode table
-            if pickletools.markobject in op.stack_before:
+            uses_mark, n_before, n_after = _EFFECTS[name]
+            if uses_mark:
                 pop_mark()
-                before = [s for s in op.stack_before if s not in (pickletools.markobject, pickletools.stackslice)]
-            else:
-                before = op.stack_before
-            if before:
-                del stack[max(0, len(stack) - len(before)):]
-            stack.extend(None for _ in op.stack_after)
+            if n_before:
+                del stack[max(0, len(stack) - n_before):]
+            stack.extend([None] * n_after)
 
 
 def scan_pickle_bytes(data: bytes | IO[bytes], *, member: str = "", script: bool = False,
@@ -403,12 +411,19 @@ class _Budget:
         self.members = 0
 
 
-def _is_script_archive(names: list[str], prefix: str) -> bool:
-    return any(n.startswith(f"{prefix}code/") or n == f"{prefix}constants.pkl" for n in names)
+def _script_folders(names: list[str]) -> set[str]:
+    """Folders (``"x/"``) holding a TorchScript archive's ``code/`` folder or ``constants.pkl``."""
+    folders: set[str] = set()
+    for n in names:
+        if n.endswith("constants.pkl"):
+            folders.add(n[: -len("constants.pkl")])
+        elif (at := f"/{n}".find("/code/")) >= 0:
+            folders.add(n[:at])
+    return folders
 
 
 def _scan_zip(archive: zipfile.ZipFile, *, label: str, depth: int, budget: _Budget, result: PickleScan) -> None:
-    names = archive.namelist()
+    script_folders = _script_folders(archive.namelist())
     for info in archive.infolist():
         if info.is_dir():
             continue
@@ -421,7 +436,7 @@ def _scan_zip(archive: zipfile.ZipFile, *, label: str, depth: int, budget: _Budg
             return
         prefix = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
         root = prefix.split("/")[0] + "/" if prefix else ""
-        script = _is_script_archive(names, prefix) or _is_script_archive(names, root)
+        script = prefix in script_folders or root in script_folders
         named_pickle = name.lower().endswith(_PICKLE_SUFFIXES)
         try:
             with archive.open(info) as fh:
