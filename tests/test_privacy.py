@@ -166,3 +166,38 @@ def test_bad_privacy_options(setup, capsys):
     assert_user_error(code, err, "needs the training data", "--train-data")
     code, _, err = run_cli([*base, "--train-data", str(root / "train.npz"), "--reference-models", files[1]], capsys)
     assert_user_error(code, err, "at least 2 reference models", "--reference-models")
+
+
+def test_reference_recipe_trains_out_models_on_half_the_nonmembers(setup):
+    """Python API: Assay trains the reference models itself on half of the non-members and audits the other half."""
+    root = setup["root"]
+    seeds = []
+
+    def recipe(x, y, seed):
+        seeds.append(seed)
+        assert len(x) == 300  # a random half of the 600 non-members kept for training
+        return _train(x, y, overfit=True, seed=seed)
+
+    evidence = assay.evaluate(setup["models"]["overfit"][0], str(root / "nonmembers.npz"), checks=["privacy"],
+                              train_data=str(root / "train.npz"), reference_recipe=recipe, reference_count=2,
+                              n_bootstrap=200, cache_dir=False)
+    section = evidence.sections["privacy"]
+    assert seeds == [1, 2] and section.config["per_side"] == 600
+    assert section.metrics["auroc[lira_offline]"].value > 0.7
+    assert section.config["reference_models"] == ["recipe test_reference_recipe_trains_out_models_on_half_the_"
+                                                  "nonmembers.<locals>.recipe x 2"]
+    assert any("600 of the 1200 non-members trained 2 reference models" in f.message for f in section.findings)
+    assert "reference_recipe" not in evidence.config  # a callable is not recorded
+
+
+def test_failing_recipe_is_an_option_error(setup):
+    from assay.errors import OptionError
+
+    root = setup["root"]
+
+    def recipe(x, y, seed):
+        raise ValueError("no GPU here")
+
+    with pytest.raises(OptionError, match="reference recipe failed on reference model 1: ValueError: no GPU here"):
+        assay.evaluate(setup["models"]["overfit"][0], str(root / "nonmembers.npz"), checks=["privacy"],
+                       train_data=str(root / "train.npz"), reference_recipe=recipe, n_bootstrap=100, cache_dir=False)

@@ -26,6 +26,7 @@ from assay.engine.views import View, ViewSpec, register_view_kind
 from assay.errors import DataError, ModelError, OptionError
 from assay.evidence.schema import Finding, Metric, Section
 from assay.stats import membership as mia
+from assay.stats.bootstrap import spawn_seed
 
 if TYPE_CHECKING:
     from assay.models.base import Model
@@ -82,6 +83,11 @@ class PrivacyConfig(CheckConfig):
                                                 "reported only with at least this many / f non-members.")
     membership_warn_auroc: float = Field(0.6, gt=0.5, lt=1.0, description="Warn when the strongest attack's AUROC "
                                          "interval lies above this.")
+    reference_recipe: Any = Field(None, exclude=True, description="Python API only: a training recipe "
+                                  "``(x, y, seed) -> torch.nn.Module or Model``; Assay trains ``reference_count`` OUT "
+                                  "reference models with it on random halves of half the non-members (the other half "
+                                  "is audited). Not recorded in evidence.json (its name is, in the section's config).")
+    reference_count: int = Field(4, ge=2, le=64, description="Reference models trained with ``reference_recipe``.")
 
 
 def log_roc_points(fpr: np.ndarray, tpr: np.ndarray, n_nonmembers: int, points: int = 120
@@ -314,6 +320,46 @@ def _load_reference_models(paths: list[str], plan: PlanContext) -> list[Model]:
     return models
 
 
+def _recipe_name(recipe: Any) -> str:
+    return f"recipe {getattr(recipe, '__qualname__', type(recipe).__name__)}"
+
+
+def _train_references(recipe: Any, pool: Dataset, population: np.ndarray, count: int, plan: PlanContext
+                      ) -> list[Model]:
+    """``count`` models from ``recipe(x, y, seed)``, each trained on a seeded random half of ``population`` (rows
+    of ``pool``); a torch module is wrapped as a Model. A recipe that fails or returns something else is an
+    OptionError naming it."""
+    from assay.models.base import Model as ModelBase
+    from assay.models.torch_models import wrap_module
+
+    rng = np.random.default_rng(spawn_seed(plan.config.seed, "privacy/reference-halves"))
+    assert pool.y is not None  # prepare() refused unlabelled non-members
+    models: list[Model] = []
+    for i in range(count):
+        rows = np.sort(rng.choice(population, size=max(1, len(population) // 2), replace=False))
+        try:
+            trained = recipe(np.asarray(pool.x[rows]), np.asarray(pool.y[rows]), plan.config.seed + i + 1)
+        except Exception as exc:  # the user's code: its failure is bad input, not an Assay bug
+            raise OptionError(f"the reference recipe failed on reference model {i + 1}: {type(exc).__name__}: "
+                              f"{exc}", where="reference_recipe",
+                              fix="check the recipe on a small (x, y) first") from exc
+        if isinstance(trained, ModelBase):
+            models.append(trained)
+            continue
+        import torch
+
+        if not isinstance(trained, torch.nn.Module):
+            raise OptionError(f"the reference recipe returned {type(trained).__name__}, not a torch.nn.Module or "
+                              "an assay Model", where="reference_recipe", fix="return the trained model")
+        models.append(wrap_module(trained, sample=np.asarray(pool.x[:2]), name=f"<reference model {i + 1}>"))
+    for ref in models:
+        if ref.info.num_classes != plan.model.info.num_classes:
+            raise OptionError(f"a reference model has {ref.info.num_classes} classes, the audited model "
+                              f"{plan.model.info.num_classes}", where="reference_recipe",
+                              fix="train the reference models on the same task (same classes, same order)")
+    return models
+
+
 class PrivacyCheck(Check):
     """Membership inference (loss, class-conditional confidence, modified entropy, offline LiRA)."""
 
@@ -321,7 +367,7 @@ class PrivacyCheck(Check):
     Config = PrivacyConfig
 
     def wanted(self, settings: PrivacyConfig) -> bool:
-        return bool(settings.nonmember_data or settings.reference_models)
+        return bool(settings.nonmember_data or settings.reference_models or settings.reference_recipe is not None)
 
     def prepare(self, plan: PlanContext, settings: PrivacyConfig) -> Preparation:
         """Members, non-members (checked disjoint by content), the balanced sample, the non-member view, and
@@ -353,24 +399,50 @@ class PrivacyCheck(Check):
             notes.append(Finding(severity="info", message=(
                 f"balanced sample: {len(pick_m)} of {len(members)} members and {len(pick_n)} of {len(nonmembers)} "
                 f"non-members (seeded, seed={plan.config.seed})")))
+        recipe = settings.reference_recipe
+        population = None
+        if recipe is not None:
+            if settings.reference_models:
+                raise OptionError("give reference models or a reference recipe, not both", where="reference_recipe",
+                                  fix="drop one of them")
+            if not callable(recipe):
+                raise OptionError(f"reference_recipe must be callable (x, y, seed) -> model, got "
+                                  f"{type(recipe).__name__}", where="reference_recipe",
+                                  fix="pass a function that trains a fresh model on (x, y)")
+            # Half of the non-members trains the reference models (OUT for every audited row), the other half is
+            # audited: the references never saw a member or an audited non-member.
+            perm = np.random.default_rng(spawn_seed(plan.config.seed, "privacy/population")).permutation(
+                len(nonmembers))
+            audited, population = np.sort(perm[: len(perm) // 2]), np.sort(perm[len(perm) // 2:])
+            pick_m, pick_audited = mia.balanced_indices(len(members), len(audited), seed=plan.config.seed,
+                                                        cap=settings.membership_max_samples)
+            pick_n = audited[pick_audited]
+            notes.append(Finding(severity="info", message=(
+                f"{len(population)} of the {len(nonmembers)} non-members trained {settings.reference_count} reference "
+                f"models ({_recipe_name(recipe)}, each on a random half of them); {len(pick_n)} of the other "
+                f"{len(audited)} are audited")))
         refs = _load_reference_models(settings.reference_models, plan) if settings.reference_models else []
+        sources = list(settings.reference_models) or (
+            [f"{_recipe_name(recipe)} x {settings.reference_count}"] if recipe is not None else [])
         facts = {"members": pick_m, "nonmembers": pick_n, "view": None if view is None else view.spec.name,
                  "nonmember_labels": nonmembers.y, "notes": notes, "members_source": members.source,
-                 "nonmembers_source": nonmembers.source, "reference_sources": list(settings.reference_models)}
+                 "nonmembers_source": nonmembers.source, "reference_sources": sources}
 
         def reference_outputs() -> dict[str, Any]:
             """Each reference model's logits on the audited members + non-members (uncached forward passes)."""
             from assay.engine.run import run_views
             from assay.engine.views import CleanView
 
+            models = refs if population is None else _train_references(
+                recipe, nonmembers, population, settings.reference_count, plan)
             both = [members.subset(pick_m), nonmembers.subset(pick_n)]
             logits = [np.concatenate([run_views(ref, part, [CleanView()], cache_dir=None,
                                                 batch_size=plan.config.batch_size, progress=False,
                                                 keep_features=False).clean.logits for part in both])
-                      for ref in refs]
+                      for ref in models]
             return {"logits": logits}
 
-        measure = reference_outputs if refs else None
+        measure = reference_outputs if refs or population is not None else None
         # The reference logits arrive as facts["privacy"] after measure(): keep the rest under "reference_logits".
         return Preparation(views=views, train_outputs=True, facts=facts,
                            measure=None if measure is None else (lambda: {**facts, "reference_logits": measure()}))
