@@ -47,7 +47,7 @@ class _System:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[object, tuple[str]]:
         return (os.system, (f"touch {self.marker}",))
 
 
@@ -55,7 +55,7 @@ class _Eval:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[object, tuple[str]]:
         return (eval, (f"open({str(self.marker)!r}, 'w')",))
 
 
@@ -187,6 +187,16 @@ def test_findings_say_where(files: dict[str, Path]) -> None:
     assert data[first.offset:first.offset + 1] == b"c"  # GLOBAL's opcode byte at the reported offset
     memo = scan_model(files["memo"]).findings[0]
     assert (memo.opcode, memo.offset) == ("STACK_GLOBAL", _stack_global_via_memo("x").index(b"\x93"))
+
+
+def test_inst_and_extension_codes_are_flagged() -> None:
+    inst = b"(S'touch x'\nios\nsystem\n."  # protocol 0 INST: import and call in one opcode
+    assert _globals_pickle_resolves(inst) == {"os.system"}
+    findings, _, _ = scan_pickle_bytes(inst)
+    assert [(f.severity, f.global_name, f.opcode) for f in findings] == [("dangerous", "os.system", "INST")]
+    findings, _, _ = scan_pickle_bytes(b"\x80\x02\x82\x07)R.")  # EXT1 7: a global from copyreg's registry
+    assert {f.opcode for f in findings} == {"EXT1", "REDUCE"}
+    assert all(f.severity == "unknown" for f in findings)
 
 
 def test_truncated_payload_is_still_flagged() -> None:

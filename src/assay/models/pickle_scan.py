@@ -44,6 +44,7 @@ __all__ = [
     "ALLOWED_GLOBALS",
     "DANGEROUS_MODULES",
     "DANGEROUS_NAMES",
+    "IMPORT_OPCODES",
     "MAX_DEPTH",
     "MAX_MEMBERS",
     "MAX_MEMBER_BYTES",
@@ -133,7 +134,7 @@ DANGEROUS_NAMES = frozenset({
 _OPERATOR_SAFE = frozenset({"operator.getitem", "operator.itemgetter", "_operator.getitem"})
 _BUILTIN_MODULES = frozenset({"builtins", "__builtin__", "__builtins__"})
 
-_IMPORTS = frozenset({"GLOBAL", "STACK_GLOBAL", "INST"})
+IMPORT_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "EXT1", "EXT2", "EXT4"})
 _CALLS = frozenset({"REDUCE", "NEWOBJ", "NEWOBJ_EX", "OBJ", "INST", "BUILD"})
 _TEXT_OPS = frozenset({"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE",
                        "BINUNICODE8"})
@@ -316,6 +317,12 @@ def _scan_one(ops: Iterator[tuple[pickletools.OpcodeInfo, object, int | None]], 
                                                                                           script=script))
             else:
                 value = _UNRESOLVED
+            seen.add(value.name)
+            report(value, name, at)
+            stack.append(value)
+        elif name in ("EXT1", "EXT2", "EXT4"):
+            value = _Global(f"<extension code {arg}>", ("unknown", "names a global through copyreg's extension "
+                                                                  "registry, which the loading process fills"))
             seen.add(value.name)
             report(value, name, at)
             stack.append(value)
@@ -536,7 +543,7 @@ def check_pickles(path: str | Path, *, fix: str) -> None:
     if not found:
         return
     first = min(found, key=lambda f: f.severity != "dangerous")
-    verb = "imports" if first.opcode in _IMPORTS else "calls"
+    verb = "imports" if first.opcode in IMPORT_OPCODES else "calls"
     more = f" (and {len(found) - 1} more finding(s); `assay scan` lists them)" if len(found) > 1 else ""
     raise UnsafeModelError(
         f"this file holds pickled Python objects that are not plain tensors: {first.where()} {verb} "

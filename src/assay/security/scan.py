@@ -35,6 +35,7 @@ from assay.errors import ModelError, OptionError, UnsafeModelError, UserError
 from assay.evidence.schema import Finding, Metric, Section
 from assay.models._common import sha256_file
 from assay.models.pickle_scan import (
+    IMPORT_OPCODES,
     MAX_DEPTH,
     MAX_MEMBER_BYTES,
     MAX_MEMBERS,
@@ -161,7 +162,7 @@ def _file_kind(path: Path, head: bytes) -> str:
 def _pickle_findings(scan: PickleScan) -> list[ScanFinding]:
     return [ScanFinding(
         severity=f.severity, check="pickle",
-        message=(f"imports {f.global_name}: {f.reason}" if f.opcode in ("GLOBAL", "STACK_GLOBAL", "INST")
+        message=(f"imports {f.global_name}: {f.reason}" if f.opcode in IMPORT_OPCODES
                  else f"calls {f.global_name}: {f.reason}" if f.opcode not in ("LIMIT", "MALFORMED")
                  else f.reason),
         member=f.member or None, offset=f.offset, opcode=f.opcode,
