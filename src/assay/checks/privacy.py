@@ -194,8 +194,7 @@ def check_privacy(ctx: CheckContext) -> Section:
     if 0.01 in best_at:
         name, t = best_at[0.01]
         tpr_text = f"; TPR {_fmt_ci(t.value or 0.0, t.ci_low, t.ci_high, pct=True)} at 1% FPR ({name} attack)"
-    headline = (f"membership inference: AUROC {_fmt_ci(best.auroc.value, lo_b, hi_b)} ({best_name} attack)"
-                f"{tpr_text}")
+    headline = f"membership AUROC {_fmt_ci(best.auroc.value, lo_b, hi_b)} ({best_name} attack){tpr_text}"
     leaks = lo_b is not None and lo_b > settings.membership_warn_auroc
     if leaks:
         findings.append(Finding(severity="warning", sets_verdict=True, evidence="privacy.metrics.membership_auroc",
