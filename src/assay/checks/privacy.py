@@ -305,7 +305,7 @@ def _load_reference_models(paths: list[str], plan: PlanContext) -> list[Model]:
 
     if len(paths) < 2:
         raise OptionError(f"offline LiRA needs at least 2 reference models, got {len(paths)}",
-                          where="--reference-models", fix="train two or more models of the same architecture "
+                          where="reference_models", fix="train two or more models of the same architecture "
                           "without the training data (different seeds or data) and list them all")
     sample = plan.dataset.x[:2]
     models = []
@@ -372,7 +372,7 @@ class PrivacyCheck(Check):
         """Members, non-members (checked disjoint by content), the balanced sample, the non-member view, and
         the reference models' outputs (run after the main inference)."""
         if plan.train is None:
-            raise OptionError("the privacy check needs the training data (its members)", where="--train-data",
+            raise OptionError("the privacy check needs the training data (its members)", where="train_data",
                               fix="give --train-data: the data the model was trained on")
         members = plan.train
         views: list[View] = []

@@ -204,7 +204,7 @@ def lira_offline(target_phi: np.ndarray, reference_phi: np.ndarray, *, fixed_var
                         fix="pass one row of phi per reference model, one column per sample")
     if ref.shape[0] < 2:
         raise OptionError(f"offline LiRA needs at least 2 reference models, got {ref.shape[0]}",
-                          where="reference models", fix="train two or more reference models without the "
+                          where="reference_models", fix="train two or more reference models without the "
                           "training data (different seeds or data halves)")
     if not (np.isfinite(t).all() and np.isfinite(ref).all()):
         raise DataError("non-finite logit-scaled confidence", where="lira_offline",
