@@ -90,11 +90,13 @@ class PrivacyConfig(CheckConfig):
     reference_count: int = Field(4, ge=2, le=64, description="Reference models trained with ``reference_recipe``.")
 
 
-def log_roc_points(fpr: np.ndarray, tpr: np.ndarray, n_nonmembers: int, points: int = 120
-                   ) -> tuple[list[float], list[float]]:
-    """The ROC at log-spaced FPRs from ``1 / n_nonmembers`` to 1 (TPR = the largest with FPR <= each), so a
-    log-x plot keeps its detail at low FPR (Carlini et al. 2022 plot ROCs on log axes)."""
-    grid = np.unique(np.r_[np.logspace(np.log10(1.0 / max(n_nonmembers, 1)), 0.0, points), fpr[fpr > 0]])
+def log_roc_points(fpr: np.ndarray, tpr: np.ndarray, n_nonmembers: int, points: int = 120,
+                   min_false_positives: int = 1) -> tuple[list[float], list[float]]:
+    """The ROC at log-spaced FPRs from ``min_false_positives / n_nonmembers`` to 1 (TPR = the largest with FPR <=
+    each), so a log-x plot keeps its detail at low FPR (Carlini et al. 2022 plot ROCs on log axes) and stops
+    where the non-member count stops supporting it."""
+    lowest = min(1.0, min_false_positives / max(n_nonmembers, 1))
+    grid = np.unique(np.r_[np.logspace(np.log10(lowest), 0.0, points), fpr[fpr >= lowest]])
     if grid.size > points:
         grid = grid[np.unique(np.linspace(0, grid.size - 1, points).astype(int))]
     idx = np.searchsorted(fpr, grid + 1e-12, side="right") - 1
@@ -169,7 +171,8 @@ def check_privacy(ctx: CheckContext) -> Section:
                 metrics[f"tpr_at_{_pct(f)}_fpr[{attack}]"] = _metric(t.value, t.ci_low, t.ci_high, 2 * k, t.method,
                                                                      {**conf, "fpr": f})
         rows.append(row)
-        x, y = log_roc_points(roc.fpr, roc.tpr, roc.n_nonmembers)
+        x, y = log_roc_points(roc.fpr, roc.tpr, roc.n_nonmembers,
+                              min_false_positives=settings.membership_min_false_positives)
         series.append({"label": f"{attack} (AUROC {roc.auroc.value:.3f})", "x": x, "y": y})
     chance = series[0]["x"] if series else [1.0]
     series.append({"label": "chance", "x": chance, "y": chance})
@@ -234,7 +237,8 @@ def check_privacy(ctx: CheckContext) -> Section:
     tested = [r for r in per_class if r["auroc"] is not None]
     plots: dict[str, dict[str, Any]] = {"roc": {
         "kind": "line", "title": "Membership inference ROC (log FPR)", "series": series, "xscale": "log",
-        "xlabel": "false positive rate (non-members flagged), log scale",
+        "xlabel": f"false positive rate (non-members flagged), log scale, from "
+                  f"{settings.membership_min_false_positives} / {k} non-members",
         "ylabel": "true positive rate (members found)"}}
     if tested:
         worst = max(tested, key=lambda r: r["auroc"])
