@@ -80,7 +80,7 @@ def _privacy(setup, kind):
     files = setup["models"][kind]
     root = setup["root"]
     evidence = assay.evaluate(files[0], str(root / "nonmembers.npz"), checks=["privacy"],
-                              train_data=str(root / "train.npz"), reference_models=files[1:], n_bootstrap=500,
+                              train_data=str(root / "train.npz"), reference_models=files[1:], n_bootstrap=300,
                               cache_dir=False)
     return evidence.sections["privacy"]
 
@@ -201,3 +201,18 @@ def test_failing_recipe_is_an_option_error(setup):
     with pytest.raises(OptionError, match="reference recipe failed on reference model 1: ValueError: no GPU here"):
         assay.evaluate(setup["models"]["overfit"][0], str(root / "nonmembers.npz"), checks=["privacy"],
                        train_data=str(root / "train.npz"), reference_recipe=recipe, n_bootstrap=100, cache_dir=False)
+
+
+def test_nonmember_view_runs_in_worker_processes(setup, tmp_path, capsys):
+    """--nonmember-data is an engine view of its own kind ("nonmember"), rebuilt from its spec in workers."""
+    root, files = setup["root"], setup["models"]["overfit"]
+    out = tmp_path / "proc"
+    code, _, err = run_cli(["evaluate", files[0], "--data", str(root / "few.npz"), "--checks", "privacy",
+                            "--train-data", str(root / "train.npz"), "--nonmember-data", str(root / "nonmembers.npz"),
+                            "--backend", "processes", "--n-bootstrap", "100", "--no-cache", "--out", str(out),
+                            "--quiet"], capsys)
+    assert code == 0, err
+    evidence, _ = assay.read_bundle(out)
+    section = evidence.sections["privacy"]
+    assert section.config["nonmembers"].endswith("nonmembers.npz") and section.config["per_side"] == 1200
+    assert section.metrics["membership_auroc"].value > 0.75
