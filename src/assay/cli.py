@@ -138,6 +138,7 @@ MODEL = "Model"
 ROBUSTNESS = "Robustness"
 OOD = "OOD"
 PRIVACY = "Privacy"
+BACKDOOR = "Backdoor & poisoning"
 SLICES = "Slices & fairness"
 EFFICIENCY = "Efficiency"
 COMPRESSION = "Compression"
@@ -235,6 +236,12 @@ def evaluate(
     attack_steps: Annotated[int, typer.Option(help="Iterations of white-box attacks.", rich_help_panel=ROBUSTNESS)] = 100,
     attack_restarts: Annotated[int, typer.Option(help="Random restarts of white-box attacks.", rich_help_panel=ROBUSTNESS)] = 1,
     square_queries: Annotated[int, typer.Option(help="Query budget of the Square attack.", rich_help_panel=ROBUSTNESS)] = 1000,
+    backdoor_steps: Annotated[int, typer.Option(help="Adam steps of Neural Cleanse's trigger search (--checks backdoor; torch models; 0 skips it).", rich_help_panel=BACKDOOR)] = 300,
+    backdoor_index: Annotated[float, typer.Option(help="MAD anomaly index above which a class's small recovered trigger is suspect (Neural Cleanse uses 2).", rich_help_panel=BACKDOOR)] = 3.0,
+    poison_eps: Annotated[float, typer.Option(help="Poisoned share spectral signatures guard against: the top 1.5 x eps of each class in --train-data are flagged.", rich_help_panel=BACKDOOR)] = 0.05,
+    strip_inputs: Annotated[int, typer.Option(help="Evaluation inputs STRIP blends with others (--checks backdoor).", rich_help_panel=BACKDOOR)] = 200,
+    strip_overlays: Annotated[int, typer.Option(help="Overlays per STRIP input.", rich_help_panel=BACKDOOR)] = 16,
+    strip_frr: Annotated[float, typer.Option(help="STRIP's false-rejection rate on clean inputs (its entropy threshold's quantile).", rich_help_panel=BACKDOOR)] = 0.01,
     ood: Annotated[list[str] | None, typer.Option(help="OOD set (repeatable): a data spec, or 'synthetic' for built-in noise/blob images.", rich_help_panel=OOD)] = None,
     train_data: Annotated[str | None, typer.Option(help="Training data: fits the feature-based OOD detectors; the members audited by --checks privacy.", rich_help_panel=OOD)] = None,
     unlabeled: Annotated[list[str] | None, typer.Option(help="Unlabeled target data (repeatable): label-free accuracy estimates.", rich_help_panel=OOD)] = None,
@@ -283,6 +290,8 @@ def evaluate(
                             reference_models=[p.strip() for v in reference_models or [] for p in v.split(",") if p.strip()],
                             sensitive=[c.strip() for c in sensitive.split(",")] if sensitive else [], attack_steps=attack_steps,
                             attack_restarts=attack_restarts, square_queries=square_queries,
+                            backdoor_steps=backdoor_steps, backdoor_index=backdoor_index, poison_eps=poison_eps,
+                            strip_inputs=strip_inputs, strip_overlays=strip_overlays, strip_frr=strip_frr,
                             latency_batch_sizes=list(_int_list(latency_batch_sizes, "--latency-batch-sizes")),
                             latency_budget=latency_budget, price_per_hour=price_per_hour, **robustness)
     model_options = {k: v for k, v in {"weights": weights, "outputs": outputs.value, "feature_layer": feature_layer,

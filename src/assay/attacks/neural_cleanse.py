@@ -43,7 +43,7 @@ class NeuralCleanse:
         return (self.masks[k][None] * self.patterns[k]).astype(np.float32)
 
 
-def neural_cleanse(module: Any, x: np.ndarray, num_classes: int, *, steps: int = 300, batch_size: int = 64,
+def neural_cleanse(module: Any, x: np.ndarray, num_classes: int, *, steps: int = 300, batch_size: int = 32,
                    lr: float = 0.1, init_cost: float = 1e-3, success: float = 0.99, patience: int = 10,
                    seed: int = 0) -> NeuralCleanse:
     """Reverse-engineer one trigger per class on clean inputs ``x`` (N, C, H, W) in [0, 1] through ``module``

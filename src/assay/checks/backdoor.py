@@ -124,8 +124,9 @@ def _nc_facts(model: Model, dataset: Dataset, clean: Any, settings: BackdoorConf
     if settings.backdoor_steps == 0:
         return {"skipped": "Neural Cleanse was turned off (--backdoor-steps 0)"}
     if model.torch_module() is None:
-        return {"skipped": f"Neural Cleanse needs input gradients, and a {model.info.format} model has none in "
-                           "Assay; evaluate the torch model (TorchScript, torch.export or factory + weights) to run it"}
+        return {"skipped": f"Neural Cleanse needs input gradients, and this {model.info.format} model exposes no "
+                           "torch module; evaluate the torch model (TorchScript, torch.export or factory + weights) "
+                           "to run it"}
     from assay.attacks.neural_cleanse import neural_cleanse
     from assay.engine.robust_views import logit_module
 
@@ -166,7 +167,7 @@ def check_backdoor(ctx: CheckContext) -> Section:
         assert ctx.train.y is not None
         train_y = ctx.train.y
         ss = spectral_signatures(train_features, train_y, eps=settings.poison_eps, reference_features=clean.features,
-                                 reference_labels=ctx.labels)
+                                 reference_labels=ctx.labels, seed=cfg.seed)
         ac = activation_clustering(train_features, train_y, seed=cfg.seed, reference_features=clean.features,
                                    reference_labels=ctx.labels)
         ran += ["spectral signatures", "activation clustering"]
@@ -250,14 +251,14 @@ def check_backdoor(ctx: CheckContext) -> Section:
         ran.append("STRIP")
         view = strip_views[clean_strip]
         entropy = strip_entropy(_softmax(ctx.outputs[clean_strip].logits).reshape(len(view.bases), view.overlays, -1))
-        threshold = strip_threshold(entropy, settings.strip_frr, robust=True)
+        threshold = strip_threshold(entropy, settings.strip_frr, robust=True, log_scale=True)
         low = entropy < threshold
         lo, hi = clopper_pearson(int(low.sum()), low.size, cfg.confidence)
         p_excess = binomtest(int(low.sum()), low.size, settings.strip_frr, alternative="greater").pvalue
         metrics["strip_flagged_share"] = Metric(
             value=float(low.mean()), ci_low=lo, ci_high=hi, n=int(low.size),
             method=f"Clopper-Pearson {int(cfg.confidence * 100)}%; entropy below the {settings.strip_frr:g} quantile "
-                   "of a normal fitted by median and MAD (Gao et al. 2019)",
+                   "of a normal fitted to log-entropies by median and MAD (Gao et al. 2019 fit raw entropies)",
             config={"overlays": view.overlays, "frr": settings.strip_frr, "threshold_bits": threshold,
                     "excess_p_value": p_excess})
         preds = ctx.logits[view.bases].argmax(axis=1)
