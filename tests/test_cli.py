@@ -596,6 +596,8 @@ WHERE_CASES = [
     ("card", ["{tmp}/missing", "--out", "{tmp}/o"]),
     ("audit", ["--train", "{tmp}/missing.npz", "--out", "{tmp}/o"]),
     ("audit", ["--train", "digits:train", "--folds", "1", "--out", "{tmp}/o"]),
+    ("scan", ["{tmp}/missing.pt"]),
+    ("scan", ["{ts}", "--expect-sha256", "xyz"]),
     ("registry register", ["bad name", "{ts}", "--evidence", "{tmp}/a", "--registry", "{tmp}/r.db"]),
     ("registry register", ["m", "{ts}", "--evidence", "{tmp}/a", "--tag", "bad key=v", "--registry", "{tmp}/r.db"]),
     ("registry promote", ["m", "1", "--alias", "production", "--registry", "{tmp}/r.db"]),

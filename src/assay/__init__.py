@@ -11,6 +11,7 @@ Public API::
     pick = assay.select(["a.onnx", "b.onnx"], "test.npz", constraints=["latency_p95_ms<=5"])
     variants = assay.compress("model.onnx", "test.npz", calibration="calib.npz", methods=["int8-static"])
     cost = assay.profile("model.onnx", sample)               # latency with CIs, memory, FLOPs, energy
+    report = assay.scan("model.pt", expect_sha256=pin)       # would loading this file run code?
     evidence, predictions = assay.read_bundle("assay-out")
 
 Everything else is internal or documented per module (``assay.evaluation``, ``assay.checks``, ...). The
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
     from assay.errors import AssayError, UserError
     from assay.evidence.bundle import read_bundle, read_evidence
     from assay.evidence.schema import Evidence, Metric, Section
+    from assay.security.scan import scan_model as scan
 
 #: public name -> (module, attribute); attribute None: the module itself (``assay.compare`` and
 #: ``assay.compress`` are callable packages, the function and the import path at once).
@@ -51,6 +53,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "read_bundle": ("assay.evidence.bundle", "read_bundle"),
     "read_evidence": ("assay.evidence.bundle", "read_evidence"),
     "Reference": ("assay.reference", "Reference"),
+    "scan": ("assay.security.scan", "scan_model"),
 }
 
 __all__ = [
@@ -70,6 +73,7 @@ __all__ = [
     "read_bundle",
     "read_evidence",
     "run_evaluation",
+    "scan",
     "select",
 ]
 

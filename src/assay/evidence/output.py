@@ -54,7 +54,7 @@ __all__ = [
 
 MANIFEST = "assay-manifest.json"
 MANIFEST_FORMAT = 1
-OUTPUT_KINDS = ("evaluate", "compare", "select", "compress", "card", "monitor", "audit")
+OUTPUT_KINDS = ("evaluate", "compare", "select", "compress", "card", "monitor", "audit", "scan")
 _DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
 

@@ -322,17 +322,13 @@ def scan_markdown(report: ScanReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _output_kind() -> str:
-    from assay.evidence.output import OUTPUT_KINDS
-
-    return "scan" if "scan" in OUTPUT_KINDS else "audit"  # until evidence/output.py lists the kind "scan"
 
 
 def check_scan_output(out: str | os.PathLike[str], model: str | os.PathLike[str], *, force: bool = False) -> Path:
     """Check ``out`` before scanning (:func:`assay.evidence.output.check_output`; the model file is an input)."""
     from assay.evidence.output import check_output
 
-    return check_output(out, _output_kind(), inputs=[Path(model).resolve()], force=force)
+    return check_output(out, "scan", inputs=[Path(model).resolve()], force=force)
 
 
 def write_scan(report: ScanReport, out: str | os.PathLike[str], *, force: bool = False) -> Path:
@@ -340,7 +336,7 @@ def write_scan(report: ScanReport, out: str | os.PathLike[str], *, force: bool =
     :func:`assay.evidence.output.atomic_directory` (the scanned file is an input: never the output)."""
     from assay.evidence.output import atomic_directory
 
-    with atomic_directory(out, _output_kind(), inputs=[Path(report.path).resolve()], force=force) as tmp:
+    with atomic_directory(out, "scan", inputs=[Path(report.path).resolve()], force=force) as tmp:
         (tmp / "scan.json").write_text(report.to_section().model_dump_json(indent=2), encoding="utf-8")
         (tmp / "scan.md").write_text(scan_markdown(report), encoding="utf-8")
     return Path(out)
