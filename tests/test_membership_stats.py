@@ -207,3 +207,27 @@ def test_against_art_rule_based_attack():
     assert roc.tpr_at[float(fpr_art)].value == pytest.approx(tpr_art, abs=1e-12)
     assert roc.auroc.value == pytest.approx((1 + tpr_art - fpr_art) / 2, abs=1e-12)
     assert tpr_art == 1.0 and 0.2 < fpr_art < 0.9
+
+
+def test_rmia_offline_hand_case_and_known_members():
+    # Hand case: p_y 0.9 under the target, 0.5 and 0.7 under two OUT models, a = 0.3:
+    # Pr(x) = (1.3 * 0.6 + 0.7) / 2 = 0.74, score = log(0.9 / 0.74).
+    score = mia.rmia_offline(np.log([0.9]), np.log([[0.5], [0.7]]))
+    assert score[0] == pytest.approx(np.log(0.9 / 0.74), rel=1e-12)
+    # Per-sample difficulty as in the LiRA case, in probability space: RMIA's ratio removes it.
+    rng = np.random.default_rng(0)
+    n, r = 2000, 8
+    mu = rng.normal(0, 3, 2 * n)
+    is_member = np.r_[np.ones(n, bool), np.zeros(n, bool)]
+    log_sigmoid = lambda v: -np.logaddexp(0, -v)  # noqa: E731
+    reference = log_sigmoid(mu + rng.normal(0, 1, (r, 2 * n)))
+    target = log_sigmoid(mu + 2.0 * is_member + rng.normal(0, 1, 2 * n))
+    rmia = mia.rmia_offline(target, reference)
+    auroc_rmia = mia.membership_roc(rmia[is_member], rmia[~is_member], n_resamples=0).auroc.value
+    auroc_raw = mia.membership_roc(target[is_member], target[~is_member], n_resamples=0).auroc.value
+    assert auroc_rmia > auroc_raw + 0.08  # measured: 0.774 vs 0.670
+    # With a = 1 Pr(x) is the OUT mean itself, exact here (the OUT models are the target's OUT distribution).
+    plain = mia.rmia_offline(target, reference, offline_a=1.0)
+    assert mia.membership_roc(plain[is_member], plain[~is_member], n_resamples=0).auroc.value > 0.8  # measured 0.823
+    with pytest.raises(OptionError, match="offline_a"):
+        mia.rmia_offline(target, reference, offline_a=1.5)

@@ -39,6 +39,7 @@ ATTACKS: dict[str, str] = {
     "confidence": "logit-scaled true-class confidence, class-conditional thresholds (Song & Mittal 2021)",
     "modified_entropy": "modified prediction entropy, class-conditional thresholds (Song & Mittal 2021)",
     "lira_offline": "offline LiRA over OUT reference models (Carlini et al. 2022)",
+    "rmia_offline": "offline RMIA likelihood ratio over OUT reference models (Zarifzadeh et al. 2024, a = 0.3)",
 }
 #: Per-class AUROC is computed for classes with at least this many members and non-members in the sample.
 MIN_PER_CLASS = 10
@@ -116,6 +117,8 @@ def _scores(logits: np.ndarray, labels: np.ndarray, is_member: np.ndarray, seed:
     if reference_logits:
         ref_phi = np.stack([mia.logit_confidence(z, labels) for z in reference_logits])
         scores["lira_offline"] = mia.lira_offline(phi, ref_phi)
+        ref_log_py = np.stack([mia.true_class_log_probs(z, labels) for z in reference_logits])
+        scores["rmia_offline"] = mia.rmia_offline(scores["loss"], ref_log_py)
     return scores
 
 

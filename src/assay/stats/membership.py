@@ -18,6 +18,11 @@ Every score is **higher = more likely a member** (of the training set). Attacks:
   score ``(phi_target - mu_out) / sigma_out``. The paper's one-sided test reports ``Phi`` of this z-score,
   a monotone map, so the ROC is the same. The variance is pooled over samples ("fixed variance") below
   :data:`LIRA_PER_SAMPLE_VARIANCE_MIN` reference models, as the paper recommends for few models.
+* ``rmia_offline`` (Zarifzadeh et al. 2024, "Low-cost high-power membership inference attacks", offline):
+  the likelihood ratio ``p_y(target) / Pr(x)`` with ``Pr(x) = ((1 + a) mean_OUT p_y + (1 - a)) / 2`` estimated
+  from OUT reference models (``a`` = :data:`RMIA_OFFLINE_A`, ML Privacy Meter's default). The paper's score, the
+  share of population samples ``z`` with ``LR(x) / LR(z) >= gamma``, is a non-decreasing function of ``LR(x)``
+  for a fixed population, so its ROC is at best that of ``LR(x)``, which is what is scored (as its log).
 
 Class-conditional thresholds (:func:`class_conditional`): each score is standardized by the mean and standard
 deviation of the **non-member** scores of its class, so one threshold ``t`` on the result is the per-class
@@ -54,6 +59,7 @@ __all__ = [
     "DEFAULT_FPRS",
     "LIRA_PER_SAMPLE_VARIANCE_MIN",
     "MIN_FALSE_POSITIVES",
+    "RMIA_OFFLINE_A",
     "MembershipROC",
     "TprAtFpr",
     "balanced_indices",
@@ -65,6 +71,7 @@ __all__ = [
     "modified_entropy",
     "overlapping_rows",
     "required_nonmembers",
+    "rmia_offline",
     "roc_curve_points",
     "row_fingerprints",
     "true_class_log_probs",
@@ -77,6 +84,8 @@ MIN_FALSE_POSITIVES = 10
 #: From this many reference models on, LiRA's variance is estimated per sample (Carlini et al. 2022, sec. VI-B:
 #: a fixed, pooled variance is better with few models).
 LIRA_PER_SAMPLE_VARIANCE_MIN = 64
+#: RMIA's offline scaling of the OUT models' mean probability (Zarifzadeh et al. 2024; ML Privacy Meter's default).
+RMIA_OFFLINE_A = 0.3
 # Bootstrap weights materialized at once (rows x samples), to bound memory (80 MB of float64).
 _WEIGHTS_PER_CHUNK = 10_000_000
 
@@ -215,6 +224,23 @@ def lira_offline(target_phi: np.ndarray, reference_phi: np.ndarray, *, fixed_var
     sd = np.sqrt(np.full_like(var, var.mean()) if fixed else var)
     sd = np.maximum(sd, 1e-12)
     return (t - mu) / sd
+
+
+def rmia_offline(target_log_py: np.ndarray, reference_log_py: np.ndarray, *, offline_a: float = RMIA_OFFLINE_A
+                 ) -> np.ndarray:
+    """Offline RMIA scores (see the module docstring): ``log p_y - log(((1 + a) mean_OUT p_y + (1 - a)) / 2)``.
+
+    ``target_log_py``: (N,) :func:`true_class_log_probs` under the audited model; ``reference_log_py``: (R, N)
+    the same under R >= 1 reference models trained WITHOUT these samples."""
+    t = np.asarray(target_log_py, dtype=np.float64)
+    ref = np.asarray(reference_log_py, dtype=np.float64)
+    if ref.ndim != 2 or ref.shape[1] != t.size or ref.shape[0] < 1:
+        raise DataError(f"reference scores must be (R, {t.size}) with R >= 1, got {ref.shape}",
+                        where="reference_log_py", fix="pass one row per reference model, one column per sample")
+    if not 0.0 <= offline_a <= 1.0:
+        raise OptionError(f"offline_a must lie in [0, 1], got {offline_a}", where="offline_a", fix="use e.g. 0.3")
+    population = 0.5 * ((1.0 + offline_a) * np.exp(ref).mean(axis=0) + (1.0 - offline_a))
+    return t - np.log(np.maximum(population, 1e-300))
 
 
 def required_nonmembers(fpr: float, min_false_positives: int = MIN_FALSE_POSITIVES) -> int:
