@@ -6,7 +6,8 @@ subsampled to the same size (seeded), so an attack's balanced accuracy and AUROC
 
 Attacks (scores in :mod:`assay.stats.membership`): the loss threshold (Yeom et al. 2018), the confidence
 attack with class-conditional thresholds, modified entropy (Song & Mittal 2021), and, with reference models
-trained WITHOUT the training data (``--reference-models``), offline LiRA (Carlini et al. 2022). Each gets an
+trained WITHOUT the training data (``--reference-models``, or ``reference_recipe=`` in Python), offline LiRA
+(Carlini et al. 2022) and offline RMIA (Zarifzadeh et al. 2024). Each gets an
 AUROC and TPR at 1% and 0.1% FPR with stratified bootstrap intervals; a TPR the non-member count cannot
 support is not reported (a finding says how many non-members it needs). The strongest attack (highest AUROC)
 sets the verdict: an attacker picks the best attack, so the audit reports it; the maximum over a few attacks
@@ -367,7 +368,7 @@ def _train_references(recipe: Any, pool: Dataset, population: np.ndarray, count:
 
 
 class PrivacyCheck(Check):
-    """Membership inference (loss, class-conditional confidence, modified entropy, offline LiRA)."""
+    """Membership inference (loss, class-conditional confidence, modified entropy, offline LiRA and RMIA)."""
 
     name = "privacy"
     Config = PrivacyConfig
