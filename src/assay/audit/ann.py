@@ -14,9 +14,10 @@ two approximate indexes, chosen by what the caller needs:
   always in a probed cell even where the k-th neighbour of a random item is not: this is the index for
   *near-duplicate candidates*. Measured on 1,000,000 x 128-d random unit vectors (the hardest case: no cluster
   structure) with 500 planted pairs at cosine ~0.91 (`bench/bench_audit.py --ann-only`): build 27 s, self-search
-  112 s on 2 cores, 99.2 % of the planted pairs found at 16 probes (94.6 % at 8), peak RSS 1.5 GB. Memory: our
-  copy of the vectors plus faiss's (2·4·n·d bytes) plus the cell ids (8·n) — 1.0 GB + 8 MB at 1,000,000 x 128-d —
-  plus the k results per query (12·n·k bytes).
+  112 s on 2 cores, 99.2 % of the planted pairs found at 16 probes (94.6 % at 8). Memory over the caller's
+  vectors: our unit-length copy plus faiss's (2·4·n·d bytes), the cell ids (8·n), the k-means training sample
+  (at most 64·4·sqrt(n)·4·d bytes) and the results (12·n·(k+1) bytes) — at 1,000,000 x 128-d and k = 5 about
+  1.0 + 0.01 + 0.13 + 0.07 = 1.2 GB.
 
 :attr:`NeighbourIndex.memory_bytes` reports the index's own figure.
 
@@ -101,6 +102,9 @@ class NeighbourIndex:
             raise ValueError(f"queries must be (m, {self._vectors.shape[1]}), not shape {q.shape}")
         if self.metric == "cos":
             q = _unit_rows(q)
+        return self._search(q, k)
+
+    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if k <= 0 or len(q) == 0:
             return np.empty((len(q), max(k, 0)), np.int64), np.empty((len(q), max(k, 0)), np.float32)
         if self._ivf is not None:
@@ -112,7 +116,7 @@ class NeighbourIndex:
     def self_neighbours(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest *other* indexed items of every indexed item (the item itself removed even when an
         identical copy ties with it)."""
-        idx, score = self.query(self._vectors, k + 1)
+        idx, score = self._search(self._vectors, k + 1)  # already unit rows for cosine: no second copy
         own = idx == np.arange(self.size)[:, None]
         # Drop the item itself where found, else the farthest of the k + 1 (so exactly k remain per row).
         drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
