@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.cli_helpers import assert_user_error, run_cli
 
 import assay
+from cli_helpers import assert_user_error, run_cli
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
