@@ -192,7 +192,7 @@ def _arrays(data: Any, role: str) -> tuple[Any, ...]:
 
 
 #: Evaluation settings that name further data sets (strings in the evidence), and whether each takes a list.
-DATA_SETTINGS: dict[str, bool] = {"ood": True, "unlabeled": True, "train_data": False}
+DATA_SETTINGS: dict[str, bool] = {"ood": True, "unlabeled": True, "train_data": False, "nonmember_data": False}
 
 
 def bind_data_settings(memory: InMemoryInputs, options: dict[str, Any],

@@ -463,6 +463,22 @@ def _reliability(bundles: list[LoadedBundle]) -> CardSection:
     return CardSection("Calibration, robustness and OOD", "calibration-robustness-ood", blocks)
 
 
+def _security(bundles: list[LoadedBundle]) -> CardSection:
+    """Privacy (membership inference) and backdoor scans of each bundle, or a note that they were not run."""
+    blocks: list[Any] = []
+    titles = {"privacy": "Privacy: membership inference", "backdoor": "Backdoor and data poisoning"}
+    for b in bundles:
+        sub: list[Any] = [CardSection(title, f"{name}-{b.index}", _section_blocks(b, name))
+                          for name, title in titles.items() if name in b.evidence.sections]
+        absent = [title for name, title in titles.items() if name not in b.evidence.sections]
+        if absent:
+            sub.append(Paragraph(f"Not evaluated in {b.label}: {', '.join(absent)} (`assay evaluate --checks "
+                                 "privacy,backdoor --train-data TRAIN`). Whether the model file would run code when "
+                                 "loaded: `assay scan MODEL`.", "note"))
+        blocks.append(CardSection(f"{b.label}", f"security-{b.index}", sub))
+    return CardSection("Security and privacy", "security-privacy", blocks)
+
+
 def _findings_rows(bundles: list[LoadedBundle], sections: set[str] | None, severities: set[str]) -> list[list[Cell]]:
     rows = []
     for b in bundles:
@@ -793,7 +809,8 @@ def build_card(bundles: list[Path], facts: CardFacts | None, change_log: list[di
     front = _front_matter(loaded, facts, title_name)
     sections = [
         _details(loaded, facts, title_name), _uses(facts), _factors(loaded, facts), _metrics(loaded),
-        _data(loaded, facts, datasheet, audited), _results(loaded), _reliability(loaded), _bias(loaded, facts),
+        _data(loaded, facts, datasheet, audited), _results(loaded), _reliability(loaded), _security(loaded),
+        _bias(loaded, facts),
         _risks(loaded, facts),
         _environment(loaded), _technical(loaded), _monitoring(loaded, facts, title_name, name, log),
         _change_log(log), _crosswalk_section(crosswalk), _sources(loaded, facts, log, crosswalk, datasheet, audited),
