@@ -200,7 +200,10 @@ def poisoned_digits(x: np.ndarray, y: np.ndarray, seed: int, rate: float = POISO
     return x, y, pick
 
 
-FAST = {"backdoor_steps": 100, "strip_inputs": 100, "strip_overlays": 16, "n_bootstrap": 100, "cache_dir": False}
+# Bounded for test time: Neural Cleanse at 100 steps leaves clean models' anomaly index up to ~2.5 (bench: <= 1.8 at the
+# default 300), so the threshold is raised with the steps cut, as --backdoor-index's help says.
+FAST = {"backdoor_steps": 100, "backdoor_index": 3.0, "strip_inputs": 100, "strip_overlays": 16, "n_bootstrap": 100,
+        "cache_dir": False}
 
 
 @pytest.fixture(scope="session")

@@ -237,7 +237,7 @@ def evaluate(
     attack_restarts: Annotated[int, typer.Option(help="Random restarts of white-box attacks.", rich_help_panel=ROBUSTNESS)] = 1,
     square_queries: Annotated[int, typer.Option(help="Query budget of the Square attack.", rich_help_panel=ROBUSTNESS)] = 1000,
     backdoor_steps: Annotated[int, typer.Option(help="Adam steps of Neural Cleanse's trigger search (--checks backdoor; torch models; 0 skips it).", rich_help_panel=BACKDOOR)] = 300,
-    backdoor_index: Annotated[float, typer.Option(help="MAD anomaly index above which a class's small recovered trigger is suspect (Neural Cleanse uses 2).", rich_help_panel=BACKDOOR)] = 3.0,
+    backdoor_index: Annotated[float, typer.Option(help="MAD anomaly index above which a class's small recovered trigger is suspect (2 as in Neural Cleanse; raise it with fewer --backdoor-steps).", rich_help_panel=BACKDOOR)] = 2.0,
     poison_eps: Annotated[float, typer.Option(help="Poisoned share spectral signatures guard against: the top 1.5 x eps of each class in --train-data are flagged.", rich_help_panel=BACKDOOR)] = 0.05,
     strip_inputs: Annotated[int, typer.Option(help="Evaluation inputs STRIP blends with others (--checks backdoor).", rich_help_panel=BACKDOOR)] = 200,
     strip_overlays: Annotated[int, typer.Option(help="Overlays per STRIP input.", rich_help_panel=BACKDOOR)] = 16,

@@ -100,9 +100,9 @@ class StripView(View):
 class BackdoorConfig(CheckConfig):
     backdoor_steps: int = Field(300, ge=0, le=100_000, description="Adam steps of Neural Cleanse's trigger search "
                                 "(all classes at once; 0 skips it).")
-    backdoor_index: float = Field(3.0, gt=0, description="MAD anomaly index above which a class's small trigger "
-                                  "is suspect (Wang et al. use 2; 3 keeps clean digits CNNs unflagged at bounded "
-                                  "steps, bench/bench_backdoor.py).")
+    backdoor_index: float = Field(2.0, gt=0, description="MAD anomaly index above which a class's small trigger "
+                                  "is suspect (2 as in Wang et al.; clean digits CNNs stay below 1.8 at 300 steps, "
+                                  "but reach 2.5 at 100, bench/bench_backdoor.py).")
     poison_eps: float = Field(0.05, gt=0, lt=0.5, description="Poisoned share spectral signatures guard against "
                               "(the top 1.5 x eps of each class are flagged; Tran et al. 2018).")
     strip_inputs: int = Field(200, ge=2, le=100_000, description="Evaluation inputs STRIP tests.")
