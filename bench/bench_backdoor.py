@@ -6,10 +6,11 @@ clean data with the same seed. Both are evaluated with ``--checks backdoor`` (tr
 trained on; evaluation data = the clean digits:test).
 
 Reported per method: how often it names the right target on backdoored models (detection) and how often it names
-any class on clean models (false positives), and for the check's verdict (two methods agreeing). The baselines,
-measured in the same run from the same numbers: Neural Cleanse at the paper's anomaly threshold 2 instead of
-Assay's 3, and activation clustering with ART's rule alone (smaller cluster < 35 % and silhouette > 0.1, no clean
-reference).
+any class on clean models (false positives), and for the check's verdict (two methods agreeing). The baseline,
+measured in the same run from the same numbers: activation clustering with ART's rule alone (smaller cluster
+< 35 % and silhouette > 0.1, no clean reference). The "index > 2" row recomputes Neural Cleanse's vote at the
+paper's threshold from the table (the default since this bench; it differs from the Neural Cleanse row when
+--backdoor-index is changed). The anomaly indices printed last show the margin around that threshold.
 
 Usage: ``cd bench && ../.venv/bin/python bench_backdoor.py [--seeds 5] [--epochs 15] [--steps 300]``
 """
@@ -36,6 +37,11 @@ METHODS = ("spectral signatures", "activation clustering", "Neural Cleanse", "ST
 
 def _named(section, method: str) -> set[str]:
     return {row["class"] for row in section.tables.get("votes", []) if method in row["methods"].split(", ")}
+
+
+def target_named(row: dict, method: str) -> bool:
+    """Whether ``method`` named the row's target class (any class for clean models: their ``target`` is unused)."""
+    return row["target"] in row["named"][method] if row["kind"] == "backdoored" else bool(row["named"][method])
 
 
 def main() -> None:
@@ -67,10 +73,15 @@ def main() -> None:
                       and r["ac_silhouette"] > 0.1}
             named = {m: _named(s, m) for m in METHODS}
             verdict_class = next((r["class"] for r in s.tables["votes"] if r["count"] >= 2), None)
-            rows.append({"seed": seed, "kind": kind, "target": str(target), "verdict": s.verdict,
+            nc_index = {r["class"]: r["anomaly_index"] for r in nc}
+            rows.append({"nc_target_index": nc_index.get(str(target)),
+                         "nc_max_index": max(nc_index.values(), default=None)})
+            rows[-1].update({"seed": seed, "kind": kind, "target": str(target), "verdict": s.verdict,
                          "verdict_class": verdict_class, "named": named, "nc2": nc2, "art_ac": art_ac,
                          "seconds": seconds})
-            print(f"seed {seed} {kind:10s} target {target}: verdict {s.verdict:4s} {s.summary} ({seconds:.1f} s)",
+            rows[-1]["independent"] = sum(target_named(rows[-1], m) for m in METHODS[:3])
+            print(f"seed {seed} {kind:10s} target {target}: verdict {s.verdict:4s} {s.summary} ({seconds:.1f} s; NC "
+                  f"index of the target {rows[-1]['nc_target_index']:.2f}, largest {rows[-1]['nc_max_index']:.2f})",
                   flush=True)
 
     def rate(kind: str, hit) -> str:
@@ -87,6 +98,8 @@ def main() -> None:
     print(f"{'verdict fail (>= 2 methods agree)':45s} "
           f"{rate('backdoored', lambda r: r['verdict'] == 'fail' and r['verdict_class'] == r['target']):>24s} "
           f"{rate('clean', lambda r: r['verdict'] == 'fail'):>24s}")
+    print(f"{'>= 2 of SS, AC, NC agree (STRIP left out)':45s} "
+          f"{rate('backdoored', lambda r: r['independent'] >= 2):>24s} {'':>24s}")
     print(f"{'any warning or failure':45s} {'':>24s} {rate('clean', lambda r: r['verdict'] != 'pass'):>24s}")
     print(f"{'baseline: Neural Cleanse at index > 2 (paper)':45s} "
           f"{rate('backdoored', lambda r: r['target'] in r['nc2']):>24s} "
@@ -95,6 +108,10 @@ def main() -> None:
           f"{rate('backdoored', lambda r: r['target'] in r['art_ac']):>24s} "
           f"{rate('clean', lambda r: bool(r['art_ac'])):>24s}")
     print(f"median seconds per scan: {np.median([r['seconds'] for r in rows]):.1f}")
+    clean_max = [r["nc_max_index"] for r in rows if r["kind"] == "clean"]
+    target_idx = [r["nc_target_index"] for r in rows if r["kind"] == "backdoored"]
+    print(f"Neural Cleanse anomaly index: targets of backdoored models {sorted(round(v, 2) for v in target_idx)}; "
+          f"largest on clean models {sorted(round(v, 2) for v in clean_max)}")
 
 
 if __name__ == "__main__":
