@@ -121,8 +121,14 @@ def test_official_texts_are_quoted_verbatim():
                                              "about the validation and testing data used")
 
 
-def test_every_section_metric_table_field_and_file_the_mapping_names_exists(full: Path):
+def test_every_section_metric_table_field_and_file_the_mapping_names_exists(full: Path, tmp_path: Path):
+    import torch
+
+    from assay.security.scan import scan_model
+
     evidence = json.loads((full / "evidence.json").read_text())
+    torch.save({"w": torch.zeros(2)}, tmp_path / "w.pt")
+    scan = scan_model(tmp_path / "w.pt").to_section()
     files = {p.name for p in full.iterdir()}
     move_fields = {f.name for f in dataclasses.fields(AliasMove)}
     named = 0
@@ -150,6 +156,8 @@ def test_every_section_metric_table_field_and_file_the_mapping_names_exists(full
                 assert set(item.fields) <= set(Datasheet.model_fields), where
             elif item.kind == "audit":
                 assert item.section in AUDIT_SECTIONS, where
+            elif item.kind == "scan":
+                assert set(item.metrics) <= set(scan.metrics) and set(item.tables) <= set(scan.tables), where
             else:
                 assert set(item.fields) <= set(CardFacts.model_fields), where
     assert named > 20
@@ -195,7 +203,8 @@ def test_gaps_are_what_no_evidence_speaks_to(full: Path):
     assert status["MEASURE 2.11"] == "full" and status["MEASURE 2.7"] == "partial"
     assert status["MEASURE 2.10"] == "partial"
     pointers = {p for row in cw["rows"] if row["id"] in ("MEASURE 2.7", "MEASURE 2.10") for p in row["pointers"]}
-    assert {"privacy.metrics.membership_auroc", "privacy.tables.attacks", "backdoor.tables.training_classes"} <= pointers
+    assert {"privacy.metrics.membership_auroc", "privacy.tables.attacks",
+            "backdoor.tables.training_classes"} <= pointers
     assert status["MEASURE 2.12"] == "partial" and status["MEASURE 2.13"] == "partial"
     assert all(g["missing"] for g in cw["gaps"])
 

@@ -156,7 +156,8 @@ def profile(model: Any, sample: Any, **options: Any) -> Any:
 
 def card(sources: Sequence[str | os.PathLike[str]], *, facts: Any = None, out: str | os.PathLike[str] | None = None,
          registry: str | None = None, artifacts: str | os.PathLike[str] | None = None, force: bool = False,
-         datasheet: Any = None, audit: str | os.PathLike[str] | None = None) -> Any:
+         datasheet: Any = None, audit: str | os.PathLike[str] | None = None,
+         scan: str | os.PathLike[str] | None = None) -> Any:
     """Model card of the model evaluated in ``sources``; returns a ``ModelCard`` (``.markdown``, ``.html``,
     ``.crosswalk``, ``.todos``, ``.findings``) and writes MODEL_CARD.md, model_card.html and crosswalk.json to
     ``out`` when given (an Assay output folder of kind ``card``).
@@ -166,7 +167,8 @@ def card(sources: Sequence[str | os.PathLike[str]], *, facts: Any = None, out: s
     .assay/registry.db) whose history becomes the card's change log. ``facts``: a card.yaml path or a
     ``CardFacts`` (intended use, licence, contact, ...; missing ones are marked TODO). ``datasheet``: a
     datasheet.yaml path or a ``Datasheet`` (rendered as DATASHEET.md next to the card, which links it);
-    ``audit``: a folder ``assay audit`` wrote (linked, quoted, and filling the crosswalk's data entries)."""
+    ``audit``: a folder ``assay audit`` wrote (linked, quoted, and filling the crosswalk's data entries); ``scan``:
+    a folder ``assay scan MODEL --out`` wrote (quoted under Security and privacy, filling MEASURE 2.7)."""
     import re
 
     from assay.evidence.output import check_output, input_paths
@@ -191,7 +193,8 @@ def card(sources: Sequence[str | os.PathLike[str]], *, facts: Any = None, out: s
     local = [s for s in items if s not in refs]
     if out is not None:  # a bad output path fails before any work
         check_output(out, CARD_KIND, inputs=input_paths(local, card_facts.source if card_facts else None,
-                                                        sheet.source_file if sheet else None, audit), force=force)
+                                                        sheet.source_file if sheet else None, audit, scan),
+                     force=force)
     paths: list[Any] = list(items)
     labels, history, name = None, None, None
     if refs:
@@ -215,7 +218,8 @@ def card(sources: Sequence[str | os.PathLike[str]], *, facts: Any = None, out: s
             name = names[0] if len(names) == 1 else None
         finally:
             reg.close()
-    built = build_card(paths, card_facts, history, labels=labels, name=name, datasheet=sheet, audit=audit)
+    built = build_card(paths, card_facts, history, labels=labels, name=name, datasheet=sheet, audit=audit,
+                       scan=scan)
     if out is not None:
         write_card(built, out, force=force)
     return built

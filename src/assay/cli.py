@@ -1108,6 +1108,7 @@ def card(
     facts: Annotated[Path | None, typer.Option("--card", help="card.yaml: the facts no evaluation can know (intended use, licence, contact, authors, training data); missing ones are marked TODO.")] = None,
     datasheet: Annotated[Path | None, typer.Option("--datasheet", help="datasheet.yaml of the training data (source, SPDX licence expression, collection, consent, preprocessing, uses, distribution, maintenance): written as DATASHEET.md next to the card, which links it; missing facts are listed as gaps.")] = None,
     audit: Annotated[Path | None, typer.Option("--audit", help="Folder `assay audit` wrote: the card links it and quotes its duplicates, leakage, label-issue and integrity numbers; a partial audit's missing sections are listed.")] = None,
+    scan: Annotated[Path | None, typer.Option("--scan", help="Folder `assay scan MODEL --out DIR` wrote: the card quotes the model-file scan under Security and privacy (NIST AI RMF MEASURE 2.7) and warns when it scanned another file than the evaluated model.")] = None,
     registry: RegistryUrl = None,
     artifacts: ArtifactsDir = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: MODEL_CARD.md, model_card.html, crosswalk.json.", rich_help_panel=OUTPUT)] = Path("assay-card"),
@@ -1118,7 +1119,7 @@ def card(
     from assay.api import card as build_card
 
     result = build_card(sources, facts=facts, out=out, registry=registry, artifacts=artifacts, force=force,
-                        datasheet=datasheet, audit=audit)
+                        datasheet=datasheet, audit=audit, scan=scan)
     if quiet:
         return
     say = functools.partial(Console().print, soft_wrap=True)

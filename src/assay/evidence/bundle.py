@@ -53,6 +53,7 @@ __all__ = [
     "atomic_directory",
     "read_bundle",
     "read_evidence",
+    "read_json_object",
     "read_predictions",
     "read_reference",
     "write_bundle",
@@ -119,53 +120,60 @@ def _nesting_depth(value: Any, limit: int) -> int:
     return deepest
 
 
-def read_evidence(path: str | os.PathLike[str]) -> Evidence:
-    """``evidence.json`` of a bundle (the file or its directory), read as untrusted input: at most
-    :data:`MAX_EVIDENCE_BYTES` (checked with ``stat`` first), UTF-8 JSON nested at most
-    :data:`MAX_EVIDENCE_DEPTH` deep, of this schema's major version; every failure is a DataError."""
-    given = Path(path)
-    file = given / "evidence.json" if given.is_dir() else given
+def read_json_object(file: Path, *, name: str, fix: str) -> dict[str, Any]:
+    """A JSON object from ``file`` read as untrusted input: at most :data:`MAX_EVIDENCE_BYTES` (checked with
+    ``stat`` first), UTF-8, nested at most :data:`MAX_EVIDENCE_DEPTH` deep; every failure is a DataError naming
+    ``name`` with ``fix``. Nothing in it is evaluated."""
     where = str(file)
     try:
         st = file.stat()
     except OSError:
-        raise DataError(f"no evidence file at {file}", where=where,
-                        fix="point to a bundle directory written by `assay evaluate`") from None
+        raise DataError(f"no {name} at {file}", where=where, fix=fix) from None
     if not stat.S_ISREG(st.st_mode):
-        raise DataError(f"{file} is not a regular file", where=where, fix=_REGENERATE)
+        raise DataError(f"{file} is not a regular file", where=where, fix=fix)
     if st.st_size > MAX_EVIDENCE_BYTES:
-        raise DataError(f"evidence.json is {st.st_size:,} bytes; a real one is far below the {MAX_EVIDENCE_BYTES:,} "
-                        "accepted", where=where, fix=_REGENERATE)
+        raise DataError(f"{name} is {st.st_size:,} bytes; a real one is far below the {MAX_EVIDENCE_BYTES:,} "
+                        "accepted", where=where, fix=fix)
     try:
         with file.open("rb") as f:
             data = f.read(MAX_EVIDENCE_BYTES + 1)
         if len(data) > MAX_EVIDENCE_BYTES:
-            raise DataError(f"evidence.json is over {MAX_EVIDENCE_BYTES:,} bytes", where=where, fix=_REGENERATE)
+            raise DataError(f"{name} is over {MAX_EVIDENCE_BYTES:,} bytes", where=where, fix=fix)
         raw = json.loads(data.decode("utf-8-sig"))
     except OSError as exc:
-        raise DataError(f"cannot read evidence.json ({exc.strerror or exc})", where=where,
+        raise DataError(f"cannot read {name} ({exc.strerror or exc})", where=where,
                         fix="check the file's permissions") from None
     except UnicodeDecodeError as exc:
-        raise DataError(f"evidence.json is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): "
-                        "binary or another encoding", where=where, fix=_REGENERATE) from None
+        raise DataError(f"{name} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): "
+                        "binary or another encoding", where=where, fix=fix) from None
     except RecursionError:
-        raise DataError("evidence.json is nested too deeply to be evidence", where=where, fix=_REGENERATE) from None
+        raise DataError(f"{name} is nested too deeply", where=where, fix=fix) from None
     except json.JSONDecodeError as exc:
-        raise DataError(f"evidence.json is not valid JSON: {exc.msg}", where=f"{file}:{exc.lineno}",
-                        fix=_REGENERATE) from None
+        raise DataError(f"{name} is not valid JSON: {exc.msg}", where=f"{file}:{exc.lineno}", fix=fix) from None
     except ValueError as exc:  # e.g. an integer longer than Python converts
-        raise DataError(f"evidence.json is not valid JSON: {str(exc)[:200]}", where=where, fix=_REGENERATE) from None
+        raise DataError(f"{name} is not valid JSON: {str(exc)[:200]}", where=where, fix=fix) from None
     if not isinstance(raw, dict):
-        raise DataError(f"evidence.json must hold a JSON object, got a {type(raw).__name__}", where=where,
-                        fix=_REGENERATE)
+        raise DataError(f"{name} must hold a JSON object, got a {type(raw).__name__}", where=where, fix=fix)
+    if _nesting_depth(raw, MAX_EVIDENCE_DEPTH) > MAX_EVIDENCE_DEPTH:
+        raise DataError(f"{name} is nested more than {MAX_EVIDENCE_DEPTH} levels deep", where=where, fix=fix)
+    return raw
+
+
+def read_evidence(path: str | os.PathLike[str]) -> Evidence:
+    """``evidence.json`` of a bundle (the file or its directory), read as untrusted input
+    (:func:`read_json_object`), of this schema's major version; every failure is a DataError."""
+    given = Path(path)
+    file = given / "evidence.json" if given.is_dir() else given
+    where = str(file)
+    if not file.exists():
+        raise DataError(f"no evidence file at {file}", where=where,
+                        fix="point to a bundle directory written by `assay evaluate`")
+    raw = read_json_object(file, name="evidence.json", fix=_REGENERATE)
     version = raw.get("schema_version")
     if not isinstance(version, str) or version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
         shown = repr(version)[:40] if version is not None else "none"
         raise DataError(f"evidence.json has schema version {shown}; this Assay reads version {SCHEMA_VERSION}",
                         where=where, fix=_REGENERATE + " (or read it with the Assay version that wrote it)")
-    if _nesting_depth(raw, MAX_EVIDENCE_DEPTH) > MAX_EVIDENCE_DEPTH:
-        raise DataError(f"evidence.json is nested more than {MAX_EVIDENCE_DEPTH} levels deep", where=where,
-                        fix=_REGENERATE)
     try:
         evidence = Evidence.model_validate(raw)
     except ValidationError as exc:

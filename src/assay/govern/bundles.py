@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from assay.errors import DataError
-from assay.evidence.bundle import read_evidence
+from assay.evidence.bundle import read_evidence, read_json_object
 from assay.evidence.output import read_manifest
-from assay.evidence.schema import Evidence, Finding
+from assay.evidence.schema import Evidence, Finding, Section
 
-__all__ = ["AUDIT_FILES", "AUDIT_SECTIONS", "BUNDLE_FILES", "LoadedAudit", "LoadedBundle", "load_audit",
-           "load_bundles", "sha256_file"]
+__all__ = ["AUDIT_FILES", "AUDIT_SECTIONS", "BUNDLE_FILES", "SCAN_FILES", "LoadedAudit", "LoadedBundle",
+           "LoadedScan", "load_audit", "load_bundles", "load_scan", "sha256_file"]
 
 #: Files of an evaluation bundle the card cites, when present.
 BUNDLE_FILES = ("evidence.json", "predictions.npz", "reference.npz", "report.html", "report.md",
@@ -35,6 +35,8 @@ AUDIT_SECTIONS: dict[str, str] = {
 }
 #: Files of an audit bundle the card and the datasheet cite, when present.
 AUDIT_FILES = ("evidence.json", "flagged.csv", "report.html", "report.md", "DATASHEET.md", "assay-manifest.json")
+#: Files of a model-file scan (``assay scan MODEL --out DIR``) the card cites, when present.
+SCAN_FILES = ("scan.json", "scan.md", "assay-manifest.json")
 
 
 def sha256_file(path: Path) -> str:
@@ -168,3 +170,55 @@ def load_audit(path: str | os.PathLike[str]) -> LoadedAudit:
             f"audit): what {'they measure is' if len(missing) > 1 else 'it measures is'} not known")))
     return LoadedAudit(index=0, label="audit", folder=folder.resolve(), evidence=evidence, files=files,
                        findings=findings, missing=missing)
+
+
+@dataclass(frozen=True)
+class LoadedScan:
+    """A model-file scan folder (``assay scan MODEL --out DIR``): its ``model_scan`` section (scan.json), the sha256
+    of its files, and findings about it (changed files; a scan of another file than the evaluated model)."""
+
+    folder: Path
+    section: Section
+    files: dict[str, str] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+    source_id = "SC"
+
+    def file_id(self, name: str) -> str:
+        return {"scan.json": "SC", "scan.md": "SC-M", "assay-manifest.json": "SC-A"}[name]
+
+    @property
+    def model_sha256(self) -> str | None:
+        """sha256 of the file that was scanned."""
+        value = self.section.config.get("sha256")
+        return value if isinstance(value, str) else None
+
+
+def load_scan(path: str | os.PathLike[str], bundles: list[LoadedBundle] | None = None) -> LoadedScan:
+    """Read a scan folder (scan.json validated as untrusted input) and hash its files. When ``bundles`` are
+    given, a scan of a file none of them evaluated (another sha256) is a warning finding: the card would otherwise
+    vouch for a file it did not scan."""
+    given = Path(path)
+    folder = given.parent if given.is_file() and given.name == "scan.json" else given
+    fix = "give the folder `assay scan MODEL --out DIR` wrote (it holds scan.json)"
+    if not folder.is_dir() or not (folder / "scan.json").exists():
+        raise DataError(f"no model-file scan at {given}", where=str(given), fix=fix)
+    raw = read_json_object(folder / "scan.json", name="scan.json", fix=fix)
+    try:
+        section = Section.model_validate(raw)
+    except ValueError as exc:
+        raise DataError(f"scan.json is not a model_scan section ({str(exc).splitlines()[0][:200]})",
+                        where=str(folder / "scan.json"), fix=fix) from None
+    if section.name != "model_scan":
+        raise DataError(f"scan.json holds a {section.name!r} section, not model_scan", where=str(folder / "scan.json"),
+                        fix=fix)
+    files = {name: sha256_file(folder / name) for name in SCAN_FILES if (folder / name).is_file()}
+    findings = _integrity(folder, files, "scan")
+    scanned = section.config.get("sha256")
+    evaluated = {b.evidence.model.sha256 for b in bundles or []} - {None, ""}
+    if evaluated and scanned not in evaluated:
+        findings.append(Finding(severity="warning", evidence="scan", message=(
+            f"the scan is of a file with sha256 {str(scanned)[:12]}..., not the evaluated model "
+            f"({', '.join(sorted(h[:12] + '...' for h in evaluated))}): it says nothing about the model this card "
+            "describes")))
+    return LoadedScan(folder=folder.resolve(), section=section, files=files, findings=findings)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from assay.evidence.schema import Finding, Metric, Section
-from assay.govern.bundles import LoadedAudit, LoadedBundle, load_audit, load_bundles
+from assay.govern.bundles import LoadedAudit, LoadedBundle, LoadedScan, load_audit, load_bundles, load_scan
 from assay.govern.crosswalk import build_crosswalk, metric_pattern
 from assay.govern.datasheet import (
     DATASHEET_FILE,
@@ -116,7 +116,7 @@ class ModelCard:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _src(bundle: LoadedBundle, pointer: str) -> Cell:
+def _src(bundle: LoadedBundle | LoadedScan, pointer: str) -> Cell:
     return Cell(f"{bundle.source_id} `{pointer}`")
 
 
@@ -129,7 +129,8 @@ def _matches(patterns: Iterable[str], names: Iterable[str]) -> list[str]:
     return list(out)
 
 
-def _metric_table(bundle: LoadedBundle, section: Section, names: list[str], caption: str = "") -> Table | None:
+def _metric_table(bundle: LoadedBundle | LoadedScan, section: Section, names: list[str], caption: str = ""
+                  ) -> Table | None:
     """Metric | value [CI] | n | interval method | source, for the named metrics the section holds."""
     rows = []
     for name in names:
@@ -148,7 +149,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _row_table(bundle: LoadedBundle, section: Section, name: str) -> Table | None:
+def _row_table(bundle: LoadedBundle | LoadedScan, section: Section, name: str) -> Table | None:
     """A section table, row by row, each row with its pointer (numbers formatted as the report does)."""
     rows = section.tables.get(name) or []
     if not rows:
@@ -463,8 +464,27 @@ def _reliability(bundles: list[LoadedBundle]) -> CardSection:
     return CardSection("Calibration, robustness and OOD", "calibration-robustness-ood", blocks)
 
 
-def _security(bundles: list[LoadedBundle]) -> CardSection:
-    """Privacy (membership inference) and backdoor scans of each bundle, or a note that they were not run."""
+def _scan_blocks(scan: LoadedScan) -> list[Any]:
+    """The model-file scan: the file (by sha256), the verdict, its counts and findings, and any mismatch with the
+    evaluated model."""
+    section = scan.section
+    verdict = section.config.get("scan_verdict", section.verdict)
+    blocks: list[Any] = [Paragraph(f"Model file scan: verdict {verdict}. {section.summary} (SC `model_scan.summary`; "
+                                   f"file `{section.config.get('path')}`, sha256 "
+                                   f"`{short_hash(scan.model_sha256 or '')}`)")]
+    blocks += [Paragraph(f.message, "note") for f in scan.findings if f.severity == "warning"]
+    table = _metric_table(scan, section, list(section.metrics))
+    if table is not None:
+        blocks.append(table)
+    findings = _row_table(scan, section, "findings")
+    if findings is not None:
+        blocks.append(findings)
+    return [CardSection("Model file scan", "model-scan", blocks)]
+
+
+def _security(bundles: list[LoadedBundle], scan: LoadedScan | None = None) -> CardSection:
+    """Privacy (membership inference) and backdoor scans of each bundle, or a note that they were not run, and the
+    model-file scan when given."""
     blocks: list[Any] = []
     titles = {"privacy": "Privacy: membership inference", "backdoor": "Backdoor and data poisoning"}
     for b in bundles:
@@ -473,9 +493,13 @@ def _security(bundles: list[LoadedBundle]) -> CardSection:
         absent = [title for name, title in titles.items() if name not in b.evidence.sections]
         if absent:
             sub.append(Paragraph(f"Not evaluated in {b.label}: {', '.join(absent)} (`assay evaluate --checks "
-                                 "privacy,backdoor --train-data TRAIN`). Whether the model file would run code when "
-                                 "loaded: `assay scan MODEL`.", "note"))
+                                 "privacy,backdoor --train-data TRAIN`).", "note"))
         blocks.append(CardSection(f"{b.label}", f"security-{b.index}", sub))
+    if scan is not None:
+        blocks += _scan_blocks(scan)
+    else:
+        blocks.append(Paragraph("No model-file scan given: whether the model file would run code when loaded is "
+                                "checked by `assay scan MODEL --out DIR` (`assay card --scan DIR`).", "note"))
     return CardSection("Security and privacy", "security-privacy", blocks)
 
 
@@ -687,12 +711,16 @@ def _crosswalk_section(crosswalk: dict[str, Any]) -> CardSection:
 
 def _sources(bundles: list[LoadedBundle], facts: CardFacts | None, change_log: list[dict[str, Any]],
              crosswalk: dict[str, Any], sheet: Datasheet | None = None,
-             audit: LoadedAudit | None = None) -> CardSection:
+             audit: LoadedAudit | None = None, scan: LoadedScan | None = None) -> CardSection:
     rows = []
     for b in [*bundles, *([audit] if audit is not None else [])]:
         for name, digest in b.files.items():
             rows.append([Cell(b.file_id(name)), Cell(b.label), Cell(str(b.folder / name), code=True),
                          Cell(f"sha256:{digest}", code=True)])
+    for name, digest in (scan.files if scan is not None else {}).items():
+        assert scan is not None
+        rows.append([Cell(scan.file_id(name)), Cell("scan"), Cell(str(scan.folder / name), code=True),
+                     Cell(f"sha256:{digest}", code=True)])
     if facts is not None:
         rows.append([Cell("F"), Cell("facts"), Cell(facts.source or "card facts (built in Python)", code=True),
                      Cell(f"sha256:{facts.sha256}", code=True)])
@@ -792,28 +820,33 @@ def _card_findings(bundles: list[LoadedBundle], todos: list[str]) -> list[Findin
 
 def build_card(bundles: list[Path], facts: CardFacts | None, change_log: list[dict[str, Any]] | None = None, *,
                labels: list[str] | None = None, name: str | None = None, datasheet: Datasheet | None = None,
-               audit: str | os.PathLike[str] | LoadedAudit | None = None) -> ModelCard:
+               audit: str | os.PathLike[str] | LoadedAudit | None = None,
+               scan: str | os.PathLike[str] | LoadedScan | None = None) -> ModelCard:
     """The card of the model evaluated in ``bundles`` (evaluation bundle folders), with the provider's ``facts``
     (None: every fact TODO) and the registry ``change_log`` (alias moves as dicts: actor, created_at, alias,
     from_version, to_version, action, reason, gate_verdict, comparison_sha256). ``labels`` name the bundles
     (e.g. registry refs ``digits@3``; default B1, B2, ...); ``name`` is the registry name, when there is one.
     ``datasheet`` (datasheet.yaml) and ``audit`` (a folder `assay audit` wrote) are linked from Training data
     and fill the crosswalk's data entries; the datasheet is rendered as DATASHEET.md (with the audit quoted).
+    ``scan`` (a folder `assay scan MODEL --out` wrote) is quoted under Security and privacy and fills MEASURE 2.7; a
+    scan of another file than the evaluated model is a warning.
     Pure: reads the files, returns the texts."""
     loaded = load_bundles([Path(b) for b in bundles], labels)
     audited = audit if isinstance(audit, LoadedAudit) or audit is None else load_audit(audit)
+    scanned = scan if isinstance(scan, LoadedScan) or scan is None else load_scan(scan, loaded)
     log = [dict(m) for m in (change_log or [])]
     title_name = _model_name(loaded, facts, name)
     todos = facts.missing() if facts is not None else list(REQUIRED_FACTS)
-    crosswalk = build_crosswalk(loaded, facts, log, datasheet=datasheet, audit=audited)
+    crosswalk = build_crosswalk(loaded, facts, log, datasheet=datasheet, audit=audited, scan=scanned)
     front = _front_matter(loaded, facts, title_name)
     sections = [
         _details(loaded, facts, title_name), _uses(facts), _factors(loaded, facts), _metrics(loaded),
-        _data(loaded, facts, datasheet, audited), _results(loaded), _reliability(loaded), _security(loaded),
+        _data(loaded, facts, datasheet, audited), _results(loaded), _reliability(loaded), _security(loaded, scanned),
         _bias(loaded, facts),
         _risks(loaded, facts),
         _environment(loaded), _technical(loaded), _monitoring(loaded, facts, title_name, name, log),
-        _change_log(log), _crosswalk_section(crosswalk), _sources(loaded, facts, log, crosswalk, datasheet, audited),
+        _change_log(log), _crosswalk_section(crosswalk), _sources(loaded, facts, log, crosswalk, datasheet, audited,
+                                                              scanned),
     ]
     if todos:
         sections.insert(0, _todo_section(todos))
@@ -827,8 +860,10 @@ def build_card(bundles: list[Path], facts: CardFacts | None, change_log: list[di
                        generator=f"Assay {loaded[0].evidence.environment.assay}")
     inputs = tuple(b.folder for b in loaded) + ((Path(facts.source).resolve(),) if facts and facts.source else ())
     inputs += (audited.folder,) if audited is not None else ()
+    inputs += (scanned.folder,) if scanned is not None else ()
     inputs += (Path(datasheet.source_file).resolve(),) if datasheet is not None and datasheet.source_file else ()
     findings = _card_findings(loaded, todos) + (list(audited.findings) if audited is not None else [])
+    findings += list(scanned.findings) if scanned is not None else []
     if datasheet is not None:
         missing = [k for k in REQUIRED_DATASHEET_FACTS if getattr(datasheet, k) in (None, [])]
         if missing:

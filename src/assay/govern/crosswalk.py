@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from assay.govern.bundles import LoadedAudit, LoadedBundle
+from assay.govern.bundles import LoadedAudit, LoadedBundle, LoadedScan
 from assay.govern.datasheet import Datasheet
 from assay.govern.facts import CardFacts
 
@@ -30,7 +30,8 @@ CROSSWALK_FILE = "crosswalk.yaml"
 #: Version of crosswalk.json's layout.
 CROSSWALK_SCHEMA = "assay-crosswalk/1"
 
-EvidenceKind = Literal["section", "evidence", "file", "change_log", "comparison", "card_facts", "datasheet", "audit"]
+EvidenceKind = Literal["section", "evidence", "file", "change_log", "comparison", "card_facts", "datasheet", "audit",
+                       "scan"]
 
 
 class _Strict(BaseModel):
@@ -57,6 +58,8 @@ class EvidenceItem(_Strict):
             raise ValueError(f"a {self.kind!r} item needs {'section' if self.kind == 'audit' else self.kind!r}")
         if self.kind in ("evidence", "change_log", "comparison", "card_facts", "datasheet") and not self.fields:
             raise ValueError(f"a {self.kind!r} item needs `fields`")
+        if self.kind == "scan" and not (self.metrics or self.tables):
+            raise ValueError("a 'scan' item needs `metrics` or `tables` of the model_scan section")
         return self
 
 
@@ -132,10 +135,18 @@ def _section_pointers(bundle: LoadedBundle, item: EvidenceItem) -> list[str] | N
 
 def _rows_for(item: EvidenceItem, bundles: list[LoadedBundle], facts: CardFacts | None,
               change_log: list[dict[str, Any]], datasheet: Datasheet | None = None,
-              audit: LoadedAudit | None = None) -> list[dict[str, Any]]:
+              audit: LoadedAudit | None = None, scan: LoadedScan | None = None) -> list[dict[str, Any]]:
     """The evidence rows one item contributes: one per bundle (or per file, move, ...) that satisfies it."""
     rows: list[dict[str, Any]] = []
-    if item.kind == "audit":
+    if item.kind == "scan":
+        if scan is not None:
+            found = ([f"model_scan.metrics.{m}" for m in item.metrics if m in scan.section.metrics]
+                     + [f"model_scan.tables.{t}" for t in item.tables if t in scan.section.tables])
+            if found:
+                rows.append({"bundle": "scan", "source_id": scan.file_id("scan.json"), "file": "scan.json",
+                             "path": str(scan.folder / "scan.json"), "sha256": scan.files["scan.json"],
+                             "pointers": found})
+    elif item.kind == "audit":
         pointers = _section_pointers(audit, item) if audit is not None else None
         if audit is not None and pointers is not None:
             rows.append({"bundle": audit.label, "source_id": audit.file_id("evidence.json"), "file": "evidence.json",
@@ -182,11 +193,11 @@ def _rows_for(item: EvidenceItem, bundles: list[LoadedBundle], facts: CardFacts 
 
 def build_crosswalk(bundles: list[LoadedBundle], facts: CardFacts | None = None,
                     change_log: list[dict[str, Any]] | None = None, *, datasheet: Datasheet | None = None,
-                    audit: LoadedAudit | None = None) -> dict[str, Any]:
+                    audit: LoadedAudit | None = None, scan: LoadedScan | None = None) -> dict[str, Any]:
     """crosswalk.json: ``rows`` (one per framework entry x piece of evidence, with the file's sha256 and the
     pointers into it), ``entries`` (each entry's status: evidenced in full, partially, or a gap) and ``gaps``.
     ``datasheet`` (datasheet.yaml) and ``audit`` (an ``assay audit`` bundle) speak to the data entries (MAP 2.3,
-    MEASURE 2.1, Annex IV 2(d))."""
+    MEASURE 2.1, Annex IV 2(d)); ``scan`` (an ``assay scan`` folder) to security (MEASURE 2.7)."""
     mapping = load_crosswalk()
     log = list(change_log or [])
     rows: list[dict[str, Any]] = []
@@ -195,7 +206,7 @@ def build_crosswalk(bundles: list[LoadedBundle], facts: CardFacts | None = None,
     for key, _fw, entry in mapping.entries():
         found = []
         for item in entry.evidence:
-            for row in _rows_for(item, bundles, facts, log, datasheet, audit):
+            for row in _rows_for(item, bundles, facts, log, datasheet, audit, scan):
                 found.append({"framework": key, "id": entry.id, "label": entry.label, "kind": item.kind,
                               "coverage": item.coverage, "why": item.why, **row})
         status = "gap" if not found else ("full" if any(r["coverage"] == "full" for r in found) else "partial")
@@ -218,6 +229,9 @@ def build_crosswalk(bundles: list[LoadedBundle], facts: CardFacts | None = None,
                                                      "license": datasheet.license},
         "audit": None if audit is None else {"path": str(audit.folder), "files": dict(audit.files),
                                              "missing_sections": list(audit.missing)},
+        "scan": None if scan is None else {"path": str(scan.folder), "files": dict(scan.files),
+                                           "model_sha256": scan.model_sha256,
+                                           "verdict": scan.section.config.get("scan_verdict")},
         "summary": {status: sum(e["status"] == status for e in entries) for status in ("full", "partial", "gap")},
         "entries": entries,
         "rows": rows,

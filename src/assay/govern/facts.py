@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraint
 
 from assay.errors import OptionError
 
-__all__ = ["MAX_FACTS_BYTES", "REQUIRED_FACTS", "CardFacts", "FactsFile", "load_card_facts", "parse_card_facts", "parse_facts",
-           "read_facts_file"]
+__all__ = ["MAX_FACTS_BYTES", "REQUIRED_FACTS", "CardFacts", "FactsFile", "load_card_facts", "parse_card_facts",
+           "parse_facts", "read_facts_file"]
 
 FactsModel = TypeVar("FactsModel", bound=BaseModel)
 

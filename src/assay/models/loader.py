@@ -1,16 +1,15 @@
 """``load_model``: one entry point from a path, factory spec or ``ModelSpec`` to a :class:`~assay.models.base.Model`.
 
-Formats come from the registry in :mod:`assay.models.formats`, chosen by extension: ``.onnx``
-(onnxruntime), ``.pt``/``.pth``/``.ts`` (TorchScript), ``.pt2`` (``torch.export``), or
-``package.module:callable`` plus ``weights`` (``.safetensors`` or a state dict). Nothing is ever
-unpickled: every pickle in a file (a state dict's ``data.pkl``, TorchScript's, a ``.pt2``'s sample inputs)
-is scanned first by :func:`assay.models.pickle_scan.check_pickles`, and one that imports anything beyond
-what ``torch.save`` writes for tensors (a full pickled module, ``os.system``) is refused with instructions. Model files that would run code when
-loaded (expression strings, operators that touch files, native libraries) are refused with
+Formats come from the registry in :mod:`assay.models.formats`, chosen by extension: ``.onnx`` (onnxruntime),
+``.pt``/``.pth``/``.ts`` (TorchScript), ``.pt2`` (``torch.export``), or ``package.module:callable`` plus
+``weights`` (``.safetensors`` or a state dict). Nothing is ever unpickled: every pickle in a file (a state
+dict's ``data.pkl``, TorchScript's, a ``.pt2``'s sample inputs) is scanned first by
+:func:`assay.models.pickle_scan.check_pickles`, and one that imports anything beyond what ``torch.save``
+writes for tensors (a full pickled module, ``os.system``) is refused with instructions. Model files that would
+run code when loaded (expression strings, operators that touch files, native libraries) are refused with
 :class:`~assay.errors.UnsafeModelError` by the format loaders, through :mod:`assay.models.safety`; a
-``torch.export`` archive saved under a ``.pt`` name takes the same path as a ``.pt2``. Every load goes
-through :func:`load_spec`, which is also how a :class:`~assay.models.spec.ModelSpec` loads in another process.
-"""
+``torch.export`` archive saved under a ``.pt`` name takes the same path as a ``.pt2``. Every load goes through
+:func:`load_spec`, which is also how a :class:`~assay.models.spec.ModelSpec` loads in another process."""
 
 from __future__ import annotations
 
