@@ -27,7 +27,7 @@ from assay.cli import main
 from assay.errors import OptionError, UnsafeModelError, UserError
 from assay.evidence.schema import Section
 from assay.models import pickle_scan
-from assay.models.pickle_scan import ALLOWED_GLOBALS, classify_global, scan_pickle_bytes
+from assay.models.pickle_scan import ALLOWED_GLOBALS, classify_global, scan_file, scan_pickle_bytes
 from assay.security import scan_model, write_scan
 
 
@@ -197,6 +197,19 @@ def test_inst_and_extension_codes_are_flagged() -> None:
     findings, _, _ = scan_pickle_bytes(b"\x80\x02\x82\x07)R.")  # EXT1 7: a global from copyreg's registry
     assert {f.opcode for f in findings} == {"EXT1", "REDUCE"}
     assert all(f.severity == "unknown" for f in findings)
+
+
+def test_a_protocol_0_pickle_after_the_legit_ones_is_flagged(tmp_path: Path) -> None:
+    """The legacy torch.save format is several pickles in a row; ``torch.load(weights_only=False)`` reads them one by
+    one, so an appended protocol-0 pickle would run. (A false negative found in review: only protocol 2-5 pickles
+    were looked for after the first.)"""
+    import pickle
+
+    path = tmp_path / "appended.pt"
+    path.write_bytes(pickle.dumps({"w": 1}, protocol=2) + b"cos\nsystem\n(S'echo never'\ntR.")
+    scan = scan_file(path)
+    assert any(f.severity == "dangerous" and f.global_name == "os.system" for f in scan.findings)
+    assert scan.members[0].pickles == 2
 
 
 def test_truncated_payload_is_still_flagged() -> None:

@@ -374,14 +374,16 @@ def scan_pickle_bytes(data: bytes | IO[bytes], *, member: str = "", script: bool
                       several: bool = False) -> tuple[list[PickleFinding], list[str], int]:
     """Scan one pickle (``several``: consecutive pickles, as the legacy ``torch.save`` format writes them, until
     the bytes stop being a pickle). Returns (findings, every global imported, pickles read). A first pickle that
-    does not parse is a ``MALFORMED`` finding; later ones end the scan (legacy files continue with raw data)."""
+    does not parse is a ``MALFORMED`` finding; later ones end the scan (legacy files continue with raw data), but
+    what they import before the break is kept: ``pickle.load`` runs a protocol-0 pickle appended after the legit
+    ones up to its first bad opcode, so every following pickle is parsed whatever protocol it opens with."""
     stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
     findings: list[PickleFinding] = []
     seen: set[str] = set()
     count = 0
     while True:
         start = stream.tell()
-        if count and not _looks_like_pickle(stream.read(2)):
+        if not stream.read(1):
             break
         stream.seek(start)
         try:  # what a loader would execute before reaching a broken opcode is kept, broken or not
