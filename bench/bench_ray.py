@@ -1,7 +1,8 @@
 """Scale-out: ``--suite standard`` (clean + the 15 ImageNet-C corruptions x 5 severities = 76 views) on an
-image set of ``--images`` rows (default 10,000), run on the local backend, the processes backend with 2 workers
-and, when ``"ray" in BACKENDS``, Ray with 1 and 2 workers on this machine (a local Ray started by the backend).
-Ratios are against the local run measured in the same run.
+image set of ``--images`` rows (default 10,000), run on the local backend (the model on every core, and on one
+thread: the work of one worker, the baseline of Ray's own overhead), the processes backend with 2 workers and,
+when ``"ray" in BACKENDS``, Ray with 1 and 2 workers on this machine (a local Ray started by the backend).
+Ratios are against the local runs measured in the same run.
 
 Data: the digits test split (540 images, 1x8x8) resampled to ``--images`` rows, each shifted by up to one pixel
 and given Gaussian noise (sd 0.05, clipped to [0, 1]), seeded: distinct rows, so no corruption work is shared.
@@ -139,12 +140,15 @@ class Measured:
     run: EvaluationRun
 
 
-def evaluate(label: str, backend: Backend, model_path: Path, data: Dataset, cache: Path) -> Measured:
+def evaluate(label: str, backend: Backend, model_path: Path, data: Dataset, cache: Path,
+             threads: int | None = None) -> Measured:
+    """One ``--suite standard`` run on ``backend`` (``threads``: the local model's; workers use 1 each)."""
     metered = MeteredBackend(backend)
     config = EvaluateConfig(batch_size=BATCH, **apply_suite("standard", {}))
     t = time.perf_counter()
     try:
-        run = run_evaluation(str(model_path), data, config=config, cache_dir=cache, backend=metered)
+        run = run_evaluation(str(model_path), data, config=config, cache_dir=cache, backend=metered,
+                             model_options={"threads": threads} if threads else None)
     finally:
         metered.close()
     wall = time.perf_counter() - t
@@ -205,14 +209,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# --suite standard on {len(data):,} images 1x8x8 (digits:test resampled, shifted, noised), DigitsCNN "
               f"ONNX (trained {train_s:.1f} s), batch {BATCH}, a fresh output cache per run — {machine()}; "
               f"load average {os.getloadavg()[0]:.1f} at the start", flush=True)
-        plan: list[tuple[str, Any]] = [("local", LocalBackend), ("processes, 2 workers", lambda: ProcessPoolBackend(2))]
+        # (label, backend factory, local model threads): the default local run uses every core; "local, 1 thread"
+        # does the work of one worker in the driver, the baseline of Ray's own overhead.
+        plan: list[tuple[str, Any, int | None]] = [("local", LocalBackend, None), ("local, 1 thread", LocalBackend, 1),
+                                                   ("processes, 2 workers", lambda: ProcessPoolBackend(2), None)]
         if "ray" in BACKENDS:
-            ray_backend = BACKENDS["ray"]
-            plan += [(f"ray, {w} worker{'s' * (w > 1)}", lambda w=w: ray_backend(workers=w)) for w in (1, 2)]
+            ray_backend: Any = BACKENDS["ray"]
+            plan += [(f"ray, {w} worker{'s' * (w > 1)}", lambda w=w: ray_backend(workers=w), None) for w in (1, 2)]
         else:
             print("# Ray: not measured (no 'ray' backend registered in this checkout)")
-        runs = [evaluate(label, make(), model_path, data, Path(tmp) / f"cache{i}") for i, (label, make)
-                in enumerate(plan)]
+        runs = [evaluate(label, make(), model_path, data, Path(tmp) / f"cache{i}", threads)
+                for i, (label, make, threads) in enumerate(plan)]
     local = runs[0]
     print(f"{'backend':<22} {'wall s':>7} {'vs local':>8} {'driver s':>8} {'start-up s':>10} "
           f"{'shard ms (median, p90)':>22}")
@@ -229,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r.label} vs local: {same_outputs(local.run, r.run)}")
     ray1 = next((r for r in runs if r.label == "ray, 1 worker"), None)
     if ray1 is not None:
-        print(f"Ray overhead at 1 worker: {ray1.wall / local.wall:.2f}x the local wall time "
-              f"(+{ray1.wall - local.wall:.1f} s)")
+        one = runs[1]
+        print(f"Ray overhead at 1 worker: {ray1.wall / one.wall:.2f}x the wall time of {one.label} (same compute: "
+              f"one thread; +{ray1.wall - one.wall:.1f} s), {ray1.wall / local.wall:.2f}x that of local")
     unit = ray1 or runs[1]
     print(f"# projection to N nodes x {args.workers_per_node} workers (Amdahl; per-shard costs of the "
           f"{unit.label} run; assumptions in the module docstring)")
