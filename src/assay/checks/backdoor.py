@@ -199,12 +199,13 @@ def check_backdoor(ctx: CheckContext) -> Section:
             method="items in suspect classes flagged by spectral signatures (top 1.5 eps) or in the poisoned cluster")
         metrics["spectral_min_p_value"] = make_metric(
             float(np.nanmin(ss.p_value)) if np.isfinite(ss.p_value).any() else float("nan"), None, n=len(train_y),
-            config=cfg, method="one-sided binomial test of training items beyond every clean item of the class "
-            "on the top singular direction (Bonferroni over classes)")
+            config=cfg, method="exact tail of the count of training items beyond every clean item of the class on "
+            "the top singular direction (cross-fitted halves, Bonferroni over halves; uncorrected over classes — the "
+            "suspect verdict divides alpha by the number of classes)")
         metrics["activation_clustering_min_p_value"] = make_metric(
             float(np.nanmin(ac.p_value)) if np.isfinite(ac.p_value).any() else float("nan"), None,
             n=len(train_y), config=cfg, method="one-sided Fisher exact test, training vs evaluation share of the "
-            "smaller 2-means cluster (PCA-10; Chen et al. 2018)")
+            "smaller 2-means cluster (PCA-10; Chen et al. 2018); uncorrected over classes")
         plots["activation_clusters"] = {
             "kind": "bars", "title": "Smaller activation cluster's share per class: training vs evaluation data",
             "ylabel": "share of the class", "categories": [names[int(k)] for k in ac.classes],

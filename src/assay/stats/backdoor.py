@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["MAD_CONSISTENCY", "ActivationClusters", "SpectralSignatures", "activation_clustering", "entropy_bits",
-           "kmeans2", "mad_anomaly_index", "reduce_features", "silhouette_two_clusters", "spectral_scores",
-           "spectral_signatures", "strip_blend", "strip_entropy", "strip_threshold"]
+__all__ = ["MAD_CONSISTENCY", "ActivationClusters", "SpectralSignatures", "activation_clustering",
+           "beyond_reference_p_value", "entropy_bits", "kmeans2", "mad_anomaly_index", "reduce_features",
+           "silhouette_two_clusters", "spectral_scores", "spectral_signatures", "strip_blend", "strip_entropy",
+           "strip_threshold"]
 
 #: 1 / Phi^-1(3/4): scales the MAD to a consistent estimate of a normal standard deviation.
 MAD_CONSISTENCY = 1.4826
@@ -84,9 +85,13 @@ def spectral_signatures(features: np.ndarray, labels: np.ndarray, *, eps: float 
     scores of each class with at least ``min_class_size`` items (the paper removes 1.5 eps of each class).
 
     The paper has no class-level test (it removes items from every class); with a clean reference set this
-    adds one: poisoned items lie further out along the top direction than any clean item of the class
-    (cross-fitted over two seeded halves of the class, see the code)."""
-    from scipy.stats import binomtest
+    adds one: poisoned items lie further out along the top direction than any clean item of the class. The
+    direction is fitted on one seeded half of the class and scores the other half and the reference, so a clean
+    held item is exchangeable with a reference item; the count ``c`` of the ``n`` held items beyond all ``m``
+    reference items then has the exact tail ``P(C >= c) = C(n, c) / C(n + m, c)`` (the top ``c`` of the pooled
+    ranking all held). The two halves' p-values are combined by Bonferroni (``2 * min``). (A binomial test
+    against 1/(m+1) per item, used first, ignored that every item is compared with the same maximum: on clean
+    simulated classes it gave p < 0.01 in 15 % of runs.)"""
 
     features = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels)
@@ -120,19 +125,33 @@ def spectral_signatures(features: np.ndarray, labels: np.ndarray, *, eps: float 
         # training item is exchangeable with a reference item (a direction fitted on the items it scores
         # overstates their spread along it).
         fold = np.random.default_rng(seed + int(j)).permutation(rows.size) % 2
-        count = 0
+        count, half_p = 0, []
         for f in (0, 1):
             fit, held = features[rows[fold != f]], features[rows[fold == f]]
             fit_centre = fit.mean(axis=0)
             fit_dir = np.linalg.svd(fit - fit_centre, full_matrices=False)[2][0]
             held_scores = ((held - fit_centre) @ fit_dir) ** 2
-            count += int((held_scores > (((ref - fit_centre) @ fit_dir) ** 2).max()).sum())
+            c = int((held_scores > (((ref - fit_centre) @ fit_dir) ** 2).max()).sum())
+            count += c
+            half_p.append(beyond_reference_p_value(c, len(held), len(ref)))
         beyond[j], expected[j] = count / rows.size, 1.0 / (len(ref) + 1)
-        p_value[j] = binomtest(count, rows.size, expected[j], alternative="greater").pvalue
+        p_value[j] = min(1.0, 2.0 * min(half_p))
     with np.errstate(invalid="ignore"):
         suspect = p_value < alpha / max(1, int(np.isfinite(p_value).sum()))
     return SpectralSignatures(scores, flagged, classes, beyond, expected, p_value, suspect,
                               {"eps": eps, "multiplier": multiplier, "alpha": alpha, "seed": seed})
+
+
+def beyond_reference_p_value(count: int, n: int, m: int) -> float:
+    """P(at least ``count`` of ``n`` items exceed the maximum of ``m`` exchangeable reference items) =
+    C(n, count) / C(n + m, count): the top ``count`` of the pooled ranking are all among the ``n``."""
+    if count <= 0:
+        return 1.0
+    if count > n:
+        return 0.0
+    log_p = (math.lgamma(n + 1) - math.lgamma(n - count + 1)
+             - math.lgamma(n + m + 1) + math.lgamma(n + m - count + 1))
+    return float(math.exp(log_p))
 
 
 def reduce_features(features: np.ndarray, n_components: int = 10, *, method: str = "pca", seed: int = 0) -> np.ndarray:
