@@ -316,3 +316,15 @@ def test_bad_input_is_refused(blobs, capsys):
                  "--strip-frr", "0.7", "--no-cache"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("Error:") and "Fix:" in err and "Traceback" not in err
+
+
+def test_strip_blends_each_input_with_other_rows_only():
+    from assay.checks.backdoor import StripView
+    from assay.data.dataset import Dataset
+
+    data = Dataset.from_arrays(np.random.default_rng(0).random((30, 1, 4, 4)).astype(np.float32), np.zeros(30, int))
+    view = StripView(data, inputs=20, overlays=16, seed=3)
+    assert view.partners.shape == (20, 16)
+    assert not (view.partners == view.bases[:, None]).any()
+    assert view.partners.min() >= 0 and view.partners.max() < 30
+    assert len(np.unique(view.partners)) > 25  # every other row can be drawn

@@ -71,9 +71,11 @@ class StripView(View):
             inputs = max(1, min(int(inputs), n, STRIP_MAX_BYTES // max(row_bytes, 1)))
             rng = np.random.default_rng(spawn_seed(seed, "strip"))
             self.bases = np.sort(rng.choice(n, inputs, replace=False))
-            self.partners = rng.integers(0, n, size=(inputs, self.overlays))
+            # Partners are other rows (with replacement): blending an input with itself would keep its prediction.
+            partners = rng.integers(0, max(n - 1, 1), size=(inputs, self.overlays))
+            self.partners = partners + (partners >= self.bases[:, None]) if n > 1 else partners
         self.spec = ViewSpec.make("strip", inputs=int(len(self.bases)), overlays=self.overlays, seed=int(seed),
-                                  fingerprint=fingerprint, trigger=tag)
+                                  fingerprint=fingerprint, trigger=tag, partners="others")
 
     @classmethod
     def _from_spec(cls, spec: ViewSpec, model: Model | None) -> View:
