@@ -58,6 +58,9 @@ def evaluate(
     cache_dir: str | os.PathLike[str] | bool | None = True,
     progress: bool = False,
     force: bool = False,
+    backend: str = "local",
+    ray_address: str | None = None,
+    num_workers: int | None = None,
     **options: Any,
 ) -> Evidence:
     """Evaluate a classifier on labelled data; return the evidence (and write the bundle to ``out``).
@@ -77,7 +80,9 @@ def evaluate(
     ``suite`` ("quick", "standard", "full") fills in corruptions and attacks the caller did not choose.
     ``cache_dir=True`` uses ``~/.cache/assay``; None/False disables. ``out`` replaces only an Assay evaluation
     bundle (``force=True``: any Assay output), never a folder holding other files, and is checked before the
-    evaluation starts.
+    evaluation starts. ``backend`` runs the forward passes, corruptions and attacks in this process (``local``),
+    in worker processes (``processes``) or on Ray actors (``ray``, with ``ray_address`` and ``num_workers``;
+    ``pip install 'assay[ray]'``); the evidence is the same.
     """
     from assay.engine.planning import apply_suite
 
@@ -100,7 +105,8 @@ def evaluate(
             check_output(out, "evaluate", inputs=inputs, force=force)
         run = run_evaluation(model, data, checks=checks, calibration_data=calibration_data, config=config,
                              cache_dir=cache_dir, progress=progress, model_options=model_options,
-                             data_options=data_options)
+                             data_options=data_options, backend=backend, ray_address=ray_address,
+                             num_workers=num_workers)
     if out is not None:
         write_evaluation(run, out, inputs=inputs, force=force)
     return run.evidence

@@ -171,6 +171,16 @@ Force = Annotated[bool, typer.Option(
     "--force", help="Replace an Assay output of another kind at --out (never a folder holding other files).",
     rich_help_panel=OUTPUT)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or console summary.", rich_help_panel=OUTPUT)]
+BackendName = Annotated[str, typer.Option(
+    "--backend", help="Where forward passes, corruptions and attacks run: local (in this process), processes (worker "
+    "processes that reload the model from its file) or ray (Ray actors; pip install 'assay[ray]').",
+    rich_help_panel=EXECUTION)]
+RayAddress = Annotated[str | None, typer.Option(
+    help="Ray cluster of --backend ray: auto (the one `ray start` runs on this machine), ray://HOST:PORT (Ray Client) "
+    "or HOST:PORT (default: start a local Ray).", rich_help_panel=EXECUTION)]
+NumWorkers = Annotated[int | None, typer.Option(
+    help="Workers of --backend processes or ray (default: 2 processes; one Ray actor per CPU of the cluster).",
+    rich_help_panel=EXECUTION)]
 ModelFilesSuite = Annotated[str | None, typer.Option(help="Evaluation suite for model files: quick, standard or full.")]
 BatchSizes = Annotated[str, typer.Option(
     "--latency-batch-sizes", help="Batch sizes to time, comma-separated.", rich_help_panel=EFFICIENCY)]
@@ -259,9 +269,9 @@ def evaluate(
     ece_bins: Annotated[int, typer.Option(help="Bins of the ECE family.", rich_help_panel=STATISTICS)] = 15,
     threads: Threads = None,
     batch_size: Annotated[int, typer.Option(help="Inference batch size.", rich_help_panel=EXECUTION)] = 256,
-    backend: Annotated[str, typer.Option(
-        help="Execution backend: local (in this process) or processes (worker processes that reload the model "
-             "from its file; Ray is planned).", rich_help_panel=EXECUTION)] = "local",
+    backend: BackendName = "local",
+    ray_address: RayAddress = None,
+    num_workers: NumWorkers = None,
     cache_dir: CacheDir = None,
     no_cache: NoCache = False,
     out: BundleOut = Path("assay-out"),
@@ -312,6 +322,8 @@ def evaluate(
         config=config,
         cache_dir=_cache(cache_dir, no_cache),
         backend=backend,
+        ray_address=ray_address,
+        num_workers=num_workers,
         progress=not quiet,
         model_options=model_options,
         data_options=data_options,
@@ -493,6 +505,9 @@ def compress(
     seed: Seed = 0,
     n_bootstrap: NBootstrap = 1000,
     threads: Threads = None,
+    backend: BackendName = "local",
+    ray_address: RayAddress = None,
+    num_workers: NumWorkers = None,
     cache_dir: CacheDir = None,
     no_cache: NoCache = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: report, variants, the recommended model and its evidence.", rich_help_panel=OUTPUT)] = Path("assay-compress"),
@@ -511,7 +526,7 @@ def compress(
         slice_by=[c.strip() for c in slice_by.split(",")] if slice_by else None,
         cache_dir=_cache(cache_dir, no_cache), progress=not quiet,
         model_options={k: v for k, v in {"weights": weights, "untrained": untrained or None}.items() if v is not None},
-        force=force)
+        backend=backend, ray_address=ray_address, num_workers=num_workers, force=force)
     if not quiet:
         from rich.table import Table
 
@@ -1161,6 +1176,9 @@ def audit(
     examples: Annotated[int, typer.Option(help="Flagged items of each kind shown as thumbnails or snippets in the report.", rich_help_panel=OUTPUT)] = 12,
     seed: Seed = 0,
     confidence: Confidence = 0.95,
+    backend: BackendName = "local",
+    ray_address: RayAddress = None,
+    num_workers: NumWorkers = None,
     cache_dir: CacheDir = None,
     no_cache: NoCache = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: evidence.json, flagged.csv, report.html, report.md (DATASHEET.md with --datasheet).", rich_help_panel=OUTPUT)] = Path("assay-audit"),
@@ -1176,7 +1194,8 @@ def audit(
         raise OptionError("--weights was given without --model", where="--weights",
                           fix="give the factory with --model pkg.module:factory, or drop --weights")
     settings = AuditSettings(seed=seed, confidence=confidence, folds=folds, max_leaked_share=max_leaked_share,
-                             examples=examples, cache_dir=_cache(cache_dir, no_cache), progress=not quiet)
+                             examples=examples, cache_dir=_cache(cache_dir, no_cache), progress=not quiet,
+                             backend=backend, ray_address=ray_address, num_workers=num_workers)
     data_options = {k: v for k, v in {
         "label_col": label_col, "text_col": text_col, "image_size": _image_size(image_size),
         "feature_cols": [c.strip() for c in feature_cols.split(",")] if feature_cols else None,

@@ -76,7 +76,9 @@ class AuditSettings:
     """How the audit runs. ``max_leaked_share``: a leaked share of the test set at or above this fails the
     leakage section (ciFAIR found 3.3 % of CIFAR-10's test set duplicated in training); any leak warns.
     ``max_label_issue_share``: above it the labels section warns. ``folds``: k of the probe's k-fold
-    out-of-sample probabilities. ``examples``: flagged pairs shown as thumbnails or snippets per kind."""
+    out-of-sample probabilities. ``examples``: flagged pairs shown as thumbnails or snippets per kind.
+    ``backend`` (``local``, ``processes``, ``ray``), ``ray_address``, ``num_workers``: where the model's forward
+    passes run (as for ``evaluate``)."""
 
     seed: int = 0
     confidence: float = 0.95
@@ -87,8 +89,16 @@ class AuditSettings:
     batch_size: int = 256
     cache_dir: str | os.PathLike[str] | bool | None = None
     progress: bool = False
+    backend: str = "local"
+    ray_address: str | None = None
+    num_workers: int | None = None
 
     def __post_init__(self) -> None:
+        from assay.engine.backends import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise OptionError(f"unknown backend {self.backend!r}", where="backend",
+                              fix=f"use one of: {', '.join(BACKENDS)}")
         if not 0.5 <= self.confidence < 1:
             raise OptionError(f"confidence {self.confidence} is not in [0.5, 1)", where="confidence", fix="e.g. 0.95")
         if self.folds < 2:
@@ -102,7 +112,7 @@ class AuditSettings:
 
     def record(self) -> dict[str, Any]:
         return {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in self.__dict__.items()
-                if k != "progress"}
+                if k not in ("progress", "ray_address", "num_workers")}  # where it ran is not what it found
 
 
 @dataclass(frozen=True)
@@ -284,15 +294,17 @@ class _ModelOutputs:
 
 
 def _run_model(model: Model, train: Dataset, test: Dataset | None, settings: AuditSettings) -> _ModelOutputs:
+    from assay.engine.backends import get_backend
     from assay.engine.cache import OutputCache, default_cache_dir
     from assay.engine.run import run_views
     from assay.engine.views import CleanView
 
     cache_dir = settings.cache_dir
     cache = OutputCache(default_cache_dir() if cache_dir is True else cache_dir or None)
-    outs = [run_views(model, d, [CleanView()], cache_dir=cache, batch_size=settings.batch_size,
-                      progress=settings.progress, keep_features=True).clean if d is not None else None
-            for d in (train, test)]
+    with get_backend(settings.backend, address=settings.ray_address, workers=settings.num_workers) as backend:
+        outs = [run_views(model, d, [CleanView()], cache_dir=cache, batch_size=settings.batch_size, backend=backend,
+                          progress=settings.progress, keep_features=True).clean if d is not None else None
+                for d in (train, test)]
     return _ModelOutputs(train_features=outs[0].features if outs[0] is not None else None,
                          test_features=outs[1].features if outs[1] is not None else None,
                          test_logits=outs[1].logits if outs[1] is not None else None)

@@ -271,13 +271,18 @@ def compress(
     progress: bool = False,
     model_options: dict[str, Any] | None = None,
     data_options: dict[str, Any] | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
+    num_workers: int | None = None,
     force: bool = False,
 ) -> CompressionResult:
     """Build, audit, profile and rank compressed variants of ``model`` (see the module docstring).
 
     With ``out`` the variants end in ``out/variants/`` (and ``VariantAudit.path`` points there); with
     ``out=None`` their working files are deleted on return. ``out`` is checked first: it replaces only an
-    Assay compression output (``force``: any Assay output), never a folder holding other files or an input."""
+    Assay compression output (``force``: any Assay output), never a folder holding other files or an input.
+    ``backend``, ``ray_address``, ``num_workers``: where the damage audits' forward passes run (one backend for
+    the original and every variant; the timing runs stay on this machine)."""
     from assay.checks.base import EvaluateConfig
     from assay.compress.variants import (
         describe_error,
@@ -286,6 +291,7 @@ def compress(
         needs_calibration,
         parse_methods,
     )
+    from assay.engine.backends import get_backend
     from assay.engine.planning import apply_suite
     from assay.environment import cpu_model_and_flags
     from assay.evaluation import as_dataset, run_evaluation
@@ -296,6 +302,7 @@ def compress(
     _check_limit(max_accuracy_drop, "max_accuracy_drop")
     _check_limit(max_class_drop, "max_class_drop")
     methods = parse_methods(list(methods or ["int8-static", "int8-dynamic", "fp16"]))  # unknown names fail here
+    engine_backend = get_backend(backend, address=ray_address, workers=num_workers)  # holds nothing until it runs
     batch_sizes = tuple(sorted({int(b) for b in batch_sizes}))
     if not batch_sizes or min(batch_sizes) < 1:
         raise OptionError(f"batch sizes must be positive integers, got {batch_sizes}", where="batch_sizes",
@@ -351,7 +358,8 @@ def compress(
         variants = make_variants(original, calib, methods, out_dir=work / "variants",
                                  prune_ratios=prune_ratios or [0.5], train_data=train, finetune_epochs=finetune_epochs,
                                  seed=seed, example=dataset.x[:2], keep_going=True, progress=progress)
-        base_run = run_evaluation(original, dataset, config=config, cache_dir=cache_dir, progress=progress)
+        base_run = run_evaluation(original, dataset, config=config, cache_dir=cache_dir, progress=progress,
+                                  backend=engine_backend)
         base_side = _side_of(base_run, "original", str(model))
         base_path = str(model) if Path(str(model)).is_file() else None
         base_profile = profile_model(original, sample, batch_sizes=batch_sizes, budget_s=latency_budget_s,
@@ -375,7 +383,8 @@ def compress(
                 vmodel = load_model(str(variant.path), sample=dataset.x[:2], threads=threads or None,
                                     class_names=dataset.class_names)
                 stage = "evaluating"
-                audit.run = run_evaluation(vmodel, dataset, config=config, cache_dir=cache_dir, progress=progress)
+                audit.run = run_evaluation(vmodel, dataset, config=config, cache_dir=cache_dir, progress=progress,
+                                           backend=engine_backend)
                 audit.evidence = audit.run.evidence
                 audit.comparison = compare_sides(base_side, _side_of(audit.run, variant.name, str(variant.path)),
                                                  policy, n_bootstrap=n_bootstrap, seed=seed)
@@ -442,6 +451,7 @@ def compress(
                     audit.path = Path(out) / "variants" / f"{audit.name}.onnx"
         return result
     finally:
+        engine_backend.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

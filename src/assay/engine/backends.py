@@ -9,6 +9,7 @@ the shards, merges the results and writes the cache; a backend holds no state of
 - :class:`ProcessPoolBackend` sends :class:`~assay.engine.work.WorkUnit` s (model spec, view spec, shard)
   to worker processes, which reload the model and rebuild the view from their specs: proof that a unit of
   work depends on nothing shared, and the shape a Ray backend takes.
+- :class:`~assay.engine.ray_backend.RayBackend` runs the same units on Ray actors (``ray`` imported lazily).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
     from assay.models.base import Model
     from assay.models.spec import ModelSpec
 
-__all__ = ["BACKENDS", "Backend", "LocalBackend", "ProcessPoolBackend", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "LocalBackend", "ProcessPoolBackend", "get_backend", "portable_model_spec",
+           "portable_view_spec"]
 
 
 class Backend(ABC):
@@ -58,6 +60,30 @@ class LocalBackend(Backend):
     def run(self, model: Model, view: View, shards: Iterable[Shard]) -> Iterator[ShardResult]:
         for shard in shards:
             yield run_shard(model, view, shard)
+
+
+def portable_model_spec(model: Model, threads: int | None) -> ModelSpec:
+    """The spec another process reloads ``model`` from (with ``threads`` threads, unless None); ModelError for
+    a model built in memory or an untrained factory, before any worker starts."""
+    spec = model.spec()
+    if spec is None:
+        raise ModelError("a model built in memory cannot be reloaded in a worker process", where="backend",
+                         fix="load the model from a file (assay.models.load_model), or use the local backend")
+    if spec.untrained:
+        raise ModelError("an untrained factory model has random weights: a worker would load a different model",
+                         where="backend", fix="give the factory's weights, or use the local backend")
+    return spec if threads is None else spec.model_copy(update={"threads": threads})
+
+
+def portable_view_spec(view: View) -> str:
+    """``view``'s spec as the JSON a worker rebuilds it from; OptionError, in the driver, for an unregistered
+    kind or a spec that is not plain data."""
+    view_class(view.spec.kind)
+    try:
+        return view.spec.to_json()
+    except TypeError as exc:
+        raise OptionError(f"the view {view.spec.name} cannot be described to a worker: {exc}", where="backend",
+                          fix="keep view specs to plain data, or use the local backend") from None
 
 
 def _start_worker(view_kinds: dict[str, str], threads: int | None) -> None:
@@ -90,24 +116,9 @@ class ProcessPoolBackend(Backend):
                                              initializer=_start_worker, initargs=(dict(VIEW_KINDS), self.threads))
         return self._pool
 
-    def _model_spec(self, model: Model) -> ModelSpec:
-        spec = model.spec()
-        if spec is None:
-            raise ModelError("a model built in memory cannot be reloaded in a worker process", where="backend",
-                             fix="load the model from a file (assay.models.load_model), or use the local backend")
-        if spec.untrained:
-            raise ModelError("an untrained factory model has random weights: a worker would load a different model",
-                             where="backend", fix="give the factory's weights, or use the local backend")
-        return spec if self.threads is None else spec.model_copy(update={"threads": self.threads})
-
     def run(self, model: Model, view: View, shards: Iterable[Shard]) -> Iterator[ShardResult]:
-        spec = self._model_spec(model)
-        view_class(view.spec.kind)  # an unregistered kind fails here, in the driver, with an OptionError
-        try:
-            view.spec.to_json()
-        except TypeError as exc:
-            raise OptionError(f"the view {view.spec.name} cannot be described to a worker: {exc}", where="backend",
-                              fix="keep view specs to plain data, or use the local backend") from None
+        spec = portable_model_spec(model, self.threads)
+        portable_view_spec(view)  # an unregistered kind fails here, in the driver, with an OptionError
         pool = self._executor()
         in_flight: collections.deque[Future[ShardResult]] = collections.deque()
         for shard in shards:
@@ -123,12 +134,26 @@ class ProcessPoolBackend(Backend):
             self._pool = None
 
 
+# Imported here, once Backend exists (RayBackend subclasses it; ray itself is imported only when one is made).
+from assay.engine.ray_backend import RayBackend  # noqa: E402
+
 #: Backend names the CLI and ``evaluate(backend=...)`` accept.
-BACKENDS = {"local": LocalBackend, "processes": ProcessPoolBackend}
+BACKENDS: dict[str, type[Backend]] = {"local": LocalBackend, "processes": ProcessPoolBackend, "ray": RayBackend}
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str, *, address: str | None = None, workers: int | None = None) -> Backend:
+    """The backend called ``name``; ``address`` (ray only) and ``workers`` (processes, ray) as the CLI's
+    ``--ray-address`` and ``--num-workers``."""
     if name not in BACKENDS:
-        raise OptionError(f"unknown backend {name!r}", where="backend",
-                          fix=f"use one of: {', '.join(BACKENDS)} (Ray support is planned)")
+        raise OptionError(f"unknown backend {name!r}", where="backend", fix=f"use one of: {', '.join(BACKENDS)}")
+    if address is not None and name != "ray":
+        raise OptionError(f"a Ray address was given for the {name} backend", where="ray_address",
+                          fix="add --backend ray (backend='ray'), or drop the address")
+    if workers is not None and name == "local":
+        raise OptionError("the local backend has no workers", where="num_workers",
+                          fix="add --backend processes or ray, or drop the number of workers")
+    if name == "ray":
+        return RayBackend(address=address, workers=workers)
+    if name == "processes" and workers is not None:
+        return ProcessPoolBackend(workers)
     return BACKENDS[name]()

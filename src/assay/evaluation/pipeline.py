@@ -103,19 +103,28 @@ def run_evaluation(
     progress: bool = False,
     model_options: dict[str, Any] | None = None,
     data_options: dict[str, Any] | None = None,
+    ray_address: str | None = None,
+    num_workers: int | None = None,
 ) -> EvaluationRun:
     """Evaluate ``model`` on labelled ``data`` and return the evidence with the outputs behind it.
 
     Order of work: every option and input is validated and every check plans its forward passes before
     the first one runs (a typo never costs an inference run); then the clean view (and the training and
     calibration data when given), the views that depend on the clean outputs (attacks), measurements
-    (latency), and the checks over the cached outputs."""
+    (latency), and the checks over the cached outputs.
+
+    ``backend``: ``local``, ``processes``, ``ray`` (with ``ray_address`` and ``num_workers``, see
+    :func:`assay.engine.backends.get_backend`) or a Backend object, which the caller closes."""
     config = config or EvaluateConfig()
     timings: dict[str, float] = {}
     started = time.perf_counter()
     selected = resolve_checks(checks, config)
     cache = OutputCache(default_cache_dir() if cache_dir is True else cache_dir or None)
-    engine_backend = get_backend(backend) if isinstance(backend, str) else backend
+    if not isinstance(backend, str) and (ray_address is not None or num_workers is not None):
+        raise OptionError("ray_address and num_workers go with a backend name, not a Backend object",
+                          where="backend", fix="give backend='ray' (or 'processes'), or set them on the Backend")
+    engine_backend = (get_backend(backend, address=ray_address, workers=num_workers) if isinstance(backend, str)
+                      else backend)
 
     t = time.perf_counter()
     data_options = data_options or {}
