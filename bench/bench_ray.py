@@ -31,6 +31,10 @@ structure, from the measured numbers:
   assumed overlapped with compute (a lower bound on transfer, not added);
 - assumed: identical nodes, no stragglers or retries, the model file on a shared filesystem (each worker loads
   it once; not counted per shard), the object store never spills.
+
+Speed-ups in the projection are against the same model for one thread in the driver without Ray
+(S + all shards x t_shard): on a shared machine the load moves between the runs, and the measured runs' ratios
+move with it (their "compute s" column shows by how much); the per-shard means are the steadier numbers.
 """
 
 from __future__ import annotations
@@ -138,6 +142,7 @@ class Measured:
     wall: float
     meter: Meter
     run: EvaluationRun
+    workers: int
 
 
 def evaluate(label: str, backend: Backend, model_path: Path, data: Dataset, cache: Path,
@@ -153,7 +158,7 @@ def evaluate(label: str, backend: Backend, model_path: Path, data: Dataset, cach
         metered.close()
     wall = time.perf_counter() - t
     print(f"  {label}: {wall:.1f} s (load average {os.getloadavg()[0]:.1f})", flush=True)
-    return Measured(label, wall, metered.meter, run)
+    return Measured(label, wall, metered.meter, run, int(getattr(backend, "workers", None) or 1))
 
 
 def same_outputs(a: EvaluationRun, b: EvaluationRun) -> str:
@@ -166,27 +171,35 @@ def same_outputs(a: EvaluationRun, b: EvaluationRun) -> str:
             f"check sections {'identical' if sections else 'differ'}")
 
 
+def ray_costs(ray1: Measured) -> tuple[float, float]:
+    """Ray's start-up (time to the first result minus that shard's compute) and its mean cost per shard beyond
+    the shard's compute, from the 1-worker run (one worker: no compute overlaps another's)."""
+    m = ray1.meter
+    assert m.first_result is not None
+    startup = max(0.0, m.first_result - m.compute[0])
+    return startup, max(0.0, (m.waiting - startup - sum(m.compute)) / m.shards)
+
+
 def project(local: Measured, unit: Measured, ray1: Measured | None, per_node: int, gbit: float) -> list[str]:
     """The projection table (see the module docstring for the model and its assumptions)."""
     serial = local.wall - local.meter.waiting
     t_shard = float(np.mean(unit.meter.compute))
-    startup, overhead = 0.0, 0.0
-    if ray1 is not None:
-        m = ray1.meter
-        assert m.first_result is not None
-        startup = max(0.0, m.first_result - m.compute[0])
-        overhead = max(0.0, (m.waiting - startup - sum(m.compute)) / m.shards)
+    startup, overhead = ray_costs(ray1) if ray1 is not None else (0.0, 0.0)
+    # The same cost model for one thread in the driver, without Ray: the baseline of the speed-ups (the measured
+    # local runs carry the machine's load at the time they ran, which the per-shard mean averages over).
+    modelled_local = serial + sum(unit.meter.shards_per_view) * t_shard
     moved = unit.meter.bytes_in + unit.meter.bytes_out
     transfer = moved / (gbit * 1e9 / 8)
     lines = [f"S (driver-side, serial) {serial:.1f} s; L (start-up) {startup:.1f} s; t_shard {t_shard * 1e3:.0f} ms; "
              f"o (Ray per shard) {overhead * 1e3:.0f} ms; B {moved / 1e6:.0f} MB -> {transfer:.2f} s "
              f"at {gbit:g} Gbit/s; shards per view {max(unit.meter.shards_per_view)}",
-             f"{'nodes':>5} {'workers':>7} {'projected s':>11} {'speed-up vs local':>17}"]
+             f"modelled local run on one thread: {modelled_local:.1f} s",
+             f"{'nodes':>5} {'workers':>7} {'projected s':>11} {'speed-up vs modelled local':>26}"]
     for nodes in (1, 2, 4, 8, 16, 32):
         workers = nodes * per_node
         rounds = sum(math.ceil(k / workers) for k in unit.meter.shards_per_view)
         total = serial + startup + max(rounds * (t_shard + overhead), transfer)
-        lines.append(f"{nodes:>5} {workers:>7} {total:>11.1f} {local.wall / total:>16.2f}x")
+        lines.append(f"{nodes:>5} {workers:>7} {total:>11.1f} {modelled_local / total:>25.2f}x")
     return lines
 
 
@@ -221,13 +234,17 @@ def main(argv: list[str] | None = None) -> int:
         runs = [evaluate(label, make(), model_path, data, Path(tmp) / f"cache{i}", threads)
                 for i, (label, make, threads) in enumerate(plan)]
     local = runs[0]
-    print(f"{'backend':<22} {'wall s':>7} {'vs local':>8} {'driver s':>8} {'start-up s':>10} "
-          f"{'shard ms (median, p90)':>22}")
+    # compute s: the shards' own compute summed (what the load on the machine inflates); not compute s: wall time
+    # minus the driver's part minus compute / workers (start-up, transfer, scheduling, idle workers at view ends).
+    print(f"{'backend':<22} {'wall s':>7} {'vs local':>8} {'driver s':>8} {'start-up s':>10} {'compute s':>9} "
+          f"{'not compute s':>13} {'shard ms (median, p90)':>22}")
     for r in runs:
         m = r.meter
         first = f"{m.first_result:.2f}" if m.first_result is not None else "-"
+        rest = m.waiting - sum(m.compute) / r.workers
         print(f"{r.label:<22} {r.wall:>7.1f} {local.wall / r.wall:>7.2f}x {r.wall - m.waiting:>8.1f} {first:>10} "
-              f"{np.median(m.compute) * 1e3:>13.0f}, {np.percentile(m.compute, 90) * 1e3:.0f}")
+              f"{sum(m.compute):>9.1f} {rest:>13.1f} {np.median(m.compute) * 1e3:>13.0f}, "
+              f"{np.percentile(m.compute, 90) * 1e3:.0f}")
     m = local.meter
     print(f"per run: {m.shards} shards over {len(m.shards_per_view)} views; shard inputs {m.bytes_in / 1e6:.1f} MB "
           f"({m.bytes_in / m.shards / 1e3:.0f} kB each), results {m.bytes_out / 1e6:.1f} MB "
@@ -237,8 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     ray1 = next((r for r in runs if r.label == "ray, 1 worker"), None)
     if ray1 is not None:
         one = runs[1]
-        print(f"Ray overhead at 1 worker: {ray1.wall / one.wall:.2f}x the wall time of {one.label} (same compute: "
-              f"one thread; +{ray1.wall - one.wall:.1f} s), {ray1.wall / local.wall:.2f}x that of local")
+        startup, overhead = ray_costs(ray1)
+        print(f"Ray overhead at 1 worker: wall {ray1.wall / one.wall:.2f}x that of {one.label} ({ray1.wall:.1f} s vs "
+              f"{one.wall:.1f} s), {ray1.wall / local.wall:.2f}x that of local: ratios that the machine's changing "
+              f"load moves as much as Ray does (compare their compute s). Measured apart from the load: start-up "
+              f"{startup:.1f} s + {overhead * 1e3:.1f} ms per shard beyond its compute "
+              f"({startup + overhead * ray1.meter.shards:.1f} s in all)")
     unit = ray1 or runs[1]
     print(f"# projection to N nodes x {args.workers_per_node} workers (Amdahl; per-shard costs of the "
           f"{unit.label} run; assumptions in the module docstring)")
