@@ -74,9 +74,10 @@ def evaluate_both(files, tmp_path, capsys, *ray_options: str) -> tuple[dict, dic
         out = tmp_path / backend
         code, err = run_cli(["evaluate", str(files / "digits.onnx"), "--data", "digits:test", "--checks",
                              "performance,calibration,corruption", "--corruptions", "gaussian_noise,motion_blur",
-                             "--severities", "2", "--n-bootstrap", "100", "--threads", "1", "--batch-size", "64",
-                             "--no-cache", "--quiet", "--out", str(out), "--backend", backend,
-                             *(ray_options if backend == "ray" else ())], capsys)
+                             "--severities", "2", "--attacks", "square", "--square-queries", "20", "--eps", "8/255",
+                             "--n-bootstrap", "100", "--threads", "1", "--batch-size", "64", "--no-cache", "--quiet",
+                             "--out", str(out), "--backend", backend, *(ray_options if backend == "ray" else ())],
+                            capsys)
         assert code == 0, err
         bundles[backend] = json.loads((out / "evidence.json").read_text())
     return bundles["local"], bundles["ray"]
@@ -86,7 +87,8 @@ def test_evaluate_on_ray_writes_the_evidence_of_a_local_run(files, tmp_path, cap
     local, remote = evaluate_both(files, tmp_path, capsys, "--num-workers", "2")
     assert local["config"]["backend"] == "local" and remote["config"]["backend"] == "ray"
     assert remote["config"]["cache"]["forward_batches"] == local["config"]["cache"]["forward_batches"] > 3
-    assert set(remote["sections"]["corruption"]["metrics"])  # the corruption views ran on the workers
+    # Corruptions and the (black-box) Square attack ran on the workers.
+    assert remote["sections"]["corruption"]["metrics"] and remote["sections"]["adversarial"]["metrics"]
     assert comparable(remote) == comparable(local)
 
 
