@@ -16,6 +16,7 @@ import torch
 
 ray = pytest.importorskip("ray")
 
+import assay  # noqa: E402
 from assay.audit import AuditSettings, run_audit  # noqa: E402
 from assay.checks.base import EvaluateConfig  # noqa: E402
 from assay.cli import main  # noqa: E402
@@ -159,6 +160,34 @@ def test_ray_options_need_the_ray_backend_and_sensible_values(files, tmp_path, c
     with pytest.raises(OptionError, match="need 6 CPUs; the Ray cluster has 2"):
         list(RayBackend(workers=3, threads=2).run(load_model(str(files / "digits.onnx")), CleanView(), []))
     assert BACKENDS["ray"] is RayBackend and isinstance(get_backend("ray"), RayBackend)
+    assert get_backend("processes", workers=3).workers == 3
+
+
+def test_no_cluster_at_auto_says_how_to_start_one():
+    """ray.init(address="auto") without a cluster raises ConnectionError: an OptionError saying `ray start --head`
+    (a stand-in for ray: this module's own Ray is running)."""
+
+    class NoCluster:
+        __version__ = ray.__version__
+
+        @staticmethod
+        def init(**kwargs):
+            assert kwargs["address"] == "auto"
+            raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to.")
+
+    backend = RayBackend(address="auto")
+    with pytest.raises(OptionError, match="cannot connect to the Ray cluster at auto") as info:
+        backend._connect(NoCluster, "auto")
+    assert "ray start --head" in (info.value.fix or "") and info.value.where == "ray_address"
+    assert not backend._owns_ray
+
+
+def test_the_python_api_takes_the_ray_keywords(blobs):
+    """assay.evaluate(backend="ray", ...) reaches the Ray backend, which refuses a model built in memory before any
+    worker starts."""
+    ds, model = blobs
+    with pytest.raises(ModelError, match="built in memory"):
+        assay.evaluate(model, ds, backend="ray", num_workers=1, cache_dir=None, n_bootstrap=100)
 
 
 def test_a_model_the_worker_cannot_read_names_the_path_and_the_node(files, tmp_path):
