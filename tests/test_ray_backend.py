@@ -50,8 +50,8 @@ def files(tmp_path_factory):
     train, test = load_data("digits:train"), load_data("digits:test")
     net = train_digits_cnn(train.x, train.y, epochs=1, seed=0)
     export_onnx(net, torch.from_numpy(test.x[:2]), root / "digits.onnx", class_names=test.class_names)
-    np.savez(root / "train.npz", x=train.x[:200], y=train.y[:200])
-    np.savez(root / "test.npz", x=test.x[:160], y=test.y[:160])
+    np.savez(root / "train.npz", x=train.x[:150], y=train.y[:150])
+    np.savez(root / "test.npz", x=test.x[:100], y=test.y[:100])
     return root
 
 
@@ -115,7 +115,7 @@ class KillingRayBackend(RayBackend):
 
 
 def test_a_killed_actor_is_restarted_and_the_evidence_is_unchanged(files):
-    config = EvaluateConfig(corruptions=["gaussian_noise"], severities=[3], n_bootstrap=100, batch_size=32)
+    config = EvaluateConfig(corruptions=["gaussian_noise"], severities=[3], n_bootstrap=100, batch_size=20)
     options = {"threads": 1}
     data = str(files / "test.npz")  # 5 shards per view
     local = run_evaluation(str(files / "digits.onnx"), data, checks=["performance", "corruption"],
