@@ -27,10 +27,12 @@ from assay.engine.backends import BACKENDS, get_backend  # noqa: E402
 from assay.engine.ray_backend import RayBackend  # noqa: E402
 from assay.engine.run import shards_of  # noqa: E402
 from assay.engine.views import CleanView  # noqa: E402
-from assay.errors import ModelError, OptionError  # noqa: E402
+from assay.engine.work import Shard  # noqa: E402
+from assay.errors import ModelError, OptionError, UserError  # noqa: E402
 from assay.evaluation.pipeline import run_evaluation  # noqa: E402
 from assay.models.export import export_onnx  # noqa: E402
 from assay.models.loader import load_model  # noqa: E402
+from assay.models.spec import ModelSpec  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -205,6 +207,19 @@ def test_a_model_the_worker_cannot_read_names_the_path_and_the_node(files, tmp_p
     message = str(info.value)
     assert str(path) in message and "Ray node" in message and socket.gethostname() in message
     assert "same path" in (info.value.fix or "")
+
+
+def test_a_worker_reports_a_user_error_as_data_and_the_driver_raises_it():
+    """The actor's class run in process: a factory the worker cannot import comes back as plain data (not a Ray
+    traceback), which the driver raises as the same UserError, naming the node."""
+    worker = ray_backend._ShardWorker({}, 1)
+    spec = ModelSpec(format="factory", path="no_such_module_here:make")
+    found = worker.run(spec, CleanView().spec.to_json(), Shard(0, 1, np.zeros((1, 1, 8, 8), np.float32)))
+    assert isinstance(found, ray_backend._WorkerError) and found.where == "no_such_module_here:make"
+    with pytest.raises(UserError, match="no_such_module_here") as info:
+        found.raise_here()
+    assert ray.get_runtime_context().get_node_id()[:12] in str(info.value)
+    assert socket.gethostname() in str(info.value) and "same path" in (info.value.fix or "")
 
 
 def test_without_ray_the_backend_says_how_to_install_it(monkeypatch):

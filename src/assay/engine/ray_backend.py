@@ -96,8 +96,9 @@ def _node() -> str:
     try:
         import ray
 
-        node_id = ray.get_runtime_context().get_node_id()[:12]
-    except Exception:  # outside a Ray worker
+        if ray.is_initialized():  # (get_runtime_context would start a Ray otherwise)
+            node_id = ray.get_runtime_context().get_node_id()[:12]
+    except Exception:  # no node id to be had: the host name still says where
         pass
     return f"Ray node {node_id or '?'} (host {socket.gethostname()})"
 
@@ -151,6 +152,9 @@ class _ShardWorker:
             return run_shard(self._model, view, shard)
         except UserError as exc:
             return _WorkerError(type(exc).__name__, exc.what, exc.where, exc.fix, _node())
+        except ImportError as exc:  # a factory's or a registered view's module the worker's Python cannot import
+            return _WorkerError("ModelError", f"cannot import {exc.name or exc}", spec.path,
+                                "make the module importable on every node (install it, or set PYTHONPATH)", _node())
         except OSError as exc:  # a file the loader did not expect to fail on
             return _WorkerError("ModelError", f"cannot read {exc.filename or spec.path} ({exc.strerror or exc})",
                                 str(exc.filename or spec.path), None, _node())
