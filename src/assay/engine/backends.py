@@ -86,8 +86,9 @@ def portable_view_spec(view: View) -> str:
                           fix="keep view specs to plain data, or use the local backend") from None
 
 
-def _start_worker(view_kinds: dict[str, str], threads: int | None) -> None:
-    """Worker initializer: the driver's view-kind table (kinds registered from code included) and threads."""
+def start_worker(view_kinds: dict[str, str], threads: int | None) -> None:
+    """Set up a worker (a pool process or a Ray actor): the driver's view-kind table (kinds registered from code
+    included) and its threads."""
     VIEW_KINDS.update(view_kinds)
     if threads is not None:
         import torch
@@ -113,7 +114,7 @@ class ProcessPoolBackend(Backend):
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_start_worker, initargs=(dict(VIEW_KINDS), self.threads))
+                                             initializer=start_worker, initargs=(dict(VIEW_KINDS), self.threads))
         return self._pool
 
     def run(self, model: Model, view: View, shards: Iterable[Shard]) -> Iterator[ShardResult]:

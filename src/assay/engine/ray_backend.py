@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from assay import errors
-from assay.engine.backends import Backend, portable_model_spec, portable_view_spec
+from assay.engine.backends import Backend, portable_model_spec, portable_view_spec, start_worker
 from assay.engine.views import VIEW_KINDS, View, ViewSpec
 from assay.engine.work import Shard, ShardResult, run_shard
 from assay.errors import OptionError, UserError
@@ -127,11 +127,7 @@ class _ShardWorker:
     """A Ray actor: keeps one model (loaded from its spec on first use) and the views rebuilt for it."""
 
     def __init__(self, view_kinds: dict[str, str], threads: int | None) -> None:
-        VIEW_KINDS.update(view_kinds)
-        if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
+        start_worker(view_kinds, threads)
         self._model_key: str | None = None
         self._model: Model | None = None
         self._views: dict[str, View] = {}
