@@ -450,10 +450,8 @@ def _scan_zip(archive: zipfile.ZipFile, *, label: str, depth: int, budget: _Budg
         try:
             with archive.open(info) as fh:
                 head = fh.read(_HEAD_BYTES)
-        except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, EOFError, ValueError) as exc:
-            result.members.append(MemberScan(shown, "skipped", info.file_size))
-            result.findings.append(PickleFinding("unknown", "<unreadable member>", shown, 0, "MALFORMED",
-                                                 f"the member cannot be read: {str(exc)[:120]}"))
+        except _MEMBER_READ_ERRORS as exc:
+            _unreadable_member(result, shown, info.file_size, exc)
             continue
         budget.bytes_read += len(head)
         nested = _is_zip(head)
@@ -474,10 +472,8 @@ def _scan_zip(archive: zipfile.ZipFile, *, label: str, depth: int, budget: _Budg
             continue
         try:
             data = archive.read(info)
-        except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, EOFError, ValueError) as exc:
-            result.members.append(MemberScan(shown, "skipped", info.file_size))
-            result.findings.append(PickleFinding("unknown", "<unreadable member>", shown, 0, "MALFORMED",
-                                                 f"the member cannot be read: {str(exc)[:120]}"))
+        except _MEMBER_READ_ERRORS as exc:
+            _unreadable_member(result, shown, info.file_size, exc)
             continue
         budget.bytes_read += len(data)
         if nested:
@@ -497,6 +493,16 @@ def _scan_zip(archive: zipfile.ZipFile, *, label: str, depth: int, budget: _Budg
             continue
         result.members.append(MemberScan(shown, "pickle", info.file_size, seen, count))
         result.findings.extend(findings)
+
+
+#: What reading one zip member can raise (corrupt data, unsupported compression, a member that lies about its size).
+_MEMBER_READ_ERRORS = (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, EOFError, ValueError)
+
+
+def _unreadable_member(result: PickleScan, shown: str, size: int, exc: BaseException) -> None:
+    result.members.append(MemberScan(shown, "skipped", size))
+    result.findings.append(PickleFinding("unknown", "<unreadable member>", shown, 0, "MALFORMED",
+                                         f"the member cannot be read: {str(exc)[:120]}"))
 
 
 def scan_file(path: str | Path) -> PickleScan:
