@@ -450,18 +450,26 @@ def _results(bundles: list[LoadedBundle]) -> CardSection:
     return CardSection("Quantitative analyses", "quantitative-analyses", blocks)
 
 
-def _reliability(bundles: list[LoadedBundle]) -> CardSection:
+def _bundle_sections(bundles: list[LoadedBundle], titles: dict[str, str], anchor: str, how: str = ""
+                     ) -> list[Any]:
+    """One block per bundle with a sub-section for each of ``titles``' sections it has, and a note naming the
+    ones it lacks (followed by ``how`` to get them)."""
     blocks: list[Any] = []
-    titles = {"calibration": "Calibration", "corruption": "Corruption robustness", "adversarial": "Adversarial "
-              "robustness", "ood": "Out-of-distribution detection", "label_free": "Label-free accuracy estimates"}
     for b in bundles:
         sub: list[Any] = [CardSection(title, f"{name}-{b.index}", _section_blocks(b, name))
                           for name, title in titles.items() if name in b.evidence.sections]
         absent = [title for name, title in titles.items() if name not in b.evidence.sections]
         if absent:
-            sub.append(Paragraph(f"Not evaluated in {b.label}: {', '.join(absent)}.", "note"))
-        blocks.append(CardSection(f"{b.label}", f"reliability-{b.index}", sub))
-    return CardSection("Calibration, robustness and OOD", "calibration-robustness-ood", blocks)
+            sub.append(Paragraph(f"Not evaluated in {b.label}: {', '.join(absent)}{how}.", "note"))
+        blocks.append(CardSection(f"{b.label}", f"{anchor}-{b.index}", sub))
+    return blocks
+
+
+def _reliability(bundles: list[LoadedBundle]) -> CardSection:
+    titles = {"calibration": "Calibration", "corruption": "Corruption robustness", "adversarial": "Adversarial "
+              "robustness", "ood": "Out-of-distribution detection", "label_free": "Label-free accuracy estimates"}
+    return CardSection("Calibration, robustness and OOD", "calibration-robustness-ood",
+                       _bundle_sections(bundles, titles, "reliability"))
 
 
 def _scan_blocks(scan: LoadedScan) -> list[Any]:
@@ -485,16 +493,9 @@ def _scan_blocks(scan: LoadedScan) -> list[Any]:
 def _security(bundles: list[LoadedBundle], scan: LoadedScan | None = None) -> CardSection:
     """Privacy (membership inference) and backdoor scans of each bundle, or a note that they were not run, and the
     model-file scan when given."""
-    blocks: list[Any] = []
     titles = {"privacy": "Privacy: membership inference", "backdoor": "Backdoor and data poisoning"}
-    for b in bundles:
-        sub: list[Any] = [CardSection(title, f"{name}-{b.index}", _section_blocks(b, name))
-                          for name, title in titles.items() if name in b.evidence.sections]
-        absent = [title for name, title in titles.items() if name not in b.evidence.sections]
-        if absent:
-            sub.append(Paragraph(f"Not evaluated in {b.label}: {', '.join(absent)} (`assay evaluate --checks "
-                                 "privacy,backdoor --train-data TRAIN`).", "note"))
-        blocks.append(CardSection(f"{b.label}", f"security-{b.index}", sub))
+    blocks = _bundle_sections(bundles, titles, "security",
+                              " (`assay evaluate --checks privacy,backdoor --train-data TRAIN`)")
     if scan is not None:
         blocks += _scan_blocks(scan)
     else:
