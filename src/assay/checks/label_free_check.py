@@ -30,35 +30,24 @@ from assay.checks.label_free import (
 )
 from assay.data.dataset import Dataset
 from assay.engine.robust_views import CorruptionView, PrecomputedCorruptionView
-from assay.engine.views import View, ViewSpec
+from assay.engine.views import InputSetView
 from assay.evidence.schema import Finding, Metric, Section, Severity
 
 if TYPE_CHECKING:
-    from assay.models.base import Model
+    pass
 
 __all__ = ["LabelFreeCheck", "LabelFreeConfig", "ShiftValidation", "UnlabeledView", "check_label_free",
            "point_estimates", "validate_on_shifts"]
 
 
-class UnlabeledView(View):
+class UnlabeledView(InputSetView):
     """The inputs of one unlabeled target set."""
 
+    kind = "unlabeled"
+
     def __init__(self, name: str, dataset: Dataset | None) -> None:
-        self.name, self._dataset = name, dataset
+        super().__init__(name, dataset)
         self.has_labels = dataset is not None and dataset.y is not None
-        self.spec = ViewSpec.make("unlabeled", name=name, fingerprint=None if dataset is None else dataset.fingerprint)
-
-    @classmethod
-    def _from_spec(cls, spec: ViewSpec, model: Model | None) -> View:
-        """In a worker: the rows come in each shard, so the view holds no data (its transform is the identity)."""
-        view = cls(dict(spec.params)["name"], None)
-        view.spec = spec
-        return view
-
-    def source(self, dataset: Dataset) -> Dataset:
-        if self._dataset is None:
-            raise RuntimeError("an unlabeled view rebuilt from its spec holds no data")
-        return self._dataset
 
     @property
     def labels(self) -> np.ndarray | None:

@@ -22,7 +22,7 @@ from assay.checks.ood_scores import (
     ViMDetector,
 )
 from assay.data.dataset import Dataset
-from assay.engine.views import View, ViewSpec, spec_state
+from assay.engine.views import InputSetView, View, ViewSpec, spec_state
 from assay.errors import UserError
 from assay.evidence.schema import Finding, Metric, Section
 from assay.stats.bootstrap import percentile_ci, spawn_seed
@@ -69,13 +69,15 @@ WARN_MSP_AUROC = 0.8
 INVERTED_AUROC_POINT = 0.3
 
 
-class OODView(View):
+class OODView(InputSetView):
     """The inputs of one OOD set (its own dataset; labels, if any, are ignored)."""
 
+    kind = "ood"
+
     def __init__(self, name: str, dataset: Dataset | None, synthetic: bool = False) -> None:
-        self.name, self.synthetic, self._dataset = name, synthetic, dataset
-        fingerprint = None if dataset is None else dataset.fingerprint
-        self.spec = ViewSpec.make("ood", name=name, fingerprint=fingerprint).with_state(synthetic=synthetic)
+        super().__init__(name, dataset)
+        self.synthetic = synthetic
+        self.spec = self.spec.with_state(synthetic=synthetic)
 
     @classmethod
     def _from_spec(cls, spec: ViewSpec, model: Model | None) -> View:
@@ -84,11 +86,6 @@ class OODView(View):
         view = cls(p["name"], None, synthetic=p.get("synthetic", False))
         view.spec = spec
         return view
-
-    def source(self, dataset: Dataset) -> Dataset:
-        if self._dataset is None:
-            raise RuntimeError("an OOD view rebuilt from its spec holds no data")
-        return self._dataset
 
 
 def odin_perturb(module: Any, x: np.ndarray, *, eps: float = ODIN_EPS,

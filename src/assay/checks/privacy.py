@@ -23,7 +23,7 @@ from pydantic import Field
 
 from assay.checks.base import Check, CheckConfig, CheckContext, PlanContext, Preparation
 from assay.data.dataset import Dataset
-from assay.engine.views import View, ViewSpec, register_view_kind
+from assay.engine.views import InputSetView, View
 from assay.errors import DataError, ModelError, OptionError
 from assay.evidence.schema import Finding, Metric, Section
 from assay.stats import membership as mia
@@ -51,27 +51,10 @@ def _pct(f: float) -> str:
     return f"{f * 100:g}pct"
 
 
-class NonMemberView(View):
+class NonMemberView(InputSetView):
     """The inputs of the ``--nonmember-data`` set (labels are read by the check, not the view)."""
 
-    def __init__(self, name: str, dataset: Dataset | None) -> None:
-        self.name, self._dataset = name, dataset
-        self.spec = ViewSpec.make("nonmember", name=name, fingerprint=None if dataset is None else dataset.fingerprint)
-
-    @classmethod
-    def _from_spec(cls, spec: ViewSpec, model: Model | None) -> View:
-        """In a worker: the rows come in each shard, so the view holds no data (its transform is the identity)."""
-        view = cls(dict(spec.params)["name"], None)
-        view.spec = spec
-        return view
-
-    def source(self, dataset: Dataset) -> Dataset:
-        if self._dataset is None:
-            raise RuntimeError("a non-member view rebuilt from its spec holds no data")
-        return self._dataset
-
-
-register_view_kind("nonmember", NonMemberView)
+    kind = "nonmember"
 
 
 class PrivacyConfig(CheckConfig):

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from assay.engine.work import Shard
     from assay.models.base import Model
 
-__all__ = ["VIEW_KINDS", "CleanView", "View", "ViewSpec", "register_view_kind", "view_class"]
+__all__ = ["VIEW_KINDS", "CleanView", "InputSetView", "View", "ViewSpec", "register_view_kind", "view_class"]
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,29 @@ class CleanView(View):
     spec = ViewSpec("clean")
 
 
+class InputSetView(View):
+    """The inputs of another data set (an OOD, unlabeled or non-member set): ``source`` is that set, the
+    transform the identity. In a worker the rows come in each shard, so a view rebuilt from its spec holds no
+    data. Subclasses set ``kind``."""
+
+    kind = ""
+
+    def __init__(self, name: str, dataset: Dataset | None) -> None:
+        self.name, self._dataset = name, dataset
+        self.spec = ViewSpec.make(self.kind, name=name, fingerprint=None if dataset is None else dataset.fingerprint)
+
+    @classmethod
+    def _from_spec(cls, spec: ViewSpec, model: Model | None) -> View:
+        view = cls(dict(spec.params)["name"], None)
+        view.spec = spec
+        return view
+
+    def source(self, dataset: Dataset) -> Dataset:
+        if self._dataset is None:
+            raise RuntimeError(f"a {self.kind} view rebuilt from its spec holds no data")
+        return self._dataset
+
+
 #: View kind -> ``"module:Class"`` of the class that rebuilds it. Resolved on first use only, so the engine
 #: can name view classes of the checks layer without importing it (the layer rule). Only classes named
 #: here (or through :func:`register_view_kind`, from code) are ever imported: a spec cannot name a module.
@@ -160,6 +183,7 @@ VIEW_KINDS: dict[str, str] = {
     "ood": "assay.checks.ood:OODView",
     "odin": "assay.checks.ood:ODINView",
     "unlabeled": "assay.checks.label_free_check:UnlabeledView",
+    "nonmember": "assay.checks.privacy:NonMemberView",
     "strip": "assay.checks.backdoor:StripView",
 }
 
