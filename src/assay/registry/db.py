@@ -30,10 +30,14 @@ __all__ = [
     "BUSY_TIMEOUT_S",
     "CONNECT_TIMEOUT_S",
     "Database",
+    "alembic_scripts",
     "head_revision",
+    "known_revisions",
     "open_database",
     "resolve_url",
+    "revisions_in",
     "script_directory",
+    "single_head",
     "upgrade",
 ]
 
@@ -88,13 +92,13 @@ def _mask(url: str) -> str:
         return url.split("@")[-1] if "@" in url else url
 
 
-def script_directory() -> Any:
-    """Alembic's view of the embedded revisions (no alembic.ini: the location is set in code)."""
+def alembic_scripts(location: Path) -> Any:
+    """Alembic's view of the revisions embedded at ``location`` (no alembic.ini: the location is set in code)."""
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
     config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.set_main_option("script_location", str(location))
     return ScriptDirectory.from_config(config)
 
 
@@ -102,12 +106,13 @@ _REVISION_LINE = re.compile(r'^(down_revision|revision)(?:[ \t]*:[^=\n]*)?[ \t]*
 
 
 @functools.cache
-def known_revisions() -> dict[str, str | None]:
-    """Revision -> the revision it upgrades from, read from the embedded scripts' ``revision`` and
-    ``down_revision`` lines without importing Alembic (opening an up-to-date registry needs no migration
-    machinery: ~0.5 s of every CLI start). A test checks this equals Alembic's own view."""
+def revisions_in(versions: Path) -> dict[str, str | None]:
+    """Revision -> the revision it upgrades from, read from the ``revision`` and ``down_revision`` lines of the
+    scripts in ``versions`` without importing Alembic (opening an up-to-date database needs no migration
+    machinery: ~0.5 s of every CLI start). Tests check this equals Alembic's own view, for the registry's and
+    the prediction log's migrations."""
     out: dict[str, str | None] = {}
-    for path in sorted((_MIGRATIONS / "versions").glob("r*.py")):
+    for path in sorted(versions.glob("r*.py")):
         found = {key: None if value == "None" else value.strip('"')
                  for key, value in _REVISION_LINE.findall(path.read_text(encoding="utf-8"))}
         revision = found.get("revision")
@@ -116,12 +121,27 @@ def known_revisions() -> dict[str, str | None]:
     return out
 
 
-def head_revision() -> str:
-    """The newest schema revision this Assay knows: the one no other revision upgrades from."""
-    revisions = known_revisions()
+def single_head(revisions: dict[str, str | None], what: str) -> str:
+    """The one revision no other revision upgrades from (the newest schema); an assertion names ``what`` when the
+    scripts have branched."""
     heads = [r for r in revisions if r not in set(revisions.values())]
-    assert len(heads) == 1, f"the embedded migrations have {len(heads)} heads"
+    assert len(heads) == 1, f"{what} have {len(heads)} heads"
     return heads[0]
+
+
+def script_directory() -> Any:
+    """Alembic's view of the registry's embedded revisions."""
+    return alembic_scripts(_MIGRATIONS)
+
+
+def known_revisions() -> dict[str, str | None]:
+    """The registry's revisions, each with the revision it upgrades from (:func:`revisions_in`)."""
+    return revisions_in(_MIGRATIONS / "versions")
+
+
+def head_revision() -> str:
+    """The newest registry schema revision this Assay knows."""
+    return single_head(known_revisions(), "the embedded migrations")
 
 
 @dataclass

@@ -22,7 +22,6 @@ once.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import OptionError
+from assay.registry.db import alembic_scripts, revisions_in, single_head
 
 __all__ = ["FIRST_REVISION", "VERSION_TABLE", "current_revision", "head_revision", "known_revisions",
            "script_directory", "upgrade_log_schema"]
@@ -51,37 +51,19 @@ _UNSTAMPED = "(tables without a version)"
 
 
 def script_directory() -> Any:
-    """Alembic's view of the embedded revisions (no alembic.ini)."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    config = Config()
-    config.set_main_option("script_location", str(_HERE))
-    return ScriptDirectory.from_config(config)
+    """Alembic's view of the log's embedded revisions (no alembic.ini)."""
+    return alembic_scripts(_HERE)
 
 
-@functools.cache
 def known_revisions() -> dict[str, str | None]:
-    """Revision -> the revision it upgrades from, read from the scripts' ``revision``/``down_revision`` lines
-    without importing Alembic (the same parser as the registry's; a test checks it equals Alembic's view)."""
-    from assay.registry.db import _REVISION_LINE
-
-    out: dict[str, str | None] = {}
-    for path in sorted((_HERE / "versions").glob("r*.py")):
-        found = {key: None if value == "None" else value.strip('"')
-                 for key, value in _REVISION_LINE.findall(path.read_text(encoding="utf-8"))}
-        revision = found.get("revision")
-        assert revision is not None, f"{path.name} names no revision"
-        out[revision] = found.get("down_revision")
-    return out
+    """Revision -> the revision it upgrades from, read without importing Alembic (the registry's parser,
+    :func:`assay.registry.db.revisions_in`; a test checks it equals Alembic's view)."""
+    return revisions_in(_HERE / "versions")
 
 
 def head_revision() -> str:
     """The newest log schema revision this Assay knows."""
-    revisions = known_revisions()
-    heads = [r for r in revisions if r not in set(revisions.values())]
-    assert len(heads) == 1, f"the log's embedded migrations have {len(heads)} heads"
-    return heads[0]
+    return single_head(known_revisions(), "the log's embedded migrations")
 
 
 def current_revision(conn: Connection, where: str) -> str | None:
