@@ -5,6 +5,7 @@ Checks never call the model: they read the :class:`Outputs` this module returns.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +16,12 @@ from assay.data.dataset import Dataset
 from assay.engine.backends import Backend, LocalBackend
 from assay.engine.cache import OutputCache, ViewOutput, cache_key
 from assay.engine.views import CleanView, View
-from assay.engine.work import Shard
+from assay.engine.work import Shard, ShardResult
 from assay.errors import ModelError
 from assay.models.base import Model
 from assay.progress import stage
 
-__all__ = ["Outputs", "run_views", "shards_of"]
+__all__ = ["Outputs", "RowOutputs", "run_rows", "run_views", "shards_of", "shards_of_rows"]
 
 
 @dataclass
@@ -179,6 +180,71 @@ def shards_of(view: View, source: Dataset, batch_size: int) -> Iterator[Shard]:
                     keep[(keep >= start) & (keep < stop)])
 
 
+def _check_rows(model: Model, result: ShardResult) -> None:
+    """ModelError when the model returned another number of output rows than the shard had inputs."""
+    if result.logits.shape[0] != result.stop - result.start:
+        raise ModelError(
+            f"the model returned {result.logits.shape[0]} rows of outputs for a batch of "
+            f"{result.stop - result.start} inputs", where=model.info.path,
+            fix="make the model return one row of class scores per input (no fixed batch size)")
+
+
+def shards_of_rows(view: View, source: Dataset, rows: np.ndarray, batch_size: int) -> Iterator[Shard]:
+    """Shards of chosen source ``rows`` (any order, no repeats needed): ``batch_size`` rows each, in the order
+    given, each carrying its absolute row numbers (``Shard.source_rows``) so a view's per-row randomness, seeded
+    by row number, gives each row the inputs it gets in a full run. No example inputs are kept."""
+    rows = np.asarray(rows, dtype=np.int64)
+    data = view.row_data(source) if rows.size else {}
+    for start in range(0, rows.size, batch_size):
+        stop = min(start + batch_size, rows.size)
+        chosen = rows[start:stop]
+        yield Shard(start, stop, source.x[chosen], {k: v[chosen] for k, v in data.items()},
+                    source_rows=chosen)
+
+
+@dataclass
+class RowOutputs:
+    """The logits of chosen rows of one view (in the order asked), the wall-clock seconds the driver waited for
+    them, the compute seconds the backend reported (transform + forward) and the shards (forward batches) run."""
+
+    logits: np.ndarray
+    seconds: float
+    compute_seconds: float
+    batches: int
+
+
+def run_rows(model: Model, view: View, source: Dataset, rows: np.ndarray, *, batch_size: int = 256,
+             backend: Backend | None = None) -> RowOutputs:
+    """Outputs of ``view`` on chosen rows of its ``source`` (``view.source(dataset)``), never cached: the unit of
+    a budgeted run (:mod:`assay.engine.budget`). Row i gets the model inputs a full :func:`run_views` gives it
+    wherever the view's randomness is seeded per row (clean, input sets, corruptions); an attack seeds each
+    batch from its first row and attacks a batch as a whole, so its sampled rows are attacked as well, with
+    other random starts, not with the full run's."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= len(source))):
+        raise ValueError(f"rows must be a 1-D array of row numbers in [0, {len(source)})")
+    backend = backend or LocalBackend()
+    t0 = time.perf_counter()
+    logits: np.ndarray | None = None
+    compute, batches = 0.0, 0
+    results = backend.run(model, view, shards_of_rows(view, source, rows, batch_size))
+    try:
+        for result in results:
+            batches += 1
+            compute += result.transform_seconds + result.forward_seconds
+            _check_rows(model, result)
+            if logits is None:
+                logits = np.empty((rows.size, result.logits.shape[1]), dtype=np.float32)
+            logits[result.start:result.stop] = result.logits
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()  # an interrupted run leaves no shard of this call queued on the backend
+    if logits is None:
+        logits = np.zeros((0, model.info.num_classes), dtype=np.float32)
+    return RowOutputs(logits, time.perf_counter() - t0, compute, batches)
+
+
 def _run_view(model: Model, view: View, source: Dataset, batch_size: int, backend: Backend, outputs: Outputs,
               keep_features: bool, advance: Callable[[], None]) -> ViewOutput:
     """One view's outputs: its shards run on the backend, merged into arrays allocated once (no per-batch
@@ -194,12 +260,7 @@ def _run_view(model: Model, view: View, source: Dataset, batch_size: int, backen
         outputs.transform_seconds += result.transform_seconds
         outputs.forward_seconds += result.forward_seconds
         start, stop, batch_logits, batch_features = result.start, result.stop, result.logits, result.features
-        if batch_logits.shape[0] != stop - start:
-            raise ModelError(
-                f"the model returned {batch_logits.shape[0]} rows of outputs for a batch of {stop - start} inputs",
-                where=model.info.path,
-                fix="make the model return one row of class scores per input (no fixed batch size)",
-            )
+        _check_rows(model, result)
         examples.update(result.examples)
         if logits is None:
             logits = np.empty((n, batch_logits.shape[1]), dtype=np.float32)

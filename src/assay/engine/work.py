@@ -31,17 +31,28 @@ __all__ = ["Shard", "ShardResult", "WorkUnit", "run_shard", "run_unit"]
 @dataclass(frozen=True)
 class Shard:
     """Rows ``[start, stop)`` of a view's source: their inputs, the view's per-row data
-    (:meth:`View.row_data`, sliced), and which of them to keep as example inputs (absolute row numbers)."""
+    (:meth:`View.row_data`, sliced), and which of them to keep as example inputs (absolute row numbers).
+
+    ``source_rows``: for a shard of chosen rows (a budgeted run's sample), the absolute source row of each input;
+    ``start``/``stop`` are then where the shard's outputs go in the run's output array, and :attr:`index` (what
+    views seed their randomness from) is ``source_rows``, so a sampled row gets the inputs a full run gives it."""
 
     start: int
     stop: int
     x: np.ndarray
     rows: dict[str, np.ndarray] = field(default_factory=dict)
     keep: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    source_rows: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.source_rows is not None and len(self.source_rows) != self.stop - self.start:
+            raise ValueError(f"a shard of {self.stop - self.start} outputs names {len(self.source_rows)} source rows")
 
     @property
     def index(self) -> np.ndarray:
         """The absolute row numbers of the shard (views seed their randomness from them)."""
+        if self.source_rows is not None:
+            return self.source_rows
         return np.arange(self.start, self.stop)
 
     def __len__(self) -> int:
@@ -76,7 +87,8 @@ def run_shard(model: Model, view: View, shard: Shard) -> ShardResult:
     x = view.transform_shard(shard)
     t1 = time.perf_counter()
     # Copies: a kept example must not hold on to the whole batch.
-    examples = {int(i): np.array(x[int(i) - shard.start]) for i in shard.keep}
+    position = {int(row): p for p, row in enumerate(shard.index)} if shard.keep.size else {}
+    examples = {int(i): np.array(x[position[int(i)]]) for i in shard.keep}
     logits, features = model.forward(x, want_features=True)
     return ShardResult(shard.start, shard.stop, logits, features, examples, t1 - t0, time.perf_counter() - t1)
 

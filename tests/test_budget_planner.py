@@ -1,0 +1,304 @@
+"""The budgeted run's engine side: budgets parsed from text, views run on chosen rows (a sampled row gets the
+outputs a full run gives it), and the planner (no row twice, never outside its population, exact pass
+accounting, the whole run when the budget covers it, a valid partial run after Ctrl-C, more rows where the
+values are most uncertain, deterministic for a seed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from assay.data.dataset import Dataset
+from assay.data.loader import load_data
+from assay.demo import make_digits_cnn
+from assay.engine import run_views
+from assay.engine.backends import Backend, LocalBackend, ProcessPoolBackend
+from assay.engine.budget import Budget, BudgetTarget, parse_budget, run_budgeted
+from assay.engine.planning import adversarial_views, attack_specs
+from assay.engine.robust_views import CorruptionView
+from assay.engine.run import run_rows
+from assay.engine.views import CleanView
+from assay.engine.work import Shard, run_shard
+from assay.errors import OptionError
+from assay.models.loader import load_model
+from conftest import LinearModel
+
+# --- budgets ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "budget"), [
+    ("5m", Budget(seconds=300.0)), ("90s", Budget(seconds=90.0)), ("1.5h", Budget(seconds=5400.0)),
+    ("2min", Budget(seconds=120.0)), (" 20000passes ", Budget(passes=20000)), ("10%", Budget(share=0.1)),
+    ("100%", Budget(share=1.0)), ("0.5%", Budget(share=0.005)), ("45 S", Budget(seconds=45.0)),
+])
+def test_budgets_parse(text, budget):
+    assert parse_budget(text) == budget
+
+
+@pytest.mark.parametrize("text", [
+    "", "   ", "0m", "0passes", "0%", "-5m", "5", "5 minutes", "5d", "1.5passes", "1e5passes", "101%", "inf s",
+    "nan%", "5m5s", "٥m", "5m\u200b", "9" * 1001 + "s", "99999999h", "10000000000000000passes", ".5h", "5.m",
+])
+def test_bad_budgets_are_option_errors(text):
+    with pytest.raises(OptionError) as info:
+        parse_budget(text)
+    assert info.value.where == "budget" and info.value.fix
+
+
+def test_a_budget_that_is_not_text_is_an_option_error():
+    with pytest.raises(OptionError):
+        parse_budget(300)  # type: ignore[arg-type]
+    with pytest.raises(OptionError):
+        Budget(passes=10, seconds=5.0)
+
+
+@given(st.integers(1, 10**15))
+def test_passes_round_trip(n):
+    budget = parse_budget(f"{n}passes")
+    assert budget == Budget(passes=n) and parse_budget(budget.text()) == budget
+
+
+@settings(max_examples=200)
+@given(st.integers(1, 10**7), st.integers(0, 4), st.sampled_from(["s", "m", "h", "%"]))
+def test_times_and_shares_round_trip_and_stay_in_bounds(mantissa, decimals, unit):
+    text = f"{mantissa / 10**decimals:.{decimals}f}{unit}"
+    value = mantissa / 10**decimals
+    scale = {"s": 1, "m": 60, "h": 3600}
+    too_big = value > 100 if unit == "%" else value * scale[unit] > 366 * 24 * 3600
+    if too_big:
+        with pytest.raises(OptionError):
+            parse_budget(text)
+        return
+    budget = parse_budget(text)
+    assert parse_budget(budget.text()) == budget
+    if unit == "%":
+        assert budget.share == pytest.approx(value / 100, rel=1e-12) and 0 < budget.share <= 1
+    else:
+        assert budget.seconds == pytest.approx(value * scale[unit], rel=1e-12) and budget.seconds > 0
+
+
+# --- views on chosen rows ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory):
+    """The demo CNN with seeded random weights, loaded from a file (so a worker process can reload it)."""
+    test = load_data("digits:test")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "digits.pt"
+    torch.save(make_digits_cnn().state_dict(), path)
+    model = load_model("assay.demo:make_digits_cnn", weights=path, threads=1, sample=test.x[:2])
+    return model, test
+
+
+def test_a_shard_of_chosen_rows_seeds_its_views_by_row_number(digits_model):
+    _, test = digits_model
+    rows = np.array([7, 3, 500])
+    shard = Shard(0, 3, test.x[rows], source_rows=rows)
+    assert shard.index.tolist() == [7, 3, 500] and len(shard) == 3
+    with pytest.raises(ValueError):
+        Shard(0, 2, test.x[rows], source_rows=rows)
+    view = CorruptionView(test, "shot_noise", 4)
+    whole = view.transform(test.x, np.arange(len(test)))
+    np.testing.assert_array_equal(view.transform_shard(shard), whole[rows])
+
+
+def test_rows_run_give_the_full_runs_outputs(digits_model):
+    model, test = digits_model
+    clean = run_views(model, test, [CleanView()], progress=False).clean
+    specs = attack_specs(["fgsm", "apgd-ce"], [8 / 255], "linf", steps=2, restarts=1, queries=10, seed=0)
+    fgsm, apgd = adversarial_views(model, test, clean, specs, batch_size=64)
+    views = [CleanView(), CorruptionView(test, "gaussian_noise", 3), CorruptionView(test, "motion_blur", 2, seed=3),
+             fgsm, apgd]
+    full = run_views(model, test, views, batch_size=64, progress=False)
+    rows = np.random.default_rng(1).permutation(len(test))[:90]  # unsorted, several shards
+    for view in views[:4]:
+        out = run_rows(model, view, test, rows, batch_size=40)
+        assert out.batches == 3 and out.logits.shape == (90, 10)
+        np.testing.assert_allclose(out.logits, full[view.spec.name].logits[rows], rtol=1e-5, atol=1e-5,
+                                   err_msg=view.spec.name)
+    # An attack with random starts seeds each batch from its first row: the rows it does not attack (clean-wrong)
+    # come back exactly, and the attacked ones are attacked (their logits moved off the clean ones).
+    out = run_rows(model, apgd, test, rows, batch_size=40)
+    attacked = (clean.logits.argmax(1) == test.y)[rows]
+    assert attacked.any() and (~attacked).any()
+    np.testing.assert_allclose(out.logits[~attacked], full[apgd.spec.name].logits[rows][~attacked], atol=1e-5)
+    assert np.abs(out.logits[attacked] - clean.logits[rows][attacked]).max(axis=1).min() > 0
+    empty = run_rows(model, views[1], test, np.zeros(0, dtype=np.int64))
+    assert empty.logits.shape == (0, 10) and empty.batches == 0
+    with pytest.raises(ValueError):
+        run_rows(model, views[1], test, np.array([len(test)]))
+
+
+def test_rows_run_on_worker_processes_like_in_process(digits_model):
+    model, test = digits_model
+    view = CorruptionView(test, "glass_blur", 1)
+    rows = np.array([9, 400, 2, 77, 300])
+    local = run_rows(model, view, test, rows, batch_size=2)
+    with ProcessPoolBackend(workers=1) as pool:
+        remote = run_rows(model, view, test, rows, batch_size=2, backend=pool)
+    np.testing.assert_allclose(remote.logits, local.logits, rtol=1e-5, atol=1e-5)
+
+
+# --- the planner -----------------------------------------------------------------------------------------
+
+
+def tiny_problem(sizes=(400, 300), means=(0.5, 0.97), seed=0):
+    """A cheap model on a tiny data set, and one target per stratum whose row values are fixed 0/1 truths
+    (a view's value does not depend on its logits here: the planner is what is tested)."""
+    n = max(sizes)
+    data = Dataset(x=np.zeros((n, 2), np.float32), y=np.zeros(n, np.int64), ids=np.arange(n), modality="tabular",
+                   name="tiny", source="<tiny>", class_names=["a", "b"])
+    model = LinearModel(np.zeros((2, 2)), np.zeros(2), (2,))
+    rng = np.random.default_rng(seed)
+    truths, targets = {}, []
+    for i, (size, mean) in enumerate(zip(sizes, means)):
+        population = np.sort(rng.choice(n, size=size, replace=False))
+        truth = np.zeros(n)
+        truth[population] = rng.random(size) < mean
+        truths[f"v{i}"] = truth
+        targets.append(BudgetTarget(f"v{i}", CleanView(), population, lambda rows, logits, t=truth: t[rows]))
+    return model, data, targets, truths
+
+
+def check_consistent(run, targets, truths):
+    """Rows drawn at most once, inside the population; values are the truths; pass accounting adds up."""
+    for target in targets:
+        sampled = run.views[target.name]
+        assert np.unique(sampled.rows).size == sampled.rows.size
+        assert np.isin(sampled.rows, target.population).all()
+        np.testing.assert_array_equal(sampled.values, truths[target.name][sampled.rows])
+        assert sampled.logits.shape == (sampled.rows.size, 2)
+        assert sampled.passes == sampled.rows.size * target.cost_per_row
+    assert sum(r["rows"] for r in run.rounds) == sum(v.rows.size for v in run.views.values())
+    if run.rounds:
+        assert run.rounds[-1]["passes"] == run.passes_used
+
+
+def test_the_planner_spends_a_passes_budget_exactly():
+    model, data, targets, truths = tiny_problem()
+    targets[1].cost_per_row = 3.0
+    run = run_budgeted(model, data, targets, Budget(passes=500), progress=False, batch_size=50, spent_passes=40)
+    check_consistent(run, targets, truths)
+    assert run.stopped_because == "budget" and not run.interrupted
+    used = 40 + run.views["v0"].rows.size + 3 * run.views["v1"].rows.size
+    assert run.passes_used == used and 500 - 3 < used <= 500
+    assert run.full_passes == 40 + 400 + 3 * 300 and run.budget_passes == 500
+
+
+def test_a_budget_covering_the_full_run_runs_it_all():
+    model, data, targets, truths = tiny_problem()
+    run = run_budgeted(model, data, targets, parse_budget("100%"), progress=False, spent_passes=10)
+    check_consistent(run, targets, truths)
+    assert run.stopped_because == "complete" and run.passes_used == run.full_passes == 710
+    for target in targets:
+        sampled = run.views[target.name]
+        np.testing.assert_array_equal(np.sort(sampled.rows), target.population)
+        stratum = sampled.stratum()
+        assert stratum.finished and stratum.mean == truths[target.name][target.population].mean()
+        assert stratum.interval() == (stratum.mean, stratum.mean)
+    assert run_budgeted(model, data, targets, parse_budget("1h"), progress=False).stopped_because == "complete"
+
+
+def test_a_spent_budget_samples_nothing():
+    model, data, targets, _ = tiny_problem()
+    for budget, spent in ((Budget(passes=100), {"spent_passes": 100}), (Budget(seconds=5.0), {"spent_seconds": 6})):
+        run = run_budgeted(model, data, targets, budget, progress=False, **spent)
+        assert run.stopped_because == "budget" and not run.rounds
+        assert all(v.rows.size == 0 and v.logits.shape == (0, 2) for v in run.views.values())
+
+
+def test_the_widest_objective_samples_uncertain_views_more_and_uniform_does_not():
+    model, data, targets, truths = tiny_problem(sizes=(400, 400), means=(0.5, 0.98))
+    widest = run_budgeted(model, data, targets, Budget(passes=300), progress=False, pilot_rows=20)
+    uniform = run_budgeted(model, data, targets, Budget(passes=300), objective="uniform", progress=False,
+                           pilot_rows=20)
+    for run in (widest, uniform):
+        check_consistent(run, targets, truths)
+        assert run.passes_used == 300
+    n_widest = [widest.views[t.name].rows.size for t in targets]
+    n_uniform = [uniform.views[t.name].rows.size for t in targets]
+    assert n_widest[0] > 2 * n_widest[1]
+    assert abs(n_uniform[0] - n_uniform[1]) <= 32
+    # What the allocation buys: the widest reported interval is narrower.
+    worst = {name: max(run.views[t.name].stratum().width() for t in targets)
+             for name, run in (("widest", widest), ("uniform", uniform))}
+    assert worst["widest"] < worst["uniform"]
+
+
+def test_the_planner_is_deterministic_for_a_seed():
+    model, data, targets, _ = tiny_problem()
+    runs = [run_budgeted(model, data, targets, Budget(passes=200), progress=False, seed=s) for s in (3, 3, 4)]
+    for name in ("v0", "v1"):
+        np.testing.assert_array_equal(runs[0].views[name].rows, runs[1].views[name].rows)
+        assert not np.array_equal(runs[0].views[name].rows, runs[2].views[name].rows)
+
+
+class InterruptingBackend(Backend):
+    """The local backend, except that the ``at``-th shard raises KeyboardInterrupt (a Ctrl-C in flight)."""
+
+    name = "interrupting"
+
+    def __init__(self, at: int) -> None:
+        self.at, self.shards, self.closed = at, 0, 0
+
+    def run(self, model, view, shards):
+        for shard in shards:
+            self.shards += 1
+            if self.shards == self.at:
+                raise KeyboardInterrupt
+            yield run_shard(model, view, shard)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+@pytest.mark.parametrize("at", [1, 2, 5])
+def test_ctrl_c_in_a_chunk_returns_the_chunks_before_it(at):
+    model, data, targets, truths = tiny_problem()
+    backend = InterruptingBackend(at)
+    run = run_budgeted(model, data, targets, Budget(passes=600), progress=False, backend=backend, batch_size=16,
+                       pilot_rows=16)
+    assert run.interrupted and run.stopped_because == "interrupted" and backend.closed == 1
+    check_consistent(run, targets, truths)
+    assert sum(v.rows.size for v in run.views.values()) == 16 * (at - 1) == run.passes_used
+
+
+def test_ctrl_c_in_the_values_drops_that_chunk():
+    model, data, targets, truths = tiny_problem()
+    calls = {"n": 0}
+    inner = targets[0].values
+
+    def values(rows, logits):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return inner(rows, logits)
+
+    targets[0].values = values
+    run = run_budgeted(model, data, targets, Budget(passes=600), progress=True, backend=LocalBackend())
+    check_consistent(run, targets, truths)
+    assert run.interrupted and [r["view"] for r in run.rounds].count("v0") == 2  # the third chunk was dropped
+    assert run.passes_used == sum(v.rows.size for v in run.views.values())
+
+
+def test_bad_targets_and_options_are_refused():
+    model, data, targets, _ = tiny_problem()
+    with pytest.raises(OptionError):
+        run_budgeted(model, data, targets, Budget(passes=10), objective="fastest", progress=False)
+    twice = BudgetTarget("v0", CleanView(), np.array([1, 1]), targets[0].values)
+    with pytest.raises(ValueError):
+        run_budgeted(model, data, [twice], Budget(passes=10), progress=False)
+    outside = BudgetTarget("v0", CleanView(), np.array([len(data)]), targets[0].values)
+    with pytest.raises(ValueError):
+        run_budgeted(model, data, [outside], Budget(passes=10), progress=False)
+    not_01 = BudgetTarget("v0", CleanView(), np.arange(10), lambda rows, logits: np.full(rows.size, 0.5))
+    with pytest.raises(ValueError):
+        run_budgeted(model, data, [not_01], Budget(passes=10), progress=False)
+    bounded = BudgetTarget("v0", CleanView(), np.arange(10), lambda rows, logits: np.full(rows.size, 0.5),
+                           binary=False)
+    run = run_budgeted(model, data, [bounded], Budget(passes=10), progress=False)
+    assert run.stopped_because == "complete" and run.views["v0"].stratum().mean == 0.5
