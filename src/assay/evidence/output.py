@@ -39,6 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from assay._hashing import file_sha256
 from assay.errors import OutputError
 
 __all__ = [
@@ -309,14 +310,6 @@ def recover_debris(target: str | os.PathLike[str]) -> list[str]:
     return done
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_manifest(folder: Path, kind: str) -> None:
     from assay._version import __version__
 
@@ -325,7 +318,7 @@ def _write_manifest(folder: Path, kind: str) -> None:
         if name == MANIFEST:
             continue
         path = folder / name
-        files[name] = {"bytes": path.lstat().st_size, "sha256": _sha256(path)} if path.is_file() else {"link": True}
+        files[name] = {"bytes": path.lstat().st_size, "sha256": file_sha256(path)} if path.is_file() else {"link": True}
     manifest = {"tool": "assay", "kind": kind, "format": MANIFEST_FORMAT, "assay_version": __version__,
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "files": files}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")

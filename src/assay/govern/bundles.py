@@ -8,18 +8,18 @@ matches the manifest Assay wrote with it is reported (it was changed afterwards)
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from assay._hashing import file_sha256
 from assay.errors import DataError
 from assay.evidence.bundle import read_evidence, read_json_object
 from assay.evidence.output import read_manifest
 from assay.evidence.schema import Evidence, Finding, Section
 
 __all__ = ["AUDIT_FILES", "AUDIT_SECTIONS", "BUNDLE_FILES", "SCAN_FILES", "LoadedAudit", "LoadedBundle",
-           "LoadedScan", "load_audit", "load_bundles", "load_scan", "sha256_file"]
+           "LoadedScan", "load_audit", "load_bundles", "load_scan"]
 
 #: Files of an evaluation bundle the card cites, when present.
 BUNDLE_FILES = ("evidence.json", "predictions.npz", "reference.npz", "report.html", "report.md",
@@ -37,14 +37,6 @@ AUDIT_SECTIONS: dict[str, str] = {
 AUDIT_FILES = ("evidence.json", "flagged.csv", "report.html", "report.md", "DATASHEET.md", "assay-manifest.json")
 #: Files of a model-file scan (``assay scan MODEL --out DIR``) the card cites, when present.
 SCAN_FILES = ("scan.json", "scan.md", "assay-manifest.json")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -119,7 +111,7 @@ def load_bundles(paths: list[str | os.PathLike[str]], labels: list[str] | None =
     for i, raw in enumerate(paths, start=1):
         folder = _folder(Path(raw))
         evidence = read_evidence(folder)
-        files = {name: sha256_file(folder / name) for name in BUNDLE_FILES if (folder / name).is_file()}
+        files = {name: file_sha256(folder / name) for name in BUNDLE_FILES if (folder / name).is_file()}
         label = labels[i - 1] if labels is not None else f"B{i}"
         if label in seen:
             label = f"{label} ({i})"
@@ -161,7 +153,7 @@ def load_audit(path: str | os.PathLike[str]) -> LoadedAudit:
         found = ", ".join(evidence.sections) or "none"
         raise DataError(f"{folder} is not an audit bundle: it has none of the sections {', '.join(AUDIT_SECTIONS)} "
                         f"(its sections: {found})", where=str(folder / "evidence.json"), fix=fix)
-    files = {name: sha256_file(folder / name) for name in AUDIT_FILES if (folder / name).is_file()}
+    files = {name: file_sha256(folder / name) for name in AUDIT_FILES if (folder / name).is_file()}
     missing = tuple(name for name in AUDIT_SECTIONS if name not in evidence.sections)
     findings = _integrity(folder, files, "audit")
     if missing:
@@ -212,7 +204,7 @@ def load_scan(path: str | os.PathLike[str], bundles: list[LoadedBundle] | None =
     if section.name != "model_scan":
         raise DataError(f"scan.json holds a {section.name!r} section, not model_scan", where=str(folder / "scan.json"),
                         fix=fix)
-    files = {name: sha256_file(folder / name) for name in SCAN_FILES if (folder / name).is_file()}
+    files = {name: file_sha256(folder / name) for name in SCAN_FILES if (folder / name).is_file()}
     findings = _integrity(folder, files, "scan")
     scanned = section.config.get("sha256")
     evaluated = {b.evidence.model.sha256 for b in bundles or []} - {None, ""}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
+from assay._hashing import file_sha256
 from assay.errors import UserError
 
 __all__ = [
@@ -26,18 +26,12 @@ __all__ = [
     "static_shape_mismatch",
 ]
 
-_CHUNK = 1 << 20
 T = TypeVar("T")
 
 
 def sha256_file(path: str | Path, extra: Iterable[str | Path] = ()) -> str:
     """sha256 of a file's bytes, followed by the bytes of ``extra`` files (e.g. ONNX external data)."""
-    h = hashlib.sha256()
-    for p in (path, *extra):
-        with open(p, "rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path, *extra)
 
 
 def short_list(names: Sequence[str], limit: int = 8) -> str:

@@ -3,7 +3,6 @@ of a registered model (its evidence bundle in the registry's artifact store)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from assay._hashing import file_sha256
 from assay.errors import DataError
 
 __all__ = ["MonitorReference", "load_monitor_reference"]
@@ -32,7 +32,7 @@ class MonitorReference:
 
 def _sha256(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from assay._hashing import file_sha256
 from assay.errors import RegistryError
 
 __all__ = [
@@ -61,11 +62,7 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_of_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def check_sha256(sha256: object) -> str:
