@@ -26,7 +26,7 @@ LAYERS: dict[str, int] = {
     "assay.engine": 4, "assay.profiling": 4,
     "assay.checks": 5,
     "assay.evaluation": 6,
-    "assay.compare": 7, "assay.compress": 7, "assay.govern": 7, "assay.audit": 7, "assay.security": 7,
+    "assay.compare": 7, "assay.compress": 7, "assay.govern": 7, "assay.audit": 7, "assay.security": 7, "assay.estimate": 7,
     "assay.registry": 8,
     "assay.serve": 9, "assay.monitor": 9,
     "assay.api": 10, "assay.demo": 10, "assay.integrations": 10, "assay.cli": 11, "assay._entry": 12, "assay": 12,

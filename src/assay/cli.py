@@ -1217,6 +1217,97 @@ def audit(
             "flagged item in flagged.csv" + ("; DATASHEET.md" if sheet is not None else "") + ")")
 
 
+# ---------------------------------------------------------------------------------------------- estimate
+
+
+@app.command(epilog="Exit codes: 0 the queue or the bundle was written; 1 internal error (a bug); 2 bad input (a "
+             "budget larger than the pool, a queue drawn for another model or pool, labels for rows not in the "
+             "queue, a queued row without a label, an unknown class, an --out or --queue Assay may not write; "
+             "nothing written).")
+def estimate(
+    model: ModelArg,
+    unlabeled: Annotated[str, typer.Option("--unlabeled", help="The pool: data (.npz, image folder, .csv/.parquet) whose accuracy is estimated and from which the items to label are drawn; its labels, if any, are read only with --simulate.", rich_help_panel=DATA)],
+    label_budget: Annotated[int, typer.Option(help="Labels to pay for: the number of draws (a repeated draw shares its label, so the queue holds at most this many items).")] = 200,
+    queue: Annotated[Path | None, typer.Option("--queue", help="The queue CSV to write (fill in its label column; QUEUE.csv.json beside it records the design); with --labels, the original queue whose design record to read (default: beside --labels).", rich_help_panel=OUTPUT)] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="The filled-in queue: estimate the accuracy from it and write the bundle to --out.")] = None,
+    simulate: Annotated[bool, typer.Option("--simulate", help="Demo or benchmark: draw the queue and take its labels from the pool's own (the pool must have labels; only the queued items' are read).")] = False,
+    selection: Annotated[str, typer.Option(help="Proposal: sawade (variance-optimal for the accuracy, Sawade et al. 2010), difference (per-item centres: more precise when the model is calibrated), expected-loss (Kossen et al. 2021) or uniform.", rich_help_panel=STATISTICS)] = "sawade",
+    label_col: LabelCol = None,
+    text_col: TextCol = None,
+    feature_cols: FeatureCols = None,
+    image_size: ImageSize = None,
+    weights: Weights = None,
+    threads: Threads = None,
+    seed: Seed = 0,
+    confidence: Confidence = 0.95,
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (with --labels or --simulate): evidence.json, labelled.csv, report.html, report.md.", rich_help_panel=OUTPUT)] = Path("assay-estimate"),
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """Estimate MODEL's accuracy on an unlabelled pool from a few labels: draw the items to label by active testing (importance sampling by the model's expected errors) into --queue, then give the filled-in queue with --labels for unbiased accuracy and per-class accuracy with CIs."""
+    from assay.estimate import (
+        EstimateSettings,
+        design_path,
+        estimate_inputs,
+        is_design_record,
+        is_estimate_queue,
+        run_estimate,
+        select_queue,
+        write_estimate,
+        write_queue,
+    )
+    from assay.evidence.output import check_output, check_output_file
+    from assay.report import print_console
+
+    if labels is not None and simulate:
+        raise OptionError("--labels and --simulate were both given", where="--simulate",
+                          fix="give the filled-in queue with --labels, or --simulate for a pool with labels, not both")
+    settings = EstimateSettings(label_budget=label_budget, seed=seed, selection=selection, confidence=confidence,
+                                cache_dir=_cache(cache_dir, no_cache), progress=not quiet)
+    model_options = {k: v for k, v in {"weights": weights, "threads": threads}.items() if v is not None}
+    data_options = {k: v for k, v in {
+        "label_col": label_col, "text_col": text_col, "image_size": _image_size(image_size),
+        "feature_cols": [c.strip() for c in feature_cols.split(",")] if feature_cols else None,
+    }.items() if v is not None}
+    inputs = estimate_inputs(model, unlabeled, labels=labels, queue=queue if labels is not None else None,
+                             weights=weights, cache_dir=settings.cache_dir if settings.cache_dir is not True else None)
+    say = functools.partial(Console().print, soft_wrap=True)
+    writes_queue = queue is not None and labels is None
+    if labels is None and not simulate and queue is None:
+        raise OptionError("nothing to do: give --queue to draw the items to label, then --labels with the filled-in "
+                          "queue", where="--queue", fix=f"run `assay estimate {model} --unlabeled {unlabeled} "
+                          f"--label-budget {label_budget} --queue queue.csv` first")
+    if writes_queue:
+        assert queue is not None
+        check_output_file(queue, is_ours=is_estimate_queue, inputs=inputs, where="--queue",
+                          what="a labelling queue written by `assay estimate`")
+        check_output_file(design_path(queue), is_ours=is_design_record, inputs=inputs, where="--queue",
+                          what="a design record written by `assay estimate`")
+    if labels is not None or simulate:
+        check_output(out, "estimate", inputs=inputs, force=force)  # before any work
+    if writes_queue and not simulate:
+        assert queue is not None
+        drawn = select_queue(model, unlabeled, settings, data_options=data_options, model_options=model_options)
+        write_queue(drawn, queue)
+        if not quiet:
+            say(f"Queued {len(drawn.rows)} items to label ({drawn.design['draws_total']} draws, {selection} "
+                f"proposal) of the pool's {drawn.population:,} in [bold]{escape(str(queue))}[/] (design: "
+                f"{escape(design_path(queue).name)}). Fill in the label column (class names or indices), then: "
+                f"`assay estimate {escape(model)} --unlabeled {escape(unlabeled)} --labels {escape(str(queue))} "
+                "--out DIR`.")
+        return
+    run = run_estimate(model, unlabeled, labels=labels, queue=queue if labels is not None else None,
+                       simulate=simulate, settings=settings, data_options=data_options, model_options=model_options)
+    if simulate and queue is not None:
+        write_queue(run.queue, queue)
+    path = write_estimate(run, out, force=force, inputs=inputs)
+    if not quiet:
+        print_console(run.evidence)
+        say(f"Estimate bundle: [bold]{escape(str(path))}[/] (report: {escape(str(path / 'report.html'))})")
+
+
 # -------------------------------------------------------------------------------------------- scan
 
 
