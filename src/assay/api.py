@@ -61,6 +61,8 @@ def evaluate(
     backend: str = "local",
     ray_address: str | None = None,
     num_workers: int | None = None,
+    budget: str | None = None,
+    budget_objective: str = "widest",
     **options: Any,
 ) -> Evidence:
     """Evaluate a classifier on labelled data; return the evidence (and write the bundle to ``out``).
@@ -82,7 +84,11 @@ def evaluate(
     bundle (``force=True``: any Assay output), never a folder holding other files, and is checked before the
     evaluation starts. ``backend`` runs the forward passes, corruptions and attacks in this process (``local``),
     in worker processes (``processes``) or on Ray actors (``ray``, with ``ray_address`` and ``num_workers``;
-    ``pip install 'assay[ray]'``); the evidence is the same.
+    ``pip install 'assay[ray]'``); the evidence is the same. ``budget`` (``"5m"``, ``"20000passes"``, ``"10%"``)
+    samples the corruption, attack and OOD views within that budget instead of running them in full: their
+    checks are replaced by a ``budget`` section of estimates with finite-population intervals
+    (:mod:`assay.checks.budget`; ``budget_objective``: ``"widest"`` or ``"total"``); Ctrl-C then stops the
+    sampling and the evidence so far is returned.
     """
     from assay.engine.planning import apply_suite
 
@@ -95,7 +101,8 @@ def evaluate(
         calibration_data = data_argument(calibration_data, "calibration_data", data_options)
         settings = bind_data_settings(memory, {k: v for k, v in options.items()
                                                if k not in MODEL_OPTIONS | DATA_OPTIONS}, data_options)
-        config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, confidence=confidence, **settings)
+        config = EvaluateConfig(seed=seed, n_bootstrap=n_bootstrap, confidence=confidence, budget=budget,
+                                budget_objective=budget_objective, **settings)
         inputs: list[Path] = []
         if out is not None:  # a bad output path fails before the evaluation, not after it
             from assay.evidence.output import check_output

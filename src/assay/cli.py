@@ -234,6 +234,8 @@ def evaluate(
     feature_output: Annotated[str | None, typer.Option(help="ONNX value to expose as the embedding (default: input of the last Gemm/MatMul).", rich_help_panel=MODEL)] = None,
     checks: Annotated[str, typer.Option(help="Comma-separated checks to run (add 'efficiency' for latency, size, FLOPs, memory, energy).")] = "performance,calibration",
     suite: Annotated[str | None, typer.Option(help="quick (performance, calibration), standard (+ the 15 standard corruptions), full (+ held-out corruptions and attacks).")] = None,
+    budget: Annotated[str | None, typer.Option(help="Sample the corruption, attack and OOD views within a budget instead of running them in full: a time (90s, 5m, 1.5h), model passes (20000passes) or a share of the full run (10%); reports intervals for the full run's values. Ctrl-C writes the bundle so far.")] = None,
+    budget_objective: Annotated[str, typer.Option(help="What --budget minimises: widest (the widest interval) or total (the summed variance).")] = "widest",
     corruptions: Annotated[str | None, typer.Option(help="Corruptions: all, standard, or comma-separated names.", rich_help_panel=ROBUSTNESS)] = None,
     severities: Annotated[str, typer.Option(help="Corruption severities: a range or list in 1-5.", rich_help_panel=ROBUSTNESS)] = "1-5",
     corruption_data: Annotated[str | None, typer.Option(help="Directory of a pre-computed -C set (CIFAR-10-C layout: <corruption>.npy, labels.npy).", rich_help_panel=ROBUSTNESS)] = None,
@@ -303,7 +305,8 @@ def evaluate(
                             backdoor_steps=backdoor_steps, backdoor_index=backdoor_index, poison_eps=poison_eps,
                             strip_inputs=strip_inputs, strip_overlays=strip_overlays, strip_frr=strip_frr,
                             latency_batch_sizes=list(_int_list(latency_batch_sizes, "--latency-batch-sizes")),
-                            latency_budget=latency_budget, price_per_hour=price_per_hour, **robustness)
+                            latency_budget=latency_budget, price_per_hour=price_per_hour, budget=budget,
+                            budget_objective=budget_objective, **robustness)
     model_options = {k: v for k, v in {"weights": weights, "outputs": outputs.value, "feature_layer": feature_layer,
                                        "feature_output": feature_output, "threads": threads,
                                        "untrained": untrained or None}.items() if v is not None}

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from assay.data.dataset import Dataset
 from assay.engine.cache import ViewOutput
@@ -51,6 +51,11 @@ class EvaluateConfig(BaseModel):
     train_data: str | None = Field(None, description="Training data (labelled): carried to every check; fits the "
                                    "feature-based OOD detectors.")
     settings: dict[str, Any] = Field(default_factory=dict, description="Each check's own settings, by check name.")
+    budget: str | None = Field(None, description="Budget of a budgeted evaluation: 5m, 90s, 1h, 20000passes or 10% "
+                               "(of the full run's passes); corruption, attack and OOD views are sampled within it "
+                               "(assay.checks.budget).")
+    budget_objective: Literal["widest", "total"] = Field(
+        "widest", description="What the budget minimises: the widest interval, or the total variance.")
 
     if TYPE_CHECKING:
         # Flat check options (``severities=...``) are routed by the validator below from the check registry,
@@ -94,6 +99,16 @@ class EvaluateConfig(BaseModel):
                                   fix=f"see the {name} check's options (assay evaluate --help)") from None
         data["settings"] = settings
         return data
+
+    @field_validator("budget")
+    @classmethod
+    def _parse_budget(cls, value: str | None) -> str | None:
+        """A budget that does not parse is an OptionError before any inference (the text is kept as given)."""
+        if value is not None:
+            from assay.engine.budget import parse_budget
+
+            parse_budget(value)
+        return value
 
     @model_validator(mode="wrap")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ from assay.models.base import Model
 from assay.progress import scope as progress_scope
 
 if TYPE_CHECKING:
+    from assay.engine.budget import BudgetRun, BudgetTarget
     from assay.reference import Reference
 
 __all__ = ["EvaluationRun", "resolve_checks", "run_evaluation"]
@@ -119,6 +121,11 @@ def run_evaluation(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     selected = resolve_checks(checks, config)
+    budget, budgeted = None, frozenset[str]()
+    if config.budget is not None:  # parsed, and the checks it replaces named, before any inference
+        from assay.checks.budget import budget_plan
+
+        budget, budgeted = budget_plan(config.budget, [c.name for c in selected])
     cache = OutputCache(default_cache_dir() if cache_dir is True else cache_dir or None)
     if not isinstance(backend, str) and (ray_address is not None or num_workers is not None):
         raise OptionError("ray_address and num_workers go with a backend name, not a Backend object",
@@ -163,7 +170,7 @@ def run_evaluation(
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    features = any(p.features for p in prepared.values())
+    features = any(p.features for name, p in prepared.items() if name not in budgeted)
 
     def run(dataset_: Dataset, views: list[View], keep_features: bool = False) -> Outputs:
         return run_views(model_obj, dataset_, views, cache_dir=cache, batch_size=config.batch_size,
@@ -171,20 +178,37 @@ def run_evaluation(
 
     try:
         outputs = run(dataset, [CleanView()], keep_features=features)
+        clean_seconds = time.perf_counter() - t
         facts: dict[str, Any] = {name: p.facts for name, p in prepared.items() if p.facts is not None}
-        if train is not None and any(p.train_outputs for p in prepared.values()):
+        if train is not None and any(p.train_outputs for name, p in prepared.items() if name not in budgeted):
             facts["train_outputs"] = run(train, [CleanView()], keep_features=features).clean
         planned: dict[bool, list[View]] = {True: [], False: []}  # by whether the check reads their features
+        sampled_views: list[View] = []  # views of the checks a budget replaces: sampled, not run in full
         for name, p in prepared.items():
-            planned[p.features] += p.views
+            group = sampled_views if name in budgeted else planned[p.features]
+            group += p.views
             if p.after_clean is not None:
                 late_views, late_facts = p.after_clean(outputs.clean)
-                planned[p.features] += late_views
+                group += late_views
                 if late_facts is not None:
                     facts[name] = late_facts
         for keep, group in planned.items():
             if group:
                 outputs.absorb(run(dataset, group, keep_features=keep))
+        budget_run: BudgetRun | None = None
+        targets: list[BudgetTarget] = []
+        if budget is not None:
+            from assay.checks.budget import budget_targets
+            from assay.engine.budget import run_budgeted
+
+            tb = time.perf_counter()
+            targets = budget_targets(sampled_views, dataset, outputs.clean.logits)
+            # The clean view ran in full: its passes (one per row) and seconds count against the budget.
+            budget_run = run_budgeted(model_obj, dataset, targets, budget, objective=config.budget_objective,
+                                      confidence=config.confidence, seed=config.seed, batch_size=config.batch_size,
+                                      backend=engine_backend, progress=progress, spent_seconds=clean_seconds,
+                                      spent_passes=float(len(dataset)))
+            timings["inference:budget"] = time.perf_counter() - tb
         views = [*planned[True], *planned[False]]
         calib_pair = None
         if calibration is not None:
@@ -194,7 +218,7 @@ def run_evaluation(
             assert calibration.y is not None  # labelled() refused unlabelled calibration data
             calib_pair = (calib_out.clean.logits, calibration.y)
         for name, p in prepared.items():
-            if p.measure is not None:
+            if p.measure is not None and name not in budgeted:
                 with progress_scope(progress):  # profiling shows its timing runs as the inference does
                     facts[name] = p.measure()
     finally:
@@ -209,6 +233,14 @@ def run_evaluation(
     sections: dict[str, Section] = {}
     for check in selected:
         t = time.perf_counter()
+        if check.name in budgeted:  # one budget section, where the first check it replaces would stand
+            if budget_run is not None and "budget" not in sections:
+                from assay.checks.budget import budget_section
+
+                sections["budget"] = budget_section(budget_run, targets, replace(
+                    ctx, views={v.spec.name: v for v in sampled_views}))
+                timings["check:budget"] = time.perf_counter() - t
+            continue
         sections[check.name] = check.run(ctx)
         timings[f"check:{check.name}"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
