@@ -197,3 +197,74 @@ def test_bad_inputs_are_user_errors(setup, capsys):
     # an unknown selection rule
     code, _, err = _run([*base, *unl, "--queue", str(s["dir"] / "q2.csv"), "--selection", "greedy"], capsys)
     _assert_user_error(code, err, "greedy", "--selection")
+
+
+# ------------------------------------------------------------------------------- the monitor's --export-labeling
+
+
+def _write_log(store: Path, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n one-row requests r0..r{n-1} logged with logits whose softmax is the truth's distribution (a calibrated
+    model); returns (logits, true labels)."""
+    import hashlib
+    import time
+
+    from assay.serve.log import PredictionRow, open_log
+
+    rng = np.random.default_rng(seed)
+    logits = (rng.normal(size=(n, 3)) * 2.5).astype(np.float32)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    y = np.array([rng.choice(3, p=row) for row in p])
+    now = time.time()
+    rows = [PredictionRow(request_id=f"r{i}", time=now + i * 1e-3, version="m@1", role="primary",
+                          input_sha256=hashlib.sha256(f"x{i}".encode()).hexdigest(), logits=logits[i],
+                          top1=int(logits[i].argmax()), confidence=float(p[i].max()))
+            for i in range(n)]
+    with open_log(str(store), durability="strict") as log:
+        log.submit(rows).result(30)
+    return logits, y
+
+
+def test_monitor_export_labeling_draws_an_estimation_queue_and_import_prints_the_estimate(tmp_path, capsys):
+    from assay.monitor.labeling import ESTIMATE_QUEUE_COLUMNS, queue_estimate, select_for_estimate
+    from assay.serve.log import read_log
+    from registry_bundles import evaluate, make_data
+
+    model = make_onnx(tmp_path / "m.onnx", 1)
+    bundle = evaluate(model, make_data(tmp_path / "ref.npz", n=200), tmp_path / "bundle")
+    store = tmp_path / "log"
+    logits, y = _write_log(store, 300)
+    queue = tmp_path / "queue.csv"
+    code, out, err = _run(["monitor", "--log", str(store), "--reference", str(bundle), "--export-labeling", "40",
+                           "--labeling-queue", str(queue)], capsys)
+    assert code in (0, 1), err  # 1: an alarm (the logged logits are not the reference's), not a usage error
+    written = pd.read_csv(queue, keep_default_na=False, dtype={"label": str, "request_id": str})
+    assert list(written.columns) == list(ESTIMATE_QUEUE_COLUMNS)
+    assert written["draws"].sum() == 40 and (written["population"] == 300).all()
+    expected = select_for_estimate(read_log(str(store)), 40, seed=0)
+    assert written["request_id"].tolist() == expected["request_id"].tolist()
+    np.testing.assert_allclose(written["probability"], expected["probability"], rtol=1e-9)
+    # the labeller fills it in; import writes the labels and prints the unbiased estimate of the traffic's accuracy
+    index = written["request_id"].str[1:].astype(int).to_numpy()
+    written["label"] = [str(v) for v in y[index]]
+    written.to_csv(queue, index=False)
+    code, out, err = _run(["feedback", "import", str(queue), "--log", str(store)], capsys)
+    assert code == 0, err
+    flat = " ".join(out.split())
+    assert f"Imported {len(written)} labels" in flat and "estimate the logged traffic's accuracy" in flat
+    est = queue_estimate(queue, num_classes=3)
+    correct = (logits.argmax(1)[index] == y[index]).astype(float)
+    a = written["centre"].to_numpy()
+    z = written["centre_mean"].iloc[0] + (correct - a) / (300 * written["probability"].to_numpy())
+    k = written["draws"].to_numpy()
+    assert est.unclipped == pytest.approx((k * z).sum() / k.sum())
+    assert f"{est.value:.3f}" in out
+    # the informative ranking stays available (training data: `assay feedback queue`'s selection)
+    queue2 = tmp_path / "queue2.csv"
+    code, _, err = _run(["monitor", "--log", str(store), "--reference", str(bundle), "--export-labeling", "7",
+                         "--labeling-selection", "informative", "--labeling-queue", str(queue2)], capsys)
+    assert code in (0, 1), err
+    assert "probability" not in pd.read_csv(queue2).columns and len(pd.read_csv(queue2)) == 7
+    code, _, err = _run(["monitor", "--log", str(store), "--reference", str(bundle), "--export-labeling", "7",
+                         "--labeling-selection", "greedy", "--labeling-queue", str(queue2)], capsys)
+    _assert_user_error(code, err, "--labeling-selection")

@@ -1627,6 +1627,13 @@ def feedback_import(
     say = functools.partial(Console().print, soft_wrap=True)
     say(f"Imported {len(result.written)} labels into {escape(log or '.assay/logs')}"
         + (f"; {blank} lines with a blank label skipped" if blank else "") + ".")
+    from assay.monitor.labeling import queue_estimate
+
+    estimated = queue_estimate(labels, num_classes=num_classes, class_names=names)
+    if estimated is not None:  # an importance-sampled queue (`assay monitor --export-labeling`), labelled in full
+        say(f"The queue's labels estimate the logged traffic's accuracy at {estimated.value:.3f} "
+            f"[{estimated.ci_low:.3f}, {estimated.ci_high:.3f}] (unbiased: {estimated.labels} labels, "
+            f"{estimated.draws} importance-sampled draws).")
     if result.unknown:
         shown = ", ".join(f"{escape(u.request_id)} row {u.row} (line {u.line})" for u in result.unknown[:10])
         more = f" and {len(result.unknown) - 10} more" if len(result.unknown) > 10 else ""
@@ -1706,7 +1713,8 @@ def monitor(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report folder: monitor.json, monitor.md, dashboard.html.", rich_help_panel=OUTPUT)] = None,
     html: Annotated[Path | None, typer.Option(help="Write the dashboard page (the one `assay serve` shows at /dashboard) to this file.", rich_help_panel=OUTPUT)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the snapshot as JSON instead of a summary.", rich_help_panel=OUTPUT)] = False,
-    export_labeling: Annotated[int | None, typer.Option(help="Also write the N logged samples most worth labeling (as `assay feedback queue` does) to --labeling-queue.", rich_help_panel=OUTPUT)] = None,
+    export_labeling: Annotated[int | None, typer.Option(help="Also write a queue of N logged samples to label to --labeling-queue (see --labeling-selection).", rich_help_panel=OUTPUT)] = None,
+    labeling_selection: Annotated[str, typer.Option(help="How --export-labeling picks: estimate (importance sampling by expected error, as `assay estimate` does: the labels give an unbiased accuracy estimate of the traffic, which `assay feedback import` prints) or informative (the most uncertain, novel or disputed samples, as `assay feedback queue` does: training data, biased for accuracy).", rich_help_panel=OUTPUT)] = "estimate",
     labeling_queue: Annotated[Path, typer.Option(help="Where --export-labeling writes its CSV (fill in the label column, then `assay feedback import`).", rich_help_panel=OUTPUT)] = Path("labeling-queue.csv"),
     registry: RegistryUrl = None,
     artifacts: ArtifactsDir = None,
@@ -1741,6 +1749,9 @@ def monitor(
         if export_labeling < 1:
             raise OptionError(f"--export-labeling {export_labeling} is not a positive number of samples",
                               where="--export-labeling", fix="ask for e.g. --export-labeling 100")
+        if labeling_selection not in ("estimate", "informative"):
+            raise OptionError(f"--labeling-selection {labeling_selection!r} is not estimate or informative",
+                              where="--labeling-selection", fix="use estimate (default) or informative")
         check_output_file(labeling_queue, is_ours=is_labeling_queue, inputs=local_inputs, where="--labeling-queue",
                           what="a labeling queue written by `assay feedback queue` or `assay monitor`")
     source = load_monitor_reference(reference, registry=registry, artifacts=artifacts)
@@ -1749,10 +1760,13 @@ def monitor(
     before = mon.position
     closed = mon.update(frame)
     queue = None
-    if export_labeling is not None:  # the same selection as `assay feedback queue`, over the whole log
-        from assay.monitor.labeling import select_for_labeling, write_queue_csv
+    if export_labeling is not None:  # over the whole log: `assay estimate`'s selection, or `assay feedback queue`'s
+        from assay.monitor.labeling import select_for_estimate, select_for_labeling, write_queue_csv
 
-        queue = select_for_labeling(frame, export_labeling, reference=source.reference, seed=seed)
+        if labeling_selection == "estimate":
+            queue = select_for_estimate(frame, export_labeling, seed=seed)
+        else:
+            queue = select_for_labeling(frame, export_labeling, reference=source.reference, seed=seed)
         write_queue_csv(queue, labeling_queue)
     snapshot = mon.snapshot()
     current = mon.open_result()

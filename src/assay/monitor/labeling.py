@@ -36,6 +36,15 @@ traffic instead (``examples/feedback_loop.py`` labels a later week in full for t
 ``bench/bench_labeling.py``: on the loop example's shifted digits the queue's picks hold 1.7x the champion's errors
 of random picks, while a candidate fine-tuned on them is as accurate as one fine-tuned on as many random picks.
 
+**Estimation queue** (:func:`select_for_estimate`, ``assay monitor --export-labeling`` by default): for an
+unbiased estimate of the logged traffic's accuracy rather than training data, the rows are drawn by importance
+sampling on the model's expected errors (:mod:`assay.stats.active_testing`: Sawade et al.'s proposal with a
+defensive share of uniform, ``n`` draws with replacement over every logged answer row), and the queue CSV carries
+what the estimate needs on every line (:data:`ESTIMATE_QUEUE_COLUMNS`: draws, sampling probability, centre, the
+logged answer's class, the population size and seed), so that the filled-in file alone gives the estimate
+(:func:`queue_estimate`; ``assay feedback import`` prints it). Rows already labelled in the log come with their
+label filled in.
+
 **Labels** (:func:`read_label_csv`, :func:`import_labels`): a CSV with ``request_id``, ``label`` and optionally
 ``row`` (UTF-8), checked whole before anything is written; labels are class names (when known) or indices.
 
@@ -68,6 +77,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DATASET_MARKER",
+    "ESTIMATE_QUEUE_COLUMNS",
     "QUEUE_COLUMNS",
     "ImportResult",
     "LabelRow",
@@ -81,7 +91,9 @@ __all__ = [
     "labelled_arrays",
     "logged_inputs",
     "novelty_scores",
+    "queue_estimate",
     "read_label_csv",
+    "select_for_estimate",
     "select_for_labeling",
     "uncertainty_scores",
     "write_dataset_npz",
@@ -93,6 +105,9 @@ _ROLE_ORDER = {"primary": 0, "canary": 1, "shadow": 2}
 #: Columns of the labeling queue CSV, in order; ``label`` is left blank for the annotator.
 QUEUE_COLUMNS = ("request_id", "row", "label", "score", "reason", "uncertainty", "novelty", "disagreement",
                  "top1", "confidence", "margin", "entropy", "copies", "version", "role", "time", "input_sha256")
+#: Columns of the estimation queue CSV (:func:`select_for_estimate`), in order.
+ESTIMATE_QUEUE_COLUMNS = ("request_id", "row", "label", "draws", "probability", "centre", "top1", "population",
+                          "centre_mean", "seed", "selection")
 #: The member that marks an .npz written by `write_dataset_npz` (load_npz ignores it).
 DATASET_MARKER = "assay_feedback_dataset"
 _DATASET_FORMAT = "assay.feedback.dataset/1"
@@ -381,24 +396,94 @@ def _reason(row: Any) -> str:
     return "; ".join(text for _, text in strong)
 
 
+def select_for_estimate(frame: pd.DataFrame, n: int, *, seed: int = 0, rule: str = "sawade") -> pd.DataFrame:
+    """An importance-sampled queue of ``n`` draws over every logged answer row (one per ``(request_id, row)``,
+    primary first), whose labels give an unbiased estimate of the traffic's accuracy (see the module docstring and
+    :mod:`assay.stats.active_testing`). One row per distinct drawn request row with the columns of
+    :data:`ESTIMATE_QUEUE_COLUMNS` (``label`` filled where the log has one); ``attrs["candidates"]`` is the
+    population size and ``attrs["notes"]`` what was done."""
+    from assay.stats.active_testing import expected_error, select_items
+
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise OptionError(f"the number of samples to label must be a positive integer, got {n!r}", where="n",
+                          fix="ask for e.g. 100")
+    missing = [c for c in ("request_id", "row", "role", "logits", "label") if c not in frame]
+    if missing:
+        raise DataError(f"the prediction log frame lacks the columns {missing}", where="frame",
+                        fix="pass the frame assay.serve.log.read_log returns")
+    if frame.empty:
+        empty = pd.DataFrame({c: [] for c in ESTIMATE_QUEUE_COLUMNS})
+        empty.attrs.update(notes=["the log holds no predictions"], candidates=0)
+        return empty
+    order = frame["role"].map(_ROLE_ORDER).fillna(len(_ROLE_ORDER)).to_numpy()
+    answers = (frame.reset_index(drop=True).assign(_order=order)
+               .sort_values(["request_id", "row", "_order"], kind="stable")
+               .drop_duplicates(["request_id", "row"], keep="first").reset_index(drop=True))
+    probs = np.exp(log_softmax(_stack(answers["logits"], "logits")))
+    population = len(answers)
+    selection = select_items(expected_error(probs), int(n), rule=rule, seed=np.random.SeedSequence([int(seed), 19]))
+    rows = selection.draws.items
+    chosen = answers.iloc[rows]
+    labels = chosen["label"]
+    result = pd.DataFrame({
+        "request_id": chosen["request_id"].astype(str).to_numpy(), "row": chosen["row"].astype(int).to_numpy(),
+        "label": [("" if pd.isna(v) else str(int(v))) for v in labels],
+        "draws": selection.draws.counts, "probability": selection.q[rows], "centre": selection.centre[rows],
+        "top1": probs[rows].argmax(axis=1), "population": population,
+        "centre_mean": float(selection.centre.mean()), "seed": int(seed), "selection": rule})
+    known = int(labels.notna().sum())
+    result.attrs.update(candidates=population, notes=[
+        f"importance-sampled for an unbiased accuracy estimate ({rule} proposal, {int(n)} draws over the "
+        f"{population:,} logged answers: {len(rows)} distinct rows"
+        + (f", {known} already labelled in the log" if known else "") + ")"])
+    return result
+
+
+def queue_estimate(path: str | os.PathLike[str], *, num_classes: int,
+                   class_names: Sequence[str] | None = None, confidence: float = 0.95) -> Any:
+    """The traffic's accuracy (:class:`assay.stats.active_testing.AccuracyEstimate`) from a filled-in queue that
+    :func:`select_for_estimate` wrote; None when the file is not one or not every row is labelled."""
+    from assay.stats.active_testing import accuracy_estimate
+
+    try:
+        frame = pd.read_csv(path, keep_default_na=False, dtype={"label": str, "request_id": str})
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+    if list(frame.columns) != list(ESTIMATE_QUEUE_COLUMNS) or frame.empty or (frame["label"].str.strip() == "").any():
+        return None
+    labels = np.array([_class_index(str(t).strip(), num_classes, class_names, str(path)) for t in frame["label"]])
+    centre = frame["centre"].to_numpy(dtype=np.float64)
+    constant = bool(np.ptp(centre) == 0)
+    correct = (labels == frame["top1"].to_numpy(dtype=np.int64)).astype(np.float64)
+    return accuracy_estimate(correct, frame["probability"].to_numpy(dtype=np.float64),
+                             int(frame["population"].iloc[0]), counts=frame["draws"].to_numpy(dtype=np.int64),
+                             centre=float(centre[0]) if constant else centre,
+                             centre_mean=None if constant else float(frame["centre_mean"].iloc[0]),
+                             confidence=confidence)
+
+
 def write_queue_csv(queue: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """The queue as UTF-8 CSV (:data:`QUEUE_COLUMNS`, ``label`` blank for the annotator: fill it in and give the
-    file to ``assay feedback import``), written to a temporary sibling and renamed into place."""
+    """The queue as UTF-8 CSV (:data:`QUEUE_COLUMNS`, or :data:`ESTIMATE_QUEUE_COLUMNS` for a queue of
+    :func:`select_for_estimate`; ``label`` blank for the annotator: fill it in and give the file to ``assay feedback
+    import``), written to a temporary sibling and renamed into place."""
     from assay.report.formatting import write_text_atomic
 
+    estimate = "probability" in queue.columns
     buffer = io.StringIO()
-    queue[list(QUEUE_COLUMNS)].to_csv(buffer, index=False, float_format="%.6g", lineterminator="\n")
+    queue[list(ESTIMATE_QUEUE_COLUMNS if estimate else QUEUE_COLUMNS)].to_csv(
+        buffer, index=False, float_format="%.10g" if estimate else "%.6g", lineterminator="\n")
     return write_text_atomic(path, buffer.getvalue())
 
 
 def is_labeling_queue(path: Path) -> bool:
-    """True for a CSV :func:`write_queue_csv` wrote (its header line is :data:`QUEUE_COLUMNS`)."""
+    """True for a CSV :func:`write_queue_csv` wrote (its header line is :data:`QUEUE_COLUMNS` or
+    :data:`ESTIMATE_QUEUE_COLUMNS`)."""
     try:
         with open(path, encoding="utf-8", newline="") as handle:
             first = handle.readline(4096)
     except (OSError, UnicodeDecodeError):
         return False
-    return first.rstrip("\r\n") == ",".join(QUEUE_COLUMNS)
+    return first.rstrip("\r\n") in (",".join(QUEUE_COLUMNS), ",".join(ESTIMATE_QUEUE_COLUMNS))
 
 
 # ------------------------------------------------------------------------------------------- labels in
