@@ -20,6 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from assay.checks.budget import mean_placements
 from assay.demo import train_digits_cnn
+from assay.errors import OptionError
 from assay.models.export import export_onnx
 from cli_helpers import assert_user_error, run_cli
 
@@ -264,3 +265,101 @@ def test_ctrl_c_during_sampling_writes_a_valid_bundle(tmp_path):
     assert all(r["n_sampled"] > 0 for r in rows)  # past the pilot: every view has rows
     assert any(r["n_sampled"] < r["population"] for r in rows)  # and not finished
     assert (out / "report.html").exists() and (out / "predictions.npz").exists()
+
+
+# ------------------------------------------------------------------------------- the section on known samples
+
+
+def _context(clean_logits: np.ndarray, labels: np.ndarray, views: dict):
+    from assay.checks.base import CheckContext, EvaluateConfig
+    from assay.data.dataset import Dataset
+    from assay.engine.cache import ViewOutput
+    from assay.engine.run import Outputs
+
+    n = labels.size
+    dataset = Dataset(x=np.zeros((n, 1, 4, 4), np.float32), y=labels, ids=np.arange(n), modality="image",
+                      name="toy", source="<toy>", class_names=[str(k) for k in range(clean_logits.shape[1])])
+    outputs = Outputs(views={"clean": ViewOutput(logits=clean_logits, features=None)})
+    return dataset, CheckContext(outputs=outputs, dataset=dataset, config=EvaluateConfig(), views=views)
+
+
+def _run(sampled: list, passes_used: float, full_passes: float, interrupted: bool = False):
+    from assay.engine.budget import Budget, BudgetRun
+
+    return BudgetRun(views={s.name: s for s in sampled}, budget=Budget(passes=int(passes_used)), objective="widest",
+                     passes_used=passes_used, seconds_used=1.0, full_passes=full_passes, interrupted=interrupted,
+                     stopped_because="interrupted" if interrupted else "budget", budget_passes=passes_used)
+
+
+def test_robust_accuracy_is_the_clean_correct_share_times_the_surviving_share():
+    """100 rows, 80 right on the clean view: the attack's population is those 80 rows, a row costs its 10 x 2
+    iterations + 1; 30 of 40 sampled rows survive -> robust accuracy 0.8 x 30/40, interval 0.8 x the exact
+    interval of 30 of 40 drawn from 80."""
+    from assay.checks.budget import budget_section, budget_targets
+    from assay.engine.budget import SampledView
+    from assay.engine.robust_views import AdversarialView, AttackSpec
+    from assay.stats.sampling import proportion_interval_wor
+
+    labels = np.arange(100) % 4
+    clean_logits = np.eye(4, dtype=np.float32)[np.where(np.arange(100) < 80, labels, (labels + 1) % 4)]
+    correct = np.arange(100) < 80
+    view = AdversarialView(AttackSpec("apgd-ce", 8 / 255, "linf", steps=10, restarts=2), lambda x, y, s: x, labels,
+                           correct, 32)
+    dataset, ctx = _context(clean_logits, labels, {view.spec.name: view})
+    (target,) = budget_targets([view], dataset, clean_logits)
+    assert np.array_equal(target.population, np.flatnonzero(correct)) and target.cost_per_row == 21
+    rows = target.population[:40]
+    logits = clean_logits[rows].copy()
+    logits[30:] = np.roll(logits[30:], 1, axis=1)  # the last 10 sampled rows are broken by the attack
+    values = target.values(rows, logits)
+    assert values.sum() == 30
+    sampled = SampledView(target.name, rows, values, logits, population=80, passes=40 * 21, seconds=0.5,
+                          cost_per_row=21)
+    section = budget_section(_run([sampled], 100 + 40 * 21, 100 + 80 * 21, interrupted=True), [target], ctx)
+    metric = section.metrics["robust_accuracy"]
+    lo, hi = proportion_interval_wor(30, 40, 80)
+    assert metric.value == pytest.approx(0.8 * 0.75) and (metric.ci_low, metric.ci_high) == pytest.approx(
+        (0.8 * lo, 0.8 * hi))
+    assert section.config["interrupted"] is True
+    assert any(f.severity == "warning" and f.message.startswith("stopped by Ctrl-C after 940 of 1,780 passes")
+               for f in section.findings)
+
+
+def test_a_fully_sampled_ood_set_gives_sklearns_auroc_with_no_width():
+    from assay.checks.budget import budget_section, budget_targets
+    from assay.checks.ood import OODView
+    from assay.checks.ood_scores import msp
+    from assay.data.dataset import Dataset
+    from assay.engine.budget import SampledView
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 200)
+    clean_logits = (3 * np.eye(3)[labels] + rng.normal(0, 1.5, (200, 3))).astype(np.float32)
+    ood_logits = rng.normal(0, 1.5, (120, 3)).astype(np.float32)
+    ood = OODView("noise", Dataset(x=np.zeros((120, 1, 4, 4), np.float32), y=None, ids=np.arange(120),
+                                   modality="image", name="noise", source="<noise>"))
+    dataset, ctx = _context(clean_logits, labels, {ood.spec.name: ood})
+    (target,) = budget_targets([ood], dataset, clean_logits)
+    assert not target.binary and target.population.size == 120
+    rows = np.arange(120)
+    sampled = SampledView(target.name, rows, target.values(rows, ood_logits), ood_logits, population=120,
+                          passes=120, seconds=0.1, binary=False)
+    section = budget_section(_run([sampled], 320, 320), [target], ctx)
+    metric = section.metrics["auroc_msp[noise]"]
+    expected = roc_auc_score(np.r_[np.zeros(200), np.ones(120)], -np.r_[msp(clean_logits), msp(ood_logits)])
+    assert metric.value == pytest.approx(expected, abs=1e-12) and metric.ci_low == metric.ci_high == metric.value
+
+
+def test_evaluate_api_takes_a_budget_and_an_objective(blobs):
+    import assay
+
+    dataset, model = blobs
+    evidence = assay.evaluate(model, dataset, corruptions=["gaussian_noise", "scaling"], severities=[1, 5],
+                              budget="40%", budget_objective="total", cache_dir=None, n_bootstrap=100)
+    section = evidence.sections["budget"]
+    assert "corruption" not in evidence.sections and section.config["objective"] == "total"
+    assert len(section.tables["per_view"]) == 4 and section.metrics["mean_corruption_accuracy"].value is not None
+    bought = section.tables["what_the_budget_bought"][0]
+    assert bought["used"] <= 0.4 * bought["full_run"] + 1e-9
+    with pytest.raises(OptionError, match="nothing to sample"):
+        assay.evaluate(model, dataset, budget="40%", cache_dir=None, n_bootstrap=100)

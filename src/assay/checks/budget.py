@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from assay.checks.adversarial import FAIL_ROBUST_RATIO, WARN_ROBUST_RATIO
+from assay.checks.adversarial import FAIL_ROBUST_RATIO, WARN_ROBUST_RATIO, _sanity_findings
 from assay.checks.base import CheckContext
 from assay.checks.corruption import FAIL_RELATIVE_DROP, WARN_RELATIVE_DROP, _severity_plots
 from assay.checks.ood import WARN_MSP_AUROC, OODView
@@ -424,6 +424,12 @@ def budget_section(run: BudgetRun, targets: Sequence[BudgetTarget], ctx: CheckCo
     larger = _projection(estimates, run, [r["width"] for r in per_view[:len(estimates)]], conf)
 
     verdict, findings = _verdicts(corruption, adversarial, clean, ood_rows)
+    if adv:  # the threat-model checks of the adversarial check (eval mode, logits, input range, gradients)
+        sanity = [f.model_copy(update={"evidence": "budget.config", "sets_verdict": f.severity == "critical"})
+                  for f in _sanity_findings(ctx, [], {}, clean_correct)]
+        if any(f.severity == "critical" for f in sanity):  # a broken set-up makes the attack numbers meaningless
+            verdict = "fail"
+        findings += sanity
     findings += _run_findings(run, estimates, conf)
     if corruption is not None and corruption["worst"] is not None:
         worst = corruption["worst"]
