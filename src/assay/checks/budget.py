@@ -205,6 +205,11 @@ def _corruption_metrics(estimates: list[_Estimate], clean: float, confidence: fl
     by_name = {c: [e for e in estimates if e.label["corruption"] == c] for c in names}
     strat = ("stratified mean over the views (equal weights), variance sum W^2 (1 - n/N) s^2 / n with smoothed s^2 "
              f"(Cochran 1977, 5.6), normal interval, {confidence:.0%}")
+    for e in estimates:
+        value, lo, hi = e.interval(confidence)
+        metrics[f"corruption_accuracy[{e.label['corruption']},s{e.label['severity']}]"] = _metric(
+            value, lo, hi, e.stratum.n, _share_method(confidence, e.stratum.n, e.stratum.population),
+            corruption=e.label["corruption"], severity=e.label["severity"])
     per_corruption = {}
     for c, group in by_name.items():
         value, lo, hi = _stratified(group, confidence)
