@@ -206,9 +206,9 @@ def _corruption_metrics(estimates: list[_Estimate], clean: float, confidence: fl
     strat = ("stratified mean over the views (equal weights), variance sum W^2 (1 - n/N) s^2 / n with smoothed s^2 "
              f"(Cochran 1977, 5.6), normal interval, {confidence:.0%}")
     for e in estimates:
-        value, lo, hi = e.interval(confidence)
+        point, low, high = e.interval(confidence)
         metrics[f"corruption_accuracy[{e.label['corruption']},s{e.label['severity']}]"] = _metric(
-            value, lo, hi, e.stratum.n, _share_method(confidence, e.stratum.n, e.stratum.population),
+            point, low, high, e.stratum.n, _share_method(confidence, e.stratum.n, e.stratum.population),
             corruption=e.label["corruption"], severity=e.label["severity"])
     per_corruption = {}
     for c, group in by_name.items():
@@ -459,6 +459,9 @@ def budget_section(run: BudgetRun, targets: Sequence[BudgetTarget], ctx: CheckCo
         "run); the other checks ran on the full clean view")))
 
     plots = _plots(per_view, corruption, ctx, clean)
+    anytime = _anytime_plot(run, estimates, conf)
+    if anytime is not None:
+        plots["anytime"] = anytime
     summary = _summary(run, per_view, metrics, corruption, adversarial, widest)
     key_metrics = [k for k in ("mean_corruption_accuracy", "robust_accuracy", "widest_interval", "passes_used")
                    if k in metrics]
@@ -530,6 +533,34 @@ def _plots(per_view: list[dict[str, Any]], corruption: dict[str, Any] | None, ct
             "categories": [r["view"] for r in per_view],
             "series": [{"label": "width", "values": [r["width"] for r in per_view]}]}
     return plots
+
+
+def _anytime_plot(run: BudgetRun, estimates: list[_Estimate], confidence: float) -> dict[str, Any] | None:
+    """The widest and mean interval width against the passes spent, replaying the run's chunks in order (what
+    stopping earlier would have given: the run is anytime). Widths from the normal approximation with
+    finite-population correction (:meth:`Stratum.projected_width` at the rows sampled so far; a view with no row
+    counts as width 1); at most 200 points."""
+    by_name = {e.name: e for e in estimates}
+    state = {e.name: Stratum(0, e.stratum.population, binary=e.stratum.binary) for e in estimates}
+    values = {name: np.asarray(v.values, dtype=np.float64) for name, v in run.views.items()}
+    width = {e.name: 1.0 * e.scale for e in estimates}
+    points: list[tuple[float, float, float]] = []
+    for chunk in run.rounds:
+        name = chunk["view"]
+        if name not in by_name:
+            continue
+        s = state[name]
+        state[name] = s = s.add(values[name][s.n:s.n + int(chunk["rows"])])
+        width[name] = by_name[name].scale * s.projected_width(s.n, confidence)
+        points.append((float(chunk["passes"]), max(width.values()), float(np.mean(list(width.values())))))
+    if len(points) < 2:
+        return None
+    keep = np.unique(np.linspace(0, len(points) - 1, min(len(points), 200)).astype(int))
+    x = [points[i][0] for i in keep]
+    return {"kind": "line", "title": "Interval width vs passes spent (stopping earlier gives these)",
+            "xlabel": "model passes (clean view included)", "ylabel": f"{confidence:.0%} interval width (planned)",
+            "series": [{"label": "widest", "x": x, "y": [points[i][1] for i in keep]},
+                       {"label": "mean", "x": x, "y": [points[i][2] for i in keep]}]}
 
 
 def _summary(run: BudgetRun, per_view: list[dict[str, Any]], metrics: dict[str, Metric],
