@@ -141,6 +141,24 @@ def test_a_budget_beyond_the_full_run_reproduces_it_exactly(bundles, digits_mode
     assert any("sampled in full" in f["message"] for f in section["findings"])
 
 
+def test_a_budget_too_small_for_every_pilot_says_so(digits_model, tmp_path, capsys):
+    """600 passes: the clean view takes 540, the pilots of 32 rows get through two views (32 + 28 rows); the
+    other two have no row, so their intervals are 0 to 1 and the mean over views is not estimated."""
+    out = tmp_path / "small"
+    code, stdout, err = run_cli(["evaluate", str(digits_model), "--data", "digits", "--corruptions",
+                                 "gaussian_noise,contrast", "--severities", "1,5", "--budget", "600passes",
+                                 "--no-cache", "--out", str(out), *FAST], capsys)
+    assert code == 0, err
+    section = json.loads((out / "evidence.json").read_text())["sections"]["budget"]
+    sampled = sorted(r["n_sampled"] for r in section["tables"]["per_view"])
+    assert sampled == [0, 0, 28, 32]
+    empty = [r for r in section["tables"]["per_view"] if r["n_sampled"] == 0]
+    assert all(r["value"] is None and (r["value_ci_low"], r["value_ci_high"]) == (0, 1) for r in empty)
+    assert section["metrics"]["mean_corruption_accuracy"]["value"] is None
+    assert any("before every view had its pilot rows" in f["message"] for f in section["findings"])
+    assert "Budgeted robustness evaluation" in stdout and (out / "report.html").exists()
+
+
 def test_placements_average_to_sklearns_auroc():
     rng = np.random.default_rng(0)
     id_scores = np.round(rng.random(300), 2)  # ties, counted half
