@@ -496,8 +496,9 @@ def _run_findings(run: BudgetRun, estimates: list[_Estimate], confidence: float)
     empty = [e.name for e in estimates if e.stratum.n == 0]
     if empty:
         findings.append(Finding(severity="warning", evidence="budget.tables.per_view", message=(
-            f"the budget ran out before every view had its pilot rows: {len(empty)} of {len(estimates)} views have "
-            "no sampled row (interval 0 to 1, aggregates over them not estimated); give a larger --budget")))
+            f"{'Ctrl-C came' if run.interrupted else 'the budget ran out'} before every view had its pilot rows: "
+            f"{len(empty)} of {len(estimates)} views have no sampled row (interval 0 to 1, aggregates over them not "
+            "estimated)" + ("" if run.interrupted else "; give a larger --budget"))))
     full = [e for e in estimates if e.stratum.finished]
     if run.stopped_because == "complete" or (estimates and len(full) == len(estimates)):
         findings.append(Finding(severity="info", evidence="budget.tables.per_view", message=(
