@@ -133,23 +133,13 @@ def test_rows_run_give_the_full_runs_outputs(digits_model):
         run_rows(model, views[1], test, np.array([len(test)]))
 
 
-def test_rows_run_on_worker_processes_like_in_process(digits_model):
-    model, test = digits_model
-    view = CorruptionView(test, "glass_blur", 1)
-    rows = np.array([9, 400, 2, 77, 300])
-    local = run_rows(model, view, test, rows, batch_size=2)
-    with ProcessPoolBackend(workers=1) as pool:
-        remote = run_rows(model, view, test, rows, batch_size=2, backend=pool)
-    np.testing.assert_allclose(remote.logits, local.logits, rtol=1e-5, atol=1e-5)
-
-
 # --- the planner -----------------------------------------------------------------------------------------
 
 
 def tiny_problem(sizes=(400, 300), means=(0.5, 0.97), seed=0):
     """A cheap model on a tiny data set, and one target per stratum whose row values are fixed 0/1 truths
     (a view's value does not depend on its logits here: the planner is what is tested)."""
-    n = max(sizes)
+    n = max(*sizes, 1)
     data = Dataset(x=np.zeros((n, 2), np.float32), y=np.zeros(n, np.int64), ids=np.arange(n), modality="tabular",
                    name="tiny", source="<tiny>", class_names=["a", "b"])
     model = LinearModel(np.zeros((2, 2)), np.zeros(2), (2,))
@@ -302,3 +292,87 @@ def test_bad_targets_and_options_are_refused():
                            binary=False)
     run = run_budgeted(model, data, [bounded], Budget(passes=10), progress=False)
     assert run.stopped_because == "complete" and run.views["v0"].stratum().mean == 0.5
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 60), min_size=1, max_size=4), st.integers(1, 300), st.integers(1, 40),
+       st.integers(0, 3), st.sampled_from(["widest", "total", "uniform"]))
+def test_any_budget_draws_each_row_at_most_once_and_stays_within_it(sizes, passes, pilot, seed, objective):
+    model, data, targets, truths = tiny_problem(sizes=sizes, means=[0.2 + 0.6 * (i % 2) for i in range(len(sizes))],
+                                                seed=seed)
+    for i, target in enumerate(targets):
+        target.cost_per_row = 1.0 + i
+    run = run_budgeted(model, data, targets, Budget(passes=passes), objective=objective, seed=seed, progress=False,
+                       pilot_rows=pilot, batch_size=16)
+    check_consistent(run, targets, truths)
+    assert run.passes_used <= passes
+    if run.stopped_because == "complete":
+        assert all(run.views[t.name].rows.size == t.population.size for t in targets)
+    else:  # stopped because the view it chose next could not afford one more row
+        assert passes - run.passes_used < max(t.cost_per_row for t in targets)
+
+
+class FakeClock:
+    """time.monotonic / perf_counter for the planner, advanced by the values callback: 10 ms per row."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    perf_counter = monotonic
+
+
+def test_a_time_budget_starts_no_chunk_predicted_to_end_past_the_deadline(monkeypatch):
+    import assay.engine.budget as budget_module
+
+    clock = FakeClock()
+    monkeypatch.setattr(budget_module, "time", clock)
+    model, data, targets, truths = tiny_problem()
+    for target in targets:
+        def values(rows, logits, inner=target.values):
+            clock.now += 0.01 * rows.size
+            return inner(rows, logits)
+        target.values = values
+    run = run_budgeted(model, data, targets, Budget(seconds=4.0), progress=False, spent_seconds=0.5, pilot_rows=20)
+    check_consistent(run, targets, truths)
+    assert run.stopped_because == "budget"
+    rows = sum(v.rows.size for v in run.views.values())
+    assert rows == 350 and run.seconds_used == pytest.approx(4.0)  # (4.0 - 0.5) s at 10 ms a row
+    assert [r["seconds"] for r in run.rounds] == sorted(r["seconds"] for r in run.rounds)
+
+
+def test_ctrl_c_reaching_worker_processes_leaves_a_valid_run_and_a_usable_backend(digits_model):
+    """A terminal's Ctrl-C reaches the workers too: an idle pool worker dies of it, breaking the pool. The run
+    comes back with the chunks finished before, and the backend, closed by the planner, starts fresh workers, which
+    give chosen rows the outputs they get in process."""
+    import os
+    import signal
+
+    model, test = digits_model
+    pool = ProcessPoolBackend(workers=1)
+    calls = {"n": 0}
+    labels = np.asarray(test.y)
+
+    def values(rows, logits):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            assert pool._pool is not None
+            for pid in list(pool._pool._processes):  # type: ignore[attr-defined]
+                os.kill(pid, signal.SIGINT)
+            raise KeyboardInterrupt
+        return (logits.argmax(1) == labels[rows]).astype(float)
+
+    view = CorruptionView(test, "contrast", 2)
+    target = BudgetTarget("contrast", view, np.arange(len(test)), values)
+    try:
+        run = run_budgeted(model, test, [target], Budget(passes=200), progress=False, backend=pool, pilot_rows=16)
+        assert run.interrupted and run.views["contrast"].rows.size == 16 and run.rounds[-1]["passes"] == 16
+        assert pool._pool is None  # closed
+        rows = np.array([9, 400, 2, 77, 300])
+        remote = run_rows(model, view, test, rows, batch_size=2, backend=pool)
+        local = run_rows(model, view, test, rows, batch_size=2)
+        np.testing.assert_allclose(remote.logits, local.logits, rtol=1e-5, atol=1e-5)
+    finally:
+        pool.close()

@@ -321,7 +321,7 @@ def run_budgeted(model: Model, dataset: Dataset, targets: list[BudgetTarget], bu
             if left <= 0:
                 return 0
             if per_row is not None and per_row > 0:
-                rows = min(rows, math.floor(left / per_row))
+                rows = min(rows, math.floor(left / per_row + 1e-9))
         return max(rows, 0)
 
     def run_chunk(index: int, rows: int, phase: str) -> None:
