@@ -424,7 +424,8 @@ def budget_section(run: BudgetRun, targets: Sequence[BudgetTarget], ctx: CheckCo
     metrics["mean_interval_width"] = _metric(float(np.mean(widths)) if widths else 0.0, None, None, len(widths),
                                              f"mean width of the {conf:.0%} intervals over the budgeted views",
                                              lower_is_better=True)
-    metrics["passes_used"] = _metric(run.passes_used, None, None, n, "model passes spent (clean view included; an "
+    metrics["passes_used"] = _metric(run.passes_used, None, None, n + sum(e.stratum.n for e in estimates),
+                                     "model passes spent (clean view included; an "
                                      "attacked row counts its iterations)", full_run=run.full_passes)
     larger = _projection(estimates, run, [r["width"] for r in per_view[:len(estimates)]], conf)
 
