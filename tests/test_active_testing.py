@@ -61,6 +61,8 @@ def test_proposal_by_hand():
     np.testing.assert_allclose(proposal(e, rule="uniform"), np.full(4, 0.25))
     np.testing.assert_allclose(proposal(np.zeros(3), rule="expected-loss"), np.full(3, 1 / 3))  # nothing to favour
     np.testing.assert_allclose(expected_error(np.array([[0.7, 0.3], [0.2, 0.8]])), [0.3, 0.2])
+    # a surrogate's probabilities: the chance that the model's predicted class (0 and 0 here) is wrong
+    np.testing.assert_allclose(expected_error(np.array([[0.7, 0.3], [0.2, 0.8]]), np.array([0, 0])), [0.3, 0.8])
 
 
 @settings(max_examples=60, deadline=None)

@@ -135,6 +135,32 @@ def test_simulate_reads_the_pool_labels_and_covers_the_truth(setup, capsys):
     # tests/test_active_testing.py over many seeds)
 
 
+def test_surrogate_probabilities_drive_the_draws(setup, capsys):
+    s = setup
+    logits = _logits(s["model"], np.load(s["unlabelled"])["x"])
+    own = np.exp(logits - logits.max(1, keepdims=True))
+    own /= own.sum(1, keepdims=True)
+    np.save(s["dir"] / "own.npy", own)
+    plain = _queue(s, capsys, 60, "plain.csv")
+    same = _queue(s, capsys, 60, "same.csv", "--surrogate-probs", str(s["dir"] / "own.npy"))
+    a, b = pd.read_csv(plain), pd.read_csv(same)  # the model's own softmax as the surrogate: the same draws
+    assert a["row"].tolist() == b["row"].tolist() and a["draws"].tolist() == b["draws"].tolist()
+    np.testing.assert_allclose(a["probability"], b["probability"], rtol=1e-5)
+    sure = np.full_like(own, 0.01)
+    sure[np.arange(len(own)), s["y"]] = 0.98  # a surrogate that knows the labels: the model's errors get e ~ 0.99
+    np.save(s["dir"] / "sure.npy", sure)
+    other = _queue(s, capsys, 60, "other.csv", "--surrogate-probs", str(s["dir"] / "sure.npy"), "--selection",
+                   "expected-loss")
+    rows = pd.read_csv(other)["row"].to_numpy()
+    wrong = s["predicted"] != s["y"]
+    assert wrong[rows].mean() > wrong.mean() + 0.3  # the draws go to the errors (q ~ e: 0.9 of them, by design)
+    np.save(s["dir"] / "bad.npy", own[:10])
+    code, _, err = _run(["estimate", str(s["model"]), "--unlabeled", str(s["unlabelled"]), "--queue",
+                         str(s["dir"] / "q9.csv"), "--surrogate-probs", str(s["dir"] / "bad.npy"), "--no-cache"],
+                        capsys)
+    _assert_user_error(code, err, "surrogate probabilities have shape (10, 3)")
+
+
 def test_bad_inputs_are_user_errors(setup, capsys):
     s = setup
     base = ["estimate", str(s["model"]), "--no-cache"]

@@ -1235,6 +1235,7 @@ def estimate(
     labels: Annotated[Path | None, typer.Option("--labels", help="The filled-in queue: estimate the accuracy from it and write the bundle to --out.")] = None,
     simulate: Annotated[bool, typer.Option("--simulate", help="Demo or benchmark: draw the queue and take its labels from the pool's own (the pool must have labels; only the queued items' are read).")] = False,
     selection: Annotated[str, typer.Option(help="Proposal: sawade (variance-optimal for the accuracy, Sawade et al. 2010), difference (per-item centres: more precise when the model is calibrated), expected-loss (Kossen et al. 2021) or uniform.", rich_help_panel=STATISTICS)] = "sawade",
+    surrogate_probs: Annotated[Path | None, typer.Option(help="Another model's class probabilities on the pool (.npy, N x C, never unpickled): the draws follow the chance that MODEL's predictions are wrong under them (default: MODEL's own softmax).", rich_help_panel=STATISTICS)] = None,
     label_col: LabelCol = None,
     text_col: TextCol = None,
     feature_cols: FeatureCols = None,
@@ -1256,6 +1257,7 @@ def estimate(
         estimate_inputs,
         is_design_record,
         is_estimate_queue,
+        read_surrogate_probs,
         run_estimate,
         select_queue,
         write_estimate,
@@ -1275,7 +1277,9 @@ def estimate(
         "feature_cols": [c.strip() for c in feature_cols.split(",")] if feature_cols else None,
     }.items() if v is not None}
     inputs = estimate_inputs(model, unlabeled, labels=labels, queue=queue if labels is not None else None,
-                             weights=weights, cache_dir=settings.cache_dir if settings.cache_dir is not True else None)
+                             weights=weights, cache_dir=settings.cache_dir if settings.cache_dir is not True else None,
+                             surrogate=surrogate_probs)
+    surrogate = read_surrogate_probs(surrogate_probs) if surrogate_probs is not None and labels is None else None
     say = functools.partial(Console().print, soft_wrap=True)
     writes_queue = queue is not None and labels is None
     if labels is None and not simulate and queue is None:
@@ -1292,7 +1296,8 @@ def estimate(
         check_output(out, "estimate", inputs=inputs, force=force)  # before any work
     if writes_queue and not simulate:
         assert queue is not None
-        drawn = select_queue(model, unlabeled, settings, data_options=data_options, model_options=model_options)
+        drawn = select_queue(model, unlabeled, settings, surrogate_probs=surrogate, data_options=data_options,
+                             model_options=model_options)
         write_queue(drawn, queue)
         if not quiet:
             say(f"Queued {len(drawn.rows)} items to label ({drawn.design['draws_total']} draws, {selection} "
@@ -1302,7 +1307,8 @@ def estimate(
                 "--out DIR`.")
         return
     run = run_estimate(model, unlabeled, labels=labels, queue=queue if labels is not None else None,
-                       simulate=simulate, settings=settings, data_options=data_options, model_options=model_options)
+                       simulate=simulate, settings=settings, surrogate_probs=surrogate, data_options=data_options,
+                       model_options=model_options)
     if simulate and queue is not None:
         write_queue(run.queue, queue)
     path = write_estimate(run, out, force=force, inputs=inputs)

@@ -49,6 +49,7 @@ __all__ = [
     "EstimateSettings",
     "estimate_inputs",
     "pool_fingerprint",
+    "read_surrogate_probs",
     "run_estimate",
     "select_queue",
     "write_estimate",
@@ -104,11 +105,11 @@ def pool_fingerprint(pool: Dataset) -> str:
 
 
 def estimate_inputs(model: Any, pool: Any, *, labels: Any = None, queue: Any = None, weights: Any = None,
-                    cache_dir: Any = None) -> list[Path]:
+                    cache_dir: Any = None, surrogate: Any = None) -> list[Path]:
     """Every input of an estimate on disk: the output folder may not be, contain or lie inside any of them."""
     from assay.evidence.output import input_paths
 
-    specs = [s for s in (model, pool, labels, queue, weights) if isinstance(s, (str, os.PathLike))]
+    specs = [s for s in (model, pool, labels, queue, weights, surrogate) if isinstance(s, (str, os.PathLike))]
     return input_paths(*specs, cache_dir=cache_dir)
 
 
@@ -136,6 +137,23 @@ def _logits(model: Model, pool: Dataset, settings: EstimateSettings) -> np.ndarr
     return np.asarray(outputs.clean.logits, dtype=np.float64)
 
 
+def read_surrogate_probs(path: str | os.PathLike[str]) -> np.ndarray:
+    """Another model's (N, C) class probabilities on the pool from a ``.npy`` file (never unpickled); checked
+    against the pool when the queue is drawn."""
+    where = os.fspath(path)
+    try:
+        values = np.load(where, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError("no such file", where=where, fix="check the path to the surrogate's probabilities") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"not a readable .npy array of numbers ({exc})", where=where,
+                        fix="save the probabilities with numpy.save(path, probs) as an (N, C) float array") from None
+    if not isinstance(values, np.ndarray) or values.dtype.kind not in "fiu":
+        raise DataError("the file does not hold one numeric array", where=where,
+                        fix="save the probabilities with numpy.save(path, probs) as an (N, C) float array")
+    return values.astype(np.float64)
+
+
 def _check_surrogate(probs: Any, n: int, num_classes: int) -> np.ndarray:
     p = np.asarray(probs, dtype=np.float64)
     if p.shape != (n, num_classes):
@@ -148,28 +166,30 @@ def _check_surrogate(probs: Any, n: int, num_classes: int) -> np.ndarray:
 
 
 def _design(model: Model, pool: Dataset, settings: EstimateSettings, probabilities: np.ndarray,
-            surrogate: str) -> LabelQueue:
-    """Draw the queue from the model's (or the surrogate's) expected errors on the pool."""
+            surrogate: np.ndarray | None = None) -> LabelQueue:
+    """Draw the queue from the model's expected errors on the pool: under its own ``probabilities``, or under a
+    surrogate's probabilities of its predicted classes."""
     n = len(pool)
     if settings.label_budget > n:
         raise OptionError(f"the label budget ({settings.label_budget}) is larger than the pool ({n} items)",
                           where="label_budget", fix=f"ask for at most {n} labels, or label the whole pool and "
                           "evaluate it with `assay evaluate`")
-    error = expected_error(probabilities)
+    predicted = np.asarray(probabilities).argmax(axis=1)
+    error = expected_error(probabilities) if surrogate is None else expected_error(surrogate, predicted)
     selection = select_items(error, int(settings.label_budget), rule=settings.selection, defensive=settings.defensive,
                              seed=np.random.SeedSequence([int(settings.seed), 19]))
     rows = selection.draws.items
-    predicted = np.asarray(probabilities).argmax(axis=1) if surrogate == "model" else None
     return LabelQueue(
         rows=rows, ids=np.asarray([str(i) for i in pool.ids[rows]]), draws=selection.draws.counts,
         q=selection.q[rows], centre=selection.centre[rows],
-        predicted=(predicted if predicted is not None else np.full(n, -1))[rows],
+        predicted=predicted[rows],
         design={"format": QUEUE_FORMAT, "model": model.info.path, "model_sha256": model.info.sha256,
                 "pool": pool.source, "pool_fingerprint": pool_fingerprint(pool), "population": n,
                 "label_budget": int(settings.label_budget), "draws_total": int(selection.draws.draws),
                 "labels": int(selection.draws.labels), "seed": int(settings.seed), "rule": settings.selection,
                 "defensive": float(settings.defensive), "centre_mean": float(selection.centre.mean()),
-                "expected_accuracy": float(1.0 - error.mean()), "surrogate": surrogate,
+                "expected_accuracy": float(1.0 - error.mean()),
+                "surrogate": "model" if surrogate is None else "given",
                 "class_names": [str(c) for c in model.info.class_names],
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
@@ -178,16 +198,17 @@ def select_queue(model: Any, pool: Any, settings: EstimateSettings | None = None
                  surrogate_probs: np.ndarray | None = None, data_options: dict[str, Any] | None = None,
                  model_options: dict[str, Any] | None = None) -> LabelQueue:
     """Which items of ``pool`` to label (write it with :func:`assay.estimate.queue.write_queue`): the model's
-    expected errors (or ``surrogate_probs``, (N, C) probabilities from another model) on the pool, the proposal
+    expected errors on the pool (under ``surrogate_probs``, (N, C) probabilities from another model, when given:
+    the probability that the model's predicted class is wrong), the proposal
     of ``settings.selection`` and ``settings.label_budget`` seeded draws."""
     settings = settings or EstimateSettings()
     loaded, dataset = _load(model, pool, data_options, model_options)
     if settings.label_budget > len(dataset):  # before the forward pass
-        _design(loaded, dataset, settings, np.zeros((0, 2)), "model")
-    if surrogate_probs is not None:
-        return _design(loaded, dataset, settings, _check_surrogate(surrogate_probs, len(dataset),
-                                                                    loaded.info.num_classes), "given")
-    return _design(loaded, dataset, settings, softmax(_logits(loaded, dataset, settings)), "model")
+        _design(loaded, dataset, settings, np.zeros((0, 2)))
+    surrogate = None
+    if surrogate_probs is not None:  # before the forward pass
+        surrogate = _check_surrogate(surrogate_probs, len(dataset), loaded.info.num_classes)
+    return _design(loaded, dataset, settings, softmax(_logits(loaded, dataset, settings)), surrogate)
 
 
 @dataclass

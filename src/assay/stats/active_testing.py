@@ -5,9 +5,10 @@ unbiased estimate of the model's accuracy on the whole pool, with a valid interv
 most informative about the pool's accuracy. Sawade, Landwehr, Bickel & Scheffer (2010, "Active Risk
 Estimation", ICML) show that the variance-optimal proposal for estimating a risk ``R`` puts
 ``q_i ∝ sqrt(E[(loss_i - R)^2])``, which for the 0-1 loss is ``sqrt(e_i (1 - R)^2 + (1 - e_i) R^2)`` with
-``e_i`` the probability that the model is wrong on item ``i`` (``1 - p(predicted class)`` from the model's own,
-or a surrogate's, probabilities) and ``R`` the expected error rate (the mean of ``e_i``). Kossen, Farquhar, Gal
-& Rainforth (2021, "Active Testing", ICML) use ``q_i ∝ e_i`` (the expected loss; ``rule="expected-loss"``).
+``e_i`` the probability that the model is wrong on item ``i`` (``1 - p(the model's predicted class)`` under the
+model's own, or a surrogate's, probabilities) and ``R`` the expected error rate (the mean of ``e_i``). Kossen,
+Farquhar, Gal & Rainforth (2021, "Active Testing", ICML) use ``q_i ∝ e_i`` (the expected loss;
+``rule="expected-loss"``).
 Either is mixed with the uniform distribution, ``q = (1 - λ) q* + λ / N`` with ``λ =``
 :data:`DEFENSIVE_SHARE` (Hesterberg 1995, "defensive" importance sampling): every item keeps at least ``λ / N``,
 so the weight ``1 / (N q_i)`` of any draw is at most ``1 / λ`` even where the surrogate is confidently wrong.
@@ -89,9 +90,11 @@ PROPOSAL_RULES = ("sawade", "difference", "expected-loss", "uniform")
 _MAX_DIFFERENCE_ERROR = 0.9
 
 
-def expected_error(probabilities: np.ndarray) -> np.ndarray:
-    """``e_i = 1 - max_c p_ic``: the probability the model is wrong on each row of ``probabilities`` (N, C), if
-    those probabilities are calibrated (the model's own softmax, or a surrogate's)."""
+def expected_error(probabilities: np.ndarray, predicted: np.ndarray | None = None) -> np.ndarray:
+    """``e_i = 1 - p_i(predicted_i)``: the probability the model's predicted class is wrong on each row of
+    ``probabilities`` (N, C), if those probabilities are calibrated. Without ``predicted`` they are the model's own
+    softmax and the prediction is their arg max (``e = 1 - max_c p_ic``); with it, they are a surrogate's
+    (Kossen et al. 2021: the model's expected loss under the surrogate's predictive distribution)."""
     p = np.asarray(probabilities, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] < 2 or len(p) == 0:
         raise DataError(f"probabilities of shape {p.shape} are not (N, C) with C >= 2", where="probabilities",
@@ -99,7 +102,13 @@ def expected_error(probabilities: np.ndarray) -> np.ndarray:
     if not np.isfinite(p).all() or (p < 0).any():
         raise DataError("probabilities hold negative, NaN or infinite values", where="probabilities",
                         fix="pass softmax outputs (assay.stats.probabilities.softmax of the logits)")
-    return np.clip(1.0 - p.max(axis=1), 0.0, 1.0)
+    if predicted is None:
+        return np.clip(1.0 - p.max(axis=1), 0.0, 1.0)
+    pred = np.asarray(predicted)
+    if pred.shape != (len(p),) or (pred < 0).any() or (pred >= p.shape[1]).any():
+        raise DataError("predicted must hold one class index per row of probabilities", where="predicted",
+                        fix="pass the model's arg max per pool item")
+    return np.clip(1.0 - p[np.arange(len(p)), pred.astype(np.int64)], 0.0, 1.0)
 
 
 def proposal(error: np.ndarray, *, rule: str = "sawade", defensive: float = DEFENSIVE_SHARE,
