@@ -165,15 +165,19 @@ def _check_surrogate(probs: Any, n: int, num_classes: int) -> np.ndarray:
     return p
 
 
+def _check_budget(settings: EstimateSettings, n: int) -> None:
+    if settings.label_budget > n:
+        raise OptionError(f"the label budget ({settings.label_budget}) is larger than the pool ({n} items)",
+                          where="label_budget", fix=f"ask for at most {n} labels, or label the whole pool and "
+                          "evaluate it with `assay evaluate`")
+
+
 def _design(model: Model, pool: Dataset, settings: EstimateSettings, probabilities: np.ndarray,
             surrogate: np.ndarray | None = None) -> LabelQueue:
     """Draw the queue from the model's expected errors on the pool: under its own ``probabilities``, or under a
     surrogate's probabilities of its predicted classes."""
     n = len(pool)
-    if settings.label_budget > n:
-        raise OptionError(f"the label budget ({settings.label_budget}) is larger than the pool ({n} items)",
-                          where="label_budget", fix=f"ask for at most {n} labels, or label the whole pool and "
-                          "evaluate it with `assay evaluate`")
+    _check_budget(settings, n)
     predicted = np.asarray(probabilities).argmax(axis=1)
     error = expected_error(probabilities) if surrogate is None else expected_error(surrogate, predicted)
     selection = select_items(error, int(settings.label_budget), rule=settings.selection, defensive=settings.defensive,
@@ -203,8 +207,7 @@ def select_queue(model: Any, pool: Any, settings: EstimateSettings | None = None
     of ``settings.selection`` and ``settings.label_budget`` seeded draws."""
     settings = settings or EstimateSettings()
     loaded, dataset = _load(model, pool, data_options, model_options)
-    if settings.label_budget > len(dataset):  # before the forward pass
-        _design(loaded, dataset, settings, np.zeros((0, 2)))
+    _check_budget(settings, len(dataset))  # before the forward pass
     surrogate = None
     if surrogate_probs is not None:  # before the forward pass
         surrogate = _check_surrogate(surrogate_probs, len(dataset), loaded.info.num_classes)
