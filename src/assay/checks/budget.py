@@ -176,6 +176,14 @@ def _label(view: View) -> dict[str, Any]:
     return {"view": f"OOD {view.name}", "kind": "ood", "metric": "AUROC (MSP, OOD positive)", "ood_set": view.name}
 
 
+def _same_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with the coordinate columns any row has, in one order (None where a kind has no such coordinate),
+    so that a table of corruptions, attacks and OOD sets reads the same in every report."""
+    coords = [k for k in ("corruption", "severity", "attack", "eps", "ood_set") if any(k in r for r in rows)]
+    head = ("view", "kind", "metric", *coords)
+    return [{**{k: r.get(k) for k in head}, **{k: v for k, v in r.items() if k not in head}} for r in rows]
+
+
 def _metric(value: float | None, lo: float | None, hi: float | None, n: int, method: str, **config: Any) -> Metric:
     return Metric(value=value, ci_low=lo, ci_high=hi, n=int(n), method=method, config=config)
 
@@ -400,6 +408,7 @@ def budget_section(run: BudgetRun, targets: Sequence[BudgetTarget], ctx: CheckCo
         per_view.append({**_label(view), "value": 0.0, "value_ci_low": 0.0, "value_ci_high": 0.0, "width": 0.0,
                          "n_sampled": 0, "population": 0, "share_sampled": 1.0, "passes": 0.0, "seconds": 0.0})
 
+    per_view = _same_columns(per_view)
     corr = [e for e in estimates if isinstance(e.view, (CorruptionView, PrecomputedCorruptionView))]
     adv = [e for e in estimates if isinstance(e.view, AdversarialView)]
     ood = [e for e in estimates if isinstance(e.view, OODView)]
