@@ -537,7 +537,7 @@ def _plots(per_view: list[dict[str, Any]], corruption: dict[str, Any] | None, ct
         severities = sorted({int(r["severity"]) for r in rows})
         clean_metric = Metric(value=clean, ci_low=clean, ci_high=clean, n=len(ctx.labels), method="exact")
         for key, plot in _severity_plots(names, severities, infos, rows, clean, clean_metric).items():
-            plots[key] = {**plot, "title": plot["title"] + ", sampled: intervals for the full run"}
+            plots[key] = {**plot, "title": plot["title"].replace(" (0 = clean)", " (0 = clean; sampled)")}
     if per_view:
         plots["interval_width"] = {
             "kind": "bars", "title": "Interval width per view (what this budget bought)", "ylabel": "interval width",
