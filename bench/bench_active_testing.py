@@ -14,8 +14,8 @@ replacement; the interval is the estimator's Korn-Graubard interval from the poo
 The baseline in the same run: ``--budget`` items drawn uniformly at random without replacement, Wilson interval
 with the finite-population correction (the same label count as the active design's draws; the active design
 labels only its distinct items, so it pays a few labels less). Reports mean widths, the ratio (goal <= 0.7x),
-the coverage of both over the seeds, and the mean distinct labels. Then runs the command line once:
-``assay estimate MODEL --unlabeled POOL --simulate --label-budget 200``.
+the coverage of both over the seeds, and the mean distinct labels. Then runs the command line on the mild pool,
+``assay estimate MODEL --unlabeled POOL --simulate --label-budget 200 --selection sawade|difference`` (seed 0).
 
     python bench/bench_active_testing.py [--seeds 500] [--budget 200]
 """
