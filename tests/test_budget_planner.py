@@ -212,7 +212,7 @@ def test_the_widest_objective_samples_uncertain_views_more_and_uniform_does_not(
     n_widest = [widest.views[t.name].rows.size for t in targets]
     n_uniform = [uniform.views[t.name].rows.size for t in targets]
     assert n_widest[0] > 2 * n_widest[1]
-    assert abs(n_uniform[0] - n_uniform[1]) <= 32
+    assert abs(n_uniform[0] - n_uniform[1]) <= 1  # equal shares, to the row
     # What the allocation buys: the widest reported interval is narrower.
     worst = {name: max(run.views[t.name].stratum().width() for t in targets)
              for name, run in (("widest", widest), ("uniform", uniform))}

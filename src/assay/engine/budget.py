@@ -266,15 +266,17 @@ def run_budgeted(model: Model, dataset: Dataset, targets: list[BudgetTarget], bu
                  spent_seconds: float = 0.0, spent_passes: float = 0.0) -> BudgetRun:
     """Sample rows of every target's view until ``budget`` is spent (see the module docstring).
 
-    Every target first gets a pilot of ``pilot_rows`` rows (its whole population when smaller); then chunks go
-    to the target :func:`~assay.stats.sampling.next_stratum` picks. Chunks start small (``pilot_rows``) and grow
-    with the sample, up to ``batch_size`` rows, so the allocation adapts early and runs full batches later; a
-    chunk never runs past the rows left. A passes budget is never exceeded: a chunk is cut to the passes left,
-    and the run stops when the chosen view cannot afford one row. A time budget: a chunk is cut so that it is
-    predicted (from the view's measured seconds per row; before its first chunk, from the other views' seconds
-    per pass) to end before the deadline. Ctrl-C: the chunk in flight is dropped, the run returns with
-    ``interrupted=True``, and a backend with workers (which got the same Ctrl-C) is closed, so its next use
-    starts fresh ones."""
+    Every target first gets a pilot of ``pilot_rows`` rows (its whole population when smaller); then chunks go to
+    the target :func:`~assay.stats.sampling.next_stratum` picks. Chunks start small (``pilot_rows``) and grow with
+    the sample (a quarter of the mean rows per view so far), up to ``batch_size`` rows, so the allocation adapts
+    early and runs full batches later; near the end of the budget they shrink to an even share of the rows left per
+    view (so the last rows are spread as the objective wants: without it, whole chunks left ``uniform`` visibly
+    unequal); a chunk never runs past the rows left. A passes budget is never exceeded: a chunk is cut to the
+    passes left, and the run stops when the chosen view cannot afford one row. A time budget: a chunk is cut so
+    that it is predicted (from the view's measured seconds per row; before its first chunk, from the other views'
+    seconds per pass) to end before the deadline. Ctrl-C: the chunk in flight is dropped, the run returns with
+    ``interrupted=True``, and a backend with workers (which got the same Ctrl-C) is closed, so its next use starts
+    fresh ones."""
     if objective not in OBJECTIVES:
         raise OptionError(f"unknown budget objective {objective!r}", where="budget-objective",
                           fix=f"choose from {', '.join(OBJECTIVES)}")
@@ -324,6 +326,17 @@ def run_budgeted(model: Model, dataset: Dataset, targets: list[BudgetTarget], bu
                 rows = min(rows, math.floor(left / per_row + 1e-9))
         return max(rows, 0)
 
+    def rows_left(unfinished: list[_Plan]) -> float | None:
+        """About how many more rows the budget buys at the unfinished views' mean cost per row."""
+        if not unfinished:
+            return None
+        if limit is not None:
+            return (limit - passes_used()) / (sum(p.target.cost_per_row for p in unfinished) / len(unfinished))
+        assert deadline is not None
+        per_row = [seconds_per_row(p) for p in unfinished]
+        known = [s for s in per_row if s is not None and s > 0]
+        return (deadline - time.monotonic()) / (sum(known) / len(known)) if known else None
+
     def run_chunk(index: int, rows: int, phase: str) -> None:
         plan = plans[index]
         picked = plan.order[plan.n:plan.n + rows]
@@ -364,7 +377,13 @@ def run_budgeted(model: Model, dataset: Dataset, targets: list[BudgetTarget], bu
             else:
                 while True:
                     sampled = sum(plans[i].n for i in open_plans)
-                    step = int(min(batch_size, max(pilot_rows, sampled // (2 * max(len(open_plans), 1)))))
+                    step = int(min(batch_size, max(pilot_rows, sampled // (4 * max(len(open_plans), 1)))))
+                    # Near the end, chunks shrink to an even share of what is left, so the last rows are spread
+                    # as the objective wants rather than given whole to whichever view comes first.
+                    unfinished = [plans[i] for i in open_plans if plans[i].remaining]
+                    left = rows_left(unfinished)
+                    if left is not None and unfinished:
+                        step = max(1, min(step, math.ceil(left / len(unfinished))))
                     strata = [plans[i].stratum(planning_cost(plans[i])) for i in open_plans]
                     pick = next_stratum(strata, objective=objective, step=step, confidence=confidence)
                     if pick is None:
