@@ -133,6 +133,22 @@ def test_rows_run_give_the_full_runs_outputs(digits_model):
         run_rows(model, views[1], test, np.array([len(test)]))
 
 
+def test_a_complete_budgeted_run_gives_the_full_runs_values(digits_model):
+    model, test = digits_model
+    views = [CorruptionView(test, "pixelate", 4), CorruptionView(test, "frost", 2)]
+    full = run_views(model, test, views, progress=False)
+    labels = np.asarray(test.y)
+    targets = [BudgetTarget(v.spec.name, v, np.arange(len(test)),
+                            lambda rows, logits: (logits.argmax(1) == labels[rows]).astype(float)) for v in views]
+    run = run_budgeted(model, test, targets, parse_budget("100%"), progress=False, batch_size=100)
+    assert run.stopped_because == "complete"
+    for view in views:
+        sampled = run.views[view.spec.name]
+        correct = full[view.spec.name].logits.argmax(1) == labels
+        np.testing.assert_array_equal(sampled.values, correct[sampled.rows])
+        assert sampled.stratum().interval() == (correct.mean(), correct.mean())
+
+
 # --- the planner -----------------------------------------------------------------------------------------
 
 
