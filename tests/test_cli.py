@@ -486,7 +486,9 @@ def test_one_name_per_concept_across_commands():
     for name in ("evaluate", "compress"):
         assert {"--latency-budget", "--latency-batch-sizes"} <= flags[name]
     assert {"--latency-budget", "--latency-batch-sizes"} <= flags["profile"]
-    assert not any({"--budget", "--batch-sizes", "--calibration"} & f for f in flags.values())
+    assert not any({"--batch-sizes", "--calibration"} & f for f in flags.values())
+    # issue 19's compute budget; profile's deprecated --budget (now --latency-budget) is a hidden alias
+    assert [name for name, f in flags.items() if "--budget" in f] == ["evaluate"]
     assert "--quantization-data" in flags["compress"] and "--calibration-data" in flags["evaluate"]
 
 
@@ -597,6 +599,8 @@ WHERE_CASES = [
     ("audit", ["--train", "{tmp}/missing.npz", "--out", "{tmp}/o"]),
     ("audit", ["--train", "digits:train", "--folds", "1", "--out", "{tmp}/o"]),
     ("scan", ["{tmp}/missing.pt"]),
+    ("estimate", ["{ts}", "--unlabeled", "digits", "--label-budget", "100000", "--queue", "{tmp}/q.csv"]),
+    ("evaluate", ["{ts}", "--data", "digits", "--budget", "5 parsecs", "--out", "{tmp}/o"]),
     ("scan", ["{ts}", "--expect-sha256", "xyz"]),
     ("registry register", ["bad name", "{ts}", "--evidence", "{tmp}/a", "--registry", "{tmp}/r.db"]),
     ("registry register", ["m", "{ts}", "--evidence", "{tmp}/a", "--tag", "bad key=v", "--registry", "{tmp}/r.db"]),

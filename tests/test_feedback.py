@@ -475,7 +475,7 @@ def test_monitor_export_labeling_writes_the_same_queue(tmp_path, capsys):
     _write_log(store, 60, seed=3)
     queue = tmp_path / "queue.csv"
     code, out, err = _run(["monitor", "--log", str(store), "--reference", str(bundle), "--export-labeling", "7",
-                           "--labeling-queue", str(queue)], capsys)
+                           "--labeling-selection", "informative", "--labeling-queue", str(queue)], capsys)
     assert code in (0, 1), err  # 1: an alarm (the logged logits are random), not a usage error
     assert "Labeling queue:" in " ".join(out.split())
     from assay.reference import Reference

@@ -19,7 +19,8 @@ SRC = Path(__file__).parents[1] / "src" / "assay"
 
 #: Bottom to top. A module's layer is the one of its longest matching prefix.
 LAYERS: dict[str, int] = {
-    "assay.errors": 1, "assay._version": 1, "assay._paths": 1, "assay._hashing": 1, "assay._validation": 1, "assay.progress": 1,
+    "assay.errors": 1, "assay._version": 1, "assay._paths": 1, "assay._hashing": 1, "assay._validation": 1,
+    "assay.progress": 1,
     "assay.stats": 2, "assay.data": 2, "assay.corruptions": 2, "assay.attacks": 2, "assay.evidence": 2,
     "assay.environment": 2, "assay.reference": 2,
     "assay.models": 3, "assay.report": 3,

@@ -55,7 +55,7 @@ __all__ = [
 
 MANIFEST = "assay-manifest.json"
 MANIFEST_FORMAT = 1
-OUTPUT_KINDS = ("evaluate", "compare", "select", "compress", "card", "monitor", "audit", "scan")
+OUTPUT_KINDS = ("evaluate", "compare", "select", "compress", "card", "monitor", "audit", "scan", "estimate")
 _DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
 
