@@ -147,7 +147,8 @@ def budget_targets(views: Sequence[View], dataset: Dataset, clean_logits: np.nda
 @dataclass
 class _Estimate:
     """One view's estimate: the stratum sampled so far, the scale of the reported value (an attack's
-    clean-correct share) and the cost spent on it."""
+    clean-correct share), the cost spent on it, and the stratum of its uniform-phase rows (means over views are
+    estimated from those: their number did not depend on their values, see :mod:`assay.engine.budget`)."""
 
     name: str
     view: View
@@ -156,6 +157,7 @@ class _Estimate:
     passes: float
     seconds: float
     label: dict[str, Any]
+    uniform: Stratum | None = None
 
     def interval(self, confidence: float) -> tuple[float | None, float, float]:
         lo, hi = self.stratum.interval(confidence)
@@ -193,12 +195,20 @@ def _share_method(confidence: float, n: int, population: int) -> str:
             f"{n} of {population} rows sampled; it covers the value the full run would give on this data")
 
 
+def _uniform_n(estimate: _Estimate) -> int:
+    """Rows a mean over views is computed from (the view's uniform-phase rows)."""
+    return (estimate.uniform or estimate.stratum).n
+
+
 def _stratified(estimates: list[_Estimate], confidence: float) -> tuple[float | None, float | None, float | None]:
-    """Equal-weight stratified mean of the views' values (None when a view has no sampled row)."""
-    if not estimates or any(e.stratum.n == 0 for e in estimates):
+    """Equal-weight stratified mean of the views' values from their uniform-phase rows (None when a view has
+    none): the adaptive rows would bias it (views that look easy by chance get fewer rows and keep their
+    optimistic estimates; over dozens of views the biases add up while the interval shrinks)."""
+    strata = [e.uniform if e.uniform is not None else e.stratum for e in estimates]
+    if not estimates or any(s.n == 0 for s in strata):
         return None, None, None
     weights = [e.scale / len(estimates) for e in estimates]
-    return stratified_interval([e.stratum for e in estimates], weights, confidence)
+    return stratified_interval(strata, weights, confidence)
 
 
 def _corruption_metrics(estimates: list[_Estimate], clean: float, confidence: float, dataset: Dataset,
@@ -211,7 +221,9 @@ def _corruption_metrics(estimates: list[_Estimate], clean: float, confidence: fl
     names = list(dict.fromkeys(e.label["corruption"] for e in estimates))
     held_out = {c: bool(known[c].held_out) if c in known else False for c in names}
     by_name = {c: [e for e in estimates if e.label["corruption"] == c] for c in names}
-    strat = ("stratified mean over the views (equal weights), variance sum W^2 (1 - n/N) s^2 / n with smoothed s^2 "
+    strat = ("stratified mean over the views (equal weights) of each view's uniform-phase rows (their number fixed "
+             "before any value was seen, so the mean is unbiased; the adaptive rows sharpen only the per-view "
+             "intervals), variance sum W^2 (1 - n/N) s^2 / n with smoothed s^2 "
              f"(Cochran 1977, 5.6), normal interval, {confidence:.0%}")
     for e in estimates:
         point, low, high = e.interval(confidence)
@@ -223,7 +235,7 @@ def _corruption_metrics(estimates: list[_Estimate], clean: float, confidence: fl
         value, lo, hi = _stratified(group, confidence)
         severities = sorted(int(e.label["severity"]) for e in group)
         per_corruption[c] = (value, lo, hi)
-        metrics[f"corruption_accuracy[{c}]"] = _metric(value, lo, hi, sum(e.stratum.n for e in group),
+        metrics[f"corruption_accuracy[{c}]"] = _metric(value, lo, hi, sum(_uniform_n(e) for e in group),
                                                        f"mean over severities {severities}: {strat}", corruption=c)
     standard = [e for e in estimates if not held_out[e.label["corruption"]]]
     heldout = [e for e in estimates if held_out[e.label["corruption"]]]
@@ -231,7 +243,7 @@ def _corruption_metrics(estimates: list[_Estimate], clean: float, confidence: fl
     for key, group in (("mean_corruption_accuracy", standard), ("mean_heldout_corruption_accuracy", heldout)):
         if group:
             value, lo, hi = _stratified(group, confidence)
-            metrics[key] = _metric(value, lo, hi, sum(e.stratum.n for e in group),
+            metrics[key] = _metric(value, lo, hi, sum(_uniform_n(e) for e in group),
                                    f"{strat}; {len(group)} views" + ("" if value is not None else
                                                                      "; not estimated: a view has no sampled row"),
                                    views=len(group))
@@ -246,7 +258,7 @@ def _corruption_metrics(estimates: list[_Estimate], clean: float, confidence: fl
     worst = min(ranked, key=ranked.__getitem__) if ranked else None
     if worst is not None:
         value, lo, hi = per_corruption[worst]
-        metrics["worst_corruption_accuracy"] = _metric(value, lo, hi, sum(e.stratum.n for e in by_name[worst]),
+        metrics["worst_corruption_accuracy"] = _metric(value, lo, hi, sum(_uniform_n(e) for e in by_name[worst]),
                                                        "the corruption with the lowest estimated mean over severities; "
                                                        + strat, corruption=worst)
     return {"names": names, "per_corruption": per_corruption, "worst": worst, "drop": drop, "mean_key": mean_key,
@@ -385,13 +397,14 @@ def budget_section(run: BudgetRun, targets: Sequence[BudgetTarget], ctx: CheckCo
     for target in targets:
         sampled = run.views.get(target.name)
         if sampled is not None:
-            stratum = sampled.stratum()
+            stratum, uniform = sampled.stratum(), sampled.uniform_stratum()
             passes, seconds = float(sampled.passes), float(sampled.seconds)
         else:
             stratum = Stratum(0, int(target.population.size), cost=target.cost_per_row, binary=target.binary)
-            passes = seconds = 0.0
+            uniform, passes, seconds = stratum, 0.0, 0.0
         scale = target.population.size / n if isinstance(target.view, AdversarialView) else 1.0
-        estimates.append(_Estimate(target.name, target.view, stratum, scale, passes, seconds, _label(target.view)))
+        estimates.append(_Estimate(target.name, target.view, stratum, scale, passes, seconds, _label(target.view),
+                                   uniform))
 
     metrics: dict[str, Metric] = {"clean_accuracy": _metric(
         clean, clean, clean, n, "exact: the clean view runs in full in budget mode (no sampling)")}

@@ -23,8 +23,10 @@ shrink to a point when every row was sampled. Pure functions over counts and arr
 
 Validity under adaptive allocation: how many rows a view gets depends on its own pilot estimate, so the
 sample size is a random stopping time, not fixed in advance. ``tests/test_sampling.py`` measures the coverage
-of these intervals by simulation under the ``widest`` planner (at least 93 % at nominal 95 %, the issue's
-acceptance line; the exact interval's conservatism absorbs the stopping effect).
+of the per-view intervals by simulation under the ``widest`` planner (at least 93 % at nominal 95 %, the issue's
+acceptance line; the exact interval's conservatism absorbs the stopping effect). A stratified mean over views
+must not be taken over adaptively stopped samples (their small biases add up over views): the planner
+(:mod:`assay.engine.budget`) feeds :func:`stratified_interval` its uniform-phase rows.
 """
 
 from __future__ import annotations
