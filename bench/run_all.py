@@ -13,7 +13,8 @@ BENCHES = ["bench_startup.py", "bench_engine.py", "bench_bootstrap.py", "bench_r
            "bench_compare.py", "bench_latency.py", "bench_quantization.py", "bench_compress.py",
            "bench_fairness_coverage.py --reps 100", "bench_registry.py", "bench_prediction_log.py",
            "bench_serve.py", "bench_monitor.py", "bench_labeling.py", "bench_audit.py",
-           "bench_scan.py", "bench_backdoor.py --seeds 5", "bench_ray.py"]
+           "bench_scan.py", "bench_backdoor.py --seeds 5", "bench_ray.py",
+           "bench_budget.py --images 3000 --seeds 5", "bench_active_testing.py"]
 
 
 def main() -> int:
