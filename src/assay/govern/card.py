@@ -68,6 +68,8 @@ SHOWN: dict[str, tuple[list[str], list[str] | None]] = {
                     "flip_rate", "mean_ece_under_corruption"], ["per_corruption"]),
     "adversarial": (["clean_accuracy", "robust_accuracy", "robust_accuracy_*"], ["robust_vs_eps"]),
     "ood": (["aurc"], None),
+    "budget": (["clean_accuracy", "mean_corruption_accuracy", "worst_corruption_accuracy", "relative_drop",
+                "robust_accuracy", "auroc_msp[*]", "widest_interval", "passes_used"], ["larger_budget"]),
     "label_free": (["mae_on_corruptions[*]"], None),
     "slices": (["worst_slice_gap[*]"], ["*"]),
     "fairness": (["*"], ["*"]),
