@@ -296,9 +296,12 @@ def binned_ks_test(reference_counts: Any, current_counts: Any, *, name: str = "b
 
     n_ref, n_cur = _size(ref), _size(cur)
     statistic = float(binned_ks(ref, cur))
-    effective = max(1, round(n_ref * n_cur / (n_ref + n_cur)))
+    effective = round(n_ref * n_cur / (n_ref + n_cur))
     exact = effective <= KS_EXACT_MAX
-    raw = kstwo.sf(statistic, effective) if exact else kolmogorov(math.sqrt(effective) * statistic)
+    if effective == 0:  # one observation on each side (n_eff 0.5): they differ or not, the permutation p-value is 1
+        raw = 1.0
+    else:
+        raw = kstwo.sf(statistic, effective) if exact else kolmogorov(math.sqrt(effective) * statistic)
     p_value = float(np.clip(raw, 0.0, 1.0))
     method = (f"two-sample Kolmogorov-Smirnov on {ref.size} bins, asymptotic p-value (n_eff {effective}"
               + ("" if exact else ", limiting distribution") + ")")
