@@ -40,6 +40,7 @@ __all__ = [
     "design_path",
     "is_design_record",
     "is_estimate_queue",
+    "read_csv_text",
     "read_queue",
     "read_queue_labels",
     "write_queue",
@@ -152,8 +153,9 @@ def read_queue(queue: str | os.PathLike[str]) -> LabelQueue:
     return queue_obj
 
 
-def class_index(text: str, num_classes: int, class_names: Sequence[str] | None, where: str) -> int:
-    """A class name (when names are known) or an integer index in [0, num_classes)."""
+def class_index(text: str, num_classes: int | None, class_names: Sequence[str] | None, where: str) -> int:
+    """A class name (when names are known) or an integer index in [0, num_classes) (any index >= 0 when
+    ``num_classes`` is None). Shared with the feedback loop's label files (monitor/labeling.py)."""
     names = [str(n) for n in class_names or []]
     if text in names:
         return names.index(text)
@@ -162,33 +164,37 @@ def class_index(text: str, num_classes: int, class_names: Sequence[str] | None, 
     except ValueError:
         known = f"one of {names[:10]}{' ...' if len(names) > 10 else ''} or an index" if names else "an integer index"
         raise DataError(f"label {text[:80]!r} is not a class of the model", where=where, fix=f"write {known}") from None
-    if not 0 <= value < num_classes:
-        raise DataError(f"label {value} is outside the model's classes 0..{num_classes - 1}", where=where,
-                        fix=f"write a class index in [0, {num_classes - 1}]" + (" or a class name" if names else ""))
+    if value < 0 or (num_classes is not None and value >= num_classes):
+        raise DataError(f"label {value} is outside the model's classes 0..{(num_classes or 1) - 1}", where=where,
+                        fix=f"write a class index in [0, {(num_classes or 1) - 1}]"
+                            + (" or a class name" if names else ""))
     return value
 
 
-def _text(path: Path) -> str:
+def read_csv_text(path: Path, *, what: str, columns: str, max_bytes: int, too_big_fix: str) -> str:
+    """The text of a UTF-8 label CSV (a BOM dropped), every way it can be unreadable a DataError naming the file
+    (too large, missing, a folder, not UTF-8 -- with the line --, unreadable, NUL bytes). ``what`` names the file
+    in the fixes ("the labels CSV"), ``columns`` its expected columns. Shared with monitor/labeling.py."""
     where = str(path)
     try:
         size = path.stat().st_size
-        if size > _MAX_BYTES:
-            raise DataError(f"the label file is {size:,} bytes (at most {_MAX_BYTES:,})", where=where,
-                            fix="give the filled-in queue, one line per queued item")
+        if size > max_bytes:
+            raise DataError(f"the label file is {size:,} bytes (at most {max_bytes:,})", where=where, fix=too_big_fix)
         text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
-        raise DataError("no such file", where=where, fix="check the path to the filled-in queue CSV") from None
+        raise DataError("no such file", where=where, fix=f"check the path to {what}") from None
     except IsADirectoryError:
-        raise DataError("this is a folder, not a CSV file", where=where, fix="give the filled-in queue CSV") from None
+        raise DataError("this is a folder, not a CSV file", where=where, fix=f"give {what}") from None
     except UnicodeDecodeError as exc:
-        raise DataError(f"the file is not UTF-8 text (byte {exc.start:,})", where=where,
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"the file is not UTF-8 text (byte {exc.start:,}, line {line})", where=where,
                         fix="save the CSV as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)") from None
     except OSError as exc:
         raise DataError(f"cannot read the file ({exc.strerror})", where=where, fix="check the path and permissions") \
             from None
     if "\x00" in text:
         raise DataError("the file contains NUL characters: not a CSV text file", where=where,
-                        fix="give the filled-in queue CSV (columns row,label)")
+                        fix=f"give {what} (columns {columns})")
     return text
 
 
@@ -198,7 +204,10 @@ def read_queue_labels(path: str | os.PathLike[str], queue: LabelQueue, *, num_cl
     module docstring: checked whole, every problem a DataError naming the line)."""
     path = Path(path)
     where = str(path)
-    reader = csv.reader(io.StringIO(_text(path), newline=""))
+    reader = csv.reader(io.StringIO(read_csv_text(path, what="the filled-in queue CSV", columns="row,label",
+                                                 max_bytes=_MAX_BYTES,
+                                                 too_big_fix="give the filled-in queue, one line per queued item"),
+                                   newline=""))
     position = {int(r): i for i, r in enumerate(queue.rows)}
     labels = np.full(len(queue.rows), -1, dtype=np.int64)
     first_line = np.zeros(len(queue.rows), dtype=np.int64)

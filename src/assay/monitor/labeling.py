@@ -443,6 +443,7 @@ def queue_estimate(path: str | os.PathLike[str], *, num_classes: int,
                    class_names: Sequence[str] | None = None, confidence: float = 0.95) -> Any:
     """The traffic's accuracy (:class:`assay.stats.active_testing.AccuracyEstimate`) from a filled-in queue that
     :func:`select_for_estimate` wrote; None when the file is not one or not every row is labelled."""
+    from assay.estimate.queue import class_index
     from assay.stats.active_testing import accuracy_estimate
 
     try:
@@ -451,7 +452,7 @@ def queue_estimate(path: str | os.PathLike[str], *, num_classes: int,
         return None
     if list(frame.columns) != list(ESTIMATE_QUEUE_COLUMNS) or frame.empty or (frame["label"].str.strip() == "").any():
         return None
-    labels = np.array([_class_index(str(t).strip(), num_classes, class_names, str(path)) for t in frame["label"]])
+    labels = np.array([class_index(str(t).strip(), num_classes, class_names, str(path)) for t in frame["label"]])
     centre = frame["centre"].to_numpy(dtype=np.float64)
     constant = bool(np.ptp(centre) == 0)
     correct = (labels == frame["top1"].to_numpy(dtype=np.int64)).astype(np.float64)
@@ -499,24 +500,6 @@ class LabelRow:
     line: int
 
 
-def _class_index(text: str, num_classes: int | None, class_names: Sequence[str] | None, where: str) -> int:
-    """A class name (when names are known) or an integer index in [0, num_classes)."""
-    names = list(class_names or [])
-    if text in names:
-        return names.index(text)
-    try:
-        value = int(text)
-    except ValueError:
-        known = f"one of {names[:10]}{' ...' if len(names) > 10 else ''} or an index" if names else "an integer index"
-        raise DataError(f"label {text[:80]!r} is not a class of the model", where=where,
-                        fix=f"write {known}") from None
-    if value < 0 or (num_classes is not None and value >= num_classes):
-        raise DataError(f"label {value} is outside the model's classes 0..{(num_classes or 1) - 1}", where=where,
-                        fix=f"write a class index in [0, {(num_classes or 1) - 1}]"
-                            + (" or a class name" if names else ""))
-    return value
-
-
 def read_label_csv(path: str | os.PathLike[str], *, num_classes: int | None = None,
                    class_names: Sequence[str] | None = None,
                    max_bytes: int = 256 * 2**20) -> tuple[list[LabelRow], int]:
@@ -525,28 +508,12 @@ def read_label_csv(path: str | os.PathLike[str], *, num_classes: int | None = No
     label is blank (skipped: a queue not labelled in full). Everything is checked before anything is returned:
     columns, encoding, labels (names or indices in [0, num_classes)), rows, and no (request_id, row) labelled
     twice with different labels. Any problem is a DataError naming the line."""
+    from assay.estimate.queue import class_index, read_csv_text  # the estimate queue's reader (layer 7)
+
     path = Path(path)
     where = str(path)
-    try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise DataError(f"the label file is {size:,} bytes (at most {max_bytes:,})", where=where,
-                            fix="split it into smaller files and import each")
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise DataError("no such file", where=where, fix="check the path to the labels CSV") from None
-    except IsADirectoryError:
-        raise DataError("this is a folder, not a CSV file", where=where, fix="give the labels CSV file") from None
-    except UnicodeDecodeError as exc:
-        line = _text_line(exc.object, exc.start)
-        raise DataError(f"the file is not UTF-8 text (byte {exc.start:,}, line {line})", where=where,
-                        fix="save the CSV as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)") from None
-    except OSError as exc:
-        raise DataError(f"cannot read the file ({exc.strerror})", where=where,
-                        fix="check the path and permissions") from None
-    if "\x00" in text:
-        raise DataError("the file contains NUL characters: not a CSV text file", where=where,
-                        fix="give a UTF-8 CSV with columns request_id,label[,row]")
+    text = read_csv_text(path, what="the labels CSV", columns="request_id,label[,row]", max_bytes=max_bytes,
+                         too_big_fix="split it into smaller files and import each")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
@@ -591,7 +558,7 @@ def read_label_csv(path: str | os.PathLike[str], *, num_classes: int | None = No
                 if row < 0:
                     raise DataError(f"line {line}: row {row} is negative", where=f"{where}:{line}",
                                     fix="give the index of the row in its request (0 for a one-row request)")
-            label = _class_index(label_text, num_classes, class_names, f"{where}:{line}")
+            label = class_index(label_text, num_classes, class_names, f"{where}:{line}")
             item = LabelRow(rid, row, label, line)
             earlier = seen.get((rid, row))
             if earlier is not None and earlier.label != label:
@@ -605,11 +572,6 @@ def read_label_csv(path: str | os.PathLike[str], *, num_classes: int | None = No
         raise DataError(f"not a readable CSV file ({exc}, line {reader.line_num})", where=where,
                         fix="give a comma-separated file with a header line request_id,label[,row]") from None
     return labels, blank
-
-
-def _text_line(data: bytes, offset: int) -> int:
-    """The 1-based line number of byte ``offset`` in ``data``."""
-    return data.count(b"\n", 0, offset) + 1
 
 
 @dataclass
