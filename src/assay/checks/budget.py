@@ -157,7 +157,7 @@ class _Estimate:
     passes: float
     seconds: float
     label: dict[str, Any]
-    uniform: Stratum | None = None
+    uniform: Stratum
 
     def interval(self, confidence: float) -> tuple[float | None, float, float]:
         lo, hi = self.stratum.interval(confidence)
@@ -195,16 +195,11 @@ def _share_method(confidence: float, n: int, population: int) -> str:
             f"{n} of {population} rows sampled; it covers the value the full run would give on this data")
 
 
-def _uniform_n(estimate: _Estimate) -> int:
-    """Rows a mean over views is computed from (the view's uniform-phase rows)."""
-    return (estimate.uniform or estimate.stratum).n
-
-
 def _stratified(estimates: list[_Estimate], confidence: float) -> tuple[float | None, float | None, float | None]:
     """Equal-weight stratified mean of the views' values from their uniform-phase rows (None when a view has
     none): the adaptive rows would bias it (views that look easy by chance get fewer rows and keep their
     optimistic estimates; over dozens of views the biases add up while the interval shrinks)."""
-    strata = [e.uniform if e.uniform is not None else e.stratum for e in estimates]
+    strata = [e.uniform for e in estimates]
     if not estimates or any(s.n == 0 for s in strata):
         return None, None, None
     weights = [e.scale / len(estimates) for e in estimates]
@@ -235,7 +230,7 @@ def _corruption_metrics(estimates: list[_Estimate], clean: float, confidence: fl
         value, lo, hi = _stratified(group, confidence)
         severities = sorted(int(e.label["severity"]) for e in group)
         per_corruption[c] = (value, lo, hi)
-        metrics[f"corruption_accuracy[{c}]"] = _metric(value, lo, hi, sum(_uniform_n(e) for e in group),
+        metrics[f"corruption_accuracy[{c}]"] = _metric(value, lo, hi, sum(e.uniform.n for e in group),
                                                        f"mean over severities {severities}: {strat}", corruption=c)
     standard = [e for e in estimates if not held_out[e.label["corruption"]]]
     heldout = [e for e in estimates if held_out[e.label["corruption"]]]
@@ -243,7 +238,7 @@ def _corruption_metrics(estimates: list[_Estimate], clean: float, confidence: fl
     for key, group in (("mean_corruption_accuracy", standard), ("mean_heldout_corruption_accuracy", heldout)):
         if group:
             value, lo, hi = _stratified(group, confidence)
-            metrics[key] = _metric(value, lo, hi, sum(_uniform_n(e) for e in group),
+            metrics[key] = _metric(value, lo, hi, sum(e.uniform.n for e in group),
                                    f"{strat}; {len(group)} views" + ("" if value is not None else
                                                                      "; not estimated: a view has no sampled row"),
                                    views=len(group))
@@ -258,7 +253,7 @@ def _corruption_metrics(estimates: list[_Estimate], clean: float, confidence: fl
     worst = min(ranked, key=ranked.__getitem__) if ranked else None
     if worst is not None:
         value, lo, hi = per_corruption[worst]
-        metrics["worst_corruption_accuracy"] = _metric(value, lo, hi, sum(_uniform_n(e) for e in by_name[worst]),
+        metrics["worst_corruption_accuracy"] = _metric(value, lo, hi, sum(e.uniform.n for e in by_name[worst]),
                                                        "the corruption with the lowest estimated mean over severities; "
                                                        + strat, corruption=worst)
     return {"names": names, "per_corruption": per_corruption, "worst": worst, "drop": drop, "mean_key": mean_key,
